@@ -1,0 +1,329 @@
+"""The gateway's configuration: one typed model, loaded from TOML, checked as a whole.
+
+`load_config(path)` returns a frozen `GatewayConfig` or raises `ConfigError` listing *every*
+problem by field path (`queues[2].max_wait: must be > 0`). It is called once, in `main()`; nothing
+reads settings from globals.
+
+Secrets never live in the config: agents' tokens and API keys appear only as hashes
+(`sha256:<hex>`), either inline or in the git-ignored credentials file that
+`hotline-gateway init-credentials` writes; channel credentials are names of environment variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import tomllib
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from gateway.errors import ConfigError, FieldError
+from gateway.ticket import CHANNELS, MAX_PRIORITY, Channel
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+AgentId = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+SecretHash = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_listen(value: str) -> str:
+    match = _LISTEN.match(value)
+    if not match or not 0 <= int(match["port"]) < 65536:
+        raise ValueError("must be host:port, for example 127.0.0.1:8080 (port 0 = any free port)")
+    return value
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class HttpConfig(_Section):
+    listen: str = "127.0.0.1:8080"
+    max_body_bytes: int = Field(default=64 * 1024, gt=0, le=16 * 1024 * 1024)
+
+    _listen = field_validator("listen")(_check_listen)
+
+
+class SeatsConfig(_Section):
+    listen: str = "127.0.0.1:8765"
+    offer_timeout: Seconds = 20.0
+    reconnect_grace: Seconds = 60.0
+    auth_timeout: Seconds = 5.0
+    heartbeat_interval: Seconds = 20.0
+    max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    send_queue: int = Field(default=64, ge=1, le=10_000)
+    max_connections: int = Field(default=2000, ge=1)
+
+    _listen = field_validator("listen")(_check_listen)
+
+
+class EmbeddedRedisConfig(_Section):
+    port: int = Field(default=6390, gt=0, lt=65536)
+    dir: str = "../var/redis"
+    appendfsync: Literal["everysec", "always"] = "everysec"
+    binary: str | None = None
+
+
+class RedisConfig(_Section):
+    url: str | None = None
+    key_prefix: Name = "hg"
+    idempotency_ttl: int = Field(default=7 * 86400, gt=0)
+    ticket_ttl: int = Field(default=30 * 86400, gt=0)
+    max_queue_length: int = Field(default=100_000, gt=0)
+    submitted_maxlen: int = Field(default=1_000_000, gt=0)
+    outbox_maxlen: int = Field(default=100_000, gt=0)
+    embedded: EmbeddedRedisConfig = EmbeddedRedisConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+
+class QueueConfig(_Section):
+    name: Name
+    label: str = ""
+    skills: list[Name] = Field(min_length=1)
+    priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
+    max_wait: Seconds = 300.0
+    service_level: Seconds = 20.0
+
+
+class AgentConfig(_Section):
+    id: AgentId
+    name: str = ""
+    skills: list[Name] = Field(min_length=1)
+    sip_uri: Annotated[str, StringConstraints(pattern=r"^sips?:[^\s]+$")] | None = None
+    token_hash: SecretHash | None = None
+    max_concurrent: int = Field(default=1, ge=1, le=50)
+
+
+class ApiClientConfig(_Section):
+    id: AgentId
+    key_hash: SecretHash | None = None
+    channels: list[Channel] = Field(default_factory=lambda: ["web"], min_length=1)
+
+
+class SmsChannelConfig(_Section):
+    enabled: bool = False
+    smsc: str = "127.0.0.1:2775"
+    system_id: str = ""
+    password_env: EnvName = "HG_SMPP_PASSWORD"
+
+    _smsc = field_validator("smsc")(_check_listen)
+
+
+class WechatChannelConfig(_Section):
+    enabled: bool = False
+    app_id: str = ""
+    token_env: EnvName = "HG_WECHAT_TOKEN"
+    aes_key_env: EnvName = "HG_WECHAT_AES_KEY"
+    app_secret_env: EnvName = "HG_WECHAT_APP_SECRET"
+
+
+class TelegramChannelConfig(_Section):
+    enabled: bool = False
+    bot_token_env: EnvName = "HG_TELEGRAM_BOT_TOKEN"
+    webhook_secret_env: EnvName = "HG_TELEGRAM_WEBHOOK_SECRET"
+
+
+class ChannelsConfig(_Section):
+    sms: SmsChannelConfig = SmsChannelConfig()
+    wechat: WechatChannelConfig = WechatChannelConfig()
+    telegram: TelegramChannelConfig = TelegramChannelConfig()
+
+
+class RoutingConfig(_Section):
+    default_queue: Name = "general"
+    by_channel: dict[Channel, Name] = Field(default_factory=dict)
+    # Flags that raise a ticket's priority to at least the given level (urgent, enterprise, ...).
+    flag_priority: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")], int] = Field(
+        default_factory=lambda: {"urgent": 5, "enterprise": 7}
+    )
+
+
+class GatewayConfig(_Section):
+    http: HttpConfig = HttpConfig()
+    seats: SeatsConfig = SeatsConfig()
+    redis: RedisConfig = RedisConfig()
+    routing: RoutingConfig = RoutingConfig()
+    queues: list[QueueConfig] = Field(min_length=1)
+    agents: list[AgentConfig] = Field(default_factory=list)
+    api_clients: list[ApiClientConfig] = Field(default_factory=list)
+    channels: ChannelsConfig = ChannelsConfig()
+    credentials_file: str | None = None
+    # Directory of the config file; relative paths in the config are resolved against it.
+    base_dir: str = "."
+
+    def queue(self, name: str) -> QueueConfig:
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        raise KeyError(name)
+
+    def queues_for_skills(self, skills: list[str]) -> list[QueueConfig]:
+        """The queues an agent with these skills serves: any shared skill is enough."""
+        return [q for q in self.queues if set(q.skills) & set(skills)]
+
+    def resolve(self, path: str) -> Path:
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
+
+
+def hash_secret(secret: str) -> str:
+    """Tokens and API keys are random (see `generate_secret`), so one SHA-256 suffices."""
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def verify_secret(secret: str, stored_hash: str | None) -> bool:
+    if not stored_hash:
+        return False
+    return hmac.compare_digest(hash_secret(secret).encode(), stored_hash.encode())
+
+
+def format_path(location: tuple[str | int, ...]) -> str:
+    """('queues', 2, 'max_wait') -> 'queues[2].max_wait'."""
+    out = ""
+    for part in location:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_HINTS = {
+    "extra_forbidden": "unknown key; check its spelling against config/gateway.toml",
+    "missing": "required",
+    "string_pattern_mismatch": "has the wrong form",
+}
+
+
+def validation_errors(error: ValidationError) -> list[FieldError]:
+    found = []
+    for item in error.errors(include_url=False):
+        message = item["msg"]
+        if item["type"] in _HINTS:
+            message = f"{message} ({_HINTS[item['type']]})"
+        if item["type"] == "string_pattern_mismatch":
+            message = f"{message}: {item.get('ctx', {}).get('pattern', '')}"
+        found.append(FieldError(format_path(tuple(item["loc"])), message))
+    return found
+
+
+def _duplicates(values: list[str]) -> set[str]:
+    return {value for value, count in Counter(values).items() if count > 1}
+
+
+def semantic_errors(config: GatewayConfig) -> list[FieldError]:
+    """Problems that span fields: duplicates and references to queues that do not exist."""
+    errors = []
+    for section, items in (("queues", config.queues), ("agents", config.agents)):
+        dupes = _duplicates([getattr(item, "name", None) or getattr(item, "id", "") for item in items])
+        for index, item in enumerate(items):
+            key = getattr(item, "name", None) or getattr(item, "id", "")
+            if key in dupes:
+                errors.append(FieldError(f"{section}[{index}]", f"duplicate {key!r}"))
+    client_dupes = _duplicates([client.id for client in config.api_clients])
+    errors += [
+        FieldError(f"api_clients[{i}].id", f"duplicate {c.id!r}")
+        for i, c in enumerate(config.api_clients)
+        if c.id in client_dupes
+    ]
+    names = {queue.name for queue in config.queues}
+    if config.routing.default_queue not in names:
+        errors.append(FieldError("routing.default_queue", f"no queue named {config.routing.default_queue!r}"))
+    for channel, queue in config.routing.by_channel.items():
+        if queue not in names:
+            errors.append(FieldError(f"routing.by_channel.{channel}", f"no queue named {queue!r}"))
+    for index, queue_config in enumerate(config.queues):
+        if queue_config.service_level > queue_config.max_wait:
+            errors.append(FieldError(f"queues[{index}].service_level", "must be <= max_wait"))
+    for index, agent in enumerate(config.agents):
+        if not config.queues_for_skills(agent.skills):
+            errors.append(FieldError(f"agents[{index}].skills", "match no queue's skills; the agent would get nothing"))
+        if agent.token_hash is None:
+            errors.append(FieldError(f"agents[{index}].token_hash", "missing; run `hotline-gateway init-credentials`"))
+    for index, client in enumerate(config.api_clients):
+        if client.key_hash is None:
+            errors.append(FieldError(f"api_clients[{index}].key_hash", "missing; run `hotline-gateway init-credentials`"))
+    return errors
+
+
+def environment_errors(config: GatewayConfig, environ: Mapping[str, str]) -> list[FieldError]:
+    """Enabled channels need their secrets in the environment (the config only names them)."""
+    errors = []
+    for channel_name in ("sms", "wechat", "telegram"):
+        channel = getattr(config.channels, channel_name)
+        if not channel.enabled:
+            continue
+        for field, value in channel:
+            if field.endswith("_env") and not environ.get(value):
+                errors.append(FieldError(f"channels.{channel_name}.{field}", f"environment variable {value} is not set"))
+    return errors
+
+
+def _merge_credentials(raw: dict[str, Any], credentials: dict[str, Any]) -> None:
+    """Fill missing hashes from the credentials file (`[agents] "1001" = "sha256:..."`)."""
+    for section, field in (("agents", "token_hash"), ("api_clients", "key_hash")):
+        hashes = credentials.get(section, {})
+        for item in raw.get(section, []):
+            if isinstance(item, dict) and not item.get(field) and str(item.get("id")) in hashes:
+                item[field] = hashes[str(item["id"])]
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "config") -> GatewayConfig:
+    raw = dict(raw)
+    raw["base_dir"] = str(base_dir)
+    credentials_file = raw.get("credentials_file")
+    if isinstance(credentials_file, str):
+        path = Path(credentials_file) if Path(credentials_file).is_absolute() else base_dir / credentials_file
+        if path.exists():
+            _merge_credentials(raw, read_toml(path))
+    try:
+        config = GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration", tuple(validation_errors(exc))) from None
+    problems = semantic_errors(config)
+    if problems:
+        raise ConfigError(f"{source}: invalid configuration", tuple(problems))
+    return config
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    path = Path(path)
+    config = parse_config(read_toml(path), path.resolve().parent, str(path))
+    problems = environment_errors(config, os.environ if environ is None else environ)
+    if problems:
+        raise ConfigError(f"{path}: invalid configuration", tuple(problems))
+    return config
+
+
+def all_channels() -> tuple[Channel, ...]:
+    return CHANNELS

@@ -1,0 +1,201 @@
+"""Lua scripts that make every queue transition one atomic step in Redis.
+
+Each script checks the ticket's current status (and owner) before it changes anything, so two
+gateway processes, a reaper and a seat racing on the same ticket cannot double-offer or lose it:
+the loser gets a status code back, never a half-done change. Keys are documented in
+docs/redis-keys.md. Ticket hash fields: doc (ticket JSON without status/agent/history), status,
+agent, stream, entry.
+"""
+
+from __future__ import annotations
+
+# Common helpers prepended to every script.
+_PRELUDE = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function id_parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function id_less(a, b)
+  local ams, aseq = id_parts(a)
+  local bms, bseq = id_parts(b)
+  if ams ~= bms then return ams < bms end
+  return aseq < bseq
+end
+local function ensure_group(stream, group)
+  local ok = pcall(redis.call, 'XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  return ok
+end
+local function ticket_payload(tkey, hkey)
+  local fields = redis.call('HMGET', tkey, 'doc', 'status', 'agent')
+  return {fields[1], fields[2], fields[3] or '', redis.call('LRANGE', hkey, 0, -1)}
+end
+"""
+
+# KEYS: idem, ticket, history, stream
+# ARGV: ticket id, doc, history entry, idem ttl, max queue length, wake channel, queue, group
+INTAKE = _PRELUDE + r"""
+local existing = redis.call('GET', KEYS[1])
+if existing then return {0, existing} end
+if redis.call('XLEN', KEYS[4]) >= tonumber(ARGV[5]) then return {-1, ''} end
+local entry = redis.call('XADD', KEYS[4], '*', 't', ARGV[1])
+ensure_group(KEYS[4], ARGV[8])
+redis.call('HSET', KEYS[2], 'doc', ARGV[2], 'status', 'queued', 'agent', '', 'stream', KEYS[4], 'entry', entry)
+redis.call('RPUSH', KEYS[3], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[4]))
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return {1, ARGV[1]}
+"""
+
+# KEYS: offers zset, agent's ticket set, stream 1..n (ordered by priority, highest first)
+# ARGV: agent, group, offer timeout ms, history entry, key prefix, priority of stream 1..n
+OFFER = _PRELUDE + r"""
+local agent, group, prefix = ARGV[1], ARGV[2], ARGV[5]
+local function last_delivered(stream)
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+  if not ok then return nil end
+  for _, g in ipairs(groups) do
+    local name, last = nil, nil
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] end
+      if g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == group then return last end
+  end
+  return nil
+end
+-- The oldest entry this stream could offer: a returned one (owned by _pool) or the next new one.
+local function candidate(stream)
+  if redis.call('XLEN', stream) == 0 then return nil end
+  local pooled = redis.call('XPENDING', stream, group, '-', '+', 1, '_pool')
+  if #pooled > 0 then return pooled[1][1], true end
+  local last = last_delivered(stream)
+  if not last then
+    ensure_group(stream, group)
+    last = '0-0'
+  end
+  local nxt = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
+  if #nxt > 0 then return nxt[1][1], false end
+  return nil
+end
+for attempt = 1, 16 do
+  local best_stream, best_id, best_pooled, best_prio = nil, nil, false, nil
+  for i = 3, #KEYS do
+    local prio = tonumber(ARGV[3 + i])
+    if best_prio and prio < best_prio then break end
+    local id, pooled = candidate(KEYS[i])
+    if id and (not best_id or id_less(id, best_id)) then
+      best_stream, best_id, best_pooled, best_prio = KEYS[i], id, pooled, prio
+    end
+  end
+  if not best_id then return false end
+  local claimed
+  if best_pooled then
+    claimed = redis.call('XCLAIM', best_stream, group, agent, 0, best_id)
+  else
+    local read = redis.call('XREADGROUP', 'GROUP', group, agent, 'COUNT', 1, 'STREAMS', best_stream, '>')
+    claimed = read and read[1][2] or {}
+  end
+  local item = claimed[1]
+  if item and item[2] then
+    local tid = item[2][2]
+    local tkey = prefix .. ':t:' .. tid
+    if redis.call('HGET', tkey, 'status') == 'queued' then
+      redis.call('HSET', tkey, 'status', 'offered', 'agent', agent)
+      redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[3]), tid)
+      redis.call('SADD', KEYS[2], tid)
+      redis.call('RPUSH', tkey .. ':h', ARGV[4])
+      local payload = ticket_payload(tkey, tkey .. ':h')
+      table.insert(payload, 1, tid)
+      return payload
+    end
+  end
+  -- A stale entry (its ticket gone or settled): drop it and look again.
+  redis.call('XACK', best_stream, group, best_id)
+  redis.call('XDEL', best_stream, best_id)
+end
+return false
+"""
+
+# KEYS: ticket, history, offers zset
+# ARGV: agent, history entry
+ACCEPT = _PRELUDE + r"""
+local status, owner = unpack(redis.call('HMGET', KEYS[1], 'status', 'agent'))
+if not status then return {'not_found', ''} end
+if status ~= 'offered' or owner ~= ARGV[1] then return {'conflict', status} end
+redis.call('HSET', KEYS[1], 'status', 'claimed')
+redis.call('ZREM', KEYS[3], string.match(KEYS[1], ':t:(.+)$'))
+redis.call('RPUSH', KEYS[2], ARGV[2])
+local payload = ticket_payload(KEYS[1], KEYS[2])
+table.insert(payload, 1, 'ok')
+return payload
+"""
+
+# Give a ticket back to its queue, keeping its place (the stream entry moves to `_pool`).
+# KEYS: ticket, history, offers zset
+# ARGV: agent ('' = whoever holds it), allowed statuses (comma list), group, history entry,
+#       wake channel, key prefix
+RELEASE = _PRELUDE + r"""
+local status, owner, stream, entry = unpack(redis.call('HMGET', KEYS[1], 'status', 'agent', 'stream', 'entry'))
+if not status then return 'not_found' end
+if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then return 'conflict' end
+if ARGV[1] ~= '' and owner ~= ARGV[1] then return 'conflict' end
+local tid = string.match(KEYS[1], ':t:(.+)$')
+redis.call('XCLAIM', stream, ARGV[3], '_pool', 0, entry)
+redis.call('HSET', KEYS[1], 'status', 'queued', 'agent', '')
+redis.call('ZREM', KEYS[3], tid)
+redis.call('SREM', ARGV[6] .. ':agent:' .. owner .. ':tickets', tid)
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], stream)
+return 'ok'
+"""
+
+# KEYS: ticket, history
+# ARGV: agent, new doc, history entry
+UPDATE = _PRELUDE + r"""
+local status, owner = unpack(redis.call('HMGET', KEYS[1], 'status', 'agent'))
+if not status then return 'not_found' end
+if status ~= 'claimed' or owner ~= ARGV[1] then return 'conflict' end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+return 'ok'
+"""
+
+# KEYS: ticket, history, submitted stream, offers zset
+# ARGV: agent ('' = any, for system settlement), allowed statuses, final status, new doc ('' = keep),
+#       history entry, full final ticket JSON ('' = do not publish), group, submitted maxlen, ttl,
+#       key prefix
+SETTLE = _PRELUDE + r"""
+local status, owner, stream, entry = unpack(redis.call('HMGET', KEYS[1], 'status', 'agent', 'stream', 'entry'))
+if not status then return 'not_found' end
+if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then return 'conflict' end
+if ARGV[1] ~= '' and owner ~= ARGV[1] then return 'conflict' end
+local tid = string.match(KEYS[1], ':t:(.+)$')
+redis.call('XACK', stream, ARGV[7], entry)
+redis.call('XDEL', stream, entry)
+redis.call('ZREM', KEYS[4], tid)
+if owner and owner ~= '' then redis.call('SREM', ARGV[10] .. ':agent:' .. owner .. ':tickets', tid) end
+redis.call('HSET', KEYS[1], 'status', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'doc', ARGV[4]) end
+redis.call('RPUSH', KEYS[2], ARGV[5])
+if ARGV[6] ~= '' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[8]), '*', 'ticket', ARGV[6])
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
+return 'ok'
+"""
+
+# Take an expired lease: only if its score is still in the past (the agent did not come back).
+# KEYS: leases zset; ARGV: agent
+TAKE_EXPIRED_LEASE = _PRELUDE + r"""
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= now_ms() then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""

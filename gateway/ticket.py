@@ -1,0 +1,167 @@
+"""The Ticket: the one schema that crosses every boundary (HTTP, Redis, seats, channels, voice).
+
+Everything here is plain data and pure functions. A ticket is validated whenever it is built from
+outside data (`Ticket.from_json`) and serialized compactly (defaults omitted) for Redis and the wire.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from ulid import ULID
+
+Channel = Literal["voice", "sms", "wechat", "telegram", "web"]
+CHANNELS: tuple[Channel, ...] = ("voice", "sms", "wechat", "telegram", "web")
+
+Status = Literal["draft", "queued", "offered", "claimed", "submitted", "abandoned"]
+
+# Which status may follow which: the ticket lifecycle as data. Offered/claimed tickets go back to
+# `queued` when an offer times out, is declined, or the agent's claim lapses.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    "draft": frozenset({"queued", "abandoned"}),
+    "queued": frozenset({"offered", "abandoned"}),
+    "offered": frozenset({"queued", "claimed", "abandoned"}),
+    "claimed": frozenset({"queued", "submitted", "abandoned"}),
+    "submitted": frozenset(),
+    "abandoned": frozenset(),
+}
+
+MAX_TEXT_CHARS = 4000
+MAX_PRIORITY = 9
+PRIORITY_NORMAL = 0
+PRIORITY_URGENT = 5
+PRIORITY_ENTERPRISE = 7
+
+ShortText = Annotated[str, StringConstraints(max_length=128, strip_whitespace=True)]
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+Flag = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$")]
+
+_PHONE = re.compile(r"^\+?[0-9]{3,20}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class Citizen(_Frozen):
+    """Who contacted us, as far as the channel tells."""
+
+    phone: str | None = None
+    wechat_openid: ShortText | None = None
+    telegram_chat_id: int | None = None
+    name: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _normalize_phone(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        digits = re.sub(r"[\s\-()]", "", value)
+        if not _PHONE.match(digits):
+            raise ValueError("must be a phone number: optional +, then 3 to 20 digits")
+        return digits
+
+
+class Attachment(_Frozen):
+    kind: Literal["recording", "image", "audio", "video", "file", "location"]
+    path: Annotated[str, StringConstraints(max_length=512)] | None = None
+    media_id: ShortText | None = None
+    mime: ShortText | None = None
+    seconds: float | None = Field(default=None, ge=0)
+
+
+class TranscriptSegment(_Frozen):
+    speaker: Literal["caller", "agent"] = "caller"
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+    confidence: float = Field(ge=0, le=1)
+    final: bool = True
+
+
+class HistoryEntry(_Frozen):
+    """One line of the append-only history: who did what, when."""
+
+    at: datetime
+    actor: ShortText
+    action: ShortText
+    detail: dict[str, str] = Field(default_factory=dict)
+
+
+class Ticket(_Frozen):
+    id: str
+    channel: Channel
+    message_id: MessageId
+    citizen: Citizen = Field(default_factory=Citizen)
+    received_at: datetime
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] = ""
+    attachments: tuple[Attachment, ...] = ()
+    transcript: tuple[TranscriptSegment, ...] = ()
+    ivr_path: Annotated[str, StringConstraints(max_length=64, pattern=r"^[0-9*#]*$")] = ""
+    queue: ShortText
+    priority: int = Field(default=PRIORITY_NORMAL, ge=0, le=MAX_PRIORITY)
+    flags: tuple[Flag, ...] = ()
+    status: Status = "draft"
+    agent: ShortText | None = None
+    # Fields the agent fills in while handling the ticket.
+    category: ShortText = ""
+    address: Annotated[str, StringConstraints(max_length=256)] = ""
+    notes: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] = ""
+    history: tuple[HistoryEntry, ...] = ()
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_defaults=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Ticket:
+        return cls.model_validate_json(data)
+
+
+# The fields an agent may change with an `update` frame, and nothing else.
+EDITABLE_FIELDS = frozenset({"text", "category", "address", "notes", "citizen_name", "citizen_phone"})
+
+
+def new_ticket_id(now: datetime) -> str:
+    """A ULID: sortable by creation time, unique across processes without coordination."""
+    return str(ULID.from_datetime(now))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def history_entry(actor: str, action: str, now: datetime, **detail: str) -> HistoryEntry:
+    return HistoryEntry(at=now, actor=actor, action=action, detail=detail)
+
+
+def check_transition(current: Status, new: Status) -> None:
+    if new not in TRANSITIONS[current]:
+        raise ValueError(f"a {current} ticket cannot become {new}")
+
+
+def apply_edits(ticket: Ticket, edits: dict[str, Any]) -> Ticket:
+    """Return the ticket with an agent's edits applied (validated as a whole)."""
+    unknown = set(edits) - EDITABLE_FIELDS
+    if unknown:
+        raise ValueError(f"fields not editable: {', '.join(sorted(unknown))}")
+    data = ticket.model_dump()
+    citizen = dict(data["citizen"])
+    for key, value in edits.items():
+        if key.startswith("citizen_"):
+            citizen[key.removeprefix("citizen_")] = value
+        else:
+            data[key] = value
+    data["citizen"] = citizen
+    return Ticket.model_validate(data)
+
+
+def mask_phone(phone: str | None) -> str:
+    """For logs: keep the prefix and the last four digits (`138****5678`)."""
+    if not phone:
+        return "-"
+    if len(phone) <= 7:
+        return phone[:2] + "*" * (len(phone) - 2)
+    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]

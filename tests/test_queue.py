@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.config import GatewayConfig
+from gateway.errors import Conflict, NotFound
+from gateway.queue import TicketQueue
+from gateway.ticket import Ticket, new_ticket_id, utcnow
+
+
+def make_ticket(message_id: str, queue: str = "general", priority: int = 0, text: str = "路灯坏了") -> Ticket:
+    now = utcnow()
+    return Ticket(
+        id=new_ticket_id(now), channel="web", message_id=message_id, received_at=now, text=text,
+        queue=queue, priority=priority,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def queue(redis_client: aioredis.Redis, config: GatewayConfig) -> TicketQueue:
+    q = TicketQueue(redis_client, config)
+    await q.ensure_groups()
+    return q
+
+
+async def test_intake_is_idempotent(queue: TicketQueue) -> None:
+    first = await queue.intake(make_ticket("m1"), "client:test")
+    again = await queue.intake(make_ticket("m1"), "client:test")
+    assert first.created and not again.created
+    assert again.ticket_id == first.ticket_id
+    assert await queue.waiting("general") == 1
+
+
+async def test_offer_accept_submit_lifecycle(queue: TicketQueue) -> None:
+    result = await queue.intake(make_ticket("m1"), "client:test")
+    streams = queue.streams_for(["general"])
+    offered = await queue.offer("a1", streams)
+    assert offered is not None and offered.id == result.ticket_id
+    assert offered.status == "offered" and offered.agent == "a1"
+    assert await queue.offer("a2", streams) is None, "one ticket is never offered twice"
+    claimed = await queue.accept(offered.id, "a1")
+    assert claimed.status == "claimed"
+    final = await queue.submit(claimed.model_copy(update={"category": "市政"}), "a1")
+    assert final.status == "submitted"
+    entries = await queue.redis.xrange(queue.keys.submitted)
+    assert len(entries) == 1
+    published = Ticket.from_json(entries[0][1][b"ticket"])
+    assert published.id == offered.id and published.category == "市政"
+    assert [h.action for h in published.history] == ["queued", "offered", "claimed", "submitted"]
+    assert await queue.waiting("general") == 0
+
+
+async def test_priority_first_then_fifo(queue: TicketQueue) -> None:
+    ids = []
+    for n, prio in enumerate([0, 0, 7, 5, 7]):
+        ids.append((await queue.intake(make_ticket(f"m{n}", priority=prio), "t")).ticket_id)
+    streams = queue.streams_for(["general"])
+    order = []
+    for _ in ids:
+        ticket = await queue.offer("a1", streams)
+        assert ticket is not None
+        order.append(ticket.id)
+    assert order == [ids[2], ids[4], ids[3], ids[0], ids[1]]
+
+
+async def test_declined_ticket_keeps_its_place(queue: TicketQueue) -> None:
+    first = (await queue.intake(make_ticket("m1"), "t")).ticket_id
+    second = (await queue.intake(make_ticket("m2"), "t")).ticket_id
+    streams = queue.streams_for(["general"])
+    offered = await queue.offer("a1", streams)
+    assert offered is not None and offered.id == first
+    assert await queue.release(first, "a1", "declined")
+    again = await queue.offer("boss", streams)
+    assert again is not None and again.id == first, "a returned ticket goes before later ones"
+    nxt = await queue.offer("a1", streams)
+    assert nxt is not None and nxt.id == second
+
+
+async def test_accept_by_wrong_agent_is_a_conflict(queue: TicketQueue) -> None:
+    await queue.intake(make_ticket("m1"), "t")
+    offered = await queue.offer("a1", queue.streams_for(["general"]))
+    assert offered is not None
+    with pytest.raises(Conflict):
+        await queue.accept(offered.id, "a2")
+    with pytest.raises(NotFound):
+        await queue.accept("nope", "a1")
+
+
+async def test_expired_offer_is_reaped(queue: TicketQueue) -> None:
+    await queue.intake(make_ticket("m1"), "t")
+    offered = await queue.offer("a1", queue.streams_for(["general"]))
+    assert offered is not None
+    assert await queue.reap(offer_grace=-10) == 1
+    assert (await queue.get(offered.id)).status == "queued"
+    assert (await queue.offer("a2", queue.streams_for(["general"]))) is not None
+
+
+async def test_lapsed_lease_returns_claims(queue: TicketQueue) -> None:
+    await queue.intake(make_ticket("m1"), "t")
+    offered = await queue.offer("a1", queue.streams_for(["general"]))
+    assert offered is not None
+    await queue.accept(offered.id, "a1")
+    await queue.hold_lease(["a1"], 30)
+    assert await queue.reap() == 0, "a held lease keeps the claim"
+    await queue.hold_lease(["a1"], 0.05)
+    await asyncio.sleep(0.1)
+    assert await queue.reap() == 1
+    ticket = await queue.get(offered.id)
+    assert ticket.status == "queued" and ticket.agent is None
+    assert [h.action for h in ticket.history][-1] == "requeued"
+
+
+async def test_abandon_removes_from_queue(queue: TicketQueue) -> None:
+    tid = (await queue.intake(make_ticket("m1"), "t")).ticket_id
+    await queue.abandon(tid, "caller_hung_up")
+    assert (await queue.get(tid)).status == "abandoned"
+    assert await queue.offer("a1", queue.streams_for(["general"])) is None
