@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from gateway.errors import ConfigError, FieldError
-from gateway.ticket import CHANNELS, MAX_PRIORITY, Channel
+from gateway.ticket import MAX_PRIORITY, Channel
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 AgentId = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -66,6 +66,8 @@ class SeatsConfig(_Section):
     heartbeat_interval: Seconds = 20.0
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     send_queue: int = Field(default=64, ge=1, le=10_000)
+    offers_per_agent: int = Field(default=1, ge=1, le=10)
+    decline_cooldown: float = Field(default=3.0, ge=0, le=3600)
     max_connections: int = Field(default=2000, ge=1)
 
     _listen = field_validator("listen")(_check_listen)
@@ -324,6 +326,3 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> G
         raise ConfigError(f"{path}: invalid configuration", tuple(problems))
     return config
 
-
-def all_channels() -> tuple[Channel, ...]:
-    return CHANNELS

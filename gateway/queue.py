@@ -303,6 +303,10 @@ class TicketQueue:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
         return _text(entry_id)
 
+    async def announce_login(self, agent: str, session_id: str) -> None:
+        """Tell every gateway process that this login is the agent's newest (older ones close)."""
+        await self._redis.publish(self.keys.control, f"login {agent} {session_id}")
+
     async def tickets_of(self, agent: str) -> list[Ticket]:
         """What an agent holds (offered or claimed), e.g. to resume a seat after a reconnect."""
         ids = sorted(_text(item) for item in await self._redis.smembers(self.keys.agent_tickets(agent)))  # type: ignore[misc]

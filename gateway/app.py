@@ -1,0 +1,161 @@
+"""The gateway core process: assembles queue, dispatcher, seats and HTTP, and runs them.
+
+`Gateway` is built from a validated config and a Redis client (both made in `main()`), so tests
+build it the same way against their own Redis. Background loops: the dispatcher, a Pub/Sub listener
+(wake-ups and logins from other processes), the reaper (lapsed offers and leases) and the lease
+refresher for seats connected here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+from websockets.asyncio.server import Server, serve
+
+from gateway.config import GatewayConfig, split_listen
+from gateway.errors import ServiceUnavailable
+from gateway.queue import TicketQueue
+from gateway.web.http import create_app
+from gateway.web.seats import Dispatcher, SeatServer, Tasks
+
+log = logging.getLogger("gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    http: tuple[str, int]
+    seats: tuple[str, int]
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, client: aioredis.Redis) -> None:
+        self.config = config
+        self.redis = client
+        self.queue = TicketQueue(client, config)
+        self.tasks = Tasks()
+        self.dispatcher = Dispatcher(self.queue, config, self.tasks)
+        self.seats = SeatServer(config, self.queue, self.dispatcher, self.tasks)
+        self._loops: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._ws_server: Server | None = None
+
+    async def start(self) -> Bound:
+        await self.queue.ensure_groups()
+        self._runner = web.AppRunner(create_app(self.config, self.queue), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = split_listen(self.config.http.listen)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        seats_host, seats_port = split_listen(self.config.seats.listen)
+        cfg = self.config.seats
+        self._ws_server = await serve(
+            self.seats.handle,
+            seats_host,
+            seats_port,
+            # Frames up to 4x the limit are read and answered with an error frame; beyond, close 1009.
+            max_size=cfg.max_frame_bytes * 4,
+            max_queue=16,
+            write_limit=64 * 1024,
+            ping_interval=cfg.heartbeat_interval,
+            ping_timeout=cfg.heartbeat_interval,
+            close_timeout=2,
+        )
+        self._loops = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self._listen(), name="pubsub"),
+            asyncio.create_task(self._reap(), name="reaper"),
+            asyncio.create_task(self._hold_leases(), name="leases"),
+        ]
+        http_addr = self._runner.addresses[0]
+        seats_addr = next(iter(self._ws_server.sockets)).getsockname()
+        return Bound(http=(http_addr[0], http_addr[1]), seats=(seats_addr[0], seats_addr[1]))
+
+    async def stop(self) -> None:
+        """Close seats (their offers go back to the queue), then HTTP, then the loops."""
+        if self._ws_server is not None:
+            self._ws_server.close(close_connections=True)
+            await self._ws_server.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.tasks.drain()
+
+    async def _listen(self) -> None:
+        keys = self.queue.keys
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(keys.wake, keys.control)
+                self.dispatcher.wake()  # anything queued while we were not listening
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    if message["channel"] in (keys.wake, keys.wake.encode()):
+                        self.dispatcher.wake()
+                    else:
+                        self._on_control(message["data"])
+            except (RedisError, OSError):
+                log.warning("pub/sub connection lost; reconnecting")
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _on_control(self, data: bytes | str) -> None:
+        text = data.decode() if isinstance(data, bytes) else data
+        parts = text.split()
+        if len(parts) == 3 and parts[0] == "login":
+            self.seats.kick(parts[1], parts[2])
+
+    async def _reap(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                returned = await self.queue.reap()
+            except (ServiceUnavailable, RedisError, OSError):
+                log.warning("reaper: redis unavailable")
+                continue
+            if returned:
+                log.info("reaper returned %d ticket(s) to their queues", returned)
+
+    async def _hold_leases(self) -> None:
+        grace = self.config.seats.reconnect_grace
+        while True:
+            try:
+                await self.queue.hold_lease(self.dispatcher.sessions.keys(), grace)
+            except (RedisError, OSError):
+                log.warning("lease refresh: redis unavailable")
+            await asyncio.sleep(grace / 3)
+
+
+async def run_gateway(config: GatewayConfig, redis_url: str, stop: asyncio.Event, ready_line: bool = True) -> None:
+    """Run until `stop` is set; the caller owns signal handling and the embedded Redis."""
+    client = aioredis.Redis.from_url(redis_url, health_check_interval=10)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable(f"cannot reach redis at {redis_url.split('@')[-1]}: {exc}") from exc
+    gateway = Gateway(config, client)
+    bound = await gateway.start()
+    if ready_line:
+        # One parseable line for operators and for tests that start the gateway on port 0.
+        print(
+            f"hotline-gateway ready http=http://{bound.http[0]}:{bound.http[1]} "
+            f"seats=ws://{bound.seats[0]}:{bound.seats[1]}",
+            flush=True,
+        )
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+        await client.aclose()

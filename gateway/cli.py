@@ -1,0 +1,179 @@
+"""`hotline-gateway` command line: run, check-config, seat, init-credentials, hash-secret."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+import tomllib
+from pathlib import Path
+
+from gateway.config import GatewayConfig, hash_secret, load_config, parse_config, read_toml
+from gateway.embedded_redis import EmbeddedRedis
+from gateway.errors import ConfigError, GatewayError
+
+DEFAULT_CONFIG = "config/gateway.toml"
+
+
+def _load_or_exit(path: str) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        print("hint: `hotline-gateway check-config PATH` lists every problem; see README.md", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config)
+    print(
+        f"{args.config}: OK ({len(config.queues)} queues, {len(config.agents)} agents, "
+        f"{len(config.api_clients)} API clients)"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config)
+    redis_url = args.redis_url or os.environ.get("REDIS_URL") or config.redis.url
+    embedded = None
+    if not redis_url:
+        settings = config.redis.embedded
+        embedded = EmbeddedRedis(
+            port=settings.port,
+            data_dir=config.resolve(settings.dir),
+            appendfsync=settings.appendfsync,
+            binary=settings.binary,
+        )
+        embedded.start()
+        redis_url = embedded.url
+        logging.getLogger("gateway").info("embedded redis on %s (data in %s)", redis_url, embedded.data_dir)
+    try:
+        asyncio.run(_serve(config, redis_url))
+    except GatewayError as exc:
+        print(f"hotline-gateway: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+async def _serve(config: GatewayConfig, redis_url: str) -> None:
+    from gateway.app import run_gateway
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await run_gateway(config, redis_url, stop)
+
+
+def cmd_seat(args: argparse.Namespace) -> int:
+    from gateway.seat_client import run_seat
+
+    token = args.token or os.environ.get("HG_SEAT_TOKEN")
+    if not token:
+        print("hotline-gateway seat: give --token or set HG_SEAT_TOKEN", file=sys.stderr)
+        return 2
+    return asyncio.run(run_seat(args.url, args.agent, token, auto=args.auto, limit=args.count))
+
+
+def cmd_init_credentials(args: argparse.Namespace) -> int:
+    """Give every agent and API client without a hash a fresh random secret.
+
+    Hashes go to the config's credentials file; the secrets themselves are written once, readable
+    by the owner only, to a tokens file beside it, for the admin to hand out.
+    """
+    path = Path(args.config)
+    raw = read_toml(path)
+    cred_name = raw.get("credentials_file")
+    if not isinstance(cred_name, str):
+        print(f"{path}: set credentials_file first", file=sys.stderr)
+        return 2
+    cred_path = (path.resolve().parent / cred_name).resolve()
+    existing = read_toml(cred_path) if cred_path.exists() else {}
+    hashes: dict[str, dict[str, str]] = {s: dict(existing.get(s, {})) for s in ("agents", "api_clients")}
+    issued: list[str] = []
+    for section, field in (("agents", "token_hash"), ("api_clients", "key_hash")):
+        for item in raw.get(section, []):
+            item_id = str(item.get("id"))
+            if item.get(field) or item_id in hashes[section]:
+                continue
+            secret = secrets.token_urlsafe(24)
+            hashes[section][item_id] = hash_secret(secret)
+            issued.append(f"{section[:-1]} {item_id} {secret}")
+    cred_path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# Written by `hotline-gateway init-credentials`: hashes only. Keep out of git."]
+    for section in ("agents", "api_clients"):
+        lines.append(f"[{section}]")
+        lines += [f'"{key}" = "{value}"' for key, value in sorted(hashes[section].items())]
+    cred_path.write_text("\n".join(lines) + "\n")
+    if issued:
+        tokens = cred_path.with_name("dev-tokens.txt")
+        fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.write("\n".join(issued) + "\n")
+        print(f"issued {len(issued)} new secret(s); they are in {tokens} (mode 600)")
+    else:
+        print("every agent and API client already has credentials")
+    parse_config(tomllib.loads(path.read_text()), path.resolve().parent, str(path))
+    return 0
+
+
+def cmd_hash_secret(args: argparse.Namespace) -> int:
+    secret = sys.stdin.readline().rstrip("\n")
+    if len(secret) < 16:
+        print("refusing: a secret must be at least 16 characters (use `secrets.token_urlsafe`)", file=sys.stderr)
+        return 2
+    print(hash_secret(secret))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotline-gateway", description="12345 hotline intake gateway")
+    parser.add_argument("--log-level", default=os.environ.get("HG_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway (embedded Redis unless --redis-url/REDIS_URL)")
+    run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument("--redis-url", default=None)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and list every problem")
+    check.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    check.set_defaults(func=cmd_check_config)
+
+    seat = sub.add_parser("seat", help="a terminal agent seat: prints offers, accepts and submits")
+    seat.add_argument("--url", default="ws://127.0.0.1:8765")
+    seat.add_argument("--agent", required=True)
+    seat.add_argument("--token", default=None, help="or HG_SEAT_TOKEN")
+    seat.add_argument("--auto", action="store_true", help="accept and submit every offer without asking")
+    seat.add_argument("--count", type=int, default=0, help="exit after this many submitted tickets")
+    seat.set_defaults(func=cmd_seat)
+
+    creds = sub.add_parser("init-credentials", help="issue secrets for agents and API clients lacking one")
+    creds.add_argument("--config", default=DEFAULT_CONFIG)
+    creds.set_defaults(func=cmd_init_credentials)
+
+    hashing = sub.add_parser("hash-secret", help="read a secret on stdin, print its hash for the config")
+    hashing.set_defaults(func=cmd_hash_secret)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""Agent seats over websockets: authentication, the per-seat session, and the dispatcher.
+
+The websocket layer only translates: frames in -> queue operations; queue results -> frames out.
+Each seat has a bounded send queue drained by its own writer task, so a slow seat fills its own
+queue and is disconnected (close 4009); it never stalls the dispatcher or other seats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from gateway.config import AgentConfig, GatewayConfig, hash_secret, verify_secret
+from gateway.errors import Conflict, GatewayError, InvalidRequest, PeerError, ServiceUnavailable
+from gateway.queue import TicketQueue
+from gateway.ticket import Ticket, apply_edits, utcnow
+from gateway.web import seat_protocol as proto
+
+log = logging.getLogger("gateway.seats")
+
+_DUMMY_HASH = hash_secret(secrets.token_hex(16))
+
+
+class Tasks:
+    """Background tasks kept referenced until done; errors are logged, never lost silently."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass(eq=False)
+class SeatSession:
+    """One connected seat: what it holds and its outgoing frames."""
+
+    agent: AgentConfig
+    session_id: str
+    queues: list[str]
+    streams: tuple[list[str], list[int]]
+    outbox: asyncio.Queue[str]
+    state: proto.AgentState
+    close: Callable[[int, str], None]
+    offers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    claimed: set[str] = field(default_factory=set)
+    idle_since: float = 0.0
+    not_before: float = 0.0
+    closed: bool = False
+
+    def send(self, frame: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            log.warning("seat %s is too slow; disconnecting it", self.agent.id)
+            self.closed = True
+            self.close(proto.CLOSE_TOO_SLOW, "too slow: send queue full")
+
+    def can_take_offer(self, now: float, offers_per_agent: int) -> bool:
+        held = len(self.offers) + len(self.claimed)
+        return (
+            not self.closed
+            and self.state == "ready"
+            and now >= self.not_before
+            and len(self.offers) < offers_per_agent
+            and held < self.agent.max_concurrent
+        )
+
+
+class Dispatcher:
+    """Matches this process's ready seats with waiting tickets; Redis arbitrates between processes."""
+
+    def __init__(self, queue: TicketQueue, config: GatewayConfig, tasks: Tasks) -> None:
+        self._queue = queue
+        self._config = config
+        self._tasks = tasks
+        self.sessions: dict[str, SeatSession] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, poll_interval: float = 1.0) -> None:
+        """Dispatch whenever woken (intake, a seat turning ready) and at least every poll_interval."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.dispatch_once()
+            except ServiceUnavailable:
+                log.warning("redis unavailable; dispatch retries in %.1fs", poll_interval)
+            cooling = [s.not_before for s in self.sessions.values() if s.not_before > loop.time()]
+            if cooling:
+                loop.call_at(min(cooling), self.wake)
+
+    async def dispatch_once(self) -> int:
+        """Offer tickets to every eligible seat, longest idle first, until nothing more matches."""
+        loop = asyncio.get_running_loop()
+        offered = 0
+        progress = True
+        while progress:
+            progress = False
+            empty: set[tuple[str, ...]] = set()
+            eligible = [
+                s
+                for s in self.sessions.values()
+                if s.can_take_offer(loop.time(), self._config.seats.offers_per_agent)
+            ]
+            for session in sorted(eligible, key=lambda s: s.idle_since):
+                key = tuple(session.streams[0])
+                if key in empty:
+                    continue
+                ticket = await self._queue.offer(session.agent.id, session.streams)
+                if ticket is None:
+                    empty.add(key)
+                    continue
+                await self._deliver(session, ticket)
+                offered += 1
+                progress = True
+        return offered
+
+    async def _deliver(self, session: SeatSession, ticket: Ticket) -> None:
+        loop = asyncio.get_running_loop()
+        if not session.can_take_offer(loop.time(), self._config.seats.offers_per_agent):
+            # The seat left or changed state while Redis was choosing: give the ticket back.
+            await self._queue.release(ticket.id, session.agent.id, "agent_unavailable")
+            return
+        timeout = self._config.seats.offer_timeout
+        session.offers[ticket.id] = loop.call_later(timeout, self._on_offer_timeout, session, ticket.id)
+        session.send(proto.offer(ticket, timeout))
+
+    def _on_offer_timeout(self, session: SeatSession, ticket_id: str) -> None:
+        if session.offers.pop(ticket_id, None) is None:
+            return
+        self._tasks.spawn(self._missed_offer(session, ticket_id))
+
+    async def _missed_offer(self, session: SeatSession, ticket_id: str) -> None:
+        """Redirect on no answer: the ticket goes back, the seat is set away until it says ready."""
+        await self._queue.release(ticket_id, session.agent.id, "no_answer")
+        session.send(proto.offer_revoked(ticket_id, "no_answer"))
+        session.state = "away"
+        session.send(proto.state_frame("away", "missed_offer"))
+
+    async def release_offers(self, session: SeatSession, reason: str) -> None:
+        for ticket_id, timer in list(session.offers.items()):
+            timer.cancel()
+            session.offers.pop(ticket_id, None)
+            try:
+                await self._queue.release(ticket_id, session.agent.id, reason)
+            except ServiceUnavailable:
+                log.warning("could not release offer %s now; the reaper will", ticket_id)
+
+
+class SeatServer:
+    """The websocket handler: one coroutine per connected seat."""
+
+    def __init__(self, config: GatewayConfig, queue: TicketQueue, dispatcher: Dispatcher, tasks: Tasks) -> None:
+        self._config = config
+        self._queue = queue
+        self._dispatcher = dispatcher
+        self._tasks = tasks
+        self._agents = {agent.id: agent for agent in config.agents}
+        self._connections = 0
+        self._handlers: dict[type[Any], Callable[[SeatSession, Any], Coroutine[Any, Any, None]]] = {
+            proto.SetState: self._on_state,
+            proto.Accept: self._on_accept,
+            proto.Decline: self._on_decline,
+            proto.Update: self._on_update,
+            proto.Submit: self._on_submit,
+            proto.Reply: self._on_reply,
+            proto.Ping: self._on_ping,
+            proto.Hello: self._on_second_hello,
+        }
+
+    async def handle(self, ws: ServerConnection) -> None:
+        if self._connections >= self._config.seats.max_connections:
+            await ws.close(proto.CLOSE_TRY_LATER, "too many seats connected")
+            return
+        self._connections += 1
+        try:
+            session = await self._authenticate(ws)
+            if session is not None:
+                await self._serve(ws, session)
+        finally:
+            self._connections -= 1
+
+    async def _authenticate(self, ws: ServerConnection) -> SeatSession | None:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self._config.seats.auth_timeout)
+        except TimeoutError:
+            await ws.close(proto.CLOSE_AUTH_TIMEOUT, "authentication timeout: send hello first")
+            return None
+        except ConnectionClosed:
+            return None
+        try:
+            frame = proto.parse_client_frame(raw)
+        except PeerError:
+            frame = None
+        if not isinstance(frame, proto.Hello):
+            await ws.close(proto.CLOSE_AUTH_FAILED, "authentication failed")
+            return None
+        agent = self._agents.get(frame.agent)
+        # Hash even for unknown agents, so timing does not tell which part was wrong.
+        valid = verify_secret(frame.token, agent.token_hash if agent else _DUMMY_HASH)
+        if agent is None or not valid:
+            log.info("seat authentication failed from %s", ws.remote_address)
+            await ws.close(proto.CLOSE_AUTH_FAILED, "authentication failed")
+            return None
+        if frame.v != proto.PROTOCOL_VERSION:
+            await ws.close(proto.CLOSE_BAD_VERSION, f"unsupported protocol version; this server speaks v{proto.PROTOCOL_VERSION}")
+            return None
+        return await self._open_session(ws, agent, frame)
+
+    async def _open_session(self, ws: ServerConnection, agent: AgentConfig, hello: proto.Hello) -> SeatSession:
+        loop = asyncio.get_running_loop()
+        queues = [q.name for q in self._config.queues_for_skills(agent.skills)]
+
+        def close(code: int, reason: str) -> None:
+            self._tasks.spawn(ws.close(code, reason))
+
+        session = SeatSession(
+            agent=agent,
+            session_id=secrets.token_hex(8),
+            queues=queues,
+            streams=self._queue.streams_for(queues),
+            outbox=asyncio.Queue(self._config.seats.send_queue),
+            state=hello.state,
+            close=close,
+            idle_since=loop.time(),
+        )
+        previous = self._dispatcher.sessions.get(agent.id)
+        if previous is not None:
+            await self.replace(previous)
+        await self._queue.announce_login(agent.id, session.session_id)
+        await self._queue.hold_lease([agent.id], self._config.seats.reconnect_grace)
+        resumed = [t for t in await self._queue.tickets_of(agent.id) if t.status == "claimed"]
+        session.claimed.update(t.id for t in resumed)
+        self._dispatcher.sessions[agent.id] = session
+        session.send(proto.welcome(agent.id, agent.name, queues, session.session_id, resumed, session.state))
+        log.info("seat %s connected (session %s, %d resumed)", agent.id, session.session_id, len(resumed))
+        self._dispatcher.wake()
+        return session
+
+    async def replace(self, old: SeatSession) -> None:
+        """A newer login of the same agent wins; the old connection is closed."""
+        old.closed = True
+        old.close(proto.CLOSE_REPLACED, "replaced by a newer login of this agent")
+        if self._dispatcher.sessions.get(old.agent.id) is old:
+            del self._dispatcher.sessions[old.agent.id]
+        await self._dispatcher.release_offers(old, "agent_replaced")
+
+    def kick(self, agent_id: str, session_id: str) -> None:
+        """Another process took this agent's login: close ours if it is an older one."""
+        session = self._dispatcher.sessions.get(agent_id)
+        if session is not None and session.session_id != session_id:
+            self._tasks.spawn(self.replace(session))
+
+    async def _serve(self, ws: ServerConnection, session: SeatSession) -> None:
+        writer = asyncio.create_task(self._write(ws, session))
+        try:
+            async for message in ws:
+                await self._on_message(session, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            await self._disconnect(session)
+
+    async def _write(self, ws: ServerConnection, session: SeatSession) -> None:
+        try:
+            while True:
+                await ws.send(await session.outbox.get())
+        except ConnectionClosed:
+            session.closed = True
+
+    async def _disconnect(self, session: SeatSession) -> None:
+        session.closed = True
+        if self._dispatcher.sessions.get(session.agent.id) is session:
+            del self._dispatcher.sessions[session.agent.id]
+            # Claims survive a short disconnect: the lease runs `reconnect_grace` from now.
+            try:
+                await self._queue.hold_lease([session.agent.id], self._config.seats.reconnect_grace)
+            except ServiceUnavailable:
+                log.warning("could not extend the lease of %s", session.agent.id)
+        await self._dispatcher.release_offers(session, "agent_disconnected")
+        log.info("seat %s disconnected", session.agent.id)
+
+    async def _on_message(self, session: SeatSession, message: str | bytes) -> None:
+        if len(message) > self._config.seats.max_frame_bytes:
+            session.send(proto.error("too_large", f"frame larger than {self._config.seats.max_frame_bytes} bytes"))
+            return
+        re = proto.request_id(message)
+        try:
+            frame = proto.parse_client_frame(message)
+            await self._handlers[type(frame)](session, frame)
+        except GatewayError as exc:
+            session.send(proto.error(exc.code, exc.message, re, exc.fields))
+        except Exception:
+            # Fail closed for this frame only; the seat stays connected, the peer sees no internals.
+            log.exception("seat %s: frame failed", session.agent.id)
+            session.send(proto.error("internal", "internal error; the frame was not applied", re))
+
+    async def _on_second_hello(self, session: SeatSession, frame: proto.Hello) -> None:
+        session.send(proto.error("invalid", "already authenticated", frame.id))
+
+    async def _on_state(self, session: SeatSession, frame: proto.SetState) -> None:
+        session.state = frame.state
+        if frame.state == "ready":
+            session.idle_since = asyncio.get_running_loop().time()
+            self._dispatcher.wake()
+        session.send(proto.ack(frame.id, state=frame.state))
+
+    async def _on_accept(self, session: SeatSession, frame: proto.Accept) -> None:
+        timer = session.offers.get(frame.ticket)
+        if timer is None:
+            raise_conflict(frame.ticket, "no live offer of this ticket")
+        ticket = await self._queue.accept(frame.ticket, session.agent.id)
+        if timer is not None:
+            timer.cancel()
+        session.offers.pop(frame.ticket, None)
+        session.claimed.add(frame.ticket)
+        session.send(proto.ack(frame.id, ticket=frame.ticket, status="claimed"))
+        session.send(proto.ticket_frame(ticket))
+        self._dispatcher.wake()
+
+    async def _on_decline(self, session: SeatSession, frame: proto.Decline) -> None:
+        timer = session.offers.pop(frame.ticket, None)
+        if timer is None:
+            raise_conflict(frame.ticket, "no live offer of this ticket")
+        else:
+            timer.cancel()
+        await self._queue.release(frame.ticket, session.agent.id, "declined")
+        # Let other seats see the ticket before this one is offered anything again.
+        session.not_before = asyncio.get_running_loop().time() + self._config.seats.decline_cooldown
+        session.send(proto.ack(frame.id, ticket=frame.ticket, status="declined"))
+
+    async def _claimed_ticket(self, session: SeatSession, ticket_id: str) -> Ticket:
+        if ticket_id not in session.claimed:
+            raise_conflict(ticket_id, "you have not claimed this ticket")
+        return await self._queue.get(ticket_id)
+
+    async def _on_update(self, session: SeatSession, frame: proto.Update) -> None:
+        ticket = edited(await self._claimed_ticket(session, frame.ticket), frame.fields)
+        await self._queue.update(ticket, session.agent.id, frame.fields.keys())
+        session.send(proto.ack(frame.id, ticket=frame.ticket))
+        session.send(proto.ticket_frame(await self._queue.get(frame.ticket)))
+
+    async def _on_submit(self, session: SeatSession, frame: proto.Submit) -> None:
+        ticket = edited(await self._claimed_ticket(session, frame.ticket), frame.fields)
+        await self._queue.submit(ticket, session.agent.id)
+        session.claimed.discard(frame.ticket)
+        session.idle_since = asyncio.get_running_loop().time()
+        session.send(proto.ack(frame.id, ticket=frame.ticket, status="submitted"))
+        self._dispatcher.wake()
+
+    async def _on_reply(self, session: SeatSession, frame: proto.Reply) -> None:
+        ticket = await self._claimed_ticket(session, frame.ticket)
+        entry = await self._queue.reply(ticket, session.agent.id, frame.text)
+        session.send(proto.ack(frame.id, ticket=frame.ticket, outbox=entry))
+
+    async def _on_ping(self, session: SeatSession, frame: proto.Ping) -> None:
+        session.send(proto.pong(frame.id, utcnow().isoformat()))
+
+
+def edited(ticket: Ticket, fields: dict[str, Any]) -> Ticket:
+    if not fields:
+        return ticket
+    try:
+        return apply_edits(ticket, fields)
+    except ValueError as exc:
+        raise InvalidRequest(f"cannot apply these edits: {exc}") from None
+
+
+def raise_conflict(ticket_id: str, why: str) -> NoReturn:
+    raise Conflict(f"ticket {ticket_id}: {why}")

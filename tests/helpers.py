@@ -1,0 +1,86 @@
+"""Test helpers: an in-process gateway and a scripted seat client over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+
+from gateway.app import Bound, Gateway
+from gateway.config import GatewayConfig
+
+from tests.conftest import API_KEY, AGENT_TOKENS
+
+
+@asynccontextmanager
+async def running_gateway(config: GatewayConfig) -> AsyncIterator[tuple[Gateway, Bound]]:
+    assert config.redis.url
+    client = aioredis.Redis.from_url(config.redis.url)
+    gateway = Gateway(config, client)
+    bound = await gateway.start()
+    try:
+        yield gateway, bound
+    finally:
+        await gateway.stop()
+        await client.aclose()
+
+
+class Seat:
+    """A scripted agent seat: send frames, wait for frames of a given type."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, bound: Bound, agent: str, token: str | None = None, state: str = "ready") -> Seat:
+        ws = await connect(f"ws://{bound.seats[0]}:{bound.seats[1]}", open_timeout=5)
+        seat = cls(ws)
+        await seat.send(type="hello", v=1, agent=agent, token=token or AGENT_TOKENS[agent], state=state)
+        await seat.expect("welcome")
+        return seat
+
+    async def send(self, **frame: Any) -> int:
+        frame_id = next(self._ids)
+        await self.ws.send(json.dumps({"id": frame_id, **frame}, ensure_ascii=False))
+        return frame_id
+
+    async def expect(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+        for index, frame in enumerate(self.frames):
+            if frame["type"] == kind:
+                return self.frames.pop(index)
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = json.loads(await self.ws.recv())
+                if frame["type"] == kind:
+                    return frame  # type: ignore[no-any-return]
+                self.frames.append(frame)
+
+    async def nothing(self, kind: str, wait: float = 0.5) -> None:
+        try:
+            frame = await self.expect(kind, wait)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected {kind} frame: {frame}")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def post_intake(
+    bound: Bound, body: dict[str, Any] | bytes, key: str = API_KEY, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    url = f"http://{bound.http[0]}:{bound.http[1]}/api/v1/intake"
+    all_headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **(headers or {})}
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with aiohttp.ClientSession() as session, session.post(url, data=data, headers=all_headers) as response:
+        return response.status, await response.json()
