@@ -185,7 +185,7 @@ class GatewayConfig(_Section):
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path)
-        return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
+        return candidate if candidate.is_absolute() else (Path(self.base_dir) / candidate).resolve()
 
 
 def hash_secret(secret: str) -> str:

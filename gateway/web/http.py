@@ -6,6 +6,8 @@ exception class (gateway/errors.py); nothing internal reaches the client.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,7 +28,14 @@ QUEUE = web.AppKey("queue", TicketQueue)
 CLIENTS = web.AppKey("clients", dict)
 CLIENT = "api_client"
 
+# Chinese text stays readable in responses (and smaller than \u escapes).
+_dumps = functools.partial(json.dumps, ensure_ascii=False)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
 
 
 def error_response(exc: GatewayError) -> web.Response:
@@ -36,7 +45,7 @@ def error_response(exc: GatewayError) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="hotline-gateway"'} if isinstance(exc, Unauthorized) else None
     if exc.http_status == 503:
         headers = {"Retry-After": "1"}
-    return web.json_response({"error": body}, status=exc.http_status, headers=headers)
+    return json_response({"error": body}, status=exc.http_status, headers=headers)
 
 
 @web.middleware
@@ -51,7 +60,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise
     except Exception:
         log.exception("request %s %s failed", request.method, request.path)
-        return web.json_response({"error": {"code": "internal", "message": "internal error"}}, status=500)
+        return json_response({"error": {"code": "internal", "message": "internal error"}}, status=500)
 
 
 def authenticate(request: web.Request) -> ApiClientConfig:
@@ -82,7 +91,7 @@ async def post_intake(request: web.Request) -> web.Response:
         ticket.queue,
         " (duplicate)" if not result.created else "",
     )
-    return web.json_response(
+    return json_response(
         {"ticket_id": result.ticket_id, "status": "queued", "duplicate": not result.created}, status=202
     )
 
@@ -92,19 +101,19 @@ async def get_ticket(request: web.Request) -> web.Response:
     ticket = await request.app[QUEUE].get(request.match_info["ticket_id"])
     if ticket.channel not in client.channels:
         raise Unauthorized("this client may not read that ticket")
-    return web.json_response(ticket.model_dump(mode="json", exclude_defaults=True))
+    return json_response(ticket.model_dump(mode="json", exclude_defaults=True))
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[QUEUE].redis.ping()
     except (RedisError, OSError):
-        return web.json_response({"status": "unavailable", "redis": "unreachable"}, status=503)
-    return web.json_response({"status": "ready", "redis": "ok"})
+        return json_response({"status": "unavailable", "redis": "unreachable"}, status=503)
+    return json_response({"status": "ready", "redis": "ok"})
 
 
 def create_app(config: GatewayConfig, queue: TicketQueue) -> web.Application:

@@ -1,0 +1,135 @@
+"""Events: what the telephony adapter tells the IVR core.
+
+Every event is a frozen, slotted dataclass. The adapter turns pjsua2 callbacks (DTMF, player EOF,
+recorder stop, ASR results), its own timers and the ticket queue's notifications into these and feeds
+them to :meth:`gateway.ivr.machine.CallMachine.handle` one at a time, in arrival order.
+
+The core owns no clock: the only wall-clock reading it ever sees is ``Answered.now``; durations come
+back as ``TimerFired`` after the core asked for them with ``StartTimer``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+DTMF_DIGITS = frozenset("0123456789*#")
+"""The keys a caller can press. A-D exist in RFC 4733 but not on phones, so they are rejected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """The gateway answered the call; ``now`` is the answer time used for business-hours routing."""
+
+    now: datetime
+    caller: str
+    called: str
+
+
+@dataclass(frozen=True, slots=True)
+class Digit:
+    """One DTMF key press (RFC 4733 or SIP INFO, already decoded by the adapter)."""
+
+    digit: str
+
+    def __post_init__(self) -> None:
+        # An invalid key is an adapter bug, so it fails loudly here instead of inside the machine.
+        if self.digit not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF key: {self.digit!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResult:
+    """An ASR result for the running ``speech`` recording; only ``final`` results are acted on."""
+
+    text: str
+    confidence: float
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PromptFinished:
+    """The prompt started by the last ``Play`` reached its end.
+
+    The adapter must not report prompts it stopped itself (``StopPrompt`` or a newer ``Play``).
+    """
+
+    prompt_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer requested with ``StartTimer(name, ...)`` expired. Unknown or stale names are ignored."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFinished:
+    """The adapter's recorder stopped on its own (media error, size cap); ``path`` is None if empty."""
+
+    path: str | None
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class HungUp:
+    """The caller hung up (BYE/CANCEL). Always ends the machine."""
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """The caller's place in the agent queue: ``n`` callers are ahead (answer to ``QueryPosition``)."""
+
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class MaxWaitExceeded:
+    """The queue service gave up on the call (queue full or its own wait limit): go to overflow."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAnswered:
+    """An agent accepted the queued call; the machine answers with ``Bridge``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFailed:
+    """The agent leg failed after ``AgentAnswered`` (dropped before talking): the caller is re-queued."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHungUp:
+    """The agent ended the conversation while the caller is still on the line (survey time)."""
+
+
+Event = (
+    Answered
+    | Digit
+    | SpeechResult
+    | PromptFinished
+    | TimerFired
+    | RecordingFinished
+    | HungUp
+    | Position
+    | MaxWaitExceeded
+    | AgentAnswered
+    | AgentFailed
+    | AgentHungUp
+)
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    Answered,
+    Digit,
+    SpeechResult,
+    PromptFinished,
+    TimerFired,
+    RecordingFinished,
+    HungUp,
+    Position,
+    MaxWaitExceeded,
+    AgentAnswered,
+    AgentFailed,
+    AgentHungUp,
+)
