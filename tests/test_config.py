@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import format_path, hash_secret, load_config, verify_secret
+from gateway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "gateway.cli"]
+
+BAD = """
+[http]
+listen = "nowhere"
+max_body_bytes = -1
+
+[seats]
+offer_timeout = 0
+colour = "blue"
+
+[[queues]]
+name = "general"
+skills = ["general"]
+
+[[queues]]
+name = "general"
+skills = ["general"]
+
+[[queues]]
+name = "tax"
+skills = ["tax"]
+max_wait = -5
+
+[[agents]]
+id = "1001"
+skills = ["plumbing"]
+token_hash = "sha256:00"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_is_valid_with_credentials(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "gateway.toml").read_text()
+    creds = tmp_path / "creds.toml"
+    creds.write_text(
+        '[agents]\n"1001" = "%s"\n"1002" = "%s"\n[api_clients]\nwebform = "%s"\n'
+        % (hash_secret("a" * 20), hash_secret("b" * 20), hash_secret("c" * 20))
+    )
+    text = text.replace('credentials_file = "../var/credentials.toml"', f'credentials_file = "{creds}"')
+    config = load_config(write(tmp_path, text), environ={})
+    assert [q.name for q in config.queues] == ["general", "enterprise", "housing", "tax"]
+    assert config.queue("enterprise").priority == 7
+    assert verify_secret("a" * 20, config.agents[0].token_hash)
+    assert not verify_secret("a" * 19, config.agents[0].token_hash)
+
+
+def test_every_error_is_listed_by_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, BAD), environ={})
+    paths = {field.path for field in caught.value.fields}
+    assert {
+        "http.listen",
+        "http.max_body_bytes",
+        "seats.offer_timeout",
+        "seats.colour",
+        "queues[2].max_wait",
+        "agents[0].token_hash",
+    } <= paths
+
+
+def test_semantic_errors_after_structure_is_valid(tmp_path: Path) -> None:
+    text = """
+[[queues]]
+name = "general"
+skills = ["general"]
+[[queues]]
+name = "general"
+skills = ["general"]
+[[agents]]
+id = "1001"
+skills = ["plumbing"]
+[routing]
+default_queue = "nope"
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    messages = {str(field) for field in caught.value.fields}
+    assert "queues[0]: duplicate 'general'" in messages
+    assert "routing.default_queue: no queue named 'nope'" in messages
+    assert any(m.startswith("agents[0].skills: match no queue") for m in messages)
+    assert any(m.startswith("agents[0].token_hash: missing") for m in messages)
+
+
+def test_enabled_channel_needs_its_secret_in_the_environment(tmp_path: Path) -> None:
+    text = '[[queues]]\nname = "general"\nskills = ["general"]\n[channels.sms]\nenabled = true\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    assert [str(f) for f in caught.value.fields] == [
+        "channels.sms.password_env: environment variable HG_SMPP_PASSWORD is not set"
+    ]
+    assert load_config(write(tmp_path, text), environ={"HG_SMPP_PASSWORD": "s3cret-from-env"})
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[[queues]\n"))
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_format_path() -> None:
+    assert format_path(("queues", 2, "max_wait")) == "queues[2].max_wait"
+    assert format_path(()) == ""
+
+
+def test_check_config_and_run_refuse_with_the_same_message(tmp_path: Path) -> None:
+    path = write(tmp_path, BAD)
+    check = subprocess.run([*CLI, "check-config", str(path)], capture_output=True, text=True, timeout=30)
+    run = subprocess.run([*CLI, "run", "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 2 and run.returncode == 2
+    assert "queues[2].max_wait: Input should be greater than 0" in check.stderr
+    assert check.stderr == run.stderr

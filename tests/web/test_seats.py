@@ -1,0 +1,128 @@
+"""Seat behaviour: offers that time out, declines, reconnects, duplicate logins, slow seats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from gateway.config import GatewayConfig
+
+from tests.conftest import AGENT_TOKENS
+from tests.helpers import Seat, post_intake, running_gateway
+
+
+async def test_unanswered_offer_goes_to_the_next_seat(config_factory) -> None:  # type: ignore[no-untyped-def]
+    config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "offer_timeout": 0.4})
+    async with running_gateway(config) as (gateway, bound):
+        sleepy = await Seat.connect(bound, "a1")
+        _, body = await post_intake(bound, {"text": "无人应答"})
+        assert (await sleepy.expect("offer"))["ticket"]["id"] == body["ticket_id"]
+        boss = await Seat.connect(bound, "boss")
+        revoked = await sleepy.expect("offer_revoked")
+        assert revoked == {"type": "offer_revoked", "ticket": body["ticket_id"], "reason": "no_answer"}
+        assert (await sleepy.expect("state"))["state"] == "away"
+        offer = await boss.expect("offer")
+        assert offer["ticket"]["id"] == body["ticket_id"]
+        assert [h["action"] for h in offer["ticket"]["history"]] == ["queued", "offered", "requeued", "offered"]
+        await sleepy.nothing("offer", 0.6)
+        await sleepy.close()
+        await boss.close()
+
+
+async def test_declined_ticket_goes_to_another_seat(config: GatewayConfig) -> None:
+    async with running_gateway(config) as (_, bound):
+        a1 = await Seat.connect(bound, "a1")
+        _, body = await post_intake(bound, {"text": "拒接测试"})
+        await a1.expect("offer")
+        boss = await Seat.connect(bound, "boss")
+        await a1.send(type="decline", ticket=body["ticket_id"], reason="不熟悉该业务")
+        assert (await a1.expect("ack"))["status"] == "declined"
+        assert (await boss.expect("offer"))["ticket"]["id"] == body["ticket_id"]
+        await a1.nothing("offer", 0.3)
+        await a1.close()
+        await boss.close()
+
+
+async def test_reconnect_within_grace_resumes_claims(config: GatewayConfig) -> None:
+    async with running_gateway(config) as (gateway, bound):
+        seat = await Seat.connect(bound, "a1")
+        _, body = await post_intake(bound, {"text": "断线重连"})
+        await seat.expect("offer")
+        await seat.send(type="accept", ticket=body["ticket_id"])
+        await seat.expect("ticket")
+        await seat.close()
+        ws = await connect(f"ws://{bound.seats[0]}:{bound.seats[1]}")
+        again = Seat(ws)
+        await again.send(type="hello", agent="a1", token=AGENT_TOKENS["a1"], state="busy")
+        welcome = await again.expect("welcome")
+        assert [t["id"] for t in welcome["resumed"]] == [body["ticket_id"]]
+        await again.send(type="submit", ticket=body["ticket_id"], fields={"category": "重连后提交"})
+        ack = await again.expect("ack")
+        assert ack["status"] == "submitted"
+        assert (await gateway.queue.get(body["ticket_id"])).status == "submitted"
+        await again.close()
+
+
+async def test_claims_of_a_seat_that_never_returns_are_requeued(config: GatewayConfig) -> None:
+    # reconnect_grace is 2 s in the test config; the reaper runs every second.
+    async with running_gateway(config) as (gateway, bound):
+        seat = await Seat.connect(bound, "a1")
+        _, body = await post_intake(bound, {"text": "坐席掉线"})
+        await seat.expect("offer")
+        await seat.send(type="accept", ticket=body["ticket_id"])
+        await seat.expect("ticket")
+        await seat.close()
+        boss = await Seat.connect(bound, "boss")
+        offer = await boss.expect("offer", timeout=6)
+        assert offer["ticket"]["id"] == body["ticket_id"]
+        assert offer["ticket"]["history"][-2]["detail"]["reason"] == "agent_gone"
+        await boss.close()
+
+
+async def test_second_login_replaces_the_first(config: GatewayConfig) -> None:
+    async with running_gateway(config) as (gateway, bound):
+        first = await Seat.connect(bound, "a1")
+        second = await Seat.connect(bound, "a1")
+        with pytest.raises(ConnectionClosed) as caught:
+            await first.expect("never")
+        assert caught.value.rcvd is not None and caught.value.rcvd.code == 4008
+        _, body = await post_intake(bound, {"text": "新会话"})
+        assert (await second.expect("offer"))["ticket"]["id"] == body["ticket_id"]
+        await second.close()
+
+
+async def test_a_slow_seat_is_dropped_and_does_not_stall_others(config_factory) -> None:  # type: ignore[no-untyped-def]
+    config = config_factory(seats={"listen": "127.0.0.1:0", "send_queue": 8})
+    async with running_gateway(config) as (gateway, bound):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(bound.seats)
+        slow = await connect(f"ws://{bound.seats[0]}:{bound.seats[1]}", sock=sock, max_queue=1)
+        await slow.send(json.dumps({"type": "hello", "agent": "a2", "token": AGENT_TOKENS["a2"], "state": "away"}))
+        fast = await Seat.connect(bound, "a1")
+        ping = json.dumps({"type": "ping", "id": "p" * 60})
+        closed = None
+        for n in range(20000):
+            try:
+                await slow.send(ping)
+            except ConnectionClosed as exc:
+                closed = exc
+                break
+            if n % 500 == 0:
+                await asyncio.sleep(0)
+        # Meanwhile the other seat is served normally.
+        _, body = await post_intake(bound, {"text": "不受慢坐席影响"})
+        assert (await fast.expect("offer"))["ticket"]["id"] == body["ticket_id"]
+        if closed is None:
+            with pytest.raises(ConnectionClosed) as caught:
+                async with asyncio.timeout(10):
+                    while True:
+                        await slow.recv()
+            closed = caught.value
+        assert closed.rcvd is not None and closed.rcvd.code == 4009
+        await fast.close()
