@@ -47,7 +47,9 @@ class Gateway:
 
     async def start(self) -> Bound:
         await self.queue.ensure_groups()
-        self._runner = web.AppRunner(create_app(self.config, self.queue), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            create_app(self.config, self.queue), access_log=None, handle_signals=False
+        )
         await self._runner.setup()
         host, port = split_listen(self.config.http.listen)
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
@@ -109,7 +111,7 @@ class Gateway:
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _on_control(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data
@@ -138,7 +140,9 @@ class Gateway:
             await asyncio.sleep(grace / 3)
 
 
-async def run_gateway(config: GatewayConfig, redis_url: str, stop: asyncio.Event, ready_line: bool = True) -> None:
+async def run_gateway(
+    config: GatewayConfig, redis_url: str, stop: asyncio.Event, ready_line: bool = True
+) -> None:
     """Run until `stop` is set; the caller owns signal handling and the embedded Redis."""
     client = aioredis.Redis.from_url(redis_url, health_check_interval=10)
     try:

@@ -128,7 +128,9 @@ def cmd_init_credentials(args: argparse.Namespace) -> int:
 def cmd_hash_secret(args: argparse.Namespace) -> int:
     secret = sys.stdin.readline().rstrip("\n")
     if len(secret) < 16:
-        print("refusing: a secret must be at least 16 characters (use `secrets.token_urlsafe`)", file=sys.stderr)
+        print(
+            "refusing: a secret must be at least 16 characters (use `secrets.token_urlsafe`)", file=sys.stderr
+        )
         return 2
     print(hash_secret(secret))
     return 0
@@ -167,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -119,7 +119,7 @@ class AgentConfig(_Section):
 class ApiClientConfig(_Section):
     id: AgentId
     key_hash: SecretHash | None = None
-    channels: list[Channel] = Field(default_factory=lambda: ["web"], min_length=1)
+    channels: list[Channel] = Field(default_factory=lambda: list[Channel](["web"]), min_length=1)
 
 
 class SmsChannelConfig(_Section):
@@ -236,12 +236,15 @@ def _duplicates(values: list[str]) -> set[str]:
 def semantic_errors(config: GatewayConfig) -> list[FieldError]:
     """Problems that span fields: duplicates and references to queues that do not exist."""
     errors = []
-    for section, items in (("queues", config.queues), ("agents", config.agents)):
-        dupes = _duplicates([getattr(item, "name", None) or getattr(item, "id", "") for item in items])
-        for index, item in enumerate(items):
-            key = getattr(item, "name", None) or getattr(item, "id", "")
-            if key in dupes:
-                errors.append(FieldError(f"{section}[{index}]", f"duplicate {key!r}"))
+    named: tuple[tuple[str, list[str]], ...] = (
+        ("queues", [queue.name for queue in config.queues]),
+        ("agents", [agent.id for agent in config.agents]),
+    )
+    for section, keys in named:
+        dupes = _duplicates(keys)
+        errors += [
+            FieldError(f"{section}[{i}]", f"duplicate {key!r}") for i, key in enumerate(keys) if key in dupes
+        ]
     client_dupes = _duplicates([client.id for client in config.api_clients])
     errors += [
         FieldError(f"api_clients[{i}].id", f"duplicate {c.id!r}")
@@ -259,12 +262,20 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
             errors.append(FieldError(f"queues[{index}].service_level", "must be <= max_wait"))
     for index, agent in enumerate(config.agents):
         if not config.queues_for_skills(agent.skills):
-            errors.append(FieldError(f"agents[{index}].skills", "match no queue's skills; the agent would get nothing"))
+            errors.append(
+                FieldError(f"agents[{index}].skills", "match no queue's skills; the agent would get nothing")
+            )
         if agent.token_hash is None:
-            errors.append(FieldError(f"agents[{index}].token_hash", "missing; run `hotline-gateway init-credentials`"))
+            errors.append(
+                FieldError(f"agents[{index}].token_hash", "missing; run `hotline-gateway init-credentials`")
+            )
     for index, client in enumerate(config.api_clients):
         if client.key_hash is None:
-            errors.append(FieldError(f"api_clients[{index}].key_hash", "missing; run `hotline-gateway init-credentials`"))
+            errors.append(
+                FieldError(
+                    f"api_clients[{index}].key_hash", "missing; run `hotline-gateway init-credentials`"
+                )
+            )
     return errors
 
 
@@ -277,7 +288,9 @@ def environment_errors(config: GatewayConfig, environ: Mapping[str, str]) -> lis
             continue
         for field, value in channel:
             if field.endswith("_env") and not environ.get(value):
-                errors.append(FieldError(f"channels.{channel_name}.{field}", f"environment variable {value} is not set"))
+                errors.append(
+                    FieldError(f"channels.{channel_name}.{field}", f"environment variable {value} is not set")
+                )
     return errors
 
 
@@ -325,4 +338,3 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> G
     if problems:
         raise ConfigError(f"{path}: invalid configuration", tuple(problems))
     return config
-

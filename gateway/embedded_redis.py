@@ -68,6 +68,8 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A previous instance (its gateway just died) may still be flushing its AOF on this port.
+        _wait_port_free(self.host, self.port, timeout)
         binary = find_redis_server(self.binary)
         args = [
             binary,
@@ -94,11 +96,15 @@ class EmbeddedRedis:
             if self._process is not None and self._process.poll() is not None:
                 log = self.data_dir / "redis.log"
                 tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
-                raise ServiceUnavailable(f"embedded redis-server exited at start (port {self.port} in use?)\n{tail}")
+                raise ServiceUnavailable(
+                    f"embedded redis-server exited at start (port {self.port} in use?)\n{tail}"
+                )
             if _ping(self.host, self.port):
                 return
             time.sleep(0.02)
-        raise ServiceUnavailable(f"embedded redis-server did not answer on port {self.port} within {timeout}s")
+        raise ServiceUnavailable(
+            f"embedded redis-server did not answer on port {self.port} within {timeout}s"
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM makes Redis flush and fsync its AOF before it exits."""
@@ -124,6 +130,12 @@ def _ping(host: str, port: int) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def _wait_port_free(host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _ping(host, port) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -97,5 +97,7 @@ def to_ticket(
             status="queued",
         )
     except ValidationError as exc:
-        fields = tuple(FieldError(format_path(tuple(e["loc"])), e["msg"]) for e in exc.errors(include_url=False))
+        fields = tuple(
+            FieldError(format_path(tuple(e["loc"])), e["msg"]) for e in exc.errors(include_url=False)
+        )
         raise InvalidRequest("the request cannot become a ticket", fields) from None

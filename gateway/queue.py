@@ -161,7 +161,11 @@ class TicketQueue:
     def streams_for(self, queues: Iterable[str]) -> tuple[list[str], list[int]]:
         """An agent's streams, highest priority first: what the offer script searches."""
         pairs = sorted(
-            ((priority, self.keys.stream(queue, priority)) for queue in queues for priority in range(MAX_PRIORITY + 1)),
+            (
+                (priority, self.keys.stream(queue, priority))
+                for queue in queues
+                for priority in range(MAX_PRIORITY + 1)
+            ),
             key=lambda pair: -pair[0],
         )
         return [stream for _, stream in pairs], [priority for priority, _ in pairs]
@@ -233,7 +237,11 @@ class TicketQueue:
         code = await self._run(
             "UPDATE",
             [keys.ticket(ticket.id), keys.history(ticket.id)],
-            [agent, _doc_json(ticket), _history_json(f"agent:{agent}", "updated", fields=",".join(sorted(changed)))],
+            [
+                agent,
+                _doc_json(ticket),
+                _history_json(f"agent:{agent}", "updated", fields=",".join(sorted(changed))),
+            ],
         )
         if _text(code) != "ok":
             self._raise_for(_text(code), ticket.id, "")
@@ -242,7 +250,9 @@ class TicketQueue:
         """Close a claimed ticket and hand it, whole, to the `submitted` stream."""
         entry = history_entry(f"agent:{agent}", "submitted", utcnow())
         final = ticket.model_copy(update={"status": "submitted", "history": (*ticket.history, entry)})
-        await self._settle(ticket.id, agent, "claimed", "submitted", entry.model_dump_json(), final, publish=True)
+        await self._settle(
+            ticket.id, agent, "claimed", "submitted", entry.model_dump_json(), final, publish=True
+        )
         return final
 
     async def abandon(self, ticket_id: str, reason: str) -> None:
@@ -297,7 +307,9 @@ class TicketQueue:
                     maxlen=self._config.redis.outbox_maxlen,
                     approximate=True,
                 )
-                pipe.rpush(self.keys.history(ticket.id), _history_json(f"agent:{agent}", "replied", text=text))
+                pipe.rpush(
+                    self.keys.history(ticket.id), _history_json(f"agent:{agent}", "replied", text=text)
+                )
                 entry_id, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
@@ -309,7 +321,7 @@ class TicketQueue:
 
     async def tickets_of(self, agent: str) -> list[Ticket]:
         """What an agent holds (offered or claimed), e.g. to resume a seat after a reconnect."""
-        ids = sorted(_text(item) for item in await self._redis.smembers(self.keys.agent_tickets(agent)))  # type: ignore[misc]
+        ids = sorted(_text(item) for item in await self._redis.smembers(self.keys.agent_tickets(agent)))
         tickets = []
         for ticket_id in ids:
             try:
@@ -342,14 +354,14 @@ class TicketQueue:
             if await self.release(_text(ticket_id), "", "offer_timeout"):
                 returned += 1
             else:
-                await self._redis.zrem(self.keys.offers, ticket_id)
+                await self._redis.zrem(self.keys.offers, _text(ticket_id))
         lapsed = await self._redis.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=batch)
         for raw_agent in lapsed:
             agent = _text(raw_agent)
             taken = await self._run("TAKE_EXPIRED_LEASE", [self.keys.leases], [agent])
             if not int(taken):
                 continue
-            for ticket_id in await self._redis.smembers(self.keys.agent_tickets(agent)):  # type: ignore[misc]
+            for ticket_id in await self._redis.smembers(self.keys.agent_tickets(agent)):
                 if await self.release(_text(ticket_id), agent, "agent_gone", "offered,claimed"):
                     returned += 1
         return returned

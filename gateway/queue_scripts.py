@@ -37,22 +37,28 @@ end
 
 # KEYS: idem, ticket, history, stream
 # ARGV: ticket id, doc, history entry, idem ttl, max queue length, wake channel, queue, group
-INTAKE = _PRELUDE + r"""
+INTAKE = (
+    _PRELUDE
+    + r"""
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
 if redis.call('XLEN', KEYS[4]) >= tonumber(ARGV[5]) then return {-1, ''} end
 local entry = redis.call('XADD', KEYS[4], '*', 't', ARGV[1])
 ensure_group(KEYS[4], ARGV[8])
-redis.call('HSET', KEYS[2], 'doc', ARGV[2], 'status', 'queued', 'agent', '', 'stream', KEYS[4], 'entry', entry)
+redis.call('HSET', KEYS[2], 'doc', ARGV[2], 'status', 'queued', 'agent', '',
+  'stream', KEYS[4], 'entry', entry)
 redis.call('RPUSH', KEYS[3], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[4]))
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return {1, ARGV[1]}
 """
+)
 
 # KEYS: offers zset, agent's ticket set, stream 1..n (ordered by priority, highest first)
 # ARGV: agent, group, offer timeout ms, history entry, key prefix, priority of stream 1..n
-OFFER = _PRELUDE + r"""
+OFFER = (
+    _PRELUDE
+    + r"""
 local agent, group, prefix = ARGV[1], ARGV[2], ARGV[5]
 local function last_delivered(stream)
   local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
@@ -119,10 +125,13 @@ for attempt = 1, 16 do
 end
 return false
 """
+)
 
 # KEYS: ticket, history, offers zset
 # ARGV: agent, history entry
-ACCEPT = _PRELUDE + r"""
+ACCEPT = (
+    _PRELUDE
+    + r"""
 local status, owner = unpack(redis.call('HMGET', KEYS[1], 'status', 'agent'))
 if not status then return {'not_found', ''} end
 if status ~= 'offered' or owner ~= ARGV[1] then return {'conflict', status} end
@@ -133,13 +142,17 @@ local payload = ticket_payload(KEYS[1], KEYS[2])
 table.insert(payload, 1, 'ok')
 return payload
 """
+)
 
 # Give a ticket back to its queue, keeping its place (the stream entry moves to `_pool`).
 # KEYS: ticket, history, offers zset
 # ARGV: agent ('' = whoever holds it), allowed statuses (comma list), group, history entry,
 #       wake channel, key prefix
-RELEASE = _PRELUDE + r"""
-local status, owner, stream, entry = unpack(redis.call('HMGET', KEYS[1], 'status', 'agent', 'stream', 'entry'))
+RELEASE = (
+    _PRELUDE
+    + r"""
+local status, owner, stream, entry =
+  unpack(redis.call('HMGET', KEYS[1], 'status', 'agent', 'stream', 'entry'))
 if not status then return 'not_found' end
 if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then return 'conflict' end
 if ARGV[1] ~= '' and owner ~= ARGV[1] then return 'conflict' end
@@ -152,10 +165,13 @@ redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], stream)
 return 'ok'
 """
+)
 
 # KEYS: ticket, history
 # ARGV: agent, new doc, history entry
-UPDATE = _PRELUDE + r"""
+UPDATE = (
+    _PRELUDE
+    + r"""
 local status, owner = unpack(redis.call('HMGET', KEYS[1], 'status', 'agent'))
 if not status then return 'not_found' end
 if status ~= 'claimed' or owner ~= ARGV[1] then return 'conflict' end
@@ -163,13 +179,17 @@ redis.call('HSET', KEYS[1], 'doc', ARGV[2])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 return 'ok'
 """
+)
 
 # KEYS: ticket, history, submitted stream, offers zset
 # ARGV: agent ('' = any, for system settlement), allowed statuses, final status, new doc ('' = keep),
 #       history entry, full final ticket JSON ('' = do not publish), group, submitted maxlen, ttl,
 #       key prefix
-SETTLE = _PRELUDE + r"""
-local status, owner, stream, entry = unpack(redis.call('HMGET', KEYS[1], 'status', 'agent', 'stream', 'entry'))
+SETTLE = (
+    _PRELUDE
+    + r"""
+local status, owner, stream, entry =
+  unpack(redis.call('HMGET', KEYS[1], 'status', 'agent', 'stream', 'entry'))
 if not status then return 'not_found' end
 if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then return 'conflict' end
 if ARGV[1] ~= '' and owner ~= ARGV[1] then return 'conflict' end
@@ -188,10 +208,13 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
 return 'ok'
 """
+)
 
 # Take an expired lease: only if its score is still in the past (the agent did not come back).
 # KEYS: leases zset; ARGV: agent
-TAKE_EXPIRED_LEASE = _PRELUDE + r"""
+TAKE_EXPIRED_LEASE = (
+    _PRELUDE
+    + r"""
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) <= now_ms() then
   redis.call('ZREM', KEYS[1], ARGV[1])
@@ -199,3 +222,4 @@ if score and tonumber(score) <= now_ms() then
 end
 return 0
 """
+)

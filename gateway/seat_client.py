@@ -24,7 +24,8 @@ def describe(ticket: dict[str, Any]) -> str:
     citizen = ticket.get("citizen", {})
     who = citizen.get("name") or citizen.get("phone") or citizen.get("wechat_openid") or "匿名"
     return (
-        f"工单 {ticket['id']}  渠道 {ticket['channel']}  队列 {ticket['queue']}  优先级 {ticket.get('priority', 0)}\n"
+        f"工单 {ticket['id']}  渠道 {ticket['channel']}  队列 {ticket['queue']}  "
+        f"优先级 {ticket.get('priority', 0)}\n"
         f"  来电/来信人: {who}\n  诉求: {ticket.get('text', '')}"
     )
 
@@ -46,7 +47,9 @@ class SeatClient:
         """Handle one server frame; False when the client should stop."""
         kind = frame.get("type")
         if kind == "welcome":
-            print(f"已登录: {frame['name'] or frame['agent']}  队列: {', '.join(frame['queues'])}", flush=True)
+            print(
+                f"已登录: {frame['name'] or frame['agent']}  队列: {', '.join(frame['queues'])}", flush=True
+            )
             self.claimed = [t["id"] for t in frame.get("resumed", [])]
             await _send(self.ws, {"type": "state", "state": "ready"})
         elif kind == "offer":
@@ -129,7 +132,9 @@ async def run_seat(url: str, agent: str, token: str, auto: bool = False, limit: 
     return 0
 
 
-async def _loop(ws: ClientConnection, client: SeatClient, commands: asyncio.Queue[str | None], auto: bool) -> None:
+async def _loop(
+    ws: ClientConnection, client: SeatClient, commands: asyncio.Queue[str | None], auto: bool
+) -> None:
     receive = asyncio.create_task(ws.recv())
     command = None if auto else asyncio.create_task(commands.get())
     while True:

@@ -44,8 +44,18 @@ def make_raw_config(prefix: str, redis_url: str, **overrides: Any) -> dict[str, 
             {"name": "enterprise", "label": "政企通", "skills": ["enterprise"], "priority": 7},
         ],
         "agents": [
-            {"id": "a1", "name": "张敏", "skills": ["general"], "token_hash": hash_secret(AGENT_TOKENS["a1"])},
-            {"id": "a2", "name": "李强", "skills": ["housing"], "token_hash": hash_secret(AGENT_TOKENS["a2"])},
+            {
+                "id": "a1",
+                "name": "张敏",
+                "skills": ["general"],
+                "token_hash": hash_secret(AGENT_TOKENS["a1"]),
+            },
+            {
+                "id": "a2",
+                "name": "李强",
+                "skills": ["housing"],
+                "token_hash": hash_secret(AGENT_TOKENS["a2"]),
+            },
             {
                 "id": "boss",
                 "name": "王芳",

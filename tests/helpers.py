@@ -15,8 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.app import Bound, Gateway
 from gateway.config import GatewayConfig
-
-from tests.conftest import API_KEY, AGENT_TOKENS
+from tests.conftest import AGENT_TOKENS, API_KEY
 
 
 @asynccontextmanager
@@ -82,5 +81,59 @@ async def post_intake(
     url = f"http://{bound.http[0]}:{bound.http[1]}/api/v1/intake"
     all_headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **(headers or {})}
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    async with aiohttp.ClientSession() as session, session.post(url, data=data, headers=all_headers) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=data, headers=all_headers) as response,
+    ):
         return response.status, await response.json()
+
+
+class GatewayProcess:
+    """`hotline-gateway run` as a real child process, on ports it picks itself (port 0)."""
+
+    def __init__(self, config_path: str, redis_url: str | None = None) -> None:
+        self.config_path = config_path
+        self.redis_url = redis_url
+        self.process: asyncio.subprocess.Process | None = None
+        self.bound: Bound | None = None
+
+    async def start(self, timeout: float = 20.0) -> Bound:
+        import sys
+
+        args = [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "--log-level",
+            "WARNING",
+            "run",
+            "--config",
+            self.config_path,
+        ]
+        if self.redis_url:
+            args += ["--redis-url", self.redis_url]
+        self.process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+        assert self.process.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = (await self.process.stdout.readline()).decode()
+                if not line:
+                    raise RuntimeError("gateway exited before it was ready")
+                if line.startswith("hotline-gateway ready"):
+                    break
+        fields = dict(part.split("=", 1) for part in line.split()[2:])
+        http = fields["http"].removeprefix("http://").rsplit(":", 1)
+        seats = fields["seats"].removeprefix("ws://").rsplit(":", 1)
+        self.bound = Bound(http=(http[0], int(http[1])), seats=(seats[0], int(seats[1])))
+        return self.bound
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+    async def stop(self) -> int:
+        if self.process is None:
+            return 0
+        if self.process.returncode is None:
+            self.process.terminate()
+        return await asyncio.wait_for(self.process.wait(), 20)

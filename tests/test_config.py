@@ -50,10 +50,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_example_config_is_valid_with_credentials(tmp_path: Path) -> None:
     text = (ROOT / "config" / "gateway.toml").read_text()
     creds = tmp_path / "creds.toml"
-    creds.write_text(
-        '[agents]\n"1001" = "%s"\n"1002" = "%s"\n[api_clients]\nwebform = "%s"\n'
-        % (hash_secret("a" * 20), hash_secret("b" * 20), hash_secret("c" * 20))
-    )
+    a, b, c = (hash_secret(letter * 20) for letter in "abc")
+    creds.write_text(f'[agents]\n"1001" = "{a}"\n"1002" = "{b}"\n[api_clients]\nwebform = "{c}"\n')
     text = text.replace('credentials_file = "../var/credentials.toml"', f'credentials_file = "{creds}"')
     config = load_config(write(tmp_path, text), environ={})
     assert [q.name for q in config.queues] == ["general", "enterprise", "housing", "tax"]

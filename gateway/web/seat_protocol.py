@@ -114,7 +114,8 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
         return _CLIENT_FRAME.validate_python(data)
     except ValidationError as exc:
         fields = tuple(
-            FieldError(format_path(tuple(item["loc"][1:])), item["msg"]) for item in exc.errors(include_url=False)
+            FieldError(format_path(tuple(item["loc"][1:])), item["msg"])
+            for item in exc.errors(include_url=False)
         )
         raise InvalidRequest(f"invalid {kind} frame", fields) from None
 

@@ -8,6 +8,7 @@ queue and is disconnected (close 4009); it never stalls the dispatcher or other 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
@@ -105,10 +106,8 @@ class Dispatcher:
         """Dispatch whenever woken (intake, a seat turning ready) and at least every poll_interval."""
         loop = asyncio.get_running_loop()
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll_interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.dispatch_once()
@@ -179,7 +178,9 @@ class Dispatcher:
 class SeatServer:
     """The websocket handler: one coroutine per connected seat."""
 
-    def __init__(self, config: GatewayConfig, queue: TicketQueue, dispatcher: Dispatcher, tasks: Tasks) -> None:
+    def __init__(
+        self, config: GatewayConfig, queue: TicketQueue, dispatcher: Dispatcher, tasks: Tasks
+    ) -> None:
         self._config = config
         self._queue = queue
         self._dispatcher = dispatcher
@@ -232,11 +233,16 @@ class SeatServer:
             await ws.close(proto.CLOSE_AUTH_FAILED, "authentication failed")
             return None
         if frame.v != proto.PROTOCOL_VERSION:
-            await ws.close(proto.CLOSE_BAD_VERSION, f"unsupported protocol version; this server speaks v{proto.PROTOCOL_VERSION}")
+            await ws.close(
+                proto.CLOSE_BAD_VERSION,
+                f"unsupported protocol version; this server speaks v{proto.PROTOCOL_VERSION}",
+            )
             return None
         return await self._open_session(ws, agent, frame)
 
-    async def _open_session(self, ws: ServerConnection, agent: AgentConfig, hello: proto.Hello) -> SeatSession:
+    async def _open_session(
+        self, ws: ServerConnection, agent: AgentConfig, hello: proto.Hello
+    ) -> SeatSession:
         loop = asyncio.get_running_loop()
         queues = [q.name for q in self._config.queues_for_skills(agent.skills)]
 
@@ -312,7 +318,9 @@ class SeatServer:
 
     async def _on_message(self, session: SeatSession, message: str | bytes) -> None:
         if len(message) > self._config.seats.max_frame_bytes:
-            session.send(proto.error("too_large", f"frame larger than {self._config.seats.max_frame_bytes} bytes"))
+            session.send(
+                proto.error("too_large", f"frame larger than {self._config.seats.max_frame_bytes} bytes")
+            )
             return
         re = proto.request_id(message)
         try:

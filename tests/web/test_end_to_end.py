@@ -6,7 +6,6 @@ import asyncio
 
 from gateway.config import GatewayConfig
 from gateway.ticket import Ticket
-
 from tests.helpers import Seat, post_intake, running_gateway
 
 
@@ -15,7 +14,11 @@ async def test_intake_to_submitted(config: GatewayConfig) -> None:
         seat = await Seat.connect(bound, "a1")
         status, body = await post_intake(
             bound,
-            {"channel": "web", "citizen": {"phone": "138 1234 5678", "name": "陈先生"}, "text": "小区路灯不亮"},
+            {
+                "channel": "web",
+                "citizen": {"phone": "138 1234 5678", "name": "陈先生"},
+                "text": "小区路灯不亮",
+            },
             headers={"Idempotency-Key": "form-0001"},
         )
         assert status == 202 and body["duplicate"] is False
@@ -25,7 +28,11 @@ async def test_intake_to_submitted(config: GatewayConfig) -> None:
         await seat.send(type="accept", ticket=body["ticket_id"])
         claimed = await seat.expect("ticket")
         assert claimed["ticket"]["status"] == "claimed" and claimed["ticket"]["agent"] == "a1"
-        await seat.send(type="update", ticket=body["ticket_id"], fields={"category": "市政设施", "address": "莱山区观海路"})
+        await seat.send(
+            type="update",
+            ticket=body["ticket_id"],
+            fields={"category": "市政设施", "address": "莱山区观海路"},
+        )
         updated = await seat.expect("ticket")
         assert updated["ticket"]["category"] == "市政设施"
         await seat.send(type="submit", ticket=body["ticket_id"], fields={"notes": "已派单"})
@@ -50,7 +57,7 @@ async def test_intake_to_submitted(config: GatewayConfig) -> None:
 
 
 async def test_skills_route_offers_and_priority_jumps(config: GatewayConfig) -> None:
-    async with running_gateway(config) as (gateway, bound):
+    async with running_gateway(config) as (_gateway, bound):
         general = await Seat.connect(bound, "a1")
         housing = await Seat.connect(bound, "a2")
         _, h = await post_intake(bound, {"text": "物业费争议", "queue": "housing"})
@@ -63,7 +70,7 @@ async def test_skills_route_offers_and_priority_jumps(config: GatewayConfig) -> 
 
 
 async def test_busy_agent_is_skipped_and_priority_first(config: GatewayConfig) -> None:
-    async with running_gateway(config) as (gateway, bound):
+    async with running_gateway(config) as (_gateway, bound):
         boss = await Seat.connect(bound, "boss", state="busy")
         a1 = await Seat.connect(bound, "a1")
         _, first = await post_intake(bound, {"text": "普通诉求一"})

@@ -10,7 +10,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.config import GatewayConfig
-
 from tests.helpers import Seat, post_intake, running_gateway
 
 
@@ -82,8 +81,12 @@ async def _closed_with(bound, frames: list[str]) -> tuple[int, str]:  # type: ig
 
 async def test_wrong_token_unknown_agent_and_first_frame(config: GatewayConfig) -> None:
     async with running_gateway(config) as (_, bound):
-        wrong_token = await _closed_with(bound, [json.dumps({"type": "hello", "agent": "a1", "token": "nope"})])
-        unknown = await _closed_with(bound, [json.dumps({"type": "hello", "agent": "ghost", "token": "nope"})])
+        wrong_token = await _closed_with(
+            bound, [json.dumps({"type": "hello", "agent": "a1", "token": "nope"})]
+        )
+        unknown = await _closed_with(
+            bound, [json.dumps({"type": "hello", "agent": "ghost", "token": "nope"})]
+        )
         not_hello = await _closed_with(bound, [json.dumps({"type": "ping"})])
         assert wrong_token == unknown == not_hello == (4001, "authentication failed")
 
@@ -102,7 +105,7 @@ async def test_wrong_version_and_auth_timeout(config_factory) -> None:  # type: 
 
 async def test_bad_frames_get_error_frames_and_the_seat_lives(config_factory) -> None:  # type: ignore[no-untyped-def]
     config = config_factory(seats={"listen": "127.0.0.1:0", "max_frame_bytes": 1024})
-    async with running_gateway(config) as (gateway, bound):
+    async with running_gateway(config) as (_gateway, bound):
         seat = await Seat.connect(bound, "a1")
         await seat.ws.send("{oops")
         assert (await seat.expect("error"))["code"] == "invalid_json"

@@ -11,14 +11,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.config import GatewayConfig
-
 from tests.conftest import AGENT_TOKENS
 from tests.helpers import Seat, post_intake, running_gateway
 
 
 async def test_unanswered_offer_goes_to_the_next_seat(config_factory) -> None:  # type: ignore[no-untyped-def]
     config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "offer_timeout": 0.4})
-    async with running_gateway(config) as (gateway, bound):
+    async with running_gateway(config) as (_gateway, bound):
         sleepy = await Seat.connect(bound, "a1")
         _, body = await post_intake(bound, {"text": "无人应答"})
         assert (await sleepy.expect("offer"))["ticket"]["id"] == body["ticket_id"]
@@ -28,7 +27,12 @@ async def test_unanswered_offer_goes_to_the_next_seat(config_factory) -> None:  
         assert (await sleepy.expect("state"))["state"] == "away"
         offer = await boss.expect("offer")
         assert offer["ticket"]["id"] == body["ticket_id"]
-        assert [h["action"] for h in offer["ticket"]["history"]] == ["queued", "offered", "requeued", "offered"]
+        assert [h["action"] for h in offer["ticket"]["history"]] == [
+            "queued",
+            "offered",
+            "requeued",
+            "offered",
+        ]
         await sleepy.nothing("offer", 0.6)
         await sleepy.close()
         await boss.close()
@@ -70,7 +74,7 @@ async def test_reconnect_within_grace_resumes_claims(config: GatewayConfig) -> N
 
 async def test_claims_of_a_seat_that_never_returns_are_requeued(config: GatewayConfig) -> None:
     # reconnect_grace is 2 s in the test config; the reaper runs every second.
-    async with running_gateway(config) as (gateway, bound):
+    async with running_gateway(config) as (_gateway, bound):
         seat = await Seat.connect(bound, "a1")
         _, body = await post_intake(bound, {"text": "坐席掉线"})
         await seat.expect("offer")
@@ -85,7 +89,7 @@ async def test_claims_of_a_seat_that_never_returns_are_requeued(config: GatewayC
 
 
 async def test_second_login_replaces_the_first(config: GatewayConfig) -> None:
-    async with running_gateway(config) as (gateway, bound):
+    async with running_gateway(config) as (_gateway, bound):
         first = await Seat.connect(bound, "a1")
         second = await Seat.connect(bound, "a1")
         with pytest.raises(ConnectionClosed) as caught:
@@ -98,12 +102,14 @@ async def test_second_login_replaces_the_first(config: GatewayConfig) -> None:
 
 async def test_a_slow_seat_is_dropped_and_does_not_stall_others(config_factory) -> None:  # type: ignore[no-untyped-def]
     config = config_factory(seats={"listen": "127.0.0.1:0", "send_queue": 8})
-    async with running_gateway(config) as (gateway, bound):
+    async with running_gateway(config) as (_gateway, bound):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(bound.seats)
         slow = await connect(f"ws://{bound.seats[0]}:{bound.seats[1]}", sock=sock, max_queue=1)
-        await slow.send(json.dumps({"type": "hello", "agent": "a2", "token": AGENT_TOKENS["a2"], "state": "away"}))
+        await slow.send(
+            json.dumps({"type": "hello", "agent": "a2", "token": AGENT_TOKENS["a2"], "state": "away"})
+        )
         fast = await Seat.connect(bound, "a1")
         ping = json.dumps({"type": "ping", "id": "p" * 60})
         closed = None
