@@ -18,16 +18,9 @@ CHANNELS: tuple[Channel, ...] = ("voice", "sms", "wechat", "telegram", "web")
 
 Status = Literal["draft", "queued", "offered", "claimed", "submitted", "abandoned"]
 
-# Which status may follow which: the ticket lifecycle as data. Offered/claimed tickets go back to
-# `queued` when an offer times out, is declined, or the agent's claim lapses.
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    "draft": frozenset({"queued", "abandoned"}),
-    "queued": frozenset({"offered", "abandoned"}),
-    "offered": frozenset({"queued", "claimed", "abandoned"}),
-    "claimed": frozenset({"queued", "submitted", "abandoned"}),
-    "submitted": frozenset(),
-    "abandoned": frozenset(),
-}
+# Lifecycle: draft -> queued -> offered -> claimed -> submitted, or abandoned from any open state.
+# Offered and claimed tickets return to queued (declined, offer timed out, agent gone). The queue's
+# Lua scripts enforce it (gateway/queue_scripts.py).
 
 MAX_TEXT_CHARS = 4000
 MAX_PRIORITY = 9
@@ -135,11 +128,6 @@ def utcnow() -> datetime:
 
 def history_entry(actor: str, action: str, now: datetime, **detail: str) -> HistoryEntry:
     return HistoryEntry(at=now, actor=actor, action=action, detail=detail)
-
-
-def check_transition(current: Status, new: Status) -> None:
-    if new not in TRANSITIONS[current]:
-        raise ValueError(f"a {current} ticket cannot become {new}")
 
 
 def apply_edits(ticket: Ticket, edits: dict[str, Any]) -> Ticket:
