@@ -10,6 +10,7 @@ default Monday's hours) > the weekday's hours.
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -58,7 +59,7 @@ class Hours(BaseModel):
 
 def _check_no_overlap(ranges: tuple[Hours, ...], where: str) -> None:
     ordered = sorted(ranges, key=lambda r: r.start)
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in itertools.pairwise(ordered):
         if after.start < before.end:
             raise ValueError(f"{where}: {before} overlaps {after}")
 
@@ -89,7 +90,6 @@ class WeeklyHours(BaseModel):
 
     def is_empty(self) -> bool:
         return not any(self.on(weekday) for weekday in range(7))
-
 
 
 class Calendar(BaseModel):

@@ -226,7 +226,9 @@ class IvrConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check_calendars(self) -> IvrConfig:
-        problems = [(("flow", *loc), msg, value) for loc, msg, value in calendar_problems(self.flow, self.calendars)]
+        problems = [
+            (("flow", *loc), msg, value) for loc, msg, value in calendar_problems(self.flow, self.calendars)
+        ]
         if problems:
             raise_problems("IvrConfig", problems)
         return self
@@ -306,26 +308,40 @@ def _key_problems(flow: Flow) -> Iterator[Problem]:
 
 
 def _placeholder_problems(flow: Flow) -> Iterator[Problem]:
-    position_prompts = {
-        node.position_prompt for node in flow.nodes.values() if isinstance(node, QueueNode)
+    # "{n}" is filled only for position announcements; anywhere else it would be spoken literally.
+    spoken_plain = {
+        prompt
+        for node in flow.nodes.values()
+        for (field, *_), prompt in node.prompt_refs()
+        if field != "position_prompt"
     }
     for prompt_id, spec in flow.prompts.items():
-        allowed = {POSITION_PLACEHOLDER} if prompt_id in position_prompts else set()
+        loc = ("prompts", prompt_id, "text")
         try:
             fields = {name for _, name, _, _ in string.Formatter().parse(spec.text) if name is not None}
         except ValueError as exc:
-            yield ("prompts", prompt_id, "text"), f"bad braces: {exc}", spec.text
+            yield loc, f"bad braces: {exc}", spec.text
             continue
-        if fields - allowed:
-            hint = "only a queue's position_prompt may use {n}" if fields else ""
-            message = f"unexpected placeholder(s) {sorted(fields - allowed)}; {hint}"
-            yield ("prompts", prompt_id, "text"), message.rstrip("; "), spec.text
+        if fields - {POSITION_PLACEHOLDER}:
+            yield (
+                loc,
+                f"unknown placeholder(s) {sorted(fields - {POSITION_PLACEHOLDER})}; only {{n}} exists",
+                spec.text,
+            )
+        elif fields and prompt_id in spoken_plain:
+            yield (
+                loc,
+                "{n} is only filled in a queue's position_prompt, but this prompt is used elsewhere",
+                spec.text,
+            )
 
 
 def _human_node(flow: Flow) -> str | None:
     if flow.human_node is not None:
         return flow.human_node
-    serving = [nid for nid, n in flow.nodes.items() if isinstance(n, QueueNode) and n.queue == flow.human_queue]
+    serving = [
+        nid for nid, n in flow.nodes.items() if isinstance(n, QueueNode) and n.queue == flow.human_queue
+    ]
     return serving[0] if len(serving) == 1 else None
 
 
@@ -390,4 +406,3 @@ def _cycles(graph: Mapping[str, list[str]]) -> Iterator[list[str]]:
     for node_id in graph:
         if node_id not in state:
             yield from visit(node_id)
-

@@ -1,0 +1,317 @@
+"""Hypothesis: random event sequences against the default flow and against random small valid flows.
+
+Every step runs through ``FakeAdapter``, which asserts the action contract (defined prompts only, no
+stop without a start, nothing left running after the end). On top of that:
+
+* the machine never raises and never fails closed on valid events;
+* the human key, pressed where it applies, queues the caller and ends the path;
+* a stale ``TimerFired`` (cancelled or never started) or ``PromptFinished`` (not playing) does nothing;
+* a final ``HungUp`` always finishes the machine;
+* a caller who never presses a key reaches a queue or a hang-up in a bounded number of events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.ivr.actions import EnqueueCall, StopPrompt
+from gateway.ivr.calendar import ALWAYS_OPEN, Calendar
+from gateway.ivr.events import (
+    AgentAnswered,
+    AgentFailed,
+    AgentHungUp,
+    Digit,
+    Event,
+    HungUp,
+    MaxWaitExceeded,
+    Position,
+    PromptFinished,
+    RecordingFinished,
+    SpeechResult,
+    TimerFired,
+)
+from gateway.ivr.flow import Flow, QueueNode
+from gateway.ivr.machine import (
+    HUMAN_KEY_PHASES,
+    OUTCOME_ABANDONED,
+    OUTCOME_COMPLETED,
+    OUTCOME_HANGUP,
+    OUTCOME_MESSAGE,
+    CallMachine,
+    Phase,
+)
+from tests.ivr.test_fakes import FakeAdapter, default_config, run_silent
+
+PROPERTY_SETTINGS = settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+FINAL_OUTCOMES = {OUTCOME_ABANDONED, OUTCOME_COMPLETED, OUTCOME_HANGUP, OUTCOME_MESSAGE}
+TIMER_KINDS = [
+    "input.timeout",
+    "speech.max",
+    "speech.flush",
+    "message.max",
+    "queue.position",
+    "queue.max_wait",
+]
+SILENT_STEP_LIMIT = 60
+
+DEFAULT = default_config()
+OFFICE = Calendar.model_validate(
+    {"weekly": {d: ["09:00-17:00"] for d in ("mon", "tue", "wed", "thu", "fri")}}
+)
+answer_times = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 12, 31))
+
+# --- random valid flows ------------------------------------------------------------------------------
+
+PROMPTS = {
+    "p0": {"text": "提示零"},
+    "p1": {"text": "提示一"},
+    "p2": {"text": "提示二"},
+    "pos": {"text": "您前面还有{n}位"},
+}
+KINDS = [
+    "play",
+    "menu",
+    "collect_speech",
+    "queue",
+    "business_hours",
+    "record_message",
+    "satisfaction",
+    "hangup",
+]
+prompt_ids = st.sampled_from(["p0", "p1", "p2"])
+
+
+@st.composite
+def random_flows(draw: st.DrawFn) -> Flow:
+    """A valid flow by construction: silent edges only point forward, so they cannot loop.
+
+    Node ``n{i}``'s silent edges (next, default, open/closed, overflow) go to a later node; menu options
+    may go anywhere (the caller drives those). The last node hangs up. Unreachable nodes are pruned.
+    """
+    size = draw(st.integers(2, 7))
+    human_key = draw(st.sampled_from("0*9"))
+    kinds = [draw(st.sampled_from(KINDS)) for _ in range(size - 1)] + ["hangup"]
+    surveys = [f"n{i}" for i, kind in enumerate(kinds) if kind == "satisfaction"]
+    nodes = {f"n{i}": draw(_node(kind, i, size, human_key, surveys)) for i, kind in enumerate(kinds)}
+    nodes["human"] = {
+        "type": "queue",
+        "queue": "human",
+        "priority": 3,
+        "hold_prompt": "p0",
+        "position_prompt": draw(st.sampled_from(["pos", None])),
+        "position_interval_seconds": 20,
+        "max_wait_seconds": draw(st.sampled_from([60, None])),
+        "overflow": "human_bye",
+        "satisfaction_node": draw(st.sampled_from([None, *surveys])),
+    }
+    nodes["human_bye"] = {"type": "hangup"}
+    raw = {"id": "random", "human_key": human_key, "human_queue": "human", "start": "n0", "prompts": PROMPTS}
+    return Flow.model_validate({**raw, "nodes": _prune(nodes, ["n0", "human"])})
+
+
+@st.composite
+def _node(
+    draw: st.DrawFn, kind: str, index: int, size: int, human_key: str, surveys: list[str]
+) -> dict[str, Any]:
+    def later() -> str:
+        return f"n{draw(st.integers(index + 1, size - 1))}"
+
+    def keys(exclude: str) -> list[str]:
+        return draw(
+            st.lists(st.sampled_from([k for k in "123456789*#" if k != exclude]), max_size=3, unique=True)
+        )
+
+    prompt = draw(prompt_ids)
+    if kind == "play":
+        return {"type": kind, "prompt": prompt, "next": later()}
+    if kind == "menu":
+        options = {key: f"n{draw(st.integers(0, size - 1))}" for key in keys(human_key)}
+        timeout_prompt = draw(st.sampled_from([None, "p2"]))
+        retries = draw(st.integers(0, 2))
+        return {
+            "type": kind,
+            "prompt": prompt,
+            "options": options,
+            "invalid_prompt": "p1",
+            "timeout_prompt": timeout_prompt,
+            "max_retries": retries,
+            "default": later(),
+        }
+    if kind == "collect_speech":
+        return {"type": kind, "prompt": prompt, "next": later(), "max_seconds": 30, "silence_seconds": 1.5}
+    if kind == "record_message":
+        return {"type": kind, "prompt": prompt, "next": later(), "max_seconds": 60}
+    if kind == "business_hours":
+        return {
+            "type": kind,
+            "calendar": draw(st.sampled_from(["always", "office"])),
+            "open": later(),
+            "closed": later(),
+        }
+    if kind == "queue":
+        return {
+            "type": kind,
+            "queue": draw(st.sampled_from(["general", "enterprise"])),
+            "priority": draw(st.integers(0, 5)),
+            "hold_prompt": prompt,
+            "position_prompt": draw(st.sampled_from(["pos", None])),
+            "max_wait_seconds": draw(st.sampled_from([45, None])),
+            "overflow": later(),
+            "satisfaction_node": draw(st.sampled_from([None, *surveys])),
+        }
+    if kind == "satisfaction":
+        ratings = {key: f"r{key}" for key in keys("") or ["1"]}
+        return {
+            "type": kind,
+            "prompt": prompt,
+            "ratings": ratings,
+            "next": draw(st.sampled_from([None, later()])),
+        }
+    return {"type": "hangup", "prompt": draw(st.sampled_from([None, prompt]))}
+
+
+def _prune(nodes: dict[str, dict[str, Any]], roots: list[str]) -> dict[str, dict[str, Any]]:
+    """Drop nodes nothing reaches (the flow validator rejects them)."""
+    edge_fields = ("next", "default", "open", "closed", "overflow", "satisfaction_node")
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        node_id = todo.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        node = nodes[node_id]
+        todo.extend(node[f] for f in edge_fields if node.get(f) is not None)
+        todo.extend(node.get("options", {}).values())
+    return {node_id: node for node_id, node in nodes.items() if node_id in seen}
+
+
+CALENDARS = {"always": ALWAYS_OPEN, "office": OFFICE}
+
+# --- random events -----------------------------------------------------------------------------------
+
+# An event is drawn as a static "recipe" and built against the adapter's state at that moment, so the
+# strategy is built once (per-step strategies made Hypothesis ten times slower). The tags that feed the
+# call what it is waiting for (its armed timers, its playing prompt) and keys are weighted up.
+TAGS = [
+    *["armed_timer"] * 3,
+    *["playing_prompt"] * 3,
+    *["digit"] * 4,
+    "human_key",
+    "stale_timer",
+    "any_prompt",
+    *["speech"] * 2,
+    "recording",
+    "position",
+    "max_wait",
+    "agent_answered",
+    "agent_failed",
+    "agent_hung_up",
+    "hang_up",
+]
+TEXTS = ["", "路灯不亮", "噪音扰民"]
+Recipe = tuple[str, int, float, bool]
+recipe = st.tuples(st.sampled_from(TAGS), st.integers(0, 63), st.floats(0, 1), st.booleans())
+recipes = st.lists(recipe, min_size=15, max_size=60)
+_FIXED: dict[str, Event] = {
+    "max_wait": MaxWaitExceeded(),
+    "agent_answered": AgentAnswered(),
+    "agent_failed": AgentFailed(),
+    "agent_hung_up": AgentHungUp(),
+    "hang_up": HungUp(),
+}
+
+
+def build_event(recipe: Recipe, adapter: FakeAdapter) -> Event:
+    tag, number, fraction, flag = recipe
+    flow = adapter.machine.flow
+    if tag == "armed_timer" and adapter.timers:
+        return TimerFired(sorted(adapter.timers)[number % len(adapter.timers)])
+    if tag == "playing_prompt" and adapter.playing is not None:
+        return PromptFinished(adapter.playing)
+    if tag in ("armed_timer", "stale_timer"):
+        return TimerFired(f"{TIMER_KINDS[number % len(TIMER_KINDS)]}#{number}")
+    if tag in ("playing_prompt", "any_prompt"):
+        return PromptFinished(sorted(flow.prompts)[number % len(flow.prompts)])
+    if tag == "digit":
+        return Digit("0123456789*#"[number % 12])
+    if tag == "human_key":
+        return Digit(flow.human_key)
+    if tag == "speech":
+        return SpeechResult(TEXTS[number % len(TEXTS)], fraction, flag)
+    if tag == "recording":
+        return RecordingFinished("/rec/x.wav" if flag else None, fraction * 120)
+    if tag == "position":
+        return Position(number - 1)
+    return _FIXED[tag]
+
+
+def drive(flow: Flow, calendars: dict[str, Calendar], now: datetime, steps: list[Recipe]) -> None:
+    adapter = FakeAdapter(CallMachine(flow, calendars))
+    adapter.answer(now)
+    for recipe in steps:
+        event = build_event(recipe, adapter)
+        phase, playing = adapter.machine.state, adapter.playing
+        stale = (isinstance(event, TimerFired) and event.name not in adapter.timers) or (
+            isinstance(event, PromptFinished) and event.prompt_id != playing
+        )
+        actions = adapter.feed(event)
+        if stale:
+            assert actions == [], f"stale {event} acted on"
+        if event == Digit(flow.human_key) and phase in HUMAN_KEY_PHASES:
+            human = flow.nodes[flow.human_node_id]
+            assert isinstance(human, QueueNode)
+            assert EnqueueCall(flow.human_queue, human.priority) in actions
+            assert adapter.machine.path[-1] == flow.human_key
+            if playing is not None:
+                assert actions[0] == StopPrompt(), "barge-in stops the prompt first"
+    adapter.feed(HungUp())
+    assert adapter.machine.finished
+    assert adapter.machine.outcome in FINAL_OUTCOMES
+    assert adapter.machine.handle(HungUp()) == []
+
+
+@PROPERTY_SETTINGS
+@given(now=answer_times, steps=recipes)
+def test_random_events_on_the_default_flow(now: datetime, steps: list[Recipe]) -> None:
+    drive(DEFAULT.flow, dict(DEFAULT.calendars), now, steps)
+
+
+@PROPERTY_SETTINGS
+@given(flow=random_flows(), now=answer_times, steps=recipes)
+def test_random_events_on_random_flows(flow: Flow, now: datetime, steps: list[Recipe]) -> None:
+    drive(flow, CALENDARS, now, steps)
+
+
+@PROPERTY_SETTINGS
+@given(flow=random_flows(), now=answer_times)
+def test_a_silent_caller_reaches_a_queue_or_a_hangup(flow: Flow, now: datetime) -> None:
+    adapter = FakeAdapter(CallMachine(flow, CALENDARS))
+    adapter.answer(now)
+    run_silent(adapter, SILENT_STEP_LIMIT)
+    assert adapter.machine.finished or adapter.machine.state is Phase.QUEUED
+
+
+def test_a_silent_caller_on_the_default_flow_is_queued_for_a_person() -> None:
+    adapter = FakeAdapter(CallMachine(DEFAULT.flow, DEFAULT.calendars))
+    adapter.answer()
+    steps = run_silent(adapter, SILENT_STEP_LIMIT)
+    assert adapter.machine.node_id == "queue_general"
+    assert steps == 9  # greeting, 3 x (menu prompt, timeout), 2 timeout prompts
+    # Nobody answers: overflow, message, goodbye, hang-up, all without a key press.
+    run_silent(adapter, 200, stop_when_queued=False)  # hold replays every few seconds for 300 s
+    assert adapter.machine.outcome == "message"
+    assert adapter.machine.path == []
+
+
+@PROPERTY_SETTINGS
+@given(flow=random_flows())
+def test_random_flows_are_valid_and_serialisable(flow: Flow) -> None:
+    # What the generator builds must survive a round trip through the config format.
+    assert Flow.model_validate(flow.model_dump()) == flow
