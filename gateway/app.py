@@ -21,8 +21,10 @@ from websockets.asyncio.server import Server, serve
 from gateway.config import GatewayConfig, split_listen
 from gateway.errors import ServiceUnavailable
 from gateway.queue import TicketQueue
+from gateway.tasks import Tasks
+from gateway.voice_link import VoiceLink
 from gateway.web.http import create_app
-from gateway.web.seats import Dispatcher, SeatServer, Tasks
+from gateway.web.seats import Dispatcher, SeatServer
 
 log = logging.getLogger("gateway")
 
@@ -38,6 +40,7 @@ class Gateway:
         self.config = config
         self.redis = client
         self.queue = TicketQueue(client, config)
+        self.voice = VoiceLink(self.queue)
         self.tasks = Tasks()
         self.dispatcher = Dispatcher(self.queue, config, self.tasks)
         self.seats = SeatServer(config, self.queue, self.dispatcher, self.tasks)
@@ -47,9 +50,7 @@ class Gateway:
 
     async def start(self) -> Bound:
         await self.queue.ensure_groups()
-        self._runner = web.AppRunner(
-            create_app(self.config, self.queue), access_log=None, handle_signals=False
-        )
+        self._runner = web.AppRunner(create_app(self.config, self.queue), access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = split_listen(self.config.http.listen)
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
@@ -118,17 +119,22 @@ class Gateway:
         parts = text.split()
         if len(parts) == 3 and parts[0] == "login":
             self.seats.kick(parts[1], parts[2])
+        elif len(parts) >= 3 and parts[0] in ("screen_pop", "revoke", "call_ended"):
+            self.seats.on_call_event(parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else "")
 
     async def _reap(self, interval: float = 1.0) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
                 returned = await self.queue.reap()
+                settled = await self.voice.settle_dead_workers(self.config.voice.callback_priority)
             except (ServiceUnavailable, RedisError, OSError):
                 log.warning("reaper: redis unavailable")
                 continue
             if returned:
                 log.info("reaper returned %d ticket(s) to their queues", returned)
+            if settled:
+                log.info("reaper settled %d call(s) of dead media workers", settled)
 
     async def _hold_leases(self) -> None:
         grace = self.config.seats.reconnect_grace
@@ -140,9 +146,7 @@ class Gateway:
             await asyncio.sleep(grace / 3)
 
 
-async def run_gateway(
-    config: GatewayConfig, redis_url: str, stop: asyncio.Event, ready_line: bool = True
-) -> None:
+async def run_gateway(config: GatewayConfig, redis_url: str, stop: asyncio.Event, ready_line: bool = True) -> None:
     """Run until `stop` is set; the caller owns signal handling and the embedded Redis."""
     client = aioredis.Redis.from_url(redis_url, health_check_interval=10)
     try:

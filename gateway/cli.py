@@ -73,6 +73,62 @@ async def _serve(config: GatewayConfig, redis_url: str) -> None:
     await run_gateway(config, redis_url, stop)
 
 
+def _redis_url_for(config: GatewayConfig, given: str | None) -> str:
+    """An explicit URL, REDIS_URL, the config's, or the embedded Redis that `run` starts."""
+    return (
+        given or os.environ.get("REDIS_URL") or config.redis.url or f"redis://127.0.0.1:{config.redis.embedded.port}/0"
+    )
+
+
+def cmd_media_worker(args: argparse.Namespace) -> int:
+    from gateway.ivr.run_worker import run_media_worker
+
+    config = _load_or_exit(args.config)
+    if not config.voice.enabled:
+        print("voice is disabled in the config ([voice] enabled = false)", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run_media_worker(config, _redis_url_for(config, args.redis_url), args.id, args.listen))
+    except GatewayError as exc:
+        print(f"hotline-gateway media-worker: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_render_prompts(args: argparse.Namespace) -> int:
+    from gateway.ivr.prompts import prompt_files, render_missing
+
+    config = _load_or_exit(args.config)
+    voice = config.voice
+    total = 0
+    for ivr in config.ivr.values():
+        prompts = {pid: (spec.text, spec.file) for pid, spec in ivr.flow.prompts.items()}
+        files = list(
+            prompt_files(
+                prompts,
+                config.resolve(voice.prompts_dir),
+                ivr.flow.id,
+                Path(config.base_dir),
+                voice.max_position_announced,
+            )
+        )
+        rendered = render_missing(files, force=args.force)
+        total += len(rendered)
+        print(f"flow {ivr.flow.id}: {len(files)} prompt files, {len(rendered)} rendered")
+    return 0
+
+
+def cmd_recordings_cleanup(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from gateway.ivr.recordings import cleanup
+
+    config = _load_or_exit(args.config)
+    days = args.days or config.voice.recording_retention_days
+    deleted = cleanup(config.resolve(config.voice.recordings_dir), days, date.today())
+    print(f"deleted {len(deleted)} recording(s) older than {days} days")
+    return 0
+
+
 def cmd_seat(args: argparse.Namespace) -> int:
     from gateway.seat_client import run_seat
 
@@ -128,9 +184,7 @@ def cmd_init_credentials(args: argparse.Namespace) -> int:
 def cmd_hash_secret(args: argparse.Namespace) -> int:
     secret = sys.stdin.readline().rstrip("\n")
     if len(secret) < 16:
-        print(
-            "refusing: a secret must be at least 16 characters (use `secrets.token_urlsafe`)", file=sys.stderr
-        )
+        print("refusing: a secret must be at least 16 characters (use `secrets.token_urlsafe`)", file=sys.stderr)
         return 2
     print(hash_secret(secret))
     return 0
@@ -162,6 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     creds.add_argument("--config", default=DEFAULT_CONFIG)
     creds.set_defaults(func=cmd_init_credentials)
 
+    worker = sub.add_parser("media-worker", help="run one pjsua2 media worker (voice)")
+    worker.add_argument("--config", default=DEFAULT_CONFIG)
+    worker.add_argument("--redis-url", default=None)
+    worker.add_argument("--id", default=f"w{os.getpid()}", help="worker id, unique per host")
+    worker.add_argument("--listen", default=None, help="SIP host:port (default [voice] listen)")
+    worker.set_defaults(func=cmd_media_worker)
+
+    prompts = sub.add_parser("render-prompts", help="render every prompt without a recording (espeak-ng, sox)")
+    prompts.add_argument("--config", default=DEFAULT_CONFIG)
+    prompts.add_argument("--force", action="store_true", help="render again even if the file exists")
+    prompts.set_defaults(func=cmd_render_prompts)
+
+    cleanup = sub.add_parser("recordings-cleanup", help="delete recordings older than the retention")
+    cleanup.add_argument("--config", default=DEFAULT_CONFIG)
+    cleanup.add_argument("--days", type=int, default=0, help="override [voice] recording_retention_days")
+    cleanup.set_defaults(func=cmd_recordings_cleanup)
+
     hashing = sub.add_parser("hash-secret", help="read a secret on stdin, print its hash for the config")
     hashing.set_defaults(func=cmd_hash_secret)
     return parser
@@ -169,9 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
     except ConfigError as exc:

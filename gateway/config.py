@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from gateway.errors import ConfigError, FieldError
+from gateway.ivr.flow import IvrConfig
 from gateway.ticket import MAX_PRIORITY, Channel
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
@@ -160,6 +161,31 @@ class RoutingConfig(_Section):
     )
 
 
+class VoiceConfig(_Section):
+    """The voice channel: media workers (pjsua2), IVR flows, prompts and recordings."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:5070"  # the SIP address of a single media worker (`media-worker`)
+    calls_per_worker: int = Field(default=4, ge=2, le=1000)  # call legs; the pjsua2 wheel caps at 4
+    flows: list[str] = Field(default_factory=lambda: ["flows/12345.toml"], min_length=1)
+    numbers: dict[Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z+*#._-]{1,32}$")], str] = Field(
+        default_factory=dict
+    )
+    default_flow: str | None = None  # for called numbers not in `numbers`; None: answer 404
+    prompts_dir: str = "../var/prompts"
+    recordings_dir: str = "../recordings"
+    recording_retention_days: int = Field(default=180, ge=1)
+    agent_answer_timeout: Seconds = 20.0
+    max_position_announced: int = Field(default=30, ge=1, le=999)
+    live_audio_frames: int = Field(default=250, ge=10, le=100_000)  # ring per call, 20 ms frames
+    heartbeat_interval: Seconds = 1.0
+    worker_timeout: Seconds = 5.0
+    poll_interval: float = Field(default=0.01, gt=0, le=0.1)
+    callback_priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
+
+    _listen = field_validator("listen")(_check_listen)
+
+
 class GatewayConfig(_Section):
     http: HttpConfig = HttpConfig()
     seats: SeatsConfig = SeatsConfig()
@@ -169,7 +195,10 @@ class GatewayConfig(_Section):
     agents: list[AgentConfig] = Field(default_factory=list)
     api_clients: list[ApiClientConfig] = Field(default_factory=list)
     channels: ChannelsConfig = ChannelsConfig()
+    voice: VoiceConfig = VoiceConfig()
     credentials_file: str | None = None
+    # Filled by `parse_config` from the files `voice.flows` names (flow id -> flow and calendars).
+    ivr: dict[str, IvrConfig] = Field(default_factory=dict, exclude=True)
     # Directory of the config file; relative paths in the config are resolved against it.
     base_dir: str = "."
 
@@ -242,9 +271,7 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
     )
     for section, keys in named:
         dupes = _duplicates(keys)
-        errors += [
-            FieldError(f"{section}[{i}]", f"duplicate {key!r}") for i, key in enumerate(keys) if key in dupes
-        ]
+        errors += [FieldError(f"{section}[{i}]", f"duplicate {key!r}") for i, key in enumerate(keys) if key in dupes]
     client_dupes = _duplicates([client.id for client in config.api_clients])
     errors += [
         FieldError(f"api_clients[{i}].id", f"duplicate {c.id!r}")
@@ -262,21 +289,57 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
             errors.append(FieldError(f"queues[{index}].service_level", "must be <= max_wait"))
     for index, agent in enumerate(config.agents):
         if not config.queues_for_skills(agent.skills):
-            errors.append(
-                FieldError(f"agents[{index}].skills", "match no queue's skills; the agent would get nothing")
-            )
+            errors.append(FieldError(f"agents[{index}].skills", "match no queue's skills; the agent would get nothing"))
         if agent.token_hash is None:
-            errors.append(
-                FieldError(f"agents[{index}].token_hash", "missing; run `hotline-gateway init-credentials`")
-            )
+            errors.append(FieldError(f"agents[{index}].token_hash", "missing; run `hotline-gateway init-credentials`"))
+    errors += voice_errors(config)
     for index, client in enumerate(config.api_clients):
         if client.key_hash is None:
             errors.append(
-                FieldError(
-                    f"api_clients[{index}].key_hash", "missing; run `hotline-gateway init-credentials`"
-                )
+                FieldError(f"api_clients[{index}].key_hash", "missing; run `hotline-gateway init-credentials`")
             )
     return errors
+
+
+def voice_errors(config: GatewayConfig) -> list[FieldError]:
+    voice = config.voice
+    names = {queue.name for queue in config.queues}
+    errors = []
+    for number, flow_id in voice.numbers.items():
+        if flow_id not in config.ivr:
+            errors.append(FieldError(f"voice.numbers.{number}", f"no flow {flow_id!r} in voice.flows"))
+    if voice.default_flow is not None and voice.default_flow not in config.ivr:
+        errors.append(FieldError("voice.default_flow", f"no flow {voice.default_flow!r} in voice.flows"))
+    for flow_id, ivr in config.ivr.items():
+        for node_id, node in ivr.flow.nodes.items():
+            queue = getattr(node, "queue", None)
+            if node.type == "queue" and queue not in names:
+                errors.append(FieldError(f"flow {flow_id}.nodes.{node_id}.queue", f"no queue named {queue!r}"))
+        if ivr.flow.human_queue not in names:
+            errors.append(FieldError(f"flow {flow_id}.human_queue", f"no queue named {ivr.flow.human_queue!r}"))
+    return errors
+
+
+def load_flows(voice: VoiceConfig, base_dir: Path) -> tuple[dict[str, IvrConfig], list[FieldError]]:
+    """Read every flow file; each holds an `[ivr]` table (a flow and its calendars)."""
+    flows: dict[str, IvrConfig] = {}
+    errors: list[FieldError] = []
+    for index, name in enumerate(voice.flows):
+        path = Path(name) if Path(name).is_absolute() else base_dir / name
+        where = f"voice.flows[{index}]"
+        try:
+            raw = read_toml(path)
+            ivr = IvrConfig.model_validate(raw.get("ivr"))
+        except ConfigError as exc:
+            errors.append(FieldError(where, exc.message))
+            continue
+        except ValidationError as exc:
+            errors += [FieldError(f"{where} ({path.name}): {e.path}", e.message) for e in validation_errors(exc)]
+            continue
+        if ivr.flow.id in flows:
+            errors.append(FieldError(where, f"a second flow with id {ivr.flow.id!r}"))
+        flows[ivr.flow.id] = ivr
+    return flows, errors
 
 
 def environment_errors(config: GatewayConfig, environ: Mapping[str, str]) -> list[FieldError]:
@@ -321,11 +384,20 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "config") ->
         path = Path(credentials_file) if Path(credentials_file).is_absolute() else base_dir / credentials_file
         if path.exists():
             _merge_credentials(raw, read_toml(path))
+    if "ivr" in raw:
+        raise ConfigError(
+            f"{source}: invalid configuration",
+            (FieldError("ivr", "flows live in the files voice.flows lists"),),
+        )
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid configuration", tuple(validation_errors(exc))) from None
-    problems = semantic_errors(config)
+    problems: list[FieldError] = []
+    if config.voice.enabled:
+        flows, problems = load_flows(config.voice, base_dir)
+        config = config.model_copy(update={"ivr": flows})
+    problems += semantic_errors(config)
     if problems:
         raise ConfigError(f"{source}: invalid configuration", tuple(problems))
     return config

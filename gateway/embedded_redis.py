@@ -96,15 +96,11 @@ class EmbeddedRedis:
             if self._process is not None and self._process.poll() is not None:
                 log = self.data_dir / "redis.log"
                 tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
-                raise ServiceUnavailable(
-                    f"embedded redis-server exited at start (port {self.port} in use?)\n{tail}"
-                )
+                raise ServiceUnavailable(f"embedded redis-server exited at start (port {self.port} in use?)\n{tail}")
             if _ping(self.host, self.port):
                 return
             time.sleep(0.02)
-        raise ServiceUnavailable(
-            f"embedded redis-server did not answer on port {self.port} within {timeout}s"
-        )
+        raise ServiceUnavailable(f"embedded redis-server did not answer on port {self.port} within {timeout}s")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM makes Redis flush and fsync its AOF before it exits."""

@@ -48,8 +48,7 @@ def parse_intake(body: bytes) -> IntakeRequest:
         return IntakeRequest.model_validate_json(body)
     except ValidationError as exc:
         fields = tuple(
-            FieldError(format_path(tuple(item["loc"])) or "body", item["msg"])
-            for item in exc.errors(include_url=False)
+            FieldError(format_path(tuple(item["loc"])) or "body", item["msg"]) for item in exc.errors(include_url=False)
         )
         raise InvalidRequest("the request body is not a valid intake", fields) from None
 
@@ -97,7 +96,5 @@ def to_ticket(
             status="queued",
         )
     except ValidationError as exc:
-        fields = tuple(
-            FieldError(format_path(tuple(e["loc"])), e["msg"]) for e in exc.errors(include_url=False)
-        )
+        fields = tuple(FieldError(format_path(tuple(e["loc"])), e["msg"]) for e in exc.errors(include_url=False))
         raise InvalidRequest("the request cannot become a ticket", fields) from None

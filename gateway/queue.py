@@ -10,13 +10,13 @@ entries, so it keeps its place. Every transition is one Lua script (`queue_scrip
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from gateway import queue_scripts
 from gateway.config import GatewayConfig
@@ -161,11 +161,7 @@ class TicketQueue:
     def streams_for(self, queues: Iterable[str]) -> tuple[list[str], list[int]]:
         """An agent's streams, highest priority first: what the offer script searches."""
         pairs = sorted(
-            (
-                (priority, self.keys.stream(queue, priority))
-                for queue in queues
-                for priority in range(MAX_PRIORITY + 1)
-            ),
+            ((priority, self.keys.stream(queue, priority)) for queue in queues for priority in range(MAX_PRIORITY + 1)),
             key=lambda pair: -pair[0],
         )
         return [stream for _, stream in pairs], [priority for priority, _ in pairs]
@@ -250,9 +246,7 @@ class TicketQueue:
         """Close a claimed ticket and hand it, whole, to the `submitted` stream."""
         entry = history_entry(f"agent:{agent}", "submitted", utcnow())
         final = ticket.model_copy(update={"status": "submitted", "history": (*ticket.history, entry)})
-        await self._settle(
-            ticket.id, agent, "claimed", "submitted", entry.model_dump_json(), final, publish=True
-        )
+        await self._settle(ticket.id, agent, "claimed", "submitted", entry.model_dump_json(), final, publish=True)
         return final
 
     async def abandon(self, ticket_id: str, reason: str) -> None:
@@ -290,6 +284,51 @@ class TicketQueue:
         if _text(code) != "ok":
             self._raise_for(_text(code), ticket_id, "")
 
+    async def amend(self, ticket_id: str, change: Callable[[Ticket], Ticket], actor: str, action: str) -> Ticket:
+        """A system actor (a media worker) changes a ticket's document, whoever holds it.
+
+        Optimistic: WATCH the ticket, change it, write it back in MULTI; retry if anyone else
+        wrote in between. Status and owner are left alone.
+        """
+        key = self.keys.ticket(ticket_id)
+        for _ in range(20):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    ticket = await self.get(ticket_id)
+                    changed = change(ticket)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(key, "doc", _doc_json(changed))
+                    pipe.rpush(self.keys.history(ticket_id), _history_json(actor, action))
+                    await pipe.execute()
+                    return changed
+                except WatchError:
+                    continue
+                except (RedisError, OSError) as exc:
+                    raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        raise Conflict(f"ticket {ticket_id} kept changing; amend gave up")
+
+    async def note(self, ticket_id: str, actor: str, action: str, **detail: str) -> None:
+        """Append a line to a ticket's history (what a worker did with the call)."""
+        try:
+            entry = _history_json(actor, action, None, **detail)
+            await self._redis.rpush(self.keys.history(ticket_id), entry)
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+
+    async def position(self, ticket_id: str, queue: str) -> int:
+        """How many waiting tickets of `queue` are offered before this one (priority, then age)."""
+        fields = await self._redis.hmget(self.keys.ticket(ticket_id), "stream", "entry", "status")
+        stream, entry, status = (_text(f) if f is not None else "" for f in fields)
+        if status != "queued" or not stream:
+            return 0
+        mine = int(stream.rsplit(":", 1)[1])
+        ahead = 0
+        for priority in range(MAX_PRIORITY, mine, -1):
+            ahead += await self._redis.xlen(self.keys.stream(queue, priority))
+        before = await self._redis.xrange(stream, "-", f"({entry}", count=1000)
+        return ahead + len(before or [])
+
     async def reply(self, ticket: Ticket, agent: str, text: str) -> str:
         """Queue an agent's reply for the channel the ticket came from; returns the outbox entry id."""
         fields = {
@@ -307,9 +346,7 @@ class TicketQueue:
                     maxlen=self._config.redis.outbox_maxlen,
                     approximate=True,
                 )
-                pipe.rpush(
-                    self.keys.history(ticket.id), _history_json(f"agent:{agent}", "replied", text=text)
-                )
+                pipe.rpush(self.keys.history(ticket.id), _history_json(f"agent:{agent}", "replied", text=text))
                 entry_id, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
@@ -358,13 +395,16 @@ class TicketQueue:
         lapsed = await self._redis.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=batch)
         for raw_agent in lapsed:
             agent = _text(raw_agent)
-            taken = await self._run("TAKE_EXPIRED_LEASE", [self.keys.leases], [agent])
-            if not int(taken):
+            if not await self.take_expired(self.keys.leases, agent):
                 continue
             for ticket_id in await self._redis.smembers(self.keys.agent_tickets(agent)):
                 if await self.release(_text(ticket_id), agent, "agent_gone", "offered,claimed"):
                     returned += 1
         return returned
+
+    async def take_expired(self, zset: str, member: str) -> bool:
+        """Remove `member` if its expiry score has passed; True for exactly one of racing callers."""
+        return bool(int(await self._run("TAKE_EXPIRED_LEASE", [zset], [member])))
 
     async def waiting(self, queue: str) -> int:
         """Tickets in a queue not yet submitted or abandoned (offered and claimed included)."""

@@ -47,9 +47,7 @@ class SeatClient:
         """Handle one server frame; False when the client should stop."""
         kind = frame.get("type")
         if kind == "welcome":
-            print(
-                f"已登录: {frame['name'] or frame['agent']}  队列: {', '.join(frame['queues'])}", flush=True
-            )
+            print(f"已登录: {frame['name'] or frame['agent']}  队列: {', '.join(frame['queues'])}", flush=True)
             self.claimed = [t["id"] for t in frame.get("resumed", [])]
             await _send(self.ws, {"type": "state", "state": "ready"})
         elif kind == "offer":
@@ -132,9 +130,7 @@ async def run_seat(url: str, agent: str, token: str, auto: bool = False, limit: 
     return 0
 
 
-async def _loop(
-    ws: ClientConnection, client: SeatClient, commands: asyncio.Queue[str | None], auto: bool
-) -> None:
+async def _loop(ws: ClientConnection, client: SeatClient, commands: asyncio.Queue[str | None], auto: bool) -> None:
     receive = asyncio.create_task(ws.recv())
     command = None if auto else asyncio.create_task(commands.get())
     while True:

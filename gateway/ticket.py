@@ -75,6 +75,15 @@ class TranscriptSegment(_Frozen):
     final: bool = True
 
 
+class VoiceCall(_Frozen):
+    """Where a voice ticket's call lives: the media worker holding the caller, and the numbers."""
+
+    worker: ShortText
+    call_id: ShortText  # the gateway's own id for the call (also the recording's file name)
+    caller: Annotated[str, StringConstraints(max_length=64)] = ""
+    called: Annotated[str, StringConstraints(max_length=64)] = ""
+
+
 class HistoryEntry(_Frozen):
     """One line of the append-only history: who did what, when."""
 
@@ -103,6 +112,8 @@ class Ticket(_Frozen):
     category: ShortText = ""
     address: Annotated[str, StringConstraints(max_length=256)] = ""
     notes: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] = ""
+    voice: VoiceCall | None = None
+    satisfaction: ShortText = ""  # the caller's post-call rating (the flow's rating names)
     history: tuple[HistoryEntry, ...] = ()
 
     def to_json(self) -> bytes:

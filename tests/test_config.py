@@ -53,7 +53,9 @@ def test_example_config_is_valid_with_credentials(tmp_path: Path) -> None:
     a, b, c = (hash_secret(letter * 20) for letter in "abc")
     creds.write_text(f'[agents]\n"1001" = "{a}"\n"1002" = "{b}"\n[api_clients]\nwebform = "{c}"\n')
     text = text.replace('credentials_file = "../var/credentials.toml"', f'credentials_file = "{creds}"')
+    text = text.replace('flows = ["flows/12345.toml"]', f'flows = ["{ROOT / "config" / "flows" / "12345.toml"}"]')
     config = load_config(write(tmp_path, text), environ={})
+    assert config.ivr["12345-default"].flow.human_key == "0"
     assert [q.name for q in config.queues] == ["general", "enterprise", "housing", "tax"]
     assert config.queue("enterprise").priority == 7
     assert verify_secret("a" * 20, config.agents[0].token_hash)
@@ -112,6 +114,25 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[[queues]\n"))
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_voice_flow_errors_name_the_file_and_field(tmp_path: Path) -> None:
+    flow = (ROOT / "config" / "flows" / "12345.toml").read_text()
+    (tmp_path / "bad.toml").write_text(
+        flow.replace('queue = "enterprise"', 'queue = "nowhere"').replace("max_retries = 2", "max_retries = 99")
+    )
+    text = (
+        '[[queues]]\nname = "general"\nskills = ["general"]\n'
+        '[voice]\nenabled = true\nflows = ["bad.toml", "absent.toml"]\nnumbers = { "12345" = "other" }\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    messages = [str(f) for f in caught.value.fields]
+    assert any(m.startswith("voice.flows[0] (bad.toml): flow.nodes.main_menu.menu.max_retries") for m in messages), (
+        messages
+    )
+    assert any(m.startswith("voice.flows[1]:") and "no such file" in m for m in messages)
+    assert "voice.numbers.12345: no flow 'other' in voice.flows" in messages
 
 
 def test_format_path() -> None:

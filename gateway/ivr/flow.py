@@ -1,6 +1,6 @@
 """The IVR flow: a prompt table and a graph of typed nodes, validated once at load time.
 
-A flow is configuration, not code: ``[ivr.flow]`` in the gateway TOML (see ``default_flow.toml`` and
+A flow is configuration, not code: ``[ivr.flow]`` in the gateway TOML (see ``config/flows/12345.toml`` and
 ``docs/ivr.md``). Validation rejects anything the machine could trip over at call time, so
 ``CallMachine`` can index ``flow.nodes`` and ``flow.prompts`` without checks. Every problem is
 reported as a pydantic error whose ``loc`` is the field path (``nodes.main_menu.options.0``).

@@ -42,3 +42,42 @@ def wav_info(path: Path) -> WavInfo:
 def rms_per_second(path: Path) -> list[float]:
     rate, samples = read_pcm(path)
     return [rms(samples[start : start + rate]) for start in range(0, len(samples), rate)]
+
+
+def header_complete(path: Path) -> bool:
+    """True once a recorder has closed the file: a WAVE header whose data size matches the file."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(44)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    return (
+        len(header) == 44
+        and header[8:12] == b"WAVE"
+        and header[36:40] == b"data"
+        and int.from_bytes(header[40:44], "little") == size - 44
+    )
+
+
+def repair_header(path: Path) -> bool:
+    """Fix the sizes in a WAV header left at 0 by a recorder that never closed (a killed worker).
+
+    Returns True when the header was rewritten. Only canonical 44-byte PCM headers are touched.
+    """
+    try:
+        with path.open("r+b") as handle:
+            header = handle.read(44)
+            if len(header) < 44 or header[:4] != b"RIFF" or header[8:12] != b"WAVE" or header[36:40] != b"data":
+                return False
+            size = path.stat().st_size
+            riff, data = size - 8, size - 44
+            if int.from_bytes(header[4:8], "little") == riff and int.from_bytes(header[40:44], "little") == data:
+                return False
+            handle.seek(4)
+            handle.write(riff.to_bytes(4, "little"))
+            handle.seek(40)
+            handle.write(data.to_bytes(4, "little"))
+            return True
+    except FileNotFoundError:
+        return False

@@ -42,9 +42,7 @@ def error_response(exc: GatewayError) -> web.Response:
     body: dict[str, Any] = {"code": exc.code, "message": exc.message}
     if exc.fields:
         body["fields"] = [{"path": f.path, "message": f.message} for f in exc.fields]
-    headers = (
-        {"WWW-Authenticate": 'Bearer realm="hotline-gateway"'} if isinstance(exc, Unauthorized) else None
-    )
+    headers = {"WWW-Authenticate": 'Bearer realm="hotline-gateway"'} if isinstance(exc, Unauthorized) else None
     if exc.http_status == 503:
         headers = {"Retry-After": "1"}
     return json_response({"error": body}, status=exc.http_status, headers=headers)
@@ -67,11 +65,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 def authenticate(request: web.Request) -> ApiClientConfig:
     header = request.headers.get("Authorization", "")
-    key = (
-        header.removeprefix("Bearer ").strip()
-        if header.startswith("Bearer ")
-        else request.headers.get("X-API-Key")
-    )
+    key = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else request.headers.get("X-API-Key")
     client = request.app[CLIENTS].get(hash_secret(key)) if key else None
     if client is None:
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")

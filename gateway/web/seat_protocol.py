@@ -114,8 +114,7 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
         return _CLIENT_FRAME.validate_python(data)
     except ValidationError as exc:
         fields = tuple(
-            FieldError(format_path(tuple(item["loc"][1:])), item["msg"])
-            for item in exc.errors(include_url=False)
+            FieldError(format_path(tuple(item["loc"][1:])), item["msg"]) for item in exc.errors(include_url=False)
         )
         raise InvalidRequest(f"invalid {kind} frame", fields) from None
 
@@ -182,3 +181,16 @@ def error(code: str, message: str, re: Any = None, fields: tuple[FieldError, ...
 
 def pong(re: Any, server_time: str) -> str:
     return _dump({"type": "pong", "re": re, "time": server_time})
+
+
+def screen_pop(ticket: Ticket) -> str:
+    """The agent's phone is ringing for this ticket: show it (with everything known so far)."""
+    return _dump({"type": "screen_pop", "ticket": _ticket(ticket)})
+
+
+def revoked(ticket_id: str, reason: str) -> str:
+    return _dump({"type": "revoked", "ticket": ticket_id, "reason": reason})
+
+
+def call_ended(ticket_id: str, reason: str) -> str:
+    return _dump({"type": "call_ended", "ticket": ticket_id, "reason": reason})

@@ -21,34 +21,14 @@ from websockets.exceptions import ConnectionClosed
 from gateway.config import AgentConfig, GatewayConfig, hash_secret, verify_secret
 from gateway.errors import Conflict, GatewayError, InvalidRequest, PeerError, ServiceUnavailable
 from gateway.queue import TicketQueue
+from gateway.tasks import Tasks
 from gateway.ticket import Ticket, apply_edits, utcnow
+from gateway.voice_link import VoiceLink
 from gateway.web import seat_protocol as proto
 
 log = logging.getLogger("gateway.seats")
 
 _DUMMY_HASH = hash_secret(secrets.token_hex(16))
-
-
-class Tasks:
-    """Background tasks kept referenced until done; errors are logged, never lost silently."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
-
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @dataclass(eq=False)
@@ -126,9 +106,7 @@ class Dispatcher:
             progress = False
             empty: set[tuple[str, ...]] = set()
             eligible = [
-                s
-                for s in self.sessions.values()
-                if s.can_take_offer(loop.time(), self._config.seats.offers_per_agent)
+                s for s in self.sessions.values() if s.can_take_offer(loop.time(), self._config.seats.offers_per_agent)
             ]
             for session in sorted(eligible, key=lambda s: s.idle_since):
                 key = tuple(session.streams[0])
@@ -178,11 +156,10 @@ class Dispatcher:
 class SeatServer:
     """The websocket handler: one coroutine per connected seat."""
 
-    def __init__(
-        self, config: GatewayConfig, queue: TicketQueue, dispatcher: Dispatcher, tasks: Tasks
-    ) -> None:
+    def __init__(self, config: GatewayConfig, queue: TicketQueue, dispatcher: Dispatcher, tasks: Tasks) -> None:
         self._config = config
         self._queue = queue
+        self._voice = VoiceLink(queue)
         self._dispatcher = dispatcher
         self._tasks = tasks
         self._agents = {agent.id: agent for agent in config.agents}
@@ -240,9 +217,7 @@ class SeatServer:
             return None
         return await self._open_session(ws, agent, frame)
 
-    async def _open_session(
-        self, ws: ServerConnection, agent: AgentConfig, hello: proto.Hello
-    ) -> SeatSession:
+    async def _open_session(self, ws: ServerConnection, agent: AgentConfig, hello: proto.Hello) -> SeatSession:
         loop = asyncio.get_running_loop()
         queues = [q.name for q in self._config.queues_for_skills(agent.skills)]
 
@@ -279,6 +254,30 @@ class SeatServer:
         if self._dispatcher.sessions.get(old.agent.id) is old:
             del self._dispatcher.sessions[old.agent.id]
         await self._dispatcher.release_offers(old, "agent_replaced")
+
+    def on_call_event(self, kind: str, agent_id: str, ticket_id: str, reason: str) -> None:
+        """A media worker's news about a voice ticket this process's seat may hold."""
+        session = self._dispatcher.sessions.get(agent_id)
+        if session is None:
+            return
+        if kind == "screen_pop":
+            self._tasks.spawn(self._screen_pop(session, ticket_id))
+        elif kind == "revoke":
+            timer = session.offers.pop(ticket_id, None)
+            if timer is not None:
+                timer.cancel()
+            session.claimed.discard(ticket_id)
+            session.send(proto.revoked(ticket_id, reason))
+            if reason.startswith("agent_"):
+                # Redirect on no answer: the phone did not pick up, so this seat is not really ready.
+                session.state = "away"
+                session.send(proto.state_frame("away", reason))
+            self._dispatcher.wake()
+        elif kind == "call_ended":
+            session.send(proto.call_ended(ticket_id, reason))
+
+    async def _screen_pop(self, session: SeatSession, ticket_id: str) -> None:
+        session.send(proto.screen_pop(await self._queue.get(ticket_id)))
 
     def kick(self, agent_id: str, session_id: str) -> None:
         """Another process took this agent's login: close ours if it is an older one."""
@@ -318,9 +317,7 @@ class SeatServer:
 
     async def _on_message(self, session: SeatSession, message: str | bytes) -> None:
         if len(message) > self._config.seats.max_frame_bytes:
-            session.send(
-                proto.error("too_large", f"frame larger than {self._config.seats.max_frame_bytes} bytes")
-            )
+            session.send(proto.error("too_large", f"frame larger than {self._config.seats.max_frame_bytes} bytes"))
             return
         re = proto.request_id(message)
         try:
@@ -354,7 +351,17 @@ class SeatServer:
         session.claimed.add(frame.ticket)
         session.send(proto.ack(frame.id, ticket=frame.ticket, status="claimed"))
         session.send(proto.ticket_frame(ticket))
+        if ticket.voice is not None:
+            await self._connect_call(session, ticket)
         self._dispatcher.wake()
+
+    async def _connect_call(self, session: SeatSession, ticket: Ticket) -> None:
+        """A voice ticket: the worker holding the caller now rings this agent's phone."""
+        if session.agent.sip_uri is None:
+            session.claimed.discard(ticket.id)
+            await self._queue.release(ticket.id, session.agent.id, "agent_has_no_phone", "claimed")
+            raise Conflict("this seat has no phone (agents.sip_uri); the call went back to the queue")
+        await self._voice.connect_agent(ticket, session.agent.id, session.agent.sip_uri)
 
     async def _on_decline(self, session: SeatSession, frame: proto.Decline) -> None:
         timer = session.offers.pop(frame.ticket, None)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import gateway.ivr
 from gateway.ivr.actions import (
     Action,
     Bridge,
@@ -43,7 +42,7 @@ from gateway.ivr.events import (
 from gateway.ivr.flow import IvrConfig, parse_ivr_toml
 from gateway.ivr.machine import CallMachine, Phase
 
-DEFAULT_FLOW_TOML = Path(gateway.ivr.__file__).with_name("default_flow.toml")
+DEFAULT_FLOW_TOML = Path(__file__).resolve().parents[2] / "config" / "flows" / "12345.toml"
 PROMPT_SECONDS = 4.0  # every prompt "plays" this long on the virtual clock
 NOON = datetime(2026, 3, 10, 12, 0)  # a Tuesday
 

@@ -1,0 +1,304 @@
+"""The pjsua2 adapter: owns the PJSIP endpoint, call legs, players, recorders and frame ports.
+
+Threading model (see docs/voice.md and ../shared/notes-pjsua2-findings.md):
+- `libCreate`, every pjsua2 call and `libDestroy` happen on the asyncio loop thread. A task polls
+  `libHandleEvents(0)` every `poll_interval`; with `mainThreadOnly` every SIP callback and DTMF digit
+  is delivered inside that poll, on the loop thread.
+- Two callbacks always come on PJSIP's conference-bridge clock thread: a player's end of file and a
+  frame port's frames. They only hand data over (`call_soon_threadsafe`, a bounded deque) and return.
+- Python keeps a reference to every live Leg, player, recorder and port until PJSIP is done with it;
+  frame ports are destroyed explicitly (`__swig_destroy__`) before their last reference is dropped.
+
+This module translates; it decides nothing. `Leg` reports to a `LegListener` (the call session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pjsua2 as pj
+
+log = logging.getLogger("gateway.voice.pj")
+
+_REQUEST_LINE = re.compile(r"^INVITE\s+(?P<uri>\S+)\s+SIP/2\.0", re.MULTILINE)
+_URI_USER = re.compile(r"sips?:(?P<user>[^@;>\s]+)@")
+
+
+def uri_user(uri: str) -> str:
+    """The user part of a SIP URI (`"x" <sip:138@host>` -> `138`); '' when there is none."""
+    match = _URI_USER.search(uri)
+    return match["user"] if match else ""
+
+
+def request_uri(whole_message: str) -> str:
+    match = _REQUEST_LINE.search(whole_message)
+    return match["uri"] if match else ""
+
+
+class LegListener(Protocol):
+    def on_state(self, leg: Leg, state: int, status: int) -> None: ...
+    def on_media(self, leg: Leg, media: pj.AudioMedia) -> None: ...
+    def on_digit(self, leg: Leg, digit: str) -> None: ...
+
+
+class Leg(pj.Call):  # type: ignore[misc]
+    """One call leg. Callbacks arrive on the loop thread (mainThreadOnly) and go to the listener."""
+
+    def __init__(self, account: pj.Account, call_id: int, engine: Engine) -> None:
+        super().__init__(account, call_id)
+        self.engine = engine
+        self.listener: LegListener | None = None
+        self.media: pj.AudioMedia | None = None
+        self.disconnected = False
+        self.label = ""
+
+    def onCallState(self, prm: Any) -> None:
+        info = self.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.disconnected = True
+            self.media = None
+        if self.listener is not None:
+            self.listener.on_state(self, info.state, info.lastStatusCode)
+        if self.disconnected:
+            self.engine.forget(self)
+
+    def onCallMediaState(self, prm: Any) -> None:
+        info = self.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                self.media = self.getAudioMedia(index)
+                if self.listener is not None:
+                    self.listener.on_media(self, self.media)
+                return
+
+    def onDtmfDigit(self, prm: Any) -> None:
+        if self.listener is not None:
+            self.listener.on_digit(self, str(prm.digit))
+
+    def hang_up(self, status: int = 200) -> None:
+        if self.disconnected:
+            return
+        param = pj.CallOpParam()
+        param.statusCode = status
+        try:
+            self.hangup(param)
+        except pj.Error as exc:
+            log.debug("hangup of %s: %s", self.label, exc.info())
+
+
+class Prompt(pj.AudioMediaPlayer):  # type: ignore[misc]
+    """A WAV player that reports its end of file on the loop (onEof2 runs on the bridge thread)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_end: Callable[[], None]) -> None:
+        super().__init__()
+        self._loop = loop
+        self._on_end = on_end
+
+    def onEof2(self) -> None:
+        with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
+            self._loop.call_soon_threadsafe(self._on_end)
+
+
+@dataclass
+class FrameStats:
+    """Measured on the bridge thread: frames handed off, dropped, and the gaps between them."""
+
+    frames: int = 0
+    dropped: int = 0
+    max_gap: float = 0.0
+    gaps: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=20_000))
+
+
+class LiveAudio(pj.AudioMediaPort):  # type: ignore[misc]
+    """The caller's PCM frames, handed off the bridge thread into a bounded ring.
+
+    `onFrameReceived` copies the frame (the only conversion SWIG offers) and appends it to a deque
+    with `maxlen`: appending never blocks, and when the consumer falls behind the oldest frames are
+    dropped and counted, so the bridge is never stalled by Python.
+    """
+
+    def __init__(self, max_frames: int) -> None:
+        super().__init__()
+        self.ring: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=max_frames)
+        self.stats = FrameStats()
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def onFrameReceived(self, frame: Any) -> None:
+        if frame.type != pj.PJMEDIA_FRAME_TYPE_AUDIO or frame.size == 0:
+            return
+        now = time.monotonic()
+        data = bytes(frame.buf)
+        stats = self.stats
+        if self._last:
+            gap = now - self._last
+            stats.gaps.append(gap)
+            stats.max_gap = max(stats.max_gap, gap)
+        self._last = now
+        if len(self.ring) == self.ring.maxlen:
+            stats.dropped += 1
+        self.ring.append((now, data))
+        stats.frames += 1
+
+    def drain(self) -> list[tuple[float, bytes]]:
+        frames = []
+        while self.ring:
+            try:
+                frames.append(self.ring.popleft())
+            except IndexError:
+                break
+        return frames
+
+
+class InboundAccount(pj.Account):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def onIncomingCall(self, prm: Any) -> None:
+        leg = Leg(self, prm.callId, self.engine)
+        self.engine.keep(leg)
+        self.engine.on_incoming(leg, request_uri(prm.rdata.wholeMsg))
+
+
+@dataclass
+class EngineSettings:
+    host: str
+    port: int
+    clock_rate: int = 8000
+    max_calls: int = 4
+    poll_interval: float = 0.01
+    log_level: int = 1
+    public_address: str = ""
+
+
+class Engine:
+    """The endpoint and its bookkeeping; every method runs on the loop thread."""
+
+    def __init__(self, settings: EngineSettings, on_incoming: Callable[[Leg, str], None]) -> None:
+        self.settings = settings
+        self.on_incoming = on_incoming
+        self.endpoint = pj.Endpoint()
+        self.account: InboundAccount | None = None
+        self.legs: dict[int, Leg] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = self.settings.max_calls
+        cfg.uaConfig.userAgent = "hotline-gateway"
+        cfg.medConfig.clockRate = self.settings.clock_rate
+        cfg.medConfig.sndClockRate = self.settings.clock_rate
+        cfg.medConfig.channelCount = 1
+        cfg.logConfig.level = self.settings.log_level
+        cfg.logConfig.consoleLevel = self.settings.log_level
+        self.endpoint.libCreate()
+        self.endpoint.libInit(cfg)
+        transport = pj.TransportConfig()
+        transport.port = self.settings.port
+        transport.boundAddress = self.settings.host
+        if self.settings.public_address:
+            transport.publicAddress = self.settings.public_address
+        self.endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+        self.endpoint.libStart()
+        self.endpoint.audDevManager().setNullDev()
+        account_cfg = pj.AccountConfig()
+        account_cfg.idUri = f"sip:gateway@{self.settings.host}:{self.settings.port}"
+        self.account = InboundAccount(self)
+        self.account.create(account_cfg)
+        self._poller = asyncio.create_task(self._poll(), name="pjsip-poll")
+
+    async def _poll(self) -> None:
+        while True:
+            self.endpoint.libHandleEvents(0)
+            await asyncio.sleep(self.settings.poll_interval)
+
+    def keep(self, leg: Leg) -> None:
+        self.legs[leg.getId()] = leg
+
+    def forget(self, leg: Leg) -> None:
+        for key, value in list(self.legs.items()):
+            if value is leg:
+                del self.legs[key]
+
+    @property
+    def active_legs(self) -> int:
+        return sum(1 for leg in self.legs.values() if not leg.disconnected)
+
+    def dial(self, uri: str, listener: LegListener, label: str) -> Leg:
+        assert self.account is not None
+        leg = Leg(self.account, pj.PJSUA_INVALID_ID, self)
+        leg.listener = listener
+        leg.label = label
+        param = pj.CallOpParam(True)
+        leg.makeCall(uri, param)
+        self.keep(leg)
+        return leg
+
+    def play(self, path: Path, target: pj.AudioMedia, on_end: Callable[[], None]) -> Prompt:
+        assert self.loop is not None
+        player = Prompt(self.loop, on_end)
+        player.createPlayer(str(path), pj.PJMEDIA_FILE_NO_LOOP)
+        player.startTransmit(target)
+        return player
+
+    @staticmethod
+    def stop_player(player: Prompt, target: pj.AudioMedia | None) -> None:
+        if target is not None:
+            with contextlib.suppress(pj.Error):
+                player.stopTransmit(target)
+
+    @staticmethod
+    def record(path: Path, source: pj.AudioMedia) -> pj.AudioMediaRecorder:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recorder = pj.AudioMediaRecorder()
+        recorder.createRecorder(str(path))
+        source.startTransmit(recorder)
+        return recorder
+
+    def live_audio(self, source: pj.AudioMedia, name: str, max_frames: int) -> LiveAudio:
+        port = LiveAudio(max_frames)
+        fmt = pj.MediaFormatAudio()
+        fmt.type = pj.PJMEDIA_TYPE_AUDIO
+        fmt.clockRate = self.settings.clock_rate  # never 0: PJSIP aborts on a zero rate
+        fmt.channelCount = 1
+        fmt.bitsPerSample = 16
+        fmt.frameTimeUsec = 20_000
+        port.createPort(name, fmt)
+        source.startTransmit(port)
+        return port
+
+    @staticmethod
+    def destroy_port(port: LiveAudio) -> None:
+        """Destroy the C++ side first, while we still hold the Python object (teardown race)."""
+        port.__swig_destroy__(port)
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Hang up every leg, wait for the BYEs to complete, then destroy the library."""
+        with contextlib.suppress(pj.Error):
+            self.endpoint.hangupAllCalls()
+        deadline = time.monotonic() + timeout
+        while self.active_legs and time.monotonic() < deadline:
+            self.endpoint.libHandleEvents(10)
+            await asyncio.sleep(0)
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        self.legs.clear()
+        self.account = None
+        self.endpoint.libDestroy()

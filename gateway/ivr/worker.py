@@ -1,0 +1,638 @@
+"""The media worker: one process, one pjsua2 endpoint, at most `calls_per_worker` call legs.
+
+Each answered call gets a `CallSession`: it feeds the pure `CallMachine` events (from pjsua2
+callbacks, timers and the queue) and carries out the actions it returns. Everything runs on the
+asyncio loop thread; Redis work for a call runs in that call's own ordered I/O task, so the machine
+is never blocked and the call's side effects happen in the order the machine asked for them.
+
+The worker talks to the core only through Redis (`gateway.voice_link`): tickets go in with the
+queue's own intake, seats hear about calls through the control channel, and the core asks the
+worker to ring an agent through the worker's inbox stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pjsua2 as pj
+
+from gateway.config import GatewayConfig, split_listen
+from gateway.errors import GatewayError
+from gateway.ivr import actions as act
+from gateway.ivr import events as ev
+from gateway.ivr.flow import IvrConfig
+from gateway.ivr.machine import CallMachine
+from gateway.ivr.pjengine import Engine, EngineSettings, Leg, LiveAudio, Prompt, uri_user
+from gateway.ivr.prompts import prompt_files, prompt_wav, render_missing
+from gateway.ivr.recordings import recording_path
+from gateway.ivr.wav import header_complete, repair_header, wav_info
+from gateway.queue import TicketQueue
+from gateway.tasks import Tasks
+from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
+from gateway.voice_link import VoiceLink, callback_ticket, recording_attachment
+
+log = logging.getLogger("gateway.voice")
+
+SIP_SERVICE_UNAVAILABLE = 503
+SIP_NOT_FOUND = 404
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    worker_id: str
+    host: str
+    port: int
+    calls_per_worker: int
+    prompts_dir: Path
+    recordings_dir: Path
+    base_dir: Path
+    agent_answer_timeout: float
+    max_position: int
+    live_audio_frames: int
+    heartbeat_interval: float
+    worker_timeout: float
+    poll_interval: float
+    callback_priority: int
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, worker_id: str, listen: str | None = None) -> WorkerSettings:
+        voice = config.voice
+        host, port = split_listen(listen or voice.listen)
+        return cls(
+            worker_id=worker_id,
+            host=host,
+            port=port,
+            calls_per_worker=voice.calls_per_worker,
+            prompts_dir=config.resolve(voice.prompts_dir),
+            recordings_dir=config.resolve(voice.recordings_dir),
+            base_dir=Path(config.base_dir),
+            agent_answer_timeout=voice.agent_answer_timeout,
+            max_position=voice.max_position_announced,
+            live_audio_frames=voice.live_audio_frames,
+            heartbeat_interval=voice.heartbeat_interval,
+            worker_timeout=voice.worker_timeout,
+            poll_interval=voice.poll_interval,
+            callback_priority=voice.callback_priority,
+        )
+
+
+class CallSession:
+    """One caller: its machine, its legs and media, its ticket. Implements `LegListener`."""
+
+    def __init__(self, worker: MediaWorker, leg: Leg, ivr: IvrConfig, called: str) -> None:
+        self.worker = worker
+        self.settings = worker.settings
+        self.leg = leg
+        self.flow = ivr.flow
+        self.machine = CallMachine(ivr.flow, ivr.calendars)
+        self.call_id = new_ticket_id(utcnow())
+        self.caller = uri_user(leg.getInfo().remoteUri)
+        self.called = called
+        self.started = utcnow()
+        self.player: Prompt | None = None
+        self.player_prompt = ""
+        self.recorders: dict[str, pj.AudioMediaRecorder] = {}
+        self.recording_files: dict[str, Path] = {}
+        self.live: LiveAudio | None = None
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.fields: dict[str, str] = {}
+        self.ticket_id: str | None = None
+        self.queued_at: datetime | None = None
+        self.agent_leg: Leg | None = None
+        self.agent: str | None = None
+        self.agent_timer: asyncio.TimerHandle | None = None
+        self.bridged = False
+        self.answered = False
+        self.closed = False
+        self._io: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
+        self._io_task = worker.tasks.spawn(self._run_io())
+
+    # --- events in ---------------------------------------------------------------------------
+
+    def on_state(self, leg: Leg, state: int, status: int) -> None:
+        if leg is self.leg:
+            if state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                self.feed(ev.HungUp())
+        elif leg is self.agent_leg:
+            self._agent_state(state, status)
+
+    def on_media(self, leg: Leg, media: pj.AudioMedia) -> None:
+        if leg is self.leg and not self.answered:
+            self.answered = True
+            self._record("caller", media)
+            self.live = self.worker.engine.live_audio(media, f"live-{self.call_id}", self.settings.live_audio_frames)
+            self.worker.count(**{"voice.calls": 1})
+            self.feed(ev.Answered(now=utcnow(), caller=self.caller, called=self.called))
+
+    def on_digit(self, leg: Leg, digit: str) -> None:
+        if leg is self.leg and digit in ev.DTMF_DIGITS:
+            self.feed(ev.Digit(digit))
+
+    def feed(self, event: ev.Event) -> None:
+        if self.closed:
+            return
+        node_before = self.machine.node_id
+        for action in self.machine.handle(event):
+            self._do(action)
+        if self.machine.node_id != node_before and self.machine.node_id:
+            self.worker.count(**{f"voice.node.{self.machine.node_id}": 1})
+        if self.machine.error is not None:
+            log.error("call %s: IVR core failed: %r", self.call_id, self.machine.error)
+        if self.machine.finished:
+            self._finish()
+
+    # --- actions out -------------------------------------------------------------------------
+
+    def _do(self, action: act.Action) -> None:
+        handler = _HANDLERS[type(action)]
+        try:
+            handler(self, action)
+        except pj.Error as exc:
+            # Fail closed: a media operation that PJSIP refuses ends the call, it never hangs it.
+            log.error("call %s: %s failed: %s", self.call_id, type(action).__name__, exc.info())
+            self.leg.hang_up()
+
+    def _play(self, action: act.Play) -> None:
+        self._stop_prompt()
+        media = self.leg.media
+        if media is None:
+            return
+        params = dict(action.params)
+        n = min(int(params["n"]), self.settings.max_position) if "n" in params else None
+        spec = self.flow.prompts[action.prompt]
+        if spec.file:
+            path = Path(spec.file) if Path(spec.file).is_absolute() else self.settings.base_dir / spec.file
+        else:
+            path = prompt_wav(self.settings.prompts_dir, self.flow.id, action.prompt, n)
+        prompt_id = action.prompt
+
+        def ended() -> None:
+            if self.player is player and not self.closed:
+                self.feed(ev.PromptFinished(prompt_id))
+
+        player = self.worker.engine.play(path, media, ended)
+        self.player, self.player_prompt = player, prompt_id
+
+    def _stop_prompt(self, _: act.StopPrompt | None = None) -> None:
+        if self.player is not None:
+            Engine.stop_player(self.player, self.leg.media)
+            self.player = None
+
+    def _start_recording(self, action: act.StartRecording) -> None:
+        if self.leg.media is not None:
+            self._record(action.kind, self.leg.media)
+
+    def _stop_recording(self, _: act.StopRecording) -> None:
+        for kind in ("speech", "message"):
+            self._close_recorder(kind)
+
+    def _record(self, kind: str, media: pj.AudioMedia) -> None:
+        leg = "" if kind == "caller" else kind
+        path = recording_path(self.settings.recordings_dir, self.call_id, self.started, leg=leg)
+        self.recorders[kind] = Engine.record(path, media)
+        self.recording_files[kind] = path
+
+    def _close_recorder(self, kind: str) -> None:
+        recorder = self.recorders.pop(kind, None)
+        if recorder is not None:
+            del recorder  # the C++ destructor closes the file and writes the WAV sizes
+
+    def _start_timer(self, action: act.StartTimer) -> None:
+        loop = asyncio.get_running_loop()
+        self.timers[action.name] = loop.call_later(action.seconds, self._timer_fired, action.name)
+
+    def _timer_fired(self, name: str) -> None:
+        self.timers.pop(name, None)
+        self.feed(ev.TimerFired(name))
+
+    def _cancel_timer(self, action: act.CancelTimer) -> None:
+        handle = self.timers.pop(action.name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _set_field(self, action: act.SetTicketField) -> None:
+        self.fields[action.name] = action.value
+        if action.name == act.FIELD_SATISFACTION:
+            self.worker.count(**{f"voice.rating.{action.value}": 1})
+        self._enqueue_io(lambda: self._amend_field(action.name, action.value))
+
+    def _enqueue(self, action: act.EnqueueCall) -> None:
+        self.queued_at = utcnow()
+        self._enqueue_io(lambda: self._intake(action.queue, action.priority))
+
+    def _query_position(self, action: act.QueryPosition) -> None:
+        self._enqueue_io(lambda: self._position(action.queue))
+
+    def _dequeue(self, action: act.Dequeue) -> None:
+        self._drop_agent_leg()
+        self._enqueue_io(lambda: self._abandon(action.reason))
+
+    def _bridge(self, _: act.Bridge) -> None:
+        caller, agent = self.leg.media, self.agent_leg.media if self.agent_leg else None
+        if caller is None or agent is None:
+            raise pj.Error()
+        self._stop_prompt()
+        caller.startTransmit(agent)
+        agent.startTransmit(caller)
+        self.bridged = True
+        self._record("agent", agent)
+        self._enqueue_io(lambda: self._history("bridged", agent=self.agent or ""))
+
+    def _hang_up(self, action: act.HangUp) -> None:
+        self._stop_prompt()
+        self._drop_agent_leg()
+        self.leg.hang_up()
+
+    # --- the agent leg -----------------------------------------------------------------------
+
+    def dial_agent(self, ticket_id: str, agent: str, uri: str) -> None:
+        if self.closed or ticket_id != self.ticket_id or self.agent_leg is not None:
+            return
+        self.agent = agent
+        self.agent_leg = self.worker.engine.dial(uri, self, label=f"agent-{self.call_id}")
+        loop = asyncio.get_running_loop()
+        self.agent_timer = loop.call_later(self.settings.agent_answer_timeout, self._agent_no_answer)
+        self._enqueue_io(lambda: self._history("agent_dialled", agent=agent))
+
+    def _agent_state(self, state: int, status: int) -> None:
+        if state == pj.PJSIP_INV_STATE_EARLY and self.agent and self.ticket_id:
+            agent, ticket_id = self.agent, self.ticket_id
+            self._enqueue_io(lambda: self._screen_pop(agent, ticket_id))
+        elif state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self._cancel_agent_timer()
+            self._enqueue_io(lambda: self._history("agent_answered", agent=self.agent or ""))
+            self.feed(ev.AgentAnswered())
+        elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._cancel_agent_timer()
+            self.agent_leg = None
+            if self.bridged:
+                self.bridged = False
+                self._close_recorder("agent")
+                self.feed(ev.AgentHungUp())
+            elif not self.closed:
+                self._requeue(f"agent_failed_{status}")
+
+    def _agent_no_answer(self) -> None:
+        self.agent_timer = None
+        if self.agent_leg is not None and not self.bridged:
+            self._drop_agent_leg()
+
+    def _requeue(self, reason: str) -> None:
+        """The agent's phone did not answer: the caller goes back ahead of later callers."""
+        agent, ticket_id = self.agent, self.ticket_id
+        self.agent = None
+        if agent and ticket_id:
+            self._enqueue_io(lambda: self._release_to_queue(ticket_id, agent, reason))
+
+    def _cancel_agent_timer(self) -> None:
+        if self.agent_timer is not None:
+            self.agent_timer.cancel()
+            self.agent_timer = None
+
+    def _drop_agent_leg(self) -> None:
+        self._cancel_agent_timer()
+        if self.agent_leg is not None:
+            self.agent_leg.hang_up()
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stop_prompt()
+        self._drop_agent_leg()
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+        for kind in list(self.recorders):
+            self._close_recorder(kind)
+        if self.live is not None:
+            Engine.destroy_port(self.live)
+            self.worker.frame_stats.append(self.live.stats)
+            self.live = None
+        outcome = self.machine.outcome or "unknown"
+        self._enqueue_io(lambda: self._settle(outcome))
+        self._io.put_nowait(None)
+        self.worker.forget(self)
+
+    def shutdown(self) -> None:
+        """The worker is stopping: end this call as if the caller hung up, BYE included."""
+        self.leg.hang_up()
+        self.feed(ev.HungUp())
+
+    # --- ordered Redis I/O for this call -------------------------------------------------------
+
+    def _enqueue_io(self, job: Callable[[], Awaitable[None]]) -> None:
+        self._io.put_nowait(job)
+
+    async def _run_io(self) -> None:
+        while (job := await self._io.get()) is not None:
+            try:
+                await job()
+            except GatewayError as exc:
+                log.error("call %s: %s", self.call_id, exc)
+
+    def _ticket(self, queue: str, priority: int) -> Ticket:
+        attachments = [recording_attachment(self.recording_files["caller"])] if "caller" in self.recording_files else []
+        phone = self.caller if self.caller.lstrip("+").isdigit() and 3 <= len(self.caller) <= 21 else None
+        queue_priority = self.worker.config.queue(queue).priority
+        return Ticket(
+            id=new_ticket_id(utcnow()),
+            channel="voice",
+            message_id=self.call_id,
+            citizen=Citizen(phone=phone),
+            received_at=self.started,
+            text=self.fields.get(act.FIELD_SPEECH_TEXT, ""),
+            attachments=tuple(attachments),
+            ivr_path="".join(self.machine.path)[:64],
+            queue=queue,
+            priority=max(queue_priority, priority),
+            status="queued",
+            voice=VoiceCall(
+                worker=self.settings.worker_id, call_id=self.call_id, caller=self.caller, called=self.called
+            ),
+        )
+
+    async def _intake(self, queue: str, priority: int) -> None:
+        ticket = self._ticket(queue, priority)
+        await self.worker.link.track(self.settings.worker_id, ticket.id)
+        result = await self.worker.queue.intake(ticket, f"worker:{self.settings.worker_id}")
+        self.ticket_id = result.ticket_id
+        self.worker.by_ticket[result.ticket_id] = self
+
+    async def _position(self, queue: str) -> None:
+        if self.ticket_id is None:
+            return
+        n = await self.worker.queue.position(self.ticket_id, queue)
+        if not self.closed:
+            self.feed(ev.Position(n))
+
+    async def _abandon(self, reason: str) -> None:
+        """Take the ticket out of its queue (caller gone or overflow); tell a seat that holds it."""
+        ticket_id = self.ticket_id
+        if ticket_id is None:
+            return
+        try:
+            ticket = await self.worker.queue.get(ticket_id)
+            await self.worker.queue.abandon(ticket_id, reason)
+        except GatewayError:
+            return
+        if ticket.agent:
+            await self.worker.link.tell_seat("revoke", ticket.agent, ticket_id, reason)
+        self.worker.count(**{"voice.abandoned": 1})
+
+    async def _release_to_queue(self, ticket_id: str, agent: str, reason: str) -> None:
+        if await self.worker.queue.release(ticket_id, agent, reason, "claimed"):
+            await self.worker.link.tell_seat("revoke", agent, ticket_id, reason)
+
+    async def _screen_pop(self, agent: str, ticket_id: str) -> None:
+        await self._history("agent_ringing", agent=agent)
+        await self.worker.link.tell_seat("screen_pop", agent, ticket_id)
+
+    async def _history(self, action: str, **detail: str) -> None:
+        if self.ticket_id is not None:
+            await self.worker.queue.note(self.ticket_id, f"worker:{self.settings.worker_id}", action, **detail)
+
+    async def _amend_field(self, name: str, value: str) -> None:
+        ticket_id = self.ticket_id
+        if ticket_id is None:
+            return  # not queued yet: the field goes into the ticket at intake
+
+        def change(ticket: Ticket) -> Ticket:
+            if name == act.FIELD_SATISFACTION:
+                return ticket.model_copy(update={"satisfaction": value})
+            if name == act.FIELD_SPEECH_TEXT and not ticket.text:
+                return ticket.model_copy(update={"text": value})
+            return ticket
+
+        await self.worker.queue.amend(ticket_id, change, f"worker:{self.settings.worker_id}", f"set_{name}")
+
+    async def _settle(self, outcome: str) -> None:
+        """After the call: attach what was recorded, and turn a voice message into a callback."""
+        files = {kind: path for kind, path in self.recording_files.items() if path.exists()}
+        for path in files.values():
+            await _closed(path)
+        if self.ticket_id is not None:
+            await self._attach(self.ticket_id, files)
+        if outcome == "message":
+            await self._callback(files)
+        elif outcome == "abandoned" and self.ticket_id is not None:
+            with contextlib.suppress(GatewayError):
+                ticket = await self.worker.queue.get(self.ticket_id)
+                if ticket.status in ("queued", "offered") or (ticket.status == "claimed" and not self.bridged):
+                    await self._abandon("caller_hung_up")
+        if self.queued_at is not None and self.ticket_id is not None:
+            waited = int((utcnow() - self.queued_at).total_seconds() * 1000)
+            self.worker.count(**{"voice.wait_ms": waited, "voice.waits": 1})
+        if self.ticket_id is not None:
+            await self.worker.link.untrack(self.settings.worker_id, self.ticket_id)
+            self.worker.by_ticket.pop(self.ticket_id, None)
+
+    async def _attach(self, ticket_id: str, files: dict[str, Path]) -> None:
+        extra = [recording_attachment(path, wav_info(path).seconds) for kind, path in files.items() if kind != "caller"]
+        caller = files.get("caller")
+
+        def change(ticket: Ticket) -> Ticket:
+            kept = [a for a in ticket.attachments if not (caller and a.path == str(caller))]
+            if caller is not None:
+                kept.insert(0, recording_attachment(caller, wav_info(caller).seconds))
+            return ticket.model_copy(update={"attachments": tuple(kept + extra)})
+
+        with contextlib.suppress(GatewayError):
+            await self.worker.queue.amend(ticket_id, change, f"worker:{self.settings.worker_id}", "recordings")
+
+    async def _callback(self, files: dict[str, Path]) -> None:
+        base = self._ticket(self.flow.human_queue, 0)
+        attachments = tuple(recording_attachment(path, wav_info(path).seconds) for path in files.values())
+        if self.ticket_id is not None:
+            with contextlib.suppress(GatewayError):
+                base = await self.worker.queue.get(self.ticket_id)
+        ticket = callback_ticket(
+            base.model_copy(update={"attachments": attachments}),
+            utcnow(),
+            self.settings.callback_priority,
+            "voice_message",
+        )
+        await self.worker.queue.intake(ticket, f"worker:{self.settings.worker_id}")
+
+
+async def _closed(path: Path, timeout: float = 2.0) -> None:
+    """Wait for PJSIP to close a recording: since 2.14 the bridge removes ports on its own clock
+    thread, so a destroyed recorder finishes its file a tick or two later."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not header_complete(path) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    if not header_complete(path):
+        repair_header(path)
+
+
+_HANDLERS: dict[type[Any], Callable[[CallSession, Any], None]] = {
+    act.Play: CallSession._play,
+    act.StopPrompt: CallSession._stop_prompt,
+    act.StartRecording: CallSession._start_recording,
+    act.StopRecording: CallSession._stop_recording,
+    act.StartTimer: CallSession._start_timer,
+    act.CancelTimer: CallSession._cancel_timer,
+    act.SetTicketField: CallSession._set_field,
+    act.EnqueueCall: CallSession._enqueue,
+    act.QueryPosition: CallSession._query_position,
+    act.Dequeue: CallSession._dequeue,
+    act.Bridge: CallSession._bridge,
+    act.HangUp: CallSession._hang_up,
+}
+
+
+class MediaWorker:
+    def __init__(self, config: GatewayConfig, queue: TicketQueue, settings: WorkerSettings) -> None:
+        self.config = config
+        self.settings = settings
+        self.queue = queue
+        self.link = VoiceLink(queue)
+        self.tasks = Tasks()
+        self.engine = Engine(
+            EngineSettings(
+                host=settings.host,
+                port=settings.port,
+                max_calls=settings.calls_per_worker,
+                poll_interval=settings.poll_interval,
+            ),
+            self._incoming,
+        )
+        self.sessions: dict[str, CallSession] = {}
+        self.by_ticket: dict[str, CallSession] = {}
+        self.frame_stats: list[Any] = []
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def callers(self) -> int:
+        return len(self.sessions)
+
+    @property
+    def caller_capacity(self) -> int:
+        """Each caller may need a second leg for its agent, so half the legs take callers."""
+        return max(1, self.settings.calls_per_worker // 2)
+
+    def render_prompts(self) -> int:
+        rendered = 0
+        for ivr in self.config.ivr.values():
+            prompts = {pid: (spec.text, spec.file) for pid, spec in ivr.flow.prompts.items()}
+            files = list(
+                prompt_files(
+                    prompts,
+                    self.settings.prompts_dir,
+                    ivr.flow.id,
+                    self.settings.base_dir,
+                    self.settings.max_position,
+                )
+            )
+            rendered += len(render_missing(files))
+        return rendered
+
+    async def start(self) -> None:
+        rendered = await asyncio.to_thread(self.render_prompts)
+        if rendered:
+            log.info("rendered %d prompt(s) with espeak-ng", rendered)
+        self.engine.start()
+        await self._beat()
+        self._loops = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._inbox(), name="inbox"),
+        ]
+
+    def _incoming(self, leg: Leg, request_uri: str) -> None:
+        info = leg.getInfo()
+        called = uri_user(request_uri) or uri_user(info.localUri)
+        voice = self.config.voice
+        flow_id = voice.numbers.get(called, voice.default_flow)
+        if flow_id is None or flow_id not in self.config.ivr:
+            log.info("call to unknown number %s rejected", called)
+            leg.hang_up(SIP_NOT_FOUND)
+            return
+        if self.callers >= self.caller_capacity:
+            self.count(**{"voice.rejected_full": 1})
+            leg.hang_up(SIP_SERVICE_UNAVAILABLE)
+            return
+        session = CallSession(self, leg, self.config.ivr[flow_id], called)
+        leg.listener = session
+        leg.label = f"caller-{session.call_id}"
+        self.sessions[session.call_id] = session
+        param = pj.CallOpParam()
+        param.statusCode = 200
+        leg.answer(param)
+
+    def forget(self, session: CallSession) -> None:
+        self.sessions.pop(session.call_id, None)
+
+    def count(self, **increments: int) -> None:
+        self.tasks.spawn(self._count(increments))
+
+    async def _count(self, increments: dict[str, int]) -> None:
+        with contextlib.suppress(GatewayError, OSError):
+            await self.link.count(**increments)
+
+    async def _beat(self) -> None:
+        info = {
+            "sip": f"{self.settings.host}:{self.settings.port}",
+            "pid": str(os.getpid()),
+            "callers": str(self.callers),
+            "legs": str(self.engine.active_legs),
+            "capacity": str(self.caller_capacity),
+        }
+        await self.link.heartbeat(self.settings.worker_id, self.settings.worker_timeout, info)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                await self._beat()
+            except (GatewayError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _inbox(self) -> None:
+        last_id = "$"
+        while True:
+            try:
+                messages = await self.link.read_inbox(self.settings.worker_id, last_id, 1000)
+            except OSError:
+                await asyncio.sleep(1.0)
+                continue
+            except Exception:
+                log.exception("inbox read failed")
+                await asyncio.sleep(1.0)
+                continue
+            for entry_id, fields in messages:
+                last_id = entry_id
+                self._command(fields)
+
+    def _command(self, fields: dict[str, str]) -> None:
+        if fields.get("op") != "connect":
+            log.warning("unknown worker command %r", fields.get("op"))
+            return
+        session = self.by_ticket.get(fields.get("ticket", ""))
+        if session is None:
+            log.info("connect for ticket %s: the call is gone", fields.get("ticket"))
+            return
+        session.dial_agent(fields["ticket"], fields["agent"], fields["uri"])
+
+    async def stop(self) -> None:
+        """SIGTERM: every caller gets a BYE, every ticket is settled, then PJSIP is destroyed."""
+        for task in self._loops:
+            task.cancel()
+        for session in list(self.sessions.values()):
+            session.shutdown()
+        await self.tasks.drain()
+        await self.engine.shutdown()
+        with contextlib.suppress(GatewayError, OSError):
+            await self.link.retire(self.settings.worker_id)

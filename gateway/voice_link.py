@@ -1,0 +1,202 @@
+"""Where the core and the media workers meet in Redis (they share no Python state).
+
+- Workers announce themselves with a heartbeat (`hg:workers`, a sorted set of expiry times) and
+  keep the set of tickets of their live calls (`hg:worker:{id}:tickets`).
+- The core sends a worker commands through its inbox stream (`hg:worker:{id}:inbox`): "call this
+  agent for that ticket" once a seat accepted a voice ticket.
+- Workers tell seats about their calls through the control channel (`screen_pop`, `revoke`,
+  `call_ended`), which every core process hears and the one holding the seat acts on.
+- When a worker's heartbeat lapses, any core process settles its tickets (`settle_dead_workers`):
+  waiting calls become `abandoned` with the recording so far, plus a callback ticket.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway.errors import Conflict, NotFound
+from gateway.ivr.wav import repair_header
+from gateway.queue import Keys, TicketQueue
+from gateway.ticket import Attachment, Ticket, new_ticket_id, utcnow
+
+log = logging.getLogger("gateway.voice")
+
+INBOX_MAXLEN = 1000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceKeys:
+    keys: Keys
+
+    @property
+    def workers(self) -> str:
+        return f"{self.keys.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.keys.prefix}:worker:{worker_id}"
+
+    def worker_tickets(self, worker_id: str) -> str:
+        return f"{self.keys.prefix}:worker:{worker_id}:tickets"
+
+    def inbox(self, worker_id: str) -> str:
+        return f"{self.keys.prefix}:worker:{worker_id}:inbox"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.keys.prefix}:metrics"
+
+
+def callback_ticket(original: Ticket, now: datetime, priority: int, reason: str) -> Ticket:
+    """A ticket asking an agent to call the citizen back; its message id makes it unique per call."""
+    text = original.text or "来电未接通，请回拨市民。"
+    return Ticket(
+        id=new_ticket_id(now),
+        channel="voice",
+        message_id=f"{original.message_id}-callback",
+        citizen=original.citizen,
+        received_at=now,
+        text=text,
+        attachments=original.attachments,
+        transcript=original.transcript,
+        ivr_path=original.ivr_path,
+        queue=original.queue,
+        priority=priority,
+        flags=(*[f for f in original.flags if f != "callback"], "callback"),
+        status="queued",
+        voice=original.voice,
+        notes=f"回拨原因: {reason}",
+    )
+
+
+class VoiceLink:
+    def __init__(self, queue: TicketQueue) -> None:
+        self.queue = queue
+        self.redis: aioredis.Redis = queue.redis
+        self.keys = VoiceKeys(queue.keys)
+
+    # --- worker side -------------------------------------------------------------------------
+
+    async def heartbeat(self, worker_id: str, ttl: float, info: dict[str, str]) -> None:
+        seconds, micros = await self.redis.time()
+        expiry = int(seconds) * 1000 + int(micros) // 1000 + int(ttl * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.workers, {worker_id: expiry})
+            pipe.hset(self.keys.worker(worker_id), mapping=info)  # type: ignore[arg-type]
+            await pipe.execute()
+
+    async def retire(self, worker_id: str) -> None:
+        """A clean exit: the worker settled its calls itself."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.keys.workers, worker_id)
+            pipe.delete(self.keys.worker(worker_id), self.keys.worker_tickets(worker_id))
+            await pipe.execute()
+
+    async def track(self, worker_id: str, ticket_id: str) -> None:
+        await self.redis.sadd(self.keys.worker_tickets(worker_id), ticket_id)
+
+    async def untrack(self, worker_id: str, ticket_id: str) -> None:
+        await self.redis.srem(self.keys.worker_tickets(worker_id), ticket_id)
+
+    async def read_inbox(self, worker_id: str, last_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
+        found: Any = await self.redis.xread({self.keys.inbox(worker_id): last_id}, count=50, block=block_ms)
+        messages = []
+        for _, entries in found or []:
+            for entry_id, fields in entries:
+                messages.append((_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}))
+        return messages
+
+    async def tell_seat(self, kind: str, agent: str, ticket_id: str, reason: str = "") -> None:
+        await self.redis.publish(self.queue.keys.control, f"{kind} {agent} {ticket_id} {reason}".strip())
+
+    async def count(self, **increments: int) -> None:
+        """Counters for the metrics endpoint (`hg:metrics`): calls, abandons, ratings, waits."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, amount in increments.items():
+                pipe.hincrby(self.keys.metrics, name.replace("__", "."), amount)
+            await pipe.execute()
+
+    async def count_field(self, field: str, amount: int = 1) -> None:
+        await self.redis.hincrby(self.keys.metrics, field, amount)
+
+    # --- core side ---------------------------------------------------------------------------
+
+    async def connect_agent(self, ticket: Ticket, agent: str, sip_uri: str) -> None:
+        """A seat accepted a voice ticket: ask the worker holding the caller to ring the agent."""
+        assert ticket.voice is not None
+        await self.redis.xadd(
+            self.keys.inbox(ticket.voice.worker),
+            {"op": "connect", "ticket": ticket.id, "agent": agent, "uri": sip_uri},
+            maxlen=INBOX_MAXLEN,
+            approximate=True,
+        )
+
+    async def live_workers(self) -> dict[str, dict[str, str]]:
+        seconds, micros = await self.redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        ids = await self.redis.zrangebyscore(self.keys.workers, now_ms, "+inf")
+        workers = {}
+        for raw in ids:
+            worker_id = _text(raw)
+            info = await self.redis.hgetall(self.keys.worker(worker_id))
+            workers[worker_id] = {_text(k): _text(v) for k, v in info.items()}
+        return workers
+
+    async def settle_dead_workers(self, callback_priority: int) -> int:
+        """Settle the calls of every worker whose heartbeat lapsed; safe in any number of processes."""
+        seconds, micros = await self.redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        settled = 0
+        for raw in await self.redis.zrangebyscore(self.keys.workers, "-inf", now_ms):
+            worker_id = _text(raw)
+            taken = await self.queue.take_expired(self.keys.workers, worker_id)
+            if not taken:
+                continue
+            log.warning("media worker %s stopped answering; settling its calls", worker_id)
+            members = await self.redis.smembers(self.keys.worker_tickets(worker_id))
+            settled += await self.settle_calls([_text(m) for m in members], "worker_died", callback_priority)
+            await self.redis.delete(self.keys.worker_tickets(worker_id), self.keys.worker(worker_id))
+        return settled
+
+    async def settle_calls(self, ticket_ids: Iterable[str], reason: str, callback_priority: int) -> int:
+        """The caller is gone without a goodbye: abandon waiting tickets and queue a callback."""
+        settled = 0
+        for ticket_id in ticket_ids:
+            try:
+                ticket = await self.queue.get(ticket_id)
+            except NotFound:
+                continue
+            for attachment in ticket.attachments:
+                if attachment.kind == "recording" and attachment.path:
+                    repair_header(Path(attachment.path))
+            if ticket.status in ("queued", "offered"):
+                if await self._abandon(ticket, reason):
+                    await self.queue.intake(callback_ticket(ticket, utcnow(), callback_priority, reason), "system")
+                    settled += 1
+            elif ticket.status == "claimed" and ticket.agent:
+                await self.tell_seat("call_ended", ticket.agent, ticket.id, reason)
+                settled += 1
+        return settled
+
+    async def _abandon(self, ticket: Ticket, reason: str) -> bool:
+        try:
+            await self.queue.abandon(ticket.id, reason)
+        except (Conflict, NotFound):
+            return False
+        if ticket.agent:
+            await self.tell_seat("revoke", ticket.agent, ticket.id, reason)
+        return True
+
+
+def recording_attachment(path: Path, seconds: float | None = None) -> Attachment:
+    return Attachment(kind="recording", path=str(path), mime="audio/wav", seconds=seconds)
