@@ -12,7 +12,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from gateway.config import GatewayConfig, hash_secret, load_config, parse_config, read_toml
+from gateway.config import GatewayConfig, hash_secret, load_config, parse_config, read_toml, split_listen
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import ConfigError, GatewayError
 
@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         redis_url = embedded.url
         logging.getLogger("gateway").info("embedded redis on %s (data in %s)", redis_url, embedded.data_dir)
     try:
-        asyncio.run(_serve(config, redis_url))
+        asyncio.run(_serve(config, redis_url, args.config))
     except GatewayError as exc:
         print(f"hotline-gateway: {exc}", file=sys.stderr)
         return 1
@@ -63,14 +63,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: GatewayConfig, redis_url: str) -> None:
+async def _serve(config: GatewayConfig, redis_url: str, config_path: str) -> None:
     from gateway.app import run_gateway
+    from gateway.supervisor import WorkerSpec, WorkerSupervisor
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await run_gateway(config, redis_url, stop)
+    supervisor = None
+    if config.voice.enabled and config.voice.embedded_workers:
+        host, port = split_listen(config.voice.listen)
+        specs = [WorkerSpec(f"w{n + 1}", f"{host}:{port + n}") for n in range(config.voice.embedded_workers)]
+        supervisor = WorkerSupervisor(str(Path(config_path).resolve()), redis_url, specs)
+        supervisor.start()
+    try:
+        await run_gateway(config, redis_url, stop)
+    finally:
+        if supervisor is not None:
+            await supervisor.stop()
 
 
 def _redis_url_for(config: GatewayConfig, given: str | None) -> str:

@@ -182,6 +182,7 @@ class VoiceConfig(_Section):
     worker_timeout: Seconds = 5.0
     poll_interval: float = Field(default=0.01, gt=0, le=0.1)
     callback_priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
+    embedded_workers: int = Field(default=1, ge=0, le=64)  # workers `run` starts itself, on listen port + n
 
     _listen = field_validator("listen")(_check_listen)
 
