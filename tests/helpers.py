@@ -137,3 +137,46 @@ class GatewayProcess:
         if self.process.returncode is None:
             self.process.terminate()
         return await asyncio.wait_for(self.process.wait(), 20)
+
+
+class WorkerProcess:
+    """`hotline-gateway media-worker` as a real child process; `ready` once its SIP port is bound."""
+
+    def __init__(self, config_path: str, redis_url: str, worker_id: str, listen: str) -> None:
+        self.args = ["media-worker", "--config", config_path, "--redis-url", redis_url, "--id", worker_id]
+        self.args += ["--listen", listen]
+        self.worker_id = worker_id
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout: float = 30.0) -> None:
+        import sys
+
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "--log-level", "INFO", *self.args,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = (await self.process.stdout.readline()).decode(errors="replace")
+                if not line:
+                    raise RuntimeError("media worker exited before it was ready")
+                if line.startswith("media-worker ready"):
+                    break
+        self._drain = asyncio.create_task(self._discard(self.process.stdout))
+
+    @staticmethod
+    async def _discard(stream: asyncio.StreamReader) -> None:
+        while await stream.read(65536):
+            pass
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+    async def stop(self, timeout: float = 20.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.returncode is None:
+            self.process.terminate()
+        return await asyncio.wait_for(self.process.wait(), timeout)
