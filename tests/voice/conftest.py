@@ -1,0 +1,65 @@
+"""Fixtures for tests with real SIP peers (baresip, SIPp) on loopback."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.voice.audio import write_tone_wav
+from tests.voice.peers import BARESIP_MODULE_PATH, PCAP_DIR, Peers, can_play_pcap
+
+SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared"
+"""The team's read-only material, `../shared/` from the project root."""
+SPEECH_8K = SHARED_DIR / "audio" / "tts" / "hotline_01_8k.wav"
+
+
+def _require_baresip() -> None:
+    if shutil.which("baresip") is None or not BARESIP_MODULE_PATH.is_dir():
+        pytest.skip("baresip is not installed (Debian package baresip)")
+
+
+def _require_sipp() -> None:
+    if shutil.which("sipp") is None or not PCAP_DIR.is_dir():
+        pytest.skip("SIPp is not installed (Debian package sip-tester)")
+
+
+@pytest.fixture
+async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
+    """Start real peers with `await peers.caller(wav)`, `.agent(wav)`, `.sipp(scenario, ...)`;
+    all are closed when the test ends."""
+    async with Peers(tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+def baresip_available() -> None:
+    _require_baresip()
+
+
+@pytest.fixture
+def sipp_available() -> None:
+    _require_sipp()
+
+
+@pytest.fixture
+def pcap_playback(sipp_available: None) -> None:
+    """SIPp's play_pcap_audio needs a raw socket: root or CAP_NET_RAW."""
+    if not can_play_pcap():
+        pytest.skip("SIPp play_pcap_audio needs root or CAP_NET_RAW (raw socket)")
+
+
+@pytest.fixture
+def tone_wav(tmp_path: Path) -> Path:
+    """10 s of 1 kHz sine at 8 kHz, amplitude 0.5: an agent phone's voice."""
+    return write_tone_wav(tmp_path / "tone-1k.wav", 1000.0, 10.0)
+
+
+@pytest.fixture
+def speech_wav() -> Path:
+    """6.6 s of synthesized Mandarin hotline speech at 8 kHz from ../shared."""
+    if not SPEECH_8K.is_file():
+        pytest.skip(f"{SPEECH_8K} is missing (team audio in ../shared)")
+    return SPEECH_8K
