@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
 import re
 import threading
@@ -301,4 +302,7 @@ class Engine:
                 await self._poller
         self.legs.clear()
         self.account = None
+        # Any pjsua2 object still alive in a reference cycle must go now: after libDestroy its
+        # destructor would call into a destroyed library and abort the process.
+        gc.collect()
         self.endpoint.libDestroy()

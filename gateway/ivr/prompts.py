@@ -96,7 +96,7 @@ def render(text: str, out: Path, speed: int = 150) -> None:
         partial.replace(out)  # atomic: a worker never plays a half-written prompt
 
 
-def render_missing(files: list[PromptFile], force: bool = False) -> list[Path]:
+def render_missing(files: list[PromptFile], force: bool = False, speed: int = 150) -> list[Path]:
     rendered = []
     for item in files:
         if item.recorded:
@@ -104,6 +104,6 @@ def render_missing(files: list[PromptFile], force: bool = False) -> list[Path]:
                 raise ConfigError(f"prompt {item.prompt_id}: recording {item.path} does not exist")
             continue
         if force or not item.path.exists():
-            render(item.text, item.path)
+            render(item.text, item.path, speed)
             rendered.append(item.path)
     return rendered

@@ -45,6 +45,10 @@ SIP_SERVICE_UNAVAILABLE = 503
 SIP_NOT_FOUND = 404
 
 
+class MediaGone(Exception):
+    """A media operation needs a leg whose audio is not (or no longer) active."""
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     worker_id: str
@@ -90,7 +94,7 @@ class CallSession:
     def __init__(self, worker: MediaWorker, leg: Leg, ivr: IvrConfig, called: str) -> None:
         self.worker = worker
         self.settings = worker.settings
-        self.leg = leg
+        self.leg: Leg | None = leg
         self.flow = ivr.flow
         self.machine = CallMachine(ivr.flow, ivr.calendars)
         self.call_id = new_ticket_id(utcnow())
@@ -98,6 +102,7 @@ class CallSession:
         self.called = called
         self.started = utcnow()
         self.player: Prompt | None = None
+        self.plays = 0
         self.player_prompt = ""
         self.recorders: dict[str, pj.AudioMediaRecorder] = {}
         self.recording_files: dict[str, Path] = {}
@@ -112,6 +117,7 @@ class CallSession:
         self.bridged = False
         self.answered = False
         self.closed = False
+        self.shutting_down = False
         self._io: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self._io_task = worker.tasks.spawn(self._run_io())
 
@@ -131,6 +137,33 @@ class CallSession:
             self.live = self.worker.engine.live_audio(media, f"live-{self.call_id}", self.settings.live_audio_frames)
             self.worker.count(**{"voice.calls": 1})
             self.feed(ev.Answered(now=utcnow(), caller=self.caller, called=self.called))
+        elif leg is self.leg and not self.closed:
+            self._reattach_caller(media)
+        elif leg is self.agent_leg and self.bridged:
+            self._connect_bridge()
+
+    def _reattach_caller(self, media: pj.AudioMedia) -> None:
+        """A re-INVITE rebuilt the caller's stream, on a new bridge slot: connect everything again."""
+        for kind, recorder in self.recorders.items():
+            if kind != "agent":
+                media.startTransmit(recorder)
+        if self.live is not None:
+            media.startTransmit(self.live)
+        if self.player is not None:
+            self.player.startTransmit(media)
+        if self.bridged:
+            self._connect_bridge()
+
+    def _connect_bridge(self) -> None:
+        """Caller and agent hear each other; the agent is recorded. Safe to repeat after a re-INVITE
+        (pjsua re-INVITEs the agent leg right after it answers, and the stream may move slots)."""
+        caller, agent = self._caller_media, self.agent_leg.media if self.agent_leg else None
+        if caller is None or agent is None:
+            raise MediaGone("a leg of the bridge has no active audio")
+        caller.startTransmit(agent)
+        agent.startTransmit(caller)
+        if "agent" in self.recorders:
+            agent.startTransmit(self.recorders["agent"])
 
     def on_digit(self, leg: Leg, digit: str) -> None:
         if leg is self.leg and digit in ev.DTMF_DIGITS:
@@ -155,14 +188,15 @@ class CallSession:
         handler = _HANDLERS[type(action)]
         try:
             handler(self, action)
-        except pj.Error as exc:
-            # Fail closed: a media operation that PJSIP refuses ends the call, it never hangs it.
-            log.error("call %s: %s failed: %s", self.call_id, type(action).__name__, exc.info())
-            self.leg.hang_up()
+        except (pj.Error, MediaGone, OSError) as exc:
+            # Fail closed: a media operation that fails ends the call; it never leaves it hanging.
+            detail = exc.info() if isinstance(exc, pj.Error) else str(exc)
+            log.error("call %s: %s failed: %s", self.call_id, type(action).__name__, detail)
+            self._hang_up_caller()
 
     def _play(self, action: act.Play) -> None:
         self._stop_prompt()
-        media = self.leg.media
+        media = self._caller_media
         if media is None:
             return
         params = dict(action.params)
@@ -173,22 +207,27 @@ class CallSession:
         else:
             path = prompt_wav(self.settings.prompts_dir, self.flow.id, action.prompt, n)
         prompt_id = action.prompt
+        self.plays += 1
+        generation = self.plays
 
         def ended() -> None:
-            if self.player is player and not self.closed:
+            # Only the prompt still playing may report its end (not one stopped or replaced). The
+            # closure holds a number, not the player: a player -> closure -> player cycle would
+            # outlive libDestroy and abort the process at exit.
+            if self.player is not None and self.plays == generation and not self.closed:
                 self.feed(ev.PromptFinished(prompt_id))
 
-        player = self.worker.engine.play(path, media, ended)
-        self.player, self.player_prompt = player, prompt_id
+        self.player = self.worker.engine.play(path, media, ended)
+        self.player_prompt = prompt_id
 
     def _stop_prompt(self, _: act.StopPrompt | None = None) -> None:
         if self.player is not None:
-            Engine.stop_player(self.player, self.leg.media)
+            Engine.stop_player(self.player, self._caller_media)
             self.player = None
 
     def _start_recording(self, action: act.StartRecording) -> None:
-        if self.leg.media is not None:
-            self._record(action.kind, self.leg.media)
+        if self._caller_media is not None:
+            self._record(action.kind, self._caller_media)
 
     def _stop_recording(self, _: act.StopRecording) -> None:
         for kind in ("speech", "message"):
@@ -236,20 +275,27 @@ class CallSession:
         self._enqueue_io(lambda: self._abandon(action.reason))
 
     def _bridge(self, _: act.Bridge) -> None:
-        caller, agent = self.leg.media, self.agent_leg.media if self.agent_leg else None
-        if caller is None or agent is None:
-            raise pj.Error()
+        agent = self.agent_leg.media if self.agent_leg else None
+        if agent is None:
+            raise MediaGone("a leg of the bridge has no active audio")
         self._stop_prompt()
-        caller.startTransmit(agent)
-        agent.startTransmit(caller)
-        self.bridged = True
         self._record("agent", agent)
+        self._connect_bridge()
+        self.bridged = True
         self._enqueue_io(lambda: self._history("bridged", agent=self.agent or ""))
 
     def _hang_up(self, action: act.HangUp) -> None:
         self._stop_prompt()
         self._drop_agent_leg()
-        self.leg.hang_up()
+        self._hang_up_caller()
+
+    @property
+    def _caller_media(self) -> pj.AudioMedia | None:
+        return self.leg.media if self.leg is not None else None
+
+    def _hang_up_caller(self) -> None:
+        if self.leg is not None:
+            self.leg.hang_up()
 
     # --- the agent leg -----------------------------------------------------------------------
 
@@ -323,11 +369,20 @@ class CallSession:
         self._enqueue_io(lambda: self._settle(outcome))
         self._io.put_nowait(None)
         self.worker.forget(self)
+        # Not inside the leg's own callback: on the next loop turn.
+        asyncio.get_running_loop().call_soon(self._release_legs)
 
     def shutdown(self) -> None:
         """The worker is stopping: end this call as if the caller hung up, BYE included."""
-        self.leg.hang_up()
+        self.shutting_down = True
+        self._hang_up_caller()
         self.feed(ev.HungUp())
+
+    def _release_legs(self) -> None:
+        """Drop the pjsua2 Call objects: none may outlive libDestroy (it aborts at exit)."""
+        self.leg = None
+        if self.agent_leg is not None and self.agent_leg.disconnected:
+            self.agent_leg = None
 
     # --- ordered Redis I/O for this call -------------------------------------------------------
 
@@ -377,10 +432,18 @@ class CallSession:
             self.feed(ev.Position(n))
 
     async def _abandon(self, reason: str) -> None:
-        """Take the ticket out of its queue (caller gone or overflow); tell a seat that holds it."""
+        """Take the ticket out of its queue (caller gone or overflow); tell a seat that holds it.
+
+        When the worker itself is stopping, the caller did not choose to leave: the ticket says
+        so and a callback ticket is queued.
+        """
         ticket_id = self.ticket_id
         if ticket_id is None:
             return
+        if self.shutting_down:
+            reason = "worker_shutdown"
+        elif reason == act.DEQUEUE_ABANDONED:
+            reason = "caller_hung_up"
         try:
             ticket = await self.worker.queue.get(ticket_id)
             await self.worker.queue.abandon(ticket_id, reason)
@@ -389,6 +452,8 @@ class CallSession:
         if ticket.agent:
             await self.worker.link.tell_seat("revoke", ticket.agent, ticket_id, reason)
         self.worker.count(**{"voice.abandoned": 1})
+        if self.shutting_down:
+            await self._callback({}, reason)
 
     async def _release_to_queue(self, ticket_id: str, agent: str, reason: str) -> None:
         if await self.worker.queue.release(ticket_id, agent, reason, "claimed"):
@@ -424,12 +489,12 @@ class CallSession:
         if self.ticket_id is not None:
             await self._attach(self.ticket_id, files)
         if outcome == "message":
-            await self._callback(files)
+            await self._callback(files, "voice_message")
         elif outcome == "abandoned" and self.ticket_id is not None:
             with contextlib.suppress(GatewayError):
                 ticket = await self.worker.queue.get(self.ticket_id)
                 if ticket.status in ("queued", "offered") or (ticket.status == "claimed" and not self.bridged):
-                    await self._abandon("caller_hung_up")
+                    await self._abandon(act.DEQUEUE_ABANDONED)
         if self.queued_at is not None and self.ticket_id is not None:
             waited = int((utcnow() - self.queued_at).total_seconds() * 1000)
             self.worker.count(**{"voice.wait_ms": waited, "voice.waits": 1})
@@ -450,18 +515,16 @@ class CallSession:
         with contextlib.suppress(GatewayError):
             await self.worker.queue.amend(ticket_id, change, f"worker:{self.settings.worker_id}", "recordings")
 
-    async def _callback(self, files: dict[str, Path]) -> None:
+    async def _callback(self, files: dict[str, Path], reason: str) -> None:
+        """Queue a callback ticket (its message id makes it one per call, whatever happens)."""
         base = self._ticket(self.flow.human_queue, 0)
-        attachments = tuple(recording_attachment(path, wav_info(path).seconds) for path in files.values())
         if self.ticket_id is not None:
             with contextlib.suppress(GatewayError):
                 base = await self.worker.queue.get(self.ticket_id)
-        ticket = callback_ticket(
-            base.model_copy(update={"attachments": attachments}),
-            utcnow(),
-            self.settings.callback_priority,
-            "voice_message",
-        )
+        if files:
+            attachments = tuple(recording_attachment(path, wav_info(path).seconds) for path in files.values())
+            base = base.model_copy(update={"attachments": attachments})
+        ticket = callback_ticket(base, utcnow(), self.settings.callback_priority, reason)
         await self.worker.queue.intake(ticket, f"worker:{self.settings.worker_id}")
 
 

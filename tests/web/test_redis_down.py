@@ -8,7 +8,6 @@ import aiohttp
 
 from gateway.config import parse_config
 from gateway.embedded_redis import EmbeddedRedis, free_port
-
 from tests.conftest import make_raw_config
 from tests.helpers import post_intake, running_gateway
 
@@ -27,7 +26,7 @@ async def test_intake_is_refused_while_redis_is_down(tmp_path: Path, key_prefix:
             async with http.get(f"http://{bound.http[0]}:{bound.http[1]}/readyz") as response:
                 assert response.status == 503
             server.start()
-            status, after = await post_intake(bound, {"text": "恢复后"})
+            status, _ = await post_intake(bound, {"text": "恢复后"})
             assert status == 202
             assert (await gateway.queue.get(before["ticket_id"])).text == "停电前"
             assert await gateway.queue.waiting("general") == 2

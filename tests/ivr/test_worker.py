@@ -1,0 +1,246 @@
+"""The media worker with real SIP peers: baresip callers and agent phones, SIPp with RFC 2833 DTMF.
+
+Every test runs a real redis-server, the core (seats) in-process and `hotline-gateway media-worker`
+as a child process. Marked slow; CI runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.embedded_redis import EmbeddedRedis
+from gateway.ivr.flow import parse_ivr_toml
+from gateway.ivr.prompts import prompt_files, render_missing
+from gateway.ticket import Ticket
+from tests.helpers import Seat
+from tests.ivr.voice_stack import DEFAULT_FLOW, VoiceStack, voice_stack
+from tests.voice import audio
+from tests.voice.peers import Peers, dtmf_scenario, uac_scenario
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default flow's prompts, rendered once (espeak-ng + sox) for every test here."""
+    directory = tmp_path_factory.mktemp("prompts")
+    flow = parse_ivr_toml(DEFAULT_FLOW.read_text(encoding="utf-8")).flow
+    prompts = {pid: (spec.text, spec.file) for pid, spec in flow.prompts.items()}
+    # Spoken fast (espeak-ng -s 300) so a test call walks the flow in seconds, not minutes.
+    render_missing(list(prompt_files(prompts, directory, flow.id, directory, max_position=5)), speed=300)
+    return directory
+
+
+@pytest.fixture
+def long_speech(tmp_path: Path, speech_wav: Path) -> Path:
+    """The shared hotline utterance three times over (about 20 s): a caller who keeps talking."""
+    out = tmp_path / "speech-x3.wav"
+    subprocess.run(["sox", str(speech_wav), str(speech_wav), str(speech_wav), str(out)], check=True, timeout=30)
+    return out
+
+
+StackArgs = dict[str, Any]
+
+
+@pytest.fixture
+def stack_args(tmp_path: Path, redis_server: EmbeddedRedis, key_prefix: str, prompts_dir: Path) -> StackArgs:
+    return {"tmp_path": tmp_path, "redis_url": redis_server.url, "key_prefix": key_prefix, "prompts_dir": prompts_dir}
+
+
+def actions(ticket: Ticket) -> list[str]:
+    return [entry.action for entry in ticket.history]
+
+
+async def test_caller_presses_0_and_is_bridged_to_the_agent_phone(
+    stack_args: dict,
+    peers: Peers,
+    long_speech: Path,
+    tone_wav: Path,
+    baresip_available: None,  # type: ignore[type-arg]
+) -> None:
+    agent_phone = await peers.agent(tone_wav, user="1001")
+    async with voice_stack(**stack_args, agent_uris={"a1": agent_phone.uri}) as stack:
+        seat = await Seat.connect(stack.bound, "a1")
+        caller = await peers.caller(long_speech, user="13812345678")
+        await caller.dial(stack.dial_uri())
+        await caller.wait_event("CALL_ESTABLISHED", 5)
+        await asyncio.sleep(1.0)  # the greeting is playing
+        await caller.send_dtmf("0")
+
+        offer = await seat.expect("offer", 10)
+        offered_at = time.monotonic()
+        ticket = offer["ticket"]
+        assert ticket["channel"] == "voice" and ticket["ivr_path"] == "0" and ticket["queue"] == "general"
+        assert ticket["citizen"]["phone"] == "13812345678"
+        assert ticket["voice"]["called"] == "12345"
+        assert ticket["attachments"][0]["kind"] == "recording"
+        await seat.send(type="accept", ticket=ticket["id"])
+        pop = await seat.expect("screen_pop", 10)
+        popped_at = time.monotonic()
+        assert pop["ticket"]["id"] == ticket["id"]
+        answered = await agent_phone.wait_event("CALL_ESTABLISHED", 10)
+        # The seat had the pre-filled ticket (offer, then screen pop) before the agent's phone answered.
+        assert offered_at < answered.at and popped_at <= answered.at + 0.05
+
+        # The agent's tone ends after 10 s: the agent hangs up first, the caller hears the survey.
+        await caller.wait_event("CALL_CLOSED", 30)
+        done = await stack.ticket_where(lambda t: t.id == ticket["id"] and "recordings" in actions(t), 15)
+        history = actions(done)
+        for earlier, later in [
+            ("offered", "agent_ringing"),
+            ("agent_ringing", "agent_answered"),
+            ("agent_answered", "bridged"),
+        ]:
+            assert history.index(earlier) < history.index(later)
+        assert done.status == "claimed" and done.agent == "a1"
+
+        caller_rec = Path(done.attachments[0].path or "")
+        agent_rec = next(Path(a.path or "") for a in done.attachments if (a.path or "").endswith("-agent.wav"))
+        call_seconds = audio.duration(caller.dumps()[0].enc)
+        assert abs(audio.duration(caller_rec) - call_seconds) < 1.5, "the caller is recorded for the whole call"
+        assert audio.rms(caller_rec) > 0.02, "the recording holds the caller's speech"
+        assert abs(audio.dominant_frequency(agent_rec) - 1000) < 20, "the agent leg is recorded too"
+        # Each side heard the other.
+        heard_by_agent = agent_phone.dumps()[0].dec
+        assert audio.correlation(long_speech, heard_by_agent, max_lag_s=15) > 0.8
+        heard_by_caller = audio.as_audio(caller.dumps()[0].dec)
+        tone_part = heard_by_caller.slice(max(0.0, answered.at - offered_at), None)
+        assert abs(audio.dominant_frequency(tone_part) - 1000) < 20
+        await seat.close()
+
+
+async def test_sipp_digit_1_reaches_the_enterprise_queue(
+    stack_args: StackArgs, peers: Peers, pcap_playback: None
+) -> None:
+    async with voice_stack(**stack_args) as stack:
+        # Past the greeting (about 3 s at the tests' speech rate), during the menu prompt.
+        scenario = dtmf_scenario("1", pause_ms_before=4000, hold_ms_after=2000, out_dir=stack_args["tmp_path"])
+        sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
+        result = await sipp.wait(30)
+        assert result.ok, str(result)
+        ticket = await stack.ticket_where(lambda t: t.status == "abandoned" and "recordings" in actions(t), 10)
+        assert (ticket.queue, ticket.ivr_path, ticket.priority) == ("enterprise", "1", 7)
+        assert actions(ticket)[:2] == ["queued", "abandoned"], "caller hung up while queued"
+        recording = Path(ticket.attachments[0].path or "")
+        assert recording.is_relative_to(stack.recordings) and audio.duration(recording) > 2
+
+
+async def test_silence_takes_the_timeout_branch_then_the_default(
+    stack_args: dict, peers: Peers, pcap_playback: None
+) -> None:  # type: ignore[type-arg]
+    # Menu: 2 s timeout, 1 retry, then the default (the general queue).
+    async with voice_stack(**stack_args, flow_replacements={"max_retries = 2": "max_retries = 1"}) as stack:
+        scenario = uac_scenario(stack_args["tmp_path"], audio_pcap=None, pause_ms_before=30000, hold_ms_after=100)
+        sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
+        ticket = await stack.ticket_where(lambda t: t.channel == "voice", 40)
+        assert (ticket.queue, ticket.ivr_path) == ("general", "")
+        nodes = await stack.redis.hgetall(f"{stack.config.redis.key_prefix}:metrics")
+        assert int(nodes[b"voice.node.main_menu"]) == 1 and int(nodes[b"voice.node.queue_general"]) == 1
+        await sipp.close()
+
+
+async def test_three_invalid_digits_take_the_default(stack_args: StackArgs, peers: Peers, pcap_playback: None) -> None:
+    async with voice_stack(**stack_args) as stack:
+        # Past the greeting, into the menu prompt; 7, 8, 9 are no options (3 tries: 2 retries, then the
+        # default). Three different keys: SIPp replays a pcap with its RTP timestamps, so the same
+        # key twice would look like one event retransmitted (RFC 4733) and be counted once.
+        scenario = dtmf_scenario(
+            "789", pause_ms_before=4000, hold_ms_after=4000, out_dir=stack_args["tmp_path"], digit_gap_ms=2500
+        )
+        sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
+        ticket = await stack.ticket_where(lambda t: t.channel == "voice", 30)
+        assert ticket.queue == "general" and ticket.ivr_path == "789"
+        await sipp.wait(30)
+
+
+async def test_capacity_is_two_callers_then_503(stack_args: StackArgs, peers: Peers, pcap_playback: None) -> None:
+    async with voice_stack(**stack_args) as stack:
+        scenario = uac_scenario(stack_args["tmp_path"], audio_pcap=None, pause_ms_before=3000, hold_ms_after=100)
+        sipp = await peers.sipp(scenario, target=stack.sip, service="12345", calls=3, concurrency=3, rate=10)
+        result = await sipp.wait(30)
+        assert result.successful == 2, str(result)
+        assert dict(result.statuses).get(503) == 1, str(result)
+        info = await stack.redis.hgetall(f"{stack.config.redis.key_prefix}:worker:wtest")
+        assert info[b"capacity"] == b"2"
+
+
+async def test_unknown_number_is_404(stack_args: StackArgs, peers: Peers, sipp_available: None) -> None:
+    async with voice_stack(**stack_args, default_flow=None) as stack:
+        scenario = uac_scenario(stack_args["tmp_path"], audio_pcap=None, pause_ms_before=100, hold_ms_after=100)
+        sipp = await peers.sipp(scenario, target=stack.sip, service="99999")
+        result = await sipp.wait(20)
+        assert dict(result.statuses).get(404) == 1, str(result)
+        assert await stack.tickets() == []
+
+
+async def test_agent_phone_not_answering_requeues_ahead(
+    stack_args: StackArgs, peers: Peers, pcap_playback: None
+) -> None:
+    # a1's phone is a closed port: the INVITE times out (agent_answer_timeout 5 s) or fails.
+    async with voice_stack(**stack_args, agent_uris={"a1": "sip:1001@127.0.0.1:9"}) as stack:
+        scenario = dtmf_scenario("0", pause_ms_before=1000, hold_ms_after=15000, out_dir=stack_args["tmp_path"])
+        sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
+        seat = await Seat.connect(stack.bound, "a1")
+        offer = await seat.expect("offer", 10)
+        entry_before = await stack.redis.hget(f"{stack.config.redis.key_prefix}:t:{offer['ticket']['id']}", "entry")
+        await seat.send(type="accept", ticket=offer["ticket"]["id"])
+        revoked = await seat.expect("revoked", 15)
+        assert revoked["reason"].startswith("agent_")
+        assert (await seat.expect("state", 5))["state"] == "away"
+        ticket = await stack.gateway.queue.get(offer["ticket"]["id"])
+        assert ticket.status == "queued" and "requeued" in actions(ticket)
+        entry_after = await stack.redis.hget(f"{stack.config.redis.key_prefix}:t:{ticket.id}", "entry")
+        assert entry_after == entry_before, "it keeps its place in the queue"
+        boss = await Seat.connect(stack.bound, "boss")
+        assert (await boss.expect("offer", 10))["ticket"]["id"] == ticket.id
+        await sipp.close()
+        await seat.close()
+        await boss.close()
+
+
+async def test_sigterm_with_live_calls_sends_bye_and_stores_tickets(
+    stack_args: dict, peers: Peers, pcap_playback: None
+) -> None:  # type: ignore[type-arg]
+    async with voice_stack(**stack_args) as stack:
+        scenario = dtmf_scenario(
+            "0", pause_ms_before=1000, hold_ms_after=20000, hangs_up_itself=False, out_dir=stack_args["tmp_path"]
+        )
+        sipp = await peers.sipp(scenario, target=stack.sip, service="12345", calls=2, concurrency=2, rate=10)
+        await stack.wait_for(lambda: _count(stack, lambda t: t.status == "queued", 2), 15)
+        await asyncio.sleep(1.0)  # SIPp is past its digit and waiting for our BYE
+        assert await stack.worker.stop() == 0, "a clean exit, no abort"
+        result = await sipp.wait(20)
+        assert result.successful == 2, f"both callers got a BYE: {result}"
+        abandoned = [t for t in await stack.tickets() if t.status == "abandoned"]
+        callbacks = [t for t in await stack.tickets() if "callback" in t.flags]
+        assert len(abandoned) == 2 and len(callbacks) == 2
+        assert all(audio.duration(Path(t.attachments[0].path or "")) > 0.5 for t in abandoned)
+        assert await stack.redis.zscore(f"{stack.config.redis.key_prefix}:workers", "wtest") is None
+
+
+async def test_sigkill_mid_call_is_settled_by_the_core(
+    stack_args: StackArgs, peers: Peers, pcap_playback: None
+) -> None:
+    async with voice_stack(**stack_args) as stack:
+        scenario = dtmf_scenario("0", pause_ms_before=1000, hold_ms_after=3000, out_dir=stack_args["tmp_path"])
+        sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
+        queued = await stack.ticket_where(lambda t: t.status == "queued", 15)
+        await asyncio.sleep(1.0)
+        stack.worker.kill()
+        settled = await stack.ticket_where(lambda t: t.id == queued.id and t.status == "abandoned", 15)
+        assert settled.history[-1].detail == {"reason": "worker_died"}
+        recording = Path(settled.attachments[0].path or "")
+        assert audio.duration(recording) > 1.0, "the recording so far is kept, its header repaired"
+        callback = await stack.ticket_where(lambda t: "callback" in t.flags, 5)
+        assert callback.message_id == f"{queued.message_id}-callback" and callback.priority == 0
+        await sipp.close()
+
+
+async def _count(stack: VoiceStack, check: object, n: int) -> bool:
+    return sum(1 for t in await stack.tickets() if check(t)) >= n  # type: ignore[operator]

@@ -1,0 +1,131 @@
+"""A whole voice stack for tests: real Redis, the core in-process (seats), a media worker process.
+
+The flow is the shipped `config/flows/12345.toml`, optionally with some values replaced (shorter
+timeouts), and its prompts are rendered once per test session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+import tomli_w
+
+from gateway.app import Bound, Gateway
+from gateway.config import GatewayConfig, parse_config
+from gateway.ticket import Ticket
+from gateway.voice_link import VoiceLink
+from tests.conftest import make_raw_config
+from tests.helpers import WorkerProcess
+from tests.voice.peers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FLOW = ROOT / "config" / "flows" / "12345.toml"
+
+# Shorter than production so a test call takes seconds: menu timeout 6 -> 2 s, position every 30 -> 4 s.
+FAST = {
+    "timeout_seconds = 6": "timeout_seconds = 2",
+    "position_interval_seconds = 30": "position_interval_seconds = 4",
+}
+
+
+def write_flow(path: Path, replacements: dict[str, str]) -> Path:
+    text = DEFAULT_FLOW.read_text(encoding="utf-8")
+    for old, new in replacements.items():
+        assert old in text, f"the default flow no longer contains {old!r}"
+        text = text.replace(old, new)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@dataclass
+class VoiceStack:
+    config: GatewayConfig
+    gateway: Gateway
+    bound: Bound
+    worker: WorkerProcess
+    sip: str  # host:port of the media worker
+    redis: aioredis.Redis
+    recordings: Path
+
+    @property
+    def link(self) -> VoiceLink:
+        return VoiceLink(self.gateway.queue)
+
+    def dial_uri(self, number: str = "12345") -> str:
+        return f"sip:{number}@{self.sip}"
+
+    async def tickets(self) -> list[Ticket]:
+        keys = sorted(await self.redis.keys(f"{self.config.redis.key_prefix}:t:*"))
+        ids = [k.decode().rsplit(":", 1)[1] for k in keys if not k.endswith(b":h")]
+        return [await self.gateway.queue.get(ticket_id) for ticket_id in ids]
+
+    async def wait_for(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+        """Poll (the state lives in Redis and in another process) until predicate() is truthy."""
+        async with asyncio.timeout(timeout):
+            while True:
+                result = await predicate()
+                if result:
+                    return result
+                await asyncio.sleep(0.1)
+
+    async def ticket_where(self, check: Any, timeout: float = 20.0) -> Ticket:
+        async def found() -> Ticket | None:
+            return next((t for t in await self.tickets() if check(t)), None)
+
+        result: Ticket = await self.wait_for(found, timeout)
+        return result
+
+
+@asynccontextmanager
+async def voice_stack(
+    tmp_path: Path,
+    redis_url: str,
+    key_prefix: str,
+    prompts_dir: Path,
+    agent_uris: dict[str, str] | None = None,
+    flow_replacements: dict[str, str] | None = None,
+    **voice: Any,
+) -> AsyncIterator[VoiceStack]:
+    flow = write_flow(tmp_path / "flow.toml", {**FAST, **(flow_replacements or {})})
+    sip_port = free_port(udp=True, tcp=False)
+    recordings = tmp_path / "recordings"
+    raw = make_raw_config(key_prefix, redis_url)
+    for agent in raw["agents"]:
+        if agent_uris and agent["id"] in agent_uris:
+            agent["sip_uri"] = agent_uris[agent["id"]]
+    raw["seats"]["offer_timeout"] = 10
+    raw["voice"] = {
+        "enabled": True,
+        "listen": f"127.0.0.1:{sip_port}",
+        "flows": [str(flow)],
+        "numbers": {"12345": "12345-default"},
+        "prompts_dir": str(prompts_dir),
+        "recordings_dir": str(recordings),
+        "agent_answer_timeout": 5,
+        "max_position_announced": 5,
+        "worker_timeout": 2,
+        "heartbeat_interval": 0.5,
+        **{key: value for key, value in voice.items() if value is not None},
+    }
+    if voice.get("default_flow", "") is None:
+        raw["voice"].pop("default_flow", None)
+    path = tmp_path / "gateway.toml"
+    path.write_text(tomli_w.dumps(raw))
+    config = parse_config(raw, tmp_path)
+    worker = WorkerProcess(str(path), redis_url, "wtest", f"127.0.0.1:{sip_port}")
+    client = aioredis.Redis.from_url(redis_url)
+    gateway = Gateway(config, client)
+    bound = await gateway.start()
+    try:
+        await worker.start()
+        yield VoiceStack(config, gateway, bound, worker, f"127.0.0.1:{sip_port}", client, recordings)
+    finally:
+        await worker.stop()
+        await gateway.stop()
+        await client.aclose()
