@@ -29,6 +29,13 @@ from gateway.web.seats import Dispatcher, SeatServer
 log = logging.getLogger("gateway")
 
 
+def redis_client(url: str, max_connections: int) -> aioredis.Redis:
+    """A client whose pool waits for a free connection (up to 5 s) instead of failing at once
+    when every connection is busy (redis-py's default pool raises MaxConnectionsError)."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+    return aioredis.Redis(connection_pool=pool)
+
+
 @dataclass(frozen=True, slots=True)
 class Bound:
     http: tuple[str, int]
@@ -68,6 +75,8 @@ class Gateway:
             ping_interval=cfg.heartbeat_interval,
             ping_timeout=cfg.heartbeat_interval,
             close_timeout=2,
+            # Frames are small JSON on a local network: deflate would cost CPU for little gain.
+            compression=None,
         )
         self._loops = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
@@ -148,7 +157,7 @@ class Gateway:
 
 async def run_gateway(config: GatewayConfig, redis_url: str, stop: asyncio.Event, ready_line: bool = True) -> None:
     """Run until `stop` is set; the caller owns signal handling and the embedded Redis."""
-    client = aioredis.Redis.from_url(redis_url, health_check_interval=10)
+    client = redis_client(redis_url, config.redis.max_connections)
     try:
         await client.ping()
     except (RedisError, OSError) as exc:

@@ -89,6 +89,7 @@ class RedisConfig(_Section):
     max_queue_length: int = Field(default=100_000, gt=0)
     submitted_maxlen: int = Field(default=1_000_000, gt=0)
     outbox_maxlen: int = Field(default=100_000, gt=0)
+    max_connections: int = Field(default=64, ge=2, le=10_000)  # per process; requests wait for one
     embedded: EmbeddedRedisConfig = EmbeddedRedisConfig()
 
     @field_validator("url")

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from gateway import queue_scripts
+from gateway.batching import ScriptBatcher
 from gateway.config import GatewayConfig
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
 from gateway.ticket import MAX_PRIORITY, Status, Ticket, history_entry, utcnow
@@ -94,6 +95,31 @@ def _assemble(doc: str | bytes, status: str, agent: str, history: Iterable[str |
     return Ticket.model_validate(data)
 
 
+@dataclass(frozen=True, slots=True)
+class RawTicket:
+    """A ticket as stored (validated when it was written), for the hot path: sent to a seat as is,
+    without building and validating a `Ticket` again."""
+
+    id: str
+    data: dict[str, Any]
+
+    @property
+    def is_voice(self) -> bool:
+        return "voice" in self.data
+
+    def ticket(self) -> Ticket:
+        return Ticket.model_validate(self.data)
+
+
+def _raw(doc: str | bytes, status: str, agent: str, history: Iterable[str | bytes]) -> RawTicket:
+    data: dict[str, Any] = json.loads(doc)
+    data["status"] = status
+    if agent:
+        data["agent"] = agent
+    data["history"] = [json.loads(item) for item in history]
+    return RawTicket(id=data["id"], data=data)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -109,6 +135,7 @@ class TicketQueue:
             name: client.register_script(getattr(queue_scripts, name))
             for name in ("INTAKE", "OFFER", "ACCEPT", "RELEASE", "UPDATE", "SETTLE", "TAKE_EXPIRED_LEASE")
         }
+        self._batcher = ScriptBatcher(client)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -116,12 +143,14 @@ class TicketQueue:
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return await self._scripts[script](keys=list(keys), args=list(args))
+            return await self._batcher.call(self._scripts[script], keys, args)
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
 
     async def ensure_groups(self) -> None:
-        """Create every queue's streams and consumer group up front (idempotent)."""
+        """Load the scripts and create every queue's streams and consumer group (idempotent)."""
+        for script in self._scripts.values():
+            await self._redis.script_load(script.script)
         async with self._redis.pipeline(transaction=False) as pipe:
             for queue in self._config.queues:
                 for priority in range(MAX_PRIORITY + 1):
@@ -158,35 +187,27 @@ class TicketQueue:
             raise ServiceUnavailable(f"queue {ticket.queue} is full; try again later")
         return IntakeResult(ticket_id=ticket_id, created=code == 1)
 
-    def streams_for(self, queues: Iterable[str]) -> tuple[list[str], list[int]]:
-        """An agent's streams, highest priority first: what the offer script searches."""
-        pairs = sorted(
-            ((priority, self.keys.stream(queue, priority)) for queue in queues for priority in range(MAX_PRIORITY + 1)),
-            key=lambda pair: -pair[0],
-        )
-        return [stream for _, stream in pairs], [priority for priority, _ in pairs]
-
-    async def offer(self, agent: str, streams: tuple[list[str], list[int]]) -> Ticket | None:
-        """Reserve the best waiting ticket for this agent, or None when its queues are empty."""
-        stream_keys, priorities = streams
+    async def offer(self, agent: str, queues: Sequence[str]) -> RawTicket | None:
+        """Reserve the best waiting ticket of these queues for this agent; None when they are empty."""
         result = await self._run(
             "OFFER",
-            [self.keys.offers, self.keys.agent_tickets(agent), *stream_keys],
+            [self.keys.offers, self.keys.agent_tickets(agent)],
             [
                 agent,
                 GROUP,
                 int(self._config.seats.offer_timeout * 1000),
                 _history_json("system", "offered", agent=agent),
                 self.keys.prefix,
-                *priorities,
+                MAX_PRIORITY,
+                *queues,
             ],
         )
         if not result:
             return None
         _, doc, status, owner, history = result
-        return _assemble(doc, _text(status), _text(owner), history)
+        return _raw(doc, _text(status), _text(owner), history)
 
-    async def accept(self, ticket_id: str, agent: str) -> Ticket:
+    async def accept(self, ticket_id: str, agent: str) -> RawTicket:
         keys = self.keys
         result = await self._run(
             "ACCEPT",
@@ -197,7 +218,7 @@ class TicketQueue:
         if code != "ok":
             self._raise_for(code, ticket_id, _text(result[1]))
         _, doc, status, owner, history = result
-        return _assemble(doc, _text(status), _text(owner), history)
+        return _raw(doc, _text(status), _text(owner), history)
 
     async def release(self, ticket_id: str, agent: str, reason: str, statuses: str = "offered") -> bool:
         """Put an offered (or claimed) ticket back in its queue at its old place."""
@@ -242,12 +263,10 @@ class TicketQueue:
         if _text(code) != "ok":
             self._raise_for(_text(code), ticket.id, "")
 
-    async def submit(self, ticket: Ticket, agent: str) -> Ticket:
-        """Close a claimed ticket and hand it, whole, to the `submitted` stream."""
-        entry = history_entry(f"agent:{agent}", "submitted", utcnow())
-        final = ticket.model_copy(update={"status": "submitted", "history": (*ticket.history, entry)})
-        await self._settle(ticket.id, agent, "claimed", "submitted", entry.model_dump_json(), final, publish=True)
-        return final
+    async def submit(self, ticket_id: str, agent: str, edited: Ticket | None = None) -> None:
+        """Close a claimed ticket (with the agent's last edits) and hand it, whole, to `submitted`."""
+        entry = _history_json(f"agent:{agent}", "submitted")
+        await self._settle(ticket_id, agent, "claimed", "submitted", entry, edited, publish=True)
 
     async def abandon(self, ticket_id: str, reason: str) -> None:
         """The citizen went away (hung up while queued, say): settle the ticket as abandoned."""
@@ -274,7 +293,7 @@ class TicketQueue:
                 final_status,
                 _doc_json(final) if final else "",
                 entry,
-                final.model_dump_json(exclude_defaults=True) if final and publish else "",
+                "1" if publish else "",
                 GROUP,
                 self._config.redis.submitted_maxlen,
                 self._config.redis.ticket_ttl,

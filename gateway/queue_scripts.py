@@ -54,8 +54,10 @@ return {1, ARGV[1]}
 """
 )
 
-# KEYS: offers zset, agent's ticket set, stream 1..n (ordered by priority, highest first)
-# ARGV: agent, group, offer timeout ms, history entry, key prefix, priority of stream 1..n
+# KEYS: offers zset, agent's ticket set
+# ARGV: agent, group, offer timeout ms, history entry, key prefix, max priority, queue 1..n
+# The stream keys (prefix:q:{queue}:{priority}) are built here rather than passed in: an agent's
+# 3 queues x 10 priorities would be 30 keys to encode and send on every offer.
 OFFER = (
     _PRELUDE
     + r"""
@@ -87,16 +89,23 @@ local function candidate(stream)
   if #nxt > 0 then return nxt[1][1], false end
   return nil
 end
-for attempt = 1, 16 do
-  local best_stream, best_id, best_pooled, best_prio = nil, nil, false, nil
-  for i = 3, #KEYS do
-    local prio = tonumber(ARGV[3 + i])
-    if best_prio and prio < best_prio then break end
-    local id, pooled = candidate(KEYS[i])
-    if id and (not best_id or id_less(id, best_id)) then
-      best_stream, best_id, best_pooled, best_prio = KEYS[i], id, pooled, prio
+-- Highest priority first; within it, the oldest entry across the agent's queues.
+local function best()
+  for prio = tonumber(ARGV[6]), 0, -1 do
+    local best_stream, best_id, best_pooled = nil, nil, false
+    for i = 7, #ARGV do
+      local stream = prefix .. ':q:' .. ARGV[i] .. ':' .. prio
+      local id, pooled = candidate(stream)
+      if id and (not best_id or id_less(id, best_id)) then
+        best_stream, best_id, best_pooled = stream, id, pooled
+      end
     end
+    if best_id then return best_stream, best_id, best_pooled end
   end
+  return nil
+end
+for attempt = 1, 16 do
+  local best_stream, best_id, best_pooled = best()
   if not best_id then return false end
   local claimed
   if best_pooled then
@@ -183,8 +192,8 @@ return 'ok'
 
 # KEYS: ticket, history, submitted stream, offers zset
 # ARGV: agent ('' = any, for system settlement), allowed statuses, final status, new doc ('' = keep),
-#       history entry, full final ticket JSON ('' = do not publish), group, submitted maxlen, ttl,
-#       key prefix
+#       history entry, publish ('1' = append the whole final ticket to the submitted stream), group,
+#       submitted maxlen, ttl, key prefix
 SETTLE = (
     _PRELUDE
     + r"""
@@ -201,8 +210,15 @@ if owner and owner ~= '' then redis.call('SREM', ARGV[10] .. ':agent:' .. owner 
 redis.call('HSET', KEYS[1], 'status', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'doc', ARGV[4]) end
 redis.call('RPUSH', KEYS[2], ARGV[5])
-if ARGV[6] ~= '' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[8]), '*', 'ticket', ARGV[6])
+if ARGV[6] == '1' then
+  -- The whole ticket, as the Ticket schema's JSON: the stored document (a JSON object without
+  -- status, agent and history) closed with those three. Built here so the caller need not read
+  -- the ticket back first.
+  local doc = redis.call('HGET', KEYS[1], 'doc')
+  local tail = ',"status":' .. cjson.encode(ARGV[3])
+  if owner and owner ~= '' then tail = tail .. ',"agent":' .. cjson.encode(owner) end
+  tail = tail .. ',"history":[' .. table.concat(redis.call('LRANGE', KEYS[2], 0, -1), ',') .. ']}'
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[8]), '*', 'ticket', string.sub(doc, 1, -2) .. tail)
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))

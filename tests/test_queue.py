@@ -36,15 +36,15 @@ async def test_intake_is_idempotent(queue: TicketQueue) -> None:
 
 async def test_offer_accept_submit_lifecycle(queue: TicketQueue) -> None:
     result = await queue.intake(make_ticket("m1"), "client:test")
-    streams = queue.streams_for(["general"])
+    streams = ["general"]
     offered = await queue.offer("a1", streams)
     assert offered is not None and offered.id == result.ticket_id
-    assert offered.status == "offered" and offered.agent == "a1"
+    assert offered.data["status"] == "offered" and offered.data["agent"] == "a1"
     assert await queue.offer("a2", streams) is None, "one ticket is never offered twice"
     claimed = await queue.accept(offered.id, "a1")
-    assert claimed.status == "claimed"
-    final = await queue.submit(claimed.model_copy(update={"category": "市政"}), "a1")
-    assert final.status == "submitted"
+    assert claimed.data["status"] == "claimed"
+    await queue.submit(offered.id, "a1", claimed.ticket().model_copy(update={"category": "市政"}))
+    assert (await queue.get(offered.id)).status == "submitted"
     entries = await queue.redis.xrange(queue.keys.submitted)
     assert len(entries) == 1
     published = Ticket.from_json(entries[0][1][b"ticket"])
@@ -57,7 +57,7 @@ async def test_priority_first_then_fifo(queue: TicketQueue) -> None:
     ids = []
     for n, prio in enumerate([0, 0, 7, 5, 7]):
         ids.append((await queue.intake(make_ticket(f"m{n}", priority=prio), "t")).ticket_id)
-    streams = queue.streams_for(["general"])
+    streams = ["general"]
     order = []
     for _ in ids:
         ticket = await queue.offer("a1", streams)
@@ -69,7 +69,7 @@ async def test_priority_first_then_fifo(queue: TicketQueue) -> None:
 async def test_declined_ticket_keeps_its_place(queue: TicketQueue) -> None:
     first = (await queue.intake(make_ticket("m1"), "t")).ticket_id
     second = (await queue.intake(make_ticket("m2"), "t")).ticket_id
-    streams = queue.streams_for(["general"])
+    streams = ["general"]
     offered = await queue.offer("a1", streams)
     assert offered is not None and offered.id == first
     assert await queue.release(first, "a1", "declined")
@@ -81,7 +81,7 @@ async def test_declined_ticket_keeps_its_place(queue: TicketQueue) -> None:
 
 async def test_accept_by_wrong_agent_is_a_conflict(queue: TicketQueue) -> None:
     await queue.intake(make_ticket("m1"), "t")
-    offered = await queue.offer("a1", queue.streams_for(["general"]))
+    offered = await queue.offer("a1", ["general"])
     assert offered is not None
     with pytest.raises(Conflict):
         await queue.accept(offered.id, "a2")
@@ -91,16 +91,16 @@ async def test_accept_by_wrong_agent_is_a_conflict(queue: TicketQueue) -> None:
 
 async def test_expired_offer_is_reaped(queue: TicketQueue) -> None:
     await queue.intake(make_ticket("m1"), "t")
-    offered = await queue.offer("a1", queue.streams_for(["general"]))
+    offered = await queue.offer("a1", ["general"])
     assert offered is not None
     assert await queue.reap(offer_grace=-10) == 1
     assert (await queue.get(offered.id)).status == "queued"
-    assert (await queue.offer("a2", queue.streams_for(["general"]))) is not None
+    assert (await queue.offer("a2", ["general"])) is not None
 
 
 async def test_lapsed_lease_returns_claims(queue: TicketQueue) -> None:
     await queue.intake(make_ticket("m1"), "t")
-    offered = await queue.offer("a1", queue.streams_for(["general"]))
+    offered = await queue.offer("a1", ["general"])
     assert offered is not None
     await queue.accept(offered.id, "a1")
     await queue.hold_lease(["a1"], 30)
@@ -117,4 +117,4 @@ async def test_abandon_removes_from_queue(queue: TicketQueue) -> None:
     tid = (await queue.intake(make_ticket("m1"), "t")).ticket_id
     await queue.abandon(tid, "caller_hung_up")
     assert (await queue.get(tid)).status == "abandoned"
-    assert await queue.offer("a1", queue.streams_for(["general"])) is None
+    assert await queue.offer("a1", ["general"]) is None

@@ -133,8 +133,9 @@ def _dump(frame: dict[str, Any]) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def _ticket(ticket: Ticket) -> Any:
-    return ticket.model_dump(mode="json", exclude_defaults=True)
+def _ticket(ticket: Ticket | dict[str, Any]) -> Any:
+    """A Ticket, or a stored ticket's JSON data (validated when it was written) as it is."""
+    return ticket if isinstance(ticket, dict) else ticket.model_dump(mode="json", exclude_defaults=True)
 
 
 def welcome(agent: str, name: str, queues: list[str], session: str, resumed: list[Ticket], state: str) -> str:
@@ -152,7 +153,7 @@ def welcome(agent: str, name: str, queues: list[str], session: str, resumed: lis
     )
 
 
-def offer(ticket: Ticket, expires_in: float) -> str:
+def offer(ticket: Ticket | dict[str, Any], expires_in: float) -> str:
     return _dump({"type": "offer", "ticket": _ticket(ticket), "expires_in": expires_in})
 
 
@@ -160,7 +161,7 @@ def offer_revoked(ticket_id: str, reason: str) -> str:
     return _dump({"type": "offer_revoked", "ticket": ticket_id, "reason": reason})
 
 
-def ticket_frame(ticket: Ticket) -> str:
+def ticket_frame(ticket: Ticket | dict[str, Any]) -> str:
     return _dump({"type": "ticket", "ticket": _ticket(ticket)})
 
 

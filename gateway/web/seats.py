@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.config import AgentConfig, GatewayConfig, hash_secret, verify_secret
 from gateway.errors import Conflict, GatewayError, InvalidRequest, PeerError, ServiceUnavailable
-from gateway.queue import TicketQueue
+from gateway.queue import RawTicket, TicketQueue
 from gateway.tasks import Tasks
 from gateway.ticket import Ticket, apply_edits, utcnow
 from gateway.voice_link import VoiceLink
@@ -38,7 +38,6 @@ class SeatSession:
     agent: AgentConfig
     session_id: str
     queues: list[str]
-    streams: tuple[list[str], list[int]]
     outbox: asyncio.Queue[str]
     state: proto.AgentState
     close: Callable[[int, str], None]
@@ -98,49 +97,52 @@ class Dispatcher:
                 loop.call_at(min(cooling), self.wake)
 
     async def dispatch_once(self) -> int:
-        """Offer tickets to every eligible seat, longest idle first, until nothing more matches."""
+        """Offer tickets to every eligible seat until a round finds nothing more to offer.
+
+        The seats of one round ask Redis concurrently (longest idle first in sending order); the
+        offer script itself makes sure no two of them, or of any other process, get one ticket.
+        """
         loop = asyncio.get_running_loop()
         offered = 0
-        progress = True
-        while progress:
-            progress = False
-            empty: set[tuple[str, ...]] = set()
-            eligible = [
-                s for s in self.sessions.values() if s.can_take_offer(loop.time(), self._config.seats.offers_per_agent)
-            ]
-            for session in sorted(eligible, key=lambda s: s.idle_since):
-                key = tuple(session.streams[0])
-                if key in empty:
-                    continue
-                ticket = await self._queue.offer(session.agent.id, session.streams)
-                if ticket is None:
-                    empty.add(key)
-                    continue
-                await self._deliver(session, ticket)
-                offered += 1
-                progress = True
-        return offered
+        while True:
+            limit = self._config.seats.offers_per_agent
+            eligible = sorted(
+                (s for s in self.sessions.values() if s.can_take_offer(loop.time(), limit)),
+                key=lambda s: s.idle_since,
+            )
+            if not eligible:
+                return offered
+            tickets = await asyncio.gather(*(self._queue.offer(s.agent.id, s.queues) for s in eligible))
+            delivered = 0
+            for session, ticket in zip(eligible, tickets, strict=True):
+                if ticket is not None:
+                    await self._deliver(session, ticket)
+                    delivered += 1
+            if not delivered:
+                return offered
+            offered += delivered
 
-    async def _deliver(self, session: SeatSession, ticket: Ticket) -> None:
+    async def _deliver(self, session: SeatSession, ticket: RawTicket) -> None:
         loop = asyncio.get_running_loop()
-        if not session.can_take_offer(loop.time(), self._config.seats.offers_per_agent):
+        if session.closed or session.state != "ready":
             # The seat left or changed state while Redis was choosing: give the ticket back.
             await self._queue.release(ticket.id, session.agent.id, "agent_unavailable")
             return
         timeout = self._config.seats.offer_timeout
         session.offers[ticket.id] = loop.call_later(timeout, self._on_offer_timeout, session, ticket.id)
-        session.send(proto.offer(ticket, timeout))
+        session.send(proto.offer(ticket.data, timeout))
 
     def _on_offer_timeout(self, session: SeatSession, ticket_id: str) -> None:
+        """Redirect on no answer: the seat is set away (before the ticket is back in the queue, so
+        the dispatcher cannot hand it straight back) until it says ready again."""
         if session.offers.pop(ticket_id, None) is None:
             return
+        session.state = "away"
         self._tasks.spawn(self._missed_offer(session, ticket_id))
 
     async def _missed_offer(self, session: SeatSession, ticket_id: str) -> None:
-        """Redirect on no answer: the ticket goes back, the seat is set away until it says ready."""
         await self._queue.release(ticket_id, session.agent.id, "no_answer")
         session.send(proto.offer_revoked(ticket_id, "no_answer"))
-        session.state = "away"
         session.send(proto.state_frame("away", "missed_offer"))
 
     async def release_offers(self, session: SeatSession, reason: str) -> None:
@@ -228,7 +230,6 @@ class SeatServer:
             agent=agent,
             session_id=secrets.token_hex(8),
             queues=queues,
-            streams=self._queue.streams_for(queues),
             outbox=asyncio.Queue(self._config.seats.send_queue),
             state=hello.state,
             close=close,
@@ -344,15 +345,15 @@ class SeatServer:
         timer = session.offers.get(frame.ticket)
         if timer is None:
             raise_conflict(frame.ticket, "no live offer of this ticket")
-        ticket = await self._queue.accept(frame.ticket, session.agent.id)
+        claimed = await self._queue.accept(frame.ticket, session.agent.id)
         if timer is not None:
             timer.cancel()
         session.offers.pop(frame.ticket, None)
         session.claimed.add(frame.ticket)
         session.send(proto.ack(frame.id, ticket=frame.ticket, status="claimed"))
-        session.send(proto.ticket_frame(ticket))
-        if ticket.voice is not None:
-            await self._connect_call(session, ticket)
+        session.send(proto.ticket_frame(claimed.data))
+        if claimed.is_voice:
+            await self._connect_call(session, claimed.ticket())
         self._dispatcher.wake()
 
     async def _connect_call(self, session: SeatSession, ticket: Ticket) -> None:
@@ -369,9 +370,10 @@ class SeatServer:
             raise_conflict(frame.ticket, "no live offer of this ticket")
         else:
             timer.cancel()
-        await self._queue.release(frame.ticket, session.agent.id, "declined")
-        # Let other seats see the ticket before this one is offered anything again.
+        # Let other seats see the ticket before this one is offered anything again (set before the
+        # ticket is back in the queue, so the dispatcher cannot hand it straight back).
         session.not_before = asyncio.get_running_loop().time() + self._config.seats.decline_cooldown
+        await self._queue.release(frame.ticket, session.agent.id, "declined")
         session.send(proto.ack(frame.id, ticket=frame.ticket, status="declined"))
 
     async def _claimed_ticket(self, session: SeatSession, ticket_id: str) -> Ticket:
@@ -386,8 +388,11 @@ class SeatServer:
         session.send(proto.ticket_frame(await self._queue.get(frame.ticket)))
 
     async def _on_submit(self, session: SeatSession, frame: proto.Submit) -> None:
-        ticket = edited(await self._claimed_ticket(session, frame.ticket), frame.fields)
-        await self._queue.submit(ticket, session.agent.id)
+        if frame.ticket not in session.claimed:
+            raise_conflict(frame.ticket, "you have not claimed this ticket")
+        # Without last edits, nothing needs reading back: Redis closes and publishes it as stored.
+        final = edited(await self._queue.get(frame.ticket), frame.fields) if frame.fields else None
+        await self._queue.submit(frame.ticket, session.agent.id, final)
         session.claimed.discard(frame.ticket)
         session.idle_since = asyncio.get_running_loop().time()
         session.send(proto.ack(frame.id, ticket=frame.ticket, status="submitted"))
