@@ -73,7 +73,7 @@ def figures(options: Options, raw: Raw) -> dict[str, Any]:
         "tickets": options.tickets,
         "agents": options.agents,
         "concurrency": options.concurrency,
-        **throughput(raw.burst, burst_ids, raw.seats["submitted"]),
+        **throughput(raw.burst, burst_ids, raw.seats["submitted"], offers),
         **latency(options, raw.paced, offers),
         "xadd_per_s": statistics.median(raw.xadd_runs) if raw.xadd_runs else 0.0,
         "xadd_runs": raw.xadd_runs,
@@ -143,16 +143,26 @@ def ticket_ids(records: dict[str, Any]) -> list[str]:
     ]
 
 
-def throughput(burst: dict[str, Any], ids: list[str], submitted: dict[str, int]) -> dict[str, Any]:
+def throughput(
+    burst: dict[str, Any], ids: list[str], submitted: dict[str, int], offers: dict[str, list[int]]
+) -> dict[str, Any]:
     if not ids:
-        return {"tickets_per_s": 0.0, "accepted_per_s": 0.0, "burst_accept_latency_ms": summary_ms([])}
+        return {
+            "tickets_per_s": 0.0,
+            "offered_per_s": 0.0,
+            "accepted_per_s": 0.0,
+            "burst_accept_latency_ms": summary_ms([]),
+        }
     start = min(burst["sent_ns"])
     accepted_end = max(
         done for done, status in zip(burst["done_ns"], burst["status"], strict=True) if status == 202
     )
     done = [submitted[ticket] for ticket in ids if ticket in submitted]
+    first_offers = [offers[ticket][0] for ticket in ids if offers.get(ticket)]
     return {
         "tickets_per_s": per_second(len(done), start, max(done)) if done else 0.0,
+        # Posted and in front of a seat (the first offer), before the seat's accept and submit.
+        "offered_per_s": per_second(len(first_offers), start, max(first_offers)) if first_offers else 0.0,
         "accepted_per_s": per_second(len(ids), start, accepted_end),
         "burst_accept_latency_ms": summary_ms(
             [end - sent for sent, end in zip(burst["sent_ns"], burst["done_ns"], strict=True)]

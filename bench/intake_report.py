@@ -28,6 +28,7 @@ def _figure_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return [
         ("Tickets fully submitted (phase 1)", f"{r['tickets_per_s']:,.0f} tickets/s",
          f"≥ {throughput['target']:,} tickets/s sustained", _met(throughput["met"])),
+        ("Tickets posted and offered to a seat (phase 1)", f"{r.get('offered_per_s', 0):,.0f} tickets/s", "", ""),
         ("Tickets accepted, HTTP 202 (phase 1)", f"{r['accepted_per_s']:,.0f} tickets/s", "", ""),
         (f"Post-to-offer latency p50 / p99 / max {at_rate}", _ms(r["offer_latency_ms"]),
          f"p99 ≤ {p99['target']:g} ms", _met(p99["met"])),
