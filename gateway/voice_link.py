@@ -22,6 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway.errors import Conflict, NotFound
+from gateway.ivr.framestats import FrameStats
 from gateway.ivr.wav import repair_header
 from gateway.queue import Keys, TicketQueue
 from gateway.ticket import Attachment, Ticket, new_ticket_id, utcnow
@@ -29,6 +30,7 @@ from gateway.ticket import Attachment, Ticket, new_ticket_id, utcnow
 log = logging.getLogger("gateway.voice")
 
 INBOX_MAXLEN = 1000
+FRAMES_MAXLEN = 10_000
 
 
 def _text(value: Any) -> str:
@@ -55,6 +57,10 @@ class VoiceKeys:
     @property
     def metrics(self) -> str:
         return f"{self.keys.prefix}:metrics"
+
+    @property
+    def frames(self) -> str:
+        return f"{self.keys.prefix}:voice:frames"
 
 
 def callback_ticket(original: Ticket, now: datetime, priority: int, reason: str) -> Ticket:
@@ -125,6 +131,23 @@ class VoiceLink:
             for name, amount in increments.items():
                 pipe.hincrby(self.keys.metrics, name.replace("__", "."), amount)
             await pipe.execute()
+
+    async def frame_stats(self, call_id: str, stats: FrameStats) -> None:
+        """Per call: how the live-audio handoff kept up (frames, drops, gaps between frames)."""
+        gaps = sorted(stats.gaps)
+
+        def ms(fraction: float) -> str:
+            return f"{gaps[min(len(gaps) - 1, int(fraction * len(gaps)))] * 1000:.2f}" if gaps else "0"
+
+        fields = {
+            "call": call_id,
+            "frames": str(stats.frames),
+            "dropped": str(stats.dropped),
+            "gap_p50_ms": ms(0.5),
+            "gap_p99_ms": ms(0.99),
+            "gap_max_ms": f"{stats.max_gap * 1000:.2f}",
+        }
+        await self.redis.xadd(self.keys.frames, fields, maxlen=FRAMES_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
     async def count_field(self, field: str, amount: int = 1) -> None:
         await self.redis.hincrby(self.keys.metrics, field, amount)

@@ -23,11 +23,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import pjsua2 as pj
+
+from gateway.ivr.framestats import FrameStats
 
 log = logging.getLogger("gateway.voice.pj")
 
@@ -108,16 +110,6 @@ class Prompt(pj.AudioMediaPlayer):  # type: ignore[misc]
     def onEof2(self) -> None:
         with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
             self._loop.call_soon_threadsafe(self._on_end)
-
-
-@dataclass
-class FrameStats:
-    """Measured on the bridge thread: frames handed off, dropped, and the gaps between them."""
-
-    frames: int = 0
-    dropped: int = 0
-    max_gap: float = 0.0
-    gaps: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=20_000))
 
 
 class LiveAudio(pj.AudioMediaPort):  # type: ignore[misc]

@@ -363,8 +363,9 @@ class CallSession:
             self._close_recorder(kind)
         if self.live is not None:
             Engine.destroy_port(self.live)
-            self.worker.frame_stats.append(self.live.stats)
+            stats = self.live.stats
             self.live = None
+            self._enqueue_io(lambda: self.worker.link.frame_stats(self.call_id, stats))
         outcome = self.machine.outcome or "unknown"
         self._enqueue_io(lambda: self._settle(outcome))
         self._io.put_nowait(None)
@@ -573,7 +574,6 @@ class MediaWorker:
         )
         self.sessions: dict[str, CallSession] = {}
         self.by_ticket: dict[str, CallSession] = {}
-        self.frame_stats: list[Any] = []
         self._loops: list[asyncio.Task[None]] = []
 
     @property

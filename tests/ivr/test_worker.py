@@ -17,7 +17,8 @@ import pytest
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.ivr.flow import parse_ivr_toml
 from gateway.ivr.prompts import prompt_files, render_missing
-from gateway.ticket import Ticket
+from gateway.ticket import Ticket, utcnow
+from gateway.voice_link import callback_ticket
 from tests.helpers import Seat
 from tests.ivr.voice_stack import DEFAULT_FLOW, VoiceStack, voice_stack
 from tests.voice import audio
@@ -244,3 +245,51 @@ async def test_sigkill_mid_call_is_settled_by_the_core(
 
 async def _count(stack: VoiceStack, check: object, n: int) -> bool:
     return sum(1 for t in await stack.tickets() if check(t)) >= n  # type: ignore[operator]
+
+
+async def test_agent_hangs_up_first_and_the_caller_rates_the_service(
+    stack_args: StackArgs, peers: Peers, long_speech: Path, tmp_path: Path, baresip_available: None
+) -> None:
+    short_tone = audio.write_tone_wav(tmp_path / "tone-3s.wav", 1000.0, 3.0)
+    agent_phone = await peers.agent(short_tone, user="1001")
+    async with voice_stack(**stack_args, agent_uris={"a1": agent_phone.uri}) as stack:
+        seat = await Seat.connect(stack.bound, "a1")
+        caller = await peers.caller(long_speech, user="13812345678")
+        await caller.dial(stack.dial_uri())
+        await caller.wait_event("CALL_ESTABLISHED", 5)
+        await caller.send_dtmf("0")
+        offer = await seat.expect("offer", 10)
+        await seat.send(type="accept", ticket=offer["ticket"]["id"])
+        await agent_phone.wait_event("CALL_CLOSED", 15)  # the 3 s tone ended: the agent hung up
+        await asyncio.sleep(1.0)  # the survey prompt: 满意请按1，基本满意请按2，不满意请按3
+        await caller.send_dtmf("1")
+        rated = await stack.ticket_where(lambda t: t.satisfaction == "satisfied", 15)
+        assert rated.id == offer["ticket"]["id"] and "set_satisfaction" in actions(rated)
+        await caller.wait_event("CALL_CLOSED", 10)  # 感谢您的评价，再见 — the gateway hangs up
+        metrics = await stack.redis.hgetall(f"{stack.config.redis.key_prefix}:metrics")
+        assert int(metrics[b"voice.rating.satisfied"]) == 1
+        await seat.close()
+
+
+async def test_overflow_records_a_voice_message_and_queues_one_callback(
+    stack_args: StackArgs, peers: Peers, long_speech: Path, baresip_available: None
+) -> None:
+    # The general queue gives up after 3 s: overflow -> leave a message -> a callback ticket.
+    replacements = {"max_wait_seconds = 300": "max_wait_seconds = 3"}
+    async with voice_stack(**stack_args, flow_replacements=replacements) as stack:
+        caller = await peers.caller(long_speech, user="13812345678")
+        await caller.dial(stack.dial_uri())
+        await caller.wait_event("CALL_ESTABLISHED", 5)
+        await caller.send_dtmf("0")
+        await caller.wait_event("CALL_CLOSED", 40)  # the caller talks into the voice message until the WAV ends
+        callback = await stack.ticket_where(lambda t: "callback" in t.flags, 15)
+        live = await stack.ticket_where(lambda t: t.status == "abandoned", 5)
+        assert live.history[1].detail == {"reason": "overflow"}
+        assert callback.message_id == f"{live.message_id}-callback"
+        assert callback.priority == 0 < live.priority, "callbacks never jump ahead of live callers"
+        message = next(Path(a.path or "") for a in callback.attachments if (a.path or "").endswith("-message.wav"))
+        assert audio.duration(message) > 5 and audio.rms(message) > 0.02, "the message holds the caller's words"
+        # A second callback for the same call (say, from a core that also settled it) is the same ticket.
+        again = await stack.gateway.queue.intake(callback_ticket(live, utcnow(), 0, "worker_died"), "test")
+        assert not again.created and again.ticket_id == callback.id
+        assert sum(1 for t in await stack.tickets() if "callback" in t.flags) == 1
