@@ -107,15 +107,19 @@ class Gateway:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(keys.wake, keys.control)
+                await pubsub.subscribe(keys.wake, keys.control, self.voice.keys.transcripts)
                 self.dispatcher.wake()  # anything queued while we were not listening
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
-                    if message["channel"] in (keys.wake, keys.wake.encode()):
+                    channel = message["channel"]
+                    channel = channel.decode() if isinstance(channel, bytes) else channel
+                    if channel == keys.wake:
                         self.dispatcher.wake()
-                    else:
+                    elif channel == keys.control:
                         self._on_control(message["data"])
+                    else:
+                        self.seats.on_transcript(message["data"])
             except (RedisError, OSError):
                 log.warning("pub/sub connection lost; reconnecting")
                 await asyncio.sleep(1.0)

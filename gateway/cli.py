@@ -71,6 +71,13 @@ async def _serve(config: GatewayConfig, redis_url: str, config_path: str) -> Non
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    front = None
+    if config.sipfront.enabled:
+        # Before the workers: if Kamailio cannot start, nothing is left running. After them at
+        # shutdown: the workers' BYEs to callers go through it (Record-Route).
+        from gateway.sipfront.commands import start_front
+
+        front = await start_front(config, config_path)
     supervisor = None
     if config.voice.enabled and config.voice.embedded_workers:
         host, port = split_listen(config.voice.listen)
@@ -82,6 +89,8 @@ async def _serve(config: GatewayConfig, redis_url: str, config_path: str) -> Non
     finally:
         if supervisor is not None:
             await supervisor.stop()
+        if front is not None:
+            await front.stop()
 
 
 def _redis_url_for(config: GatewayConfig, given: str | None) -> str:
@@ -138,6 +147,42 @@ def cmd_recordings_cleanup(args: argparse.Namespace) -> int:
     deleted = cleanup(config.resolve(config.voice.recordings_dir), days, date.today())
     print(f"deleted {len(deleted)} recording(s) older than {days} days")
     return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    """Files: print their transcripts. --pending: transcribe the recordings live recognition missed
+    and put the text into their tickets (run it once a dictation model is installed)."""
+    from gateway.asr.transcribe import main_transcribe
+
+    if not args.pending:
+        if not args.files:
+            print("hotline-gateway transcribe: give WAV files, or --pending", file=sys.stderr)
+            return 2
+        extra = ["--json"] if args.json else []
+        extra += ["--engine", args.engine] if args.engine else []
+        return main_transcribe([*args.files, *extra])
+    from gateway.asr.pending import transcribe_pending
+
+    config = _load_or_exit(args.config)
+    return asyncio.run(transcribe_pending(config, _redis_url_for(config, args.redis_url), args.engine))
+
+
+def cmd_sipfront(args: argparse.Namespace) -> int:
+    from gateway.sipfront.commands import render
+
+    config = _load_or_exit(args.config)
+    try:
+        return asyncio.run(render(config, args.config, start=not args.no_start_check))
+    except GatewayError as exc:
+        print(f"hotline-gateway sipfront: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.sipfront.commands import show_status
+
+    config = _load_or_exit(args.config)
+    return asyncio.run(show_status(config, _redis_url_for(config, args.redis_url)))
 
 
 def cmd_seat(args: argparse.Namespace) -> int:
@@ -243,6 +288,27 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--config", default=DEFAULT_CONFIG)
     cleanup.add_argument("--days", type=int, default=0, help="override [voice] recording_retention_days")
     cleanup.set_defaults(func=cmd_recordings_cleanup)
+
+    transcribe = sub.add_parser("transcribe", help="transcribe WAV files, or the recordings waiting (--pending)")
+    transcribe.add_argument("files", nargs="*")
+    transcribe.add_argument("--json", action="store_true", help="one JSON object per file")
+    transcribe.add_argument("--engine", choices=["vosk", "pocketsphinx"], default=None)
+    transcribe.add_argument("--pending", action="store_true", help="the recordings live recognition missed")
+    transcribe.add_argument("--config", default=DEFAULT_CONFIG)
+    transcribe.add_argument("--redis-url", default=None)
+    transcribe.set_defaults(func=cmd_transcribe)
+
+    sipfront = sub.add_parser("sipfront", help="Kamailio in front of the media workers")
+    sipfront_sub = sipfront.add_subparsers(dest="sipfront_command", required=True)
+    front_render = sipfront_sub.add_parser("render", help="write kamailio.cfg + dispatcher list, check them")
+    front_render.add_argument("--config", default=DEFAULT_CONFIG)
+    front_render.add_argument("--no-start-check", action="store_true", help="only `kamailio -c`, no test start")
+    front_render.set_defaults(func=cmd_sipfront)
+
+    status = sub.add_parser("status", help="media workers (Redis heartbeats) and Kamailio's dispatcher state")
+    status.add_argument("--config", default=DEFAULT_CONFIG)
+    status.add_argument("--redis-url", default=None)
+    status.set_defaults(func=cmd_status)
 
     hashing = sub.add_parser("hash-secret", help="read a secret on stdin, print its hash for the config")
     hashing.set_defaults(func=cmd_hash_secret)

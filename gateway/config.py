@@ -23,8 +23,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from gateway.asr.settings import AsrSettings
 from gateway.errors import ConfigError, FieldError
 from gateway.ivr.flow import IvrConfig
+from gateway.sipfront.config import KamailioConfig
 from gateway.ticket import MAX_PRIORITY, Channel
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
@@ -188,6 +190,14 @@ class VoiceConfig(_Section):
     _listen = field_validator("listen")(_check_listen)
 
 
+class AsrConfig(AsrSettings):
+    """Speech recognition for the voice channel (`[asr]`): the engine settings plus how calls use it."""
+
+    enabled: bool = False
+    # Keep transcribing after the agent answered (the caller's leg, labelled `caller`).
+    after_answer: bool = False
+
+
 class GatewayConfig(_Section):
     http: HttpConfig = HttpConfig()
     seats: SeatsConfig = SeatsConfig()
@@ -198,6 +208,8 @@ class GatewayConfig(_Section):
     api_clients: list[ApiClientConfig] = Field(default_factory=list)
     channels: ChannelsConfig = ChannelsConfig()
     voice: VoiceConfig = VoiceConfig()
+    sipfront: KamailioConfig = KamailioConfig()
+    asr: AsrConfig = AsrConfig()
     credentials_file: str | None = None
     # Filled by `parse_config` from the files `voice.flows` names (flow id -> flow and calendars).
     ivr: dict[str, IvrConfig] = Field(default_factory=dict, exclude=True)

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +27,7 @@ from gateway.errors import Conflict, NotFound
 from gateway.ivr.framestats import FrameStats
 from gateway.ivr.wav import repair_header
 from gateway.queue import Keys, TicketQueue
-from gateway.ticket import Attachment, Ticket, new_ticket_id, utcnow
+from gateway.ticket import Attachment, Ticket, TranscriptSegment, new_ticket_id, utcnow
 
 log = logging.getLogger("gateway.voice")
 
@@ -57,6 +59,14 @@ class VoiceKeys:
     @property
     def metrics(self) -> str:
         return f"{self.keys.prefix}:metrics"
+
+    @property
+    def transcripts(self) -> str:
+        return f"{self.keys.prefix}:transcripts"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.keys.prefix}:asr:pending"
 
     @property
     def frames(self) -> str:
@@ -148,6 +158,23 @@ class VoiceLink:
             "gap_max_ms": f"{stats.max_gap * 1000:.2f}",
         }
         await self.redis.xadd(self.keys.frames, fields, maxlen=FRAMES_MAXLEN, approximate=True)  # type: ignore[arg-type]
+
+    async def publish_transcript(self, ticket_id: str, segment: TranscriptSegment) -> None:
+        message = json.dumps({"ticket": ticket_id, "segment": segment.model_dump(mode="json")}, ensure_ascii=False)
+        await self.redis.publish(self.keys.transcripts, message)
+
+    async def add_pending(self, ticket_id: str, recording: Path, reason: str) -> None:
+        """A recording that live recognition missed, for `hotline-gateway transcribe --pending`."""
+        entry = json.dumps({"ticket": ticket_id, "path": str(recording), "reason": reason})
+        await self.redis.zadd(self.keys.pending, {entry: time.time()})
+
+    async def pending(self, limit: int = 100) -> list[tuple[str, dict[str, str]]]:
+        """(member, entry) of the oldest recordings waiting to be transcribed."""
+        members = await self.redis.zrange(self.keys.pending, 0, limit - 1)
+        return [(_text(raw), json.loads(_text(raw))) for raw in members]
+
+    async def done_pending(self, member: str) -> None:
+        await self.redis.zrem(self.keys.pending, member)
 
     async def count_field(self, field: str, amount: int = 1) -> None:
         await self.redis.hincrby(self.keys.metrics, field, amount)

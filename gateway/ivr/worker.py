@@ -24,6 +24,7 @@ from typing import Any
 
 import pjsua2 as pj
 
+from gateway.asr.pool import StreamEvent
 from gateway.config import GatewayConfig, split_listen
 from gateway.errors import GatewayError
 from gateway.ivr import actions as act
@@ -33,10 +34,11 @@ from gateway.ivr.machine import CallMachine
 from gateway.ivr.pjengine import Engine, EngineSettings, Leg, LiveAudio, Prompt, uri_user
 from gateway.ivr.prompts import prompt_files, prompt_wav, render_missing
 from gateway.ivr.recordings import recording_path
+from gateway.ivr.speech import LiveSpeech
 from gateway.ivr.wav import header_complete, repair_header, wav_info
 from gateway.queue import TicketQueue
 from gateway.tasks import Tasks
-from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
+from gateway.ticket import Citizen, Ticket, TranscriptSegment, VoiceCall, new_ticket_id, utcnow
 from gateway.voice_link import VoiceLink, callback_ticket, recording_attachment
 
 log = logging.getLogger("gateway.voice")
@@ -118,6 +120,9 @@ class CallSession:
         self.answered = False
         self.closed = False
         self.shutting_down = False
+        self.transcript: list[TranscriptSegment] = []
+        self.transcribed_live = False
+        self.asr_missed = ""  # why (part of) the call must be transcribed from its recording
         self._io: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self._io_task = worker.tasks.spawn(self._run_io())
 
@@ -135,12 +140,56 @@ class CallSession:
             self.answered = True
             self._record("caller", media)
             self.live = self.worker.engine.live_audio(media, f"live-{self.call_id}", self.settings.live_audio_frames)
+            self._start_transcribing()
             self.worker.count(**{"voice.calls": 1})
             self.feed(ev.Answered(now=utcnow(), caller=self.caller, called=self.called))
         elif leg is self.leg and not self.closed:
             self._reattach_caller(media)
         elif leg is self.agent_leg and self.bridged:
             self._connect_bridge()
+
+    def _start_transcribing(self) -> None:
+        speech = self.worker.speech
+        if speech is None or self.live is None:
+            return
+        self.transcribed_live = speech.open(self.call_id, self.live)
+        if self.transcribed_live:
+            self.worker.listening[self.call_id] = self
+        else:
+            self.asr_missed = "asr_unavailable" if not speech.available else "asr_busy"
+
+    def on_speech(self, event: StreamEvent) -> None:
+        """A recognized segment of the caller's speech (or the end of the stream)."""
+        if event.closed and (event.overflowed or event.error):
+            self.asr_missed = "asr_overflow" if event.overflowed else "asr_error"
+        if event.segment is None:
+            return
+        part = event.segment
+        segment = TranscriptSegment(
+            speaker="caller",
+            text=part.text[:4000],
+            start=max(0.0, part.start),
+            end=max(0.0, part.end),
+            confidence=min(1.0, max(0.0, part.confidence)),
+            final=part.final,
+        )
+        if segment.final:
+            self.transcript.append(segment)
+            self.feed(ev.SpeechResult(segment.text, segment.confidence, final=True))
+        self._enqueue_io(lambda: self._share_segment(segment))
+
+    async def _share_segment(self, segment: TranscriptSegment) -> None:
+        """To the seat holding the ticket now; final segments also into the ticket itself."""
+        if self.ticket_id is None:
+            return  # not queued yet: the segments go into the ticket at intake
+        await self.worker.link.publish_transcript(self.ticket_id, segment)
+        if segment.final:
+            await self.worker.queue.amend(
+                self.ticket_id,
+                lambda t: t.model_copy(update={"transcript": (*t.transcript, segment)[-200:]}),
+                f"worker:{self.settings.worker_id}",
+                "transcript",
+            )
 
     def _reattach_caller(self, media: pj.AudioMedia) -> None:
         """A re-INVITE rebuilt the caller's stream, on a new bridge slot: connect everything again."""
@@ -282,6 +331,8 @@ class CallSession:
         self._record("agent", agent)
         self._connect_bridge()
         self.bridged = True
+        if self.worker.speech is not None and not self.worker.config.asr.after_answer:
+            self.worker.speech.finish(self.call_id)
         self._enqueue_io(lambda: self._history("bridged", agent=self.agent or ""))
 
     def _hang_up(self, action: act.HangUp) -> None:
@@ -361,6 +412,8 @@ class CallSession:
         self.timers.clear()
         for kind in list(self.recorders):
             self._close_recorder(kind)
+        if self.worker.speech is not None:
+            self.worker.speech.finish(self.call_id)  # the last frames go first
         if self.live is not None:
             Engine.destroy_port(self.live)
             stats = self.live.stats
@@ -408,6 +461,7 @@ class CallSession:
             citizen=Citizen(phone=phone),
             received_at=self.started,
             text=self.fields.get(act.FIELD_SPEECH_TEXT, ""),
+            transcript=tuple(self.transcript[-200:]),
             attachments=tuple(attachments),
             ivr_path="".join(self.machine.path)[:64],
             queue=queue,
@@ -499,6 +553,8 @@ class CallSession:
         if self.queued_at is not None and self.ticket_id is not None:
             waited = int((utcnow() - self.queued_at).total_seconds() * 1000)
             self.worker.count(**{"voice.wait_ms": waited, "voice.waits": 1})
+        if self.ticket_id is not None and self.asr_missed and "caller" in files:
+            await self.worker.link.add_pending(self.ticket_id, files["caller"], self.asr_missed)
         if self.ticket_id is not None:
             await self.worker.link.untrack(self.settings.worker_id, self.ticket_id)
             self.worker.by_ticket.pop(self.ticket_id, None)
@@ -573,6 +629,9 @@ class MediaWorker:
             self._incoming,
         )
         self.sessions: dict[str, CallSession] = {}
+        # Calls whose speech is still being recognized (a little longer than the call itself).
+        self.listening: dict[str, CallSession] = {}
+        self.speech = LiveSpeech(config.asr, self._on_speech) if config.asr.enabled else None
         self.by_ticket: dict[str, CallSession] = {}
         self._loops: list[asyncio.Task[None]] = []
 
@@ -601,7 +660,16 @@ class MediaWorker:
             rendered += len(render_missing(files))
         return rendered
 
+    def _on_speech(self, event: StreamEvent) -> None:
+        session = self.listening.get(event.call_id)
+        if session is not None:
+            session.on_speech(event)
+        if event.closed:
+            self.listening.pop(event.call_id, None)
+
     async def start(self) -> None:
+        if self.speech is not None:
+            await self.speech.start()
         rendered = await asyncio.to_thread(self.render_prompts)
         if rendered:
             log.info("rendered %d prompt(s) with espeak-ng", rendered)
@@ -697,5 +765,8 @@ class MediaWorker:
             session.shutdown()
         await self.tasks.drain()
         await self.engine.shutdown()
+        if self.speech is not None:
+            await self.speech.close()
+        self.listening.clear()
         with contextlib.suppress(GatewayError, OSError):
             await self.link.retire(self.settings.worker_id)

@@ -195,3 +195,8 @@ def revoked(ticket_id: str, reason: str) -> str:
 
 def call_ended(ticket_id: str, reason: str) -> str:
     return _dump({"type": "call_ended", "ticket": ticket_id, "reason": reason})
+
+
+def transcript(ticket_id: str, segment: dict[str, Any]) -> str:
+    """Live speech of the caller: `final` false while the utterance is still being recognized."""
+    return _dump({"type": "transcript", "ticket": ticket_id, "segment": segment})

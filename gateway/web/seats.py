@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
@@ -276,6 +277,18 @@ class SeatServer:
             self._dispatcher.wake()
         elif kind == "call_ended":
             session.send(proto.call_ended(ticket_id, reason))
+
+    def on_transcript(self, data: bytes | str) -> None:
+        """Live speech of a caller whose ticket a seat here holds (offered or claimed)."""
+        try:
+            message = json.loads(data)
+            ticket_id, segment = message["ticket"], message["segment"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("malformed transcript message dropped")
+            return
+        for session in self._dispatcher.sessions.values():
+            if ticket_id in session.offers or ticket_id in session.claimed:
+                session.send(proto.transcript(ticket_id, segment))
 
     async def _screen_pop(self, session: SeatSession, ticket_id: str) -> None:
         session.send(proto.screen_pop(await self._queue.get(ticket_id)))

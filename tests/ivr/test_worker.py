@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from gateway.asr.navigation import find_keyword
+from gateway.asr.settings import DEFAULT_TABLE
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.ivr.flow import parse_ivr_toml
 from gateway.ivr.prompts import prompt_files, render_missing
@@ -22,7 +24,7 @@ from gateway.voice_link import callback_ticket
 from tests.helpers import Seat
 from tests.ivr.voice_stack import DEFAULT_FLOW, VoiceStack, voice_stack
 from tests.voice import audio
-from tests.voice.peers import Peers, dtmf_scenario, uac_scenario
+from tests.voice.peers import Baresip, Peers, dtmf_scenario, uac_scenario
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +121,9 @@ async def test_caller_presses_0_and_is_bridged_to_the_agent_phone(
 async def test_sipp_digit_1_reaches_the_enterprise_queue(
     stack_args: StackArgs, peers: Peers, pcap_playback: None
 ) -> None:
-    async with voice_stack(**stack_args) as stack:
+    # Dictation by Vosk, whose model is not here: calls still work, and wait for `transcribe --pending`.
+    no_model = {"enabled": True, "engine": "vosk", "vosk_model_path": str(stack_args["tmp_path"] / "no-model")}
+    async with voice_stack(**stack_args, asr=no_model) as stack:
         # Past the greeting (about 3 s at the tests' speech rate), during the menu prompt.
         scenario = dtmf_scenario("1", pause_ms_before=4000, hold_ms_after=2000, out_dir=stack_args["tmp_path"])
         sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
@@ -130,6 +134,8 @@ async def test_sipp_digit_1_reaches_the_enterprise_queue(
         assert actions(ticket)[:2] == ["queued", "abandoned"], "caller hung up while queued"
         recording = Path(ticket.attachments[0].path or "")
         assert recording.is_relative_to(stack.recordings) and audio.duration(recording) > 2
+        waiting = [entry for _, entry in await stack.link.pending()]
+        assert waiting == [{"ticket": ticket.id, "path": str(recording), "reason": "asr_unavailable"}]
 
 
 async def test_silence_takes_the_timeout_branch_then_the_default(
@@ -293,3 +299,61 @@ async def test_overflow_records_a_voice_message_and_queues_one_callback(
         again = await stack.gateway.queue.intake(callback_ticket(live, utcnow(), 0, "worker_died"), "test")
         assert not again.created and again.ticket_id == callback.id
         assert sum(1 for t in await stack.tickets() if "callback" in t.flags) == 1
+
+
+@pytest.fixture
+def housing_request(tmp_path: Path) -> Path:
+    """A caller naming the housing service, again and again (espeak-ng Mandarin, 8 kHz), about 20 s."""
+    one = tmp_path / "housing.wav"
+    subprocess.run(
+        ["espeak-ng", "-v", "cmn-latn-pinyin", "-s", "160", "-w", str(tmp_path / "raw.wav"), "我要办理住房业务"],
+        check=True,
+        timeout=30,
+    )
+    subprocess.run(
+        ["sox", str(tmp_path / "raw.wav"), "-r", "8000", "-c", "1", "-b", "16", str(one), "pad", "0", "1.5"],
+        check=True,
+        timeout=30,
+    )
+    out = tmp_path / "housing-x6.wav"
+    subprocess.run(["sox", *[str(one)] * 6, str(out)], check=True, timeout=30)
+    return out
+
+
+async def test_live_transcript_reaches_the_seat_before_the_agent_answers(
+    stack_args: StackArgs, peers: Peers, housing_request: Path, tone_wav: Path, baresip_available: None
+) -> None:
+    # A phone that rings until we answer it, so the seat's screen fills while it rings.
+    agent_phone = Baresip(stack_args["tmp_path"] / "agent", user="1001", audio_source=tone_wav, role="agent")
+    await agent_phone.start()
+    asr = {
+        "enabled": True,
+        "engine": "pocketsphinx",
+        "after_answer": True,  # the caller keeps being transcribed while talking to the agent
+        "pool": {"workers": 1, "streams_per_worker": 2},
+    }
+    try:
+        async with voice_stack(**stack_args, agent_uris={"a1": agent_phone.uri}, asr=asr) as stack:
+            seat = await Seat.connect(stack.bound, "a1")
+            caller = await peers.caller(housing_request, user="13812345678")
+            await caller.dial(stack.dial_uri())
+            await caller.wait_event("CALL_ESTABLISHED", 5)
+            await caller.send_dtmf("0")
+            offer = await seat.expect("offer", 10)
+            await seat.send(type="accept", ticket=offer["ticket"]["id"])
+            await seat.expect("screen_pop", 10)
+            heard = await seat.expect("transcript", 15)  # the agent's phone is still ringing
+            assert heard["ticket"] == offer["ticket"]["id"] and heard["segment"]["speaker"] == "caller"
+            assert not agent_phone.events or all(e.type != "CALL_ESTABLISHED" for e in agent_phone.events)
+            await agent_phone.command("accept")
+            await agent_phone.wait_event("CALL_ESTABLISHED", 5)
+            await caller.wait_event("CALL_CLOSED", 40)
+            ticket = await stack.ticket_where(lambda t: t.id == offer["ticket"]["id"] and "recordings" in actions(t))
+            finals = [s for s in ticket.transcript if s.final]
+            assert finals, "the ticket holds the final segments"
+            # The caller asked for housing (住房, or its synonym 房子 in the navigation table).
+            heard_targets = {found[0] for s in finals if (found := find_keyword(s.text, DEFAULT_TABLE))}
+            assert "housing" in heard_targets, [s.text for s in finals]
+            await seat.close()
+    finally:
+        await agent_phone.close()

@@ -90,6 +90,7 @@ async def voice_stack(
     prompts_dir: Path,
     agent_uris: dict[str, str] | None = None,
     flow_replacements: dict[str, str] | None = None,
+    asr: dict[str, Any] | None = None,
     **voice: Any,
 ) -> AsyncIterator[VoiceStack]:
     flow = write_flow(tmp_path / "flow.toml", {**FAST, **(flow_replacements or {})})
@@ -115,6 +116,8 @@ async def voice_stack(
     }
     if voice.get("default_flow", "") is None:
         raw["voice"].pop("default_flow", None)
+    if asr is not None:
+        raw["asr"] = asr
     path = tmp_path / "gateway.toml"
     path.write_text(tomli_w.dumps(raw))
     config = parse_config(raw, tmp_path)

@@ -1,0 +1,97 @@
+"""Live speech recognition for calls: the media worker's side of the ASR pool.
+
+The pool's worker processes do the recognizing; this module only moves audio there and results
+back. Audio comes from each call's live-audio ring (filled on the bridge thread) and is drained on
+the loop every `PUMP_SECONDS`; `StreamHandle.feed` never blocks. Results arrive on the pool's reader
+thread and are posted onto the loop. A call the pool cannot take (saturated, overflowed, engine
+unavailable) is transcribed from its recording after the call instead (`hg:asr:pending`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from gateway.asr.engine import AsrUnavailable
+from gateway.asr.pool import AsrPool, StreamEvent, StreamHandle
+from gateway.asr.settings import AsrSettings
+
+log = logging.getLogger("gateway.voice.asr")
+
+PUMP_SECONDS = 0.1
+RATE = 8000
+
+
+class AudioSource(Protocol):
+    def drain(self) -> list[tuple[float, bytes]]: ...
+
+
+class LiveSpeech:
+    def __init__(self, settings: AsrSettings, on_event: Callable[[StreamEvent], None]) -> None:
+        """`on_event` runs on the loop: a segment of a call, or (closed) the end of its stream."""
+        self._settings = settings
+        self._on_event = on_event
+        self._pool: AsrPool | None = None
+        self._streams: dict[str, tuple[StreamHandle, AudioSource]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self.unavailable = ""
+
+    @property
+    def available(self) -> bool:
+        return self._pool is not None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        pool = AsrPool(self._settings, on_event=self._from_reader_thread)
+        try:
+            await asyncio.to_thread(pool.start)
+        except AsrUnavailable as exc:
+            # Say it plainly, once: calls are still answered and recorded, and the recordings wait
+            # for `hotline-gateway transcribe --pending` once a model is installed.
+            self.unavailable = exc.message
+            log.warning("live speech recognition is off: %s", exc.message)
+            return
+        self._pool = pool
+        self._pump = asyncio.create_task(self._pump_audio(), name="asr-pump")
+        log.info("live speech recognition on (%s, %d streams)", self._settings.engine, pool.capacity)
+
+    def open(self, call_id: str, source: AudioSource) -> bool:
+        """Start recognizing a call; False when it must be transcribed after the call instead."""
+        if self._pool is None:
+            return False
+        handle = self._pool.open_stream(call_id, RATE)
+        if handle is None:
+            return False
+        self._streams[call_id] = (handle, source)
+        return True
+
+    def finish(self, call_id: str) -> None:
+        entry = self._streams.pop(call_id, None)
+        if entry is not None:
+            self._feed(call_id, *entry)
+            entry[0].finish()
+
+    def _feed(self, call_id: str, handle: StreamHandle, source: AudioSource) -> None:
+        frames = source.drain()
+        if frames and not handle.feed(b"".join(data for _, data in frames)):
+            # The stream fell behind: the pool reports it closed-overflowed; stop feeding it.
+            self._streams.pop(call_id, None)
+
+    async def _pump_audio(self) -> None:
+        while True:
+            await asyncio.sleep(PUMP_SECONDS)
+            for call_id, (handle, source) in list(self._streams.items()):
+                self._feed(call_id, handle, source)
+
+    def _from_reader_thread(self, event: StreamEvent) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_event, event)
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)

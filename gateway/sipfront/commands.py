@@ -1,0 +1,78 @@
+"""What `hotline-gateway sipfront render`, `status` and `run` (with `[sipfront] enabled`) do.
+
+`gateway/cli.py` only parses arguments and calls these.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from gateway.errors import ConfigError
+from gateway.sipfront.config import front_errors, password_errors
+from gateway.sipfront.kamailio import Rendered, start_check, syntax_check, write_front
+from gateway.sipfront.process import KamailioCommand, KamailioProcess
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+
+def _check(config: GatewayConfig, source: str, *, environment: bool) -> None:
+    problems = front_errors(config)
+    if environment:
+        problems += password_errors(config.sipfront, os.environ)
+    if problems:
+        raise ConfigError(f"{source}: invalid [sipfront] configuration", tuple(problems))
+
+
+async def render(config: GatewayConfig, source: str, *, start: bool = True) -> int:
+    """Write kamailio.cfg and dispatcher.list, then check them with the real Kamailio."""
+    _check(config, source, environment=False)
+    rendered = write_front(config, source)
+    front = config.sipfront
+    maxload = rendered.destinations[0].maxload if rendered.destinations else 0
+    print(
+        f"wrote {rendered.paths.cfg} and {rendered.paths.dispatcher} "
+        f"({len(rendered.destinations)} worker(s), at most {maxload} caller(s) each)"
+    )
+    await syntax_check(front.binary, rendered.paths.cfg)
+    print(f"{front.binary} -c: OK")
+    if start:
+        began = time.monotonic()
+        await start_check(config, rendered)
+        print(f"start check: OK (started in the foreground and ready in {time.monotonic() - began:.1f} s)")
+    for problem in password_errors(front, os.environ):
+        print(f"warning: {problem} (Kamailio reads it when it starts)", file=sys.stderr)
+    return 0
+
+
+async def start_front(config: GatewayConfig, source: str) -> KamailioProcess:
+    """For `run`: render, check, start Kamailio and keep it running (restarted if it dies)."""
+    _check(config, source, environment=True)
+    rendered: Rendered = write_front(config, source)
+    await syntax_check(config.sipfront.binary, rendered.paths.cfg)
+    command = KamailioCommand.for_paths(config.sipfront, rendered.paths)
+    process = KamailioProcess(command, restart_delay=config.sipfront.restart_delay)
+    await process.start()
+    process.supervise()
+    return process
+
+
+async def show_status(config: GatewayConfig, redis_url: str) -> int:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    from gateway.sipfront.status import format_report, gather
+
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        report = await gather(config, client)
+    except (RedisError, OSError) as exc:
+        print(f"hotline-gateway status: cannot reach redis at {redis_url.split('@')[-1]}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.aclose()
+    print(format_report(report))
+    return 0

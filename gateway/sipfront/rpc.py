@@ -1,0 +1,141 @@
+"""Asking a running Kamailio through its control socket (`kamcmd`), and reading the answers.
+
+kamcmd prints nested `{ KEY: value }` blocks and exits 0 even when the RPC failed (it prints
+`error: CODE - reason`), so every answer is checked for that line. A numeric argument would be
+sent as an integer: string arguments go with kamcmd's `s:` prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.sipfront.kamailio import SipFrontError
+
+_ERROR = re.compile(r"^error:\s*(?P<code>\d+)\s*-\s*(?P<reason>.*)$", re.I | re.M)
+_FIELD = re.compile(r"^\s*(?P<key>[A-Za-z-]+):\s*(?P<value>.*?)\s*$")
+
+
+class RpcError(SipFrontError):
+    """Kamailio answered the RPC with an error (`code` is its status, e.g. 500)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def kamcmd(binary: str, ctl_socket: Path, *args: str, timeout: float = 3.0) -> str:
+    """Run one RPC; SipFrontError when Kamailio is not reachable, RpcError when it says no."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            binary, "-s", f"unix:{ctl_socket}", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise SipFrontError(f"{binary} not found (Debian package kamailio)") from None
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise SipFrontError(f"kamcmd {args[0] if args else ''} got no answer within {timeout} s") from None
+    text = output.decode(errors="replace")
+    if proc.returncode != 0 or "connect_unix_sock" in text:
+        raise SipFrontError(f"kamailio not reachable at {ctl_socket}: {text.strip()[:200]}")
+    if match := _ERROR.search(text):
+        raise RpcError(f"{args[0] if args else 'rpc'}: {match['reason']}", int(match["code"]))
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One dispatcher destination at run time.
+
+    `flags` is Kamailio's two letters: A(ctive)/I(nactive)/D(isabled)/T(rying), then P(robing)
+    or X. `load` is the calls it holds by alg 10's count (DLGLOAD).
+    """
+
+    uri: str
+    flags: str
+    duid: str
+    maxload: int
+    load: int
+
+    @property
+    def active(self) -> bool:
+        return self.flags.startswith("A")
+
+    @property
+    def address(self) -> str:
+        return self.uri.removeprefix("sip:").split(";", 1)[0]
+
+
+def parse_dispatcher_list(text: str) -> list[Target]:
+    """The destinations in `dispatcher.list` output, in order (line-based: one DEST per URI)."""
+    targets: list[Target] = []
+    current: dict[str, str] | None = None
+    for line in text.splitlines():
+        match = _FIELD.match(line)
+        if not match:
+            continue
+        key, value = match["key"].upper(), match["value"]
+        if key == "URI":
+            if current is not None:
+                targets.append(_target(current))
+            current = {"URI": value}
+        elif current is not None and key in ("FLAGS", "DUID", "MAXLOAD", "DLGLOAD"):
+            current[key] = value
+    if current is not None:
+        targets.append(_target(current))
+    return targets
+
+
+def _target(fields: dict[str, str]) -> Target:
+    return Target(
+        uri=fields["URI"],
+        flags=fields.get("FLAGS", ""),
+        duid=fields.get("DUID", ""),
+        maxload=_int(fields.get("MAXLOAD")),
+        load=_int(fields.get("DLGLOAD")),
+    )
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def parse_contacts(text: str) -> list[str]:
+    """Contact URIs in a `ul.lookup` answer."""
+    return [m.group(1) for m in re.finditer(r"^\s*Address:\s*(\S+)\s*$", text, re.M)]
+
+
+class FrontRpc:
+    """The RPCs the gateway uses, against one control socket."""
+
+    def __init__(self, kamcmd_binary: str, ctl_socket: Path, timeout: float = 3.0) -> None:
+        self.binary = kamcmd_binary
+        self.ctl_socket = ctl_socket
+        self.timeout = timeout
+
+    async def call(self, *args: str) -> str:
+        return await kamcmd(self.binary, self.ctl_socket, *args, timeout=self.timeout)
+
+    async def dispatcher(self) -> list[Target]:
+        return parse_dispatcher_list(await self.call("dispatcher.list"))
+
+    async def contacts(self, user: str) -> list[str]:
+        """The phone's registered contacts; [] when it has none."""
+        try:
+            return parse_contacts(await self.call("ul.lookup", "location", f"s:{user}"))
+        except RpcError as exc:
+            if exc.status == 500 and "not found" in str(exc).lower():
+                return []
+            raise
+
+    async def reload_dispatcher(self) -> None:
+        await self.call("dispatcher.reload")

@@ -1,0 +1,100 @@
+"""`hotline-gateway status`: the media workers (from their Redis heartbeats) and Kamailio's view.
+
+Gathering does the I/O (`gather`); `format_report` is pure, so the table is tested without Redis or
+Kamailio. A worker is `alive` while its heartbeat expiry (the score in `hg:workers`) is in the
+future; `lapsed` means the core settles (or has settled) its calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway.sipfront.kamailio import SipFrontError, front_paths
+from gateway.sipfront.rpc import FrontRpc, Target
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from gateway.config import GatewayConfig
+
+WORKER_FIELDS = ("sip", "pid", "callers", "legs", "capacity")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    worker_id: str
+    info: dict[str, str]
+    expires_in: float  # seconds; negative: the heartbeat lapsed that long ago
+
+    @property
+    def alive(self) -> bool:
+        return self.expires_in > 0
+
+
+@dataclass(slots=True)
+class Report:
+    workers: list[WorkerRow] = field(default_factory=list)
+    targets: list[Target] | None = None  # None: Kamailio not asked or not reachable
+    front_problem: str = ""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def worker_rows(redis: aioredis.Redis, prefix: str) -> list[WorkerRow]:
+    seconds, micros = await redis.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    rows = []
+    entries: Any = await redis.zrange(f"{prefix}:workers", 0, -1, withscores=True)
+    for member, expiry in entries:
+        worker_id = _text(member)
+        info = await redis.hgetall(f"{prefix}:worker:{worker_id}")
+        decoded = {_text(k): _text(v) for k, v in info.items()}
+        rows.append(WorkerRow(worker_id, decoded, (float(expiry) - now_ms) / 1000))
+    return sorted(rows, key=lambda row: row.worker_id)
+
+
+async def gather(config: GatewayConfig, redis: aioredis.Redis) -> Report:
+    report = Report(workers=await worker_rows(redis, config.redis.key_prefix))
+    front = config.sipfront
+    rpc = FrontRpc(front.kamcmd, front_paths(config).ctl_socket)
+    try:
+        report.targets = await rpc.dispatcher()
+    except SipFrontError as exc:
+        report.front_problem = str(exc)
+    return report
+
+
+def _health(row: WorkerRow, target: Target | None) -> str:
+    beat = "alive" if row.alive else f"lapsed {-row.expires_in:.1f} s ago"
+    if target is None:
+        return beat
+    return f"{beat}; kamailio {target.flags} load {target.load}/{target.maxload}"
+
+
+def format_report(report: Report) -> str:
+    by_address = {target.address: target for target in report.targets or []}
+    lines = ["media workers (redis hg:workers):"]
+    header = ("id", *WORKER_FIELDS, "health")
+    rows: list[tuple[str, ...]] = [header]
+    for row in report.workers:
+        target = by_address.get(row.info.get("sip", ""))
+        rows.append((row.worker_id, *(row.info.get(name, "-") for name in WORKER_FIELDS), _health(row, target)))
+    if len(rows) == 1:
+        lines.append("  (none has a heartbeat)")
+    else:
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.append("kamailio dispatcher (kamcmd dispatcher.list):")
+    if report.targets is None:
+        lines.append(f"  not reachable: {report.front_problem}" if report.front_problem else "  not asked")
+    elif not report.targets:
+        lines.append("  (no destinations)")
+    known = {row.info.get("sip", "") for row in report.workers}
+    for target in report.targets or []:
+        state = "up" if target.active else "DOWN"
+        note = "" if target.address in known else "  (no worker heartbeat)"
+        lines.append(f"  {target.uri:<28} {target.flags:<3} {state:<5} load {target.load}/{target.maxload}{note}")
+    return "\n".join(lines)

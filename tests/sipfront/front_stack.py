@@ -1,0 +1,184 @@
+"""A hotline behind its SIP front, for tests: real Redis, the core in-process (seats), N media worker
+processes and a real Kamailio rendered from the same typed config.
+
+The workers are the ones `run` would start (`gateway.sipfront.pool.worker_specs`: ids w1..wN on
+consecutive ports from `voice.listen`), and the dispatcher list is derived from the same config,
+so the test exercises the rendering path that production uses. Callers and agent phones talk only
+to Kamailio (`FrontStack.front`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+import tomli_w
+
+from gateway.app import Gateway
+from gateway.config import parse_config
+from gateway.sipfront.kamailio import front_paths, write_front
+from gateway.sipfront.pool import worker_specs
+from gateway.sipfront.process import KamailioCommand, KamailioProcess
+from gateway.sipfront.rpc import FrontRpc, Target
+from tests.conftest import make_raw_config
+from tests.helpers import WorkerProcess
+from tests.ivr.voice_stack import FAST, VoiceStack, write_flow
+from tests.voice.peers import LOOPBACK, free_port, free_port_range
+
+PHONE_PASSWORDS = {"1001": "pw-1001-" + "q" * 16, "1002": "pw-1002-" + "r" * 16}
+
+
+def phone_env(user: str) -> str:
+    return f"HG_TEST_SIP_PASSWORD_{user}"
+
+
+@dataclass
+class FrontStack(VoiceStack):
+    """`sip` (and so `dial_uri()`) is Kamailio's address; `worker` is w1."""
+
+    kamailio: KamailioProcess | None = None
+    rpc: FrontRpc | None = None
+    workers: dict[str, WorkerProcess] = field(default_factory=dict)
+    worker_sips: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def front(self) -> str:
+        return self.sip
+
+    async def targets(self) -> dict[str, Target]:
+        """Kamailio's dispatcher state, by worker address (host:port)."""
+        assert self.rpc is not None
+        return {target.address: target for target in await self.rpc.dispatcher()}
+
+    async def wait_targets(self, check: Any, timeout: float, what: str) -> dict[str, Target]:
+        async def ok() -> dict[str, Target] | None:
+            targets = await self.targets()
+            return targets if check(targets) else None
+
+        try:
+            result: dict[str, Target] = await self.wait_for(ok, timeout)
+        except TimeoutError:
+            raise AssertionError(f"dispatcher never showed {what} within {timeout} s: {await self.targets()}") from None
+        return result
+
+    async def worker_info(self) -> dict[str, dict[str, str]]:
+        """Each worker's heartbeat hash (`hg:worker:{id}`), empty for one without."""
+        prefix = self.config.redis.key_prefix
+        found = {}
+        for worker_id in self.workers:
+            raw = await self.redis.hgetall(f"{prefix}:worker:{worker_id}")
+            found[worker_id] = {k.decode(): v.decode() for k, v in raw.items()}
+        return found
+
+    async def start_worker(self, worker_id: str) -> WorkerProcess:
+        process = WorkerProcess(self.config_path, self.redis_url, worker_id, self.worker_sips[worker_id])
+        await process.start()
+        self.workers[worker_id] = process
+        return process
+
+    config_path: str = ""
+    redis_url: str = ""
+
+
+def _raw_config(
+    tmp_path: Path, redis_url: str, key_prefix: str, prompts_dir: Path, run_dir: Path, front_port: int, **opts: Any
+) -> dict[str, Any]:
+    flow = write_flow(tmp_path / "flow.toml", FAST)
+    raw = make_raw_config(key_prefix, redis_url)
+    for agent in raw["agents"]:
+        user = opts["agent_phones"].get(agent["id"])
+        if user:
+            agent["sip_uri"] = f"sip:{user}@{LOOPBACK}:{front_port}"
+    raw["seats"]["offer_timeout"] = 10
+    raw["voice"] = {
+        "enabled": True,
+        "listen": f"{LOOPBACK}:{opts['worker_base']}",
+        "embedded_workers": opts["workers"],
+        "calls_per_worker": opts["calls_per_worker"],
+        "flows": [str(flow)],
+        "numbers": {"12345": "12345-default"},
+        "prompts_dir": str(prompts_dir),
+        "recordings_dir": str(tmp_path / "recordings"),
+        "agent_answer_timeout": 5,
+        "max_position_announced": 5,
+        "worker_timeout": 2,
+        "heartbeat_interval": 0.5,
+    }
+    raw["sipfront"] = {
+        "enabled": True,
+        "listen": f"{LOOPBACK}:{front_port}",
+        "trunks": opts["trunks"],
+        "phones": {user: phone_env(user) for user in PHONE_PASSWORDS},
+        "dir": str(run_dir),
+        "children": 2,
+        "shm_mb": 32,
+        "log_level": "info",
+        **opts["front"],
+    }
+    return raw
+
+
+@asynccontextmanager
+async def front_stack(
+    tmp_path: Path,
+    redis_url: str,
+    key_prefix: str,
+    prompts_dir: Path,
+    run_dir: Path,
+    *,
+    workers: int = 1,
+    calls_per_worker: int = 4,
+    trunks: tuple[str, ...] = ("127.0.0.1/32",),
+    agent_phones: dict[str, str] | None = None,
+    front: dict[str, Any] | None = None,
+) -> AsyncIterator[FrontStack]:
+    """`agent_phones` maps agent ids to phone users (their sip_uri then rings the phone at the front);
+    `front` overrides [sipfront] settings. Kamailio's log is `run_dir/kamailio.log`."""
+    front_port = free_port(udp=True, tcp=False)
+    worker_base = free_port_range(max(workers, 1), even=False)
+    raw = _raw_config(
+        tmp_path, redis_url, key_prefix, prompts_dir, run_dir, front_port,
+        workers=workers, calls_per_worker=calls_per_worker, trunks=list(trunks),
+        agent_phones=agent_phones or {}, worker_base=worker_base, front=front or {},
+    )  # fmt: skip
+    path = tmp_path / "gateway.toml"
+    path.write_text(tomli_w.dumps(raw))
+    config = parse_config(raw, tmp_path)
+    env = {**os.environ, **{phone_env(user): password for user, password in PHONE_PASSWORDS.items()}}
+    async with AsyncExitStack() as stack:
+        client = aioredis.Redis.from_url(redis_url)
+        stack.push_async_callback(client.aclose)
+        gateway = Gateway(config, client)
+        bound = await gateway.start()
+        stack.push_async_callback(gateway.stop)
+        rendered = write_front(config, str(path))
+        paths = front_paths(config)
+        kamailio = KamailioProcess(KamailioCommand.for_paths(config.sipfront, paths), log_path=paths.log, env=env)
+        stack.push_async_callback(kamailio.stop)
+        processes = {s.worker_id: WorkerProcess(str(path), redis_url, s.worker_id, s.listen) for s in worker_specs(config)}
+        for process in processes.values():
+            stack.push_async_callback(_stop_worker, process)
+        # Workers first: Kamailio then finds them up at its first probe instead of marking them down.
+        await asyncio.gather(*(process.start() for process in processes.values()))
+        await kamailio.start()
+        result = FrontStack(
+            config=config, gateway=gateway, bound=bound, worker=next(iter(processes.values()), None),  # type: ignore[arg-type]
+            sip=f"{LOOPBACK}:{front_port}", redis=client, recordings=tmp_path / "recordings",
+            kamailio=kamailio, rpc=FrontRpc(config.sipfront.kamcmd, paths.ctl_socket), workers=processes,
+            worker_sips={s.worker_id: s.listen for s in worker_specs(config)},
+            config_path=str(path), redis_url=redis_url,
+        )  # fmt: skip
+        if rendered.destinations:
+            await result.wait_targets(lambda t: all(x.active for x in t.values()), 10, "every worker active")
+        yield result
+
+
+async def _stop_worker(process: WorkerProcess) -> None:
+    # A worker killed by the test has already exited; stop() then just reaps it.
+    await process.stop()
