@@ -11,7 +11,6 @@ from gateway.config import GatewayConfig
 from gateway.queue import TicketQueue
 from gateway.ticket import Ticket, new_ticket_id, utcnow
 from gateway.voice_link import VoiceLink, recording_attachment
-
 from tests.asr.conftest import synthesize
 
 
