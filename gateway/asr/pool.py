@@ -321,12 +321,14 @@ class AsrPool:
             self._close_handle(key, error=payload)
 
     def _emit(self, handle: StreamHandle, event: StreamEvent) -> None:
-        handle._deliver(event)
+        # The callback first: whoever sees the event through the handle knows the callback has
+        # already run for it.
         if self._on_event is not None:
             try:
                 self._on_event(event)
             except Exception:  # a faulty callback must not stop delivery to other calls
                 log.exception("asr on_event callback failed")
+        handle._deliver(event)
 
     def _close_handle(self, call_id: str, error: str | None = None) -> None:
         with self._lock:
