@@ -196,6 +196,9 @@ class AsrConfig(AsrSettings):
     enabled: bool = False
     # Keep transcribing after the agent answered (the caller's leg, labelled `caller`).
     after_answer: bool = False
+    # Speech navigation (flows' speech_route nodes) uses a closed grammar: its own recognizer.
+    navigation_enabled: bool = True
+    navigation_engine: Literal["pocketsphinx", "vosk"] = "pocketsphinx"
 
 
 class GatewayConfig(_Section):

@@ -113,6 +113,9 @@ class Ticket(_Frozen):
     address: Annotated[str, StringConstraints(max_length=256)] = ""
     notes: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] = ""
     voice: VoiceCall | None = None
+    # Speech navigation (智能语音导航): the target the caller was routed to, and why.
+    route: ShortText = ""
+    route_evidence: Annotated[str, StringConstraints(max_length=256)] = ""
     satisfaction: ShortText = ""  # the caller's post-call rating (the flow's rating names)
     history: tuple[HistoryEntry, ...] = ()
 

@@ -10,6 +10,8 @@ Media contract (the machine relies on it):
 * At most one recording runs at a time, between ``StartRecording`` and ``StopRecording`` /
   ``RecordingFinished``. The adapter owns the audio file: a ``message`` recording becomes the call's
   voice message (callback ticket), a ``speech`` recording is kept with the draft ticket.
+* A ``navigation`` recording is streamed to the navigation grammar; the adapter decides and feeds at
+  most one ``SpeechRoute`` for it (none once the machine sent ``StopRecording``).
 * Timer names are unique per call; ``CancelTimer`` of a timer that already fired is harmless.
 """
 
@@ -18,12 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-RecordingKind = Literal["speech", "message"]
+RecordingKind = Literal["speech", "message", "navigation"]
 
 # Ticket fields the machine sets with SetTicketField; the adapter maps them onto the draft ticket.
 FIELD_SPEECH_TEXT = "speech_text"
 FIELD_SPEECH_CONFIDENCE = "speech_confidence"
 FIELD_SATISFACTION = "satisfaction"
+FIELD_ROUTE = "route"  # the navigation target the call was routed to (speech_route node)
+FIELD_ROUTE_EVIDENCE = "route_evidence"  # why: "accept keyword=住房 confidence=0.91", "reject ...", "timeout"
 
 # HangUp reasons (the machine ends the call itself).
 REASON_FLOW_END = "flow_end"
@@ -58,6 +62,9 @@ class StopPrompt:
 @dataclass(frozen=True, slots=True)
 class StartRecording:
     """Start recording the caller (``speech``: also stream to ASR with ``silence_seconds`` endpointing).
+
+    ``navigation``: stream to the navigation grammar (end-pointing with ``silence_seconds`` when set) and
+    answer with one ``SpeechRoute``.
 
     ``max_seconds`` is a safety cap for the recorder; the machine also runs its own timer for it.
     The prompt's audio is expected to end with the record tone (请在提示音后...).

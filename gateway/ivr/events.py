@@ -1,8 +1,9 @@
 """Events: what the telephony adapter tells the IVR core.
 
 Every event is a frozen, slotted dataclass. The adapter turns pjsua2 callbacks (DTMF, player EOF,
-recorder stop, ASR results), its own timers and the ticket queue's notifications into these and feeds
-them to :meth:`gateway.ivr.machine.CallMachine.handle` one at a time, in arrival order.
+recorder stop, ASR results, navigation decisions), its own timers and the ticket queue's notifications
+into these and feeds them to :meth:`gateway.ivr.machine.CallMachine.handle` one at a time, in arrival
+order.
 
 The core owns no clock: the only wall-clock reading it ever sees is ``Answered.now``; durations come
 back as ``TimerFired`` after the core asked for them with ``StartTimer``.
@@ -12,9 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal, get_args
 
 DTMF_DIGITS = frozenset("0123456789*#")
 """The keys a caller can press. A-D exist in RFC 4733 but not on phones, so they are rejected."""
+
+RouteAction = Literal["accept", "confirm", "reject"]
+"""The adapter's navigation decision: route now, ask the caller to confirm first, or out of domain."""
+ROUTE_ACTIONS = frozenset(get_args(RouteAction))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,27 @@ class SpeechResult:
     text: str
     confidence: float
     final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechRoute:
+    """The navigation grammar's decision for the running ``navigation`` recording (智能语音导航).
+
+    The adapter, not the machine, turns the recognizer's keyword and confidence into ``action``:
+    ``accept`` routes to ``target``, ``confirm`` asks the caller first, ``reject`` means unsure or out of
+    domain (``target`` is then usually None). One decision per recording, at most; none after
+    ``StopRecording``.
+    """
+
+    action: RouteAction
+    target: str | None
+    keyword: str
+    confidence: float
+
+    def __post_init__(self) -> None:
+        # Like Digit: a decision the machine cannot read is an adapter bug, so it fails loudly here.
+        if self.action not in ROUTE_ACTIONS:
+            raise ValueError(f"not a navigation decision: {self.action!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +135,7 @@ Event = (
     Answered
     | Digit
     | SpeechResult
+    | SpeechRoute
     | PromptFinished
     | TimerFired
     | RecordingFinished
@@ -123,6 +151,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Answered,
     Digit,
     SpeechResult,
+    SpeechRoute,
     PromptFinished,
     TimerFired,
     RecordingFinished,

@@ -177,6 +177,39 @@ class SatisfactionNode(_Node):
     next: str | None = None
 
 
+class SpeechRouteNode(_Node):
+    """智能语音导航: the caller says what they need and is routed by the adapter's grammar decision.
+
+    ``routes`` maps navigation targets (free strings: ``housing``, ``tax``) to nodes. A ``confirm``
+    decision plays ``confirm_prompts[target]`` and waits for ``confirm_key``; a target without a
+    confirm prompt is accept-only. Unsure, rejected, unknown, unconfirmed or silent: ``default``.
+    """
+
+    NODE_FIELDS = SILENT_FIELDS = ("default",)
+    PROMPT_FIELDS = ("prompt",)
+
+    type: Literal["speech_route"]
+    prompt: Name
+    routes: Annotated[dict[Name, Name], Field(min_length=1)]
+    confirm_prompts: dict[Name, Name] = Field(default_factory=dict)
+    confirm_key: str = "1"
+    listen_seconds: Seconds = 8.0
+    silence_seconds: Seconds | None = None  # TOML has no null: leaving it out is the only way to say none
+    confirm_timeout_seconds: Seconds = 6.0
+    default: Name
+
+    def node_refs(self) -> Iterator[tuple[Loc, str, bool]]:
+        yield from super().node_refs()
+        # Routes need the caller to speak, so they are not silent edges.
+        for target, node_id in self.routes.items():
+            yield ("routes", target), node_id, False
+
+    def prompt_refs(self) -> Iterator[tuple[Loc, str]]:
+        yield from super().prompt_refs()
+        for target, prompt in self.confirm_prompts.items():
+            yield ("confirm_prompts", target), prompt
+
+
 Node = Annotated[
     PlayNode
     | MenuNode
@@ -185,7 +218,8 @@ Node = Annotated[
     | BusinessHoursNode
     | HangupNode
     | RecordMessageNode
-    | SatisfactionNode,
+    | SatisfactionNode
+    | SpeechRouteNode,
     Field(discriminator="type"),
 ]
 
@@ -284,6 +318,8 @@ def _reference_problems(flow: Flow) -> Iterator[Problem]:
         for loc, prompt in node.prompt_refs():
             if prompt not in flow.prompts:
                 yield ("nodes", node_id, *loc), f"unknown prompt {prompt!r}", prompt
+        if isinstance(node, SpeechRouteNode):
+            yield from _confirm_target_problems(node_id, node)
         if isinstance(node, QueueNode) and node.satisfaction_node is not None:
             target_node = flow.nodes.get(node.satisfaction_node)
             if target_node is not None and not isinstance(target_node, SatisfactionNode):
@@ -291,10 +327,19 @@ def _reference_problems(flow: Flow) -> Iterator[Problem]:
                 yield loc, "must name a satisfaction node", node.satisfaction_node
 
 
+def _confirm_target_problems(node_id: str, node: SpeechRouteNode) -> Iterator[Problem]:
+    # A confirm prompt for a target with no route could only ever lead to default: a typo, surely.
+    for target, prompt in node.confirm_prompts.items():
+        if target not in node.routes:
+            yield ("nodes", node_id, "confirm_prompts", target), f"no route for target {target!r}", prompt
+
+
 def _key_problems(flow: Flow) -> Iterator[Problem]:
     if flow.human_key not in DTMF_DIGITS:
         yield ("human_key",), "must be one DTMF key (0-9, * or #)", flow.human_key
     for node_id, node in flow.nodes.items():
+        if isinstance(node, SpeechRouteNode):
+            yield from _confirm_key_problems(flow, node_id, node)
         keyed = {"options": node.options} if isinstance(node, MenuNode) else {}
         if isinstance(node, SatisfactionNode):
             keyed = {"ratings": node.ratings}
@@ -305,6 +350,15 @@ def _key_problems(flow: Flow) -> Iterator[Problem]:
                     yield loc, "must be one DTMF key (0-9, * or #)", key
                 elif field == "options" and key == flow.human_key:
                     yield loc, f"{key!r} is the human key (human_key) and cannot be a menu option", key
+
+
+def _confirm_key_problems(flow: Flow, node_id: str, node: SpeechRouteNode) -> Iterator[Problem]:
+    loc = ("nodes", node_id, "confirm_key")
+    if node.confirm_key not in DTMF_DIGITS:
+        yield loc, "must be one DTMF key (0-9, * or #)", node.confirm_key
+    elif node.confirm_key == flow.human_key:
+        # The human key is handled first everywhere, so this confirmation could never be given.
+        yield loc, f"{node.confirm_key!r} is the human key (human_key) and cannot be the confirm key", node.confirm_key
 
 
 def _placeholder_problems(flow: Flow) -> Iterator[Problem]:

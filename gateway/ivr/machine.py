@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 from gateway.ivr.actions import (
     DEQUEUE_ABANDONED,
     DEQUEUE_OVERFLOW,
+    FIELD_ROUTE,
+    FIELD_ROUTE_EVIDENCE,
     FIELD_SATISFACTION,
     FIELD_SPEECH_CONFIDENCE,
     FIELD_SPEECH_TEXT,
@@ -62,6 +64,7 @@ from gateway.ivr.events import (
     PromptFinished,
     RecordingFinished,
     SpeechResult,
+    SpeechRoute,
     TimerFired,
 )
 from gateway.ivr.flow import (
@@ -74,6 +77,7 @@ from gateway.ivr.flow import (
     QueueNode,
     RecordMessageNode,
     SatisfactionNode,
+    SpeechRouteNode,
     calendar_problems,
     raise_problems,
 )
@@ -89,6 +93,10 @@ class Phase(StrEnum):
     SPEECH_PROMPT = "speech_prompt"
     SPEECH_LISTEN = "speech_listen"  # recording + ASR running
     SPEECH_FLUSH = "speech_flush"  # recording stopped, waiting briefly for the final ASR text
+    ROUTE_PROMPT = "route_prompt"  # navigation prompt playing
+    ROUTE_LISTEN = "route_listen"  # navigation recording running, waiting for the adapter's SpeechRoute
+    ROUTE_CONFIRM_PROMPT = "route_confirm_prompt"  # "您要办理的是住房业务吗？" playing
+    ROUTE_CONFIRM_WAIT = "route_confirm_wait"  # confirm prompt done, confirm timer running
     MESSAGE_PROMPT = "message_prompt"
     MESSAGE_RECORD = "message_record"
     QUEUED = "queued"
@@ -121,6 +129,8 @@ TIMER_INPUT = "input.timeout"
 TIMER_SPEECH_MAX = "speech.max"
 TIMER_SPEECH_FLUSH = "speech.flush"
 TIMER_MESSAGE_MAX = "message.max"
+TIMER_ROUTE_LISTEN = "route.listen"
+TIMER_ROUTE_CONFIRM = "route.confirm"
 TIMER_POSITION = "queue.position"
 TIMER_MAX_WAIT = "queue.max_wait"
 
@@ -156,6 +166,7 @@ class CallMachine:
         self._message_left = False
         self._final_outcome: str | None = None
         self._rating: str | None = None
+        self._route_decision: SpeechRoute | None = None  # a confirm decision awaiting the caller's key
         self._ignored = 0
         self._error: Exception | None = None
 
@@ -335,6 +346,12 @@ class CallMachine:
         self._phase = Phase.SPEECH_PROMPT
         return [self._play(node.prompt)]
 
+    def _enter_route(self, node: SpeechRouteNode) -> list[Action]:
+        """Play the navigation prompt (only the human key barges in); listening starts when it ends."""
+        self._phase = Phase.ROUTE_PROMPT
+        self._route_decision = None
+        return [self._play(node.prompt)]
+
     def _enter_message(self, node: RecordMessageNode) -> list[Action]:
         """Play the prompt; recording starts when it ends."""
         self._phase = Phase.MESSAGE_PROMPT
@@ -490,6 +507,69 @@ class CallMachine:
             return self._ignore()
         return [*self._leave(), *self._enter(self._node(CollectSpeechNode).next)]
 
+    def _on_route_prompt_done(self, event: PromptFinished) -> list[Action]:
+        """`StartRecording(navigation)` and the listen timer (`listen_seconds` plus the ASR flush)."""
+        if not self._prompt_ended(event):
+            return self._ignore()
+        node = self._node(SpeechRouteNode)
+        self._phase = Phase.ROUTE_LISTEN
+        # The recorder stops at listen_seconds; a decision taken on that last audio still needs the
+        # flush time to arrive, so the machine's own timer waits that much longer before `default`.
+        return [
+            self._start_recording("navigation", node.listen_seconds, node.silence_seconds),
+            self._start_timer(TIMER_ROUTE_LISTEN, node.listen_seconds + self._flush_seconds),
+        ]
+
+    def _on_speech_route(self, event: SpeechRoute) -> list[Action]:
+        """Accept (routed target): `SetTicketField(route)`, its node. Confirm: its confirm prompt. Else `default`."""
+        node = self._node(SpeechRouteNode)
+        target = event.target
+        if event.action == "reject":
+            return self._route_default(node, _evidence("reject", event))
+        if target is None or target not in node.routes:
+            return self._route_default(node, _evidence("unrouted", event))
+        if event.action == "accept":
+            return self._route_to(node, target, _evidence("accept", event, routed=True))
+        return self._ask_to_confirm(node, target, event)
+
+    def _on_route_listen_timeout(self, event: TimerFired) -> list[Action]:
+        """No decision in time: `StopRecording`, `default` (evidence `timeout`)."""
+        if self._take_timer(event) is None:
+            return self._ignore()
+        return self._route_default(self._node(SpeechRouteNode), "timeout")
+
+    def _on_route_recording_ended(self, event: RecordingFinished) -> list[Action]:
+        """The recorder stopped by itself: keep waiting for the decision (the listen timer still runs)."""
+        # The grammar has heard everything there is; its decision (or the timer) ends the step.
+        self._recording = None
+        return []
+
+    def _on_route_confirm_prompt_done(self, event: PromptFinished) -> list[Action]:
+        """Start the `confirm_timeout_seconds` timer."""
+        if not self._prompt_ended(event):
+            return self._ignore()
+        self._phase = Phase.ROUTE_CONFIRM_WAIT
+        node = self._node(SpeechRouteNode)
+        return [self._start_timer(TIMER_ROUTE_CONFIRM, node.confirm_timeout_seconds)]
+
+    def _on_route_confirm_digit(self, event: Digit) -> list[Action]:
+        """`confirm_key`: route to the target. Human key: queue. Any other key: `default`."""
+        if event.digit == self._flow.human_key:
+            return self._to_human(event.digit)
+        self._path.append(event.digit)
+        node = self._node(SpeechRouteNode)
+        decision, target = self._take_decision()
+        if event.digit == node.confirm_key:
+            return self._route_to(node, target, _evidence("confirmed", decision, routed=True))
+        return self._route_default(node, _evidence(f"declined key={event.digit}", decision))
+
+    def _on_route_confirm_timeout(self, event: TimerFired) -> list[Action]:
+        """No key in time: `default`."""
+        if self._take_timer(event) is None:
+            return self._ignore()
+        decision, _ = self._take_decision()
+        return self._route_default(self._node(SpeechRouteNode), _evidence("unconfirmed", decision))
+
     def _on_message_prompt_done(self, event: PromptFinished) -> list[Action]:
         """`StartRecording(message)` and the `max_seconds` timer."""
         if not self._prompt_ended(event):
@@ -611,6 +691,31 @@ class CallMachine:
         self._phase = Phase.SPEECH_FLUSH
         return [*actions, self._start_timer(TIMER_SPEECH_FLUSH, self._flush_seconds)]
 
+    def _route_to(self, node: SpeechRouteNode, target: str, evidence: str) -> list[Action]:
+        actions = self._leave()
+        fields = [SetTicketField(FIELD_ROUTE, target), SetTicketField(FIELD_ROUTE_EVIDENCE, evidence)]
+        return [*actions, *fields, *self._enter(node.routes[target])]
+
+    def _route_default(self, node: SpeechRouteNode, evidence: str) -> list[Action]:
+        # No FIELD_ROUTE: an unsure or out-of-domain request must never look routed to a department.
+        actions = self._leave()
+        return [*actions, SetTicketField(FIELD_ROUTE_EVIDENCE, evidence), *self._enter(node.default)]
+
+    def _ask_to_confirm(self, node: SpeechRouteNode, target: str, decision: SpeechRoute) -> list[Action]:
+        prompt = node.confirm_prompts.get(target)
+        if prompt is None:  # an accept-only target: the grammar's doubt cannot be resolved here
+            return self._route_default(node, _evidence("unconfirmable", decision))
+        actions = self._leave()
+        self._phase = Phase.ROUTE_CONFIRM_PROMPT
+        self._route_decision = decision
+        return [*actions, self._play(prompt)]
+
+    def _take_decision(self) -> tuple[SpeechRoute, str]:
+        """The decision being confirmed and its (routed, confirmable) target; cleared."""
+        decision, self._route_decision = self._route_decision, None
+        assert decision is not None and decision.target is not None, "confirming without a decision"
+        return decision, decision.target
+
     def _store_speech(self, event: SpeechResult) -> list[Action]:
         text = event.text.strip()
         if not text:
@@ -620,6 +725,13 @@ class CallMachine:
             SetTicketField(FIELD_SPEECH_TEXT, text),
             SetTicketField(FIELD_SPEECH_CONFIDENCE, f"{event.confidence:.2f}"),
         ]
+
+
+def _evidence(what: str, decision: SpeechRoute, *, routed: bool = False) -> str:
+    """``route_evidence``: what happened and what the grammar heard; the target only when not routed to
+    it (a routed call has it in ``route``)."""
+    target = "" if routed or decision.target is None else f" target={decision.target}"
+    return f"{what}{target} keyword={decision.keyword} confidence={decision.confidence:.2f}"
 
 
 Handler = Callable[[CallMachine, Any], list[Action]]
@@ -648,6 +760,28 @@ TRANSITIONS: dict[Phase, dict[type[Any], Handler]] = {
         SpeechResult: _C._on_flush_result,
         TimerFired: _C._on_flush_timeout,
         Digit: _C._on_human_key_only,
+        **_HUNG_UP,
+    },
+    Phase.ROUTE_PROMPT: {
+        PromptFinished: _C._on_route_prompt_done,
+        Digit: _C._on_human_key_only,
+        **_HUNG_UP,
+    },
+    Phase.ROUTE_LISTEN: {
+        SpeechRoute: _C._on_speech_route,
+        Digit: _C._on_human_key_only,
+        TimerFired: _C._on_route_listen_timeout,
+        RecordingFinished: _C._on_route_recording_ended,
+        **_HUNG_UP,
+    },
+    Phase.ROUTE_CONFIRM_PROMPT: {
+        PromptFinished: _C._on_route_confirm_prompt_done,
+        Digit: _C._on_route_confirm_digit,
+        **_HUNG_UP,
+    },
+    Phase.ROUTE_CONFIRM_WAIT: {
+        TimerFired: _C._on_route_confirm_timeout,
+        Digit: _C._on_route_confirm_digit,
         **_HUNG_UP,
     },
     Phase.MESSAGE_PROMPT: {
@@ -690,6 +824,7 @@ ENTER: dict[type[Any], Handler] = {
     HangupNode: _C._enter_hangup,
     RecordMessageNode: _C._enter_message,
     SatisfactionNode: _C._enter_survey,
+    SpeechRouteNode: _C._enter_route,
 }
 """``ENTER[type(node)]`` -> what entering a node of that type does."""
 

@@ -10,7 +10,9 @@ unavailable) is transcribed from its recording after the call instead (`hg:asr:p
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -95,3 +97,46 @@ class LiveSpeech:
             self._pump.cancel()
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
+
+
+class Tap:
+    """One consumer's view of a call's live audio (see `FanOut`)."""
+
+    def __init__(self, fan: FanOut, max_frames: int) -> None:
+        self._fan = fan
+        self.buffer: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=max_frames)
+        # Live means from now: the ring may still hold seconds from before this tap (measured: the
+        # grammar's scores collapse when it is first fed several seconds of the prompt's silence).
+        self.since = time.monotonic()
+
+    def drain(self) -> list[tuple[float, bytes]]:
+        self._fan.pull()
+        frames = list(self.buffer)
+        self.buffer.clear()
+        return frames
+
+    def close(self) -> None:
+        self._fan.taps.discard(self)
+
+
+class FanOut:
+    """Several recognizers on one call (dictation and navigation): every tap sees every frame.
+
+    Whichever tap drains first pulls the frames from the call's ring and hands each tap a copy;
+    a tap nobody drains keeps only its last `max_frames` (bounded, like the ring itself)."""
+
+    def __init__(self, source: AudioSource, max_frames: int) -> None:
+        self._source = source
+        self._max_frames = max_frames
+        self.taps: set[Tap] = set()
+
+    def tap(self) -> Tap:
+        tap = Tap(self, self._max_frames)
+        self.taps.add(tap)
+        return tap
+
+    def pull(self) -> None:
+        frames = self._source.drain()
+        if frames:
+            for tap in self.taps:
+                tap.buffer.extend(frame for frame in frames if frame[0] >= tap.since)

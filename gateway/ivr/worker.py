@@ -24,6 +24,7 @@ from typing import Any
 
 import pjsua2 as pj
 
+from gateway.asr.navigation import Thresholds, decide
 from gateway.asr.pool import StreamEvent
 from gateway.config import GatewayConfig, split_listen
 from gateway.errors import GatewayError
@@ -34,7 +35,7 @@ from gateway.ivr.machine import CallMachine
 from gateway.ivr.pjengine import Engine, EngineSettings, Leg, LiveAudio, Prompt, uri_user
 from gateway.ivr.prompts import prompt_files, prompt_wav, render_missing
 from gateway.ivr.recordings import recording_path
-from gateway.ivr.speech import LiveSpeech
+from gateway.ivr.speech import FanOut, LiveSpeech, Tap
 from gateway.ivr.wav import header_complete, repair_header, wav_info
 from gateway.queue import TicketQueue
 from gateway.tasks import Tasks
@@ -121,6 +122,10 @@ class CallSession:
         self.closed = False
         self.shutting_down = False
         self.transcript: list[TranscriptSegment] = []
+        self.fan: FanOut | None = None
+        self.dictation_tap: Tap | None = None
+        self.navigation_tap: Tap | None = None
+        self.route_decided = False
         self.transcribed_live = False
         self.asr_missed = ""  # why (part of) the call must be transcribed from its recording
         self._io: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
@@ -149,10 +154,13 @@ class CallSession:
             self._connect_bridge()
 
     def _start_transcribing(self) -> None:
+        if self.live is not None:
+            self.fan = FanOut(self.live, self.settings.live_audio_frames)
         speech = self.worker.speech
-        if speech is None or self.live is None:
+        if speech is None or self.fan is None:
             return
-        self.transcribed_live = speech.open(self.call_id, self.live)
+        self.dictation_tap = self.fan.tap()
+        self.transcribed_live = speech.open(self.call_id, self.dictation_tap)
         if self.transcribed_live:
             self.worker.listening[self.call_id] = self
         else:
@@ -277,10 +285,52 @@ class CallSession:
     def _start_recording(self, action: act.StartRecording) -> None:
         if self._caller_media is not None:
             self._record(action.kind, self._caller_media)
+        if action.kind == "navigation":
+            self._listen_for_route()
 
     def _stop_recording(self, _: act.StopRecording) -> None:
-        for kind in ("speech", "message"):
+        for kind in ("speech", "message", "navigation"):
             self._close_recorder(kind)
+        self._stop_route_listening()
+
+    def _listen_for_route(self) -> None:
+        """Speech navigation: the caller's words go to the navigation grammar; its first final
+        result becomes one `SpeechRoute` decision. No recognizer: the node's timer routes to default."""
+        navigation = self.worker.navigation
+        if navigation is None or self.fan is None:
+            return
+        self.route_decided = False
+        self.navigation_tap = self.fan.tap()
+        if navigation.open(self.call_id, self.navigation_tap):
+            self.worker.routing[self.call_id] = self
+        else:
+            self._stop_route_listening()
+
+    def _stop_route_listening(self) -> None:
+        if self.navigation_tap is not None:
+            if self.worker.navigation is not None:
+                self.worker.navigation.finish(self.call_id)
+            self.navigation_tap.close()
+            self.navigation_tap = None
+
+    def on_navigation(self, event: StreamEvent) -> None:
+        segment = event.segment
+        if segment is None or not segment.final or self.route_decided:
+            return
+        self.route_decided = True
+        decision = decide([segment], self.worker.config.asr.grammar.table, Thresholds())
+        log.info(
+            "call %s: speech route %s %s (%.2f)", self.call_id, decision.action, decision.target, decision.confidence
+        )
+        self._stop_route_listening()
+        self.feed(
+            ev.SpeechRoute(
+                action=decision.action,
+                target=decision.target,
+                keyword=decision.keyword or "",
+                confidence=decision.confidence,
+            )
+        )
 
     def _record(self, kind: str, media: pj.AudioMedia) -> None:
         leg = "" if kind == "caller" else kind
@@ -414,6 +464,7 @@ class CallSession:
             self._close_recorder(kind)
         if self.worker.speech is not None:
             self.worker.speech.finish(self.call_id)  # the last frames go first
+        self._stop_route_listening()
         if self.live is not None:
             Engine.destroy_port(self.live)
             stats = self.live.stats
@@ -462,6 +513,8 @@ class CallSession:
             received_at=self.started,
             text=self.fields.get(act.FIELD_SPEECH_TEXT, ""),
             transcript=tuple(self.transcript[-200:]),
+            route=self.fields.get(act.FIELD_ROUTE, ""),
+            route_evidence=self.fields.get(act.FIELD_ROUTE_EVIDENCE, "")[:256],
             attachments=tuple(attachments),
             ivr_path="".join(self.machine.path)[:64],
             queue=queue,
@@ -585,6 +638,10 @@ class CallSession:
         await self.worker.queue.intake(ticket, f"worker:{self.settings.worker_id}")
 
 
+def _has_speech_route(config: GatewayConfig) -> bool:
+    return any(node.type == "speech_route" for ivr in config.ivr.values() for node in ivr.flow.nodes.values())
+
+
 async def _closed(path: Path, timeout: float = 2.0) -> None:
     """Wait for PJSIP to close a recording: since 2.14 the bridge removes ports on its own clock
     thread, so a destroyed recorder finishes its file a tick or two later."""
@@ -632,6 +689,13 @@ class MediaWorker:
         # Calls whose speech is still being recognized (a little longer than the call itself).
         self.listening: dict[str, CallSession] = {}
         self.speech = LiveSpeech(config.asr, self._on_speech) if config.asr.enabled else None
+        # Speech navigation runs its own grammar recognizer, only when some flow asks for it.
+        self.navigation = (
+            LiveSpeech(config.asr.model_copy(update={"engine": config.asr.navigation_engine}), self._on_navigation)
+            if config.asr.navigation_enabled and _has_speech_route(config)
+            else None
+        )
+        self.routing: dict[str, CallSession] = {}
         self.by_ticket: dict[str, CallSession] = {}
         self._loops: list[asyncio.Task[None]] = []
 
@@ -667,9 +731,18 @@ class MediaWorker:
         if event.closed:
             self.listening.pop(event.call_id, None)
 
+    def _on_navigation(self, event: StreamEvent) -> None:
+        session = self.routing.get(event.call_id)
+        if session is not None:
+            session.on_navigation(event)
+        if event.closed:
+            self.routing.pop(event.call_id, None)
+
     async def start(self) -> None:
         if self.speech is not None:
             await self.speech.start()
+        if self.navigation is not None:
+            await self.navigation.start()
         rendered = await asyncio.to_thread(self.render_prompts)
         if rendered:
             log.info("rendered %d prompt(s) with espeak-ng", rendered)
@@ -765,8 +838,10 @@ class MediaWorker:
             session.shutdown()
         await self.tasks.drain()
         await self.engine.shutdown()
-        if self.speech is not None:
-            await self.speech.close()
+        for recognizer in (self.speech, self.navigation):
+            if recognizer is not None:
+                await recognizer.close()
         self.listening.clear()
+        self.routing.clear()
         with contextlib.suppress(GatewayError, OSError):
             await self.link.retire(self.settings.worker_id)

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from gateway.ivr.calendar import Calendar, is_open
-from gateway.ivr.flow import parse_ivr_toml
+from gateway.ivr.flow import IvrConfig, SpeechRouteNode, parse_ivr_toml
 from gateway.ivr.machine import enter_table_markdown, transition_table_markdown
 from tests.ivr.test_fakes import DEFAULT_FLOW_TOML
 
@@ -46,3 +46,16 @@ def test_the_calendar_example_parses_with_the_2026_holidays() -> None:
     assert is_open(office, office_time(2026, 2, 14))  # 调休 Saturday
     assert not is_open(office, office_time(2026, 10, 5))  # 国庆, a Monday
     assert not is_open(office, office_time(2026, 3, 14))  # ordinary Saturday
+
+
+def test_the_speech_route_example_fits_into_the_default_flow() -> None:
+    [example] = [block for block in toml_blocks()[:-1] if 'type = "speech_route"' in block]
+    flow = tomllib.loads(example)["ivr"]["flow"]
+    node = SpeechRouteNode.model_validate(flow["nodes"]["navigation"])
+    assert set(node.confirm_prompts) < set(node.routes)
+    # Its prompts and queue nodes are the default flow's: the example replaces the shipped node and stays valid.
+    raw = tomllib.loads(DEFAULT_FLOW_TOML.read_text(encoding="utf-8"))["ivr"]
+    raw["flow"]["prompts"].update(flow["prompts"])
+    raw["flow"]["nodes"]["navigation"] = flow["nodes"]["navigation"]
+    config = IvrConfig.model_validate(raw)
+    assert config.flow.nodes["navigation"] == node

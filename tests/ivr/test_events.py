@@ -40,3 +40,19 @@ def test_events_compare_by_value() -> None:
     assert events.HungUp() == events.HungUp()
     with pytest.raises(dataclasses.FrozenInstanceError):
         events.TimerFired("x").name = "y"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("action", ["accept", "confirm", "reject"])
+def test_navigation_decisions(action: str) -> None:
+    route = events.SpeechRoute(action, "housing", "住房", 0.9)  # type: ignore[arg-type]
+    assert route.action == action
+
+
+@pytest.mark.parametrize("action", ["", "ACCEPT", "route", "unsure"])
+def test_unknown_navigation_decisions_are_rejected(action: str) -> None:
+    with pytest.raises(ValueError, match="navigation decision"):
+        events.SpeechRoute(action, None, "", 0.0)  # type: ignore[arg-type]
+
+
+def test_navigation_recordings_are_a_recording_kind() -> None:
+    assert "navigation" in typing.get_args(actions.RecordingKind)

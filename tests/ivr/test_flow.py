@@ -21,6 +21,7 @@ from gateway.ivr.flow import (
     QueueNode,
     RecordMessageNode,
     SatisfactionNode,
+    SpeechRouteNode,
     parse_ivr_toml,
 )
 from gateway.ivr.machine import CallMachine
@@ -87,7 +88,7 @@ def test_default_flow_parses() -> None:
     assert config.calendars["hotline"] == ALWAYS_OPEN
     menu = flow.nodes["main_menu"]
     assert isinstance(menu, MenuNode)
-    assert menu.options == {"1": "queue_enterprise", "2": "speech"}
+    assert menu.options == {"1": "queue_enterprise", "2": "speech", "3": "navigation"}
     enterprise = flow.nodes["queue_enterprise"]
     assert isinstance(enterprise, QueueNode)
     assert (enterprise.queue, enterprise.priority) == ("enterprise", 2)
@@ -97,12 +98,27 @@ def test_default_flow_parses() -> None:
     survey = flow.nodes["survey"]
     assert isinstance(survey, SatisfactionNode)
     assert survey.ratings == {"1": "satisfied", "2": "basic", "3": "unsatisfied"}
+    navigation = flow.nodes["navigation"]
+    assert isinstance(navigation, SpeechRouteNode)
+    assert navigation.routes == {
+        "housing": "queue_housing",
+        "enterprise": "queue_enterprise",
+        "tax": "queue_general",
+        "traffic": "queue_general",  # no traffic queue in config/gateway.toml
+    }
+    assert set(navigation.confirm_prompts) == {"housing", "enterprise"}
+    assert (navigation.confirm_key, navigation.default) == ("1", "queue_general")
+    # Only queues every config running this flow has (the shipped one and the tests' shared one).
+    queues = {node.queue for node in flow.nodes.values() if isinstance(node, QueueNode)}
+    assert queues == {"general", "enterprise", "housing"}
 
 
 def test_default_prompts_are_the_12345_texts() -> None:
     prompts = default_config().flow.prompts
     assert prompts["greeting"].text == "您好，欢迎致电12345政务服务便民热线。"
-    assert prompts["main_menu"].text == "人工服务请按0，企业服务请按1，语音留言请按2。"
+    assert prompts["main_menu"].text == "人工服务请按0，企业服务请按1，语音留言请按2，语音导航请按3。"
+    assert prompts["navigation"].text == "请说出您要办理的业务，例如：住房、税务、交通、企业服务。"
+    assert prompts["confirm_housing"].text == "您要办理的是住房业务吗？是请按1，其他业务请按2。"
     assert prompts["speech"].text == "请在提示音后简要说出您的诉求，说完请挂机或按井号键。"
     assert prompts["closed"].text == "现在是非工作时间，请在提示音后留言，我们将尽快回电。"
     assert prompts["overflow"].text == "当前等待人数较多，请在提示音后留言，我们将尽快回电。"
@@ -256,6 +272,84 @@ def test_parse_ivr_toml_reads_the_ivr_section() -> None:
     text = DEFAULT_FLOW_TOML.read_text(encoding="utf-8")
     assert parse_ivr_toml(text) == default_config()
     assert parse_ivr_toml(text.replace("[ivr.", "[voice."), section="voice").flow.id == "12345-default"
+
+
+# --- speech_route -------------------------------------------------------------------------------------
+
+
+def route_flow() -> Raw:
+    """small_flow with a speech_route node as menu option 2."""
+    raw = copy.deepcopy(small_flow())
+    raw["prompts"]["nav"] = {"text": "请说出您要办理的业务"}
+    raw["prompts"]["sure"] = {"text": "您要办理的是住房业务吗？是请按1"}
+    raw["nodes"]["menu"]["options"]["2"] = "nav"
+    raw["nodes"]["nav"] = {
+        "type": "speech_route",
+        "prompt": "nav",
+        "routes": {"housing": "queue", "tax": "bye"},
+        "confirm_prompts": {"housing": "sure"},
+        "default": "queue",
+    }
+    return raw
+
+
+def test_route_flow_is_valid_with_defaults() -> None:
+    node = Flow.model_validate(route_flow()).nodes["nav"]
+    assert isinstance(node, SpeechRouteNode)
+    assert (node.confirm_key, node.listen_seconds, node.silence_seconds) == ("1", 8.0, None)
+    assert node.confirm_timeout_seconds == 6.0
+
+
+def errors_of_route_flow(mutate: Callable[[Raw], None]) -> list[tuple[str, str]]:
+    raw = route_flow()
+    mutate(raw)
+    return errors_of(raw)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "loc", "message"),
+    [
+        (_set("nodes.nav.routes.housing", "nowhere"), "nodes.nav.routes.housing", "unknown node 'nowhere'"),
+        (_set("nodes.nav.default", "nowhere"), "nodes.nav.default", "unknown node 'nowhere'"),
+        (_set("nodes.nav.prompt", "nope"), "nodes.nav.prompt", "unknown prompt 'nope'"),
+        (_set("nodes.nav.confirm_prompts.housing", "nope"), "nodes.nav.confirm_prompts.housing", "unknown prompt"),
+        (_set("nodes.nav.confirm_prompts.parking", "sure"), "nodes.nav.confirm_prompts.parking", "no route for"),
+        (_set("nodes.nav.confirm_key", "0"), "nodes.nav.confirm_key", "is the human key"),
+        (_set("nodes.nav.confirm_key", "11"), "nodes.nav.confirm_key", "one DTMF key"),
+        (_set("nodes.nav.confirm_key", "A"), "nodes.nav.confirm_key", "one DTMF key"),
+        (_set("nodes.nav.routes", {}), "nodes.nav.speech_route.routes", "at least 1 item"),
+        (_set("nodes.nav.routes", {"": "queue"}), "nodes.nav.speech_route.routes..[key]", "at least 1 character"),
+        (_set("nodes.nav.listen_seconds", 0), "nodes.nav.speech_route.listen_seconds", "greater than 0"),
+        (_set("nodes.nav.silence_seconds", -1), "nodes.nav.speech_route.silence_seconds", "greater than 0"),
+        (_set("nodes.nav.confirm_timeout_seconds", 0), "nodes.nav.speech_route.confirm_timeout_seconds", "than 0"),
+        (_delete("nodes.nav.default"), "nodes.nav.speech_route.default", "Field required"),
+        (_set("prompts.sure.text", "您前面还有{n}位"), "prompts.sure.text", "only filled in a queue's position_prompt"),
+    ],
+)
+def test_speech_route_validation_names_the_field(mutate: Callable[[Raw], None], loc: str, message: str) -> None:
+    found = errors_of_route_flow(mutate)
+    assert any(where == loc and message in what for where, what in found), found
+
+
+def test_default_is_a_silent_edge() -> None:
+    raw = route_flow()
+    raw["nodes"]["nav"]["default"] = "again"
+    raw["nodes"]["again"] = {"type": "play", "prompt": "nav", "next": "nav"}
+    [(loc, message)] = errors_of(raw)
+    assert (loc, message) == ("nodes.nav", "silent loop without caller input: nav -> again -> nav")
+
+
+def test_a_node_reached_only_through_a_route_is_reachable() -> None:
+    raw = route_flow()
+    raw["nodes"]["tax_bye"] = {"type": "hangup", "prompt": "bye"}
+    raw["nodes"]["nav"]["routes"]["tax"] = "tax_bye"
+    Flow.model_validate(raw)
+
+
+def test_routes_are_not_silent_edges() -> None:
+    raw = route_flow()
+    raw["nodes"]["nav"]["routes"]["again"] = "nav"  # "say it again": only speech takes this edge
+    Flow.model_validate(raw)
 
 
 def test_hangup_prompt_is_optional() -> None:

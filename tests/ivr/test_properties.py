@@ -7,7 +7,10 @@ stop without a start, nothing left running after the end). On top of that:
 * the human key, pressed where it applies, queues the caller and ends the path;
 * a stale ``TimerFired`` (cancelled or never started) or ``PromptFinished`` (not playing) does nothing;
 * a final ``HungUp`` always finishes the machine;
-* a caller who never presses a key reaches a queue or a hang-up in a bounded number of events.
+* a caller who never presses a key reaches a queue or a hang-up in a bounded number of events;
+* speech navigation: a ``SpeechRoute`` outside the listening step does nothing; the ticket field
+  ``route`` is set only by an accepted routed target or a confirmed one, and then the call enters that
+  target's node; anything else from a decision (above all a ``reject``) enters the node's ``default``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.ivr.actions import EnqueueCall, StopPrompt
+from gateway.ivr.actions import FIELD_ROUTE, FIELD_ROUTE_EVIDENCE, Action, EnqueueCall, SetTicketField, StopPrompt
 from gateway.ivr.calendar import ALWAYS_OPEN, Calendar
 from gateway.ivr.events import (
     AgentAnswered,
@@ -31,10 +34,12 @@ from gateway.ivr.events import (
     Position,
     PromptFinished,
     RecordingFinished,
+    RouteAction,
     SpeechResult,
+    SpeechRoute,
     TimerFired,
 )
-from gateway.ivr.flow import Flow, QueueNode
+from gateway.ivr.flow import BusinessHoursNode, Flow, QueueNode, SpeechRouteNode
 from gateway.ivr.machine import (
     HUMAN_KEY_PHASES,
     OUTCOME_ABANDONED,
@@ -57,6 +62,8 @@ TIMER_KINDS = [
     "message.max",
     "queue.position",
     "queue.max_wait",
+    "route.listen",
+    "route.confirm",
 ]
 SILENT_STEP_LIMIT = 60
 
@@ -83,20 +90,24 @@ KINDS = [
     "record_message",
     "satisfaction",
     "hangup",
+    "speech_route",
 ]
+ROUTE_TARGETS = ["housing", "tax", "traffic"]
 prompt_ids = st.sampled_from(["p0", "p1", "p2"])
 
 
 @st.composite
-def random_flows(draw: st.DrawFn) -> Flow:
+def random_flows(draw: st.DrawFn, first: str | None = None) -> Flow:
     """A valid flow by construction: silent edges only point forward, so they cannot loop.
 
     Node ``n{i}``'s silent edges (next, default, open/closed, overflow) go to a later node; menu options
-    may go anywhere (the caller drives those). The last node hangs up. Unreachable nodes are pruned.
+    and navigation routes may go anywhere (the caller drives those). The last node hangs up. Unreachable
+    nodes are pruned. ``first``: the start node's kind (else random).
     """
     size = draw(st.integers(2, 7))
     human_key = draw(st.sampled_from("0*9"))
-    kinds = [draw(st.sampled_from(KINDS)) for _ in range(size - 1)] + ["hangup"]
+    kinds = [first or draw(st.sampled_from(KINDS))]
+    kinds += [draw(st.sampled_from(KINDS)) for _ in range(size - 2)] + ["hangup"]
     surveys = [f"n{i}" for i, kind in enumerate(kinds) if kind == "satisfaction"]
     nodes = {f"n{i}": draw(_node(kind, i, size, human_key, surveys)) for i, kind in enumerate(kinds)}
     nodes["human"] = {
@@ -173,7 +184,25 @@ def _node(
             "ratings": ratings,
             "next": draw(st.sampled_from([None, later()])),
         }
+    if kind == "speech_route":
+        return draw(_speech_route(prompt, later(), size, human_key))
     return {"type": "hangup", "prompt": draw(st.sampled_from([None, prompt]))}
+
+
+@st.composite
+def _speech_route(draw: st.DrawFn, prompt: str, default: str, size: int, human_key: str) -> dict[str, Any]:
+    # Routes, like menu options, are taken only on the caller's word, so they may point anywhere.
+    targets = draw(st.lists(st.sampled_from(ROUTE_TARGETS), min_size=1, max_size=3, unique=True))
+    return {
+        "type": "speech_route",
+        "prompt": prompt,
+        "routes": {target: f"n{draw(st.integers(0, size - 1))}" for target in targets},
+        "confirm_prompts": {target: draw(prompt_ids) for target in targets if draw(st.integers(0, 3))},
+        "confirm_key": draw(st.sampled_from([k for k in "1#9" if k != human_key])),
+        "silence_seconds": draw(st.sampled_from([None, 1.5])),
+        "confirm_timeout_seconds": 5,
+        "default": default,
+    }
 
 
 def _prune(nodes: dict[str, dict[str, Any]], roots: list[str]) -> dict[str, dict[str, Any]]:
@@ -189,6 +218,7 @@ def _prune(nodes: dict[str, dict[str, Any]], roots: list[str]) -> dict[str, dict
         node = nodes[node_id]
         todo.extend(node[f] for f in edge_fields if node.get(f) is not None)
         todo.extend(node.get("options", {}).values())
+        todo.extend(node.get("routes", {}).values())
     return {node_id: node for node_id, node in nodes.items() if node_id in seen}
 
 
@@ -207,6 +237,7 @@ TAGS = [
     "stale_timer",
     "any_prompt",
     *["speech"] * 2,
+    *["route"] * 3,
     "recording",
     "position",
     "max_wait",
@@ -216,9 +247,27 @@ TAGS = [
     "hang_up",
 ]
 TEXTS = ["", "路灯不亮", "噪音扰民"]
+ROUTE_ACTIONS_IN_ORDER: tuple[RouteAction, ...] = ("accept", "confirm", "reject")
+DECISIONS: list[tuple[RouteAction, str | None, str]] = [
+    (action, target, keyword)
+    for action in ROUTE_ACTIONS_IN_ORDER
+    for target, keyword in [("housing", "住房"), ("tax", "税务"), ("traffic", "交通"), ("parking", "停车"), (None, "")]
+]
 Recipe = tuple[str, int, float, bool]
 recipe = st.tuples(st.sampled_from(TAGS), st.integers(0, 63), st.floats(0, 1), st.booleans())
 recipes = st.lists(recipe, min_size=15, max_size=60)
+# Calls that start in a navigation node: prompt ends, decisions and confirm keys are frequent (to get
+# through the navigation prompt, the decision and the confirm prompt), other keys and hang-ups rarer.
+NAV_TAGS = [
+    *["playing_prompt"] * 5,
+    *["route"] * 6,
+    *["confirm_key"] * 3,
+    *["armed_timer"] * 2,
+    *[tag for tag in dict.fromkeys(TAGS) if tag not in ("playing_prompt", "armed_timer")],
+]
+nav_recipes = st.lists(
+    st.tuples(st.sampled_from(NAV_TAGS), st.integers(0, 63), st.floats(0, 1), st.booleans()), min_size=10, max_size=40
+)
 _FIXED: dict[str, Event] = {
     "max_wait": MaxWaitExceeded(),
     "agent_answered": AgentAnswered(),
@@ -245,11 +294,26 @@ def build_event(recipe: Recipe, adapter: FakeAdapter) -> Event:
         return Digit(flow.human_key)
     if tag == "speech":
         return SpeechResult(TEXTS[number % len(TEXTS)], fraction, flag)
+    node = flow.nodes.get(adapter.machine.node_id or "")
+    if tag == "route" and isinstance(node, SpeechRouteNode) and (flag or fraction < 0.5):
+        return _fitting_decision(node, number, fraction)
+    if tag == "route":
+        action, target, keyword = DECISIONS[number % len(DECISIONS)]
+        return SpeechRoute(action, target, keyword, fraction)
+    if tag == "confirm_key":
+        return Digit(node.confirm_key if isinstance(node, SpeechRouteNode) else "1")
     if tag == "recording":
         return RecordingFinished("/rec/x.wav" if flag else None, fraction * 120)
     if tag == "position":
         return Position(number - 1)
     return _FIXED[tag]
+
+
+def _fitting_decision(node: SpeechRouteNode, number: int, fraction: float) -> SpeechRoute:
+    """What a grammar built for this node would say: its own targets, confirms where it can ask."""
+    action: RouteAction = ("accept", "confirm", "confirm", "reject")[number % 4]
+    targets = sorted(node.confirm_prompts if action == "confirm" and node.confirm_prompts else node.routes)
+    return SpeechRoute(action, targets[number % len(targets)], "关键词", fraction)
 
 
 def drive(flow: Flow, calendars: dict[str, Calendar], now: datetime, steps: list[Recipe]) -> None:
@@ -261,9 +325,11 @@ def drive(flow: Flow, calendars: dict[str, Calendar], now: datetime, steps: list
         stale = (isinstance(event, TimerFired) and event.name not in adapter.timers) or (
             isinstance(event, PromptFinished) and event.prompt_id != playing
         )
+        node_id = adapter.machine.node_id
         actions = adapter.feed(event)
         if stale:
             assert actions == [], f"stale {event} acted on"
+        check_navigation(flow, event, phase, node_id, actions, adapter.machine)
         if event == Digit(flow.human_key) and phase in HUMAN_KEY_PHASES:
             human = flow.nodes[flow.human_node_id]
             assert isinstance(human, QueueNode)
@@ -277,6 +343,42 @@ def drive(flow: Flow, calendars: dict[str, Calendar], now: datetime, steps: list
     assert adapter.machine.handle(HungUp()) == []
 
 
+def check_navigation(
+    flow: Flow, event: Event, phase: Phase, node_id: str | None, actions: list[Action], machine: CallMachine
+) -> None:
+    """Only a routed accept or a confirm key sets ``route`` and enters the route; any other decision: default."""
+    routed = [a.value for a in actions if isinstance(a, SetTicketField) and a.name == FIELD_ROUTE]
+    evidence = [a.value for a in actions if isinstance(a, SetTicketField) and a.name == FIELD_ROUTE_EVIDENCE]
+    node = flow.nodes[node_id] if node_id is not None else None
+    if isinstance(event, SpeechRoute) and phase is not Phase.ROUTE_LISTEN:
+        assert actions == [], f"stale {event} acted on in {phase}"
+    if not isinstance(node, SpeechRouteNode):
+        assert not routed and not evidence
+        return
+    confirmed = phase in (Phase.ROUTE_CONFIRM_PROMPT, Phase.ROUTE_CONFIRM_WAIT) and event == Digit(node.confirm_key)
+    if isinstance(event, SpeechRoute) and phase is Phase.ROUTE_LISTEN:
+        accepted = event.action == "accept" and event.target in node.routes
+        assert routed == ([event.target] if accepted else []), (event, routed)
+        asked = machine.state is Phase.ROUTE_CONFIRM_PROMPT  # the decision waits for the caller's key
+        assert len(evidence) == (0 if asked else 1), (event, evidence)
+        assert not asked or (event.action == "confirm" and event.target in node.confirm_prompts)
+        if event.action == "reject":
+            assert evidence[0].startswith("reject ")
+            assert machine.node_id in landing(flow, node.default), "a rejected request left default"
+    else:
+        assert bool(routed) == confirmed, f"{event} in {phase}: route {routed}"
+    if routed:
+        assert machine.node_id in landing(flow, node.routes[routed[0]])
+
+
+def landing(flow: Flow, node_id: str) -> set[str]:
+    """Where entering ``node_id`` can leave the call at once (business_hours nodes pass straight on)."""
+    node = flow.nodes[node_id]
+    if isinstance(node, BusinessHoursNode):
+        return {node_id} | landing(flow, node.open) | landing(flow, node.closed)
+    return {node_id}
+
+
 @PROPERTY_SETTINGS
 @given(now=answer_times, steps=recipes)
 def test_random_events_on_the_default_flow(now: datetime, steps: list[Recipe]) -> None:
@@ -286,6 +388,12 @@ def test_random_events_on_the_default_flow(now: datetime, steps: list[Recipe]) -
 @PROPERTY_SETTINGS
 @given(flow=random_flows(), now=answer_times, steps=recipes)
 def test_random_events_on_random_flows(flow: Flow, now: datetime, steps: list[Recipe]) -> None:
+    drive(flow, CALENDARS, now, steps)
+
+
+@PROPERTY_SETTINGS
+@given(flow=random_flows(first="speech_route"), now=answer_times, steps=nav_recipes)
+def test_random_navigation_on_random_flows(flow: Flow, now: datetime, steps: list[Recipe]) -> None:
     drive(flow, CALENDARS, now, steps)
 
 

@@ -357,3 +357,51 @@ async def test_live_transcript_reaches_the_seat_before_the_agent_answers(
             await seat.close()
     finally:
         await agent_phone.close()
+
+
+def spoken(tmp_path: Path, name: str, text: str, lead_silence: float, times: int = 3) -> Path:
+    """`text` said `times` times after `lead_silence` seconds of silence (espeak-ng, 8 kHz)."""
+    raw, one, out = tmp_path / f"{name}-raw.wav", tmp_path / f"{name}-1.wav", tmp_path / f"{name}.wav"
+    subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-s", "160", "-w", str(raw), text], check=True, timeout=30)
+    subprocess.run(
+        ["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(one), "pad", "0", "1.5"], check=True, timeout=30
+    )
+    subprocess.run(["sox", *[str(one)] * times, str(out), "pad", str(lead_silence), "0"], check=True, timeout=30)
+    return out
+
+
+NAVIGATION = {"enabled": False, "navigation_enabled": True, "pool": {"workers": 1, "streams_per_worker": 2}}
+
+
+async def test_speech_navigation_routes_a_housing_request_to_the_housing_queue(
+    stack_args: StackArgs, peers: Peers, tmp_path: Path, baresip_available: None
+) -> None:
+    # Silence through the greeting and the menu (3 = 语音导航) and its prompt, then the request.
+    request = spoken(tmp_path, "housing", "我要办理住房业务", lead_silence=9.0)
+    async with voice_stack(**stack_args, asr=NAVIGATION) as stack:
+        caller = await peers.caller(request, user="13812345678")
+        await caller.dial(stack.dial_uri())
+        await caller.wait_event("CALL_ESTABLISHED", 5)
+        await asyncio.sleep(4.0)  # the menu prompt is playing
+        await caller.send_dtmf("3")
+        await asyncio.sleep(8.5)  # the navigation prompt, then the request; an unsure grammar asks to confirm
+        await caller.send_dtmf("1")  # yes (ignored when the route was already accepted)
+        ticket = await stack.ticket_where(lambda t: t.channel == "voice", 20)
+        assert (ticket.queue, ticket.route) == ("housing", "housing"), ticket.route_evidence
+        assert ticket.route_evidence.startswith(("accept", "confirmed")), ticket.route_evidence
+        assert ticket.ivr_path.startswith("3")
+
+
+async def test_speech_navigation_sends_out_of_domain_speech_to_the_general_queue(
+    stack_args: StackArgs, peers: Peers, tmp_path: Path, baresip_available: None
+) -> None:
+    request = spoken(tmp_path, "weather", "今天天气怎么样", lead_silence=9.0)
+    async with voice_stack(**stack_args, asr=NAVIGATION) as stack:
+        caller = await peers.caller(request, user="13812345678")
+        await caller.dial(stack.dial_uri())
+        await caller.wait_event("CALL_ESTABLISHED", 5)
+        await asyncio.sleep(4.0)
+        await caller.send_dtmf("3")
+        ticket = await stack.ticket_where(lambda t: t.channel == "voice", 30)
+        assert ticket.queue == "general", "not a random department"
+        assert ticket.route_evidence.startswith(("reject", "timeout")), ticket.route_evidence
