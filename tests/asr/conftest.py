@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.asr.settings import AsrSettings
+from tests.conftest import missing
 
 SHARED_AUDIO = Path(__file__).resolve().parents[3] / "shared" / "audio"
 
@@ -80,13 +81,14 @@ def settings() -> AsrSettings:
 def model_dir(settings: AsrSettings) -> Path:
     path = settings.pocketsphinx_dir()
     if not (path / "tdt_sc_8k" / "mdef").exists():
-        pytest.skip(f"PocketSphinx model not found at {path}: set POCKETSPHINX_MODEL_PATH; these tests could not run")
+        missing(f"PocketSphinx model not found at {path}: set POCKETSPHINX_MODEL_PATH; these tests could not run")
     return path
 
 
 @pytest.fixture(scope="session")
 def recognizer(settings: AsrSettings, model_dir: Path) -> Iterator[object]:
-    pytest.importorskip("pocketsphinx", reason="pocketsphinx not installed: PocketSphinx tests could not run")
+    import pocketsphinx  # noqa: F401 (a declared dependency: an ImportError here is a broken install)
+
     from gateway.asr.pocketsphinx_engine import PocketSphinxRecognizer
 
     yield PocketSphinxRecognizer.load(settings)
@@ -95,11 +97,11 @@ def recognizer(settings: AsrSettings, model_dir: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def tts() -> None:
     if not have_tts():
-        pytest.skip("espeak-ng or sox not installed (apt-get install espeak-ng sox): TTS tests could not run")
+        missing("espeak-ng or sox not installed (apt-get install espeak-ng sox): TTS tests could not run")
 
 
 @pytest.fixture(scope="session")
 def shared_audio() -> Path:
     if not (SHARED_AUDIO / "manifest.tsv").exists():
-        pytest.skip(f"shared test audio not found at {SHARED_AUDIO}: these tests could not run")
+        missing(f"shared test audio not found at {SHARED_AUDIO}: these tests could not run")
     return SHARED_AUDIO

@@ -29,7 +29,6 @@ def finals(segments: list[Segment]) -> list[Segment]:
 
 
 def test_missing_model_is_unavailable(tmp_path: Path) -> None:
-    pytest.importorskip("pocketsphinx", reason="pocketsphinx not installed: this check could not run")
     from gateway.asr.pocketsphinx_engine import PocketSphinxRecognizer
 
     with pytest.raises(AsrUnavailable, match="POCKETSPHINX_MODEL_PATH"):

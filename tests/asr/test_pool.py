@@ -144,7 +144,6 @@ async def test_async_iteration_and_callback() -> None:
 
 @pytest.mark.slow
 def test_real_pocketsphinx_pool(model_dir: Path, tts: None, tmp_path: Path) -> None:
-    pytest.importorskip("pocketsphinx", reason="pocketsphinx not installed: pool test could not run")
     words = {"c0": "交通", "c1": "住房", "c2": "交通"}
     audio = {cid: read_pcm(synthesize(w, tmp_path / f"{cid}.wav"))[1] for cid, w in words.items()}
     pool = AsrPool(AsrSettings(pool=PoolSettings(workers=2, streams_per_worker=1)))

@@ -103,7 +103,6 @@ def test_44k_stereo_speech_is_resampled(recognizer: Any, tts: None, tmp_path: Pa
 
 
 def test_cli_json_and_exit_codes(model_dir: Path, shared_audio: Path, tmp_path: Path, capsys: Any) -> None:
-    pytest.importorskip("pocketsphinx", reason="pocketsphinx not installed: CLI test could not run")
     (tmp_path / "bad.wav").write_bytes(b"")
     clip = str(shared_audio / "tts/hotline_08_8k.wav")
     code = main_transcribe(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing
 from tests.voice.audio import write_tone_wav
 from tests.voice.peers import BARESIP_MODULE_PATH, PCAP_DIR, Peers, can_play_pcap
 
@@ -18,12 +19,12 @@ SPEECH_8K = SHARED_DIR / "audio" / "tts" / "hotline_01_8k.wav"
 
 def _require_baresip() -> None:
     if shutil.which("baresip") is None or not BARESIP_MODULE_PATH.is_dir():
-        pytest.skip("baresip is not installed (Debian package baresip)")
+        missing("baresip is not installed (Debian package baresip)")
 
 
 def _require_sipp() -> None:
     if shutil.which("sipp") is None or not PCAP_DIR.is_dir():
-        pytest.skip("SIPp is not installed (Debian package sip-tester)")
+        missing("SIPp is not installed (Debian package sip-tester)")
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def sipp_available() -> None:
 def pcap_playback(sipp_available: None) -> None:
     """SIPp's play_pcap_audio needs a raw socket: root or CAP_NET_RAW."""
     if not can_play_pcap():
-        pytest.skip("SIPp play_pcap_audio needs root or CAP_NET_RAW (raw socket)")
+        missing("SIPp play_pcap_audio needs root or CAP_NET_RAW (raw socket)")
 
 
 @pytest.fixture
@@ -61,5 +62,5 @@ def tone_wav(tmp_path: Path) -> Path:
 def speech_wav() -> Path:
     """6.6 s of synthesized Mandarin hotline speech at 8 kHz from ../shared."""
     if not SPEECH_8K.is_file():
-        pytest.skip(f"{SPEECH_8K} is missing (team audio in ../shared)")
+        missing(f"{SPEECH_8K} is missing (team audio in ../shared)")
     return SPEECH_8K
