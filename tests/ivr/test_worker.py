@@ -56,6 +56,17 @@ def stack_args(tmp_path: Path, redis_server: EmbeddedRedis, key_prefix: str, pro
     return {"tmp_path": tmp_path, "redis_url": redis_server.url, "key_prefix": key_prefix, "prompts_dir": prompts_dir}
 
 
+def matching_windows(reference: Path, heard: audio.Audio, window: float = 2.0) -> int:
+    """How many 2 s windows of what was heard are a near-exact copy of the reference somewhere.
+
+    Windows, not the whole call: the jitter buffer may slip a frame now and then (the notes saw
+    10 ms slips), which breaks one global alignment but not a short window's."""
+    starts = [i * window for i in range(int(heard.duration // window))]
+    return sum(
+        1 for t in starts if audio.align(reference, heard.slice(t, t + window), max_lag_s=30).correlation > 0.95
+    )
+
+
 def actions(ticket: Ticket) -> list[str]:
     return [entry.action for entry in ticket.history]
 
@@ -110,8 +121,8 @@ async def test_caller_presses_0_and_is_bridged_to_the_agent_phone(
         assert audio.rms(caller_rec) > 0.02, "the recording holds the caller's speech"
         assert abs(audio.dominant_frequency(agent_rec) - 1000) < 20, "the agent leg is recorded too"
         # Each side heard the other.
-        heard_by_agent = agent_phone.dumps()[0].dec
-        assert audio.correlation(long_speech, heard_by_agent, max_lag_s=15) > 0.8
+        heard_by_agent = audio.as_audio(agent_phone.dumps()[0].dec)
+        assert matching_windows(long_speech, heard_by_agent) >= 2, "the agent heard the caller's own words"
         heard_by_caller = audio.as_audio(caller.dumps()[0].dec)
         tone_part = heard_by_caller.slice(max(0.0, answered.at - offered_at), None)
         assert abs(audio.dominant_frequency(tone_part) - 1000) < 20
