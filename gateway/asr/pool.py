@@ -33,6 +33,7 @@ from typing import Any
 
 from gateway.asr.engine import AsrError, AsrUnavailable, Recognizer, Segment, Stream, load_recognizer
 from gateway.asr.settings import AsrSettings
+from gateway.embedded_redis import die_with_parent
 
 log = logging.getLogger("gateway.asr.pool")
 
@@ -63,6 +64,7 @@ def _make_recognizer(settings: AsrSettings, factory: str | None) -> Recognizer:
 
 def worker_main(index: int, settings: AsrSettings, factory: str | None, commands: Any, results: Any) -> None:
     """Process entry: load once, then serve open/feed/finish/abort commands until `stop`."""
+    die_with_parent()  # a SIGKILLed media worker must not leave its ASR workers behind
     try:
         recognizer = _make_recognizer(settings, factory)
         recognizer.prepare(settings.pool.streams_per_worker)

@@ -49,7 +49,10 @@ class LiveSpeech:
         self._loop = asyncio.get_running_loop()
         pool = AsrPool(self._settings, on_event=self._from_reader_thread)
         try:
-            await asyncio.to_thread(pool.start)
+            # On the loop (main) thread, at start-up, before calls are taken: the pool's processes die
+            # with the thread that spawned them (PR_SET_PDEATHSIG), and this thread lives as long as
+            # the worker; an executor thread might not.
+            pool.start()
         except AsrUnavailable as exc:
             # Say it plainly, once: calls are still answered and recorded, and the recordings wait
             # for `hotline-gateway transcribe --pending` once a model is installed.
