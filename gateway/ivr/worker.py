@@ -26,6 +26,7 @@ import pjsua2 as pj
 
 from gateway.asr.navigation import Thresholds, decide
 from gateway.asr.pool import StreamEvent
+from gateway.asr.settings import PoolSettings
 from gateway.config import GatewayConfig, split_listen
 from gateway.errors import GatewayError
 from gateway.ivr import actions as act
@@ -690,8 +691,16 @@ class MediaWorker:
         self.listening: dict[str, CallSession] = {}
         self.speech = LiveSpeech(config.asr, self._on_speech) if config.asr.enabled else None
         # Speech navigation runs its own grammar recognizer, only when some flow asks for it.
+        # One process with a decoder per caller slot: grammar decoding is cheap (RTF ~0.01) but each
+        # decoder pair holds ~85 MB, and every media worker has its own.
+        navigation_settings = config.asr.model_copy(
+            update={
+                "engine": config.asr.navigation_engine,
+                "pool": PoolSettings(workers=1, streams_per_worker=max(1, settings.calls_per_worker // 2)),
+            }
+        )
         self.navigation = (
-            LiveSpeech(config.asr.model_copy(update={"engine": config.asr.navigation_engine}), self._on_navigation)
+            LiveSpeech(navigation_settings, self._on_navigation)
             if config.asr.navigation_enabled and _has_speech_route(config)
             else None
         )
