@@ -27,6 +27,7 @@ import pjsua2 as pj
 from gateway.asr.navigation import Thresholds, decide
 from gateway.asr.pool import StreamEvent
 from gateway.asr.settings import PoolSettings
+from gateway.asr.text import extract
 from gateway.config import GatewayConfig, split_listen
 from gateway.errors import GatewayError
 from gateway.ivr import actions as act
@@ -195,7 +196,7 @@ class CallSession:
         if segment.final:
             await self.worker.queue.amend(
                 self.ticket_id,
-                lambda t: t.model_copy(update={"transcript": (*t.transcript, segment)[-200:]}),
+                lambda t: prefilled(t.model_copy(update={"transcript": (*t.transcript, segment)[-200:]}), [segment]),
                 f"worker:{self.settings.worker_id}",
                 "transcript",
             )
@@ -527,7 +528,7 @@ class CallSession:
         )
 
     async def _intake(self, queue: str, priority: int) -> None:
-        ticket = self._ticket(queue, priority)
+        ticket = prefilled(self._ticket(queue, priority), self.transcript)
         await self.worker.link.track(self.settings.worker_id, ticket.id)
         result = await self.worker.queue.intake(ticket, f"worker:{self.settings.worker_id}")
         self.ticket_id = result.ticket_id
@@ -609,6 +610,8 @@ class CallSession:
             self.worker.count(**{"voice.wait_ms": waited, "voice.waits": 1})
         if self.ticket_id is not None and self.asr_missed and "caller" in files:
             await self.worker.link.add_pending(self.ticket_id, files["caller"], self.asr_missed)
+            # The ticket says why its text comes later: transcribed from the recording after the call.
+            await self._history("asr_after_call", reason=self.asr_missed)
         if self.ticket_id is not None:
             await self.worker.link.untrack(self.settings.worker_id, self.ticket_id)
             self.worker.by_ticket.pop(self.ticket_id, None)
@@ -637,6 +640,26 @@ class CallSession:
             base = base.model_copy(update={"attachments": attachments})
         ticket = callback_ticket(base, utcnow(), self.settings.callback_priority, reason)
         await self.worker.queue.intake(ticket, f"worker:{self.settings.worker_id}")
+
+
+def prefilled(ticket: Ticket, segments: list[TranscriptSegment]) -> Ticket:
+    """What an agent would type anyway, from what the caller said: the address (when the ticket
+    has none yet), and a call-back number and a time into the notes."""
+    update: dict[str, str] = {}
+    notes = []
+    for segment in segments:
+        if not segment.final or not segment.text:
+            continue
+        found = extract(segment.text)
+        if found.address and not ticket.address and "address" not in update:
+            update["address"] = found.address[:256]
+        if found.phone and found.phone not in ticket.notes:
+            notes.append(f"回拨号码: {found.phone}")
+        if found.time and found.time not in ticket.notes:
+            notes.append(f"时间: {found.time}")
+    if notes:
+        update["notes"] = "\n".join([ticket.notes, *notes] if ticket.notes else notes)[:4000]
+    return ticket.model_copy(update=update) if update else ticket
 
 
 def _has_speech_route(config: GatewayConfig) -> bool:
