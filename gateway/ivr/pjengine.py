@@ -211,6 +211,11 @@ class Engine:
         self.endpoint.audDevManager().setNullDev()
         account_cfg = pj.AccountConfig()
         account_cfg.idUri = f"sip:gateway@{self.settings.host}:{self.settings.port}"
+        # RTP on the worker's own address (and that address in the SDP), not the host's main one:
+        # worker groups on other addresses or hosts must be reachable where they say they are.
+        account_cfg.mediaConfig.transportConfig.boundAddress = self.settings.host
+        if self.settings.public_address:
+            account_cfg.mediaConfig.transportConfig.publicAddress = self.settings.public_address
         self.account = InboundAccount(self)
         self.account.create(account_cfg)
         self._poller = asyncio.create_task(self._poll(), name="pjsip-poll")

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pjsua2 as pj
 
@@ -48,6 +48,9 @@ log = logging.getLogger("gateway.voice")
 
 SIP_SERVICE_UNAVAILABLE = 503
 SIP_NOT_FOUND = 404
+
+
+AGENT_STREAM = "-agent"  # the agent leg's recognition stream: the call id with this suffix
 
 
 class MediaGone(Exception):
@@ -125,6 +128,7 @@ class CallSession:
         self.shutting_down = False
         self.transcript: list[TranscriptSegment] = []
         self.fan: FanOut | None = None
+        self.agent_live: LiveAudio | None = None
         self.dictation_tap: Tap | None = None
         self.navigation_tap: Tap | None = None
         self.route_decided = False
@@ -132,6 +136,7 @@ class CallSession:
         self.asr_missed = ""  # why (part of) the call must be transcribed from its recording
         self._io: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self._io_task = worker.tasks.spawn(self._run_io())
+        self._io_closed = False
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -169,14 +174,16 @@ class CallSession:
             self.asr_missed = "asr_unavailable" if not speech.available else "asr_busy"
 
     def on_speech(self, event: StreamEvent) -> None:
-        """A recognized segment of the caller's speech (or the end of the stream)."""
-        if event.closed and (event.overflowed or event.error):
+        """A recognized segment of the caller's (or, after the answer, the agent's) speech, or the
+        end of a stream."""
+        speaker: Literal["caller", "agent"] = "agent" if event.call_id.endswith(AGENT_STREAM) else "caller"
+        if event.closed and (event.overflowed or event.error) and speaker == "caller":
             self.asr_missed = "asr_overflow" if event.overflowed else "asr_error"
         if event.segment is None:
             return
         part = event.segment
         segment = TranscriptSegment(
-            speaker="caller",
+            speaker=speaker,
             text=part.text[:4000],
             start=max(0.0, part.start),
             end=max(0.0, part.end),
@@ -185,7 +192,8 @@ class CallSession:
         )
         if segment.final:
             self.transcript.append(segment)
-            self.feed(ev.SpeechResult(segment.text, segment.confidence, final=True))
+            if speaker == "caller":
+                self.feed(ev.SpeechResult(segment.text, segment.confidence, final=True))
         self._enqueue_io(lambda: self._share_segment(segment))
 
     async def _share_segment(self, segment: TranscriptSegment) -> None:
@@ -223,6 +231,8 @@ class CallSession:
         agent.startTransmit(caller)
         if "agent" in self.recorders:
             agent.startTransmit(self.recorders["agent"])
+        if self.agent_live is not None:
+            agent.startTransmit(self.agent_live)
 
     def on_digit(self, leg: Leg, digit: str) -> None:
         if leg is self.leg and digit in ev.DTMF_DIGITS:
@@ -383,9 +393,29 @@ class CallSession:
         self._record("agent", agent)
         self._connect_bridge()
         self.bridged = True
-        if self.worker.speech is not None and not self.worker.config.asr.after_answer:
-            self.worker.speech.finish(self.call_id)
+        speech = self.worker.speech
+        if speech is not None and not self.worker.config.asr.after_answer:
+            speech.finish(self.call_id)
+        elif speech is not None and self.transcribed_live:
+            self._transcribe_agent(speech, agent)
         self._enqueue_io(lambda: self._history("bridged", agent=self.agent or ""))
+
+    def _transcribe_agent(self, speech: LiveSpeech, media: pj.AudioMedia) -> None:
+        """Both sides of the conversation, labelled: the agent's leg gets a port and a stream too."""
+        self.agent_live = self.worker.engine.live_audio(
+            media, f"live-{self.call_id}-a", self.settings.live_audio_frames
+        )
+        stream_id = self.call_id + AGENT_STREAM
+        if speech.open(stream_id, self.agent_live):
+            self.worker.listening[stream_id] = self
+
+    def _stop_transcribing_agent(self) -> None:
+        if self.agent_live is None:
+            return
+        if self.worker.speech is not None:
+            self.worker.speech.finish(self.call_id + AGENT_STREAM)
+        Engine.destroy_port(self.agent_live)
+        self.agent_live = None
 
     def _hang_up(self, action: act.HangUp) -> None:
         self._stop_prompt()
@@ -425,6 +455,7 @@ class CallSession:
             if self.bridged:
                 self.bridged = False
                 self._close_recorder("agent")
+                self._stop_transcribing_agent()
                 self.feed(ev.AgentHungUp())
             elif not self.closed:
                 self._requeue(f"agent_failed_{status}")
@@ -467,6 +498,7 @@ class CallSession:
         if self.worker.speech is not None:
             self.worker.speech.finish(self.call_id)  # the last frames go first
         self._stop_route_listening()
+        self._stop_transcribing_agent()
         if self.live is not None:
             Engine.destroy_port(self.live)
             stats = self.live.stats
@@ -475,6 +507,7 @@ class CallSession:
         outcome = self.machine.outcome or "unknown"
         self._enqueue_io(lambda: self._settle(outcome))
         self._io.put_nowait(None)
+        self._io_closed = True
         self.worker.forget(self)
         # Not inside the leg's own callback: on the next loop turn.
         asyncio.get_running_loop().call_soon(self._release_legs)
@@ -494,7 +527,18 @@ class CallSession:
     # --- ordered Redis I/O for this call -------------------------------------------------------
 
     def _enqueue_io(self, job: Callable[[], Awaitable[None]]) -> None:
+        if self._io_closed:
+            # The call is over and its ordered work is done: a late result (the last utterance is
+            # often recognized after the hang-up) still reaches the ticket.
+            self.worker.tasks.spawn(self._run_one(job))
+            return
         self._io.put_nowait(job)
+
+    async def _run_one(self, job: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await job()
+        except GatewayError as exc:
+            log.error("call %s: %s", self.call_id, exc)
 
     async def _run_io(self) -> None:
         while (job := await self._io.get()) is not None:

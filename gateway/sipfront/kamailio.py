@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import socket
 import tempfile
 from collections.abc import Mapping
@@ -219,9 +220,9 @@ async def start_check(config: GatewayConfig, rendered: Rendered, timeout: float 
     front = config.sipfront
     with tempfile.TemporaryDirectory(prefix="hg-sipfront-") as scratch:
         paths = FrontPaths(Path(scratch))
-        # The copy reads the real dispatcher list (workers get one OPTIONS probe, harmlessly).
+        # The copy probes the same workers (one OPTIONS each, harmless) from its own files.
+        shutil.copyfile(rendered.paths.dispatcher, paths.dispatcher)
         cfg = render_cfg(config, paths, listen=f"127.0.0.1:{free_udp_port()}", source="start check")
-        cfg = cfg.replace(str(paths.dispatcher), str(rendered.paths.dispatcher))
         paths.cfg.write_text(cfg, encoding="utf-8")
         command = KamailioCommand.for_paths(front, paths)
         process = KamailioProcess(command, log_path=paths.log, ready_timeout=timeout)

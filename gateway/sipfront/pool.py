@@ -10,8 +10,6 @@ a second leg for its agent, and the agent leg is not counted by the dispatcher.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +18,6 @@ from gateway.supervisor import WorkerSpec
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
-    from gateway.voice_link import VoiceLink
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +57,3 @@ def destinations(config: GatewayConfig) -> list[Destination]:
     else:
         pairs = [(spec.worker_id, spec.listen) for spec in worker_specs(config)]
     return [Destination(duid, *split_host_port(address), maxload=maxload) for duid, address in pairs]
-
-
-async def wait_for_heartbeats(link: VoiceLink, worker_ids: Iterable[str], timeout: float) -> dict[str, dict[str, str]]:
-    """Wait until every named worker has a live heartbeat; TimeoutError names the missing ones."""
-    wanted = set(worker_ids)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        live = await link.live_workers()
-        if wanted <= live.keys():
-            return {worker_id: live[worker_id] for worker_id in wanted}
-        if loop.time() >= deadline:
-            raise TimeoutError(f"no heartbeat within {timeout} s from {sorted(wanted - live.keys())}")
-        await asyncio.sleep(0.1)

@@ -5,12 +5,14 @@ logs to stderr, though it still forks its receivers, timers and the control proc
 own session (process group), so stopping it can reach every process it forked, and nothing else.
 `-P` writes the main pid; `-Y` keeps its runtime files beside the rendered config.
 
-Ready means the control socket (ctl module, `kamcmd`) accepts a connection: that happens after
-every module initialised and every child forked, so a config that fails its run-time fixups never
-looks ready. When Kamailio dies, `supervise()` starts it again after `restart_delay` (doubling up to
-30 s while it keeps failing). Its state is in memory: registrations are lost until the phones
-re-register, and the call-load table starts empty (see docs/deploy.md).
-"""
+Ready means Kamailio answers an RPC on its control socket (`kamcmd core.uptime`): the control
+process that answers is forked only after every module initialised and every route was fixed up,
+so a config that fails its run-time fixups never looks ready. (The socket itself accepts
+connections earlier, from module init on: a connect alone would not prove it.)
+
+When Kamailio dies, `supervise()` starts it again after `restart_delay` (doubling up to 30 s while
+it keeps failing). Its state is in memory: registrations are lost until the phones re-register,
+and the call-load table starts empty (see docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from gateway.sipfront.kamailio import SipFrontError
+from gateway.sipfront.rpc import kamcmd
 
 if TYPE_CHECKING:
     from gateway.sipfront.config import KamailioConfig
@@ -45,10 +48,11 @@ class KamailioCommand:
     run_dir: Path
     ctl_socket: Path
     shm_mb: int = 64
+    kamcmd: str = "kamcmd"
 
     @classmethod
     def for_paths(cls, front: KamailioConfig, paths: FrontPaths) -> KamailioCommand:
-        return cls(front.binary, paths.cfg, paths.pidfile, paths.dir, paths.ctl_socket, front.shm_mb)
+        return cls(front.binary, paths.cfg, paths.pidfile, paths.dir, paths.ctl_socket, front.shm_mb, front.kamcmd)
 
     def args(self) -> list[str]:
         args = [self.binary, "-DD", "-E", "-f", str(self.cfg), "-P", str(self.pidfile)]
@@ -160,7 +164,7 @@ class KamailioProcess:
         while True:
             if self.process.returncode is not None:
                 raise SipFrontError(f"kamailio exited with {self.process.returncode} while starting{self._tail()}")
-            if await _accepts(self.command.ctl_socket):
+            if await _answers(self.command):
                 return
             if loop.time() >= deadline:
                 raise SipFrontError(f"kamailio not ready within {self.ready_timeout} s{self._tail()}")
@@ -186,7 +190,10 @@ class KamailioProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         if process.returncode is None:
-            await process.wait()
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                log.error("kamailio (pid %d) did not exit after SIGKILL", process.pid)
         return process.returncode
 
     async def _keep(self) -> None:
@@ -219,12 +226,11 @@ def _running_pid(pidfile: Path) -> int | None:
     return pid if b"kamailio" in cmdline else None
 
 
-async def _accepts(path: Path) -> bool:
-    try:
-        _, writer = await asyncio.open_unix_connection(str(path))
-    except OSError:
+async def _answers(command: KamailioCommand) -> bool:
+    if not command.ctl_socket.exists():
         return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+    try:
+        await kamcmd(command.kamcmd, command.ctl_socket, "core.uptime", timeout=1.0)
+    except SipFrontError:
+        return False
     return True

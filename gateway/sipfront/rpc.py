@@ -136,6 +136,3 @@ class FrontRpc:
             if exc.status == 500 and "not found" in str(exc).lower():
                 return []
             raise
-
-    async def reload_dispatcher(self) -> None:
-        await self.call("dispatcher.reload")

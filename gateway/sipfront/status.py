@@ -93,7 +93,7 @@ def format_report(report: Report) -> str:
     elif not report.targets:
         lines.append("  (no destinations)")
     known = {row.info.get("sip", "") for row in report.workers}
-    for target in report.targets or []:
+    for target in sorted(report.targets or [], key=lambda t: t.address):
         state = "up" if target.active else "DOWN"
         note = "" if target.address in known else "  (no worker heartbeat)"
         lines.append(f"  {target.uri:<28} {target.flags:<3} {state:<5} load {target.load}/{target.maxload}{note}")

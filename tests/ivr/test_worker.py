@@ -335,7 +335,8 @@ async def test_live_transcript_reaches_the_seat_before_the_agent_answers(
     stack_args: StackArgs, peers: Peers, housing_request: Path, tone_wav: Path, baresip_available: None
 ) -> None:
     # A phone that rings until we answer it, so the seat's screen fills while it rings.
-    agent_phone = Baresip(stack_args["tmp_path"] / "agent", user="1001", audio_source=tone_wav, role="agent")
+    # The agent talks too (the same request, for the grammar to hear): both legs are transcribed.
+    agent_phone = Baresip(stack_args["tmp_path"] / "agent", user="1001", audio_source=housing_request, role="agent")
     await agent_phone.start()
     asr = {
         "enabled": True,
@@ -360,8 +361,9 @@ async def test_live_transcript_reaches_the_seat_before_the_agent_answers(
             await agent_phone.wait_event("CALL_ESTABLISHED", 5)
             await caller.wait_event("CALL_CLOSED", 40)
             ticket = await stack.ticket_where(lambda t: t.id == offer["ticket"]["id"] and "recordings" in actions(t))
-            finals = [s for s in ticket.transcript if s.final]
+            finals = [s for s in ticket.transcript if s.final and s.speaker == "caller"]
             assert finals, "the ticket holds the final segments"
+            assert any(s.speaker == "agent" for s in ticket.transcript), "after the answer, the agent's leg too"
             # The caller asked for housing (住房, or its synonym 房子 in the navigation table).
             heard_targets = {found[0] for s in finals if (found := find_keyword(s.text, DEFAULT_TABLE))}
             assert "housing" in heard_targets, [s.text for s in finals]

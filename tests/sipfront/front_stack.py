@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ import tomli_w
 
 from gateway.app import Gateway
 from gateway.config import parse_config
+from gateway.ivr.flow import parse_ivr_toml
 from gateway.sipfront.kamailio import front_paths, write_front
 from gateway.sipfront.pool import worker_specs
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
@@ -50,6 +53,11 @@ class FrontStack(VoiceStack):
     @property
     def front(self) -> str:
         return self.sip
+
+    def kamailio_log(self, chars: int = 3000) -> str:
+        """The end of Kamailio's log, for assertion messages."""
+        assert self.kamailio is not None and self.kamailio.log_path is not None
+        return self.kamailio.log_path.read_text(errors="replace")[-chars:]
 
     async def targets(self) -> dict[str, Target]:
         """Kamailio's dispatcher state, by worker address (host:port)."""
@@ -86,11 +94,12 @@ class FrontStack(VoiceStack):
     redis_url: str = ""
 
 
-def _raw_config(
+def raw_front_config(
     tmp_path: Path, redis_url: str, key_prefix: str, prompts_dir: Path, run_dir: Path, front_port: int, **opts: Any
 ) -> dict[str, Any]:
     flow = write_flow(tmp_path / "flow.toml", FAST)
     raw = make_raw_config(key_prefix, redis_url)
+    _cover_flow_queues(raw, flow)
     for agent in raw["agents"]:
         user = opts["agent_phones"].get(agent["id"])
         if user:
@@ -124,6 +133,16 @@ def _raw_config(
     return raw
 
 
+def _cover_flow_queues(raw: dict[str, Any], flow: Path) -> None:
+    """Add any queue the shipped flow routes to that the shared test config lacks (the flow grows
+    new branches; these tests are about the front, not about queues)."""
+    ivr = parse_ivr_toml(flow.read_text(encoding="utf-8")).flow
+    wanted = {getattr(node, "queue", None) for node in ivr.nodes.values()} | {ivr.human_queue}
+    have = {queue["name"] for queue in raw["queues"]}
+    for name in sorted(q for q in wanted - have if q):
+        raw["queues"].append({"name": name, "label": name, "skills": [name], "priority": 0})
+
+
 @asynccontextmanager
 async def front_stack(
     tmp_path: Path,
@@ -137,12 +156,40 @@ async def front_stack(
     trunks: tuple[str, ...] = ("127.0.0.1/32",),
     agent_phones: dict[str, str] | None = None,
     front: dict[str, Any] | None = None,
+    deadline: float = 120.0,
 ) -> AsyncIterator[FrontStack]:
     """`agent_phones` maps agent ids to phone users (their sip_uri then rings the phone at the front);
-    `front` overrides [sipfront] settings. Kamailio's log is `run_dir/kamailio.log`."""
+    `front` overrides [sipfront] settings. Kamailio's log is `run_dir/kamailio.log`. The whole test
+    (setup, body, teardown) must end within `deadline` s: a hang fails with its traceback."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    async with asyncio.timeout(deadline):
+        async with _front_stack(
+            tmp_path, redis_url, key_prefix, prompts_dir, run_dir, workers=workers,
+            calls_per_worker=calls_per_worker, trunks=trunks, agent_phones=agent_phones, front=front,
+        ) as stack:  # fmt: skip
+            yield stack
+    # A cancellation swallowed by some teardown step would otherwise end the test "passed".
+    assert loop.time() - began < deadline, f"the stack hung until its {deadline} s deadline (see the captured log)"
+
+
+@asynccontextmanager
+async def _front_stack(
+    tmp_path: Path,
+    redis_url: str,
+    key_prefix: str,
+    prompts_dir: Path,
+    run_dir: Path,
+    *,
+    workers: int,
+    calls_per_worker: int,
+    trunks: tuple[str, ...],
+    agent_phones: dict[str, str] | None,
+    front: dict[str, Any] | None,
+) -> AsyncIterator[FrontStack]:
     front_port = free_port(udp=True, tcp=False)
     worker_base = free_port_range(max(workers, 1), even=False)
-    raw = _raw_config(
+    raw = raw_front_config(
         tmp_path, redis_url, key_prefix, prompts_dir, run_dir, front_port,
         workers=workers, calls_per_worker=calls_per_worker, trunks=list(trunks),
         agent_phones=agent_phones or {}, worker_base=worker_base, front=front or {},
@@ -153,17 +200,19 @@ async def front_stack(
     env = {**os.environ, **{phone_env(user): password for user, password in PHONE_PASSWORDS.items()}}
     async with AsyncExitStack() as stack:
         client = aioredis.Redis.from_url(redis_url)
-        stack.push_async_callback(client.aclose)
+        stack.push_async_callback(_timed, "redis client close", client.aclose)
         gateway = Gateway(config, client)
         bound = await gateway.start()
-        stack.push_async_callback(gateway.stop)
+        stack.push_async_callback(_timed, "gateway stop", gateway.stop)
         rendered = write_front(config, str(path))
         paths = front_paths(config)
         kamailio = KamailioProcess(KamailioCommand.for_paths(config.sipfront, paths), log_path=paths.log, env=env)
-        stack.push_async_callback(kamailio.stop)
-        processes = {s.worker_id: WorkerProcess(str(path), redis_url, s.worker_id, s.listen) for s in worker_specs(config)}
-        for process in processes.values():
-            stack.push_async_callback(_stop_worker, process)
+        stack.push_async_callback(_timed, "kamailio stop", kamailio.stop)
+        processes = {
+            s.worker_id: WorkerProcess(str(path), redis_url, s.worker_id, s.listen) for s in worker_specs(config)
+        }
+        # Stops whatever is in the dict at the end, workers a test restarted included.
+        stack.push_async_callback(_timed, "workers stop", lambda: _stop_workers(processes))
         # Workers first: Kamailio then finds them up at its first probe instead of marking them down.
         await asyncio.gather(*(process.start() for process in processes.values()))
         await kamailio.start()
@@ -179,6 +228,14 @@ async def front_stack(
         yield result
 
 
-async def _stop_worker(process: WorkerProcess) -> None:
-    # A worker killed by the test has already exited; stop() then just reaps it.
-    await process.stop()
+async def _timed(what: str, step: Callable[[], Awaitable[object]]) -> None:
+    """One teardown step, logged with its duration (a hang shows which step it was)."""
+    began = time.monotonic()
+    print(f"teardown: {what} ...", file=sys.stderr, flush=True)
+    await step()
+    print(f"teardown: {what} done in {time.monotonic() - began:.2f} s", file=sys.stderr, flush=True)
+
+
+async def _stop_workers(processes: dict[str, WorkerProcess]) -> None:
+    # A worker the test killed has already exited: stop() then just reaps it.
+    await asyncio.gather(*(process.stop() for process in processes.values()))

@@ -1,0 +1,252 @@
+"""Rendering the front from the typed config (pure), and checking it with the real Kamailio binary."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import GatewayConfig, parse_config
+from gateway.errors import ConfigError
+from gateway.sipfront.commands import render
+from gateway.sipfront.config import front_errors, password_errors
+from gateway.sipfront.kamailio import (
+    FrontPaths,
+    SipFrontError,
+    fill,
+    render_cfg,
+    render_dispatcher,
+    syntax_check,
+    write_front,
+)
+from gateway.sipfront.pool import Destination, destinations
+from gateway.sipfront.process import KamailioCommand, KamailioProcess
+from gateway.sipfront.rpc import parse_contacts, parse_dispatcher_list
+from gateway.sipfront.status import Report, WorkerRow, format_report
+from tests.conftest import make_raw_config
+
+
+def _config(tmp_path: Path, front: dict[str, Any] | None = None, **voice: Any) -> GatewayConfig:
+    raw = make_raw_config("t", "redis://127.0.0.1:1/0")
+    raw["agents"][0]["sip_uri"] = "sip:1001@10.1.0.5:5060"
+    raw["voice"] = {"listen": "10.1.0.5:5101", "embedded_workers": 3, "calls_per_worker": 4, **voice}
+    raw["sipfront"] = {
+        "enabled": True,
+        "listen": "10.1.0.5:5060",
+        "trunks": ["203.0.113.7", "198.51.100.0/24"],
+        "phones": {"1001": "HG_SIP_PASSWORD_1001"},
+        "dir": str(tmp_path / "front"),
+        **(front or {}),
+    }
+    return parse_config(raw, tmp_path)
+
+
+def test_dispatcher_list_is_derived_from_the_pool_with_maxload_half_the_legs(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    text = render_dispatcher(destinations(config))
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert lines == [
+        "1 sip:10.1.0.5:5101 0 0 duid=w1;maxload=2",
+        "1 sip:10.1.0.5:5102 0 0 duid=w2;maxload=2",
+        "1 sip:10.1.0.5:5103 0 0 duid=w3;maxload=2",
+    ]
+
+
+def test_explicit_workers_win_over_the_derived_pool(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"workers": ["10.1.0.6:5070", "10.1.0.7:5070"]}, calls_per_worker=6)
+    assert destinations(config) == [
+        Destination("d1", "10.1.0.6", 5070, 3),
+        Destination("d2", "10.1.0.7", 5070, 3),
+    ]
+
+
+def test_cfg_carries_the_settings_and_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HG_SIP_PASSWORD_1001", "a-very-real-phone-pass")
+    config = _config(tmp_path, {"max_message_bytes": 4000, "probe_interval": 3, "fr_timer": 1.5})
+    cfg = render_cfg(config, FrontPaths(tmp_path / "front"))
+    assert "listen=udp:10.1.0.5:5060\n" in cfg
+    assert 'alias="10.1.0.5:5060"' in cfg
+    assert 'is_in_subnet("$si", "203.0.113.7/32,198.51.100.0/24")' in cfg
+    assert "if ($ml > 4000)" in cfg
+    assert 'modparam("dispatcher", "ds_ping_interval", 3)' in cfg
+    assert 'modparam("tm", "fr_timer", 1500)' in cfg
+    assert 'modparam("usrloc", "db_mode", 0)' in cfg
+    assert "$sht(agents=>1001) = $env(HG_SIP_PASSWORD_1001);" in cfg
+    assert 'ds_select_dst("1", "10")' in cfg and "ds_next_dst" not in cfg.replace("ds_next_dst() returns", "")
+    assert "a-very-real-phone-pass" not in cfg
+    assert "{{" not in cfg
+
+
+def test_advertised_address_and_aliases(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"advertise": "198.51.100.9:5060", "aliases": ["hotline.example.cn:5060"]})
+    cfg = render_cfg(config, FrontPaths(tmp_path / "front"))
+    assert "listen=udp:10.1.0.5:5060 advertise 198.51.100.9:5060\n" in cfg
+    assert re.findall(r'^alias="([^"]+)"', cfg, re.M) == [
+        "10.1.0.5:5060",
+        "198.51.100.9:5060",
+        "hotline.example.cn:5060",
+    ]
+    assert '"ds_ping_from", "sip:sipfront@198.51.100.9"' in cfg
+
+
+def test_fill_refuses_a_missing_or_unused_value() -> None:
+    assert fill("a {{x}} b", {"x": "1"}) == "a 1 b"
+    with pytest.raises(KeyError, match="no value"):
+        fill("{{x}} {{y}}", {"x": "1"})
+    with pytest.raises(KeyError, match="no placeholder"):
+        fill("{{x}}", {"x": "1", "z": "2"})
+
+
+@pytest.mark.parametrize(
+    ("front", "message"),
+    [
+        ({"trunks": ["not-an-ip"]}, "must be an IP address or network"),
+        ({"trunks": []}, "at least 1 item"),
+        ({"listen": "10.1.0.5"}, "must be host:port"),
+        ({"phones": {"1001": "lowercase_env"}}, "has the wrong form"),
+        ({"phones": {"bad user": "HG_X"}}, "has the wrong form"),
+        ({"workers": ["10.1.0.6:0"]}, "must be host:port"),
+    ],
+)
+def test_bad_settings_are_refused_by_field(tmp_path: Path, front: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, front)
+    assert any(field.path.startswith("sipfront.") and message in field.message for field in caught.value.fields), str(
+        caught.value
+    )
+
+
+def test_front_errors_span_sections(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"phones": {}})  # and [voice] not enabled
+    assert [str(e) for e in front_errors(config)] == [
+        "sipfront.enabled: the front needs [voice] enabled = true",
+        "agents[0].sip_uri: rings '1001' at the front, but sipfront.phones has no '1001'",
+    ]
+    pool_less = _config(tmp_path, embedded_workers=0)
+    assert any(e.path == "sipfront.workers" for e in front_errors(pool_less))
+
+
+def test_phone_passwords_come_from_the_environment_and_placeholders_are_refused(tmp_path: Path) -> None:
+    front = _config(tmp_path).sipfront
+    assert [e.message for e in password_errors(front, {})] == ["environment variable HG_SIP_PASSWORD_1001 is not set"]
+    assert "shorter" in password_errors(front, {"HG_SIP_PASSWORD_1001": "short"})[0].message
+    assert "placeholder" in password_errors(front, {"HG_SIP_PASSWORD_1001": "changeme-changeme"})[0].message
+    assert password_errors(front, {"HG_SIP_PASSWORD_1001": "x7-Gq2-vT9-pL4-z"}) == []
+
+
+DISPATCHER_LIST = """\
+{
+\tNRSETS: 1
+\tRECORDS: {
+\t\tSET: {
+\t\t\tID: 1
+\t\t\tTARGETS: {
+\t\t\t\tDEST: {
+\t\t\t\t\tURI: sip:127.0.0.1:5101
+\t\t\t\t\tFLAGS: AP
+\t\t\t\t\tPRIORITY: 0
+\t\t\t\t\tATTRS: {
+\t\t\t\t\t\tBODY: duid=w1;maxload=2
+\t\t\t\t\t\tDUID: w1
+\t\t\t\t\t\tMAXLOAD: 2
+\t\t\t\t\t}
+\t\t\t\t\tRUNTIME: {
+\t\t\t\t\t\tDLGLOAD: 1
+\t\t\t\t\t}
+\t\t\t\t}
+\t\t\t\tDEST: {
+\t\t\t\t\tURI: sip:127.0.0.1:5102
+\t\t\t\t\tFLAGS: IP
+\t\t\t\t\tATTRS: {
+\t\t\t\t\t\tDUID: w2
+\t\t\t\t\t\tMAXLOAD: 2
+\t\t\t\t\t}
+\t\t\t\t\tRUNTIME: {
+\t\t\t\t\t\tDLGLOAD: 0
+\t\t\t\t\t}
+\t\t\t\t}
+\t\t\t}
+\t\t}
+\t}
+}
+"""
+
+
+def test_dispatcher_list_answer_is_parsed() -> None:
+    first, second = parse_dispatcher_list(DISPATCHER_LIST)
+    assert (first.address, first.flags, first.duid, first.load, first.maxload, first.active) == (
+        "127.0.0.1:5101", "AP", "w1", 1, 2, True,
+    )  # fmt: skip
+    assert (second.address, second.active, second.load) == ("127.0.0.1:5102", False, 0)
+    assert parse_contacts("\t\t\tAddress: sip:1001-0x1@127.0.0.1:5301\n\t\t\tExpires: 58\n") == [
+        "sip:1001-0x1@127.0.0.1:5301"
+    ]
+
+
+def test_status_report_joins_heartbeats_and_kamailio() -> None:
+    report = Report(
+        workers=[
+            WorkerRow("w1", {"sip": "127.0.0.1:5101", "pid": "41", "callers": "1", "legs": "2", "capacity": "2"}, 3.2),
+            WorkerRow("w2", {"sip": "127.0.0.1:5102", "pid": "42", "callers": "0", "legs": "0", "capacity": "2"}, -4.0),
+        ],
+        targets=parse_dispatcher_list(DISPATCHER_LIST),
+    )
+    text = format_report(report)
+    assert re.search(r"w1\s+127\.0\.0\.1:5101\s+41\s+1\s+2\s+2\s+alive; kamailio AP load 1/2", text), text
+    assert "lapsed 4.0 s ago; kamailio IP load 0/2" in text
+    assert "sip:127.0.0.1:5102" in text and "DOWN" in text
+    unreachable = format_report(Report(front_problem="kamailio not reachable at /x"))
+    assert "(none has a heartbeat)" in unreachable and "not reachable: kamailio not reachable" in unreachable
+
+
+# --- with the real binary ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_render_command_writes_files_and_passes_both_checks(
+    tmp_path: Path, run_dir: Path, kamailio_available: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, {"listen": "127.0.0.1:5999", "dir": str(run_dir)}, listen="127.0.0.1:5101")
+    # Rendering needs no IVR flow: enable voice without loading one.
+    config = config.model_copy(update={"voice": config.voice.model_copy(update={"enabled": True})})
+    assert await render(config, "test.toml") == 0
+    out = capsys.readouterr().out
+    assert "kamailio -c: OK" in out and "start check: OK" in out
+    assert (run_dir / "kamailio.cfg").is_file() and (run_dir / "dispatcher.list").is_file()
+    assert not (run_dir / "kamailio.pid").exists(), "the start check ran elsewhere, and stopped"
+
+
+@pytest.mark.slow
+async def test_start_check_catches_what_kamailio_c_misses(
+    tmp_path: Path, run_dir: Path, kamailio_available: None
+) -> None:
+    """A pseudo-variable of a module not loaded ($T_reply_code needs tmx): `-c` passes, start fails."""
+    config = _config(tmp_path, {"listen": "127.0.0.1:5998", "dir": str(run_dir)}, listen="127.0.0.1:5101")
+    rendered = write_front(config)
+    cfg = rendered.paths.cfg
+    cfg.write_text(
+        cfg.read_text().replace(
+            '    ds_mark_dst("ip");', '    xlog("L_INFO", "$T_reply_code\\n");\n    ds_mark_dst("ip");'
+        )
+    )
+    await syntax_check("kamailio", cfg)  # passes
+    process = KamailioProcess(KamailioCommand.for_paths(config.sipfront, rendered.paths), log_path=run_dir / "k.log")
+    with pytest.raises(SipFrontError, match="T_reply_code"):
+        await process.start()
+    assert process.pid is None
+
+
+def test_the_commented_example_in_gateway_toml_is_a_valid_section() -> None:
+    """config/gateway.toml's `# [sipfront]` block, uncommented, is a valid [sipfront]."""
+    import tomllib
+
+    from gateway.sipfront.config import KamailioConfig
+
+    text = (Path(__file__).resolve().parents[2] / "config" / "gateway.toml").read_text(encoding="utf-8")
+    block = text[text.index("# [sipfront]") :].splitlines()
+    uncommented = "\n".join(line.removeprefix("# ") for line in block if line.startswith("# "))
+    section = tomllib.loads(uncommented)["sipfront"]
+    front = KamailioConfig.model_validate(section)
+    assert front.enabled and front.phones["1001"] == "HG_SIP_PASSWORD_1001"

@@ -1,0 +1,114 @@
+"""`hotline-gateway run` with `[sipfront] enabled`: Kamailio and the worker pool as its children,
+`status` showing both, a call through the front, and nothing left running after SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from gateway.cli import main
+from tests.helpers import GatewayProcess
+from tests.sipfront.front_stack import PHONE_PASSWORDS, phone_env, raw_front_config
+from tests.voice.peers import Peers, free_port, free_port_range, uac_scenario
+
+pytestmark = pytest.mark.slow
+
+
+def _write_config(tmp_path: Path, redis_url: str, key_prefix: str, prompts_dir: Path, run_dir: Path) -> Path:
+    raw = raw_front_config(
+        tmp_path, redis_url, key_prefix, prompts_dir, run_dir, free_port(udp=True, tcp=False),
+        workers=2, calls_per_worker=4, trunks=["127.0.0.1/32"], agent_phones={"a1": "1001"},
+        worker_base=free_port_range(2, even=False), front={},
+    )  # fmt: skip
+    path = tmp_path / "gateway.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+@pytest.fixture
+def passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    for user, password in PHONE_PASSWORDS.items():
+        monkeypatch.setenv(phone_env(user), password)
+
+
+async def _status(path: Path, redis_url: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "status", "--config", str(path), "--redis-url", redis_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_run_starts_kamailio_and_the_pool_status_shows_them_and_sigterm_ends_everything(
+    tmp_path: Path,
+    redis_server: object,
+    key_prefix: str,
+    prompts_dir: Path,
+    run_dir: Path,
+    passwords: None,
+    peers: Peers,
+    kamailio_available: None,
+    sipp_available: None,
+) -> None:
+    redis_url: str = redis_server.url  # type: ignore[attr-defined]
+    path = _write_config(tmp_path, redis_url, key_prefix, prompts_dir, run_dir)
+    gateway = GatewayProcess(str(path), redis_url)
+    await gateway.start(30)
+    try:
+        kamailio_pid = int((run_dir / "kamailio.pid").read_text())
+
+        async def ready() -> str | None:
+            text = await _status(path, redis_url)
+            return text if text.count("alive; kamailio A") == 2 else None
+
+        async with asyncio.timeout(20):
+            while (text := await ready()) is None:
+                await asyncio.sleep(0.5)
+        assert "w1" in text and "w2" in text and text.count(" up ") == 2, text
+
+        front = tomllib.loads(path.read_text())["sipfront"]["listen"]
+        scenario = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=1500, hold_ms_after=100)
+        sipp = await peers.sipp(scenario, target=front, service="12345", calls=2, concurrency=2, rate=10)
+        result = await sipp.wait(20)
+        assert result.successful == 2, str(result)
+        worker_pids = [int(line.split()[2]) for line in text.splitlines() if line.strip().startswith("w")]
+    finally:
+        code = await gateway.stop()
+    assert code == 0
+    assert not _alive(kamailio_pid), "Kamailio stopped with the gateway"
+    assert not any(_alive(pid) for pid in worker_pids), "the workers stopped with the gateway"
+
+
+def test_sipfront_render_command(
+    tmp_path: Path,
+    redis_server: object,
+    key_prefix: str,
+    prompts_dir: Path,
+    run_dir: Path,
+    kamailio_available: None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = _write_config(tmp_path, redis_server.url, key_prefix, prompts_dir, run_dir)  # type: ignore[attr-defined]
+    monkeypatch.delenv(phone_env("1001"), raising=False)
+    assert main(["sipfront", "render", "--config", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "(2 worker(s), at most 2 caller(s) each)" in captured.out
+    assert "kamailio -c: OK" in captured.out and "start check: OK" in captured.out
+    assert f"environment variable {phone_env('1001')} is not set" in captured.err
+    assert (run_dir / "dispatcher.list").read_text().count("maxload=2") == 2
