@@ -43,6 +43,16 @@ def _segments(path: Path, transcript_segments: list[object]) -> tuple[Transcript
     return tuple(out)
 
 
+async def _with_callback(queue: TicketQueue, ticket_id: str) -> list[str]:
+    """The call's ticket and, when the call left one, its callback ticket: the one an agent works."""
+    try:
+        ticket = await queue.get(ticket_id)
+    except GatewayError:
+        return [ticket_id]
+    callback = await queue.redis.get(queue.keys.idempotency("voice", f"{ticket.message_id}-callback"))
+    return [ticket_id, callback.decode() if isinstance(callback, bytes) else str(callback)] if callback else [ticket_id]
+
+
 async def transcribe_pending(config: GatewayConfig, redis_url: str, engine: str | None) -> int:
     settings = config.asr.model_copy(update={"engine": engine}) if engine else config.asr
     try:
@@ -72,10 +82,11 @@ async def transcribe_pending(config: GatewayConfig, redis_url: str, engine: str 
                     update={"transcript": (*ticket.transcript, *segments)[-200:], "text": ticket.text or text[:4000]}
                 )
 
-            try:
-                await queue.amend(entry["ticket"], change, "system:transcribe", "transcribed_after_call")
-            except GatewayError as exc:
-                log.error("ticket %s: %s", entry["ticket"], exc)
+            for ticket_id in await _with_callback(queue, entry["ticket"]):
+                try:
+                    await queue.amend(ticket_id, change, "system:transcribe", "transcribed_after_call")
+                except GatewayError as exc:
+                    log.error("ticket %s: %s", ticket_id, exc)
             await link.done_pending(member)
             done += 1
     finally:

@@ -10,7 +10,7 @@ from gateway.asr.pending import transcribe_pending
 from gateway.config import GatewayConfig
 from gateway.queue import TicketQueue
 from gateway.ticket import Ticket, new_ticket_id, utcnow
-from gateway.voice_link import VoiceLink, recording_attachment
+from gateway.voice_link import VoiceLink, callback_ticket, recording_attachment
 from tests.asr.conftest import synthesize
 
 
@@ -33,11 +33,15 @@ async def test_waiting_recordings_are_transcribed_into_their_tickets(
         await queue.intake(ticket, "test")
         await link.add_pending(ticket.id, path, "asr_unavailable")
         tickets.append(ticket)
+    # The first call ended in a voice message: its callback ticket is the one an agent will work.
+    callback = callback_ticket(tickets[0], utcnow(), 0, "voice_message")
+    await queue.intake(callback, "test")
     assert config.redis.url
     status = await transcribe_pending(config, config.redis.url, "pocketsphinx")
     assert status == 1, "one file could not be read: said so in the exit status"
     done = await queue.get(tickets[0].id)
     assert done.transcript and done.text, "the text went into the ticket"
     assert done.history[-1].action == "transcribed_after_call"
+    assert (await queue.get(callback.id)).transcript == done.transcript, "the callback ticket carries the text"
     waiting = [entry["ticket"] for _, entry in await link.pending()]
     assert waiting == [tickets[1].id], "the unreadable one is still waiting; the done one is not"
