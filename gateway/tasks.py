@@ -27,6 +27,14 @@ class Tasks:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
 
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Let running tasks finish (bounded: a shutdown must never hang), then cancel the rest."""
+        if not self._tasks:
+            return
+        pending = set(self._tasks)
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        for task in still:
+            log.warning("cancelling background task %s at shutdown", task.get_name())
+            task.cancel()
+        if still:
+            await asyncio.wait(still, timeout=1.0)

@@ -33,8 +33,7 @@ WORKERS = [f"g{n}" for n in range(6)]
 
 def worker_agents() -> list[dict[str, Any]]:
     return [
-        {"id": a, "name": a, "skills": ["general"], "token_hash": hash_secret(f"tok-{a}-" + "w" * 20)}
-        for a in WORKERS
+        {"id": a, "name": a, "skills": ["general"], "token_hash": hash_secret(f"tok-{a}-" + "w" * 20)} for a in WORKERS
     ]
 
 
@@ -63,9 +62,7 @@ async def chaotic_seat(bound: Bound, agent: str, ledger: Ledger, total: int, rng
     while len(ledger.submitted) < total:
         ws = await connect(f"ws://{bound.seats[0]}:{bound.seats[1]}")
         await ws.send(
-            json.dumps(
-                {"type": "hello", "agent": agent, "token": f"tok-{agent}-" + "w" * 20, "state": "ready"}
-            )
+            json.dumps({"type": "hello", "agent": agent, "token": f"tok-{agent}-" + "w" * 20, "state": "ready"})
         )
         try:
             await _serve_until_chaos(ws, agent, ledger, total, rng)
@@ -113,9 +110,7 @@ async def _serve_until_chaos(ws: Any, agent: str, ledger: Ledger, total: int, rn
             ledger.holder.pop(frame["ticket"], None)
 
 
-async def post_many(
-    bounds: list[Bound], count: int, concurrency: int = 32, prefix: str = "m"
-) -> dict[str, str]:
+async def post_many(bounds: list[Bound], count: int, concurrency: int = 32, prefix: str = "m") -> dict[str, str]:
     """Post `count` tickets round-robin over the gateways; returns message id -> ticket id (202s only)."""
     acked: dict[str, str] = {}
     pending = iter(range(count))
@@ -168,13 +163,20 @@ async def test_thousand_tickets_with_chaotic_seats(config_factory, key_prefix: s
             "decline_cooldown": 0.2,
         },
     )
-    async with running_gateway(config) as (_gateway, bound):
+    async with running_gateway(config) as (gateway, bound):
         ledger = Ledger()
         acked = await post_many([bound], 1000)
         assert len(acked) == 1000
         rng = random.Random(12345)
-        async with asyncio.timeout(120):
-            await asyncio.gather(*(chaotic_seat(bound, agent, ledger, 1000, rng) for agent in WORKERS))
+        seats = asyncio.gather(*(chaotic_seat(bound, agent, ledger, 1000, rng) for agent in WORKERS))
+        try:
+            async with asyncio.timeout(120):
+                await seats
+        except TimeoutError:
+            seats.cancel()
+            tickets = [await gateway.queue.get(i) for i in acked.values()]
+            stuck = [(t.status, t.agent, t.history[-3:]) for t in tickets if t.id not in ledger.submitted]
+            pytest.fail(f"{len(stuck)} ticket(s) never submitted, e.g. {stuck[:3]}")
         tickets = await submitted(redis_client, key_prefix)
     ids = [t.id for t in tickets]
     assert [v for t in tickets for v in holder_violations(t)] == []
@@ -212,8 +214,7 @@ async def test_two_gateway_processes_never_double_offer(
         ledger = Ledger()
         rng = random.Random(7)
         seats = [
-            asyncio.create_task(chaotic_seat(bounds[n % 2], agent, ledger, 600, rng))
-            for n, agent in enumerate(WORKERS)
+            asyncio.create_task(chaotic_seat(bounds[n % 2], agent, ledger, 600, rng)) for n, agent in enumerate(WORKERS)
         ]
         acked = await post_many(bounds, 600)
         async with asyncio.timeout(120):
