@@ -206,6 +206,8 @@ async def test_sipp_dtmf_reaches_baresip_agent_which_hangs_up(
     uac = await peers.sipp(scenario, target=agent.address, service=agent.user)
     result = await uac.wait(timeout=12)
     assert result.ok and result.successful == 1, result
+    # Events come over ctrl_tcp on their own schedule: wait for them (bounded) rather than peek.
+    await agent.wait_event("CALL_DTMF_START", 3, param="*")
     assert [e.param for e in agent.events if e.type == "CALL_DTMF_START"] == ["5", "*"]
     await agent.wait_event("CALL_CLOSED", 2)
 
