@@ -88,8 +88,16 @@ class Gateway:
         seats_addr = next(iter(self._ws_server.sockets)).getsockname()
         return Bound(http=(http_addr[0], http_addr[1]), seats=(seats_addr[0], seats_addr[1]))
 
-    async def stop(self) -> None:
-        """Close seats (their offers go back to the queue), then HTTP, then the loops."""
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Close seats (their offers go back to the queue), then HTTP, then the loops; bounded, so a
+        stuck peer or task can delay a shutdown but never stop it."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._stop()
+        except TimeoutError:
+            log.warning("shutdown took longer than %.0f s; stopping anyway", timeout)
+
+    async def _stop(self) -> None:
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)
             await self._ws_server.wait_closed()

@@ -63,10 +63,15 @@ class ScriptBatcher:
                 for call in batch:
                     pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
                 results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
+        except BaseException as exc:
+            # Every caller gets an answer, whatever went wrong (a cancelled send included): a future
+            # left pending would hang its caller, and with it a seat's handler or a shutdown.
+            failure = exc if isinstance(exc, RedisError | OSError) else RedisError(f"batch failed: {exc!r}")
             for call in batch:
                 if not call.future.done():
-                    call.future.set_exception(exc)
+                    call.future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
             return
         for call, result in zip(batch, results, strict=True):
             if isinstance(result, NoScriptError):

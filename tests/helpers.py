@@ -28,7 +28,8 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[tuple[Gateway,
         yield gateway, bound
     finally:
         await gateway.stop()
-        await client.aclose()
+        async with asyncio.timeout(10):
+            await client.aclose()
 
 
 class Seat:
