@@ -11,6 +11,7 @@ import pytest
 
 from gateway.ivr.flow import parse_ivr_toml
 from gateway.ivr.prompts import prompt_files, render_missing
+from tests.conftest import missing
 from tests.ivr.voice_stack import DEFAULT_FLOW
 from tests.voice.audio import write_tone_wav
 from tests.voice.conftest import (  # noqa: F401 (fixtures)
@@ -25,7 +26,7 @@ from tests.voice.conftest import (  # noqa: F401 (fixtures)
 @pytest.fixture
 def kamailio_available() -> None:
     if shutil.which("kamailio") is None or shutil.which("kamcmd") is None:
-        pytest.skip("Kamailio is not installed (Debian package kamailio)")
+        missing("Kamailio is not installed (Debian package kamailio)")
 
 
 @pytest.fixture
