@@ -67,6 +67,14 @@ def matching_windows(reference: Path, heard: audio.Audio, window: float = 2.0) -
     )
 
 
+async def dial_in(peers: Peers, stack: VoiceStack, speech: Path) -> Baresip:
+    """A baresip caller (13812345678) whose microphone is `speech`, connected to the 12345 flow."""
+    caller = await peers.caller(speech, user="13812345678")
+    await caller.dial(stack.dial_uri())
+    await caller.wait_event("CALL_ESTABLISHED", 5)
+    return caller
+
+
 def actions(ticket: Ticket) -> list[str]:
     return [entry.action for entry in ticket.history]
 
@@ -81,9 +89,7 @@ async def test_caller_presses_0_and_is_bridged_to_the_agent_phone(
     agent_phone = await peers.agent(tone_wav, user="1001")
     async with voice_stack(**stack_args, agent_uris={"a1": agent_phone.uri}) as stack:
         seat = await Seat.connect(stack.bound, "a1")
-        caller = await peers.caller(long_speech, user="13812345678")
-        await caller.dial(stack.dial_uri())
-        await caller.wait_event("CALL_ESTABLISHED", 5)
+        caller = await dial_in(peers, stack, long_speech)
         await asyncio.sleep(1.0)  # the greeting is playing
         await caller.send_dtmf("0")
 
@@ -271,9 +277,7 @@ async def test_agent_hangs_up_first_and_the_caller_rates_the_service(
     agent_phone = await peers.agent(short_tone, user="1001")
     async with voice_stack(**stack_args, agent_uris={"a1": agent_phone.uri}) as stack:
         seat = await Seat.connect(stack.bound, "a1")
-        caller = await peers.caller(long_speech, user="13812345678")
-        await caller.dial(stack.dial_uri())
-        await caller.wait_event("CALL_ESTABLISHED", 5)
+        caller = await dial_in(peers, stack, long_speech)
         await caller.send_dtmf("0")
         offer = await seat.expect("offer", 10)
         await seat.send(type="accept", ticket=offer["ticket"]["id"])
@@ -294,9 +298,7 @@ async def test_overflow_records_a_voice_message_and_queues_one_callback(
     # The general queue gives up after 3 s: overflow -> leave a message -> a callback ticket.
     replacements = {"max_wait_seconds = 300": "max_wait_seconds = 3"}
     async with voice_stack(**stack_args, flow_replacements=replacements) as stack:
-        caller = await peers.caller(long_speech, user="13812345678")
-        await caller.dial(stack.dial_uri())
-        await caller.wait_event("CALL_ESTABLISHED", 5)
+        caller = await dial_in(peers, stack, long_speech)
         await caller.send_dtmf("0")
         await caller.wait_event("CALL_CLOSED", 40)  # the caller talks into the voice message until the WAV ends
         callback = await stack.ticket_where(lambda t: "callback" in t.flags, 15)
@@ -347,9 +349,7 @@ async def test_live_transcript_reaches_the_seat_before_the_agent_answers(
     try:
         async with voice_stack(**stack_args, agent_uris={"a1": agent_phone.uri}, asr=asr) as stack:
             seat = await Seat.connect(stack.bound, "a1")
-            caller = await peers.caller(housing_request, user="13812345678")
-            await caller.dial(stack.dial_uri())
-            await caller.wait_event("CALL_ESTABLISHED", 5)
+            caller = await dial_in(peers, stack, housing_request)
             await caller.send_dtmf("0")
             offer = await seat.expect("offer", 10)
             await seat.send(type="accept", ticket=offer["ticket"]["id"])
@@ -392,9 +392,7 @@ async def test_speech_navigation_routes_a_housing_request_to_the_housing_queue(
     # Silence through the greeting and the menu (3 = 语音导航) and its prompt, then the request.
     request = spoken(tmp_path, "housing", "我要办理住房业务", lead_silence=9.0)
     async with voice_stack(**stack_args, asr=NAVIGATION) as stack:
-        caller = await peers.caller(request, user="13812345678")
-        await caller.dial(stack.dial_uri())
-        await caller.wait_event("CALL_ESTABLISHED", 5)
+        caller = await dial_in(peers, stack, request)
         await asyncio.sleep(4.0)  # the menu prompt is playing
         await caller.send_dtmf("3")
         await asyncio.sleep(8.5)  # the navigation prompt, then the request; an unsure grammar asks to confirm
@@ -410,9 +408,7 @@ async def test_speech_navigation_sends_out_of_domain_speech_to_the_general_queue
 ) -> None:
     request = spoken(tmp_path, "weather", "今天天气怎么样", lead_silence=9.0)
     async with voice_stack(**stack_args, asr=NAVIGATION) as stack:
-        caller = await peers.caller(request, user="13812345678")
-        await caller.dial(stack.dial_uri())
-        await caller.wait_event("CALL_ESTABLISHED", 5)
+        caller = await dial_in(peers, stack, request)
         await asyncio.sleep(4.0)
         await caller.send_dtmf("3")
         ticket = await stack.ticket_where(lambda t: t.channel == "voice", 30)
