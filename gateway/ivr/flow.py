@@ -260,9 +260,7 @@ class IvrConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check_calendars(self) -> IvrConfig:
-        problems = [
-            (("flow", *loc), msg, value) for loc, msg, value in calendar_problems(self.flow, self.calendars)
-        ]
+        problems = [(("flow", *loc), msg, value) for loc, msg, value in calendar_problems(self.flow, self.calendars)]
         if problems:
             raise_problems("IvrConfig", problems)
         return self
@@ -393,9 +391,7 @@ def _placeholder_problems(flow: Flow) -> Iterator[Problem]:
 def _human_node(flow: Flow) -> str | None:
     if flow.human_node is not None:
         return flow.human_node
-    serving = [
-        nid for nid, n in flow.nodes.items() if isinstance(n, QueueNode) and n.queue == flow.human_queue
-    ]
+    serving = [nid for nid, n in flow.nodes.items() if isinstance(n, QueueNode) and n.queue == flow.human_queue]
     return serving[0] if len(serving) == 1 else None
 
 

@@ -141,9 +141,7 @@ _N = TypeVar("_N")
 class CallMachine:
     """The IVR of one call. ``handle(event) -> list[Action]`` is the whole interface."""
 
-    def __init__(
-        self, flow: Flow, calendars: Mapping[str, Calendar], *, asr_flush_seconds: float = 2.0
-    ) -> None:
+    def __init__(self, flow: Flow, calendars: Mapping[str, Calendar], *, asr_flush_seconds: float = 2.0) -> None:
         """``asr_flush_seconds``: how long to wait for the final ASR text after stopping a recording."""
         problems = list(calendar_problems(flow, calendars))
         if problems:
@@ -262,9 +260,7 @@ class CallMachine:
         """The kind of an armed timer that just fired, or None for stale/unknown names."""
         return self._timers.pop(event.name, None)
 
-    def _start_recording(
-        self, kind: RecordingKind, max_seconds: float, silence: float | None
-    ) -> StartRecording:
+    def _start_recording(self, kind: RecordingKind, max_seconds: float, silence: float | None) -> StartRecording:
         self._recording = kind
         return StartRecording(kind, max_seconds, silence)
 
@@ -838,9 +834,7 @@ def transition_table_markdown() -> str:
     lines = ["| Phase | Event | Handler | Effect |", "|---|---|---|---|"]
     for phase, row in TRANSITIONS.items():
         for event_type, handler in row.items():
-            lines.append(
-                f"| `{phase}` | `{event_type.__name__}` | `{handler.__name__}` | {_summary(handler)} |"
-            )
+            lines.append(f"| `{phase}` | `{event_type.__name__}` | `{handler.__name__}` | {_summary(handler)} |")
     return "\n".join(lines)
 
 

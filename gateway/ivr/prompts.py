@@ -69,9 +69,7 @@ def prompt_files(
         elif "{n}" in text:
             for n in range(max_position + 1):
                 spoken = text.replace("{n}", chinese_number(n))
-                yield PromptFile(
-                    prompt_id, spoken, prompt_wav(prompts_dir, flow_id, prompt_id, n), recorded=False
-                )
+                yield PromptFile(prompt_id, spoken, prompt_wav(prompts_dir, flow_id, prompt_id, n), recorded=False)
         else:
             yield PromptFile(prompt_id, text, prompt_wav(prompts_dir, flow_id, prompt_id), recorded=False)
 
@@ -84,9 +82,7 @@ def render(text: str, out: Path, speed: int = 150) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "tts.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", VOICE, "-s", str(speed), "-w", str(raw), text], check=True, timeout=60
-        )
+        subprocess.run(["espeak-ng", "-v", VOICE, "-s", str(speed), "-w", str(raw), text], check=True, timeout=60)
         partial = out.with_suffix(".part.wav")
         subprocess.run(
             ["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(partial), "norm", "-3"],

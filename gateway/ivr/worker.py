@@ -72,6 +72,7 @@ class WorkerSettings:
     heartbeat_interval: float
     worker_timeout: float
     poll_interval: float
+    idle_poll_interval: float
     callback_priority: int
 
     @classmethod
@@ -92,6 +93,7 @@ class WorkerSettings:
             heartbeat_interval=voice.heartbeat_interval,
             worker_timeout=voice.worker_timeout,
             poll_interval=voice.poll_interval,
+            idle_poll_interval=voice.idle_poll_interval,
             callback_priority=voice.callback_priority,
         )
 
@@ -750,6 +752,7 @@ class MediaWorker:
                 port=settings.port,
                 max_calls=settings.calls_per_worker,
                 poll_interval=settings.poll_interval,
+                idle_poll_interval=settings.idle_poll_interval,
             ),
             self._incoming,
         )
