@@ -12,7 +12,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from gateway.config import GatewayConfig, hash_secret, load_config, parse_config, read_toml, split_listen
+from gateway.config import GatewayConfig, hash_secret, load_config, parse_config, read_toml
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import ConfigError, GatewayError
 
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _serve(config: GatewayConfig, redis_url: str, config_path: str) -> None:
     from gateway.app import run_gateway
-    from gateway.supervisor import WorkerSpec, WorkerSupervisor
+    from gateway.sipfront.autoscale import WorkerPool
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -77,18 +77,16 @@ async def _serve(config: GatewayConfig, redis_url: str, config_path: str) -> Non
         # shutdown: the workers' BYEs to callers go through it (Record-Route).
         from gateway.sipfront.commands import start_front
 
-        front = await start_front(config, config_path)
-    supervisor = None
-    if config.voice.enabled and config.voice.embedded_workers:
-        host, port = split_listen(config.voice.listen)
-        specs = [WorkerSpec(f"w{n + 1}", f"{host}:{port + n}") for n in range(config.voice.embedded_workers)]
-        supervisor = WorkerSupervisor(str(Path(config_path).resolve()), redis_url, specs)
-        supervisor.start()
+        front = await start_front(config, config_path, redis_url)
+    pool = None
+    if config.voice.enabled and config.voice.pool_bounds()[1]:
+        pool = WorkerPool(config, str(Path(config_path).resolve()), redis_url)
+        await pool.start()
     try:
         await run_gateway(config, redis_url, stop)
     finally:
-        if supervisor is not None:
-            await supervisor.stop()
+        if pool is not None:
+            await pool.stop()
         if front is not None:
             await front.stop()
 

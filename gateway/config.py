@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from gateway.asr.settings import AsrSettings
 from gateway.errors import ConfigError, FieldError
@@ -164,6 +164,25 @@ class RoutingConfig(_Section):
     )
 
 
+MAX_WORKERS = 256
+
+
+class WorkerPoolConfig(_Section):
+    """`[voice.pool]`: the media workers `run` keeps, scaled by load between min and max (docs/deploy.md).
+
+    Scaling keeps `spare_callers` free caller slots ready: fewer, and a worker is started (then
+    switched on in Kamailio's dispatcher once its heartbeat shows it listening); more than a whole
+    worker's worth for `scale_down_after` seconds, and the least busy one is switched off in the
+    dispatcher, left to finish its calls, then stopped. Needs the embedded [sipfront].
+    """
+
+    min_workers: int | None = Field(default=None, ge=0, le=MAX_WORKERS)  # None: embedded_workers
+    max_workers: int | None = Field(default=None, ge=0, le=MAX_WORKERS)  # None: embedded_workers (no scaling)
+    spare_callers: int = Field(default=2, ge=0, le=100_000)
+    scale_down_after: Seconds = 60.0
+    check_interval: Seconds = 1.0
+
+
 class VoiceConfig(_Section):
     """The voice channel: media workers (pjsua2), IVR flows, prompts and recordings."""
 
@@ -183,11 +202,37 @@ class VoiceConfig(_Section):
     live_audio_frames: int = Field(default=250, ge=10, le=100_000)  # ring per call, 20 ms frames
     heartbeat_interval: Seconds = 1.0
     worker_timeout: Seconds = 5.0
-    poll_interval: float = Field(default=0.01, gt=0, le=0.1)
+    poll_interval: float = Field(default=0.01, gt=0, le=0.1)  # s between PJSIP polls while a worker has calls
+    # s between polls of an idle worker; a SIP request wakes it at once (Linux), so this only delays timers
+    idle_poll_interval: float = Field(default=0.25, gt=0, le=5)
     callback_priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
-    embedded_workers: int = Field(default=1, ge=0, le=64)  # workers `run` starts itself, on listen port + n
+    embedded_workers: int = Field(default=1, ge=0, le=MAX_WORKERS)  # `run` starts these at boot, on listen port + n
+    # Worker ids are `{prefix}w{n}`: give each host its own prefix, ids are keys in the shared Redis.
+    worker_id_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,24}$")
+    pool: WorkerPoolConfig = Field(default_factory=lambda: WorkerPoolConfig())
 
     _listen = field_validator("listen")(_check_listen)
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> VoiceConfig:
+        low, high = self.pool_bounds()
+        if not low <= self.embedded_workers <= high:
+            raise ValueError(
+                f"voice.pool needs min_workers ({low}) <= embedded_workers ({self.embedded_workers}) "
+                f"<= max_workers ({high})"
+            )
+        return self
+
+    def pool_bounds(self) -> tuple[int, int]:
+        """(min, max) workers `run` keeps; both default to embedded_workers (a fixed pool)."""
+        low = self.embedded_workers if self.pool.min_workers is None else self.pool.min_workers
+        high = self.embedded_workers if self.pool.max_workers is None else self.pool.max_workers
+        return low, high
+
+    @property
+    def autoscaled(self) -> bool:
+        low, high = self.pool_bounds()
+        return high > low
 
 
 class AsrConfig(AsrSettings):
@@ -322,6 +367,10 @@ def voice_errors(config: GatewayConfig) -> list[FieldError]:
     voice = config.voice
     names = {queue.name for queue in config.queues}
     errors = []
+    if voice.autoscaled and (not config.sipfront.enabled or config.sipfront.workers):
+        # Scaling switches workers on and off in the dispatcher of the Kamailio `run` supervises.
+        message = "scaling between min_workers and max_workers needs [sipfront] enabled with workers = []"
+        errors.append(FieldError("voice.pool.max_workers", message))
     for number, flow_id in voice.numbers.items():
         if flow_id not in config.ivr:
             errors.append(FieldError(f"voice.numbers.{number}", f"no flow {flow_id!r} in voice.flows"))

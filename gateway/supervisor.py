@@ -1,8 +1,9 @@
 """Media workers as child processes of `hotline-gateway run`, restarted when they die.
 
 A worker is its own process (one pjsua2 endpoint, one GIL); this supervisor only starts it, watches
-it and stops it (SIGTERM, then SIGKILL after a grace period). Calls of a worker that dies are settled
-by the core's reaper through the worker's lapsed heartbeat, not here.
+it and stops it (SIGTERM, then SIGKILL after a grace period). Which workers run is decided by the
+pool (`gateway.sipfront.autoscale`). Calls of a worker that dies are settled by the core's reaper
+through the worker's lapsed heartbeat, not here; `on_exit` lets the pool react at once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger("gateway.supervisor")
@@ -24,21 +26,36 @@ class WorkerSpec:
 
 class WorkerSupervisor:
     def __init__(
-        self, config_path: str, redis_url: str, specs: list[WorkerSpec], restart_delay: float = 1.0
+        self,
+        config_path: str,
+        redis_url: str,
+        restart_delay: float = 1.0,
+        on_exit: Callable[[WorkerSpec, int], None] | None = None,
     ) -> None:
         self._config_path = config_path
         self._redis_url = redis_url
-        self._specs = specs
         self._restart_delay = restart_delay
-        self._tasks: list[asyncio.Task[None]] = []
+        self._on_exit = on_exit
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._processes: dict[str, asyncio.subprocess.Process] = {}
-        self._stopping = False
+        self._stopping: set[str] = set()
 
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._keep(spec), name=f"worker-{spec.worker_id}") for spec in self._specs]
+    def running(self) -> set[str]:
+        """Workers kept running (a dead one is being restarted; a stopping one is not counted)."""
+        return set(self._tasks) - self._stopping
+
+    def pid(self, worker_id: str) -> int | None:
+        process = self._processes.get(worker_id)
+        return process.pid if process is not None and process.returncode is None else None
+
+    def start_worker(self, spec: WorkerSpec) -> None:
+        if spec.worker_id in self._tasks:
+            return
+        self._stopping.discard(spec.worker_id)
+        self._tasks[spec.worker_id] = asyncio.create_task(self._keep(spec), name=f"worker-{spec.worker_id}")
 
     async def _keep(self, spec: WorkerSpec) -> None:
-        while not self._stopping:
+        while spec.worker_id not in self._stopping:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway.cli", "media-worker",
                 "--config", self._config_path, "--redis-url", self._redis_url,
@@ -47,23 +64,33 @@ class WorkerSupervisor:
             )  # fmt: skip
             self._processes[spec.worker_id] = process
             code = await process.wait()
-            if self._stopping:
+            if spec.worker_id in self._stopping:
                 return
             log.warning("media worker %s exited with %s; restarting", spec.worker_id, code)
+            if self._on_exit is not None:
+                self._on_exit(spec, code)
             await asyncio.sleep(self._restart_delay)
 
-    async def stop(self, grace: float = 10.0) -> None:
-        self._stopping = True
-        for process in self._processes.values():
-            if process.returncode is None:
-                process.terminate()
-        for process in self._processes.values():
+    async def stop_worker(self, worker_id: str, grace: float = 10.0) -> None:
+        """SIGTERM (the worker hangs up its calls and exits), SIGKILL after `grace` seconds."""
+        task = self._tasks.get(worker_id)
+        if task is None:
+            return
+        self._stopping.add(worker_id)
+        process = self._processes.get(worker_id)
+        if process is not None and process.returncode is None:
+            process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), grace)
             except TimeoutError:
                 process.kill()
                 await process.wait()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._tasks.pop(worker_id, None)
+        self._processes.pop(worker_id, None)
+        self._stopping.discard(worker_id)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        await asyncio.gather(*(self.stop_worker(worker_id, grace) for worker_id in list(self._tasks)))

@@ -33,6 +33,7 @@ log = logging.getLogger("gateway.voice")
 
 INBOX_MAXLEN = 1000
 FRAMES_MAXLEN = 10_000
+DEAD_MAXLEN = 1000
 
 
 def _text(value: Any) -> str:
@@ -55,6 +56,11 @@ class VoiceKeys:
 
     def inbox(self, worker_id: str) -> str:
         return f"{self.keys.prefix}:worker:{worker_id}:inbox"
+
+    @property
+    def dead_workers(self) -> str:
+        """Stream of settled dead workers (`worker`, `sip`), for the SIP front to end their dialogs."""
+        return f"{self.keys.prefix}:workers:dead"
 
     @property
     def metrics(self) -> str:
@@ -215,6 +221,14 @@ class VoiceLink:
             log.warning("media worker %s stopped answering; settling its calls", worker_id)
             members = await self.redis.smembers(self.keys.worker_tickets(worker_id))
             settled += await self.settle_calls([_text(m) for m in members], "worker_died", callback_priority)
+            sip = await self.redis.hget(self.keys.worker(worker_id), "sip")
+            # The SIP front ends the dead worker's dialogs (BYE to its callers and agent phones).
+            await self.redis.xadd(
+                self.keys.dead_workers,
+                {"worker": worker_id, "sip": _text(sip or "")},
+                maxlen=DEAD_MAXLEN,
+                approximate=True,
+            )
             await self.redis.delete(self.keys.worker_tickets(worker_id), self.keys.worker(worker_id))
         return settled
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -12,8 +14,10 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError
 from gateway.sipfront.config import front_errors, password_errors
-from gateway.sipfront.kamailio import Rendered, start_check, syntax_check, write_front
+from gateway.sipfront.janitor import DialogJanitor
+from gateway.sipfront.kamailio import FrontPaths, Rendered, start_check, syntax_check, write_front
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
+from gateway.sipfront.rpc import FrontRpc
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -48,7 +52,30 @@ async def render(config: GatewayConfig, source: str, *, start: bool = True) -> i
     return 0
 
 
-async def start_front(config: GatewayConfig, source: str) -> KamailioProcess:
+class RunningFront:
+    """Kamailio as `run` keeps it, and the task that ends dead workers' calls through it."""
+
+    def __init__(self, process: KamailioProcess, config: GatewayConfig, paths: FrontPaths, redis_url: str) -> None:
+        import redis.asyncio as aioredis
+
+        from gateway.queue import Keys
+        from gateway.voice_link import VoiceKeys
+
+        self.process = process
+        self._redis = aioredis.Redis.from_url(redis_url)
+        stream = VoiceKeys(Keys(config.redis.key_prefix)).dead_workers
+        janitor = DialogJanitor(self._redis, stream, FrontRpc(config.sipfront.kamcmd, paths.ctl_socket))
+        self._janitor = asyncio.create_task(janitor.run(), name="sipfront-janitor")
+
+    async def stop(self) -> None:
+        self._janitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._janitor
+        await self._redis.aclose()
+        await self.process.stop()
+
+
+async def start_front(config: GatewayConfig, source: str, redis_url: str) -> RunningFront:
     """For `run`: render, check, start Kamailio and keep it running (restarted if it dies)."""
     _check(config, source, environment=True)
     rendered: Rendered = write_front(config, source)
@@ -57,7 +84,7 @@ async def start_front(config: GatewayConfig, source: str) -> KamailioProcess:
     process = KamailioProcess(command, restart_delay=config.sipfront.restart_delay)
     await process.start()
     process.supervise()
-    return process
+    return RunningFront(process, config, rendered.paths, redis_url)
 
 
 async def show_status(config: GatewayConfig, redis_url: str) -> int:

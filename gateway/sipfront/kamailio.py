@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError, FieldError, GatewayError
 from gateway.sipfront.config import KAMAILIO_DEBUG, KamailioConfig, split_host_port
-from gateway.sipfront.pool import Destination, destinations
+from gateway.sipfront.pool import Destination, boot_enabled, destinations
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -141,6 +141,7 @@ def render_cfg(config: GatewayConfig, paths: FrontPaths, *, listen: str | None =
         "pike_block": str(front.pike_forget),
         "dispatcher_list": str(paths.dispatcher),
         "load_expire": str(front.call_load_expire),
+        "dialog_timeout": str(front.call_load_expire),
         "ping_interval": str(front.probe_interval),
         "listen_host": _bracket(split_host_port(advertised)[0]),
         "trunks": ",".join(front.trunks),
@@ -151,11 +152,22 @@ def render_cfg(config: GatewayConfig, paths: FrontPaths, *, listen: str | None =
     return fill(TEMPLATE.read_text(encoding="utf-8"), values)
 
 
-def render_dispatcher(entries: list[Destination]) -> str:
-    """Set 1, one line per worker: `1 sip:HOST:PORT 0 0 duid=ID;maxload=N`."""
-    lines = ["# set uri flags priority attrs -- rendered by `hotline-gateway sipfront render`"]
-    lines += [f"1 {entry.uri} 0 0 duid={entry.duid};maxload={entry.maxload}" for entry in entries]
+DISABLED = 4  # dispatcher flag: an admin-disabled destination, neither selected nor probed
+
+
+def render_dispatcher(entries: list[Destination], enabled: set[str] | None = None) -> str:
+    """Set 1, one line per worker: `1 sip:HOST:PORT FLAGS 0 duid=ID;maxload=N`; FLAGS is 0, or 4 for
+    a destination not in `enabled` (None: all enabled)."""
+    lines = ["# set uri flags priority attrs -- rendered by hotline-gateway"]
+    for entry in entries:
+        flags = 0 if enabled is None or entry.duid in enabled else DISABLED
+        lines.append(f"1 {entry.uri} {flags} 0 duid={entry.duid};maxload={entry.maxload}")
     return "\n".join(lines) + "\n"
+
+
+def write_dispatcher(paths: FrontPaths, entries: list[Destination], enabled: set[str]) -> None:
+    """Rewrite the list with the current switches, so a restarted Kamailio starts from them."""
+    _write(paths.dispatcher, render_dispatcher(entries, enabled))
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +181,7 @@ def write_front(config: GatewayConfig, source: str = "") -> Rendered:
     paths = front_paths(config)
     paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     entries = destinations(config)
-    _write(paths.dispatcher, render_dispatcher(entries))
+    _write(paths.dispatcher, render_dispatcher(entries, boot_enabled(config)))
     _write(paths.cfg, render_cfg(config, paths, source=source))
     return Rendered(paths, entries)
 

@@ -8,11 +8,14 @@ sent as an integer: string arguments go with kamcmd's `s:` prefix.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.sipfront.kamailio import SipFrontError
+
+log = logging.getLogger("gateway.sipfront")
 
 _ERROR = re.compile(r"^error:\s*(?P<code>\d+)\s*-\s*(?P<reason>.*)$", re.I | re.M)
 _FIELD = re.compile(r"^\s*(?P<key>[A-Za-z-]+):\s*(?P<value>.*?)\s*$")
@@ -114,6 +117,13 @@ def parse_contacts(text: str) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^\s*Address:\s*(\S+)\s*$", text, re.M)]
 
 
+def parse_dialog_ids(text: str) -> list[tuple[str, str]]:
+    """(h_entry, h_id) of each dialog in a `dlg.profile_list` / `dlg.list` answer."""
+    entries = re.findall(r"^\s*h_entry:\s*(\d+)\s*$", text, re.M)
+    ids = re.findall(r"^\s*h_id:\s*(\d+)\s*$", text, re.M)
+    return list(zip(entries, ids, strict=False))
+
+
 class FrontRpc:
     """The RPCs the gateway uses, against one control socket."""
 
@@ -136,3 +146,17 @@ class FrontRpc:
             if exc.status == 500 and "not found" in str(exc).lower():
                 return []
             raise
+
+    async def end_dialogs(self, worker_uri: str) -> int:
+        """End every call Kamailio tracks for the worker at `worker_uri` (sip:HOST:PORT): Kamailio
+        sends BYE to both sides. Returns how many it ended."""
+        answer = await self.call("dlg.profile_list", "hg_worker", worker_uri)
+        ended = 0
+        for h_entry, h_id in parse_dialog_ids(answer):
+            try:
+                await self.call("dlg.end_dlg", h_entry, h_id)
+            except RpcError as exc:
+                log.info("dialog %s:%s of %s already gone: %s", h_entry, h_id, worker_uri, exc)
+                continue
+            ended += 1
+        return ended

@@ -37,6 +37,7 @@ class Report:
     workers: list[WorkerRow] = field(default_factory=list)
     targets: list[Target] | None = None  # None: Kamailio not asked or not reachable
     front_problem: str = ""
+    pool: dict[str, str] = field(default_factory=dict)  # worker id -> its pool slot's state
 
 
 def _text(value: Any) -> str:
@@ -57,7 +58,10 @@ async def worker_rows(redis: aioredis.Redis, prefix: str) -> list[WorkerRow]:
 
 
 async def gather(config: GatewayConfig, redis: aioredis.Redis) -> Report:
-    report = Report(workers=await worker_rows(redis, config.redis.key_prefix))
+    prefix = config.redis.key_prefix
+    report = Report(workers=await worker_rows(redis, prefix))
+    pool: Any = await redis.hgetall(f"{prefix}:pool")
+    report.pool = {_text(k): _text(v) for k, v in pool.items()}
     front = config.sipfront
     rpc = FrontRpc(front.kamcmd, front_paths(config).ctl_socket)
     try:
@@ -77,11 +81,12 @@ def _health(row: WorkerRow, target: Target | None) -> str:
 def format_report(report: Report) -> str:
     by_address = {target.address: target for target in report.targets or []}
     lines = ["media workers (redis hg:workers):"]
-    header = ("id", *WORKER_FIELDS, "health")
+    header = ("id", *WORKER_FIELDS, "pool", "health")
     rows: list[tuple[str, ...]] = [header]
     for row in report.workers:
         target = by_address.get(row.info.get("sip", ""))
-        rows.append((row.worker_id, *(row.info.get(name, "-") for name in WORKER_FIELDS), _health(row, target)))
+        fields = (row.info.get(name, "-") for name in WORKER_FIELDS)
+        rows.append((row.worker_id, *fields, report.pool.get(row.worker_id, "-"), _health(row, target)))
     if len(rows) == 1:
         lines.append("  (none has a heartbeat)")
     else:
@@ -94,7 +99,8 @@ def format_report(report: Report) -> str:
         lines.append("  (no destinations)")
     known = {row.info.get("sip", "") for row in report.workers}
     for target in sorted(report.targets or [], key=lambda t: t.address):
-        state = "up" if target.active else "DOWN"
-        note = "" if target.address in known else "  (no worker heartbeat)"
+        state = "up" if target.active else "off" if target.flags.startswith("D") else "DOWN"
+        idle_slot = target.flags.startswith("D") and target.address not in known
+        note = "" if target.address in known or idle_slot else "  (no worker heartbeat)"
         lines.append(f"  {target.uri:<28} {target.flags:<3} {state:<5} load {target.load}/{target.maxload}{note}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ to Kamailio (`FrontStack.front`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -25,10 +26,12 @@ import tomli_w
 from gateway.app import Gateway
 from gateway.config import parse_config
 from gateway.ivr.flow import parse_ivr_toml
+from gateway.sipfront.janitor import DialogJanitor
 from gateway.sipfront.kamailio import front_paths, write_front
 from gateway.sipfront.pool import worker_specs
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
 from gateway.sipfront.rpc import FrontRpc, Target
+from gateway.voice_link import VoiceKeys
 from tests.conftest import make_raw_config
 from tests.helpers import WorkerProcess
 from tests.ivr.voice_stack import FAST, VoiceStack, write_flow
@@ -216,10 +219,13 @@ async def _front_stack(
         # Workers first: Kamailio then finds them up at its first probe instead of marking them down.
         await asyncio.gather(*(process.start() for process in processes.values()))
         await kamailio.start()
+        rpc = FrontRpc(config.sipfront.kamcmd, paths.ctl_socket)
+        janitor = asyncio.create_task(DialogJanitor(client, VoiceKeys(gateway.queue.keys).dead_workers, rpc).run())
+        stack.push_async_callback(_timed, "janitor stop", lambda: _cancel(janitor))
         result = FrontStack(
             config=config, gateway=gateway, bound=bound, worker=next(iter(processes.values()), None),  # type: ignore[arg-type]
             sip=f"{LOOPBACK}:{front_port}", redis=client, recordings=tmp_path / "recordings",
-            kamailio=kamailio, rpc=FrontRpc(config.sipfront.kamcmd, paths.ctl_socket), workers=processes,
+            kamailio=kamailio, rpc=rpc, workers=processes,
             worker_sips={s.worker_id: s.listen for s in worker_specs(config)},
             config_path=str(path), redis_url=redis_url,
         )  # fmt: skip
@@ -234,6 +240,12 @@ async def _timed(what: str, step: Callable[[], Awaitable[object]]) -> None:
     print(f"teardown: {what} ...", file=sys.stderr, flush=True)
     await step()
     print(f"teardown: {what} done in {time.monotonic() - began:.2f} s", file=sys.stderr, flush=True)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _stop_workers(processes: dict[str, WorkerProcess]) -> None:

@@ -160,6 +160,10 @@ async def test_worker_killed_under_load_is_settled_marked_down_and_new_calls_flo
         callback = await stack.ticket_where(lambda t: "callback" in t.flags, 5)
         assert callback.message_id == f"{victim.message_id}-callback"
 
+        # Its caller is not left in silence: the front ends the dialog (BYE to the caller), and the
+        # local BYE frees the dead worker's dispatcher load.
+        await stack.wait_targets(lambda t: t[victim_sip].load == 0, 5, "the dead worker's load released")
+
         # New calls keep flowing, to the workers still alive (each has one free slot).
         more = dtmf_scenario("0", pause_ms_before=1000, hold_ms_after=1500, out_dir=stack.recordings.parent)
         second = await peers.sipp(more, target=stack.front, service="12345", calls=2, concurrency=2, rate=10)
@@ -174,7 +178,13 @@ async def test_worker_killed_under_load_is_settled_marked_down_and_new_calls_flo
         await stack.start_worker("w2")
         await stack.wait_targets(lambda t: t[victim_sip].active, probe + fr_timer + 2, "w2 up again")
         print(f"marked up {time.monotonic() - restarted_at:.2f} s after the restart began")
-        await first.close()
+        result = await first.wait(30)
+        print(result, result.counts)
+        # The two callers on live workers hang up themselves; the dead worker's caller got a BYE
+        # from the front in the middle of its scenario (SIPp counts it as an unexpected message).
+        assert (result.successful, result.failed) == (2, 1), str(result)
+        assert result.failure_reasons == {"FailedUnexpectedMessage": 1}, str(result)
+        assert "unexpected BYE" in result.errors, result.errors
 
 
 async def _tickets(stack: FrontStack, check: object, n: int) -> list[Ticket] | None:

@@ -21,7 +21,7 @@ from gateway.sipfront.kamailio import (
     syntax_check,
     write_front,
 )
-from gateway.sipfront.pool import Destination, destinations
+from gateway.sipfront.pool import Destination, boot_enabled, destinations, worker_specs
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
 from gateway.sipfront.rpc import parse_contacts, parse_dispatcher_list
 from gateway.sipfront.status import Report, WorkerRow, format_report
@@ -52,6 +52,39 @@ def test_dispatcher_list_is_derived_from_the_pool_with_maxload_half_the_legs(tmp
         "1 sip:10.1.0.5:5102 0 0 duid=w2;maxload=2",
         "1 sip:10.1.0.5:5103 0 0 duid=w3;maxload=2",
     ]
+
+
+def test_a_scaling_pool_lists_every_slot_and_disables_those_not_started_at_boot(tmp_path: Path) -> None:
+    config = _config(tmp_path, embedded_workers=2, worker_id_prefix="a-", pool={"max_workers": 4})
+    assert [spec.worker_id for spec in worker_specs(config)] == ["a-w1", "a-w2", "a-w3", "a-w4"]
+    text = render_dispatcher(destinations(config), boot_enabled(config))
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert lines == [
+        "1 sip:10.1.0.5:5101 0 0 duid=a-w1;maxload=2",
+        "1 sip:10.1.0.5:5102 0 0 duid=a-w2;maxload=2",
+        "1 sip:10.1.0.5:5103 4 0 duid=a-w3;maxload=2",
+        "1 sip:10.1.0.5:5104 4 0 duid=a-w4;maxload=2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("voice", "front", "message"),
+    [
+        (
+            {"embedded_workers": 3, "pool": {"max_workers": 2}},
+            {},
+            "min_workers (3) <= embedded_workers (3) <= max_workers (2)",
+        ),
+        ({"embedded_workers": 1, "pool": {"min_workers": 2, "max_workers": 4}}, {}, "min_workers (2)"),
+        ({"pool": {"max_workers": 5}}, {"enabled": False}, "needs [sipfront] enabled with workers = []"),
+        ({"pool": {"max_workers": 5}}, {"workers": ["10.1.0.6:5070"]}, "needs [sipfront] enabled with workers = []"),
+        ({"worker_id_prefix": "host a"}, {}, "worker_id_prefix"),
+    ],
+)
+def test_pool_settings_are_checked(tmp_path: Path, voice: dict[str, Any], front: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _config(tmp_path, front, **voice)
+    assert message in str(raised.value), str(raised.value)
 
 
 def test_explicit_workers_win_over_the_derived_pool(tmp_path: Path) -> None:
@@ -192,9 +225,11 @@ def test_status_report_joins_heartbeats_and_kamailio() -> None:
             WorkerRow("w2", {"sip": "127.0.0.1:5102", "pid": "42", "callers": "0", "legs": "0", "capacity": "2"}, -4.0),
         ],
         targets=parse_dispatcher_list(DISPATCHER_LIST),
+        pool={"w1": "serving", "w2": "draining"},
     )
     text = format_report(report)
-    assert re.search(r"w1\s+127\.0\.0\.1:5101\s+41\s+1\s+2\s+2\s+alive; kamailio AP load 1/2", text), text
+    assert re.search(r"w1\s+127\.0\.0\.1:5101\s+41\s+1\s+2\s+2\s+serving\s+alive; kamailio AP load 1/2", text), text
+    assert re.search(r"w2\s.*\sdraining\s+lapsed", text), text
     assert "lapsed 4.0 s ago; kamailio IP load 0/2" in text
     assert "sip:127.0.0.1:5102" in text and "DOWN" in text
     unreachable = format_report(Report(front_problem="kamailio not reachable at /x"))

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 import tomli_w
 
 from gateway.cli import main
+from gateway.sipfront.rpc import FrontRpc, Target
+from gateway.sipfront.status import gather
 from tests.helpers import GatewayProcess
 from tests.sipfront.front_stack import PHONE_PASSWORDS, phone_env, raw_front_config
 from tests.voice.peers import Peers, free_port, free_port_range, uac_scenario
@@ -112,3 +116,99 @@ def test_sipfront_render_command(
     assert "kamailio -c: OK" in captured.out and "start check: OK" in captured.out
     assert f"environment variable {phone_env('1001')} is not set" in captured.err
     assert (run_dir / "dispatcher.list").read_text().count("maxload=2") == 2
+
+
+async def _pool_view(
+    config_path: Path, redis_url: str
+) -> tuple[dict[str, Target], dict[str, str], dict[str, dict[str, str]]]:
+    """Kamailio's destinations by duid, the pool's slot states, and the live heartbeats by worker id."""
+    from gateway.config import load_config
+    from gateway.sipfront.kamailio import front_paths
+
+    config = load_config(config_path)
+    rpc = FrontRpc(config.sipfront.kamcmd, front_paths(config).ctl_socket)
+    targets = {target.duid: target for target in await rpc.dispatcher()}
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        report = await gather(config, client)
+    finally:
+        await client.aclose()
+    beats = {row.worker_id: row.info for row in report.workers if row.alive}
+    return targets, report.pool, beats
+
+
+async def test_the_pool_grows_when_callers_fill_it_and_shrinks_back_after_they_leave(
+    tmp_path: Path,
+    redis_server: object,
+    key_prefix: str,
+    prompts_dir: Path,
+    run_dir: Path,
+    passwords: None,
+    peers: Peers,
+    kamailio_available: None,
+    sipp_available: None,
+) -> None:
+    redis_url: str = redis_server.url  # type: ignore[attr-defined]
+    raw = raw_front_config(
+        tmp_path, redis_url, key_prefix, prompts_dir, run_dir, free_port(udp=True, tcp=False),
+        workers=1, calls_per_worker=4, trunks=["127.0.0.1/32"], agent_phones={},
+        worker_base=free_port_range(3, even=False), front={},
+    )  # fmt: skip
+    raw["voice"]["pool"] = {"max_workers": 3, "spare_callers": 1, "scale_down_after": 2, "check_interval": 0.25}
+    path = tmp_path / "gateway.toml"
+    path.write_text(tomli_w.dumps(raw))
+    front = raw["sipfront"]["listen"]
+    gateway = GatewayProcess(str(path), redis_url)
+    await gateway.start(30)
+    try:
+
+        async def until(
+            check: Callable[[dict[str, Target], dict[str, str], dict[str, dict[str, str]]], bool],
+            what: str,
+            timeout: float = 20,
+        ):
+            view = await _pool_view(path, redis_url)
+            try:
+                async with asyncio.timeout(timeout):
+                    while not check(*view):
+                        await asyncio.sleep(0.25)
+                        view = await _pool_view(path, redis_url)
+            except TimeoutError:
+                raise AssertionError(f"never {what} within {timeout} s; last seen: {view}") from None
+            return view
+
+        # Boot: w1 serving; w2, w3 listed but switched off (never probed, never chosen).
+        targets, pool, _ = await until(lambda t, p, b: "w1" in b and t["w1"].active, "w1 up")
+        assert pool == {"w1": "serving", "w2": "stopped", "w3": "stopped"}
+        assert targets["w2"].flags.startswith("D") and targets["w3"].flags.startswith("D"), targets
+
+        # Two held callers fill w1 (2 callers per worker): one spare slot is wanted, so w2 starts and
+        # is switched on once it beats; w3 stays off.
+        held = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=12000, hold_ms_after=100)
+        first = await peers.sipp(held, target=front, service="12345", calls=2, concurrency=2, rate=10)
+        targets, pool, beats = await until(lambda t, p, b: p.get("w2") == "serving" and t["w2"].active, "w2 on")
+        assert beats["w1"]["callers"] == "2", beats
+        assert pool["w3"] == "stopped" and targets["w3"].flags.startswith("D"), (pool, targets)
+
+        # The next caller can only go to the new worker.
+        third = await peers.sipp(held, target=front, service="12345", calls=1, concurrency=1, rate=10)
+        _, _, beats = await until(lambda t, p, b: b.get("w2", {}).get("callers") == "1", "a caller on w2")
+        assert beats["w1"]["callers"] == "2"
+        assert (await first.wait(30)).successful == 2
+        assert (await third.wait(30)).successful == 1
+
+        # Callers gone: after scale_down_after the surplus worker (the idler one when the first two
+        # callers left: w1) is switched off in Kamailio, drains and stops; one worker keeps serving.
+        def shrunk(t: dict[str, Target], p: dict[str, str], b: dict[str, dict[str, str]]) -> bool:
+            return sorted(p.values()) == ["serving", "stopped", "stopped"] and len(b) == 1
+
+        targets, pool, beats = await until(shrunk, "the pool back to one worker")
+        (serving,) = [w for w, state in pool.items() if state == "serving"]
+        assert set(beats) == {serving} and targets[serving].active, (targets, beats)
+        listed = (run_dir / "dispatcher.list").read_text()
+        for worker_id in {"w1", "w2", "w3"} - {serving}:
+            assert targets[worker_id].flags.startswith("D"), targets
+            assert f" 4 0 duid={worker_id};" in listed, f"a restarted Kamailio keeps {worker_id} off: {listed}"
+    finally:
+        code = await gateway.stop()
+    assert code == 0
