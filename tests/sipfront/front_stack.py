@@ -133,6 +133,8 @@ def raw_front_config(
         "log_level": "info",
         **opts["front"],
     }
+    if opts.get("asr") is not None:
+        raw["asr"] = opts["asr"]
     return raw
 
 
@@ -159,17 +161,19 @@ async def front_stack(
     trunks: tuple[str, ...] = ("127.0.0.1/32",),
     agent_phones: dict[str, str] | None = None,
     front: dict[str, Any] | None = None,
+    asr: dict[str, Any] | None = None,
     deadline: float = 120.0,
 ) -> AsyncIterator[FrontStack]:
     """`agent_phones` maps agent ids to phone users (their sip_uri then rings the phone at the front);
-    `front` overrides [sipfront] settings. Kamailio's log is `run_dir/kamailio.log`. The whole test
-    (setup, body, teardown) must end within `deadline` s: a hang fails with its traceback."""
+    `front` overrides [sipfront] settings, `asr` replaces the [asr] section. Kamailio's log is
+    `run_dir/kamailio.log`. The whole test (setup, body, teardown) must end within `deadline` s: a
+    hang fails with its traceback."""
     loop = asyncio.get_running_loop()
     began = loop.time()
     async with asyncio.timeout(deadline):
         async with _front_stack(
             tmp_path, redis_url, key_prefix, prompts_dir, run_dir, workers=workers,
-            calls_per_worker=calls_per_worker, trunks=trunks, agent_phones=agent_phones, front=front,
+            calls_per_worker=calls_per_worker, trunks=trunks, agent_phones=agent_phones, front=front, asr=asr,
         ) as stack:  # fmt: skip
             yield stack
     # A cancellation swallowed by some teardown step would otherwise end the test "passed".
@@ -189,13 +193,14 @@ async def _front_stack(
     trunks: tuple[str, ...],
     agent_phones: dict[str, str] | None,
     front: dict[str, Any] | None,
+    asr: dict[str, Any] | None,
 ) -> AsyncIterator[FrontStack]:
     front_port = free_port(udp=True, tcp=False)
     worker_base = free_port_range(max(workers, 1), even=False)
     raw = raw_front_config(
         tmp_path, redis_url, key_prefix, prompts_dir, run_dir, front_port,
         workers=workers, calls_per_worker=calls_per_worker, trunks=list(trunks),
-        agent_phones=agent_phones or {}, worker_base=worker_base, front=front or {},
+        agent_phones=agent_phones or {}, worker_base=worker_base, front=front or {}, asr=asr,
     )  # fmt: skip
     path = tmp_path / "gateway.toml"
     path.write_text(tomli_w.dumps(raw))
