@@ -97,7 +97,8 @@ async def test_invite_from_an_untrusted_address_gets_403_and_no_worker_sees_it(
 async def test_caller_through_the_front_presses_0_and_is_bridged_to_the_registered_phone(
     stack_args: StackArgs, peers: Peers, tone_wav: Path, caller_wav: Path, baresip_available: None
 ) -> None:
-    async with front_stack(**stack_args, workers=2, agent_phones={"a1": "1001"}) as stack:  # type: ignore[arg-type]
+    phones = {"a1": "1001", "boss": "1002"}
+    async with front_stack(**stack_args, workers=2, agent_phones=phones) as stack:  # type: ignore[arg-type]
         assert stack.config.agents[0].sip_uri == f"sip:1001@{stack.front}"
         phone = await peers.agent(
             tone_wav, user="1001", registrar=stack.front, auth_pass=PHONE_PASSWORDS["1001"], regint=60
@@ -129,6 +130,27 @@ async def test_caller_through_the_front_presses_0_and_is_bridged_to_the_register
         assert abs(audio.dominant_frequency(heard) - 440) < 20, "the phone heard the caller"
         await stack.wait_targets(lambda t: all(x.load == 0 for x in t.values()), 5, "every load back to 0")
         await seat.close()
+
+        # A second agent, whose phone registered from another address, takes the next call.
+        other = await peers.agent(
+            tone_wav, user="1002", registrar=stack.front, auth_pass=PHONE_PASSWORDS["1002"], regint=60, host="127.0.0.2"
+        )
+        assert stack.rpc is not None
+        assert [c for c in await stack.rpc.contacts("1002") if "@127.0.0.2:" in c], await stack.rpc.contacts("1002")
+        boss = await Seat.connect(stack.bound, "boss")
+        second = await peers.caller(caller_wav, user="13912345678")
+        await second.dial(stack.dial_uri())
+        await second.wait_event("CALL_ESTABLISHED", 5)
+        await asyncio.sleep(1.0)
+        await second.send_dtmf("0")
+        offer = await boss.expect("offer", 10)
+        await boss.send(type="accept", ticket=offer["ticket"]["id"])
+        await other.wait_event("CALL_ESTABLISHED", 15)
+        bridged = await stack.ticket_where(lambda t: t.id == offer["ticket"]["id"] and "bridged" in actions(t), 10)
+        assert bridged.agent == "boss"
+        await second.hangup()
+        await other.wait_event("CALL_CLOSED", 10)
+        await boss.close()
 
 
 async def test_worker_killed_under_load_is_settled_marked_down_and_new_calls_flow_to_the_others(

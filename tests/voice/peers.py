@@ -135,13 +135,15 @@ def udp_bound(port: int, host: str = LOOPBACK) -> bool:
     return any(line.split()[1] in (wanted, anyaddr) for line in lines if len(line.split()) > 1)
 
 
-async def wait_udp_bound(port: int, timeout: float, proc: asyncio.subprocess.Process | None = None) -> None:
+async def wait_udp_bound(
+    port: int, timeout: float, proc: asyncio.subprocess.Process | None = None, host: str = LOOPBACK
+) -> None:
     deadline = time.monotonic() + timeout
-    while not udp_bound(port):
+    while not udp_bound(port, host):
         if proc is not None and proc.returncode is not None:
             raise PeerError(f"process exited with {proc.returncode} before binding UDP {port}")
         if time.monotonic() > deadline:
-            raise PeerTimeout(f"nothing bound UDP {LOOPBACK}:{port} within {timeout} s")
+            raise PeerTimeout(f"nothing bound UDP {host}:{port} within {timeout} s")
         await asyncio.sleep(0.02)
 
 
@@ -177,9 +179,7 @@ async def _spawn(args: Sequence[str], log_path: Path, cwd: Path) -> asyncio.subp
         )
 
 
-async def _stop(
-    proc: asyncio.subprocess.Process | None, grace: float = 2.0, *, wait_first: float = 0.0
-) -> int | None:
+async def _stop(proc: asyncio.subprocess.Process | None, grace: float = 2.0, *, wait_first: float = 0.0) -> int | None:
     """End a child: wait `wait_first` s for it to exit by itself, then SIGTERM and wait `grace` s,
     then SIGKILL. Returns its exit code (negative: killed by that signal)."""
     if proc is None:
@@ -295,12 +295,14 @@ def baresip_config(
     rtp_count: int,
     audio_source: Path,
     snd_path: Path,
+    host: str = LOOPBACK,
 ) -> str:
-    """The `config` file: loopback only, no sound card, no STUN/TURN/ICE, sndfile dumps."""
+    """The `config` file: loopback only (SIP and RTP on `host`, any 127.x address), no sound card,
+    no STUN/TURN/ICE, sndfile dumps."""
     lines = [
         ("poll_method", "epoll"),
-        ("sip_listen", f"{LOOPBACK}:{sip_port}"),
-        ("net_interface", LOOPBACK),
+        ("sip_listen", f"{host}:{sip_port}"),
+        ("net_interface", host),
         ("call_local_timeout", "120"),
         ("call_max_calls", "4"),
         ("audio_player", "aubridge,x"),
@@ -335,10 +337,11 @@ def baresip_account(
     registrar: str | None,
     auth_pass: str | None,
     regint: int,
+    host: str = LOOPBACK,
 ) -> str:
     """The `accounts` line. Without a registrar the AOR is the phone's own contact and regint=0."""
     if registrar is None:
-        aor = f"<sip:{user}@{LOOPBACK}:{sip_port}>"
+        aor = f"<sip:{user}@{host}:{sip_port}>"
         params = ["regint=0"]
     else:
         aor = f"<sip:{user}@{registrar}>"
@@ -371,11 +374,13 @@ class Baresip:
         rtp_ports: int = 20,
         sip_trace: bool = False,
         binary: str = "baresip",
+        host: str = LOOPBACK,
     ) -> None:
         if not Path(audio_source).is_file():
             raise PeerError(f"audio source {audio_source} does not exist")
         self.role = role
         self.user = user
+        self.host = host
         self.workdir = Path(workdir)
         self.audio_source = Path(audio_source).resolve()
         self.answermode = answermode
@@ -453,12 +458,12 @@ class Baresip:
     @property
     def uri(self) -> str:
         """The phone's direct SIP URI (its contact): sip:USER@127.0.0.1:SIP_PORT."""
-        return f"sip:{self.user}@{LOOPBACK}:{self.sip_port}"
+        return f"sip:{self.user}@{self.host}:{self.sip_port}"
 
     @property
     def address(self) -> str:
         """host:port of its SIP socket (UDP and TCP), e.g. a SIPp target."""
-        return f"{LOOPBACK}:{self.sip_port}"
+        return f"{self.host}:{self.sip_port}"
 
     @property
     def aor(self) -> str:
@@ -492,7 +497,7 @@ class Baresip:
             try:
                 async with asyncio.timeout(timeout):
                     await self._connect()
-                    await wait_udp_bound(self.sip_port, timeout, self._proc)
+                    await wait_udp_bound(self.sip_port, timeout, self._proc, self.host)
                     if self.registrar is not None and self.regint > 0:
                         await self._wait_registered()
                 return self
@@ -519,6 +524,7 @@ class Baresip:
                 rtp_count=self.rtp_count,
                 audio_source=self.audio_source,
                 snd_path=self.snd_path,
+                host=self.host,
             )
         )
         (self.confdir / "accounts").write_text(
@@ -530,6 +536,7 @@ class Baresip:
                 registrar=self.registrar,
                 auth_pass=self._auth_pass,
                 regint=self.regint,
+                host=self.host,
             )
         )
 
@@ -972,9 +979,7 @@ def parse_counts(row: Mapping[str, str]) -> dict[str, int]:
 def invite_answers(counts: Mapping[str, int]) -> int:
     """How many 200s the first `200` recv step got (the INVITE's, in our UAC scenarios)."""
     steps = sorted(
-        (int(m.group(1)), value)
-        for key, value in counts.items()
-        if (m := re.fullmatch(r"(\d+)_200_Recv", key))
+        (int(m.group(1)), value) for key, value in counts.items() if (m := re.fullmatch(r"(\d+)_200_Recv", key))
     )
     return steps[0][1] if steps else 0
 
