@@ -16,6 +16,7 @@ from typing import Any, Protocol, cast
 BENCHMARKS: dict[str, str] = {
     "intake": "bench.intake",
     "voice": "bench.voice",
+    "front": "bench.front",
     "asr": "bench.asr",
 }
 
