@@ -285,3 +285,21 @@ def test_the_commented_example_in_gateway_toml_is_a_valid_section() -> None:
     section = tomllib.loads(uncommented)["sipfront"]
     front = KamailioConfig.model_validate(section)
     assert front.enabled and front.phones["1001"] == "HG_SIP_PASSWORD_1001"
+
+
+def test_the_commented_pool_example_in_gateway_toml_is_a_valid_section() -> None:
+    """config/gateway.toml's `# [voice.pool]` block, uncommented, is a valid pool that scales."""
+    import tomllib
+
+    from gateway.config import VoiceConfig
+
+    text = (Path(__file__).resolve().parents[2] / "config" / "gateway.toml").read_text(encoding="utf-8")
+    lines = text[text.index("# [voice.pool]") :].splitlines()
+    block = []
+    for line in lines:
+        if not line.startswith("# ") or (block and line.startswith("# [") and "voice.pool" not in line):
+            break
+        block.append(line.removeprefix("# "))
+    pool = tomllib.loads("\n".join(block))["voice"]["pool"]
+    voice = VoiceConfig.model_validate({"pool": pool})
+    assert voice.autoscaled and voice.pool_bounds() == (1, 20)
