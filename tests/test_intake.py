@@ -18,9 +18,7 @@ def test_parse_reports_every_field() -> None:
 
 
 def test_route_by_queue_channel_default_and_flags(config_factory) -> None:  # type: ignore[no-untyped-def]
-    config: GatewayConfig = config_factory(
-        routing={"default_queue": "general", "by_channel": {"sms": "housing"}}
-    )
+    config: GatewayConfig = config_factory(routing={"default_queue": "general", "by_channel": {"sms": "housing"}})
     assert route(IntakeRequest(text="x"), config) == ("general", 0)
     assert route(IntakeRequest(text="x", channel="sms"), config) == ("housing", 0)
     assert route(IntakeRequest(text="x", queue="enterprise"), config) == ("enterprise", 7)

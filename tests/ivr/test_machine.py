@@ -574,9 +574,7 @@ def test_survey_without_next_hangs_up() -> None:
 
 
 def test_without_a_survey_the_agent_hanging_up_ends_the_call() -> None:
-    call = FakeAdapter(
-        machine_with(lambda raw: raw["flow"]["nodes"]["queue_general"].pop("satisfaction_node"))
-    )
+    call = FakeAdapter(machine_with(lambda raw: raw["flow"]["nodes"]["queue_general"].pop("satisfaction_node")))
     bridged(call)
     assert call.feed(AgentHungUp()) == [HangUp("agent_ended")]
     assert call.machine.outcome == "completed"

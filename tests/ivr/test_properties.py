@@ -68,9 +68,7 @@ TIMER_KINDS = [
 SILENT_STEP_LIMIT = 60
 
 DEFAULT = default_config()
-OFFICE = Calendar.model_validate(
-    {"weekly": {d: ["09:00-17:00"] for d in ("mon", "tue", "wed", "thu", "fri")}}
-)
+OFFICE = Calendar.model_validate({"weekly": {d: ["09:00-17:00"] for d in ("mon", "tue", "wed", "thu", "fri")}})
 answer_times = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 12, 31))
 
 # --- random valid flows ------------------------------------------------------------------------------
@@ -127,16 +125,12 @@ def random_flows(draw: st.DrawFn, first: str | None = None) -> Flow:
 
 
 @st.composite
-def _node(
-    draw: st.DrawFn, kind: str, index: int, size: int, human_key: str, surveys: list[str]
-) -> dict[str, Any]:
+def _node(draw: st.DrawFn, kind: str, index: int, size: int, human_key: str, surveys: list[str]) -> dict[str, Any]:
     def later() -> str:
         return f"n{draw(st.integers(index + 1, size - 1))}"
 
     def keys(exclude: str) -> list[str]:
-        return draw(
-            st.lists(st.sampled_from([k for k in "123456789*#" if k != exclude]), max_size=3, unique=True)
-        )
+        return draw(st.lists(st.sampled_from([k for k in "123456789*#" if k != exclude]), max_size=3, unique=True))
 
     prompt = draw(prompt_ids)
     if kind == "play":

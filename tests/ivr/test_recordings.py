@@ -16,9 +16,7 @@ def test_path_by_day(tmp_path: Path) -> None:
     assert recording_path(tmp_path, "01KCALL", WHEN, leg="agent").name == "01KCALL-agent.wav"
 
 
-@pytest.mark.parametrize(
-    "bad", ["../../etc/passwd", "a/b", "", ".hidden", "x" * 65, "call id", "..", "a\x00b"]
-)
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "a/b", "", ".hidden", "x" * 65, "call id", "..", "a\x00b"])
 def test_no_input_can_steer_the_path(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError):
         recording_path(tmp_path, bad, WHEN)

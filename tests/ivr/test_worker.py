@@ -62,9 +62,7 @@ def matching_windows(reference: Path, heard: audio.Audio, window: float = 2.0) -
     Windows, not the whole call: the jitter buffer may slip a frame now and then (the notes saw
     10 ms slips), which breaks one global alignment but not a short window's."""
     starts = [i * window for i in range(int(heard.duration // window))]
-    return sum(
-        1 for t in starts if audio.align(reference, heard.slice(t, t + window), max_lag_s=30).correlation > 0.95
-    )
+    return sum(1 for t in starts if audio.align(reference, heard.slice(t, t + window), max_lag_s=30).correlation > 0.95)
 
 
 async def dial_in(peers: Peers, stack: VoiceStack, speech: Path) -> Baresip:

@@ -145,9 +145,7 @@ class Alignment:
         return self.lag / self.rate
 
 
-def align(
-    reference: Audio | Path, test: Audio | Path, rate: int = 8000, max_lag_s: float | None = 2.0
-) -> Alignment:
+def align(reference: Audio | Path, test: Audio | Path, rate: int = 8000, max_lag_s: float | None = 2.0) -> Alignment:
     """Find the lag that best aligns `test` with `reference` and correlate them there.
 
     Both are resampled to `rate` first. Lags are searched within +-max_lag_s (None: any lag).
@@ -172,9 +170,7 @@ def align(
     return Alignment(_pearson(ref_part, tst_part), lag, rate, len(ref_part))
 
 
-def correlation(
-    reference: Audio | Path, test: Audio | Path, rate: int = 8000, max_lag_s: float = 2.0
-) -> float:
+def correlation(reference: Audio | Path, test: Audio | Path, rate: int = 8000, max_lag_s: float = 2.0) -> float:
     """Pearson correlation after the best alignment (see `align`)."""
     return align(reference, test, rate, max_lag_s).correlation
 

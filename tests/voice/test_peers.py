@@ -77,15 +77,10 @@ def test_uac_scenario_renders_digits_and_both_endings(tmp_path: Path) -> None:
     text = far_bye.read_text()
     assert 'g711a.pcap"/>' not in text and "dtmf_2833_star.pcap" in text
     assert '<recv request="BYE" timeout="4000"/>' in text and "BYE [next_url]" not in text
-    assert dtmf_scenario("0#", 1000, 700, out_dir=tmp_path) == dtmf_scenario(
-        "0#", 1000, 700, out_dir=tmp_path
-    )
+    assert dtmf_scenario("0#", 1000, 700, out_dir=tmp_path) == dtmf_scenario("0#", 1000, 700, out_dir=tmp_path)
     with pytest.raises(ValueError):
         dtmf_scenario("0x", 1000, 700, out_dir=tmp_path)
-    assert (
-        "SIP/2.0 503 Service Unavailable"
-        in uas_reject_scenario(tmp_path, 503, "Service Unavailable").read_text()
-    )
+    assert "SIP/2.0 503 Service Unavailable" in uas_reject_scenario(tmp_path, 503, "Service Unavailable").read_text()
 
 
 def test_error_codes_file_is_summed(tmp_path: Path) -> None:
@@ -166,18 +161,14 @@ async def test_sipp_uac_dtmf_against_sipp_uas(peers: Peers, pcap_playback: None,
     assert served.ok and served.successful == 3, served
 
 
-async def test_sipp_uac_against_closed_port_fails_fast(
-    peers: Peers, sipp_available: None, tmp_path: Path
-) -> None:
+async def test_sipp_uac_against_closed_port_fails_fast(peers: Peers, sipp_available: None, tmp_path: Path) -> None:
     nobody = free_port()
     scenario = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=0, hold_ms_after=0)
     started = time.monotonic()
     uac = await peers.sipp(scenario, target=f"127.0.0.1:{nobody}", recv_timeout_ms=1500)
     result = await uac.wait(timeout=10)
     assert time.monotonic() - started < 8
-    assert (
-        not result.timed_out and result.returncode == 1 and result.exit_meaning == "at least one call failed"
-    )
+    assert not result.timed_out and result.returncode == 1 and result.exit_meaning == "at least one call failed"
     assert (result.successful, result.failed) == (0, 1), result
     assert result.failure_reasons == {"FailedTimeoutOnRecv": 1}, result
     assert result.statuses == {}

@@ -81,12 +81,8 @@ async def _closed_with(bound, frames: list[str]) -> tuple[int, str]:  # type: ig
 
 async def test_wrong_token_unknown_agent_and_first_frame(config: GatewayConfig) -> None:
     async with running_gateway(config) as (_, bound):
-        wrong_token = await _closed_with(
-            bound, [json.dumps({"type": "hello", "agent": "a1", "token": "nope"})]
-        )
-        unknown = await _closed_with(
-            bound, [json.dumps({"type": "hello", "agent": "ghost", "token": "nope"})]
-        )
+        wrong_token = await _closed_with(bound, [json.dumps({"type": "hello", "agent": "a1", "token": "nope"})])
+        unknown = await _closed_with(bound, [json.dumps({"type": "hello", "agent": "ghost", "token": "nope"})])
         not_hello = await _closed_with(bound, [json.dumps({"type": "ping"})])
         assert wrong_token == unknown == not_hello == (4001, "authentication failed")
 

@@ -107,9 +107,7 @@ async def test_a_slow_seat_is_dropped_and_does_not_stall_others(config_factory) 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(bound.seats)
         slow = await connect(f"ws://{bound.seats[0]}:{bound.seats[1]}", sock=sock, max_queue=1)
-        await slow.send(
-            json.dumps({"type": "hello", "agent": "a2", "token": AGENT_TOKENS["a2"], "state": "away"})
-        )
+        await slow.send(json.dumps({"type": "hello", "agent": "a2", "token": AGENT_TOKENS["a2"], "state": "away"}))
         fast = await Seat.connect(bound, "a1")
         ping = json.dumps({"type": "ping", "id": "p" * 60})
         closed = None
