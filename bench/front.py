@@ -54,12 +54,13 @@ from bench.intake_setup import start_gateway
 from bench.voice import all_tickets, start_sipp, wait_sipp
 from bench.voice import warnings as log_warnings
 from bench.voice_calls import add_frames, add_ticket, calls_from_sip
-from bench.voice_meter import Meter, Series, children_named, descendants
+from bench.voice_meter import Meter, Series, children_named, descendants, processes
+from bench.voice_pcap import load_speech
 from bench.voice_setup import KEY_PREFIX, NUMBER, check_tools, render_prompts, sipp_version, source_state
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.errors import GatewayError
 from gateway.queue import TicketQueue
-from tests.voice.peers import UAS_TRIVIAL, Sipp, free_port_range
+from tests.voice.peers import UAS_TRIVIAL, Sipp, SippResult, free_port_range
 from tests.voice.peers import free_port as free_udp_port
 
 NAME = "front"
@@ -120,7 +121,7 @@ async def measure(tmp: Path, options: Options) -> Raw:
             f"--front-call-seconds must be at least {options.ramp_s + 10:.0f}: the ramp to {options.capacity} calls "
             f"at {options.rate:g}/s takes {options.ramp_s:.0f} s, then every call should be up at once for 10 s"
         )
-    raw = Raw(digit_at, sipp_version(), kamailio_version(), source_state())
+    raw = Raw(digit_at, 1 / load_speech().period_s, sipp_version(), kamailio_version(), source_state())
     async with contextlib.AsyncExitStack() as stack:
         server = EmbeddedRedis(port=free_port(), data_dir=tmp / "redis")
         stack.callback(server.stop)
@@ -149,6 +150,7 @@ async def measure(tmp: Path, options: Options) -> Raw:
         await wait_all_active(front, options.workers, timeout=3 * probe + 10)
 
         pids = component_pids(core.process.pid, front, workers)
+        raw.worker_processes = len([name for name in pids if name.startswith("workers:")])
         progress(f"idle: {options.idle_seconds:g} s")
         meter = Meter(pids, trees=("kamailio", "core"))
         meter.start()
@@ -181,6 +183,13 @@ def component_pids(core_pid: int, front: Front, workers: list[Worker]) -> dict[s
     if redis_pids:
         pids["redis"] = redis_pids[0]
     pids.update({f"workers:{worker.worker_id}": worker.pid for worker in workers})
+    # Processes a worker started (an ASR pool would be one): counted with the workers. Looked up once,
+    # here: a worker starts them at its own start.
+    table = processes()
+    for worker in workers:
+        for pid, (parent, comm) in table.items():
+            if parent == worker.pid:
+                pids[f"workers:{worker.worker_id}/{comm}/{pid}"] = pid
     return pids
 
 
@@ -236,7 +245,7 @@ async def load_phase(
     raw.load_end_ns = time.time_ns()
     await meter.stop()
     raw.load, raw.load_machine = meter.series, meter.machine
-    progress(f"load: {raw.load_sipp}")
+    progress(f"load: {brief(raw.load_sipp)}")
     return capture.finish()
 
 
@@ -259,7 +268,7 @@ async def surplus_phase(
     meter.pids["sipp_surplus"], meter.series["sipp_surplus"] = pid, Series()
     raw.surplus_sipp = await surplus.wait(SURPLUS_CALL_S + 30)
     raw.surplus_end_ns = time.time_ns()
-    progress(f"over capacity: {raw.surplus_sipp}")
+    progress(f"over capacity: {brief(raw.surplus_sipp)}")
 
 
 async def sample_pool(front: Front, client: aioredis.Redis, worker_ids: list[str], raw: Raw) -> None:
@@ -281,6 +290,14 @@ async def sample_pool(front: Front, client: aioredis.Redis, worker_ids: list[str
         entry["callers"] = {w: int(v) if v is not None else None for w, v in zip(worker_ids, values, strict=True)}
         raw.timeline.append(entry)
         await asyncio.sleep(max(0.0, POOL_INTERVAL_S - (time.time_ns() - at) / 1e9))
+
+
+def brief(result: SippResult | None) -> str:
+    """SIPp's result in one line (its str() appends the error log of a run with failed calls)."""
+    if result is None:
+        return "no result"
+    statuses = ", ".join(f"{code}×{n}" for code, n in sorted(result.statuses.items())) or "-"
+    return f"{result.successful} ok / {result.failed} failed of {result.created} ({result.exit_meaning}); {statuses}"
 
 
 def _pss_kib(pid: int) -> int:
@@ -310,7 +327,7 @@ def _text(value: Any) -> str:
 async def join_calls(client: aioredis.Redis, configs: Configs, captured: SipCaptured, raw: Raw) -> None:
     """Each call from the capture, with its ticket, recording and live-audio frame stats."""
     calls = calls_from_sip(captured.sip)
-    raw.far_end_byes = captured.far_end_byes
+    raw.incidents = captured.incidents
     raw.capture_received, raw.capture_dropped = captured.received, captured.dropped
     for packet in captured.sip:
         line = packet.start_line
@@ -385,4 +402,4 @@ async def baseline_phase(tmp: Path, options: Options, raw: Raw) -> None:
         await meter.stop()
         raw.baseline = meter.series
         raw.baseline_uas = await uas.wait(10)
-    progress(f"baseline: {raw.baseline_sipp}")
+    progress(f"baseline: {brief(raw.baseline_sipp)}")

@@ -30,6 +30,7 @@ from bench.voice_capture import SipPacket, _sip
 
 _ETH_P_ALL = 0x0003
 _SO_TIMESTAMPNS = 35
+_SO_RCVBUFFORCE = 33
 _SO_ATTACH_FILTER = 26
 _SOL_PACKET = 263
 _PACKET_STATISTICS = 6
@@ -71,7 +72,10 @@ class _Socket:
             raise BenchError("the packet capture needs root or CAP_NET_RAW") from None
         program = _port_filter(port, snap)
         try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+            try:  # beyond net.core.rmem_max (often 208 KiB: a few hundred packets) needs root
+                self._sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, buffer_bytes)
+            except PermissionError:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
             self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             code = b"".join(struct.pack("HBBI", *op) for op in program)
             buffer = ctypes.create_string_buffer(code)
@@ -122,17 +126,19 @@ class _Socket:
 
 
 @dataclass(frozen=True)
-class FarEndBye:
-    """A BYE the callers received (the worker or Kamailio hung up, not SIPp)."""
+class Incident:
+    """Something that fails a call on the wire after its INVITE was answered: a BYE the caller
+    received (the worker or Kamailio hung up, not SIPp), or the caller's BYE answered with an error."""
 
     at_ns: int
     call_id: str
+    what: str
 
 
 @dataclass
 class SipCaptured:
     sip: list[SipPacket] = field(default_factory=list)  # `to_worker` here means: to Kamailio
-    far_end_byes: list[FarEndBye] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
     received: int = 0
     dropped: int = 0
 
@@ -155,8 +161,13 @@ class SipCapture(_Socket):
         if parsed is None:
             return
         self.result.sip.append(parsed)
-        if not parsed.to_worker and parsed.start_line.startswith("BYE "):
-            self.result.far_end_byes.append(FarEndBye(at_ns, parsed.call_id))
+        if parsed.to_worker:
+            return
+        line = parsed.start_line
+        if line.startswith("BYE "):
+            self.result.incidents.append(Incident(at_ns, parsed.call_id, "hung up by the far end"))
+        elif parsed.cseq.endswith("BYE") and line.startswith("SIP/2.0 ") and line[8:9] in "3456":
+            self.result.incidents.append(Incident(at_ns, parsed.call_id, f"BYE answered {line[8:11]}"))
 
     def finish(self) -> SipCaptured:
         self.stop()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.front_capture import FarEndBye, RtpCounts
+from bench.front_capture import Incident, RtpCounts
 from bench.front_setup import CALLER_PREFIX, CALLERS_PER_WORKER, CALLS_PER_WORKER, SURPLUS_PREFIX
 from bench.stats import machine
 from bench.voice_calls import Call
@@ -23,7 +23,8 @@ TARGET_RATE = 20.0
 # answered every call SIPp offered at -r 20 meets the 20 calls/s target.
 RATE_TOLERANCE = 0.01
 RTP_SAMPLE_S = 2.0
-RTP_MIN_SHARE = 0.5  # a call carries audio when at least half its packets (50/s) were seen in the sample
+RTP_MIN_SHARE = 0.5  # a call carries audio when at least half its packets were seen in the sample
+WORKER_PPS = 50.0  # the workers send 20 ms packets
 WINDOW_MARGIN_S = 1.0  # CPU is averaged from this long after the last answer to before the RTP sample
 COMPONENTS = ("workers", "kamailio", "core", "redis", "sipp_uac", "sipp_surplus")
 
@@ -74,12 +75,13 @@ class Raw:
     """Everything measured, before it is turned into figures."""
 
     digit_at: float
+    caller_pps: float  # RTP packets per second SIPp sends (the pcap's packet time); the workers send 50
     sipp_version: str
     kamailio_version: str
     source: str
     redis_version: str = ""
     workers_start_s: float = 0.0
-    worker_rss_start_mib: float = 0.0
+    worker_processes: int = 0  # the workers and any process they started
     idle: dict[str, Series] = field(default_factory=dict)
     pss_idle: dict[str, float] = field(default_factory=dict)  # MiB per component, once at the end of idle
     pss_load: dict[str, float] = field(default_factory=dict)  # and once at full load, before the RTP sample
@@ -95,7 +97,7 @@ class Raw:
     self_cpu_s: float = 0.0  # this process over the CPU window: orchestration, capture, pool sampler
     self_window_ns: tuple[int, int] = (0, 0)
     calls: list[Call] = field(default_factory=list)
-    far_end_byes: list[FarEndBye] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)  # on the wire, after an answer
     final_ns: dict[str, int] = field(default_factory=dict)  # SIP Call-ID -> when its final response passed
     capture_received: int = 0
     capture_dropped: int = 0
@@ -169,72 +171,67 @@ def full_window(raw: Raw, load: Sequence[Call], options: Options) -> tuple[int, 
     return start, end
 
 
-def call_problems(call: Call, raw: Raw, far_end: set[str]) -> list[str]:
-    """Why one load call failed (empty: it did not)."""
-    found = []
+def call_problems(call: Call, raw: Raw, incidents: dict[str, list[Incident]]) -> list[tuple[int, str]]:
+    """Why one load call failed, each reason with when it happened (or the best estimate: a short
+    recording stopped at answer + its length; missing RTP at the sample), oldest first; empty: it
+    did not fail."""
+    found: list[tuple[int, str]] = []
     if call.final_status != 200:
-        found.append(f"final status {call.final_status or 'none'}")
+        found.append(
+            (raw.final_ns.get(call.sip_call_id, call.invite_ns), f"final status {call.final_status or 'none'}")
+        )
         return found
-    if call.sip_call_id in far_end:
-        found.append("hung up by the far end")
+    found += [(incident.at_ns, incident.what) for incident in incidents.get(call.sip_call_id, [])]
+    end = call.bye_ns or raw.load_end_ns
     if not call.bye_ns:
-        found.append("no BYE seen")
+        found.append((end, "no BYE seen"))
     if call.ivr_path != "0":
-        found.append("ticket not queued by the digit" if call.ticket else "no ticket")
+        found.append((call.answer_ns, "ticket not queued by the digit" if call.ticket else "no ticket"))
     if not call.recording:
-        found.append("no recording")
+        found.append((end, "no recording"))
     elif abs(call.recording_s - call.media_s) > RECORDING_SLACK_S:
-        found.append(f"recording {call.recording_s:.2f} s for {call.media_s:.2f} s up")
+        stopped = call.answer_ns + int(min(call.recording_s, call.media_s) * 1e9)
+        found.append((stopped, f"recording {call.recording_s:.2f} s for {call.media_s:.2f} s up"))
     elif call.recording_rms < MIN_RMS:
-        found.append(f"recording silent (RMS {call.recording_rms:g})")
+        found.append((end, f"recording silent (RMS {call.recording_rms:g})"))
     if not call.frames:
-        found.append("no live-audio frame stats")
+        found.append((end, "no live-audio frame stats"))
     rtp = raw.rtp
     if rtp.start_ns and call.answer_ns < rtp.start_ns and (not call.bye_ns or call.bye_ns > rtp.end_ns):
-        expected = (rtp.end_ns - rtp.start_ns) / 1e9 * 50
+        seconds = (rtp.end_ns - rtp.start_ns) / 1e9
         sent, got = rtp.from_worker.get(call.worker_port, 0), rtp.to_worker.get(call.worker_port, 0)
-        if sent < RTP_MIN_SHARE * expected or got < RTP_MIN_SHARE * expected:
-            found.append(f"RTP in the sample: {sent} from the worker, {got} to it ({expected:.0f} expected)")
-    return found
+        # When the capture itself dropped packets (it could not keep up), only a silent stream counts.
+        share = 0.0 if rtp.dropped else RTP_MIN_SHARE
+        if min(sent, got) == 0 or sent < share * seconds * WORKER_PPS or got < share * seconds * raw.caller_pps:
+            what = (
+                f"RTP in the sample: {sent} from the worker, {got} to it "
+                f"({seconds * WORKER_PPS:.0f} and {seconds * raw.caller_pps:.0f} expected)"
+            )
+            found.append((rtp.start_ns, what))
+    return sorted(found)
 
 
 RECORDING_SLACK_S = 0.25
 MIN_RMS = 0.01
+ON_THE_WIRE = ("final status", "hung up by the far end", "BYE answered", "no BYE seen")
 
 
-def sip_failure_ns(call: Call, far_end: dict[str, int], final_ns: dict[str, int]) -> int:
-    """When a load call failed on the wire: its failure response, the far end's BYE, or its INVITE."""
-    if call.final_status not in (0, 200):
-        return final_ns.get(call.sip_call_id, call.invite_ns)
-    return far_end.get(call.sip_call_id, call.invite_ns)
-
-
-def first_failure(raw: Raw, load: Sequence[Call], failed: dict[str, list[str]]) -> dict[str, Any] | None:
-    """The first load call that failed on the wire (not answered, or hung up by the far end), with how
-    many calls were up then; the first call failing a media check if none failed on the wire."""
-    far_end = {bye.call_id: bye.at_ns for bye in raw.far_end_byes}
-    wire = [c for c in load if c.final_status != 200 or c.sip_call_id in far_end]
-    if wire:
-        first = min(wire, key=lambda c: sip_failure_ns(c, far_end, raw.final_ns))
-        at = sip_failure_ns(first, far_end, raw.final_ns)
-        return {
-            "kind": "sip",
-            "at_s": round((at - raw.load_start_ns) / 1e9, 1),
-            "concurrent": concurrency_at(load, at, first),
-            "call_number": int(first.caller.removeprefix(CALLER_PREFIX) or 0),
-            "reasons": failed.get(first.sip_call_id, []),
-        }
-    media = [c for c in load if failed.get(c.sip_call_id)]
-    if media:
-        first = min(media, key=lambda c: c.invite_ns)
-        return {
-            "kind": "media",
-            "at_s": round((first.invite_ns - raw.load_start_ns) / 1e9, 1),
-            "concurrent": concurrency_at(load, first.invite_ns, first),
-            "call_number": int(first.caller.removeprefix(CALLER_PREFIX) or 0),
-            "reasons": failed[first.sip_call_id],
-        }
-    return None
+def first_failure(raw: Raw, load: Sequence[Call], failed: dict[str, list[tuple[int, str]]]) -> dict[str, Any] | None:
+    """The load call that failed first, with how many calls were up then: failures on the wire (not
+    answered, hung up by the far end, BYE refused) are timed exactly, the others estimated."""
+    if not failed:
+        return None
+    by_id = {c.sip_call_id: c for c in load}
+    call_id, reasons = min(failed.items(), key=lambda item: item[1][0][0])
+    at, _ = reasons[0]
+    first = by_id[call_id]
+    return {
+        "kind": "sip" if reasons[0][1].startswith(ON_THE_WIRE) else "media",
+        "at_s": round((at - raw.load_start_ns) / 1e9, 1),
+        "concurrent": concurrency_at(load, at),
+        "call_number": int(first.caller.removeprefix(CALLER_PREFIX) or 0),
+        "reasons": [what for _, what in reasons],
+    }
 
 
 def pool_figures(raw: Raw, load: Sequence[Call], window: tuple[int, int], workers: int) -> dict[str, Any]:
@@ -266,6 +263,43 @@ def pool_figures(raw: Raw, load: Sequence[Call], window: tuple[int, int], worker
         result["most_inactive"] = max(sum(1 for a in s["active"].values() if not a) for s in raw.timeline)
     result["dlgload_after"] = raw.dlgload_after
     return result
+
+
+def _interval_pct(series: Sequence[Series], start: int, end: int) -> float:
+    """CPU (% of one core) of these processes between two sampling times (each sampled at both)."""
+    used = 0.0
+    for one in series:
+        if start in one.at_ns and end in one.at_ns:
+            used += one.cpu_s[one.at_ns.index(end)] - one.cpu_s[one.at_ns.index(start)]
+    return 100 * used / ((end - start) / 1e9)
+
+
+def saturation(raw: Raw, load: Sequence[Call], window: tuple[int, int]) -> dict[str, Any]:
+    """The machine's CPU second by second against the calls up: when it first ran out (95 % of every
+    core busy, whoever used it), and the ramp (each second until every call was up)."""
+    times, busy = raw.load_machine.at_ns, raw.load_machine.cpu_s
+    workers = [one for name, one in raw.load.items() if component(name) == "workers"]
+    threshold = 0.95 * 100 * _nproc()
+    points = []
+    for i in range(1, len(times)):
+        start, end = times[i - 1], times[i]
+        if end - start < 500_000_000:
+            continue
+        machine_pct = 100 * (busy[i] - busy[i - 1]) / ((end - start) / 1e9)
+        points.append((end, machine_pct, _interval_pct(workers, start, end)))
+    first = next(((at, pct) for at, pct, _ in points if pct >= threshold), None)
+    ramp = [
+        {"at_s": round((at - raw.load_start_ns) / 1e9, 1), "calls": concurrency_at(load, at),
+         "machine_pct": round(pct, 1), "workers_pct": round(w, 1)}
+        for at, pct, w in points if at <= window[0]
+    ]  # fmt: skip
+    return {
+        "threshold_pct": round(threshold),
+        "peak_pct": round(max((pct for _, pct, _ in points), default=0.0), 1),
+        "first_at_s": round((first[0] - raw.load_start_ns) / 1e9, 1) if first else None,
+        "calls_up_then": concurrency_at(load, first[0]) if first else None,
+        "ramp": ramp,
+    }
 
 
 def costs(raw: Raw, window: tuple[int, int], calls_up: float) -> dict[str, Any]:
@@ -343,8 +377,11 @@ def _nproc() -> int:
 def figures(options: Options, raw: Raw) -> dict[str, Any]:
     load = [c for c in raw.calls if is_load(c)]
     surplus = [c for c in raw.calls if is_surplus(c)]
-    far_end = {bye.call_id for bye in raw.far_end_byes}
-    failed = {c.sip_call_id: p for c in load if (p := call_problems(c, raw, far_end))}
+    incidents: dict[str, list[Incident]] = {}
+    for incident in raw.incidents:
+        incidents.setdefault(incident.call_id, []).append(incident)
+    failed = {c.sip_call_id: p for c in load if (p := call_problems(c, raw, incidents))}
+    reasons = {call_id: [what for _, what in found] for call_id, found in failed.items()}
     window = full_window(raw, load, options)
     up = live_calls(load, *window)
     cost = costs(raw, window, up)
@@ -361,10 +398,10 @@ def figures(options: Options, raw: Raw) -> dict[str, Any]:
             "in_capture": len(load),
             "answered": len(answered),
             "failed": len(failed),
-            "failed_on_the_wire": sum(1 for c in load if c.final_status != 200 or c.sip_call_id in far_end),
+            "failed_on_the_wire": sum(1 for found in reasons.values() if any(w.startswith(ON_THE_WIRE) for w in found)),
             "tickets": sum(1 for c in load if c.ticket),
             "queued_by_digit": sum(1 for c in load if c.ivr_path == "0"),
-            "failure_reasons": _reasons(failed),
+            "failure_reasons": _reasons(reasons),
         }
     )
     rejected_by_workers = int(raw.metrics.get("voice.rejected_full", 0) or 0)
@@ -378,6 +415,7 @@ def figures(options: Options, raw: Raw) -> dict[str, Any]:
         "surplus": options.surplus,
         "digit_at_s": round(raw.digit_at, 2),
         "workers_start_s": round(raw.workers_start_s, 1),
+        "worker_processes": raw.worker_processes,
         "calls": calls,
         "achieved_rate": achieved,
         "peak_concurrent": max((concurrency_at(load, c.answer_ns) for c in answered), default=0),
@@ -396,6 +434,7 @@ def figures(options: Options, raw: Raw) -> dict[str, Any]:
         "kamailio_down_events": raw.kamailio_down,
         "first_failure": first_failure(raw, load, failed),
         "pool": pool_figures(raw, load, window, options.workers),
+        "saturation": saturation(raw, load, window),
         "recordings": recordings(answered),
         "frames": frames(answered),
         "rtp_sample": _rtp(raw, answered),
@@ -472,6 +511,8 @@ def _rtp(raw: Raw, answered: Sequence[Call]) -> dict[str, Any]:
         "from_worker_min": min(sent, default=0),
         "to_worker_min": min(got, default=0),
         "from_worker_median": statistics.median(sent) if sent else 0,
+        "expected_from_worker": round((rtp.end_ns - rtp.start_ns) / 1e9 * WORKER_PPS),
+        "expected_to_worker": round((rtp.end_ns - rtp.start_ns) / 1e9 * raw.caller_pps),
         "received": rtp.received,
         "dropped": rtp.dropped,
     }

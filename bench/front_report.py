@@ -83,7 +83,7 @@ def _first_failure(r: dict[str, Any]) -> str:
     found = r["first_failure"]
     if found is None:
         return f"none: every call up to {r['capacity']} went through"
-    what = "on the wire" if found["kind"] == "sip" else "a media/recording check"
+    what = "on the wire" if found["kind"] == "sip" else "a media/recording check, time estimated"
     return (
         f"call {found['call_number']}, {found['at_s']:g} s into the load, with {found['concurrent']} calls up "
         f"({what}: {'; '.join(found['reasons'][:2])})"
@@ -105,7 +105,18 @@ def _pool(r: dict[str, Any]) -> str:
             f"; first worker marked inactive {first['at_s']:g} s into the load with {first['concurrent']} calls up "
             f"(at most {pool['most_inactive']} at once)"
         )
+    text += f"; Kamailio logged {r['kamailio_down_events']} worker-down event(s)"
     return text + f"; load after the calls: {_num(pool.get('dlgload_after'))}"
+
+
+def _saturation(r: dict[str, Any]) -> str:
+    found = r["saturation"]
+    ramp = ", ".join(f"{p['calls']} calls {p['machine_pct']:g} %" for p in found["ramp"])
+    if found["first_at_s"] is None:
+        head = f"never (peak {found['peak_pct']:g} % of {r['nproc'] * 100} %)"
+    else:
+        head = f"{found['first_at_s']:g} s into the load, with {found['calls_up_then']} calls up"
+    return head + (f"; during the ramp: {ramp}" if ramp else "")
 
 
 def _figure_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -128,14 +139,15 @@ def _figure_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          f"{r['rejected_by_workers']}", f"{surplus['placed']} of {surplus['placed']}, from Kamailio",
          _met(t["clean_503_above"]["met"])),
         ("First failure point", _first_failure(r), "", ""),
+        ("The machine's CPU ran out (≥ 95 % of every core busy, whoever used it)", _saturation(r), "", ""),
         ("INVITE → 200 OK through Kamailio, p50 / p99 / max", _ms(r["answer_ms"]), "", ""),
         ("Calls per worker at full load: Kamailio's DLGLOAD and the workers' heartbeats", _pool(r), "", ""),
         ("Recordings complete (length − answer-to-BYE within ±0.25 s) and non-silent",
          f"{min(rec['complete'], rec['non_silent'])} of {calls['answered']} ({rec['diff_s_min']:+.2f} … "
          f"{rec['diff_s_max']:+.2f} s; RMS ≥ {rec['rms_min']:g})", "", ""),
-        ("RTP both ways in a 2 s sample at full load (packets per call, min: from the worker / to it)",
-         f"{rtp.get('both_ways', 0)} of {rtp.get('calls_up', 0)} calls ({rtp.get('from_worker_min', 0)} / "
-         f"{rtp.get('to_worker_min', 0)} of ~100)" if rtp["taken"] else "not taken", "", ""),
+        ("RTP both ways in a 2 s sample at full load (packets per call, fewest: from the worker / to it)",
+         f"{rtp['both_ways']} of {rtp['calls_up']} calls ({rtp['from_worker_min']} of {rtp['expected_from_worker']} / "
+         f"{rtp['to_worker_min']} of {rtp['expected_to_worker']})" if rtp["taken"] else "not taken", "", ""),
         ("Live-audio frame gap p99, worst call (median call) / max",
          f"{fr['gap_p99_ms']:g} ms ({fr['gap_p99_median_call_ms']:g} ms) / {fr['gap_max_ms']:g} ms", "", ""),
         ("CPU per call: workers / Kamailio / core / redis (load − idle, ÷ calls up)",

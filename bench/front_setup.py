@@ -57,8 +57,10 @@ def config_toml(
         f"flows = {toml_value([str(FLOW)])}", f"numbers = {{ {toml_value(NUMBER)} = {toml_value('12345-default')} }}",
         f"prompts_dir = {toml_value(str(prompts))}", f"recordings_dir = {toml_value(str(tmp / 'recordings'))}",
         "max_position_announced = 5",
-        # One recognizer process per worker (PocketSphinx or Vosk) would not fit 100 workers on 2 cores.
-        "[asr]", "enabled = false",
+        # A recognizer process per worker (PocketSphinx or Vosk) would not fit 100 workers on 2 cores.
+        # `enabled = false` alone still starts the navigation grammar's recognizer in every worker
+        # (the shipped flow has a speech_route node): that is switched off too.
+        "[asr]", "enabled = false", "navigation_enabled = false",
         "[sipfront]", f"enabled = {'false' if core else 'true'}", f"listen = {toml_value(front)}",
         f"trunks = {toml_value(['127.0.0.1/32'])}", f"dir = {toml_value(str(tmp / 'sipfront'))}",
     ]  # fmt: skip
