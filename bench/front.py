@@ -353,6 +353,8 @@ async def join_calls(client: aioredis.Redis, configs: Configs, captured: SipCapt
         if ticket.voice is not None and ticket.voice.call_id in frames:
             add_frames(call, frames[ticket.voice.call_id])
     raw.calls = sorted(calls.values(), key=lambda call: call.invite_ns)
+    recordings_dir = configs.config.resolve(configs.config.voice.recordings_dir)
+    raw.wav_files = sum(1 for _ in recordings_dir.rglob("*.wav")) if recordings_dir.exists() else 0
 
 
 async def settle(client: aioredis.Redis, queue: TicketQueue, calls: int) -> None:

@@ -99,6 +99,7 @@ class Raw:
     calls: list[Call] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)  # on the wire, after an answer
     final_ns: dict[str, int] = field(default_factory=dict)  # SIP Call-ID -> when its final response passed
+    wav_files: int = 0  # under the recordings directory, after the calls
     capture_received: int = 0
     capture_dropped: int = 0
     rtp: RtpCounts = field(default_factory=RtpCounts)
@@ -435,7 +436,7 @@ def figures(options: Options, raw: Raw) -> dict[str, Any]:
         "first_failure": first_failure(raw, load, failed),
         "pool": pool_figures(raw, load, window, options.workers),
         "saturation": saturation(raw, load, window),
-        "recordings": recordings(answered),
+        "recordings": {**recordings(answered), "wav_files": raw.wav_files},
         "frames": frames(answered),
         "rtp_sample": _rtp(raw, answered),
         "cost": cost,

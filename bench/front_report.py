@@ -144,7 +144,8 @@ def _figure_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("Calls per worker at full load: Kamailio's DLGLOAD and the workers' heartbeats", _pool(r), "", ""),
         ("Recordings complete (length − answer-to-BYE within ±0.25 s) and non-silent",
          f"{min(rec['complete'], rec['non_silent'])} of {calls['answered']} ({rec['diff_s_min']:+.2f} … "
-         f"{rec['diff_s_max']:+.2f} s; RMS ≥ {rec['rms_min']:g})", "", ""),
+         f"{rec['diff_s_max']:+.2f} s; RMS ≥ {rec['rms_min']:g}); WAV files on disk: {rec.get('wav_files', '?')}",
+         "", ""),
         ("RTP both ways in a 2 s sample at full load (packets per call, fewest: from the worker / to it)",
          f"{rtp['both_ways']} of {rtp['calls_up']} calls ({rtp['from_worker_min']} of {rtp['expected_from_worker']} / "
          f"{rtp['to_worker_min']} of {rtp['expected_to_worker']})" if rtp["taken"] else "not taken", "", ""),
