@@ -163,10 +163,11 @@ async def measure(tmp: Path, options: Options) -> Raw:
         await join_calls(client, configs, captured, raw)
         progress("stopping the workers, Kamailio and the core")
         raw.metrics = await metrics(client)
-        raw.worker_exits = await asyncio.to_thread(stop_workers, workers)
-        raw.worker_warnings = worker_warnings(workers)
+        # Before the workers stop: Kamailio marks each of them down then, which is no failure.
         raw.kamailio_full_503 = front.log_count(r"every worker is full or down")
         raw.kamailio_down = front.log_count(r"sipfront: worker \S+ is down")
+        raw.worker_exits = await asyncio.to_thread(stop_workers, workers)
+        raw.worker_warnings = worker_warnings(workers)
         await front.kamailio.stop()
         core.stop()
         raw.core_exit = core.process.returncode
@@ -231,7 +232,7 @@ async def load_phase(
         sample_at = raw.load_start_ns / 1e9 + options.call_seconds - RTP_SAMPLE_S - 2.0
         await asyncio.sleep(max(0.0, sample_at - time.time()))
         raw.self_cpu_s, raw.self_window_ns = time.process_time() - own_start, (self_start, time.time_ns())
-        raw.pss_load = pss_by_component(pids, ("kamailio", "core"))
+        raw.pss_load = pss_by_component(meter.pids, ("kamailio", "core"))
         progress("RTP sample")
         raw.rtp = await RtpSample(sipp.media_port).take(RTP_SAMPLE_S)
         raw.load_sipp = await done
@@ -315,6 +316,8 @@ def pss_by_component(pids: dict[str, int], trees: tuple[str, ...]) -> dict[str, 
     totals: dict[str, int] = {}
     for name, pid in pids.items():
         group = component(name)
+        if name.split("/", 1)[0] in trees and "/" in name:
+            continue  # a tree's member the meter added: counted below with its root
         members = [pid, *(descendants(pid) if name in trees else ())]
         totals[group] = totals.get(group, 0) + sum(_pss_kib(member) for member in members)
     return {group: round(kib / 1024, 1) for group, kib in totals.items()}
