@@ -57,9 +57,11 @@ def _intro(r: dict[str, Any]) -> list[str]:
         f"(`hotline-gateway media-worker`, calls_per_worker = {r['calls_per_worker']}: 2 callers each, "
         f"{r['capacity']} in all; ids and ports from `worker_specs`), and Kamailio rendered from the same config "
         "(`write_front`: dispatcher call-load algorithm, maxload 2 per worker, OPTIONS probes). SIPp talks to "
-        "Kamailio only. The shipped flow `config/flows/12345.toml`, prompts rendered by espeak-ng. `[asr] enabled = "
-        "false`: a recognizer process per worker (PocketSphinx ~155 MB and ~1 % CPU per stream, Vosk more; see the "
-        "ASR section) would not fit 100 workers on 2 cores, so live speech recognition is not part of this load.",
+        "Kamailio only. The shipped flow `config/flows/12345.toml`, prompts rendered by espeak-ng. Speech is off "
+        "(`[asr] enabled = false` and `navigation_enabled = false`; the first alone still starts the navigation "
+        "grammar's recognizer in every worker, measured 232 MB RSS and ~4 % CPU each): a recognizer process per "
+        "worker (PocketSphinx ~155 MB and ~1 % CPU per stream, Vosk more; see the ASR section) would not fit 100 "
+        "workers on 2 cores, so live speech recognition is not part of this load.",
         "",
         f"- **Load**: SIPp placed {calls['planned']} calls at {r['rate']:g} calls/s (`-l {r['capacity']}`; ramp "
         f"{r['ramp_s']:g} s), each {r['call_seconds']:g} s long, so every call was up at once for "
