@@ -54,7 +54,7 @@ from bench.intake_setup import start_gateway
 from bench.voice import all_tickets, start_sipp, wait_sipp
 from bench.voice import warnings as log_warnings
 from bench.voice_calls import add_frames, add_ticket, calls_from_sip
-from bench.voice_meter import Meter, Series, children_named, descendants, processes
+from bench.voice_meter import Meter, children_named, descendants, processes
 from bench.voice_pcap import load_speech
 from bench.voice_setup import KEY_PREFIX, NUMBER, check_tools, render_prompts, sipp_version, source_state
 from gateway.embedded_redis import EmbeddedRedis, free_port
@@ -227,7 +227,7 @@ async def load_phase(
     try:
         await asyncio.sleep(options.ramp_s + 2.0)
         if options.surplus:
-            await surplus_phase(stack, tmp, options, configs, surplus_path, meter, raw)
+            await surplus_phase(stack, tmp, options, configs, surplus_path, raw)
         own_start, self_start = time.process_time(), time.time_ns()
         sample_at = raw.load_start_ns / 1e9 + options.call_seconds - RTP_SAMPLE_S - 2.0
         await asyncio.sleep(max(0.0, sample_at - time.time()))
@@ -256,7 +256,6 @@ async def surplus_phase(
     options: Options,
     configs: Configs,
     path: Path,
-    meter: Meter,
     raw: Raw,
 ) -> None:
     progress(f"over capacity: {options.surplus} more calls")
@@ -265,8 +264,9 @@ async def surplus_phase(
         calls=options.surplus, concurrency=options.surplus, rate=options.rate,
     )  # fmt: skip
     raw.surplus_start_ns = time.time_ns()
-    pid = (await start_sipp(stack, surplus))[0]
-    meter.pids["sipp_surplus"], meter.series["sipp_surplus"] = pid, Series()
+    # Not metered: refused at once, it may be gone before its pid could be looked up.
+    stack.push_async_callback(surplus.close)
+    await surplus.start()
     raw.surplus_sipp = await surplus.wait(SURPLUS_CALL_S + 30)
     raw.surplus_end_ns = time.time_ns()
     progress(f"over capacity: {brief(raw.surplus_sipp)}")

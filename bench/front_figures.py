@@ -26,7 +26,7 @@ RTP_SAMPLE_S = 2.0
 RTP_MIN_SHARE = 0.5  # a call carries audio when at least half its packets were seen in the sample
 WORKER_PPS = 50.0  # the workers send 20 ms packets
 WINDOW_MARGIN_S = 1.0  # CPU is averaged from this long after the last answer to before the RTP sample
-COMPONENTS = ("workers", "kamailio", "core", "redis", "sipp_uac", "sipp_surplus")
+COMPONENTS = ("workers", "kamailio", "core", "redis", "sipp_uac")
 
 
 @dataclass(frozen=True)

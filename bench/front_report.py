@@ -11,7 +11,6 @@ LABELS = {
     "core": "gateway core (`hotline-gateway run`)",
     "redis": "redis-server",
     "sipp_uac": "SIPp UAC (the load)",
-    "sipp_surplus": "SIPp UAC (the calls over capacity)",
 }
 
 
