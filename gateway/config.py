@@ -212,6 +212,9 @@ class VoiceConfig(_Section):
     # Worker ids are `{prefix}w{n}`: give each host its own prefix, ids are keys in the shared Redis.
     worker_id_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,24}$")
     pool: WorkerPoolConfig = Field(default_factory=lambda: WorkerPoolConfig())
+    # RTP: worker n (SIP on listen port + n) binds rtp_port_base + n * rtp_ports_per_worker onwards.
+    rtp_port_base: int = Field(default=10000, ge=1024, le=65000)
+    rtp_ports_per_worker: int = Field(default=16, ge=8, le=1000)  # 4 legs use 8 (RTP + RTCP each)
 
     _listen = field_validator("listen")(_check_listen)
 
@@ -223,6 +226,16 @@ class VoiceConfig(_Section):
                 f"voice.pool needs min_workers ({low}) <= embedded_workers ({self.embedded_workers}) "
                 f"<= max_workers ({high})"
             )
+        slots = max(high, 1)
+        rtp = range(self.rtp_port_base, self.rtp_port_base + slots * self.rtp_ports_per_worker)
+        sip_first = split_listen(self.listen)[1]
+        if rtp.stop > 65536:
+            raise ValueError(f"RTP ports of {slots} workers from rtp_port_base {self.rtp_port_base} pass 65535")
+        if sip_first and sip_first < rtp.stop and sip_first + slots > rtp.start:
+            raise ValueError(
+                f"the workers' SIP ports {sip_first}..{sip_first + slots - 1} overlap their RTP ports "
+                f"{rtp.start}..{rtp.stop - 1}: move listen or rtp_port_base"
+            )
         return self
 
     def pool_bounds(self) -> tuple[int, int]:
@@ -230,6 +243,14 @@ class VoiceConfig(_Section):
         low = self.embedded_workers if self.pool.min_workers is None else self.pool.min_workers
         high = self.embedded_workers if self.pool.max_workers is None else self.pool.max_workers
         return low, high
+
+    def rtp_ports(self, sip_port: int) -> tuple[int, int]:
+        """(first port, range) for the worker whose SIP port is `sip_port`: its own block when it
+        follows the pool's rule (listen port + n), else a scan over every block."""
+        slot = sip_port - split_listen(self.listen)[1]
+        if 0 <= slot < MAX_WORKERS:
+            return self.rtp_port_base + slot * self.rtp_ports_per_worker, self.rtp_ports_per_worker
+        return self.rtp_port_base, min(65535 - self.rtp_port_base, MAX_WORKERS * self.rtp_ports_per_worker)
 
     @property
     def autoscaled(self) -> bool:

@@ -210,6 +210,8 @@ class EngineSettings:
     max_calls: int = 4
     poll_interval: float = 0.02
     idle_poll_interval: float = 0.25
+    rtp_port: int = 4000  # the first RTP port this worker binds; RTP/RTCP pairs from here
+    rtp_port_range: int = 16  # ports it may use from rtp_port: its own block, disjoint from other workers'
     log_level: int = 1
     public_address: str = ""
 
@@ -255,6 +257,10 @@ class Engine:
         # RTP on the worker's own address (and that address in the SDP), not the host's main one:
         # worker groups on other addresses or hosts must be reachable where they say they are.
         account_cfg.mediaConfig.transportConfig.boundAddress = self.settings.host
+        # Its own port block: pjsua's default scan from 4000 gives up after 100 pairs, which 100
+        # workers on one address exhaust (measured: "Unable to find appropriate RTP/RTCP ports").
+        account_cfg.mediaConfig.transportConfig.port = self.settings.rtp_port
+        account_cfg.mediaConfig.transportConfig.portRange = self.settings.rtp_port_range
         if self.settings.public_address:
             account_cfg.mediaConfig.transportConfig.publicAddress = self.settings.public_address
         self.account = InboundAccount(self)

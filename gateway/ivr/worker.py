@@ -74,11 +74,14 @@ class WorkerSettings:
     poll_interval: float
     idle_poll_interval: float
     callback_priority: int
+    rtp_port: int = 4000
+    rtp_port_range: int = 16
 
     @classmethod
     def from_config(cls, config: GatewayConfig, worker_id: str, listen: str | None = None) -> WorkerSettings:
         voice = config.voice
         host, port = split_listen(listen or voice.listen)
+        rtp_port, rtp_port_range = voice.rtp_ports(port)
         return cls(
             worker_id=worker_id,
             host=host,
@@ -95,6 +98,8 @@ class WorkerSettings:
             poll_interval=voice.poll_interval,
             idle_poll_interval=voice.idle_poll_interval,
             callback_priority=voice.callback_priority,
+            rtp_port=rtp_port,
+            rtp_port_range=rtp_port_range,
         )
 
 
@@ -753,6 +758,8 @@ class MediaWorker:
                 max_calls=settings.calls_per_worker,
                 poll_interval=settings.poll_interval,
                 idle_poll_interval=settings.idle_poll_interval,
+                rtp_port=settings.rtp_port,
+                rtp_port_range=settings.rtp_port_range,
             ),
             self._incoming,
         )

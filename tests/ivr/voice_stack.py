@@ -22,7 +22,7 @@ from gateway.ticket import Ticket
 from gateway.voice_link import VoiceLink
 from tests.conftest import make_raw_config
 from tests.helpers import WorkerProcess
-from tests.voice.peers import free_port
+from tests.voice.peers import free_port, free_port_range
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FLOW = ROOT / "config" / "flows" / "12345.toml"
@@ -104,6 +104,8 @@ async def voice_stack(
     raw["voice"] = {
         "enabled": True,
         "listen": f"127.0.0.1:{sip_port}",
+        # Its own RTP block, away from other stacks that may run at the same time on this machine.
+        "rtp_port_base": free_port_range(16),
         "flows": [str(flow)],
         "numbers": {"12345": "12345-default"},
         "prompts_dir": str(prompts_dir),

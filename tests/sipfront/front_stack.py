@@ -111,6 +111,7 @@ def raw_front_config(
     raw["voice"] = {
         "enabled": True,
         "listen": f"{LOOPBACK}:{opts['worker_base']}",
+        "rtp_port_base": free_port_range(16 * max(opts["workers"], 1)),
         "embedded_workers": opts["workers"],
         "calls_per_worker": opts["calls_per_worker"],
         "flows": [str(flow)],

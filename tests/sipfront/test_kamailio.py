@@ -79,12 +79,29 @@ def test_a_scaling_pool_lists_every_slot_and_disables_those_not_started_at_boot(
         ({"pool": {"max_workers": 5}}, {"enabled": False}, "needs [sipfront] enabled with workers = []"),
         ({"pool": {"max_workers": 5}}, {"workers": ["10.1.0.6:5070"]}, "needs [sipfront] enabled with workers = []"),
         ({"worker_id_prefix": "host a"}, {}, "worker_id_prefix"),
+        (
+            {"rtp_port_base": 5090, "rtp_ports_per_worker": 10},
+            {},
+            "SIP ports 5101..5103 overlap their RTP ports 5090..5119",
+        ),
+        ({"rtp_port_base": 65000, "pool": {"max_workers": 100}}, {}, "pass 65535"),
     ],
 )
 def test_pool_settings_are_checked(tmp_path: Path, voice: dict[str, Any], front: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as raised:
         _config(tmp_path, front, **voice)
     assert message in str(raised.value), str(raised.value)
+
+
+def test_each_worker_binds_rtp_on_its_own_port_block(tmp_path: Path) -> None:
+    voice = _config(tmp_path, pool={"max_workers": 10}).voice  # listen 10.1.0.5:5101
+    assert voice.rtp_ports(5101) == (10000, 16)
+    assert voice.rtp_ports(5110) == (10144, 16)
+    blocks = [range(*voice.rtp_ports(port)) for port in range(5101, 5111)]
+    starts = [voice.rtp_ports(port)[0] for port in range(5101, 5111)]
+    assert all(a + 16 == b for a, b in zip(starts, starts[1:], strict=False)), blocks
+    # A worker started by hand on another port scans every block instead.
+    assert voice.rtp_ports(5000) == (10000, 256 * 16)
 
 
 def test_explicit_workers_win_over_the_derived_pool(tmp_path: Path) -> None:
