@@ -172,31 +172,27 @@ def full_window(raw: Raw, load: Sequence[Call], options: Options) -> tuple[int, 
     return start, end
 
 
-def call_problems(call: Call, raw: Raw, incidents: dict[str, list[Incident]]) -> list[tuple[int, str]]:
-    """Why one load call failed, each reason with when it happened (or the best estimate: a short
-    recording stopped at answer + its length; missing RTP at the sample), oldest first; empty: it
-    did not fail."""
-    found: list[tuple[int, str]] = []
+Problem = tuple[int | None, str]  # when it happened (None: not known), what
+
+
+def call_problems(call: Call, raw: Raw, incidents: dict[str, list[Incident]]) -> list[Problem]:
+    """Why one load call failed, each reason with when it happened when that is known (on the wire;
+    missing RTP at the sample), known times first; empty: it did not fail."""
     if call.final_status != 200:
-        found.append(
-            (raw.final_ns.get(call.sip_call_id, call.invite_ns), f"final status {call.final_status or 'none'}")
-        )
-        return found
-    found += [(incident.at_ns, incident.what) for incident in incidents.get(call.sip_call_id, [])]
-    end = call.bye_ns or raw.load_end_ns
+        return [(raw.final_ns.get(call.sip_call_id, call.invite_ns), f"final status {call.final_status or 'none'}")]
+    found: list[Problem] = [(incident.at_ns, incident.what) for incident in incidents.get(call.sip_call_id, [])]
     if not call.bye_ns:
-        found.append((end, "no BYE seen"))
+        found.append((None, "no BYE seen"))
     if call.ivr_path != "0":
-        found.append((call.answer_ns, "ticket not queued by the digit" if call.ticket else "no ticket"))
+        found.append((None, "ticket not queued by the digit" if call.ticket else "no ticket"))
     if not call.recording:
-        found.append((end, "no recording"))
+        found.append((None, "no recording"))
     elif abs(call.recording_s - call.media_s) > RECORDING_SLACK_S:
-        stopped = call.answer_ns + int(min(call.recording_s, call.media_s) * 1e9)
-        found.append((stopped, f"recording {call.recording_s:.2f} s for {call.media_s:.2f} s up"))
+        found.append((None, f"recording {call.recording_s:.2f} s for {call.media_s:.2f} s up"))
     elif call.recording_rms < MIN_RMS:
-        found.append((end, f"recording silent (RMS {call.recording_rms:g})"))
+        found.append((None, f"recording silent (RMS {call.recording_rms:g})"))
     if not call.frames:
-        found.append((end, "no live-audio frame stats"))
+        found.append((None, "no live-audio frame stats"))
     rtp = raw.rtp
     if rtp.start_ns and call.answer_ns < rtp.start_ns and (not call.bye_ns or call.bye_ns > rtp.end_ns):
         seconds = (rtp.end_ns - rtp.start_ns) / 1e9
@@ -209,29 +205,48 @@ def call_problems(call: Call, raw: Raw, incidents: dict[str, list[Incident]]) ->
                 f"({seconds * WORKER_PPS:.0f} and {seconds * raw.caller_pps:.0f} expected)"
             )
             found.append((rtp.start_ns, what))
-    return sorted(found)
+    return sorted(found, key=lambda problem: (problem[0] is None, problem[0] or 0))
 
 
 RECORDING_SLACK_S = 0.25
 MIN_RMS = 0.01
-ON_THE_WIRE = ("final status", "hung up by the far end", "BYE answered", "no BYE seen")
+ON_THE_WIRE = ("final status", "hung up by the far end", "BYE answered")
 
 
-def first_failure(raw: Raw, load: Sequence[Call], failed: dict[str, list[tuple[int, str]]]) -> dict[str, Any] | None:
-    """The load call that failed first, with how many calls were up then: failures on the wire (not
-    answered, hung up by the far end, BYE refused) are timed exactly, the others estimated."""
+def most_concurrent(load: Sequence[Call], start: int, end: int) -> int:
+    """The most calls up at once between two moments (checked at the window's start and at each answer)."""
+    moments = [start, *(c.answer_ns for c in load if c.answer_ns and start <= c.answer_ns <= end)]
+    return max(concurrency_at(load, at) for at in moments)
+
+
+def first_failure(raw: Raw, load: Sequence[Call], failed: dict[str, list[Problem]]) -> dict[str, Any] | None:
+    """The load call that failed first, with how many calls were up then. A failure on the wire (not
+    answered, hung up by the far end, BYE refused) or RTP missing in the sample has a time; a failed
+    check after the call (recording, ticket, frame stats) does not: then the first such call by its
+    answer, with the most calls up while it was."""
     if not failed:
         return None
     by_id = {c.sip_call_id: c for c in load}
-    call_id, reasons = min(failed.items(), key=lambda item: item[1][0][0])
-    at, _ = reasons[0]
-    first = by_id[call_id]
+    timed = [(at, call_id, problems) for call_id, problems in failed.items() for at, _ in problems[:1] if at]
+    if timed:
+        at, call_id, problems = min(timed)
+        first = by_id[call_id]
+        return {
+            "kind": "sip" if problems[0][1].startswith(ON_THE_WIRE) else "media",
+            "at_s": round((at - raw.load_start_ns) / 1e9, 1),
+            "concurrent": concurrency_at(load, at),
+            "call_number": int(first.caller.removeprefix(CALLER_PREFIX) or 0),
+            "reasons": [what for _, what in problems],
+        }
+    first = min((by_id[call_id] for call_id in failed), key=lambda c: c.answer_ns)
+    end = first.bye_ns or raw.load_end_ns
     return {
-        "kind": "sip" if reasons[0][1].startswith(ON_THE_WIRE) else "media",
-        "at_s": round((at - raw.load_start_ns) / 1e9, 1),
-        "concurrent": concurrency_at(load, at),
+        "kind": "check",
+        "at_s": None,
+        "up_s": [round((first.answer_ns - raw.load_start_ns) / 1e9, 1), round((end - raw.load_start_ns) / 1e9, 1)],
+        "concurrent": most_concurrent(load, first.answer_ns, end),
         "call_number": int(first.caller.removeprefix(CALLER_PREFIX) or 0),
-        "reasons": [what for _, what in reasons],
+        "reasons": [what for _, what in failed[first.sip_call_id]],
     }
 
 

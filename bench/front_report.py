@@ -84,10 +84,17 @@ def _first_failure(r: dict[str, Any]) -> str:
     found = r["first_failure"]
     if found is None:
         return f"none: every call up to {r['capacity']} went through"
-    what = "on the wire" if found["kind"] == "sip" else "a media/recording check, time estimated"
+    reasons = "; ".join(found["reasons"][:2])
+    if found["at_s"] is None:
+        start, end = found["up_s"]
+        return (
+            f"call {found['call_number']}, up from {start:g} to {end:g} s into the load with at most "
+            f"{found['concurrent']} calls up (a check after the call; when it went wrong is not known: {reasons})"
+        )
+    what = "on the wire" if found["kind"] == "sip" else "RTP missing in the sample"
     return (
         f"call {found['call_number']}, {found['at_s']:g} s into the load, with {found['concurrent']} calls up "
-        f"({what}: {'; '.join(found['reasons'][:2])})"
+        f"({what}: {reasons})"
     )
 
 
