@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -54,13 +55,13 @@ from bench.intake_setup import start_gateway
 from bench.voice import all_tickets, start_sipp, wait_sipp
 from bench.voice import warnings as log_warnings
 from bench.voice_calls import add_frames, add_ticket, calls_from_sip
-from bench.voice_meter import Meter, children_named, descendants, processes
+from bench.voice_meter import Meter, Series, children_named, descendants, processes
 from bench.voice_pcap import load_speech
 from bench.voice_setup import KEY_PREFIX, NUMBER, check_tools, render_prompts, sipp_version, source_state
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.errors import GatewayError
 from gateway.queue import TicketQueue
-from tests.voice.peers import UAS_TRIVIAL, Sipp, SippResult, free_port_range
+from tests.voice.peers import UAS_TRIVIAL, Sipp, SippResult
 from tests.voice.peers import free_port as free_udp_port
 
 NAME = "front"
@@ -130,8 +131,7 @@ async def measure(tmp: Path, options: Options) -> Raw:
         stack.push_async_callback(client.aclose)
         raw.redis_version = str((await client.info("server"))["redis_version"])
         front_address = f"127.0.0.1:{free_udp_port(udp=True, tcp=False)}"
-        worker_base = free_port_range(options.workers, even=False)
-        configs = write_configs(tmp, server.url, front_address, worker_base, options.workers, prompts.directory)
+        configs = write_configs(tmp, server.url, front_address, options.workers, prompts.directory)
 
         progress("starting the core (hotline-gateway run)")
         (tmp / "core").mkdir()
@@ -174,6 +174,39 @@ async def measure(tmp: Path, options: Options) -> Raw:
     if options.baseline:
         await baseline_phase(tmp, options, raw)
     return raw
+
+
+def all_processes_cpu_seconds() -> float:
+    """CPU time of every process on the machine, with what their reaped children used (utime, stime,
+    cutime, cstime): per-process accounting is exact where /proc/stat's tick sampling is not (many
+    threads waking 50-100 times a second are easily missed by it); time in interrupts is not in it."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{entry.name}/stat") as handle:
+                stat = handle.read()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return total / CLOCK_TICKS
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class FrontMeter(Meter):
+    """The voice benchmark's meter, plus every process's CPU time at each sample (`everything`)."""
+
+    def __init__(self, pids: dict[str, int], trees: tuple[str, ...] = ()) -> None:
+        super().__init__(pids, trees=trees)
+        self.everything = Series()
+
+    def sample(self) -> None:
+        super().sample()
+        self.everything.at_ns.append(self.machine.at_ns[-1])
+        self.everything.cpu_s.append(all_processes_cpu_seconds())
+        self.everything.rss_kib.append(0)
 
 
 def component_pids(core_pid: int, front: Front, workers: list[Worker]) -> dict[str, int]:
@@ -219,7 +252,7 @@ async def load_phase(
         path, tmp / "load", target=configs.config.sipfront.listen, service=NUMBER,
         calls=capacity, concurrency=capacity, rate=options.rate,
     )  # fmt: skip
-    meter = Meter({**pids, "sipp_uac": (await start_sipp(stack, sipp))[0]}, trees=("kamailio", "core"))
+    meter = FrontMeter({**pids, "sipp_uac": (await start_sipp(stack, sipp))[0]}, trees=("kamailio", "core"))
     meter.start()
     raw.load_start_ns = time.time_ns()
     pool = asyncio.create_task(sample_pool(front, client, [w.worker_id for w in workers], raw))
@@ -245,7 +278,7 @@ async def load_phase(
         done.cancel()
     raw.load_end_ns = time.time_ns()
     await meter.stop()
-    raw.load, raw.load_machine = meter.series, meter.machine
+    raw.load, raw.load_machine, raw.load_everything = meter.series, meter.machine, meter.everything
     progress(f"load: {brief(raw.load_sipp)}")
     return capture.finish()
 

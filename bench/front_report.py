@@ -204,7 +204,7 @@ def _disturbance(r: dict[str, Any]) -> list[str]:
         return []
     return [
         f"**This run was disturbed**: other processes on the machine used {other:g} % of one core while every "
-        "call was up (`everything else` below), so CPU was scarcer than the stack alone would make it.",
+        "call was up (`every other process` below), so CPU was scarcer than the stack alone would make it.",
         "",
     ]
 
@@ -233,8 +233,9 @@ def _cost_table(r: dict[str, Any]) -> list[str]:
         f"| {total['cpu_per_call_pct']:g} % | {total['idle_pss_mib']:,g} MiB | {total['pss_mib']:,g} MiB "
         f"| {_num(total['pss_per_call_mib'], ' MiB')} |",
         f"| this benchmark (orchestration, SIP capture, pool sampler) | | {cost['bench']['cpu_pct']:g} % | | | | |",
-        f"| everything else on the machine | | {cost['other']['cpu_pct']:g} % | | | | |",
-        f"| the whole machine | | {cost['machine']['cpu_pct']:g} % | | | | |",
+        f"| every other process on the machine | | {cost['other']['cpu_pct']:g} % | | | | |",
+        f"| the whole machine: all processes / `/proc/stat` (interrupts too, sampled by ticks) | "
+        f"| {cost['machine'].get('processes_cpu_pct', 0):g} % / {cost['machine']['cpu_pct']:g} % | | | | |",
     ]
     base = r.get("baseline")
     if base is not None:

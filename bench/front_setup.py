@@ -29,17 +29,18 @@ from gateway.sipfront.kamailio import front_paths, write_front
 from gateway.sipfront.pool import worker_specs
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
 from gateway.sipfront.rpc import FrontRpc, Target
-from tests.voice.peers import uac_scenario
+from tests.voice.peers import free_port_range, uac_scenario
 
 CALLS_PER_WORKER = 4  # legs: 2 callers, each with room for an agent leg
 CALLERS_PER_WORKER = CALLS_PER_WORKER // 2
+RTP_PORTS_PER_WORKER = 16  # voice.rtp_ports_per_worker's default
 CALLER_PREFIX = "1380000"  # + SIPp's call number: the load's caller ids, joined to their tickets
 SURPLUS_PREFIX = "1390000"  # the calls over capacity
 READY = re.compile(r"media-worker ready id=(?P<id>\S+) sip=(?P<sip>\S+:\d+)")
 
 
 def config_toml(
-    redis_url: str, front: str, worker_base: int, workers: int, tmp: Path, prompts: Path, *, core: bool
+    redis_url: str, front: str, worker_base: int, rtp_base: int, workers: int, tmp: Path, prompts: Path, *, core: bool
 ) -> str:
     """The hotline's config: voice with `workers` workers behind Kamailio at `front`; `core` = the
     same with the front off and no embedded workers (what `hotline-gateway run` gets here)."""
@@ -54,6 +55,7 @@ def config_toml(
     lines += [
         "[voice]", "enabled = true", f"listen = {toml_value(f'127.0.0.1:{worker_base}')}",
         f"calls_per_worker = {CALLS_PER_WORKER}", f"embedded_workers = {0 if core else workers}",
+        f"rtp_port_base = {rtp_base}",  # each worker binds its own block of RTP ports from here
         f"flows = {toml_value([str(FLOW)])}", f"numbers = {{ {toml_value(NUMBER)} = {toml_value('12345-default')} }}",
         f"prompts_dir = {toml_value(str(prompts))}", f"recordings_dir = {toml_value(str(tmp / 'recordings'))}",
         "max_position_announced = 5",
@@ -74,10 +76,14 @@ class Configs:
     config: GatewayConfig
 
 
-def write_configs(tmp: Path, redis_url: str, front: str, worker_base: int, workers: int, prompts: Path) -> Configs:
+def write_configs(tmp: Path, redis_url: str, front: str, workers: int, prompts: Path) -> Configs:
+    """The configs, on ports free now: the workers' SIP ports, and their RTP blocks (voice.rtp_port_base,
+    16 ports per worker by default) away from anything else running on this machine."""
+    worker_base = free_port_range(workers, even=False)
+    rtp_base = free_port_range(RTP_PORTS_PER_WORKER * workers)
     path, core_path = tmp / "gateway.toml", tmp / "core.toml"
-    path.write_text(config_toml(redis_url, front, worker_base, workers, tmp, prompts, core=False))
-    core_path.write_text(config_toml(redis_url, front, worker_base, workers, tmp, prompts, core=True))
+    path.write_text(config_toml(redis_url, front, worker_base, rtp_base, workers, tmp, prompts, core=False))
+    core_path.write_text(config_toml(redis_url, front, worker_base, rtp_base, workers, tmp, prompts, core=True))
     load_config(core_path)  # a ConfigError names the field, which beats a process that exits at start
     config = load_config(path)
     if len(worker_specs(config)) != workers:
