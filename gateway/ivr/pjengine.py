@@ -149,6 +149,23 @@ def _pick_vector_bytes() -> Callable[[Any], bytes]:
 
 vector_bytes = _pick_vector_bytes()
 
+_thread = threading.local()
+
+
+def keep_thread_state() -> None:
+    """Keep the calling PJSIP thread's Python thread state from one callback to the next.
+
+    SWIG's director calls `PyGILState_Ensure`/`Release` around each callback; on a thread Python did
+    not create, the release at depth 0 deletes the thread state, so every 20 ms frame built a new
+    one (mmap + munmap of its frame stack, page faults: measured with perf as the bulk of the bridge
+    thread's kernel time). One Ensure that is never released pins it for the thread's life.
+    """
+    if getattr(_thread, "pinned", False):
+        return
+    ctypes.pythonapi.PyGILState_Ensure.restype = ctypes.c_int
+    ctypes.pythonapi.PyGILState_Ensure()
+    _thread.pinned = True
+
 
 class LiveAudio(pj.AudioMediaPort):  # type: ignore[misc]
     """The caller's PCM frames, handed off the bridge thread into a bounded ring.
@@ -166,6 +183,7 @@ class LiveAudio(pj.AudioMediaPort):  # type: ignore[misc]
         self._lock = threading.Lock()
 
     def onFrameReceived(self, frame: Any) -> None:
+        keep_thread_state()
         if frame.type != pj.PJMEDIA_FRAME_TYPE_AUDIO or frame.size == 0:
             return
         now = time.monotonic()
