@@ -108,8 +108,9 @@ def cmd_media_worker(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_media_worker(config, _redis_url_for(config, args.redis_url), args.id, args.listen))
     except GatewayError as exc:
+        # ConfigError: refused to start (its id is another worker's, for one); exit 2 like a bad config.
         print(f"hotline-gateway media-worker: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ConfigError) else 1
 
 
 def cmd_render_prompts(args: argparse.Namespace) -> int:
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("media-worker", help="run one pjsua2 media worker (voice)")
     worker.add_argument("--config", default=DEFAULT_CONFIG)
     worker.add_argument("--redis-url", default=None)
-    worker.add_argument("--id", default=f"w{os.getpid()}", help="worker id, unique per host")
+    worker.add_argument("--id", default=f"w{os.getpid()}", help="worker id, unique across the hosts sharing Redis")
     worker.add_argument("--listen", default=None, help="SIP host:port (default [voice] listen)")
     worker.set_defaults(func=cmd_media_worker)
 

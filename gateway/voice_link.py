@@ -8,12 +8,16 @@
   `call_ended`), which every core process hears and the one holding the seat acts on.
 - When a worker's heartbeat lapses, any core process settles its tickets (`settle_dead_workers`):
   waiting calls become `abandoned` with the recording so far, plus a callback ticket.
+- A worker id belongs to one address at a time (`claim_id`, `claim`): workers on several hosts share
+  this Redis, and two workers beating under one id would mix their calls and hide each other's death.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +27,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway.errors import Conflict, NotFound
+from gateway.errors import ConfigError, Conflict, FieldError, NotFound
 from gateway.ivr.framestats import FrameStats
 from gateway.ivr.wav import repair_header
 from gateway.queue import Keys, TicketQueue
@@ -38,6 +42,60 @@ DEAD_MAXLEN = 1000
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# A worker's first heartbeat, atomic: refused (the holder's address and host are returned, nothing
+# written) while another worker beats under the same id from another address or another host.
+# KEYS: workers zset, worker hash; ARGV: worker id, ttl ms, sip, host, then the hash's field/value pairs
+_CLAIM = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if expiry and tonumber(expiry) > now then
+  local held = redis.call('HMGET', KEYS[2], 'sip', 'host')
+  if held[1] and (held[1] ~= ARGV[3] or (held[2] and held[2] ~= ARGV[4])) then
+    return {held[1], held[2] or ''}
+  end
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+return false
+"""
+
+
+def _where(sip: str, host: str) -> str:
+    return f"{sip} on host {host}" if host else sip
+
+
+def worker_id_in_use(worker_id: str, other: str, mine: str) -> ConfigError:
+    hint = (
+        "give each host its own prefix (`run` names its workers {prefix}w1, {prefix}w2 ...), or another "
+        "`media-worker --id`; a worker that died frees its id once its heartbeat lapses"
+    )
+    return ConfigError(
+        f"media worker id {worker_id!r} is in use by a live worker at {other} (this one: {mine})",
+        (FieldError("voice.worker_id_prefix", hint),),
+    )
+
+
+def _process_gone(pid: str) -> bool:
+    """Whether no process `pid` runs on this host (this process counts as gone: a restarted
+    container may get its predecessor's pid)."""
+    try:
+        number = int(pid)
+    except ValueError:
+        return False
+    if number == os.getpid():
+        return True
+    if number <= 0:
+        return False
+    try:
+        os.kill(number, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it runs, as another user
+        return False
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +174,41 @@ class VoiceLink:
             pipe.zadd(self.keys.workers, {worker_id: expiry})
             pipe.hset(self.keys.worker(worker_id), mapping=info)  # type: ignore[arg-type]
             await pipe.execute()
+
+    async def claim_id(self, worker_id: str, sip: str, callback_priority: int, host: str | None = None) -> None:
+        """Before a worker starts as `worker_id` at `sip` on `host` (this machine's name by default):
+        its SIP not bound yet, no heartbeat written.
+
+        Refuses (ConfigError) while another worker beats under this id from another address or
+        another host (two hosts both left at 127.0.0.1:5070 have the same address). A predecessor
+        at this same address on this host whose process is gone (killed and restarted before its
+        heartbeat lapsed) is settled now, like any dead worker: once the new worker beats, its death
+        would no longer show, and its calls would never be settled nor ended through the front.
+        """
+        host = host or socket.gethostname()
+        info = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.keys.worker(worker_id))).items()}
+        expiry = await self.redis.zscore(self.keys.workers, worker_id)
+        if expiry is None:
+            return
+        seconds, micros = await self.redis.time()
+        alive = float(expiry) > int(seconds) * 1000 + int(micros) // 1000
+        other, other_host = info.get("sip", ""), info.get("host", "")
+        if alive and other and (other != sip or (other_host and other_host != host)):
+            raise worker_id_in_use(worker_id, _where(other, other_host), _where(sip, host))
+        if alive and other == sip and other_host == host and _process_gone(info.get("pid", "")):
+            log.warning("media worker %s: its previous process %s is gone; settling its calls", worker_id, info["pid"])
+            await self.redis.zadd(self.keys.workers, {worker_id: 0})
+        await self.settle_dead_workers(callback_priority, only=worker_id)
+
+    async def claim(self, worker_id: str, ttl: float, info: dict[str, str]) -> None:
+        """The first heartbeat (`info` has `sip` and `host`), atomic: two workers starting at once
+        under one id from different places cannot both pass `claim_id`'s look; the second is refused."""
+        fields = [item for pair in info.items() for item in pair]
+        args = [worker_id, str(int(ttl * 1000)), info["sip"], info.get("host", ""), *fields]
+        held: Any = await self.redis.eval(_CLAIM, 2, self.keys.workers, self.keys.worker(worker_id), *args)
+        if held:
+            other, other_host = (_text(value) for value in held)
+            raise worker_id_in_use(worker_id, _where(other, other_host), _where(info["sip"], info.get("host", "")))
 
     async def retire(self, worker_id: str) -> None:
         """A clean exit: the worker settled its calls itself."""
@@ -208,13 +301,16 @@ class VoiceLink:
             workers[worker_id] = {_text(k): _text(v) for k, v in info.items()}
         return workers
 
-    async def settle_dead_workers(self, callback_priority: int) -> int:
-        """Settle the calls of every worker whose heartbeat lapsed; safe in any number of processes."""
+    async def settle_dead_workers(self, callback_priority: int, only: str | None = None) -> int:
+        """Settle the calls of every worker whose heartbeat lapsed (or of worker `only`, if it did);
+        safe in any number of processes."""
         seconds, micros = await self.redis.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         settled = 0
         for raw in await self.redis.zrangebyscore(self.keys.workers, "-inf", now_ms):
             worker_id = _text(raw)
+            if only is not None and worker_id != only:
+                continue
             taken = await self.queue.take_expired(self.keys.workers, worker_id)
             if not taken:
                 continue

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -784,6 +785,13 @@ class MediaWorker:
         self.routing: dict[str, CallSession] = {}
         self.by_ticket: dict[str, CallSession] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._engine_started = False  # PJSIP created (its shutdown is due)
+        self._claimed = False  # this process beat under its id (the heartbeat is its own to retire)
+        self.hostname = socket.gethostname()  # in the heartbeat: an id is one worker's on one machine
+
+    @property
+    def sip(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
 
     @property
     def callers(self) -> int:
@@ -825,6 +833,8 @@ class MediaWorker:
             self.routing.pop(event.call_id, None)
 
     async def start(self) -> None:
+        # The id first: while another worker (another host) has it, nothing is bound or written.
+        await self.link.claim_id(self.settings.worker_id, self.sip, self.settings.callback_priority, self.hostname)
         if self.speech is not None:
             await self.speech.start()
         if self.navigation is not None:
@@ -832,8 +842,10 @@ class MediaWorker:
         rendered = await asyncio.to_thread(self.render_prompts)
         if rendered:
             log.info("rendered %d prompt(s) with espeak-ng", rendered)
+        self._engine_started = True
         self.engine.start()
-        await self._beat()
+        await self._beat(first=True)
+        self._claimed = True
         self._loops = [
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._inbox(), name="inbox"),
@@ -870,15 +882,19 @@ class MediaWorker:
         with contextlib.suppress(GatewayError, OSError):
             await self.link.count(**increments)
 
-    async def _beat(self) -> None:
+    async def _beat(self, first: bool = False) -> None:
         info = {
-            "sip": f"{self.settings.host}:{self.settings.port}",
+            "sip": self.sip,
+            "host": self.hostname,
             "pid": str(os.getpid()),
             "callers": str(self.callers),
             "legs": str(self.engine.active_legs),
             "capacity": str(self.caller_capacity),
         }
-        await self.link.heartbeat(self.settings.worker_id, self.settings.worker_timeout, info)
+        if first:  # refused if a worker elsewhere started under the same id meanwhile
+            await self.link.claim(self.settings.worker_id, self.settings.worker_timeout, info)
+        else:
+            await self.link.heartbeat(self.settings.worker_id, self.settings.worker_timeout, info)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -923,11 +939,14 @@ class MediaWorker:
         for session in list(self.sessions.values()):
             session.shutdown()
         await self.tasks.drain()
-        await self.engine.shutdown()
+        if self._engine_started:
+            await self.engine.shutdown()
         for recognizer in (self.speech, self.navigation):
             if recognizer is not None:
                 await recognizer.close()
         self.listening.clear()
         self.routing.clear()
+        if not self._claimed:
+            return  # refused or failed before its first beat: the id's heartbeat is another worker's
         with contextlib.suppress(GatewayError, OSError):
             await self.link.retire(self.settings.worker_id)
