@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 log = logging.getLogger("gateway.supervisor")
 
+CONFIG_REFUSED = 2  # `hotline-gateway media-worker`'s exit status for a refused configuration
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
@@ -65,6 +67,11 @@ class WorkerSupervisor:
             self._processes[spec.worker_id] = process
             code = await process.wait()
             if spec.worker_id in self._stopping:
+                return
+            if code == CONFIG_REFUSED:
+                # Its config or id is refused (e.g. the id beats from another host): starting it
+                # again every second would only repeat the refusal.
+                log.error("media worker %s refused to start (exit %s); not restarted", spec.worker_id, code)
                 return
             log.warning("media worker %s exited with %s; restarting", spec.worker_id, code)
             if self._on_exit is not None:

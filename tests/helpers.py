@@ -58,12 +58,17 @@ class Seat:
         for index, frame in enumerate(self.frames):
             if frame["type"] == kind:
                 return self.frames.pop(index)
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = json.loads(await self.ws.recv())
-                if frame["type"] == kind:
-                    return frame  # type: ignore[no-any-return]
-                self.frames.append(frame)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    frame = json.loads(await self.ws.recv())
+                    if frame["type"] == kind:
+                        return frame  # type: ignore[no-any-return]
+                    self.frames.append(frame)
+        except TimeoutError:
+            # Still a TimeoutError (`nothing` relies on it), but one that says what did arrive.
+            seen = [frame.get("type") for frame in self.frames]
+            raise TimeoutError(f"no {kind!r} frame within {timeout} s; other frames held: {seen}") from None
 
     async def nothing(self, kind: str, wait: float = 0.5) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def test_each_worker_binds_rtp_on_its_own_port_block(tmp_path: Path) -> None:
     assert voice.rtp_ports(5110) == (10144, 16)
     blocks = [range(*voice.rtp_ports(port)) for port in range(5101, 5111)]
     starts = [voice.rtp_ports(port)[0] for port in range(5101, 5111)]
-    assert all(a + 16 == b for a, b in zip(starts, starts[1:], strict=False)), blocks
+    assert all(a + 16 == b for a, b in itertools.pairwise(starts)), blocks
     # A worker started by hand on another port scans every block instead.
     assert voice.rtp_ports(5000) == (10000, 256 * 16)
 
