@@ -202,9 +202,9 @@ class VoiceConfig(_Section):
     live_audio_frames: int = Field(default=250, ge=10, le=100_000)  # ring per call, 20 ms frames
     heartbeat_interval: Seconds = 1.0
     worker_timeout: Seconds = 5.0
-    # s between PJSIP polls while a worker has calls: DTMF and media events wait at most this long
-    # (SIP messages and prompt ends wake the loop at once). 20 ms halves the 10 ms loop's CPU.
-    poll_interval: float = Field(default=0.02, gt=0, le=0.1)
+    # s between PJSIP polls while a worker has calls: only PJSIP's timers (SIP retransmissions) wait
+    # for it; SIP messages, DTMF and prompt ends wake the loop at once (docs/voice.md).
+    poll_interval: float = Field(default=0.1, gt=0, le=1.0)
     # s between polls of an idle worker; a SIP request wakes it at once (Linux), so this only delays timers
     idle_poll_interval: float = Field(default=0.25, gt=0, le=5)
     callback_priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
