@@ -149,7 +149,7 @@ async def load_phase(
     progress(f"load: {calls} calls of {options.call_seconds:g} s, 2 at a time (about {options.seconds:g} s)")
     sipp = Sipp(path, tmp / "load", target=worker.sip, service=NUMBER, calls=calls, concurrency=2, rate=1)
     capture = Capture(int(worker.sip.rsplit(":", 1)[1]), sipp.media_port)
-    stack.callback(capture.stop)
+    stack.callback(capture.finish)
     capture.start()
     sipp_pids = await start_sipp(stack, sipp)
     capture.media_port = sipp.media_port  # new ports if SIPp had to retry its start
@@ -167,7 +167,7 @@ async def load_phase(
     await meter.stop()
     raw.load, raw.load_machine = meter.series, meter.machine
     progress(f"load: {raw.load_sipp}")
-    captured = capture.stop()
+    captured = capture.finish()
     return captured
 
 

@@ -1,37 +1,17 @@
 """A packet capture on loopback for the voice benchmark: SIP to and from the worker, RTP both ways.
 
-An AF_PACKET socket on `lo` (root or CAP_NET_RAW, which SIPp's pcap playback needs anyway) with a
-classic BPF filter that passes IPv4 UDP only. Each packet carries the kernel's receive time
-(SO_TIMESTAMPNS, wall clock in ns, the clock Redis and the worker use too), so how late this process
-reads it does not matter. Read from the asyncio loop (`add_reader`); what is kept is small: SIP
-start lines and headers of interest, RTP headers, and the worker's payloads (to find its prompts).
+A `bench.packets.PacketSocket` on `lo` passing IPv4 UDP only, with the kernel's receive time per
+packet (wall clock in ns, the clock Redis and the worker use too). What is kept is small: SIP start
+lines and headers of interest, RTP headers, and the worker's payloads (to find its prompts).
 """
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
-import socket
 import struct
 from dataclasses import dataclass, field
 
-from bench import BenchError
+from bench.packets import SNAP_SIP, PacketSocket, udp_filter
 
-_ETH_P_ALL = 0x0003
-_SO_TIMESTAMPNS = 35
-_SO_ATTACH_FILTER = 26
-_SOL_PACKET = 263
-_PACKET_STATISTICS = 6
-_PACKET_OUTGOING = 4  # loopback shows each packet twice, outgoing then incoming: keep one (as libpcap does)
-# ldh [12]; jeq #0x800 else drop; ldb [23]; jeq #17 (UDP) else drop; accept; drop
-_UDP_ONLY = [
-    (0x28, 0, 0, 12),
-    (0x15, 0, 3, 0x0800),
-    (0x30, 0, 0, 23),
-    (0x15, 0, 1, 17),
-    (0x06, 0, 0, 0x40000),
-    (0x06, 0, 0, 0),
-]
 _SIP_HEADERS = {"call-id": "call_id", "i": "call_id", "from": "from", "f": "from", "cseq": "cseq"}
 
 
@@ -85,67 +65,22 @@ def _sip(at_ns: int, to_worker: bool, data: bytes) -> SipPacket | None:
     return SipPacket(at_ns, to_worker, lines[0], values["call_id"], user, values["cseq"], port)
 
 
-class Capture:
+class Capture(PacketSocket):
     """Packets between the worker (its SIP port, any RTP port) and SIPp's media port."""
 
     def __init__(self, worker_sip_port: int, peer_media_port: int) -> None:
+        super().__init__(udp_filter(SNAP_SIP), 8 << 20)
         self.sip_port = worker_sip_port
         self.media_port = peer_media_port
         self.result = Captured()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        try:
-            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
-        except PermissionError:
-            raise BenchError("the packet capture needs root or CAP_NET_RAW") from None
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-            self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            program = b"".join(struct.pack("HBBI", *op) for op in _UDP_ONLY)
-            buffer = ctypes.create_string_buffer(program)
-            fprog = struct.pack("HL", len(_UDP_ONLY), ctypes.addressof(buffer))
-            self._sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
-            self._sock.bind(("lo", 0))
-            self._sock.setblocking(False)
-        except OSError:
-            self._sock.close()
-            raise
 
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._sock.fileno(), self._readable)
-
-    def stop(self) -> Captured:
-        if self._loop is not None:
-            self._readable()
-            self._loop.remove_reader(self._sock.fileno())
-            self._loop = None
-        if self._sock.fileno() >= 0:
-            packets, drops = struct.unpack("II", self._sock.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, 8))
-            self.result.received += packets
-            self.result.dropped += drops
-            self._sock.close()
+    def finish(self) -> Captured:
+        """Stop (reading what is left) and return what was captured, with the kernel's counts."""
+        self.stop()
+        self.result.received, self.result.dropped = self.received, self.dropped
         return self.result
 
-    def _readable(self) -> None:
-        while True:
-            try:
-                data, ancillary, _, address = self._sock.recvmsg(2048, socket.CMSG_SPACE(16))
-            except (BlockingIOError, InterruptedError):
-                return
-            if address[2] == _PACKET_OUTGOING:
-                continue
-            at_ns = 0
-            for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
-                    seconds, nanos = struct.unpack("qq", value[:16])
-                    at_ns = seconds * 1_000_000_000 + nanos
-            self._packet(at_ns, data)
-
-    def _packet(self, at_ns: int, frame: bytes) -> None:
-        ip = frame[14:]
-        start = (ip[0] & 0x0F) * 4
-        source, destination = struct.unpack_from("!HH", ip, start)
-        payload = ip[start + 8 :]
+    def packet(self, at_ns: int, source: int, destination: int, payload: bytes) -> None:
         if self.sip_port in (source, destination):
             packet = _sip(at_ns, destination == self.sip_port, payload)
             if packet is not None:
