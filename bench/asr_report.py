@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.report import figure_table
+
 ENGINE_TITLES = {"pocketsphinx": "PocketSphinx (navigation grammar)", "vosk": "Vosk (dictation)"}
 
 
@@ -83,9 +85,7 @@ def _summary(name: str, engine: dict[str, Any], targets: dict[str, Any]) -> list
         ("Navigation: in-domain sent to a confirmation / out-of-domain rejected",
          f"{_pct(acc['confirmed'], acc['in_domain'])} / {_pct(acc['out_rejected'], acc['out_of_domain'])}", "", ""),
     ]  # fmt: skip
-    out = ["| Figure | Value | Target | |", "|---|---|---|---|"]
-    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    return out
+    return figure_table(rows)
 
 
 def _under_load(conc: dict[str, Any], target: int | None) -> list[tuple[str, str, str, str]]:

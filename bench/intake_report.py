@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.report import figure_table
+
 PROCESSES = ("gateway", "redis", "agents", "loadgen", "other")
 DISTURBED_PCT = 30.0  # CPU used by unrelated processes above which a run's figures are suspect
 
@@ -48,8 +50,7 @@ def _figure_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def render(result: dict[str, Any]) -> str:
     """The markdown section of docs/benchmarks.md for one intake result."""
-    table = ["| Figure | Value | Target | |", "|---|---|---|---|"]
-    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _figure_rows(result)]
+    table = figure_table(_figure_rows(result))
     parts = [*_intro(result), "", *table, "", *_disturbance(result), *_cpu_table(result), "", _checks(result)]
     return "\n".join([*parts, "", _profiling_hint()])
 

@@ -19,6 +19,15 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 _RESULT = re.compile(r"^<!-- bench-result (?P<name>[a-z0-9_]+) (?P<json>\{.*\}) -->$", re.MULTILINE)
 
 
+def figure_table(rows: list[tuple[str, str, str, str]]) -> list[str]:
+    """The markdown lines of a section's main table: figure, value, target, met or not."""
+    return [
+        "| Figure | Value | Target | |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+    ]
+
+
 def previous_results(path: Path = DOC) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.report import figure_table
+
 DISTURBED_PCT = 30.0  # CPU used by unrelated processes above which a run's figures are suspect
 
 
@@ -65,8 +67,7 @@ def _stalls(r: dict[str, Any]) -> str:
 
 def render(result: dict[str, Any]) -> str:
     """The markdown section of docs/benchmarks.md for one voice result."""
-    table = ["| Figure | Value | Target | |", "|---|---|---|---|"]
-    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _figure_rows(result)]
+    table = figure_table(_figure_rows(result))
     parts = [
         *_intro(result),
         "",

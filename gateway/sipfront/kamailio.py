@@ -193,22 +193,30 @@ def _write(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-async def syntax_check(binary: str, cfg: Path, timeout: float = 20.0) -> str:
-    """`kamailio -c -f cfg`: the parser's verdict. Raises SipFrontError with its output."""
+async def run_tool(args: list[str], timeout: float, late: str) -> tuple[int, str]:
+    """Run one of Kamailio's programs to its end: (exit status, stdout and stderr as text).
+    SipFrontError when it is not installed, or with `late` when it runs past `timeout` s."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            binary, "-c", "-f", str(cfg), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
     except FileNotFoundError:
-        raise SipFrontError(f"{binary} not found (Debian package kamailio)") from None
+        raise SipFrontError(f"{args[0]} not found (Debian package kamailio)") from None
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise SipFrontError(f"{binary} -c did not finish within {timeout} s") from None
-    text = output.decode(errors="replace")
-    if proc.returncode != 0:
+        raise SipFrontError(late) from None
+    return proc.returncode or 0, output.decode(errors="replace")
+
+
+async def syntax_check(binary: str, cfg: Path, timeout: float = 20.0) -> str:
+    """`kamailio -c -f cfg`: the parser's verdict. Raises SipFrontError with its output."""
+    code, text = await run_tool(
+        [binary, "-c", "-f", str(cfg)], timeout, f"{binary} -c did not finish within {timeout} s"
+    )
+    if code != 0:
         raise SipFrontError(f"{binary} -c -f {cfg} failed:\n{_errors_only(text)}")
     return text
 

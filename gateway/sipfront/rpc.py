@@ -7,13 +7,12 @@ sent as an integer: string arguments go with kamcmd's `s:` prefix.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.sipfront.kamailio import SipFrontError
+from gateway.sipfront.kamailio import SipFrontError, run_tool
 
 log = logging.getLogger("gateway.sipfront")
 
@@ -31,21 +30,9 @@ class RpcError(SipFrontError):
 
 async def kamcmd(binary: str, ctl_socket: Path, *args: str, timeout: float = 3.0) -> str:
     """Run one RPC; SipFrontError when Kamailio is not reachable, RpcError when it says no."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            binary, "-s", f"unix:{ctl_socket}", *args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-    except FileNotFoundError:
-        raise SipFrontError(f"{binary} not found (Debian package kamailio)") from None
-    try:
-        output, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise SipFrontError(f"kamcmd {args[0] if args else ''} got no answer within {timeout} s") from None
-    text = output.decode(errors="replace")
-    if proc.returncode != 0 or "connect_unix_sock" in text:
+    late = f"kamcmd {args[0] if args else ''} got no answer within {timeout} s"
+    code, text = await run_tool([binary, "-s", f"unix:{ctl_socket}", *args], timeout, late)
+    if code != 0 or "connect_unix_sock" in text:
         raise SipFrontError(f"kamailio not reachable at {ctl_socket}: {text.strip()[:200]}")
     if match := _ERROR.search(text):
         raise RpcError(f"{args[0] if args else 'rpc'}: {match['reason']}", int(match["code"]))
