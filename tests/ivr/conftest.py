@@ -1,5 +1,14 @@
-"""The voice worker tests use the real SIP peers of tests/voice."""
+"""The voice worker tests use the real SIP peers of tests/voice, and the default flow's prompts."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.ivr.flow import parse_ivr_toml
+from gateway.ivr.prompts import prompt_files, render_missing
+from tests.ivr.voice_stack import DEFAULT_FLOW
 from tests.voice.conftest import (  # noqa: F401 (fixtures)
     baresip_available,
     pcap_playback,
@@ -8,3 +17,14 @@ from tests.voice.conftest import (  # noqa: F401 (fixtures)
     speech_wav,
     tone_wav,
 )
+
+
+@pytest.fixture(scope="session")
+def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default flow's prompts, rendered once (espeak-ng + sox) for every test that calls a worker."""
+    directory = tmp_path_factory.mktemp("prompts")
+    flow = parse_ivr_toml(DEFAULT_FLOW.read_text(encoding="utf-8")).flow
+    prompts = {pid: (spec.text, spec.file) for pid, spec in flow.prompts.items()}
+    # Spoken fast (espeak-ng -s 300) so a test call walks the flow in seconds, not minutes.
+    render_missing(list(prompt_files(prompts, directory, flow.id, directory, max_position=5)), speed=300)
+    return directory

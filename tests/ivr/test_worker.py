@@ -17,27 +17,14 @@ import pytest
 from gateway.asr.navigation import find_keyword
 from gateway.asr.settings import DEFAULT_TABLE
 from gateway.embedded_redis import EmbeddedRedis
-from gateway.ivr.flow import parse_ivr_toml
-from gateway.ivr.prompts import prompt_files, render_missing
 from gateway.ticket import Ticket, utcnow
 from gateway.voice_link import callback_ticket
 from tests.helpers import Seat
-from tests.ivr.voice_stack import DEFAULT_FLOW, VoiceStack, voice_stack
+from tests.ivr.voice_stack import VoiceStack, voice_stack
 from tests.voice import audio
 from tests.voice.peers import Baresip, Peers, dtmf_scenario, uac_scenario
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default flow's prompts, rendered once (espeak-ng + sox) for every test here."""
-    directory = tmp_path_factory.mktemp("prompts")
-    flow = parse_ivr_toml(DEFAULT_FLOW.read_text(encoding="utf-8")).flow
-    prompts = {pid: (spec.text, spec.file) for pid, spec in flow.prompts.items()}
-    # Spoken fast (espeak-ng -s 300) so a test call walks the flow in seconds, not minutes.
-    render_missing(list(prompt_files(prompts, directory, flow.id, directory, max_position=5)), speed=300)
-    return directory
 
 
 @pytest.fixture

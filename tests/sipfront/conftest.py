@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ivr.flow import parse_ivr_toml
-from gateway.ivr.prompts import prompt_files, render_missing
 from tests.conftest import missing
-from tests.ivr.voice_stack import DEFAULT_FLOW
+from tests.ivr.conftest import prompts_dir  # noqa: F401 (fixture)
+from tests.sipfront.front_stack import PHONE_PASSWORDS, phone_env
 from tests.voice.audio import write_tone_wav
 from tests.voice.conftest import (  # noqa: F401 (fixtures)
     baresip_available,
@@ -36,14 +35,30 @@ def run_dir() -> Iterator[Path]:
         yield Path(directory)
 
 
-@pytest.fixture(scope="session")
-def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default flow's prompts, rendered once, spoken fast (a test call walks the flow in seconds)."""
-    directory = tmp_path_factory.mktemp("prompts")
-    flow = parse_ivr_toml(DEFAULT_FLOW.read_text(encoding="utf-8")).flow
-    prompts = {pid: (spec.text, spec.file) for pid, spec in flow.prompts.items()}
-    render_missing(list(prompt_files(prompts, directory, flow.id, directory, max_position=5)), speed=300)
-    return directory
+@pytest.fixture
+def stack_args(
+    tmp_path: Path,
+    redis_server: object,
+    key_prefix: str,
+    prompts_dir: Path,  # noqa: F811 (the fixture imported above)
+    run_dir: Path,
+    kamailio_available: None,
+) -> dict[str, object]:
+    """`front_stack`'s arguments from the fixtures."""
+    return {
+        "tmp_path": tmp_path,
+        "redis_url": redis_server.url,  # type: ignore[attr-defined]
+        "key_prefix": key_prefix,
+        "prompts_dir": prompts_dir,
+        "run_dir": run_dir,
+    }
+
+
+@pytest.fixture
+def passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent phones' SIP passwords in the environment, as Kamailio reads them at start."""
+    for user, password in PHONE_PASSWORDS.items():
+        monkeypatch.setenv(phone_env(user), password)
 
 
 @pytest.fixture

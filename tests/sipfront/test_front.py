@@ -28,19 +28,6 @@ pytestmark = pytest.mark.slow
 StackArgs = dict[str, object]
 
 
-@pytest.fixture
-def stack_args(
-    tmp_path: Path, redis_server: object, key_prefix: str, prompts_dir: Path, run_dir: Path, kamailio_available: None
-) -> StackArgs:
-    return {
-        "tmp_path": tmp_path,
-        "redis_url": redis_server.url,  # type: ignore[attr-defined]
-        "key_prefix": key_prefix,
-        "prompts_dir": prompts_dir,
-        "run_dir": run_dir,
-    }
-
-
 def actions(ticket: Ticket) -> list[str]:
     return [entry.action for entry in ticket.history]
 

@@ -36,7 +36,7 @@ from gateway.sipfront.rpc import FrontRpc, Target
 from gateway.sipfront.status import worker_rows
 from gateway.ticket import Ticket
 from tests.helpers import GatewayProcess, WorkerProcess
-from tests.sipfront.front_stack import PHONE_PASSWORDS, phone_env, raw_front_config
+from tests.sipfront.front_stack import raw_front_config
 from tests.voice import audio
 from tests.voice.peers import Peers, dtmf_scenario, free_port, free_port_range
 
@@ -47,12 +47,6 @@ CALLERS = 8  # 4 workers x 2 callers (calls_per_worker = 4 legs)
 HOLD_MS = 20_000  # after the digit: the callers on live workers hold while the kill plays out
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    for user, password in PHONE_PASSWORDS.items():
-        monkeypatch.setenv(phone_env(user), password)
 
 
 def _bindable(host: str, port: int) -> bool:

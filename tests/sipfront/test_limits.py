@@ -8,26 +8,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.sipfront.front_stack import FrontStack, front_stack
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def stack_args(
-    tmp_path: Path, redis_server: object, key_prefix: str, prompts_dir: Path, run_dir: Path, kamailio_available: None
-) -> dict[str, object]:
-    return {
-        "tmp_path": tmp_path,
-        "redis_url": redis_server.url,  # type: ignore[attr-defined]
-        "key_prefix": key_prefix,
-        "prompts_dir": prompts_dir,
-        "run_dir": run_dir,
-    }
 
 
 class UdpClient:

@@ -18,19 +18,6 @@ from tests.voice.peers import PeerError, Peers
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def stack_args(
-    tmp_path: Path, redis_server: object, key_prefix: str, prompts_dir: Path, run_dir: Path, kamailio_available: None
-) -> dict[str, object]:
-    return {
-        "tmp_path": tmp_path,
-        "redis_url": redis_server.url,  # type: ignore[attr-defined]
-        "key_prefix": key_prefix,
-        "prompts_dir": prompts_dir,
-        "run_dir": run_dir,
-    }
-
-
 async def _register(peers: Peers, stack: FrontStack, wav: Path, user: str, password: str) -> object:
     return await peers.agent(wav, user=user, registrar=stack.front, auth_pass=password, regint=60)
 

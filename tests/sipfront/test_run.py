@@ -17,7 +17,7 @@ from gateway.cli import main
 from gateway.sipfront.rpc import FrontRpc, Target
 from gateway.sipfront.status import gather
 from tests.helpers import GatewayProcess
-from tests.sipfront.front_stack import PHONE_PASSWORDS, phone_env, raw_front_config
+from tests.sipfront.front_stack import phone_env, raw_front_config
 from tests.voice.peers import Peers, free_port, free_port_range, uac_scenario
 
 pytestmark = pytest.mark.slow
@@ -32,12 +32,6 @@ def _write_config(tmp_path: Path, redis_url: str, key_prefix: str, prompts_dir: 
     path = tmp_path / "gateway.toml"
     path.write_text(tomli_w.dumps(raw))
     return path
-
-
-@pytest.fixture
-def passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    for user, password in PHONE_PASSWORDS.items():
-        monkeypatch.setenv(phone_env(user), password)
 
 
 async def _status(path: Path, redis_url: str) -> str:
