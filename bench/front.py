@@ -52,9 +52,9 @@ from bench.front_setup import (
     write_configs,
 )
 from bench.intake_setup import start_gateway
-from bench.voice import all_tickets, start_sipp, wait_sipp
+from bench.voice import all_tickets, join_tickets, start_sipp, wait_sipp
 from bench.voice import warnings as log_warnings
-from bench.voice_calls import add_frames, add_ticket, calls_from_sip
+from bench.voice_calls import calls_from_sip
 from bench.voice_meter import Meter, Series, children_named, descendants, processes
 from bench.voice_pcap import load_speech
 from bench.voice_setup import KEY_PREFIX, NUMBER, check_tools, render_prompts, sipp_version, source_state
@@ -373,21 +373,10 @@ async def join_calls(client: aioredis.Redis, configs: Configs, captured: SipCapt
     queue = TicketQueue(client, configs.config)
     answered = sum(1 for c in calls.values() if c.final_status == 200 and c.caller.startswith(CALLER_PREFIX))
     await settle(client, queue, answered)
-    tickets = {t.voice.caller: t for t in await all_tickets(client, queue) if t.voice is not None}
-    frames = {}
-    for _, fields in await client.xrange(f"{KEY_PREFIX}:voice:frames") or []:
-        stats = {_text(k): _text(v) for k, v in (fields or {}).items()}
-        frames[stats.get("call", "")] = stats
     for call in calls.values():
-        ticket = tickets.get(call.caller)
         if call.answer_ns and call.bye_ns:
             call.media_s = round((call.bye_ns - call.answer_ns) / 1e9, 3)
-        if ticket is None:
-            continue
-        entry = _text(await client.hget(f"{KEY_PREFIX}:t:{ticket.id}", "entry") or "")
-        add_ticket(call, ticket, int(entry.split("-")[0]) if entry else None)
-        if ticket.voice is not None and ticket.voice.call_id in frames:
-            add_frames(call, frames[ticket.voice.call_id])
+    await join_tickets(client, queue, calls.values())
     raw.calls = sorted(calls.values(), key=lambda call: call.invite_ns)
     recordings_dir = configs.config.resolve(configs.config.voice.recordings_dir)
     raw.wav_files = sum(1 for _ in recordings_dir.rglob("*.wav")) if recordings_dir.exists() else 0

@@ -22,6 +22,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -250,13 +251,20 @@ async def all_tickets(client: aioredis.Redis, queue: TicketQueue) -> list[Ticket
 async def join_calls(client: aioredis.Redis, queue: TicketQueue, captured: Captured, prompts: Prompts) -> list[Call]:
     calls = captured_calls(captured)
     greeting, hold = PromptAudio.load(prompts.greeting), PromptAudio.load(prompts.hold)
+    for call in calls.values():
+        add_media(call, captured, greeting, hold)
+    await join_tickets(client, queue, calls.values())
+    return sorted(calls.values(), key=lambda call: call.invite_ns)
+
+
+async def join_tickets(client: aioredis.Redis, queue: TicketQueue, calls: Iterable[Call]) -> None:
+    """Each call (by its caller id) with its ticket, its queue entry time and its live-audio frame stats."""
     tickets = {t.voice.caller: t for t in await all_tickets(client, queue) if t.voice is not None}
     frames = {}
     for _, fields in await client.xrange(f"{KEY_PREFIX}:voice:frames") or []:
         stats = {_text(k): _text(v) for k, v in (fields or {}).items()}
         frames[stats.get("call", "")] = stats
-    for call in calls.values():
-        add_media(call, captured, greeting, hold)
+    for call in calls:
         ticket = tickets.get(call.caller)
         if ticket is None:
             continue
@@ -264,7 +272,6 @@ async def join_calls(client: aioredis.Redis, queue: TicketQueue, captured: Captu
         add_ticket(call, ticket, int(entry.split("-")[0]) if entry else None)
         if ticket.voice is not None and ticket.voice.call_id in frames:
             add_frames(call, frames[ticket.voice.call_id])
-    return sorted(calls.values(), key=lambda call: call.invite_ns)
 
 
 def warnings(path: Path, limit: int = 5) -> list[str]:
