@@ -21,7 +21,7 @@ from websockets.asyncio.server import Server, serve
 from gateway.config import GatewayConfig, split_listen
 from gateway.errors import ServiceUnavailable
 from gateway.queue import TicketQueue
-from gateway.tasks import Tasks
+from gateway.tasks import Tasks, stop_if_cancelled
 from gateway.voice_link import VoiceLink
 from gateway.web.http import create_app
 from gateway.web.seats import Dispatcher, SeatServer
@@ -117,8 +117,12 @@ class Gateway:
             try:
                 await pubsub.subscribe(keys.wake, keys.control, self.voice.keys.transcripts)
                 self.dispatcher.wake()  # anything queued while we were not listening
-                async for message in pubsub.listen():
-                    if message["type"] != "message":
+                while True:
+                    # get_message with a timeout, not listen(): listen() retries internally, so a
+                    # cancellation redis-py swallowed would keep it reading forever.
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    stop_if_cancelled()
+                    if message is None or message["type"] != "message":
                         continue
                     channel = message["channel"]
                     channel = channel.decode() if isinstance(channel, bytes) else channel

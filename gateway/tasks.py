@@ -10,6 +10,19 @@ from typing import Any
 log = logging.getLogger("gateway.tasks")
 
 
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop.
+
+    redis-py (8.1, measured) can swallow a cancellation that lands while a blocking command (XREAD
+    BLOCK, a pub/sub read) is under way and return an empty answer instead; a loop that only stops
+    by cancellation then runs on, and whoever awaits it waits forever. Call this after each
+    blocking Redis call in a loop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Tasks:
     """Background tasks kept referenced until done; errors are logged, never lost silently."""
 

@@ -41,7 +41,7 @@ from gateway.ivr.recordings import recording_path
 from gateway.ivr.speech import FanOut, LiveSpeech, Tap
 from gateway.ivr.wav import header_complete, repair_header, wav_info
 from gateway.queue import TicketQueue
-from gateway.tasks import Tasks
+from gateway.tasks import Tasks, stop_if_cancelled
 from gateway.ticket import Citizen, Ticket, TranscriptSegment, VoiceCall, new_ticket_id, utcnow
 from gateway.voice_link import VoiceLink, callback_ticket, recording_attachment
 
@@ -918,6 +918,7 @@ class MediaWorker:
                 log.exception("inbox read failed")
                 await asyncio.sleep(1.0)
                 continue
+            stop_if_cancelled()
             for entry_id, fields in messages:
                 last_id = entry_id
                 self._command(fields)

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from gateway.sipfront.kamailio import SipFrontError
 from gateway.sipfront.rpc import FrontRpc
+from gateway.tasks import stop_if_cancelled
 
 log = logging.getLogger("gateway.sipfront")
 
@@ -48,6 +49,7 @@ class DialogJanitor:
                 log.warning("dead-worker stream unreadable: %s", exc)
                 await asyncio.sleep(RETRY_S)
                 continue
+            stop_if_cancelled()
             for _, entries in found or []:
                 for entry_id, raw in entries:
                     last_id = _text(entry_id)
