@@ -13,6 +13,7 @@ so `start_check` also starts a copy in the foreground on a free loopback port fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import socket
@@ -205,7 +206,8 @@ async def run_tool(args: list[str], timeout: float, late: str) -> tuple[int, str
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may have ended just as time ran out
+            proc.kill()
         await proc.wait()
         raise SipFrontError(late) from None
     return proc.returncode or 0, output.decode(errors="replace")
