@@ -6,7 +6,7 @@ CONFIG ?= config/gateway.toml
 
 .PHONY: run test test-fast bench lint typecheck install clean
 
-$(BIN)/hotline-gateway: pyproject.toml
+$(BIN)/hotline-gateway: pyproject.toml gateway/ivr/_pjnative.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -200,6 +200,9 @@ class VoiceConfig(_Section):
     agent_answer_timeout: Seconds = 20.0
     max_position_announced: int = Field(default=30, ge=1, le=999)
     live_audio_frames: int = Field(default=250, ge=10, le=100_000)  # ring per call, 20 ms frames
+    # Live audio taken off PJSIP's bridge by a port in C (no GIL there); false: the Python port
+    # (pj.AudioMediaPort), also used when the C module is not built. docs/voice.md, "Live audio".
+    native_live_audio: bool = True
     heartbeat_interval: Seconds = 1.0
     worker_timeout: Seconds = 5.0
     # s between PJSIP polls while a worker has calls: only PJSIP's timers (SIP retransmissions) wait

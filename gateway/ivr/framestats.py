@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+GAPS_KEPT = 20_000  # the last gaps kept per call (the C port keeps as many)
+
 
 @dataclass
 class FrameStats:
@@ -13,4 +15,4 @@ class FrameStats:
     frames: int = 0
     dropped: int = 0
     max_gap: float = 0.0
-    gaps: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=20_000))
+    gaps: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=GAPS_KEPT))

@@ -6,10 +6,14 @@ Threading model (see docs/voice.md and ../shared/notes-pjsua2-findings.md):
   when it has none, and at once when the SIP socket is readable (`loop.add_reader` on the fd found in
   /proc: an idle worker costs ~0 instead of 100 wake-ups a second). With `mainThreadOnly` every SIP
   callback and DTMF digit is delivered inside that poll, on the loop thread.
-- Two callbacks always come on PJSIP's conference-bridge clock thread: a player's end of file and a
-  frame port's frames. They only hand data over (`call_soon_threadsafe`, a bounded deque) and return.
+- One Python callback comes on PJSIP's conference-bridge clock thread: a player's end of file; it only
+  hands over (`call_soon_threadsafe`). Live audio frames are taken there by a port written in C
+  (`gateway/ivr/_pjnative.c`: a bounded ring under a mutex, no GIL); the loop drains it. Where that
+  module is missing or does not recognise the library, a `pj.AudioMediaPort` subclass does the same
+  in Python on that thread (about half the thread's CPU, measured with perf at 200 calls).
 - Python keeps a reference to every live Leg, player, recorder and port until PJSIP is done with it;
-  frame ports are destroyed explicitly (`__swig_destroy__`) before their last reference is dropped.
+  SWIG frame ports are destroyed explicitly (`__swig_destroy__`) before their last reference is
+  dropped; C ports are freed by `_pjnative.reap()` once PJSIP has let go of them.
 
 This module translates; it decides nothing. `Leg` reports to a `LegListener` (the call session).
 """
@@ -23,17 +27,22 @@ import ctypes
 import gc
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pjsua2 as pj
 
-from gateway.ivr.framestats import FrameStats
+from gateway.ivr.framestats import GAPS_KEPT, FrameStats
 from gateway.ivr.sockets import udp_socket_fd
+
+if TYPE_CHECKING:
+    from gateway.ivr import _pjnative
 
 log = logging.getLogger("gateway.voice.pj")
 
@@ -168,6 +177,8 @@ def _pick_vector_bytes() -> Callable[[Any], bytes]:
 
 vector_bytes = _pick_vector_bytes()
 
+FRAME_USEC = 20_000  # live-audio frames: the bridge's own 20 ms
+
 _thread = threading.local()
 
 
@@ -218,6 +229,10 @@ class LiveAudio(pj.AudioMediaPort):  # type: ignore[misc]
         self.ring.append((now, data))
         stats.frames += 1
 
+    def listen(self, source: pj.AudioMedia) -> None:
+        """Hear `source` (again, after a re-INVITE moved its stream)."""
+        source.startTransmit(self)
+
     def drain(self) -> list[tuple[float, bytes]]:
         frames = []
         while self.ring:
@@ -226,6 +241,43 @@ class LiveAudio(pj.AudioMediaPort):  # type: ignore[misc]
             except IndexError:
                 break
         return frames
+
+
+class NativeLiveAudio:
+    """The caller's PCM frames through `gateway.ivr._pjnative` (C): `LiveAudio`'s interface, with no
+    Python on the bridge thread. The ring is `max_frames` deep; when the consumer falls behind the
+    oldest frames are dropped and counted, as in `LiveAudio`."""
+
+    def __init__(self, port: _pjnative.LivePort) -> None:
+        self._port = port
+
+    def listen(self, source: pj.AudioMedia) -> None:
+        """Hear `source` (again, after a re-INVITE moved its stream)."""
+        self._port.listen(source.getPortId())
+
+    def drain(self) -> list[tuple[float, bytes]]:
+        return self._port.drain()
+
+    @property
+    def stats(self) -> FrameStats:
+        frames, dropped, max_gap, gaps = self._port.stats()
+        return FrameStats(frames, dropped, max_gap, collections.deque(gaps or (), maxlen=GAPS_KEPT))
+
+    def close(self) -> None:
+        self._port.close()
+
+
+def bind_native_ports() -> ModuleType | None:
+    """The `_pjnative` module bound to the loaded pjsua2 library, or None (with the reason logged):
+    not built, or the library's layout not the one it measured."""
+    try:
+        from gateway.ivr import _pjnative
+
+        _pjnative.bind(str(sys.modules["pjsua2._pjsua2"].__file__))
+    except (ImportError, KeyError, RuntimeError) as exc:
+        log.warning("live audio through the Python port (about 2x the bridge thread's CPU): %s", exc)
+        return None
+    return _pjnative
 
 
 class InboundAccount(pj.Account):  # type: ignore[misc]
@@ -251,6 +303,7 @@ class EngineSettings:
     rtp_port_range: int = 16  # ports it may use from rtp_port: its own block, disjoint from other workers'
     log_level: int = 1
     public_address: str = ""
+    native_live_audio: bool = True  # the C port (gateway/ivr/_pjnative.c) when it can be bound
 
 
 class Engine:
@@ -267,6 +320,11 @@ class Engine:
         self._sip_fd: int | None = None
         self._nap: asyncio.Future[None] | None = None
         self._loop_thread = threading.get_ident()
+        self._native: ModuleType | None = None  # the bound _pjnative module, when live audio goes through C
+
+    @property
+    def native_live_audio(self) -> bool:
+        return self._native is not None
 
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self._loop_thread
@@ -304,6 +362,8 @@ class Engine:
         self.endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
         self.endpoint.libStart()
         self.endpoint.audDevManager().setNullDev()
+        if self.settings.native_live_audio:
+            self._native = bind_native_ports()
         account_cfg = pj.AccountConfig()
         account_cfg.idUri = f"sip:gateway@{self.settings.host}:{self.settings.port}"
         # RTP on the worker's own address (and that address in the SDP), not the host's main one:
@@ -344,6 +404,8 @@ class Engine:
         assert self.loop is not None
         while True:
             self.endpoint.libHandleEvents(0)
+            if self._native is not None:
+                self._native.reap()  # C live-audio ports PJSIP has let go of
             self._nap = self.loop.create_future()
             timer = self.loop.call_later(self._poll_interval(), self._wake)
             try:
@@ -395,22 +457,32 @@ class Engine:
         source.startTransmit(recorder)
         return recorder
 
-    def live_audio(self, source: pj.AudioMedia, name: str, max_frames: int) -> LiveAudio:
+    def live_audio(self, source: pj.AudioMedia, name: str, max_frames: int) -> LiveAudio | NativeLiveAudio:
+        if self._native is not None:
+            native = NativeLiveAudio(self._native.LivePort(name, self.settings.clock_rate, FRAME_USEC, max_frames))
+            native.listen(source)
+            return native
         port = LiveAudio(max_frames)
         fmt = pj.MediaFormatAudio()
         fmt.type = pj.PJMEDIA_TYPE_AUDIO
         fmt.clockRate = self.settings.clock_rate  # never 0: PJSIP aborts on a zero rate
         fmt.channelCount = 1
         fmt.bitsPerSample = 16
-        fmt.frameTimeUsec = 20_000
+        fmt.frameTimeUsec = FRAME_USEC
         port.createPort(name, fmt)
-        source.startTransmit(port)
+        port.listen(source)
         return port
 
     @staticmethod
-    def destroy_port(port: LiveAudio) -> None:
-        """Destroy the C++ side first, while we still hold the Python object (teardown race)."""
-        port.__swig_destroy__(port)
+    def destroy_port(port: LiveAudio | NativeLiveAudio) -> None:
+        """Take a live-audio port out of the bridge; its stats stay readable.
+
+        A SWIG port's C++ side goes first, while we still hold the Python object (teardown race); a
+        C port leaves the bridge now and its memory goes once PJSIP has let go (`reap`)."""
+        if isinstance(port, NativeLiveAudio):
+            port.close()
+        else:
+            port.__swig_destroy__(port)
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """Hang up every leg, wait for the BYEs to complete, then destroy the library."""
@@ -433,3 +505,5 @@ class Engine:
         # destructor would call into a destroyed library and abort the process.
         gc.collect()
         self.endpoint.libDestroy()
+        if self._native is not None:
+            self._native.reap(library_gone=True)

@@ -32,6 +32,13 @@ def rms(samples: array.array[int]) -> float:
     return math.sqrt(sum(s * s for s in samples) / len(samples)) / 32768.0
 
 
+def wav_seconds(path: Path) -> float:
+    """A WAV file's length from its header alone: the worker asks at every call's end, and reading
+    the samples (as `wav_info` does for the RMS) cost ~0.1 s of CPU per minute of audio."""
+    with wave.open(str(path), "rb") as wav:
+        return wav.getnframes() / wav.getframerate()
+
+
 def wav_info(path: Path) -> WavInfo:
     with wave.open(str(path), "rb") as wav:
         channels = wav.getnchannels()

@@ -35,11 +35,11 @@ from gateway.ivr import actions as act
 from gateway.ivr import events as ev
 from gateway.ivr.flow import IvrConfig
 from gateway.ivr.machine import CallMachine
-from gateway.ivr.pjengine import Engine, EngineSettings, Leg, LiveAudio, Prompt, uri_user
+from gateway.ivr.pjengine import Engine, EngineSettings, Leg, LiveAudio, NativeLiveAudio, Prompt, uri_user
 from gateway.ivr.prompts import prompt_files, prompt_wav, render_missing
 from gateway.ivr.recordings import recording_path
 from gateway.ivr.speech import FanOut, LiveSpeech, Tap
-from gateway.ivr.wav import header_complete, repair_header, wav_info
+from gateway.ivr.wav import header_complete, repair_header, wav_seconds
 from gateway.queue import TicketQueue
 from gateway.tasks import Tasks, stop_if_cancelled
 from gateway.ticket import Citizen, Ticket, TranscriptSegment, VoiceCall, new_ticket_id, utcnow
@@ -77,6 +77,7 @@ class WorkerSettings:
     callback_priority: int
     rtp_port: int = 4000
     rtp_port_range: int = 16
+    native_live_audio: bool = True
 
     @classmethod
     def from_config(cls, config: GatewayConfig, worker_id: str, listen: str | None = None) -> WorkerSettings:
@@ -101,6 +102,7 @@ class WorkerSettings:
             callback_priority=voice.callback_priority,
             rtp_port=rtp_port,
             rtp_port_range=rtp_port_range,
+            native_live_audio=voice.native_live_audio,
         )
 
 
@@ -122,7 +124,7 @@ class CallSession:
         self.player_prompt = ""
         self.recorders: dict[str, pj.AudioMediaRecorder] = {}
         self.recording_files: dict[str, Path] = {}
-        self.live: LiveAudio | None = None
+        self.live: LiveAudio | NativeLiveAudio | None = None
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.fields: dict[str, str] = {}
         self.ticket_id: str | None = None
@@ -136,7 +138,7 @@ class CallSession:
         self.shutting_down = False
         self.transcript: list[TranscriptSegment] = []
         self.fan: FanOut | None = None
-        self.agent_live: LiveAudio | None = None
+        self.agent_live: LiveAudio | NativeLiveAudio | None = None
         self.dictation_tap: Tap | None = None
         self.navigation_tap: Tap | None = None
         self.route_decided = False
@@ -223,7 +225,7 @@ class CallSession:
             if kind != "agent":
                 media.startTransmit(recorder)
         if self.live is not None:
-            media.startTransmit(self.live)
+            self.live.listen(media)
         if self.player is not None:
             self.player.startTransmit(media)
         if self.bridged:
@@ -240,7 +242,7 @@ class CallSession:
         if "agent" in self.recorders:
             agent.startTransmit(self.recorders["agent"])
         if self.agent_live is not None:
-            agent.startTransmit(self.agent_live)
+            self.agent_live.listen(agent)
 
     def on_digit(self, leg: Leg, digit: str) -> None:
         if leg is self.leg and digit in ev.DTMF_DIGITS:
@@ -669,13 +671,14 @@ class CallSession:
             self.worker.by_ticket.pop(self.ticket_id, None)
 
     async def _attach(self, ticket_id: str, files: dict[str, Path]) -> None:
-        extra = [recording_attachment(path, wav_info(path).seconds) for kind, path in files.items() if kind != "caller"]
+        extra = [recording_attachment(path, wav_seconds(path)) for kind, path in files.items() if kind != "caller"]
         caller = files.get("caller")
+        first = recording_attachment(caller, wav_seconds(caller)) if caller is not None else None
 
         def change(ticket: Ticket) -> Ticket:
             kept = [a for a in ticket.attachments if not (caller and a.path == str(caller))]
-            if caller is not None:
-                kept.insert(0, recording_attachment(caller, wav_info(caller).seconds))
+            if first is not None:
+                kept.insert(0, first)
             return ticket.model_copy(update={"attachments": tuple(kept + extra)})
 
         with contextlib.suppress(GatewayError):
@@ -688,7 +691,7 @@ class CallSession:
             with contextlib.suppress(GatewayError):
                 base = await self.worker.queue.get(self.ticket_id)
         if files:
-            attachments = tuple(recording_attachment(path, wav_info(path).seconds) for path in files.values())
+            attachments = tuple(recording_attachment(path, wav_seconds(path)) for path in files.values())
             base = base.model_copy(update={"attachments": attachments})
         ticket = callback_ticket(base, utcnow(), self.settings.callback_priority, reason)
         await self.worker.queue.intake(ticket, f"worker:{self.settings.worker_id}")
@@ -761,6 +764,7 @@ class MediaWorker:
                 idle_poll_interval=settings.idle_poll_interval,
                 rtp_port=settings.rtp_port,
                 rtp_port_range=settings.rtp_port_range,
+                native_live_audio=settings.native_live_audio,
             ),
             self._incoming,
         )
@@ -890,6 +894,8 @@ class MediaWorker:
             "callers": str(self.callers),
             "legs": str(self.engine.active_legs),
             "capacity": str(self.caller_capacity),
+            # how live audio leaves PJSIP's bridge: "c" (gateway/ivr/_pjnative.c) or "python"
+            "audio": "c" if self.engine.native_live_audio else "python",
         }
         if first:  # refused if a worker elsewhere started under the same id meanwhile
             await self.link.claim(self.settings.worker_id, self.settings.worker_timeout, info)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from gateway.config import GatewayConfig
 
-WORKER_FIELDS = ("sip", "pid", "callers", "legs", "capacity")
+WORKER_FIELDS = ("sip", "pid", "callers", "legs", "capacity", "audio")
 
 
 @dataclass(frozen=True, slots=True)

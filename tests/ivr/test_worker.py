@@ -177,6 +177,7 @@ async def test_capacity_is_two_callers_then_503(stack_args: StackArgs, peers: Pe
         assert dict(result.statuses).get(503) == 1, str(result)
         info = await stack.redis.hgetall(f"{stack.config.redis.key_prefix}:worker:wtest")
         assert info[b"capacity"] == b"2"
+        assert info[b"audio"] == b"c"  # live audio through the C port, not the Python fallback
 
 
 async def test_unknown_number_is_404(stack_args: StackArgs, peers: Peers, sipp_available: None) -> None:

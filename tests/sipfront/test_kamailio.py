@@ -239,14 +239,18 @@ def test_dispatcher_list_answer_is_parsed() -> None:
 def test_status_report_joins_heartbeats_and_kamailio() -> None:
     report = Report(
         workers=[
-            WorkerRow("w1", {"sip": "127.0.0.1:5101", "pid": "41", "callers": "1", "legs": "2", "capacity": "2"}, 3.2),
+            WorkerRow(
+                "w1",
+                {"sip": "127.0.0.1:5101", "pid": "41", "callers": "1", "legs": "2", "capacity": "2", "audio": "c"},
+                3.2,
+            ),
             WorkerRow("w2", {"sip": "127.0.0.1:5102", "pid": "42", "callers": "0", "legs": "0", "capacity": "2"}, -4.0),
         ],
         targets=parse_dispatcher_list(DISPATCHER_LIST),
         pool={"w1": "serving", "w2": "draining"},
     )
     text = format_report(report)
-    assert re.search(r"w1\s+127\.0\.0\.1:5101\s+41\s+1\s+2\s+2\s+serving\s+alive; kamailio AP load 1/2", text), text
+    assert re.search(r"w1\s+127\.0\.0\.1:5101\s+41\s+1\s+2\s+2\s+c\s+serving\s+alive; kamailio AP load 1/2", text), text
     assert re.search(r"w2\s.*\sdraining\s+lapsed", text), text
     assert "lapsed 4.0 s ago; kamailio IP load 0/2" in text
     assert "sip:127.0.0.1:5102" in text and "DOWN" in text

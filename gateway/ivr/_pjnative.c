@@ -1,0 +1,607 @@
+/*
+ * gateway.ivr._pjnative: native helpers beside the pjsua2 wheel. Above all, a live-audio port for
+ * PJSIP's conference bridge, in C, with no Python and no GIL on the bridge's clock thread.
+ *
+ * Why: a `pj.AudioMediaPort` subclass runs Python on the bridge thread for every 20 ms frame
+ * (SWIG director, GIL, wrapper objects). perf on 100 loaded workers put half of the clock thread's
+ * time in the interpreter, and a busy GIL stalls the whole bridge (recordings included). This port
+ * copies each frame into a bounded ring under a plain mutex; the asyncio loop drains it.
+ *
+ * The wheel ships no headers, so nothing here includes pjsip: the functions come from the loaded
+ * `_pjsua2` module by dlsym (it exports them), and the one struct we build, `pjmedia_port`, is laid
+ * out at offsets that `bind()` first *measures* against the library itself (see probe_layout): it
+ * fills candidate slots with distinct probe functions and asks pjmedia_port_put_frame & co. which
+ * one they call. A library with another layout is refused (the caller falls back to the SWIG port),
+ * never guessed at.
+ *
+ * Threads: put_frame runs on the bridge clock thread; everything else on the thread that called
+ * libCreate (checked: pj_thread_is_registered). Lifetime: close() takes the port out of the bridge
+ * and drops our reference; PJSIP removes it asynchronously and calls on_destroy when its last
+ * reference goes. The memory (and the pool the bridge allocated its slot from) is freed by reap()
+ * only after on_destroy ran and a grace period passed, or by reap(library_gone=True) after
+ * libDestroy.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define REGION_BYTES 256   /* room for pjmedia_port; only measured offsets are written */
+#define SLOTS (REGION_BYTES / 8)
+#define FRAME_TYPE_AUDIO 1
+#define GAPS_KEPT 20000    /* like FrameStats.gaps: the last 20,000 gaps */
+#define GRACE_SECONDS 0.5  /* after on_destroy, before the memory goes */
+#define SIGNATURE 0x4c415948u /* 'HYAL' */
+
+/* pjmedia_frame: unchanged since PJSIP 2.0 (type, buf, size, timestamp, bit_info). */
+typedef struct {
+    int type;
+    void *buf;
+    size_t size;
+    uint64_t timestamp;
+    uint32_t bit_info;
+} frame_t;
+
+typedef struct { char *ptr; long slen; } pjstr_t;
+
+typedef int (*port_fn)(void *port, void *frame);
+typedef void *(*clock_fn)(void *port, int media_type);
+typedef int (*destroy_fn)(void *port);
+
+static struct {
+    int bound;
+    size_t off_grp_lock, off_clock, off_put, off_get, off_destroy, info_bytes;
+    int (*info_init)(void *info, const pjstr_t *name, unsigned sig, unsigned rate, unsigned channels,
+                     unsigned bits, unsigned spf);
+    int (*port_put)(void *port, void *frame);
+    int (*port_get)(void *port, void *frame);
+    void *(*port_clock)(void *port, int media_type);
+    int (*port_destroy)(void *port);
+    int (*conf_add)(void *pool, void *port, int *slot);
+    int (*conf_remove)(int slot);
+    int (*conf_connect)(int source, int sink);
+    void *(*pool_create)(const char *name, size_t initial, size_t increment);
+    void (*pool_release)(void *pool);
+    int (*thread_registered)(void);
+} lib;
+
+enum { NEW = 0, IN_BRIDGE = 1, CLOSED = 2 };
+
+typedef struct native {
+    unsigned char port[REGION_BYTES]; /* first: the bridge's pjmedia_port* is this struct's address */
+    pthread_mutex_t lock;
+    char name[48];
+    unsigned frame_bytes, capacity, head, count;
+    double *stamps;
+    uint32_t *sizes;
+    unsigned char *data;
+    uint64_t frames, dropped;
+    double last, max_gap;
+    float *gaps;
+    unsigned gap_head, gap_count;
+    volatile int destroyed; /* set by on_destroy, on whichever thread drops the last reference */
+    int state, slot;
+    void *pool;
+    double closed_at;
+    struct native *next; /* in the graveyard */
+} native_t;
+
+static native_t *graveyard = NULL;
+
+static double monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* the clock of Python's time.monotonic() on Linux */
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void set_slot(unsigned char *region, size_t offset, void *value) {
+    memcpy(region + offset, &value, sizeof value);
+}
+
+/* ---- the port's callbacks (bridge clock thread) ---------------------------------------------- */
+
+static int live_put_frame(void *port, void *frame_ptr) {
+    native_t *n = (native_t *)port;
+    frame_t *frame = (frame_t *)frame_ptr;
+    if (frame->type != FRAME_TYPE_AUDIO || frame->size == 0 || frame->buf == NULL)
+        return 0; /* the bridge's heartbeat frames (type NONE, size 0) */
+    double now = monotonic();
+    size_t size = frame->size < n->frame_bytes ? frame->size : n->frame_bytes;
+    pthread_mutex_lock(&n->lock);
+    if (n->last > 0) {
+        double gap = now - n->last;
+        if (gap > n->max_gap)
+            n->max_gap = gap;
+        n->gaps[(n->gap_head + n->gap_count) % GAPS_KEPT] = (float)gap;
+        if (n->gap_count < GAPS_KEPT)
+            n->gap_count++;
+        else
+            n->gap_head = (n->gap_head + 1) % GAPS_KEPT;
+    }
+    n->last = now;
+    if (n->count == n->capacity) { /* the consumer fell behind: the oldest frame goes */
+        n->head = (n->head + 1) % n->capacity;
+        n->count--;
+        n->dropped++;
+    }
+    unsigned index = (n->head + n->count) % n->capacity;
+    memcpy(n->data + (size_t)index * n->frame_bytes, frame->buf, size);
+    n->stamps[index] = now;
+    n->sizes[index] = (uint32_t)size;
+    n->count++;
+    n->frames++;
+    pthread_mutex_unlock(&n->lock);
+    return 0;
+}
+
+static int live_get_frame(void *port, void *frame_ptr) {
+    (void)port;
+    frame_t *frame = (frame_t *)frame_ptr;
+    frame->type = 0; /* NONE: this port is a sink, it never transmits */
+    frame->size = 0;
+    return 0;
+}
+
+static int live_on_destroy(void *port) {
+    __atomic_store_n(&((native_t *)port)->destroyed, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* ---- measuring the library's pjmedia_port layout --------------------------------------------- */
+
+static int probe_hit = -1;
+#define PROBE(i) static int probe_##i(void *p, void *f) { (void)p; (void)f; probe_hit = i; return 0; }
+#define P8(a) PROBE(a##0) PROBE(a##1) PROBE(a##2) PROBE(a##3) PROBE(a##4) PROBE(a##5) PROBE(a##6) PROBE(a##7)
+P8(1) P8(2) P8(3)
+PROBE(0) PROBE(1) PROBE(2) PROBE(3) PROBE(4) PROBE(5) PROBE(6) PROBE(7)
+static port_fn probes[SLOTS] = {
+    probe_0,  probe_1,  probe_2,  probe_3,  probe_4,  probe_5,  probe_6,  probe_7,
+    probe_10, probe_11, probe_12, probe_13, probe_14, probe_15, probe_16, probe_17,
+    probe_20, probe_21, probe_22, probe_23, probe_24, probe_25, probe_26, probe_27,
+    probe_30, probe_31, probe_32, probe_33, probe_34, probe_35, probe_36, probe_37,
+};
+
+static int slot_called(int hit) {
+    /* probes are numbered in octal-like pairs (row*10+col); back to the slot index */
+    return hit < 0 ? -1 : (hit / 10) * 8 + hit % 10;
+}
+
+static int probe_slot(int which) {
+    unsigned char region[REGION_BYTES];
+    frame_t frame = {0};
+    for (int i = 0; i < SLOTS; i++)
+        set_slot(region, (size_t)i * 8, (void *)probes[i]);
+    probe_hit = -1;
+    if (which == 0)
+        lib.port_put(region, &frame);
+    else if (which == 1)
+        lib.port_get(region, &frame);
+    else
+        lib.port_clock(region, 1);
+    return slot_called(probe_hit);
+}
+
+static const char *probe_layout(void) {
+    int put = probe_slot(0), get = probe_slot(1), clock = probe_slot(2);
+    if (put < 0 || get < 0 || clock < 0)
+        return "pjmedia_port_put_frame/get_frame/get_clock_src called none of the probes";
+    if (!(clock + 1 == put && put + 1 == get))
+        return "pjmedia_port's get_clock_src, put_frame, get_frame are not consecutive";
+    lib.off_clock = (size_t)clock * 8;
+    lib.off_put = (size_t)put * 8;
+    lib.off_get = (size_t)get * 8;
+    lib.off_destroy = lib.off_get + 8;
+    lib.off_grp_lock = lib.off_clock - 8;
+    /* pjmedia_port_destroy must call the slot after get_frame when there is no group lock. */
+    {
+        unsigned char region[REGION_BYTES];
+        memset(region, 0, sizeof region);
+        set_slot(region, lib.off_destroy, (void *)probes[5]);
+        probe_hit = -1;
+        lib.port_destroy(region);
+        if (slot_called(probe_hit) != 5)
+            return "pjmedia_port_destroy does not call on_destroy where expected";
+    }
+    /* pjmedia_port_info_init zeroes the whole pjmedia_port_info: how far it writes is its size,
+     * which must end before port_data and the group lock. */
+    {
+        unsigned char region[REGION_BYTES];
+        pjstr_t name = {"probe", 5};
+        memset(region, 0xAB, sizeof region);
+        if (lib.info_init(region, &name, SIGNATURE, 8000, 1, 16, 160) != 0)
+            return "pjmedia_port_info_init failed";
+        size_t end = REGION_BYTES;
+        while (end > 0 && region[end - 1] == 0xAB)
+            end--;
+        lib.info_bytes = end;
+        if (end == 0 || end + 16 > lib.off_grp_lock)
+            return "pjmedia_port_info is larger than the room before port_data and grp_lock";
+    }
+    return NULL;
+}
+
+/* ---- binding to the loaded library ----------------------------------------------------------- */
+
+static PyObject *bind_library(PyObject *self, PyObject *args) {
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path))
+        return NULL;
+    if (lib.bound)
+        Py_RETURN_NONE;
+    void *handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (handle == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "the pjsua2 module is not loaded from %s", path);
+        return NULL;
+    }
+    struct { const char *name; void **slot; } wanted[] = {
+        {"pjmedia_port_info_init", (void **)&lib.info_init},
+        {"pjmedia_port_put_frame", (void **)&lib.port_put},
+        {"pjmedia_port_get_frame", (void **)&lib.port_get},
+        {"pjmedia_port_get_clock_src", (void **)&lib.port_clock},
+        {"pjmedia_port_destroy", (void **)&lib.port_destroy},
+        {"pjsua_conf_add_port", (void **)&lib.conf_add},
+        {"pjsua_conf_remove_port", (void **)&lib.conf_remove},
+        {"pjsua_conf_connect", (void **)&lib.conf_connect},
+        {"pjsua_pool_create", (void **)&lib.pool_create},
+        {"pj_pool_release", (void **)&lib.pool_release},
+        {"pj_thread_is_registered", (void **)&lib.thread_registered},
+    };
+    for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
+        *wanted[i].slot = dlsym(handle, wanted[i].name);
+        if (*wanted[i].slot == NULL) {
+            PyErr_Format(PyExc_RuntimeError, "the pjsua2 module does not export %s", wanted[i].name);
+            return NULL;
+        }
+    }
+    const char *problem = probe_layout();
+    if (problem != NULL) {
+        PyErr_Format(PyExc_RuntimeError, "unrecognised PJSIP layout: %s", problem);
+        return NULL;
+    }
+    lib.bound = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *layout(PyObject *self, PyObject *unused) {
+    if (!lib.bound)
+        Py_RETURN_NONE;
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n}", "info_bytes", (Py_ssize_t)lib.info_bytes,
+                         "grp_lock", (Py_ssize_t)lib.off_grp_lock, "get_clock_src", (Py_ssize_t)lib.off_clock,
+                         "put_frame", (Py_ssize_t)lib.off_put, "get_frame", (Py_ssize_t)lib.off_get,
+                         "on_destroy", (Py_ssize_t)lib.off_destroy);
+}
+
+static int on_pj_thread(void) {
+    if (!lib.bound) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() the pjsua2 library first");
+        return 0;
+    }
+    if (!lib.thread_registered()) {
+        PyErr_SetString(PyExc_RuntimeError, "not on a thread PJSIP knows (use the libCreate thread)");
+        return 0;
+    }
+    return 1;
+}
+
+static void free_native(native_t *n, int release_pool) {
+    if (release_pool && n->pool != NULL)
+        lib.pool_release(n->pool);
+    pthread_mutex_destroy(&n->lock);
+    PyMem_RawFree(n->stamps);
+    PyMem_RawFree(n->sizes);
+    PyMem_RawFree(n->data);
+    PyMem_RawFree(n->gaps);
+    PyMem_RawFree(n);
+}
+
+static void bury(native_t *n) {
+    n->closed_at = monotonic();
+    n->next = graveyard;
+    graveyard = n;
+}
+
+static PyObject *reap(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"library_gone", NULL};
+    int library_gone = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p", keywords, &library_gone))
+        return NULL;
+    if (!library_gone && lib.bound && !lib.thread_registered()) {
+        PyErr_SetString(PyExc_RuntimeError, "not on a thread PJSIP knows (use the libCreate thread)");
+        return NULL;
+    }
+    double now = monotonic();
+    long pending = 0;
+    native_t **link = &graveyard;
+    while (*link != NULL) {
+        native_t *n = *link;
+        int gone = __atomic_load_n(&n->destroyed, __ATOMIC_ACQUIRE) && now - n->closed_at >= GRACE_SECONDS;
+        if (library_gone || gone) {
+            *link = n->next; /* unlinked with the GIL held; only then freed without it */
+            Py_BEGIN_ALLOW_THREADS
+            /* after libDestroy the pool factory is gone with every pool in it */
+            free_native(n, !library_gone);
+            Py_END_ALLOW_THREADS
+        } else {
+            pending++;
+            link = &n->next;
+        }
+    }
+    return PyLong_FromLong(pending);
+}
+
+/* ---- the Python type ------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    native_t *n;
+    /* what close() kept of the stats, for reading afterwards */
+    unsigned long long frames, dropped;
+    double max_gap;
+    PyObject *gaps;
+} LivePort;
+
+static int LivePort_init(LivePort *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"name", "clock_rate", "frame_usec", "capacity", NULL};
+    const char *name;
+    unsigned clock_rate, frame_usec, capacity;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIII", keywords, &name, &clock_rate, &frame_usec, &capacity))
+        return -1;
+    if (self->n != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "LivePort already initialised");
+        return -1;
+    }
+    if (clock_rate < 8000 || clock_rate > 48000 || frame_usec < 5000 || frame_usec > 100000 || capacity < 1 ||
+        capacity > 1000000) {
+        PyErr_SetString(PyExc_ValueError, "clock_rate 8000-48000, frame_usec 5000-100000, capacity 1-1000000");
+        return -1;
+    }
+    if (!on_pj_thread())
+        return -1;
+    unsigned spf = (unsigned)((uint64_t)clock_rate * frame_usec / 1000000u);
+    native_t *n = PyMem_RawCalloc(1, sizeof *n);
+    if (n == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pthread_mutex_init(&n->lock, NULL);
+    n->frame_bytes = spf * 2;
+    n->capacity = capacity;
+    n->stamps = PyMem_RawCalloc(capacity, sizeof *n->stamps);
+    n->sizes = PyMem_RawCalloc(capacity, sizeof *n->sizes);
+    n->data = PyMem_RawCalloc(capacity, n->frame_bytes);
+    n->gaps = PyMem_RawCalloc(GAPS_KEPT, sizeof *n->gaps);
+    if (!n->stamps || !n->sizes || !n->data || !n->gaps) {
+        free_native(n, 0);
+        PyErr_NoMemory();
+        return -1;
+    }
+    snprintf(n->name, sizeof n->name, "%s", name);
+    pjstr_t pjname = {n->name, (long)strlen(n->name)};
+    if (lib.info_init(n->port, &pjname, SIGNATURE, clock_rate, 1, 16, spf) != 0) {
+        free_native(n, 0);
+        PyErr_SetString(PyExc_RuntimeError, "pjmedia_port_info_init failed");
+        return -1;
+    }
+    set_slot(n->port, lib.off_put, (void *)live_put_frame);
+    set_slot(n->port, lib.off_get, (void *)live_get_frame);
+    set_slot(n->port, lib.off_destroy, (void *)live_on_destroy);
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    n->pool = lib.pool_create("liveport", 1024, 1024);
+    status = n->pool == NULL ? -1 : lib.conf_add(n->pool, n->port, &n->slot);
+    Py_END_ALLOW_THREADS
+    if (n->pool == NULL) {
+        free_native(n, 0);
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (status != 0) {
+        Py_BEGIN_ALLOW_THREADS
+        free_native(n, 1);
+        Py_END_ALLOW_THREADS
+        PyErr_Format(PyExc_RuntimeError, "pjsua_conf_add_port failed (status %d)", status);
+        return -1;
+    }
+    n->state = IN_BRIDGE;
+    self->n = n;
+    return 0;
+}
+
+static PyObject *LivePort_listen(LivePort *self, PyObject *args) {
+    int source;
+    if (!PyArg_ParseTuple(args, "i", &source))
+        return NULL;
+    if (self->n == NULL || self->n->state != IN_BRIDGE) {
+        PyErr_SetString(PyExc_RuntimeError, "the port is closed");
+        return NULL;
+    }
+    if (!on_pj_thread())
+        return NULL;
+    int status, slot = self->n->slot;
+    /* Without the GIL: the bridge thread may hold PJSIP's locks while it waits for the GIL
+     * (a player's end-of-file callback is Python). */
+    Py_BEGIN_ALLOW_THREADS
+    status = lib.conf_connect(source, slot);
+    Py_END_ALLOW_THREADS
+    if (status != 0) {
+        PyErr_Format(PyExc_RuntimeError, "pjsua_conf_connect(%d, %d) failed (status %d)", source, self->n->slot, status);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *LivePort_drain(LivePort *self, PyObject *unused) {
+    native_t *n = self->n;
+    if (n == NULL)
+        return PyList_New(0);
+    /* Copy out under the lock (memcpy only), build Python objects after: the bridge never waits
+     * on the interpreter. */
+    pthread_mutex_lock(&n->lock);
+    unsigned count = n->count;
+    double *stamps = count ? PyMem_RawMalloc(count * sizeof *stamps) : NULL;
+    uint32_t *sizes = count ? PyMem_RawMalloc(count * sizeof *sizes) : NULL;
+    unsigned char *data = count ? PyMem_RawMalloc((size_t)count * n->frame_bytes) : NULL;
+    if (count && (!stamps || !sizes || !data)) {
+        pthread_mutex_unlock(&n->lock);
+        PyMem_RawFree(stamps);
+        PyMem_RawFree(sizes);
+        PyMem_RawFree(data);
+        return PyErr_NoMemory();
+    }
+    for (unsigned i = 0; i < count; i++) {
+        unsigned index = (n->head + i) % n->capacity;
+        stamps[i] = n->stamps[index];
+        sizes[i] = n->sizes[index];
+        memcpy(data + (size_t)i * n->frame_bytes, n->data + (size_t)index * n->frame_bytes, sizes[i]);
+    }
+    n->head = (n->head + count) % n->capacity;
+    n->count = 0;
+    unsigned frame_bytes = n->frame_bytes;
+    pthread_mutex_unlock(&n->lock);
+    PyObject *out = PyList_New(count);
+    for (unsigned i = 0; out != NULL && i < count; i++) {
+        PyObject *item = Py_BuildValue("(dy#)", stamps[i], data + (size_t)i * frame_bytes, (Py_ssize_t)sizes[i]);
+        if (item == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    PyMem_RawFree(stamps);
+    PyMem_RawFree(sizes);
+    PyMem_RawFree(data);
+    return out;
+}
+
+static PyObject *gaps_list(native_t *n) {
+    PyObject *out = PyList_New(n->gap_count);
+    for (unsigned i = 0; out != NULL && i < n->gap_count; i++) {
+        PyObject *value = PyFloat_FromDouble(n->gaps[(n->gap_head + i) % GAPS_KEPT]);
+        if (value == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, value);
+    }
+    return out;
+}
+
+/* (frames, dropped, max_gap seconds, [gaps in seconds, oldest first]) */
+static PyObject *LivePort_stats(LivePort *self, PyObject *unused) {
+    native_t *n = self->n;
+    if (n == NULL)
+        return Py_BuildValue("(KKdO)", self->frames, self->dropped, self->max_gap,
+                             self->gaps ? self->gaps : Py_None);
+    pthread_mutex_lock(&n->lock);
+    unsigned long long frames = n->frames, dropped = n->dropped;
+    double max_gap = n->max_gap;
+    PyObject *gaps = gaps_list(n); /* a bounded copy; the bridge waits at most that long, once per call */
+    pthread_mutex_unlock(&n->lock);
+    if (gaps == NULL)
+        return NULL;
+    PyObject *out = Py_BuildValue("(KKdN)", frames, dropped, max_gap, gaps);
+    return out;
+}
+
+static PyObject *LivePort_close(LivePort *self, PyObject *unused) {
+    native_t *n = self->n;
+    if (n == NULL)
+        Py_RETURN_NONE;
+    if (!on_pj_thread())
+        return NULL;
+    PyObject *stats = LivePort_stats(self, NULL);
+    if (stats == NULL)
+        return NULL;
+    PyObject *gaps = NULL;
+    if (!PyArg_ParseTuple(stats, "KKdO", &self->frames, &self->dropped, &self->max_gap, &gaps)) {
+        Py_DECREF(stats);
+        return NULL;
+    }
+    Py_XSETREF(self->gaps, Py_NewRef(gaps));
+    Py_DECREF(stats);
+    Py_BEGIN_ALLOW_THREADS
+    lib.conf_remove(n->slot);  /* asynchronous: the bridge lets go on its clock thread */
+    lib.port_destroy(n->port); /* our reference; on_destroy comes with the last one */
+    Py_END_ALLOW_THREADS
+    n->state = CLOSED;
+    self->n = NULL;
+    bury(n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *LivePort_get_slot(LivePort *self, void *closure) {
+    if (self->n == NULL)
+        return PyLong_FromLong(-1);
+    return PyLong_FromLong(self->n->slot);
+}
+
+static void LivePort_dealloc(LivePort *self) {
+    native_t *n = self->n;
+    if (n != NULL) {
+        /* Dropped without close(): it may still be in the bridge, so its memory can only go once
+         * the library is gone (reap(library_gone=True)); it is never freed under the bridge. */
+        n->state = CLOSED;
+        bury(n);
+        n->closed_at = 1e300;
+        self->n = NULL;
+    }
+    Py_XDECREF(self->gaps);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef LivePort_methods[] = {
+    {"listen", (PyCFunction)LivePort_listen, METH_VARARGS, "listen(source_slot): hear a conference port"},
+    {"drain", (PyCFunction)LivePort_drain, METH_NOARGS, "the frames so far: [(monotonic time, bytes)]"},
+    {"stats", (PyCFunction)LivePort_stats, METH_NOARGS, "(frames, dropped, max_gap, gaps)"},
+    {"close", (PyCFunction)LivePort_close, METH_NOARGS, "out of the bridge; the stats are kept"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef LivePort_getset[] = {
+    {"slot", (getter)LivePort_get_slot, NULL, "the conference slot (-1 once closed)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject LivePortType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway.ivr._pjnative.LivePort",
+    .tp_basicsize = sizeof(LivePort),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "LivePort(name, clock_rate, frame_usec, capacity): a bridge sink ringing its frames",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)LivePort_init,
+    .tp_dealloc = (destructor)LivePort_dealloc,
+    .tp_methods = LivePort_methods,
+    .tp_getset = LivePort_getset,
+};
+
+static PyMethodDef module_methods[] = {
+    {"bind", bind_library, METH_VARARGS, "bind(path of the loaded _pjsua2 module): find PJSIP, measure its port layout"},
+    {"layout", layout, METH_NOARGS, "the measured pjmedia_port offsets, or None before bind()"},
+    {"reap", (PyCFunction)(void (*)(void))reap, METH_VARARGS | METH_KEYWORDS,
+     "free closed ports PJSIP is done with; returns how many still wait"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "gateway.ivr._pjnative", "Native helpers beside the pjsua2 wheel: live audio off PJSIP's bridge without the GIL.", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__pjnative(void) {
+    if (PyType_Ready(&LivePortType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&LivePortType);
+    if (PyModule_AddObject(m, "LivePort", (PyObject *)&LivePortType) < 0) {
+        Py_DECREF(&LivePortType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,178 @@
+"""Drives gateway.ivr._pjnative against the real pjsua2 library, in a process of its own (a PJSIP
+assertion aborts the process: the test then sees an exit status, not a dead pytest).
+
+`python pjnative_probe.py SCENARIO WAV` prints one JSON object; tests/ivr/test_pjnative.py asserts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+import pjsua2 as pj
+
+from gateway.ivr.pjengine import FRAME_USEC, LiveAudio, NativeLiveAudio, bind_native_ports
+
+RATE = 8000
+
+
+def endpoint() -> pj.Endpoint:
+    ep = pj.Endpoint()
+    ep.libCreate()
+    cfg = pj.EpConfig()
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = False
+    cfg.medConfig.clockRate = RATE
+    cfg.medConfig.sndClockRate = RATE
+    cfg.medConfig.channelCount = 1
+    cfg.logConfig.level = 0
+    cfg.logConfig.consoleLevel = 0
+    ep.libInit(cfg)
+    ep.libStart()
+    ep.audDevManager().setNullDev()
+    return ep
+
+
+def run_for(ep: pj.Endpoint, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ep.libHandleEvents(10)
+
+
+def player(wav: str) -> pj.AudioMediaPlayer:
+    p = pj.AudioMediaPlayer()
+    p.createPlayer(wav, pj.PJMEDIA_FILE_NO_LOOP)
+    return p
+
+
+def swig_port(source: pj.AudioMedia, frames: int) -> LiveAudio:
+    port = LiveAudio(frames)
+    fmt = pj.MediaFormatAudio()
+    fmt.type = pj.PJMEDIA_TYPE_AUDIO
+    fmt.clockRate = RATE
+    fmt.channelCount = 1
+    fmt.bitsPerSample = 16
+    fmt.frameTimeUsec = FRAME_USEC
+    port.createPort("swig", fmt)
+    port.listen(source)
+    return port
+
+
+def content(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
+    """A player heard by a C port and a SWIG port at once, drained every 100 ms for 1.5 s."""
+    source = player(wav)
+    c_port = NativeLiveAudio(native.LivePort("c", RATE, FRAME_USEC, 250))
+    py_port = swig_port(source, 250)
+    c_port.listen(source)
+    c_frames: list[tuple[float, bytes]] = []
+    py_frames: list[tuple[float, bytes]] = []
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        run_for(ep, 0.1)
+        c_frames += c_port.drain()
+        py_frames += py_port.drain()
+    stats = c_port.stats
+    c_port.close()
+    py_port.__swig_destroy__(py_port)
+    del source
+    return {
+        "c_pcm": base64.b64encode(b"".join(d for _, d in c_frames)).decode(),
+        "py_pcm": base64.b64encode(b"".join(d for _, d in py_frames)).decode(),
+        "c_sizes": sorted({len(d) for _, d in c_frames}),
+        "c_stamps": [t for t, _ in c_frames],
+        "now": time.monotonic(),
+        "frames": stats.frames,
+        "dropped": stats.dropped,
+        "gaps": list(stats.gaps),
+        "max_gap": stats.max_gap,
+    }
+
+
+def bounded(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
+    """Nobody drains a 10-frame ring for a second."""
+    source = player(wav)
+    port = native.LivePort("bounded", RATE, FRAME_USEC, 10)
+    port.listen(source.getPortId())
+    run_for(ep, 1.0)
+    drained = port.drain()
+    frames, dropped, _, _ = port.stats()
+    port.close()
+    del source
+    return {"drained": len(drained), "frames": frames, "dropped": dropped, "again": len(port.drain())}
+
+
+def lifecycle(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    source = player(wav)
+    ports = [native.LivePort(f"p{i}", RATE, FRAME_USEC, 50) for i in range(3)]
+    for port in ports:
+        port.listen(source.getPortId())
+    run_for(ep, 0.3)
+    out["slots"] = [port.slot for port in ports]
+    for port in ports:
+        port.close()
+    out["pending_at_close"] = native.reap()
+    pending = []
+    for _ in range(15):
+        run_for(ep, 0.1)
+        pending.append(native.reap())
+    out["pending_later"] = pending
+    out["slot_after_close"] = ports[0].slot
+    out["stats_after_close"] = list(ports[0].stats()[:2])
+    out["drain_after_close"] = len(ports[0].drain())
+    try:
+        ports[0].listen(source.getPortId())
+    except RuntimeError as exc:
+        out["listen_after_close"] = str(exc)
+    for args in [("x", 100, FRAME_USEC, 10), ("x", RATE, FRAME_USEC, 0), ("x", RATE, 1, 10)]:
+        try:
+            native.LivePort(*args)
+        except ValueError as exc:
+            out.setdefault("bad_args", []).append(str(exc))
+    errors: list[str] = []
+
+    def elsewhere() -> None:
+        try:
+            native.LivePort("thread", RATE, FRAME_USEC, 10)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    out["other_thread"] = errors
+    # A port dropped without close() stays in the bridge until the library goes.
+    dropped = native.LivePort("dropped", RATE, FRAME_USEC, 10)
+    dropped.listen(source.getPortId())
+    del dropped
+    run_for(ep, 0.2)
+    out["pending_with_a_dropped_port"] = native.reap()
+    del source
+    ep.libDestroy()
+    out["pending_after_destroy"] = native.reap(library_gone=True)
+    return out
+
+
+def main() -> int:
+    scenario, wav = sys.argv[1], sys.argv[2]
+    ep = endpoint()
+    native = bind_native_ports()
+    if native is None:
+        print(json.dumps({"error": "the C port did not bind (see the warning above)"}))
+        return 1
+    result = {"layout": native.layout(), **globals()[scenario](ep, native, wav)}
+    if scenario != "lifecycle":
+        run_for(ep, 0.7)
+        result["pending_at_end"] = native.reap()
+        ep.libDestroy()
+        native.reap(library_gone=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

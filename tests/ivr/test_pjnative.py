@@ -1,0 +1,123 @@
+"""The C live-audio port (gateway/ivr/_pjnative.c) against the real pjsua2 library.
+
+Each scenario runs in its own process (tests/ivr/pjnative_probe.py): PJSIP is a process singleton
+and aborts on a bad call, so an abort shows here as a failed exit status with its output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import struct
+import subprocess
+import sys
+import wave
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROBE = Path(__file__).with_name("pjnative_probe.py")
+ROOT = Path(__file__).resolve().parents[2]
+FRAME_BYTES = 320  # 20 ms at 8 kHz, 16-bit mono
+
+
+@pytest.fixture(scope="module")
+def noise_wav(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """2 s of seeded noise: any misplaced, repeated or missing frame shows in a byte comparison."""
+    rng = random.Random(7)
+    pcm = b"".join(struct.pack("<h", rng.randint(-12000, 12000)) for _ in range(16000))
+    path = tmp_path_factory.mktemp("liveport") / "noise.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(pcm)
+    return path, pcm
+
+
+@pytest.fixture(scope="module")
+def heard(noise_wav: tuple[Path, bytes]) -> dict[str, Any]:
+    """The content scenario, run once for the tests that read it."""
+    return probe("content", noise_wav[0])
+
+
+def probe(scenario: str, wav: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(PROBE), scenario, str(wav)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_the_port_binds_to_the_wheel_and_measures_its_layout(noise_wav: tuple[Path, bytes]) -> None:
+    # In CI this must hold: a missing build or an unrecognised library would mean the Python port.
+    layout = probe("bounded", noise_wav[0])["layout"]
+    assert layout == {
+        "info_bytes": 64,
+        "grp_lock": 80,
+        "get_clock_src": 88,
+        "put_frame": 96,
+        "get_frame": 104,
+        "on_destroy": 112,
+    }
+
+
+def test_frames_are_the_sources_bytes_in_order_as_the_python_port_hears_them(
+    noise_wav: tuple[Path, bytes], heard: dict[str, Any]
+) -> None:
+    pcm = noise_wav[1]
+    result = heard
+    c_pcm = base64.b64decode(result["c_pcm"])
+    py_pcm = base64.b64decode(result["py_pcm"])
+    assert result["c_sizes"] == [FRAME_BYTES]
+    # 1.5 s of a 2 s file: at least 70 of its 100 frames, contiguous from where the port came in.
+    assert len(c_pcm) >= 70 * FRAME_BYTES
+    start = pcm.find(c_pcm[:FRAME_BYTES])
+    assert start >= 0 and start % FRAME_BYTES == 0
+    assert c_pcm == pcm[start : start + len(c_pcm)]
+    # Both ports joined in the same loop turn; whatever both heard is the same audio.
+    py_start = pcm.find(py_pcm[:FRAME_BYTES])
+    assert py_start >= 0
+    overlap_from = max(start, py_start)
+    overlap_to = min(start + len(c_pcm), py_start + len(py_pcm))
+    assert overlap_to - overlap_from >= 60 * FRAME_BYTES
+    assert c_pcm[overlap_from - start : overlap_to - start] == py_pcm[overlap_from - py_start : overlap_to - py_start]
+
+
+def test_stamps_and_gaps_follow_the_bridge_clock(heard: dict[str, Any]) -> None:
+    result = heard
+    stamps = result["c_stamps"]
+    assert stamps == sorted(stamps) and stamps[-1] <= result["now"]
+    assert result["frames"] == len(stamps) and result["dropped"] == 0
+    gaps = sorted(result["gaps"])
+    assert len(gaps) == result["frames"] - 1
+    assert 0.015 <= gaps[len(gaps) // 2] <= 0.025  # 20 ms ticks
+    assert result["max_gap"] == pytest.approx(gaps[-1], abs=1e-6)
+
+
+def test_an_undrained_ring_keeps_only_its_newest_frames_and_counts_the_rest(noise_wav: tuple[Path, bytes]) -> None:
+    result = probe("bounded", noise_wav[0])
+    assert result["drained"] == 10
+    assert result["frames"] >= 40
+    assert result["dropped"] == result["frames"] - 10
+    assert result["again"] == 0
+    assert result["pending_at_end"] == 0
+
+
+def test_closed_ports_are_freed_once_pjsip_lets_go_and_misuse_is_an_error(noise_wav: tuple[Path, bytes]) -> None:
+    result = probe("lifecycle", noise_wav[0])
+    assert len(set(result["slots"])) == 3
+    assert result["pending_at_close"] == 3
+    assert result["pending_later"][-1] == 0  # on_destroy came, the grace period passed, memory freed
+    assert result["slot_after_close"] == -1
+    assert result["stats_after_close"][0] > 0  # what the port counted is kept
+    assert result["drain_after_close"] == 0
+    assert "closed" in result["listen_after_close"]
+    assert len(result["bad_args"]) == 3
+    assert result["other_thread"] and "thread" in result["other_thread"][0]
+    # dropped without close(): it may still be in the bridge, so it waits for the library to go
+    assert result["pending_with_a_dropped_port"] == 1
+    assert result["pending_after_destroy"] == 0
