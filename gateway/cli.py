@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import secrets
@@ -100,6 +101,10 @@ def _redis_url_for(config: GatewayConfig, given: str | None) -> str:
 
 def cmd_media_worker(args: argparse.Namespace) -> int:
     from gateway.ivr.run_worker import run_media_worker
+
+    # PJSIP is C: a crash in it (or in the live-audio module) would otherwise leave no trace in the
+    # worker's log. This prints every thread's Python stack on SIGSEGV/SIGABRT/SIGBUS.
+    faulthandler.enable()
 
     config = _load_or_exit(args.config)
     if not config.voice.enabled:

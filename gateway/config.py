@@ -205,10 +205,12 @@ class VoiceConfig(_Section):
     native_live_audio: bool = True
     heartbeat_interval: Seconds = 1.0
     worker_timeout: Seconds = 5.0
-    # s between PJSIP polls while a worker has calls: only PJSIP's timers (SIP retransmissions) wait
-    # for it; SIP messages, DTMF and prompt ends wake the loop at once (docs/voice.md).
+    # s between PJSIP polls while a worker has calls, when PJSIP's timer heap cannot be read (the C
+    # module missing): only PJSIP's timers (SIP retransmissions) wait for it; SIP messages, DTMF and
+    # prompt ends wake the loop at once (docs/voice.md).
     poll_interval: float = Field(default=0.1, gt=0, le=1.0)
-    # s between polls of an idle worker; a SIP request wakes it at once (Linux), so this only delays timers
+    # s between polls otherwise: PJSIP's own timers are polled when due (read from its timer heap),
+    # so this bounds only a timer one of PJSIP's threads scheduled; a SIP request wakes the loop at once
     idle_poll_interval: float = Field(default=0.25, gt=0, le=5)
     callback_priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
     embedded_workers: int = Field(default=1, ge=0, le=MAX_WORKERS)  # `run` starts these at boot, on listen port + n

@@ -14,6 +14,9 @@
  * one they call. A library with another layout is refused (the caller falls back to the SWIG port),
  * never guessed at.
  *
+ * Second, `next_timer()`: seconds until PJSIP's earliest SIP timer, so the worker's loop polls PJSIP
+ * when a timer is due instead of every 100 ms (see timer_heap below).
+ *
  * Threads: put_frame runs on the bridge clock thread; everything else on the thread that called
  * libCreate (checked: pj_thread_is_registered). Lifetime: close() takes the port out of the bridge
  * and drops our reference; PJSIP removes it asynchronously and calls on_destroy when its last
@@ -66,6 +69,14 @@ static struct {
     void *(*pool_create)(const char *name, size_t initial, size_t increment);
     void (*pool_release)(void *pool);
     int (*thread_registered)(void);
+    void *(*get_endpt)(void);
+    void *(*endpt_timer_heap)(void *endpt);
+    size_t (*heap_count)(void *heap);
+    int (*heap_earliest)(void *heap, void *time_val);
+    int (*gettickcount)(void *time_val);
+    int (*lock_acquire)(void *lock);
+    int (*lock_release)(void *lock);
+    int timers_checked; /* read_earliest agreed with pj_timer_heap_earliest_time (check_timers) */
 } lib;
 
 enum { NEW = 0, IN_BRIDGE = 1, CLOSED = 2 };
@@ -83,6 +94,7 @@ typedef struct native {
     float *gaps;
     unsigned gap_head, gap_count;
     volatile int destroyed; /* set by on_destroy, on whichever thread drops the last reference */
+    double destroyed_at;    /* when (written before `destroyed`) */
     int state, slot;
     void *pool;
     double closed_at;
@@ -146,7 +158,9 @@ static int live_get_frame(void *port, void *frame_ptr) {
 }
 
 static int live_on_destroy(void *port) {
-    __atomic_store_n(&((native_t *)port)->destroyed, 1, __ATOMIC_RELEASE);
+    native_t *n = (native_t *)port;
+    n->destroyed_at = monotonic();
+    __atomic_store_n(&n->destroyed, 1, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -248,6 +262,13 @@ static PyObject *bind_library(PyObject *self, PyObject *args) {
         {"pjsua_pool_create", (void **)&lib.pool_create},
         {"pj_pool_release", (void **)&lib.pool_release},
         {"pj_thread_is_registered", (void **)&lib.thread_registered},
+        {"pjsua_get_pjsip_endpt", (void **)&lib.get_endpt},
+        {"pjsip_endpt_get_timer_heap", (void **)&lib.endpt_timer_heap},
+        {"pj_timer_heap_count", (void **)&lib.heap_count},
+        {"pj_timer_heap_earliest_time", (void **)&lib.heap_earliest},
+        {"pj_gettickcount", (void **)&lib.gettickcount},
+        {"pj_lock_acquire", (void **)&lib.lock_acquire},
+        {"pj_lock_release", (void **)&lib.lock_release},
     };
     for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
         *wanted[i].slot = dlsym(handle, wanted[i].name);
@@ -317,7 +338,8 @@ static PyObject *reap(PyObject *self, PyObject *args, PyObject *kwargs) {
     native_t **link = &graveyard;
     while (*link != NULL) {
         native_t *n = *link;
-        int gone = __atomic_load_n(&n->destroyed, __ATOMIC_ACQUIRE) && now - n->closed_at >= GRACE_SECONDS;
+        /* the grace counts from on_destroy: the bridge may still be finishing the removal then */
+        int gone = __atomic_load_n(&n->destroyed, __ATOMIC_ACQUIRE) && now - n->destroyed_at >= GRACE_SECONDS;
         if (library_gone || gone) {
             *link = n->next; /* unlinked with the GIL held; only then freed without it */
             Py_BEGIN_ALLOW_THREADS
@@ -330,6 +352,82 @@ static PyObject *reap(PyObject *self, PyObject *args, PyObject *kwargs) {
         }
     }
     return PyLong_FromLong(pending);
+}
+
+/* ---- PJSIP's timer heap ---------------------------------------------------------------------- */
+
+/* pj_time_val */
+typedef struct { long sec; long msec; } timeval_t;
+
+/* pj_timer_heap_earliest_time would do, but it asserts (aborts the process) on an empty heap, and
+ * the heap can empty between pj_timer_heap_count and that call. So the earliest entry is read here
+ * under the heap's own lock, at the offsets pj_timer_heap_earliest_time itself uses in PJSIP 2.15
+ * (cur_size, lock, heap array; an entry's _timer_value). check_timers() compares the two once, at
+ * start-up, while the heap is known not to be empty; without that agreement next_timer() refuses. */
+#define HEAP_CUR_SIZE 0x10
+#define HEAP_LOCK 0x20
+#define HEAP_ARRAY 0x30
+#define ENTRY_VALUE 0x28
+
+static int read_earliest(void *heap, timeval_t *out) {
+    unsigned char *h = heap;
+    void *lock;
+    memcpy(&lock, h + HEAP_LOCK, sizeof lock);
+    if (lock != NULL)
+        lib.lock_acquire(lock);
+    size_t count;
+    memcpy(&count, h + HEAP_CUR_SIZE, sizeof count);
+    if (count > 0) {
+        unsigned char **array, *entry;
+        memcpy(&array, h + HEAP_ARRAY, sizeof array);
+        entry = array[0];
+        memcpy(out, entry + ENTRY_VALUE, sizeof *out);
+    }
+    if (lock != NULL)
+        lib.lock_release(lock);
+    return count > 0 ? 0 : -1;
+}
+
+static void *timer_heap(void) {
+    void *endpt = lib.get_endpt();
+    return endpt == NULL ? NULL : lib.endpt_timer_heap(endpt);
+}
+
+/* Call with at least one timer scheduled and no other thread touching timers (start-up). */
+static PyObject *check_timers(PyObject *self, PyObject *unused) {
+    if (!on_pj_thread())
+        return NULL;
+    void *heap = timer_heap();
+    if (heap == NULL || lib.heap_count(heap) == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "schedule a PJSIP timer before check_timers()");
+        return NULL;
+    }
+    timeval_t theirs = {0, 0}, ours = {-1, -1};
+    if (lib.heap_earliest(heap, &theirs) != 0 || read_earliest(heap, &ours) != 0 || theirs.sec != ours.sec ||
+        theirs.msec != ours.msec) {
+        PyErr_Format(PyExc_RuntimeError, "PJSIP's timer heap is not laid out as expected (%ld.%03ld vs %ld.%03ld)",
+                     theirs.sec, theirs.msec, ours.sec, ours.msec);
+        return NULL;
+    }
+    lib.timers_checked = 1;
+    Py_RETURN_NONE;
+}
+
+/* Seconds until PJSIP's earliest SIP timer (0 when due), or None when none is scheduled. */
+static PyObject *next_timer(PyObject *self, PyObject *unused) {
+    if (!lib.timers_checked) {
+        PyErr_SetString(PyExc_RuntimeError, "check_timers() has not passed");
+        return NULL;
+    }
+    if (!on_pj_thread())
+        return NULL;
+    void *heap = timer_heap();
+    timeval_t earliest, now;
+    if (heap == NULL || read_earliest(heap, &earliest) != 0)
+        Py_RETURN_NONE;
+    lib.gettickcount(&now);
+    double seconds = (double)(earliest.sec - now.sec) + (double)(earliest.msec - now.msec) / 1000.0;
+    return PyFloat_FromDouble(seconds > 0 ? seconds : 0.0);
 }
 
 /* ---- the Python type ------------------------------------------------------------------------- */
@@ -476,10 +574,10 @@ static PyObject *LivePort_drain(LivePort *self, PyObject *unused) {
     return out;
 }
 
-static PyObject *gaps_list(native_t *n) {
-    PyObject *out = PyList_New(n->gap_count);
-    for (unsigned i = 0; out != NULL && i < n->gap_count; i++) {
-        PyObject *value = PyFloat_FromDouble(n->gaps[(n->gap_head + i) % GAPS_KEPT]);
+static PyObject *gaps_list(const float *gaps, unsigned count) {
+    PyObject *out = PyList_New(count);
+    for (unsigned i = 0; out != NULL && i < count; i++) {
+        PyObject *value = PyFloat_FromDouble(gaps[i]);
         if (value == NULL) {
             Py_CLEAR(out);
             break;
@@ -495,15 +593,23 @@ static PyObject *LivePort_stats(LivePort *self, PyObject *unused) {
     if (n == NULL)
         return Py_BuildValue("(KKdO)", self->frames, self->dropped, self->max_gap,
                              self->gaps ? self->gaps : Py_None);
+    /* Copied under the lock, turned into Python objects after: allocating (and so perhaps a GC
+     * running finalizers that call into PJSIP) while the bridge waits on this lock could deadlock. */
+    float *copy = PyMem_RawMalloc(GAPS_KEPT * sizeof *copy);
+    if (copy == NULL)
+        return PyErr_NoMemory();
     pthread_mutex_lock(&n->lock);
     unsigned long long frames = n->frames, dropped = n->dropped;
     double max_gap = n->max_gap;
-    PyObject *gaps = gaps_list(n); /* a bounded copy; the bridge waits at most that long, once per call */
+    unsigned count = n->gap_count;
+    for (unsigned i = 0; i < count; i++)
+        copy[i] = n->gaps[(n->gap_head + i) % GAPS_KEPT];
     pthread_mutex_unlock(&n->lock);
+    PyObject *gaps = gaps_list(copy, count);
+    PyMem_RawFree(copy);
     if (gaps == NULL)
         return NULL;
-    PyObject *out = Py_BuildValue("(KKdN)", frames, dropped, max_gap, gaps);
-    return out;
+    return Py_BuildValue("(KKdN)", frames, dropped, max_gap, gaps);
 }
 
 static PyObject *LivePort_close(LivePort *self, PyObject *unused) {
@@ -583,6 +689,8 @@ static PyMethodDef module_methods[] = {
     {"layout", layout, METH_NOARGS, "the measured pjmedia_port offsets, or None before bind()"},
     {"reap", (PyCFunction)(void (*)(void))reap, METH_VARARGS | METH_KEYWORDS,
      "free closed ports PJSIP is done with; returns how many still wait"},
+    {"check_timers", check_timers, METH_NOARGS, "verify the timer heap reader (a timer must be scheduled)"},
+    {"next_timer", next_timer, METH_NOARGS, "seconds until PJSIP's earliest SIP timer, or None"},
     {NULL, NULL, 0, NULL},
 };
 

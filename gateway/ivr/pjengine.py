@@ -2,15 +2,18 @@
 
 Threading model (see docs/voice.md and ../shared/notes-pjsua2-findings.md):
 - `libCreate`, every pjsua2 call and `libDestroy` happen on the asyncio loop thread. A task polls
-  `libHandleEvents(0)` every `poll_interval` while the worker has calls, every `idle_poll_interval`
-  when it has none, and at once when the SIP socket is readable (`loop.add_reader` on the fd found in
-  /proc: an idle worker costs ~0 instead of 100 wake-ups a second). With `mainThreadOnly` every SIP
-  callback and DTMF digit is delivered inside that poll, on the loop thread.
-- One Python callback comes on PJSIP's conference-bridge clock thread: a player's end of file; it only
-  hands over (`call_soon_threadsafe`). Live audio frames are taken there by a port written in C
+  `libHandleEvents(0)` at once when the SIP socket is readable (`loop.add_reader` on the fd found in
+  /proc), when a call into PJSIP may have scheduled a timer (`kick`), and when PJSIP's next timer is
+  due (read from its timer heap by `_pjnative.next_timer`), at most `idle_poll_interval` apart; where
+  the heap cannot be read, every `poll_interval` while calls are up. Every SIP callback is delivered
+  inside that poll, on the loop thread; a DTMF digit comes from the media thread and is handed over.
+- Live audio frames are taken on PJSIP's conference-bridge clock thread by a port written in C
   (`gateway/ivr/_pjnative.c`: a bounded ring under a mutex, no GIL); the loop drains it. Where that
   module is missing or does not recognise the library, a `pj.AudioMediaPort` subclass does the same
   in Python on that thread (about half the thread's CPU, measured with perf at 200 calls).
+- A player's end of file comes on PJSIP's event-manager thread (`ev_thread`); `Prompt.onEof2` only
+  hands it over (`call_soon_threadsafe`). A stopped player is kept a while before it is destroyed
+  (`Engine.stop_player`): destroyed with that event queued, PJSIP calls into it and crashes.
 - Python keeps a reference to every live Leg, player, recorder and port until PJSIP is done with it;
   SWIG frame ports are destroyed explicitly (`__swig_destroy__`) before their last reference is
   dropped; C ports are freed by `_pjnative.reap()` once PJSIP has let go of them.
@@ -120,6 +123,13 @@ class Leg(pj.Call):  # type: ignore[misc]
         if self.listener is not None and not self.disconnected:
             self.listener.on_digit(self, digit)
 
+    def accept(self, status: int = 200) -> None:
+        """Answer (its retransmission timer is new: the poll loop looks again at once)."""
+        param = pj.CallOpParam()
+        param.statusCode = status
+        self.answer(param)
+        self.engine.kick()
+
     def hang_up(self, status: int = 200) -> None:
         if self.disconnected:
             return
@@ -129,10 +139,12 @@ class Leg(pj.Call):  # type: ignore[misc]
             self.hangup(param)
         except pj.Error as exc:
             log.debug("hangup of %s: %s", self.label, exc.info())
+        self.engine.kick()
 
 
 class Prompt(pj.AudioMediaPlayer):  # type: ignore[misc]
-    """A WAV player that reports its end of file on the loop (onEof2 runs on the bridge thread)."""
+    """A WAV player that reports its end of file on the loop (onEof2 runs on PJSIP's event-manager
+    thread). Stop it with `Engine.stop_player`, never by dropping the last reference at once."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_end: Callable[[], None]) -> None:
         super().__init__()
@@ -178,6 +190,11 @@ def _pick_vector_bytes() -> Callable[[Any], bytes]:
 vector_bytes = _pick_vector_bytes()
 
 FRAME_USEC = 20_000  # live-audio frames: the bridge's own 20 ms
+PLAYER_GRACE_SECONDS = 1.0  # a stopped player lives this long (see Engine.stop_player)
+# Players waiting out their grace count against the wheel's PJSUA_MAX_PLAYERS (32): past this many,
+# the oldest goes early (it has had the most time for a queued end of file to be delivered).
+MAX_RETIRED_PLAYERS = 16
+SHUTDOWN_PLAYER_GRACE_SECONDS = 0.2  # at shutdown, the last one stopped lives at least this long
 
 _thread = threading.local()
 
@@ -321,6 +338,8 @@ class Engine:
         self._nap: asyncio.Future[None] | None = None
         self._loop_thread = threading.get_ident()
         self._native: ModuleType | None = None  # the bound _pjnative module, when live audio goes through C
+        self._timers_known = False  # _pjnative.next_timer() tells when PJSIP's next SIP timer is due
+        self._retired_players: collections.deque[tuple[float, Prompt]] = collections.deque()
 
     @property
     def native_live_audio(self) -> bool:
@@ -364,6 +383,7 @@ class Engine:
         self.endpoint.audDevManager().setNullDev()
         if self.settings.native_live_audio:
             self._native = bind_native_ports()
+        self._timers_known = self._know_timers()
         account_cfg = pj.AccountConfig()
         account_cfg.idUri = f"sip:gateway@{self.settings.host}:{self.settings.port}"
         # RTP on the worker's own address (and that address in the SDP), not the host's main one:
@@ -380,6 +400,27 @@ class Engine:
         self._watch_sip_socket()
         self._poller = asyncio.create_task(self._poll(), name="pjsip-poll")
 
+    def _know_timers(self) -> bool:
+        """Check, once, that `_pjnative` reads PJSIP's timer heap right (against PJSIP's own reader,
+        with a timer of ours in it, before any call). Then the poll loop sleeps until PJSIP's next
+        timer instead of polling every `poll_interval`."""
+        if self._native is None:
+            return False
+        token = self.endpoint.utilTimerSchedule(60_000, None)
+        try:
+            self._native.check_timers()
+        except RuntimeError as exc:
+            log.warning("polling PJSIP every %.3f s: %s", self.settings.poll_interval, exc)
+            return False
+        finally:
+            self.endpoint.utilTimerCancel(token)
+        return True
+
+    def kick(self) -> None:
+        """Poll PJSIP on the next loop turn: a call into it may have scheduled a timer sooner than
+        the poll loop's nap (an answer's retransmissions, a BYE's transaction, an INVITE)."""
+        self._wake()
+
     def _watch_sip_socket(self) -> None:
         """Wake the poll loop when a SIP message arrives, so an idle worker can poll slowly."""
         assert self.loop is not None
@@ -394,11 +435,19 @@ class Engine:
             self._nap.set_result(None)
 
     def _poll_interval(self) -> float:
-        # SIP messages wake the loop at once, DTMF and prompt ends are handed over from PJSIP's
-        # threads: polling only runs PJSIP's timers (retransmissions), faster while calls are up.
-        if self.legs or self._sip_fd is None:
-            return self.settings.poll_interval
-        return self.settings.idle_poll_interval
+        """How long the poll loop naps. SIP messages wake it at once (the socket), DTMF and prompt
+        ends are handed over from PJSIP's threads, calls into PJSIP kick it: the nap only waits for
+        PJSIP's timers (retransmissions, transaction timeouts). When `_pjnative` can read the timer
+        heap, the nap ends when the next one is due, and `idle_poll_interval` only bounds how late a
+        timer scheduled by one of PJSIP's own threads runs; otherwise the loop polls every
+        `poll_interval` while calls are up."""
+        if self._sip_fd is None:
+            return self.settings.poll_interval  # SIP messages are only seen by polling
+        if not self._timers_known or self._native is None:
+            return self.settings.poll_interval if self.legs else self.settings.idle_poll_interval
+        due: float | None = self._native.next_timer()
+        longest = self.settings.idle_poll_interval
+        return longest if due is None else min(longest, due)
 
     async def _poll(self) -> None:
         assert self.loop is not None
@@ -406,6 +455,7 @@ class Engine:
             self.endpoint.libHandleEvents(0)
             if self._native is not None:
                 self._native.reap()  # C live-audio ports PJSIP has let go of
+            self._release_players()
             self._nap = self.loop.create_future()
             timer = self.loop.call_later(self._poll_interval(), self._wake)
             try:
@@ -434,6 +484,7 @@ class Engine:
         param = pj.CallOpParam(True)
         leg.makeCall(uri, param)
         self.keep(leg)
+        self.kick()
         return leg
 
     def play(self, path: Path, target: pj.AudioMedia, on_end: Callable[[], None]) -> Prompt:
@@ -443,11 +494,29 @@ class Engine:
         player.startTransmit(target)
         return player
 
-    @staticmethod
-    def stop_player(player: Prompt, target: pj.AudioMedia | None) -> None:
+    def stop_player(self, player: Prompt, target: pj.AudioMedia | None) -> None:
+        """Stop a prompt; the player object itself is kept `PLAYER_GRACE_SECONDS` longer.
+
+        PJSIP 2.15 delivers a player's end of file as an event on its event-manager thread
+        (`file_on_event`). A player destroyed while such an event is queued is called after it is
+        gone: the worker dies with SIGSEGV (seen once in a 200-call run; a churn test reproduces it
+        within seconds). Once it is disconnected no new end of file can come, so a player kept a
+        while after stopping has had any queued event delivered (and ignored: `Prompt`'s callback
+        only reports the prompt still playing)."""
         if target is not None:
             with contextlib.suppress(pj.Error):
                 player.stopTransmit(target)
+        self._retired_players.append((time.monotonic(), player))
+        self._release_players()
+
+    def _release_players(self, everything: bool = False) -> None:
+        """Destroy the stopped players whose grace has passed (all of them at shutdown)."""
+        now = time.monotonic()
+        retired = self._retired_players
+        while retired and (
+            everything or len(retired) > MAX_RETIRED_PLAYERS or now - retired[0][0] >= PLAYER_GRACE_SECONDS
+        ):
+            retired.popleft()
 
     @staticmethod
     def record(path: Path, source: pj.AudioMedia) -> pj.AudioMediaRecorder:
@@ -501,6 +570,13 @@ class Engine:
                 await self._poller
         self.legs.clear()
         self.account = None
+        # Stopped players go before libDestroy (they would abort it), but not the instant they were
+        # stopped: an end-of-file event queued just before may still be on its way (stop_player).
+        if self._retired_players:
+            settle = self._retired_players[-1][0] + SHUTDOWN_PLAYER_GRACE_SECONDS
+            while time.monotonic() < settle:
+                self.endpoint.libHandleEvents(10)
+        self._release_players(everything=True)
         # Any pjsua2 object still alive in a reference cycle must go now: after libDestroy its
         # destructor would call into a destroyed library and abort the process.
         gc.collect()

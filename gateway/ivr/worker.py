@@ -301,7 +301,7 @@ class CallSession:
 
     def _stop_prompt(self, _: act.StopPrompt | None = None) -> None:
         if self.player is not None:
-            Engine.stop_player(self.player, self._caller_media)
+            self.worker.engine.stop_player(self.player, self._caller_media)
             self.player = None
 
     def _start_recording(self, action: act.StartRecording) -> None:
@@ -872,9 +872,7 @@ class MediaWorker:
         leg.listener = session
         leg.label = f"caller-{session.call_id}"
         self.sessions[session.call_id] = session
-        param = pj.CallOpParam()
-        param.statusCode = 200
-        leg.answer(param)
+        leg.accept(200)
 
     def forget(self, session: CallSession) -> None:
         self.sessions.pop(session.call_id, None)

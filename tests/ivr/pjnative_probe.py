@@ -157,6 +157,33 @@ def lifecycle(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
     return out
 
 
+def timers(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
+    """The timer heap reader: refused before it is checked, then what PJSIP scheduled."""
+    out: dict[str, Any] = {}
+    try:
+        native.next_timer()
+    except RuntimeError as exc:
+        out["before_check"] = str(exc)
+    out["pjsip_own_timer"] = None
+    try:
+        native.check_timers()  # PJSIP's own timers, if any, are enough to compare against
+        out["pjsip_own_timer"] = native.next_timer()
+    except RuntimeError as exc:
+        out["check_without_a_timer"] = str(exc)
+    token = ep.utilTimerSchedule(30_000, None)
+    native.check_timers()
+    out["with_30s_timer"] = native.next_timer()
+    soon = ep.utilTimerSchedule(1_500, None)
+    out["with_1500ms_timer"] = native.next_timer()
+    run_for(ep, 0.5)
+    out["half_a_second_later"] = native.next_timer()
+    ep.utilTimerCancel(soon)
+    out["after_cancel"] = native.next_timer()
+    ep.utilTimerCancel(token)
+    out["without_ours"] = native.next_timer()
+    return out
+
+
 def main() -> int:
     scenario, wav = sys.argv[1], sys.argv[2]
     ep = endpoint()
@@ -165,7 +192,7 @@ def main() -> int:
         print(json.dumps({"error": "the C port did not bind (see the warning above)"}))
         return 1
     result = {"layout": native.layout(), **globals()[scenario](ep, native, wav)}
-    if scenario != "lifecycle":
+    if scenario not in ("lifecycle",):
         run_for(ep, 0.7)
         result["pending_at_end"] = native.reap()
         ep.libDestroy()

@@ -121,3 +121,18 @@ def test_closed_ports_are_freed_once_pjsip_lets_go_and_misuse_is_an_error(noise_
     # dropped without close(): it may still be in the bridge, so it waits for the library to go
     assert result["pending_with_a_dropped_port"] == 1
     assert result["pending_after_destroy"] == 0
+
+
+def test_the_timer_heap_reader_agrees_with_pjsip_and_follows_its_timers(noise_wav: tuple[Path, bytes]) -> None:
+    result = probe("timers", noise_wav[0])
+    assert "check_timers() has not passed" in result["before_check"]
+    own = result["pjsip_own_timer"]
+    if own is None:  # an empty heap: the reader refused to be checked blind
+        assert "schedule a PJSIP timer" in result["check_without_a_timer"]
+    earliest_own = own if own is not None else float("inf")
+    assert result["with_30s_timer"] == pytest.approx(min(earliest_own, 30.0), abs=0.5)
+    assert result["with_1500ms_timer"] == pytest.approx(min(earliest_own, 1.5), abs=0.2)
+    assert result["half_a_second_later"] == pytest.approx(min(earliest_own - 0.5, 1.0), abs=0.25)
+    assert result["after_cancel"] == pytest.approx(min(earliest_own - 0.5, 29.5), abs=0.5)
+    if own is None:
+        assert result["without_ours"] is None  # PJSIP's own reader would have aborted on this heap
