@@ -211,7 +211,7 @@ class VoiceConfig(_Section):
     poll_interval: float = Field(default=0.1, gt=0, le=1.0)
     # s between polls otherwise: PJSIP's own timers are polled when due (read from its timer heap),
     # so this bounds only a timer one of PJSIP's threads scheduled; a SIP request wakes the loop at once
-    idle_poll_interval: float = Field(default=0.25, gt=0, le=5)
+    idle_poll_interval: float = Field(default=1.0, gt=0, le=5)
     callback_priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
     embedded_workers: int = Field(default=1, ge=0, le=MAX_WORKERS)  # `run` starts these at boot, on listen port + n
     # Worker ids are `{prefix}w{n}`: give each host its own prefix, ids are keys in the shared Redis.
