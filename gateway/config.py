@@ -203,6 +203,9 @@ class VoiceConfig(_Section):
     # Live audio taken off PJSIP's bridge by a port in C (no GIL there); false: the Python port
     # (pj.AudioMediaPort), also used when the C module is not built. docs/voice.md, "Live audio".
     native_live_audio: bool = True
+    # RTP is read every this many ms while a worker has calls, by the C module's poller instead of
+    # PJSIP's media thread (one wake-up per packet, 100 a second when idle); 0 keeps PJSIP's thread.
+    media_poll_ms: int = Field(default=20, ge=0, le=40)
     heartbeat_interval: Seconds = 1.0
     worker_timeout: Seconds = 5.0
     # s between PJSIP polls while a worker has calls, when PJSIP's timer heap cannot be read (the C

@@ -17,6 +17,11 @@
  * Second, `next_timer()`: seconds until PJSIP's earliest SIP timer, so the worker's loop polls PJSIP
  * when a timer is due instead of every 100 ms (see timer_heap below).
  *
+ * Third, a media poller that replaces PJSIP's media thread (`media_poll_start`): PJSIP's thread wakes
+ * for every RTP packet and every 10 ms without one, 100 times a second even with no call. Ours polls
+ * the same ioqueue on a cadence (20 ms while there are calls: one wake-up takes every call's packet;
+ * once a second without), and a cadence change wakes it at once.
+ *
  * Threads: put_frame runs on the bridge clock thread; everything else on the thread that called
  * libCreate (checked: pj_thread_is_registered). Lifetime: close() takes the port out of the bridge
  * and drops our reference; PJSIP removes it asynchronously and calls on_destroy when its last
@@ -77,6 +82,15 @@ static struct {
     int (*lock_acquire)(void *lock);
     int (*lock_release)(void *lock);
     int timers_checked; /* read_earliest agreed with pj_timer_heap_earliest_time (check_timers) */
+    void *(*get_med_endpt)(void);
+    void *(*med_ioqueue)(void *med_endpt);
+    unsigned (*med_thread_count)(void *med_endpt);
+    int (*med_stop_threads)(void *med_endpt);
+    int (*ioqueue_poll)(void *ioqueue, const void *timeout);
+    int (*thread_create)(void *pool, const char *name, int (*proc)(void *), void *arg, size_t stack, unsigned flags,
+                         void **thread);
+    int (*thread_join)(void *thread);
+    int (*thread_destroy)(void *thread);
 } lib;
 
 enum { NEW = 0, IN_BRIDGE = 1, CLOSED = 2 };
@@ -269,6 +283,14 @@ static PyObject *bind_library(PyObject *self, PyObject *args) {
         {"pj_gettickcount", (void **)&lib.gettickcount},
         {"pj_lock_acquire", (void **)&lib.lock_acquire},
         {"pj_lock_release", (void **)&lib.lock_release},
+        {"pjsua_get_pjmedia_endpt", (void **)&lib.get_med_endpt},
+        {"pjmedia_endpt_get_ioqueue", (void **)&lib.med_ioqueue},
+        {"pjmedia_endpt_get_thread_count", (void **)&lib.med_thread_count},
+        {"pjmedia_endpt_stop_threads", (void **)&lib.med_stop_threads},
+        {"pj_ioqueue_poll", (void **)&lib.ioqueue_poll},
+        {"pj_thread_create", (void **)&lib.thread_create},
+        {"pj_thread_join", (void **)&lib.thread_join},
+        {"pj_thread_destroy", (void **)&lib.thread_destroy},
     };
     for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
         *wanted[i].slot = dlsym(handle, wanted[i].name);
@@ -428,6 +450,139 @@ static PyObject *next_timer(PyObject *self, PyObject *unused) {
     lib.gettickcount(&now);
     double seconds = (double)(earliest.sec - now.sec) + (double)(earliest.msec - now.msec) / 1000.0;
     return PyFloat_FromDouble(seconds > 0 ? seconds : 0.0);
+}
+
+/* ---- the media poller ------------------------------------------------------------------------ */
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* on CLOCK_MONOTONIC */
+    int cond_ready, running, quit;
+    unsigned cadence_ms;
+    unsigned long long polls;
+    void *thread, *pool, *ioqueue;
+} mp = {PTHREAD_MUTEX_INITIALIZER};
+
+static void deadline_after(struct timespec *ts, unsigned ms) {
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec += 1;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* PJSIP's media thread body, on a cadence: take whatever arrived on every RTP socket (a datagram
+ * transport re-reads until its socket is empty), then wait for the next turn or a cadence change. */
+static int media_poll_main(void *arg) {
+    timeval_t zero = {0, 0};
+    pthread_mutex_lock(&mp.lock);
+    while (!mp.quit) {
+        pthread_mutex_unlock(&mp.lock);
+        for (int i = 0; i < 16 && lib.ioqueue_poll(mp.ioqueue, &zero) > 0; i++)
+            ;
+        pthread_mutex_lock(&mp.lock);
+        mp.polls++;
+        if (mp.quit)
+            break;
+        struct timespec until;
+        deadline_after(&until, mp.cadence_ms);
+        pthread_cond_timedwait(&mp.wake, &mp.lock, &until);
+    }
+    pthread_mutex_unlock(&mp.lock);
+    return 0;
+}
+
+static PyObject *media_poll_start(PyObject *self, PyObject *args) {
+    unsigned cadence_ms;
+    if (!PyArg_ParseTuple(args, "I", &cadence_ms))
+        return NULL;
+    if (cadence_ms < 1 || cadence_ms > 5000) {
+        PyErr_SetString(PyExc_ValueError, "cadence_ms 1-5000");
+        return NULL;
+    }
+    if (!on_pj_thread())
+        return NULL;
+    if (mp.running) {
+        PyErr_SetString(PyExc_RuntimeError, "the media poller is already running");
+        return NULL;
+    }
+    void *endpt = lib.get_med_endpt();
+    if (endpt == NULL || lib.med_thread_count(endpt) == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "PJSIP's media endpoint has no thread to replace (medConfig.threadCnt)");
+        return NULL;
+    }
+    if (!mp.cond_ready) {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&mp.wake, &attr);
+        pthread_condattr_destroy(&attr);
+        mp.cond_ready = 1;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    lib.med_stop_threads(endpt); /* joins PJSIP's media thread; libDestroy skips it afterwards */
+    mp.ioqueue = lib.med_ioqueue(endpt);
+    mp.pool = lib.pool_create("mediapoll", 512, 512);
+    mp.quit = 0;
+    mp.cadence_ms = cadence_ms;
+    status = mp.pool == NULL ? -1 : lib.thread_create(mp.pool, "media", media_poll_main, NULL, 0, 0, &mp.thread);
+    Py_END_ALLOW_THREADS
+    if (status != 0) {
+        /* PJSIP's own thread is gone: without a poller RTP would not be read at all */
+        PyErr_Format(PyExc_RuntimeError, "the media poller did not start (status %d): RTP is not read", status);
+        return NULL;
+    }
+    mp.running = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *media_poll_cadence(PyObject *self, PyObject *args) {
+    unsigned cadence_ms;
+    if (!PyArg_ParseTuple(args, "I", &cadence_ms))
+        return NULL;
+    if (cadence_ms < 1 || cadence_ms > 5000) {
+        PyErr_SetString(PyExc_ValueError, "cadence_ms 1-5000");
+        return NULL;
+    }
+    if (!mp.running)
+        Py_RETURN_FALSE;
+    pthread_mutex_lock(&mp.lock);
+    int changed = mp.cadence_ms != cadence_ms;
+    mp.cadence_ms = cadence_ms;
+    if (changed)
+        pthread_cond_signal(&mp.wake); /* a call is coming: look at its socket now, not in a second */
+    pthread_mutex_unlock(&mp.lock);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *media_poll_stop(PyObject *self, PyObject *unused) {
+    if (!mp.running)
+        Py_RETURN_NONE;
+    if (!on_pj_thread())
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&mp.lock);
+    mp.quit = 1;
+    pthread_cond_signal(&mp.wake);
+    pthread_mutex_unlock(&mp.lock);
+    lib.thread_join(mp.thread);
+    lib.thread_destroy(mp.thread);
+    lib.pool_release(mp.pool);
+    Py_END_ALLOW_THREADS
+    mp.thread = mp.pool = NULL;
+    mp.running = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *media_poll_stats(PyObject *self, PyObject *unused) {
+    pthread_mutex_lock(&mp.lock);
+    PyObject *out = Py_BuildValue("{s:O,s:I,s:K}", "running", mp.running ? Py_True : Py_False, "cadence_ms",
+                                  mp.cadence_ms, "polls", mp.polls);
+    pthread_mutex_unlock(&mp.lock);
+    return out;
 }
 
 /* ---- the Python type ------------------------------------------------------------------------- */
@@ -691,6 +846,10 @@ static PyMethodDef module_methods[] = {
      "free closed ports PJSIP is done with; returns how many still wait"},
     {"check_timers", check_timers, METH_NOARGS, "verify the timer heap reader (a timer must be scheduled)"},
     {"next_timer", next_timer, METH_NOARGS, "seconds until PJSIP's earliest SIP timer, or None"},
+    {"media_poll_start", media_poll_start, METH_VARARGS, "media_poll_start(cadence_ms): replace PJSIP's media thread"},
+    {"media_poll_cadence", media_poll_cadence, METH_VARARGS, "media_poll_cadence(ms): change it (wakes the poller)"},
+    {"media_poll_stop", media_poll_stop, METH_NOARGS, "stop the poller (before libDestroy)"},
+    {"media_poll_stats", media_poll_stats, METH_NOARGS, "{running, cadence_ms, polls}"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -195,6 +195,7 @@ PLAYER_GRACE_SECONDS = 1.0  # a stopped player lives this long (see Engine.stop_
 # the oldest goes early (it has had the most time for a queued end of file to be delivered).
 MAX_RETIRED_PLAYERS = 16
 SHUTDOWN_PLAYER_GRACE_SECONDS = 0.2  # at shutdown, the last one stopped lives at least this long
+IDLE_MEDIA_POLL_MS = 1000  # the media poller's cadence with no leg (a leg's arrival wakes it at once)
 
 _thread = threading.local()
 
@@ -321,6 +322,7 @@ class EngineSettings:
     log_level: int = 1
     public_address: str = ""
     native_live_audio: bool = True  # the C port (gateway/ivr/_pjnative.c) when it can be bound
+    media_poll_ms: int = 20  # RTP read every this many ms while calls are up (C poller); 0: PJSIP's media thread
 
 
 class Engine:
@@ -340,6 +342,7 @@ class Engine:
         self._native: ModuleType | None = None  # the bound _pjnative module, when live audio goes through C
         self._timers_known = False  # _pjnative.next_timer() tells when PJSIP's next SIP timer is due
         self._retired_players: collections.deque[tuple[float, Prompt]] = collections.deque()
+        self._media_poller = False  # RTP read by _pjnative's poller instead of PJSIP's media thread
 
     @property
     def native_live_audio(self) -> bool:
@@ -384,6 +387,7 @@ class Engine:
         if self.settings.native_live_audio:
             self._native = bind_native_ports()
         self._timers_known = self._know_timers()
+        self._media_poller = self._start_media_poller()
         account_cfg = pj.AccountConfig()
         account_cfg.idUri = f"sip:gateway@{self.settings.host}:{self.settings.port}"
         # RTP on the worker's own address (and that address in the SDP), not the host's main one:
@@ -415,6 +419,18 @@ class Engine:
         finally:
             self.endpoint.utilTimerCancel(token)
         return True
+
+    def _start_media_poller(self) -> bool:
+        """Replace PJSIP's media thread (a wake-up per RTP packet, and 100 a second with no call)
+        with `_pjnative`'s poller: every `media_poll_ms` while there are legs, once a second without."""
+        if self._native is None or self.settings.media_poll_ms <= 0:
+            return False
+        self._native.media_poll_start(IDLE_MEDIA_POLL_MS)  # RuntimeError if RTP could not be read: no worker
+        return True
+
+    def _media_cadence(self) -> None:
+        if self._media_poller and self._native is not None:
+            self._native.media_poll_cadence(self.settings.media_poll_ms if self.legs else IDLE_MEDIA_POLL_MS)
 
     def kick(self) -> None:
         """Poll PJSIP on the next loop turn: a call into it may have scheduled a timer sooner than
@@ -466,11 +482,13 @@ class Engine:
 
     def keep(self, leg: Leg) -> None:
         self.legs[leg.getId()] = leg
+        self._media_cadence()  # before the answer: the caller's RTP is read from its first packet
 
     def forget(self, leg: Leg) -> None:
         for key, value in list(self.legs.items()):
             if value is leg:
                 del self.legs[key]
+        self._media_cadence()
 
     @property
     def active_legs(self) -> int:
@@ -580,6 +598,9 @@ class Engine:
         # Any pjsua2 object still alive in a reference cycle must go now: after libDestroy its
         # destructor would call into a destroyed library and abort the process.
         gc.collect()
+        if self._media_poller and self._native is not None:
+            self._native.media_poll_stop()  # before libDestroy destroys the ioqueue it polls
+            self._media_poller = False
         self.endpoint.libDestroy()
         if self._native is not None:
             self._native.reap(library_gone=True)

@@ -78,6 +78,7 @@ class WorkerSettings:
     rtp_port: int = 4000
     rtp_port_range: int = 16
     native_live_audio: bool = True
+    media_poll_ms: int = 20
 
     @classmethod
     def from_config(cls, config: GatewayConfig, worker_id: str, listen: str | None = None) -> WorkerSettings:
@@ -103,6 +104,7 @@ class WorkerSettings:
             rtp_port=rtp_port,
             rtp_port_range=rtp_port_range,
             native_live_audio=voice.native_live_audio,
+            media_poll_ms=voice.media_poll_ms,
         )
 
 
@@ -765,6 +767,7 @@ class MediaWorker:
                 rtp_port=settings.rtp_port,
                 rtp_port_range=settings.rtp_port_range,
                 native_live_audio=settings.native_live_audio,
+                media_poll_ms=settings.media_poll_ms,
             ),
             self._incoming,
         )

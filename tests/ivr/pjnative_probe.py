@@ -184,6 +184,45 @@ def timers(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
     return out
 
 
+def media_poll(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
+    """The poller that replaces PJSIP's media thread: its cadence, a change waking it, stopping."""
+    import os
+
+    def threads() -> list[str]:
+        return sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+
+    out: dict[str, Any] = {"threads_before": threads()}
+    native.media_poll_start(1000)
+    try:
+        native.media_poll_start(20)
+    except RuntimeError as exc:
+        out["second_start"] = str(exc)
+    time.sleep(0.05)
+    out["threads_running"] = threads()
+    polls = native.media_poll_stats()["polls"]
+    time.sleep(0.5)
+    out["polls_in_half_a_second_at_1000ms"] = native.media_poll_stats()["polls"] - polls
+    woke = time.monotonic()
+    native.media_poll_cadence(20)
+    polls = native.media_poll_stats()["polls"]
+    while native.media_poll_stats()["polls"] == polls and time.monotonic() - woke < 1.0:
+        time.sleep(0.001)
+    out["woken_after_ms"] = (time.monotonic() - woke) * 1000
+    polls = native.media_poll_stats()["polls"]
+    time.sleep(0.5)
+    out["polls_in_half_a_second_at_20ms"] = native.media_poll_stats()["polls"] - polls
+    for bad in (0, 6000):
+        try:
+            native.media_poll_cadence(bad)
+        except ValueError as exc:
+            out.setdefault("bad_cadence", []).append(str(exc))
+    native.media_poll_stop()
+    out["stats_after_stop"] = native.media_poll_stats()
+    out["cadence_after_stop"] = native.media_poll_cadence(20)
+    out["threads_after_stop"] = threads()
+    return out
+
+
 def main() -> int:
     scenario, wav = sys.argv[1], sys.argv[2]
     ep = endpoint()

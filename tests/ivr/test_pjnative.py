@@ -136,3 +136,17 @@ def test_the_timer_heap_reader_agrees_with_pjsip_and_follows_its_timers(noise_wa
     assert result["after_cancel"] == pytest.approx(min(earliest_own - 0.5, 29.5), abs=0.5)
     if own is None:
         assert result["without_ours"] is None  # PJSIP's own reader would have aborted on this heap
+
+
+def test_the_media_poller_replaces_pjsips_media_thread_on_its_cadence(noise_wav: tuple[Path, bytes]) -> None:
+    result = probe("media_poll", noise_wav[0])
+    assert result["threads_before"].count("media") == 1  # PJSIP's own
+    assert result["threads_running"].count("media") == 1  # ours instead of it
+    assert "already running" in result["second_start"]
+    assert result["polls_in_half_a_second_at_1000ms"] <= 1
+    assert result["woken_after_ms"] < 50  # a cadence change wakes it at once, not after the second
+    assert 15 <= result["polls_in_half_a_second_at_20ms"] <= 26
+    assert len(result["bad_cadence"]) == 2
+    assert result["stats_after_stop"]["running"] is False
+    assert result["cadence_after_stop"] is False
+    assert "media" not in result["threads_after_stop"]
