@@ -202,6 +202,7 @@ class VoiceConfig(_Section):
     live_audio_frames: int = Field(default=250, ge=10, le=100_000)  # ring per call, 20 ms frames
     # Live audio taken off PJSIP's bridge by a port in C (no GIL there); false: the Python port
     # (pj.AudioMediaPort), also used when the C module is not built. docs/voice.md, "Live audio".
+    # The module's other helpers (timer-driven polling, the media poller) do not depend on this.
     native_live_audio: bool = True
     # RTP is read every this many ms while a worker has calls, by the C module's poller instead of
     # PJSIP's media thread (one wake-up per packet, 100 a second when idle); 0 keeps PJSIP's thread.

@@ -195,7 +195,10 @@ PLAYER_GRACE_SECONDS = 1.0  # a stopped player lives this long (see Engine.stop_
 # the oldest goes early (it has had the most time for a queued end of file to be delivered).
 MAX_RETIRED_PLAYERS = 16
 SHUTDOWN_PLAYER_GRACE_SECONDS = 0.2  # at shutdown, the last one stopped lives at least this long
-IDLE_MEDIA_POLL_MS = 1000  # the media poller's cadence with no leg (a leg's arrival wakes it at once)
+# The media poller's cadence with no leg; a leg's arrival switches it to media_poll_ms at once. Not
+# slower: once, at 1 s, the first calls to idle workers were answered up to 1.2 s late (a 100-worker
+# run; not reproduced since, cause not found); 10 wake-ups a second cost an idle worker ~0.04 %.
+IDLE_MEDIA_POLL_MS = 100
 
 _thread = threading.local()
 
@@ -293,7 +296,11 @@ def bind_native_ports() -> ModuleType | None:
 
         _pjnative.bind(str(sys.modules["pjsua2._pjsua2"].__file__))
     except (ImportError, KeyError, RuntimeError) as exc:
-        log.warning("live audio through the Python port (about 2x the bridge thread's CPU): %s", exc)
+        log.warning(
+            "no C helpers: live audio through the Python port, PJSIP polled every poll_interval, "
+            "RTP read by PJSIP's own media thread (more CPU per worker): %s",
+            exc,
+        )
         return None
     return _pjnative
 
@@ -321,7 +328,7 @@ class EngineSettings:
     rtp_port_range: int = 16  # ports it may use from rtp_port: its own block, disjoint from other workers'
     log_level: int = 1
     public_address: str = ""
-    native_live_audio: bool = True  # the C port (gateway/ivr/_pjnative.c) when it can be bound
+    native_live_audio: bool = True  # live audio through the C port (gateway/ivr/_pjnative.c) when it is bound
     media_poll_ms: int = 20  # RTP read every this many ms while calls are up (C poller); 0: PJSIP's media thread
 
 
@@ -346,7 +353,7 @@ class Engine:
 
     @property
     def native_live_audio(self) -> bool:
-        return self._native is not None
+        return self._native is not None and self.settings.native_live_audio
 
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self._loop_thread
@@ -384,8 +391,7 @@ class Engine:
         self.endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
         self.endpoint.libStart()
         self.endpoint.audDevManager().setNullDev()
-        if self.settings.native_live_audio:
-            self._native = bind_native_ports()
+        self._native = bind_native_ports()
         self._timers_known = self._know_timers()
         self._media_poller = self._start_media_poller()
         account_cfg = pj.AccountConfig()
@@ -545,7 +551,7 @@ class Engine:
         return recorder
 
     def live_audio(self, source: pj.AudioMedia, name: str, max_frames: int) -> LiveAudio | NativeLiveAudio:
-        if self._native is not None:
+        if self._native is not None and self.settings.native_live_audio:
             native = NativeLiveAudio(self._native.LivePort(name, self.settings.clock_rate, FRAME_USEC, max_frames))
             native.listen(source)
             return native

@@ -140,6 +140,22 @@ async def test_sipp_digit_1_reaches_the_enterprise_queue(
         assert waiting == [{"ticket": ticket.id, "path": str(recording), "reason": "asr_unavailable"}]
 
 
+async def test_the_fallbacks_python_live_audio_port_and_pjsips_media_thread_carry_a_call(
+    stack_args: StackArgs, peers: Peers, pcap_playback: None
+) -> None:
+    # What a worker runs without the C helpers for these two jobs (docs/voice.md, "Live audio").
+    async with voice_stack(**stack_args, native_live_audio=False, media_poll_ms=0) as stack:
+        scenario = dtmf_scenario("1", pause_ms_before=4000, hold_ms_after=2000, out_dir=stack_args["tmp_path"])
+        sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
+        result = await sipp.wait(30)
+        assert result.ok, str(result)
+        ticket = await stack.ticket_where(lambda t: t.status == "abandoned" and "recordings" in actions(t), 10)
+        assert (ticket.queue, ticket.ivr_path) == ("enterprise", "1")  # the digit came through RTP
+        assert audio.duration(Path(ticket.attachments[0].path or "")) > 2
+        info = await stack.redis.hgetall(f"{stack.config.redis.key_prefix}:worker:wtest")
+        assert info[b"audio"] == b"python"
+
+
 async def test_silence_takes_the_timeout_branch_then_the_default(
     stack_args: dict, peers: Peers, pcap_playback: None
 ) -> None:  # type: ignore[type-arg]
