@@ -494,14 +494,21 @@ static int media_poll_main(void *arg) {
     return 0;
 }
 
+/* (cadence_ms,): 1-5000 ms; 0 with a Python error set otherwise */
+static int parse_cadence(PyObject *args, unsigned *cadence_ms) {
+    if (!PyArg_ParseTuple(args, "I", cadence_ms))
+        return 0;
+    if (*cadence_ms < 1 || *cadence_ms > 5000) {
+        PyErr_SetString(PyExc_ValueError, "cadence_ms 1-5000");
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *media_poll_start(PyObject *self, PyObject *args) {
     unsigned cadence_ms;
-    if (!PyArg_ParseTuple(args, "I", &cadence_ms))
+    if (!parse_cadence(args, &cadence_ms))
         return NULL;
-    if (cadence_ms < 1 || cadence_ms > 5000) {
-        PyErr_SetString(PyExc_ValueError, "cadence_ms 1-5000");
-        return NULL;
-    }
     if (!on_pj_thread())
         return NULL;
     if (mp.running) {
@@ -541,12 +548,8 @@ static PyObject *media_poll_start(PyObject *self, PyObject *args) {
 
 static PyObject *media_poll_cadence(PyObject *self, PyObject *args) {
     unsigned cadence_ms;
-    if (!PyArg_ParseTuple(args, "I", &cadence_ms))
+    if (!parse_cadence(args, &cadence_ms))
         return NULL;
-    if (cadence_ms < 1 || cadence_ms > 5000) {
-        PyErr_SetString(PyExc_ValueError, "cadence_ms 1-5000");
-        return NULL;
-    }
     if (!mp.running)
         Py_RETURN_FALSE;
     pthread_mutex_lock(&mp.lock);
