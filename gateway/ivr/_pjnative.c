@@ -317,16 +317,21 @@ static PyObject *layout(PyObject *self, PyObject *unused) {
                          "on_destroy", (Py_ssize_t)lib.off_destroy);
 }
 
-static int on_pj_thread(void) {
-    if (!lib.bound) {
-        PyErr_SetString(PyExc_RuntimeError, "bind() the pjsua2 library first");
-        return 0;
-    }
+/* A bound library and a thread PJSIP knows; else 0 with a Python error set. */
+static int registered_thread(void) {
     if (!lib.thread_registered()) {
         PyErr_SetString(PyExc_RuntimeError, "not on a thread PJSIP knows (use the libCreate thread)");
         return 0;
     }
     return 1;
+}
+
+static int on_pj_thread(void) {
+    if (!lib.bound) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() the pjsua2 library first");
+        return 0;
+    }
+    return registered_thread();
 }
 
 static void free_native(native_t *n, int release_pool) {
@@ -351,10 +356,8 @@ static PyObject *reap(PyObject *self, PyObject *args, PyObject *kwargs) {
     int library_gone = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p", keywords, &library_gone))
         return NULL;
-    if (!library_gone && lib.bound && !lib.thread_registered()) {
-        PyErr_SetString(PyExc_RuntimeError, "not on a thread PJSIP knows (use the libCreate thread)");
+    if (!library_gone && lib.bound && !registered_thread())
         return NULL;
-    }
     double now = monotonic();
     long pending = 0;
     native_t **link = &graveyard;
