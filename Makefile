@@ -4,12 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/gateway.toml
 
-.PHONY: run test test-fast bench lint typecheck install clean
+.PHONY: run test test-fast bench lint typecheck install clean lock upgrade-deps
 
-$(BIN)/hotline-gateway: pyproject.toml gateway/ivr/_pjnative.c
+# Dependencies come from requirements.lock (exact versions, sha256 hashes): an install never picks
+# up a release nobody chose. Changing them is a deliberate step: `make lock` after editing the
+# ranges in pyproject.toml (keeps every other pin), `make upgrade-deps` to move every pin to the
+# newest release the ranges allow; then review the diff and run `make test`.
+$(BIN)/hotline-gateway: pyproject.toml requirements.lock gateway/ivr/_pjnative.c
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 install: $(BIN)/hotline-gateway
@@ -31,5 +35,19 @@ test-fast: install
 bench: install
 	$(BIN)/python -m bench
 
+LOCK_TOOLS := .venv-lock
+PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --allow-unsafe --extra=test --generate-hashes \
+	--no-emit-index-url --no-emit-find-links --strip-extras --output-file=requirements.lock
+
+$(LOCK_TOOLS)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install --quiet pip-tools==7.6.2
+
+lock: $(LOCK_TOOLS)/bin/pip-compile
+	$(PIP_COMPILE) pyproject.toml
+
+upgrade-deps: $(LOCK_TOOLS)/bin/pip-compile
+	$(PIP_COMPILE) --upgrade pyproject.toml
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(LOCK_TOOLS) var .pytest_cache .mypy_cache
