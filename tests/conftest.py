@@ -14,10 +14,19 @@ import redis.asyncio as aioredis
 from gateway.config import GatewayConfig, hash_secret, parse_config
 from gateway.embedded_redis import EmbeddedRedis, free_port
 
+# Every log line of the suite is scanned for secrets and personal data (tests/logscan.py).
+pytest_plugins = ["tests.logscan"]
+
 _prefixes = itertools.count()
 
 AGENT_TOKENS = {"a1": "token-a1-" + "x" * 24, "a2": "token-a2-" + "y" * 24, "boss": "token-boss-" + "z" * 24}
 API_KEY = "key-webform-" + "k" * 32
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.logscan import register_secrets  # after pytest loaded it as a plugin (assert rewriting)
+
+    register_secrets([*AGENT_TOKENS.values(), API_KEY])
 
 
 @pytest.fixture(scope="session")

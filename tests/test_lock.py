@@ -37,7 +37,8 @@ def test_every_declared_dependency_is_pinned_within_its_range() -> None:
         name = canonical(requirement.name)
         assert name in pinned, f"{requirement.name} is not in requirements.lock: run `make lock`"
         assert requirement.specifier.contains(pinned[name], prereleases=True), (
-            f"requirements.lock pins {name}=={pinned[name]}, outside pyproject's {requirement.specifier}: run `make lock`"
+            f"requirements.lock pins {name}=={pinned[name]}, outside pyproject's {requirement.specifier}: "
+            "run `make lock`"
         )
 
 

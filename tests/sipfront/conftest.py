@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import missing
 from tests.ivr.conftest import prompts_dir  # noqa: F401 (fixture)
+from tests.logscan import register_secrets
 from tests.sipfront.front_stack import PHONE_PASSWORDS, phone_env
 from tests.voice.audio import write_tone_wav
 from tests.voice.conftest import (  # noqa: F401 (fixtures)
@@ -20,6 +21,8 @@ from tests.voice.conftest import (  # noqa: F401 (fixtures)
     sipp_available,
     tone_wav,
 )
+
+register_secrets(PHONE_PASSWORDS.values())
 
 
 @pytest.fixture
