@@ -11,6 +11,7 @@ Secrets never live in the config: agents' tokens and API keys appear only as has
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import os
@@ -381,9 +382,16 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
     for index, queue_config in enumerate(config.queues):
         if queue_config.service_level > queue_config.max_wait:
             errors.append(FieldError(f"queues[{index}].service_level", "must be <= max_wait"))
+    queue_skills = {skill for queue in config.queues for skill in queue.skills}
     for index, agent in enumerate(config.agents):
         if not config.queues_for_skills(agent.skills):
             errors.append(FieldError(f"agents[{index}].skills", "match no queue's skills; the agent would get nothing"))
+        else:
+            errors += [
+                FieldError(f"agents[{index}].skills[{position}]", f"no queue has the skill {skill!r} (a typo?)")
+                for position, skill in enumerate(agent.skills)
+                if skill not in queue_skills
+            ]
         if agent.token_hash is None:
             errors.append(FieldError(f"agents[{index}].token_hash", "missing; run `hotline-gateway init-credentials`"))
     errors += voice_errors(config)
@@ -475,6 +483,13 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "config") -> GatewayConfig:
+    """Validate a whole config; `ConfigError` lists every problem found, in one run.
+
+    Problems of form (a key misspelt, a value of the wrong type) do not hide the problems between
+    fields (a reference to a queue that does not exist, a skill no queue has): the second kind is
+    checked on what remains once the fields of the first kind are set aside. A problem that leaves
+    nothing to check against (the queues themselves unreadable) says that later checks were skipped.
+    """
     raw = dict(raw)
     raw["base_dir"] = str(base_dir)
     credentials_file = raw.get("credentials_file")
@@ -487,18 +502,67 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "config") ->
             f"{source}: invalid configuration",
             (FieldError("ivr", "flows live in the files voice.flows lists"),),
         )
+    problems: list[FieldError] = []
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration", tuple(validation_errors(exc))) from None
-    problems: list[FieldError] = []
+        problems = validation_errors(exc)
+        config_or_none = _without_invalid_fields(raw, exc)
+        if config_or_none is None:
+            problems.append(FieldError("", "(checks across fields skipped: fix the problems above first)"))
+            raise ConfigError(f"{source}: invalid configuration", tuple(problems)) from None
+        config = config_or_none
     if config.voice.enabled:
-        flows, problems = load_flows(config.voice, base_dir)
+        flows, flow_problems = load_flows(config.voice, base_dir)
+        problems += flow_problems
         config = config.model_copy(update={"ivr": flows})
-    problems += semantic_errors(config)
+    reported = {problem.path for problem in problems}
+    # A field already reported (a malformed token hash, say) is not reported again as missing.
+    problems += [problem for problem in semantic_errors(config) if problem.path not in reported]
     if problems:
         raise ConfigError(f"{source}: invalid configuration", tuple(problems))
     return config
+
+
+def _without_invalid_fields(raw: dict[str, Any], error: ValidationError, rounds: int = 8) -> GatewayConfig | None:
+    """The config with every field that failed validation removed (so its default applies; an entry
+    missing a required field goes as a whole), or None when nothing valid is left to check."""
+    pruned: Any = copy.deepcopy(raw)
+    for _ in range(rounds):
+        locations = [tuple(item["loc"]) for item in error.errors(include_url=False)]
+        for location in sorted(locations, key=_deepest_last_index_first):
+            if not location or not _remove(pruned, location):
+                return None
+        try:
+            return GatewayConfig.model_validate(pruned)
+        except ValidationError as again:
+            error = again
+    return None
+
+
+def _deepest_last_index_first(location: tuple[Any, ...]) -> tuple[int, tuple[Any, ...]]:
+    # Removing queues[3] before queues[1] keeps the index of queues[1] right.
+    return (-len(location), tuple(-part if isinstance(part, int) else 0 for part in location))
+
+
+def _remove(data: Any, location: tuple[Any, ...]) -> bool:
+    """Delete data[location]; a field that is missing takes its parent entry with it."""
+    *parents, last = location
+    if last == "[key]":  # a mapping's key failed: the entry goes
+        return _remove(data, tuple(parents))
+    node = data
+    for part in parents:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return True  # already gone with an enclosing entry
+    try:
+        if isinstance(node, dict) and last not in node:
+            return _remove(data, tuple(parents)) if parents else False
+        del node[last]
+    except (KeyError, IndexError, TypeError):
+        return True
+    return True
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:

@@ -147,3 +147,69 @@ def test_check_config_and_run_refuse_with_the_same_message(tmp_path: Path) -> No
     assert check.returncode == 2 and run.returncode == 2
     assert "queues[2].max_wait: Input should be greater than 0" in check.stderr
     assert check.stderr == run.stderr
+
+
+def test_problems_across_fields_are_listed_beside_problems_of_form(tmp_path: Path) -> None:
+    """One run of check-config lists both kinds (a user fixing one kind should not meet the other after)."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, BAD), environ={})
+    messages = [str(field) for field in caught.value.fields]
+    assert "queues[2].max_wait: Input should be greater than 0" in messages
+    assert any(m.startswith("seats.colour: Extra inputs are not permitted (unknown key") for m in messages)
+    assert "queues[0]: duplicate 'general'" in messages
+    assert any(m.startswith("agents[0].skills: match no queue") for m in messages)
+    # the malformed hash is reported once, as malformed, not again as missing
+    assert [m for m in messages if m.startswith("agents[0].token_hash")] == [
+        "agents[0].token_hash: String should match pattern '^sha256:[0-9a-f]{64}$' (has the wrong form): "
+        "^sha256:[0-9a-f]{64}$"
+    ]
+
+
+def test_an_entry_missing_a_required_field_is_set_aside_and_the_rest_checked(tmp_path: Path) -> None:
+    text = """
+[[queues]]
+name = "general"
+skills = ["general"]
+[[queues]]
+label = "no name"
+skills = ["tax"]
+[[agents]]
+id = "1001"
+skills = ["general"]
+token_hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+[routing]
+default_queue = "nope"
+by_channel = { fax = "general" }
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    messages = [str(field) for field in caught.value.fields]
+    assert any(m.startswith("queues[1].name: Field required") for m in messages)
+    assert any(m.startswith("routing.by_channel.fax") for m in messages)
+    assert "routing.default_queue: no queue named 'nope'" in messages
+
+
+def test_when_nothing_is_left_to_check_against_the_later_checks_say_they_were_skipped(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, '[routing]\ndefault_queue = "nope"\n'), environ={})
+    messages = [str(field) for field in caught.value.fields]
+    assert messages[0].startswith("queues: Field required")
+    assert messages[-1] == "(checks across fields skipped: fix the problems above first)"
+
+
+def test_every_skill_of_an_agent_must_be_a_queues_skill(tmp_path: Path) -> None:
+    text = """
+[[queues]]
+name = "general"
+skills = ["general"]
+[[queues]]
+name = "housing"
+skills = ["housing"]
+[[agents]]
+id = "1001"
+skills = ["general", "housng"]
+token_hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    assert [str(f) for f in caught.value.fields] == ["agents[0].skills[1]: no queue has the skill 'housng' (a typo?)"]
