@@ -10,14 +10,21 @@ import os
 import secrets
 import signal
 import sys
+import time
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 from gateway.config import GatewayConfig, hash_secret, load_config, parse_config, read_toml
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import ConfigError, GatewayError
+from gateway.preflight import Address, RunLock, check_addresses, in_use
+from gateway.supervisor import RUN_ID_ENV
+from gateway.ticket import new_ticket_id, utcnow
 
 DEFAULT_CONFIG = "config/gateway.toml"
+CONFIG_ENV = "HG_CONFIG"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout, with an editable install
 
 
 def _load_or_exit(path: str) -> GatewayConfig:
@@ -41,27 +48,51 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config)
     redis_url = args.redis_url or os.environ.get("REDIS_URL") or config.redis.url
+    log = logging.getLogger("gateway")
+    # Every child (media workers, Kamailio) inherits it: `status` tells this run's workers from
+    # strangers answering under the same ids (an orphan of a killed run, another host's).
+    os.environ[RUN_ID_ENV] = run_id = new_ticket_id(utcnow())
+    lock = RunLock(config.resolve(config.redis.embedded.dir)) if not redis_url else None
     embedded = None
-    if not redis_url:
-        settings = config.redis.embedded
-        embedded = EmbeddedRedis(
-            port=settings.port,
-            data_dir=config.resolve(settings.dir),
-            appendfsync=settings.appendfsync,
-            binary=settings.binary,
-        )
-        embedded.start()
-        redis_url = embedded.url
-        logging.getLogger("gateway").info("embedded redis on %s (data in %s)", redis_url, embedded.data_dir)
     try:
+        if lock is not None:
+            lock.acquire()
+            _let_a_previous_redis_finish(config)
+        check_addresses(config, embedded_redis=not redis_url)
+        if not redis_url:
+            settings = config.redis.embedded
+            embedded = EmbeddedRedis(
+                port=settings.port,
+                data_dir=config.resolve(settings.dir),
+                appendfsync=settings.appendfsync,
+                binary=settings.binary,
+            )
+            embedded.start()
+            redis_url = embedded.url
+            log.info("embedded redis on %s (data in %s)", redis_url, embedded.data_dir)
+        log.info("run %s: config %s", run_id, Path(args.config).resolve())
         asyncio.run(_serve(config, redis_url, args.config))
+    except ConfigError as exc:
+        print(f"hotline-gateway run: {exc}", file=sys.stderr)
+        return 2
     except GatewayError as exc:
-        print(f"hotline-gateway: {exc}", file=sys.stderr)
+        print(f"hotline-gateway run: {exc}", file=sys.stderr)
         return 1
     finally:
         if embedded is not None:
             embedded.stop()
+        if lock is not None:
+            lock.release()
     return 0
+
+
+def _let_a_previous_redis_finish(config: GatewayConfig, timeout: float = 10.0) -> None:
+    """The run lock was free, so any run before this one is dead; its embedded Redis got SIGTERM
+    with it (PR_SET_PDEATHSIG) and may still be writing its append-only file: wait for it."""
+    address = Address("tcp", "127.0.0.1", config.redis.embedded.port, "embedded Redis", "redis.embedded.port")
+    deadline = time.monotonic() + timeout
+    while in_use(address) and time.monotonic() < deadline:
+        time.sleep(0.05)  # before any event loop runs: a short poll is the simplest correct wait
 
 
 async def _serve(config: GatewayConfig, redis_url: str, config_path: str) -> None:
@@ -250,68 +281,89 @@ def cmd_hash_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+CONFIG_HELP = (
+    "the gateway's TOML config (default: $HG_CONFIG, else config/gateway.toml in this directory, "
+    "else the project's own config/gateway.toml)"
+)
+REDIS_HELP = "Redis to use (default: $REDIS_URL, else [redis] url, else the embedded Redis `run` starts)"
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help=CONFIG_HELP)
+
+
+def _redis_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", default=None, help=REDIS_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotline-gateway", description="12345 hotline intake gateway")
-    parser.add_argument("--log-level", default=os.environ.get("HG_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("HG_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO (default, or $HG_LOG_LEVEL), WARNING or ERROR",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the gateway (embedded Redis unless --redis-url/REDIS_URL)")
-    run.add_argument("--config", default=DEFAULT_CONFIG)
-    run.add_argument("--redis-url", default=None)
+    run = sub.add_parser("run", help="run the gateway (embedded Redis unless --redis-url/REDIS_URL); Ctrl-C stops it")
+    _config_option(run)
+    _redis_option(run)
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file and list every problem")
-    check.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument("config", nargs="?", default=None, help=CONFIG_HELP)
     check.set_defaults(func=cmd_check_config)
 
     seat = sub.add_parser("seat", help="a terminal agent seat: prints offers, accepts and submits")
-    seat.add_argument("--url", default="ws://127.0.0.1:8765")
-    seat.add_argument("--agent", required=True)
-    seat.add_argument("--token", default=None, help="or HG_SEAT_TOKEN")
+    seat.add_argument("--url", default="ws://127.0.0.1:8765", help="the seats' websocket (default: %(default)s)")
+    seat.add_argument("--agent", required=True, help="the agent's id, as in [[agents]] id")
+    seat.add_argument("--token", default=None, help="the agent's seat token (or $HG_SEAT_TOKEN)")
     seat.add_argument("--auto", action="store_true", help="accept and submit every offer without asking")
-    seat.add_argument("--count", type=int, default=0, help="exit after this many submitted tickets")
+    seat.add_argument("--count", type=int, default=0, help="exit after this many submitted tickets (0: never)")
     seat.set_defaults(func=cmd_seat)
 
     creds = sub.add_parser("init-credentials", help="issue secrets for agents and API clients lacking one")
-    creds.add_argument("--config", default=DEFAULT_CONFIG)
+    _config_option(creds)
     creds.set_defaults(func=cmd_init_credentials)
 
     worker = sub.add_parser("media-worker", help="run one pjsua2 media worker (voice)")
-    worker.add_argument("--config", default=DEFAULT_CONFIG)
-    worker.add_argument("--redis-url", default=None)
+    _config_option(worker)
+    _redis_option(worker)
     worker.add_argument("--id", default=f"w{os.getpid()}", help="worker id, unique across the hosts sharing Redis")
     worker.add_argument("--listen", default=None, help="SIP host:port (default [voice] listen)")
     worker.set_defaults(func=cmd_media_worker)
 
     prompts = sub.add_parser("render-prompts", help="render every prompt without a recording (espeak-ng, sox)")
-    prompts.add_argument("--config", default=DEFAULT_CONFIG)
+    _config_option(prompts)
     prompts.add_argument("--force", action="store_true", help="render again even if the file exists")
     prompts.set_defaults(func=cmd_render_prompts)
 
     cleanup = sub.add_parser("recordings-cleanup", help="delete recordings older than the retention")
-    cleanup.add_argument("--config", default=DEFAULT_CONFIG)
+    _config_option(cleanup)
     cleanup.add_argument("--days", type=int, default=0, help="override [voice] recording_retention_days")
     cleanup.set_defaults(func=cmd_recordings_cleanup)
 
     transcribe = sub.add_parser("transcribe", help="transcribe WAV files, or the recordings waiting (--pending)")
-    transcribe.add_argument("files", nargs="*")
+    transcribe.add_argument("files", nargs="*", help="WAV files (8 or 16 kHz mono) to transcribe")
     transcribe.add_argument("--json", action="store_true", help="one JSON object per file")
-    transcribe.add_argument("--engine", choices=["vosk", "pocketsphinx"], default=None)
+    transcribe.add_argument(
+        "--engine", choices=["vosk", "pocketsphinx"], default=None, help="the recognizer (default: [asr] engine)"
+    )
     transcribe.add_argument("--pending", action="store_true", help="the recordings live recognition missed")
-    transcribe.add_argument("--config", default=DEFAULT_CONFIG)
-    transcribe.add_argument("--redis-url", default=None)
+    _config_option(transcribe)
+    _redis_option(transcribe)
     transcribe.set_defaults(func=cmd_transcribe)
 
     sipfront = sub.add_parser("sipfront", help="Kamailio in front of the media workers")
     sipfront_sub = sipfront.add_subparsers(dest="sipfront_command", required=True)
     front_render = sipfront_sub.add_parser("render", help="write kamailio.cfg + dispatcher list, check them")
-    front_render.add_argument("--config", default=DEFAULT_CONFIG)
+    _config_option(front_render)
     front_render.add_argument("--no-start-check", action="store_true", help="only `kamailio -c`, no test start")
     front_render.set_defaults(func=cmd_sipfront)
 
     status = sub.add_parser("status", help="media workers (Redis heartbeats) and Kamailio's dispatcher state")
-    status.add_argument("--config", default=DEFAULT_CONFIG)
-    status.add_argument("--redis-url", default=None)
+    _config_option(status)
+    _redis_option(status)
     status.set_defaults(func=cmd_status)
 
     hashing = sub.add_parser("hash-secret", help="read a secret on stdin, print its hash for the config")
@@ -319,9 +371,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def find_config(given: str | None, environ: Mapping[str, str], cwd: Path) -> tuple[str, str]:
+    """The config a command reads, and why that one: --config, $HG_CONFIG, config/gateway.toml here,
+    or the project's own (commands run from anywhere in a checkout, or with its virtualenv)."""
+    if given:
+        return given, "--config"
+    if environ.get(CONFIG_ENV):
+        return environ[CONFIG_ENV], f"${CONFIG_ENV}"
+    if (cwd / DEFAULT_CONFIG).exists():
+        return DEFAULT_CONFIG, "the current directory"
+    for directory in (*cwd.parents, PROJECT_ROOT):
+        candidate = directory / DEFAULT_CONFIG
+        if candidate.exists():
+            return str(candidate), "the project's own"
+    return DEFAULT_CONFIG, "the default"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if hasattr(args, "config"):
+        args.config, why = find_config(args.config, os.environ, Path.cwd())
+        if why not in ("--config", "the current directory"):
+            logging.getLogger("gateway").info("config: %s (%s)", Path(args.config).resolve(), why)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -15,9 +15,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.embedded_redis import die_with_parent
+
 log = logging.getLogger("gateway.supervisor")
 
 CONFIG_REFUSED = 2  # `hotline-gateway media-worker`'s exit status for a refused configuration
+RUN_ID_ENV = "HG_RUN_ID"  # the id of the `run` a process belongs to (in its environment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,9 @@ class WorkerSupervisor:
                 "--config", self._config_path, "--redis-url", self._redis_url,
                 "--id", spec.worker_id, "--listen", spec.listen,
                 stdout=asyncio.subprocess.DEVNULL,
+                # A worker dies with the process that started it, however that one ends (SIGKILL
+                # included): an orphan kept its SIP port and answered the next run's Redis.
+                preexec_fn=die_with_parent,
             )  # fmt: skip
             self._processes[spec.worker_id] = process
             code = await process.wait()
