@@ -124,7 +124,9 @@ class AgentConfig(_Section):
 class ApiClientConfig(_Section):
     id: AgentId
     key_hash: SecretHash | None = None
+    # The channels whose tickets it may submit and read.
     channels: list[Channel] = Field(default_factory=lambda: list[Channel](["web"]), min_length=1)
+    read_only: bool = False  # reads tickets (a supervisor's tools, the work-order system); submits none
 
 
 class SmsChannelConfig(_Section):

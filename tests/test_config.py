@@ -50,8 +50,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_example_config_is_valid_with_credentials(tmp_path: Path) -> None:
     text = (ROOT / "config" / "gateway.toml").read_text()
     creds = tmp_path / "creds.toml"
-    a, b, c = (hash_secret(letter * 20) for letter in "abc")
-    creds.write_text(f'[agents]\n"1001" = "{a}"\n"1002" = "{b}"\n[api_clients]\nwebform = "{c}"\n')
+    a, b, c, d = (hash_secret(letter * 20) for letter in "abcd")
+    creds.write_text(f'[agents]\n"1001" = "{a}"\n"1002" = "{b}"\n[api_clients]\nwebform = "{c}"\nreader = "{d}"\n')
     text = text.replace('credentials_file = "../var/credentials.toml"', f'credentials_file = "{creds}"')
     text = text.replace('flows = ["flows/12345.toml"]', f'flows = ["{ROOT / "config" / "flows" / "12345.toml"}"]')
     config = load_config(write(tmp_path, text), environ={})
@@ -60,6 +60,8 @@ def test_example_config_is_valid_with_credentials(tmp_path: Path) -> None:
     assert config.queue("enterprise").priority == 7
     assert verify_secret("a" * 20, config.agents[0].token_hash)
     assert not verify_secret("a" * 19, config.agents[0].token_hash)
+    reader = next(client for client in config.api_clients if client.id == "reader")
+    assert reader.read_only and set(reader.channels) == {"voice", "sms", "wechat", "telegram", "web"}
 
 
 def test_every_error_is_listed_by_path(tmp_path: Path) -> None:
