@@ -2,18 +2,23 @@
 
 Documented in docs/seat-protocol.md. Every client frame is a JSON object with a `type`; it may carry
 an `id` that the server echoes as `re` in its `ack` or `error`, so a client can match answers.
+
+Nothing a peer sent goes back to it (or to a log) beyond a short excerpt with its control
+characters escaped (`excerpt`): an error names the field, never repeats a 60 KB value.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
+from gateway import jsonwire
 from gateway.config import format_path
 from gateway.errors import FieldError, InvalidRequest
-from gateway.ticket import Ticket
+from gateway.ticket import EDITABLE_FIELDS, Ticket
 
 PROTOCOL_VERSION = 1
 
@@ -99,34 +104,118 @@ class BadJson(InvalidRequest):
     code = "invalid_json"
 
 
-def parse_client_frame(raw: str | bytes) -> ClientFrame:
-    """Turn one websocket message into a frame, or raise an InvalidRequest that says why."""
+EXCERPT_CHARS = 32  # the most of a peer's string an error message repeats
+
+# Characters that must not reach a terminal (or a log line) as they are: controls (C0, DEL, C1),
+# format characters (bidi overrides and isolates, zero-width ones), lone surrogates, the Unicode
+# line and paragraph separators, and code points this Python's tables do not know (a newer terminal
+# may know one as a format character). The zero-width joiner stays: emoji sequences need it.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"})
+_KEPT_FORMAT = frozenset({"\u200d"})
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """`text` with every control, format and separator character written as an escape (`\\x1b`,
+    `\\u202e`), except the characters in `keep` (say a newline). Plain text comes back as it is."""
+    if text.isprintable():
+        return text
+    return "".join(
+        _escaped(char)
+        if char not in keep and char not in _KEPT_FORMAT and unicodedata.category(char) in _UNSAFE_CATEGORIES
+        else char
+        for char in text
+    )
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """A peer's string as we may repeat it: its first `limit` characters, escaped."""
+    return escape_controls(text[:limit]) + ("…" if len(text) > limit else "")
+
+
+def decode(raw: str | bytes) -> dict[str, Any]:
+    """One websocket message as a JSON object (nesting bounded), or `BadJson` saying why not."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = jsonwire.loads(raw)
+    except jsonwire.TooDeep:
+        raise BadJson(f"the frame nests deeper than {jsonwire.MAX_DEPTH} levels") from None
+    except ValueError:
         raise BadJson("the frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadJson("a frame must be a JSON object")
+    return data
+
+
+def parse_client_frame(raw: str | bytes) -> ClientFrame:
+    """Turn one websocket message into a frame, or raise an InvalidRequest that says why."""
+    return frame_of(decode(raw))
+
+
+def frame_of(data: dict[str, Any]) -> ClientFrame:
+    """A decoded frame validated, or an InvalidRequest naming each wrong field (never its value)."""
     kind = data.get("type")
+    if not isinstance(kind, str):
+        raise UnknownFrame(f"a frame needs a string type; known: {', '.join(sorted(CLIENT_TYPES))}")
     if kind not in CLIENT_TYPES:
-        raise UnknownFrame(f"unknown frame type {kind!r}; known: {', '.join(sorted(CLIENT_TYPES))}")
+        raise UnknownFrame(f"unknown frame type '{excerpt(kind)}'; known: {', '.join(sorted(CLIENT_TYPES))}")
     try:
         return _CLIENT_FRAME.validate_python(data)
     except ValidationError as exc:
         fields = tuple(
-            FieldError(format_path(tuple(item["loc"][1:])), item["msg"]) for item in exc.errors(include_url=False)
+            FieldError(_path(tuple(item["loc"][1:])), _message(item)) for item in exc.errors(include_url=False)
         )
         raise InvalidRequest(f"invalid {kind} frame", fields) from None
 
 
-def request_id(raw: str | bytes) -> Any:
-    """Best effort: the `id` of a frame that failed to parse, so the error can still be matched."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
+def check_editable(fields: dict[str, Any]) -> None:
+    """Refuse edits of fields an agent may not change, naming each (an excerpt of the name)."""
+    unknown = [excerpt(name) for name in fields if name not in EDITABLE_FIELDS]
+    if unknown:
+        editable = ", ".join(sorted(EDITABLE_FIELDS))
+        raise InvalidRequest(
+            f"fields not editable: {', '.join(unknown)} (editable: {editable})",
+            tuple(FieldError(f"fields.{name}", "not editable") for name in unknown),
+        )
+
+
+def edit_errors(exc: ValidationError) -> tuple[FieldError, ...]:
+    """What is wrong with an agent's edits, by the names the agent used (`fields.citizen_phone`):
+    the ticket's own paths (`citizen.phone`) and pydantic's wording stay inside."""
+    found = []
+    for item in exc.errors(include_url=False):
+        location = tuple(str(part) for part in item["loc"])
+        name = "_".join(location[:2]) if location[:1] == ("citizen",) else location[0] if location else ""
+        path = f"fields.{name}" if name in EDITABLE_FIELDS else "fields"
+        found.append(FieldError(path, _message(item)))
+    return tuple(found)
+
+
+def _path(location: tuple[str | int, ...]) -> str:
+    """A field path where the keys a peer chose (a dict's keys) appear only as excerpts."""
+    return format_path(tuple(part if isinstance(part, int) else excerpt(part) for part in location))
+
+
+def _message(item: Any) -> str:
+    """pydantic's message without its prefix for our own validators' messages ("Value error, ")."""
+    message = str(item["msg"])
+    return message.removeprefix("Value error, ") if item["type"] == "value_error" else message
+
+
+def request_id(data: Any) -> Any:
+    """Best effort: the `id` of a decoded frame that failed to validate, so the error can be matched."""
     value = data.get("id") if isinstance(data, dict) else None
     return value if isinstance(value, str | int) and len(str(value)) <= 64 else None
+
+
+def frame_bytes(message: str | bytes) -> int:
+    """A message's size as the frame limit counts it: UTF-8 bytes, not characters."""
+    return len(message.encode()) if isinstance(message, str) else len(message)
 
 
 def _dump(frame: dict[str, Any]) -> str:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from gateway import jsonwire
 from gateway.config import AgentConfig, GatewayConfig, hash_secret, verify_secret
 from gateway.errors import Conflict, GatewayError, InvalidRequest, PeerError, ServiceUnavailable
 from gateway.queue import RawTicket, TicketQueue
@@ -281,7 +282,7 @@ class SeatServer:
     def on_transcript(self, data: bytes | str) -> None:
         """Live speech of a caller whose ticket a seat here holds (offered or claimed)."""
         try:
-            message = json.loads(data)
+            message = jsonwire.loads(data)
             ticket_id, segment = message["ticket"], message["segment"]
         except (ValueError, KeyError, TypeError):
             log.warning("malformed transcript message dropped")
@@ -330,12 +331,15 @@ class SeatServer:
         log.info("seat %s disconnected", session.agent.id)
 
     async def _on_message(self, session: SeatSession, message: str | bytes) -> None:
-        if len(message) > self._config.seats.max_frame_bytes:
-            session.send(proto.error("too_large", f"frame larger than {self._config.seats.max_frame_bytes} bytes"))
+        limit = self._config.seats.max_frame_bytes
+        if proto.frame_bytes(message) > limit:
+            session.send(proto.error("too_large", f"frame larger than {limit} bytes"))
             return
-        re = proto.request_id(message)
+        re = None
         try:
-            frame = proto.parse_client_frame(message)
+            data = proto.decode(message)
+            re = proto.request_id(data)
+            frame = proto.frame_of(data)
             await self._handlers[type(frame)](session, frame)
         except GatewayError as exc:
             session.send(proto.error(exc.code, exc.message, re, exc.fields))
@@ -354,13 +358,17 @@ class SeatServer:
             self._dispatcher.wake()
         session.send(proto.ack(frame.id, state=frame.state))
 
+    async def _refuse(self, ticket_id: str, why: str) -> NoReturn:
+        """A ticket this seat may not change: `not_found` when there is no such ticket at all."""
+        await self._queue.get(ticket_id)  # raises NotFound
+        raise_conflict(ticket_id, why)
+
     async def _on_accept(self, session: SeatSession, frame: proto.Accept) -> None:
         timer = session.offers.get(frame.ticket)
         if timer is None:
-            raise_conflict(frame.ticket, "no live offer of this ticket")
+            await self._refuse(frame.ticket, "no live offer of this ticket")
         claimed = await self._queue.accept(frame.ticket, session.agent.id)
-        if timer is not None:
-            timer.cancel()
+        timer.cancel()
         session.offers.pop(frame.ticket, None)
         session.claimed.add(frame.ticket)
         session.send(proto.ack(frame.id, ticket=frame.ticket, status="claimed"))
@@ -380,9 +388,8 @@ class SeatServer:
     async def _on_decline(self, session: SeatSession, frame: proto.Decline) -> None:
         timer = session.offers.pop(frame.ticket, None)
         if timer is None:
-            raise_conflict(frame.ticket, "no live offer of this ticket")
-        else:
-            timer.cancel()
+            await self._refuse(frame.ticket, "no live offer of this ticket")
+        timer.cancel()
         # Let other seats see the ticket before this one is offered anything again (set before the
         # ticket is back in the queue, so the dispatcher cannot hand it straight back).
         session.not_before = asyncio.get_running_loop().time() + self._config.seats.decline_cooldown
@@ -391,7 +398,7 @@ class SeatServer:
 
     async def _claimed_ticket(self, session: SeatSession, ticket_id: str) -> Ticket:
         if ticket_id not in session.claimed:
-            raise_conflict(ticket_id, "you have not claimed this ticket")
+            await self._refuse(ticket_id, "you have not claimed this ticket")
         return await self._queue.get(ticket_id)
 
     async def _on_update(self, session: SeatSession, frame: proto.Update) -> None:
@@ -402,7 +409,7 @@ class SeatServer:
 
     async def _on_submit(self, session: SeatSession, frame: proto.Submit) -> None:
         if frame.ticket not in session.claimed:
-            raise_conflict(frame.ticket, "you have not claimed this ticket")
+            await self._refuse(frame.ticket, "you have not claimed this ticket")
         # Without last edits, nothing needs reading back: Redis closes and publishes it as stored.
         final = edited(await self._queue.get(frame.ticket), frame.fields) if frame.fields else None
         await self._queue.submit(frame.ticket, session.agent.id, final)
@@ -421,12 +428,14 @@ class SeatServer:
 
 
 def edited(ticket: Ticket, fields: dict[str, Any]) -> Ticket:
+    """The ticket with an agent's edits; what is wrong is told by field, in the protocol's names."""
     if not fields:
         return ticket
+    proto.check_editable(fields)
     try:
         return apply_edits(ticket, fields)
-    except ValueError as exc:
-        raise InvalidRequest(f"cannot apply these edits: {exc}") from None
+    except ValidationError as exc:
+        raise InvalidRequest("cannot apply these edits", proto.edit_errors(exc)) from None
 
 
 def raise_conflict(ticket_id: str, why: str) -> NoReturn:
