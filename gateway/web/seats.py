@@ -2,7 +2,9 @@
 
 The websocket layer only translates: frames in -> queue operations; queue results -> frames out.
 Each seat has a bounded send queue drained by its own writer task, so a slow seat fills its own
-queue and is disconnected (close 4009); it never stalls the dispatcher or other seats.
+queue and is disconnected (close 4009); it never stalls the dispatcher or other seats. A seat's
+own requests never fill it: its next frame is read only once the writer has caught up, so a seat
+that sends faster than it reads is slowed by TCP, not closed.
 """
 
 from __future__ import annotations
@@ -303,18 +305,36 @@ class SeatServer:
     async def _serve(self, ws: ServerConnection, session: SeatSession) -> None:
         writer = asyncio.create_task(self._write(ws, session))
         try:
-            async for message in ws:
-                await self._on_message(session, message)
+            while True:
+                await self._on_message(session, await ws.recv(decode=False))
+                await self._catch_up(session, writer)
         except ConnectionClosed:
             pass
         finally:
             writer.cancel()
             await self._disconnect(session)
 
+    @staticmethod
+    async def _catch_up(session: SeatSession, writer: asyncio.Task[None]) -> None:
+        """Back-pressure: past half a send queue of unsent frames, read nothing more from this seat
+        until the writer has sent them (or died). Handlers that never yield (ping) would otherwise
+        fill the queue from a seat's pipelined requests before the writer ever ran."""
+        if session.outbox.qsize() <= session.outbox.maxsize // 2:
+            return
+        drained = asyncio.ensure_future(session.outbox.join())
+        try:
+            await asyncio.wait({drained, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drained.cancel()
+
     async def _write(self, ws: ServerConnection, session: SeatSession) -> None:
         try:
             while True:
-                await ws.send(await session.outbox.get())
+                frame = await session.outbox.get()
+                try:
+                    await ws.send(frame)
+                finally:
+                    session.outbox.task_done()
         except ConnectionClosed:
             session.closed = True
 
