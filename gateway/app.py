@@ -72,6 +72,8 @@ class Gateway:
             max_size=cfg.max_frame_bytes * 4,
             max_queue=16,
             write_limit=64 * 1024,
+            # The opening handshake, before the seat's waiting room counts it, is bounded in time.
+            open_timeout=cfg.auth_timeout,
             ping_interval=cfg.heartbeat_interval,
             ping_timeout=cfg.heartbeat_interval,
             close_timeout=2,

@@ -5,6 +5,9 @@ Each seat has a bounded send queue drained by its own writer task, so a slow sea
 queue and is disconnected (close 4009); it never stalls the dispatcher or other seats. A seat's
 own requests never fill it: its next frame is read only once the writer has caught up, so a seat
 that sends faster than it reads is slowed by TCP, not closed.
+
+Connections that have not logged in yet wait in a bounded room of their own (in all and per source
+address), apart from the seats counted against `max_connections`; see `displaced_by_newcomer`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
@@ -33,6 +36,71 @@ from gateway.web import seat_protocol as proto
 log = logging.getLogger("gateway.seats")
 
 _DUMMY_HASH = hash_secret(secrets.token_hex(16))
+
+# Connections that have not sent their hello yet, bounded apart from the seats: in all, and per
+# source address. Settings-to-be (`seats.max_pending_logins`, `seats.max_pending_logins_per_address`);
+# read when a SeatServer is built.
+MAX_PENDING_LOGINS = 1024
+MAX_PENDING_LOGINS_PER_ADDRESS = 64
+
+Displace = Literal["nobody", "oldest_of_address", "oldest"]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLimits:
+    total: int
+    per_address: int
+
+
+def displaced_by_newcomer(waiting: int, waiting_from_address: int, limits: PendingLimits) -> Displace:
+    """Which connection waiting for its hello makes room for a new one (nobody is refused).
+
+    When the newcomer's address already has its share waiting, that address's own oldest goes;
+    else, when the room is full, the oldest of any address goes. A real login sends its hello at
+    once and leaves the room, so it always gets in, while idle sockets stay bounded and one address
+    can only ever push out its own.
+    """
+    if waiting_from_address >= limits.per_address:
+        return "oldest_of_address"
+    if waiting >= limits.total:
+        return "oldest"
+    return "nobody"
+
+
+class WaitingRoom:
+    """The connections waiting for their hello, in arrival order, in all and by address."""
+
+    def __init__(self, limits: PendingLimits) -> None:
+        self.limits = limits
+        self._all: dict[ServerConnection, str] = {}
+        self._by_address: dict[str, dict[ServerConnection, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def enter(self, ws: ServerConnection, address: str) -> ServerConnection | None:
+        """Admit `ws`; returns the connection it displaced (for the caller to close), if any."""
+        same_address = self._by_address.get(address, {})
+        rule = displaced_by_newcomer(len(self._all), len(same_address), self.limits)
+        displaced = None
+        if rule == "oldest_of_address":
+            displaced = next(iter(same_address))
+        elif rule == "oldest":
+            displaced = next(iter(self._all))
+        if displaced is not None:
+            self.leave(displaced)
+        self._all[ws] = address
+        self._by_address.setdefault(address, {})[ws] = None
+        return displaced
+
+    def leave(self, ws: ServerConnection) -> None:
+        address = self._all.pop(ws, None)
+        if address is None:
+            return
+        same_address = self._by_address[address]
+        del same_address[ws]
+        if not same_address:
+            del self._by_address[address]
 
 
 @dataclass(eq=False)
@@ -169,7 +237,8 @@ class SeatServer:
         self._dispatcher = dispatcher
         self._tasks = tasks
         self._agents = {agent.id: agent for agent in config.agents}
-        self._connections = 0
+        self._waiting = WaitingRoom(PendingLimits(MAX_PENDING_LOGINS, MAX_PENDING_LOGINS_PER_ADDRESS))
+        self._seats = 0  # logged-in connections, counted against seats.max_connections
         self._handlers: dict[type[Any], Callable[[SeatSession, Any], Coroutine[Any, Any, None]]] = {
             proto.SetState: self._on_state,
             proto.Accept: self._on_accept,
@@ -182,29 +251,42 @@ class SeatServer:
         }
 
     async def handle(self, ws: ServerConnection) -> None:
-        if self._connections >= self._config.seats.max_connections:
+        login = await self._wait_for_login(ws)
+        if login is None:
+            return
+        agent, hello = login
+        if self._seats >= self._config.seats.max_connections and agent.id not in self._dispatcher.sessions:
             await ws.close(proto.CLOSE_TRY_LATER, "too many seats connected")
             return
-        self._connections += 1
+        self._seats += 1
         try:
-            session = await self._authenticate(ws)
-            if session is not None:
-                await self._serve(ws, session)
+            session = await self._open_session(ws, agent, hello)
+            await self._serve(ws, session)
         finally:
-            self._connections -= 1
+            self._seats -= 1
 
-    async def _authenticate(self, ws: ServerConnection) -> SeatSession | None:
+    async def _wait_for_login(self, ws: ServerConnection) -> tuple[AgentConfig, proto.Hello] | None:
+        """Wait in the waiting room for the hello, then authenticate it."""
+        address = str(ws.remote_address[0]) if ws.remote_address else "-"
+        displaced = self._waiting.enter(ws, address)
+        if displaced is not None:
+            self._tasks.spawn(displaced.close(proto.CLOSE_AUTH_TIMEOUT, "authentication timeout: others are waiting"))
         try:
-            raw = await asyncio.wait_for(ws.recv(), self._config.seats.auth_timeout)
+            raw = await asyncio.wait_for(ws.recv(decode=False), self._config.seats.auth_timeout)
         except TimeoutError:
             await ws.close(proto.CLOSE_AUTH_TIMEOUT, "authentication timeout: send hello first")
             return None
         except ConnectionClosed:
             return None
-        try:
-            frame = proto.parse_client_frame(raw)
-        except PeerError:
-            frame = None
+        finally:
+            self._waiting.leave(ws)
+        return await self._authenticate(ws, raw)
+
+    async def _authenticate(self, ws: ServerConnection, raw: bytes) -> tuple[AgentConfig, proto.Hello] | None:
+        frame = None
+        if proto.frame_bytes(raw) <= self._config.seats.max_frame_bytes:
+            with contextlib.suppress(PeerError):
+                frame = proto.parse_client_frame(raw)
         if not isinstance(frame, proto.Hello):
             await ws.close(proto.CLOSE_AUTH_FAILED, "authentication failed")
             return None
@@ -221,7 +303,7 @@ class SeatServer:
                 f"unsupported protocol version; this server speaks v{proto.PROTOCOL_VERSION}",
             )
             return None
-        return await self._open_session(ws, agent, frame)
+        return agent, frame
 
     async def _open_session(self, ws: ServerConnection, agent: AgentConfig, hello: proto.Hello) -> SeatSession:
         loop = asyncio.get_running_loop()

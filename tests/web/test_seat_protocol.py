@@ -1,4 +1,4 @@
-"""The seat protocol's pure parts: decoding, excerpts, edit errors."""
+"""The seat protocol's pure parts: decoding, excerpts, edit errors; the waiting room's rule."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from gateway.errors import FieldError, InvalidRequest
 from gateway.ticket import Ticket, apply_edits, utcnow
 from gateway.web import seat_protocol as proto
+from gateway.web.seats import PendingLimits, WaitingRoom, displaced_by_newcomer
 
 
 def test_controls_are_escaped_and_plain_text_is_kept() -> None:
@@ -103,3 +104,41 @@ def test_fields_that_are_not_editable_are_named_by_excerpts() -> None:
         proto.check_editable({"status": "submitted", "z" * 5000: 1})
     assert caught.value.message.startswith("fields not editable: status, zzz")
     assert [f.path for f in caught.value.fields] == ["fields.status", "fields." + "z" * proto.EXCERPT_CHARS + "…"]
+
+
+LIMITS = PendingLimits(total=6, per_address=3)
+
+
+def test_the_newcomer_displaces_its_own_address_first_then_the_oldest() -> None:
+    assert displaced_by_newcomer(0, 0, LIMITS) == "nobody"
+    assert displaced_by_newcomer(5, 2, LIMITS) == "nobody"
+    assert displaced_by_newcomer(5, 3, LIMITS) == "oldest_of_address"
+    assert displaced_by_newcomer(6, 3, LIMITS) == "oldest_of_address"
+    assert displaced_by_newcomer(6, 0, LIMITS) == "oldest"
+
+
+class Conn:
+    """A stand-in key for a connection: the room only needs identity."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcd"), st.booleans()), max_size=60))
+def test_the_waiting_room_stays_bounded_and_always_admits(steps: list[tuple[str, bool]]) -> None:
+    room = WaitingRoom(LIMITS)
+    waiting: list[tuple[Conn, str]] = []  # the model: arrival order
+    for number, (address, leave_first) in enumerate(steps):
+        if leave_first and waiting:
+            conn, _ = waiting.pop(len(waiting) // 2)  # one logs in (or hangs up) meanwhile
+            room.leave(conn)  # type: ignore[arg-type]
+        newcomer = Conn(number)
+        displaced = room.enter(newcomer, address)  # type: ignore[arg-type]
+        same = [entry for entry in waiting if entry[1] == address]
+        expected = same[0] if len(same) >= LIMITS.per_address else waiting[0] if len(waiting) >= LIMITS.total else None
+        assert displaced is (expected[0] if expected else None)
+        if expected:
+            waiting.remove(expected)
+        waiting.append((newcomer, address))
+        assert len(room) == len(waiting) <= LIMITS.total
+        assert all(sum(1 for _, a in waiting if a == addr) <= LIMITS.per_address for addr in "abcd")

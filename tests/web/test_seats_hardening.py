@@ -1,4 +1,4 @@
-"""Seat hardening (issue #17): hostile frames, honest errors."""
+"""Seat hardening (issue #17): logins under a flood of idle sockets, hostile frames, honest errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,24 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.app import Bound
 from gateway.config import GatewayConfig
+from gateway.web import seats
+from tests.conftest import AGENT_TOKENS
 from tests.helpers import Seat, post_intake, running_gateway
+
+PENDING_TOTAL = 12
+PENDING_PER_ADDRESS = 4
+
+
+@pytest.fixture
+def small_waiting_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounds small enough to fill in a test (read when the gateway's SeatServer is built)."""
+    monkeypatch.setattr(seats, "MAX_PENDING_LOGINS", PENDING_TOTAL, raising=False)
+    monkeypatch.setattr(seats, "MAX_PENDING_LOGINS_PER_ADDRESS", PENDING_PER_ADDRESS, raising=False)
+
+
+async def idle_socket(bound: Bound, address: str) -> ClientConnection:
+    """A websocket that completes its handshake from `address` and then never says hello."""
+    return await connect(f"ws://{bound.seats[0]}:{bound.seats[1]}", local_addr=(address, 0), open_timeout=5)
 
 
 async def close_code(ws: ClientConnection) -> int:
@@ -20,6 +37,71 @@ async def close_code(ws: ClientConnection) -> int:
         await ws.recv()
     assert caught.value.rcvd is not None
     return caught.value.rcvd.code
+
+
+async def still_open(ws: ClientConnection) -> bool:
+    """A round trip on the socket itself: a close frame sent before it would arrive first."""
+    try:
+        await (await ws.ping())
+    except ConnectionClosed:
+        return False
+    return True
+
+
+async def test_idle_sockets_from_one_address_do_not_keep_an_agent_out(
+    config_factory: Any, small_waiting_room: None
+) -> None:
+    # Before: idle sockets counted against max_connections, so the agent got 1013.
+    config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "auth_timeout": 30, "max_connections": 4})
+    async with running_gateway(config) as (_, bound):
+        idle = [await idle_socket(bound, "127.0.0.1") for _ in range(PENDING_PER_ADDRESS + 3)]
+        agent = await Seat.connect(bound, "a1")  # from the same address, and it gets in
+        displaced = idle[:4]  # the three beyond the address's share, then room for the agent
+        assert [await close_code(ws) for ws in displaced] == [4002] * 4
+        assert all([await still_open(ws) for ws in idle[4:]])
+        _, body = await post_intake(bound, {"text": "洪水中的登录"})
+        assert (await agent.expect("offer"))["ticket"]["id"] == body["ticket_id"]
+        for ws in idle[4:]:
+            await ws.close()
+        await agent.close()
+
+
+async def test_idle_sockets_from_many_addresses_do_not_keep_an_agent_out(
+    config_factory: Any, small_waiting_room: None
+) -> None:
+    config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "auth_timeout": 30, "max_connections": 4})
+    async with running_gateway(config) as (_, bound):
+        # Six addresses, three idle sockets each: 18 for a room of 12; no address exceeds its share.
+        idle = [await idle_socket(bound, f"127.0.0.{host}") for host in range(2, 8) for _ in range(3)]
+        agent = await Seat.connect(bound, "a1")
+        overflow = len(idle) - PENDING_TOTAL
+        displaced = idle[: overflow + 1]  # the oldest, whatever their address, and one for the agent
+        assert [await close_code(ws) for ws in displaced] == [4002] * len(displaced)
+        assert all([await still_open(ws) for ws in idle[len(displaced) :]])
+        await agent.send(type="ping")
+        assert (await agent.expect("pong"))["re"] is not None
+        for ws in idle[len(displaced) :]:
+            await ws.close()
+        await agent.close()
+
+
+async def test_only_logged_in_seats_count_against_the_seat_cap(config_factory: Any) -> None:
+    config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "auth_timeout": 30, "max_connections": 2})
+    async with running_gateway(config) as (_, bound):
+        idle = [await idle_socket(bound, "127.0.0.1") for _ in range(10)]
+        a1 = await Seat.connect(bound, "a1")
+        a2 = await Seat.connect(bound, "a2")
+        ws = await connect(f"ws://{bound.seats[0]}:{bound.seats[1]}")
+        await ws.send(json.dumps({"type": "hello", "agent": "boss", "token": AGENT_TOKENS["boss"]}))
+        assert await close_code(ws) == 1013
+        # A full house still lets an agent log in again (the newer login replaces the older).
+        again = await Seat.connect(bound, "a1")
+        assert await close_code(a1.ws) == 4008
+        assert all([await still_open(ws) for ws in idle])
+        for ws in idle:
+            await ws.close()
+        await again.close()
+        await a2.close()
 
 
 def tracebacks(records: list[logging.LogRecord]) -> list[str]:
