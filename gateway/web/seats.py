@@ -29,7 +29,7 @@ from gateway.config import AgentConfig, GatewayConfig, hash_secret, verify_secre
 from gateway.errors import Conflict, GatewayError, InvalidRequest, PeerError, ServiceUnavailable
 from gateway.queue import RawTicket, TicketQueue
 from gateway.tasks import Tasks
-from gateway.ticket import Ticket, apply_edits, utcnow
+from gateway.ticket import Ticket, apply_edits, mask_phone, utcnow
 from gateway.voice_link import VoiceLink
 from gateway.web import seat_protocol as proto
 
@@ -203,6 +203,14 @@ class Dispatcher:
         timeout = self._config.seats.offer_timeout
         session.offers[ticket.id] = loop.call_later(timeout, self._on_offer_timeout, session, ticket.id)
         session.send(proto.offer(ticket.data, timeout))
+        if ticket.is_voice:
+            # The core's step of a call, for following it through the run log beside the worker's.
+            log.info(
+                "voice ticket %s offered to seat %s (caller %s)",
+                ticket.id,
+                session.agent.id,
+                mask_phone(caller_of(ticket.data)),
+            )
 
     def _on_offer_timeout(self, session: SeatSession, ticket_id: str) -> None:
         """Redirect on no answer: the seat is set away (before the ticket is back in the queue, so
@@ -538,6 +546,12 @@ def edited(ticket: Ticket, fields: dict[str, Any]) -> Ticket:
         return apply_edits(ticket, fields)
     except ValidationError as exc:
         raise InvalidRequest("cannot apply these edits", proto.edit_errors(exc)) from None
+
+
+def caller_of(ticket: dict[str, Any]) -> str:
+    """A stored voice ticket's caller: the citizen's phone, else the caller id the call came with."""
+    citizen = ticket.get("citizen") or {}
+    return str(citizen.get("phone") or (ticket.get("voice") or {}).get("caller") or "")
 
 
 def raise_conflict(ticket_id: str, why: str) -> NoReturn:

@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.app import Bound
 from gateway.config import GatewayConfig
+from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
 from gateway.web import seats
 from tests.conftest import AGENT_TOKENS
 from tests.helpers import Seat, post_intake, running_gateway
@@ -220,3 +221,26 @@ async def test_a_ticket_that_does_not_exist_is_not_found(config: GatewayConfig) 
             assert (await seat.expect("error"))["code"] == "conflict"
         await other.close()
         await seat.close()
+
+
+async def test_a_voice_offer_is_logged_with_the_caller_masked(
+    config: GatewayConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.seats")
+    async with running_gateway(config) as (gateway, bound):
+        seat = await Seat.connect(bound, "a1")
+        ticket = Ticket(
+            id=new_ticket_id(utcnow()),
+            channel="voice",
+            message_id="call-77",
+            citizen=Citizen(phone="13812345678"),
+            received_at=utcnow(),
+            queue="general",
+            status="queued",
+            voice=VoiceCall(worker="w1", call_id="call-77", caller="13812345678", called="12345"),
+        )
+        await gateway.queue.intake(ticket, "worker:w1")
+        assert (await seat.expect("offer"))["ticket"]["id"] == ticket.id
+        await seat.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.seats" and "voice ticket" in r.getMessage()]
+    assert lines == [f"voice ticket {ticket.id} offered to seat a1 (caller 138****5678)"]
