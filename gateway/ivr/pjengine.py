@@ -189,6 +189,7 @@ def _pick_vector_bytes() -> Callable[[Any], bytes]:
 
 vector_bytes = _pick_vector_bytes()
 
+SIP_SERVER_ERROR = 500
 FRAME_USEC = 20_000  # live-audio frames: the bridge's own 20 ms
 PLAYER_GRACE_SECONDS = 1.0  # a stopped player lives this long (see Engine.stop_player)
 # Players waiting out their grace count against the wheel's PJSUA_MAX_PLAYERS (32): past this many,
@@ -312,8 +313,8 @@ class InboundAccount(pj.Account):  # type: ignore[misc]
 
     def onIncomingCall(self, prm: Any) -> None:
         leg = Leg(self, prm.callId, self.engine)
-        self.engine.keep(leg)
-        self.engine.on_incoming(leg, request_uri(prm.rdata.wholeMsg))
+        self.engine.keep(leg)  # from now on: a Leg dropped would hang up with 603
+        self.engine.incoming(leg, request_uri(prm.rdata.wholeMsg))
 
 
 @dataclass
@@ -485,6 +486,30 @@ class Engine:
             finally:
                 timer.cancel()
                 self._nap = None
+
+    def incoming(self, leg: Leg, uri: str) -> None:
+        """A new incoming leg, from inside pjsua2's `onIncomingCall`: the worker decides on the next
+        loop turn, never inside the callback.
+
+        pjsua2 2.15.1 (`pj::Endpoint::on_incoming_call`) frees its copy of the INVITE after the
+        callback returns, with no NULL check. A call ended inside the callback has already been
+        reset and that copy freed when the INVITE carried no offer (no body, or a body without
+        Content-Type): the worker aborted in `pjsip_rx_data_free_cloned` on every refusal (503 when
+        full, 404 for an unknown number) of such an INVITE. Answered or refused a loop turn later,
+        the copy is gone with the callback, and pjsua has already sent 100 Trying (no
+        retransmission waits on us). docs/voice.md, "Refusing a call"."""
+        assert self.loop is not None
+        self.loop.call_soon(self._decide, leg, uri)
+
+    def _decide(self, leg: Leg, uri: str) -> None:
+        if leg.disconnected:
+            return  # CANCELled in the same poll
+        try:
+            self.on_incoming(leg, uri)
+        except Exception:
+            # Fail closed: a call the worker could not take is refused, never left ringing.
+            log.exception("incoming call refused: the worker failed to take it")
+            leg.hang_up(SIP_SERVER_ERROR)
 
     def keep(self, leg: Leg) -> None:
         self.legs[leg.getId()] = leg

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.embedded_redis import EmbeddedRedis
 from gateway.ivr.flow import parse_ivr_toml
 from gateway.ivr.prompts import prompt_files, render_missing
 from tests.ivr.voice_stack import DEFAULT_FLOW
@@ -28,3 +30,12 @@ def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Spoken fast (espeak-ng -s 300) so a test call walks the flow in seconds, not minutes.
     render_missing(list(prompt_files(prompts, directory, flow.id, directory, max_position=5)), speed=300)
     return directory
+
+
+StackArgs = dict[str, Any]
+
+
+@pytest.fixture
+def stack_args(tmp_path: Path, redis_server: EmbeddedRedis, key_prefix: str, prompts_dir: Path) -> StackArgs:
+    """What `voice_stack` needs from the test session: `voice_stack(**stack_args, ...)`."""
+    return {"tmp_path": tmp_path, "redis_url": redis_server.url, "key_prefix": key_prefix, "prompts_dir": prompts_dir}

@@ -10,16 +10,15 @@ import asyncio
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.asr.navigation import find_keyword
 from gateway.asr.settings import DEFAULT_TABLE
-from gateway.embedded_redis import EmbeddedRedis
 from gateway.ticket import Ticket, utcnow
 from gateway.voice_link import callback_ticket
 from tests.helpers import Seat
+from tests.ivr.conftest import StackArgs
 from tests.ivr.voice_stack import VoiceStack, voice_stack
 from tests.voice import audio
 from tests.voice.peers import Baresip, Peers, dtmf_scenario, uac_scenario
@@ -33,14 +32,6 @@ def long_speech(tmp_path: Path, speech_wav: Path) -> Path:
     out = tmp_path / "speech-x3.wav"
     subprocess.run(["sox", str(speech_wav), str(speech_wav), str(speech_wav), str(out)], check=True, timeout=30)
     return out
-
-
-StackArgs = dict[str, Any]
-
-
-@pytest.fixture
-def stack_args(tmp_path: Path, redis_server: EmbeddedRedis, key_prefix: str, prompts_dir: Path) -> StackArgs:
-    return {"tmp_path": tmp_path, "redis_url": redis_server.url, "key_prefix": key_prefix, "prompts_dir": prompts_dir}
 
 
 def matching_windows(reference: Path, heard: audio.Audio, window: float = 2.0) -> int:
