@@ -1,148 +1,516 @@
 """`hotline-gateway seat`: a terminal agent seat speaking the seat protocol v1.
 
-Interactive: it prints each offer and reads commands on stdin (`a` accept, `d` decline, `s` submit,
-`r TEXT` reply to the citizen, `ready`/`away`, `q` quit). With --auto it accepts and submits every
-offer itself (the README tour and smoke tests use that).
+Functional core, imperative shell: `on_frame` and `on_command` decide, from a frozen `SeatView` of
+what the seat holds, a `Step` (the view after, lines to print, frames to send); `SeatClient` only
+does the I/O. It follows every server frame of docs/seat-protocol.md, so what it thinks it holds is
+what the server says it holds (a revoked voice ticket is gone; `s` does not try to submit it).
+
+Every line goes through `terminal_safe` on its way out: tickets carry citizens' text, and an escape
+sequence in it must not clear the agent's screen or draw a fake prompt.
+
+Interactive when stdin is a terminal and the seat is its foreground job: it reads commands
+(`a` accept, `d` decline, `s` submit, `r TEXT` reply to the citizen, `ready`/`away`, `q` quit).
+Otherwise (stdin redirected, or started with `&`) it reads nothing, prints offers and how to act on
+them, and runs until SIGINT/SIGTERM; `fg` makes a background seat interactive. With --auto it
+accepts and submits every offer itself (the README tour and smoke tests use that).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import codecs
 import itertools
 import json
+import os
+import signal
 import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from gateway import jsonwire
+from gateway.web.seat_protocol import escape_controls, excerpt
+
+STATES = ("ready", "away", "busy", "wrap_up")
+HELP = "命令: a 接受  d 拒绝  s 提交  r 文字 回复市民  ready/away/busy/wrap_up  q 退出"
+NO_COMMANDS = (
+    "本坐席不读取命令 (标准输入不是终端, 或在后台运行): 用 fg 切到前台后输入命令, "
+    "或以 --auto 启动自动接单提交; Ctrl-C 或 kill 退出"
+)
+
+# Why the gateway closed a connection, for close frames that come without a reason.
+_CLOSES = {
+    1000: "closed",
+    1001: "the gateway is shutting down",
+    1009: "a frame was too large",
+    1011: "internal error on the gateway",
+    1013: "too many seats connected; try again later",
+    4001: "authentication failed",
+    4002: "authentication timeout",
+    4003: "unsupported protocol version",
+    4008: "replaced by a newer login of this agent",
+    4009: "too slow: the seat did not read what the gateway sent",
+}
+
+
+def terminal_safe(text: str) -> str:
+    """Text as it may be printed on a terminal: control characters (C0 but the newline, DEL, C1,
+    hence every escape sequence), bidi controls and other invisible format characters escaped."""
+    return escape_controls(text, keep="\n")
+
+
+def _indented(text: str) -> str:
+    """A peer's multi-line text, its later lines indented, so it cannot pass for our own lines."""
+    return text.replace("\n", "\n      ")
+
+
+def describe(ticket: dict[str, Any]) -> str:
+    citizen = ticket.get("citizen") or {}
+    who = citizen.get("name") or citizen.get("phone") or citizen.get("wechat_openid") or "匿名"
+    return (
+        f"工单 {ticket['id']}  渠道 {ticket.get('channel', '?')}  队列 {ticket.get('queue', '?')}  "
+        f"优先级 {ticket.get('priority', 0)}\n"
+        f"  来电/来信人: {_indented(str(who))}\n  诉求: {_indented(str(ticket.get('text', '')))}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    auto: bool = False
+    interactive: bool = True  # reads commands now (stdin is its terminal and it is in the foreground)
+    limit: int = 0  # stop after this many submitted tickets (0: never)
+
+
+@dataclass(frozen=True, slots=True)
+class SeatView:
+    """What the seat holds, as the server last told it."""
+
+    logged_in: bool = False
+    state: str = "away"
+    offered: str | None = None
+    claimed: tuple[str, ...] = ()
+    calls: tuple[str, ...] = ()  # claimed voice tickets whose phone rang (screen pop) and not ended
+    submitted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    view: SeatView
+    say: tuple[str, ...] = ()
+    send: tuple[dict[str, Any], ...] = ()
+    stop: bool = False
+
+
+def _without(items: tuple[str, ...], item: str) -> tuple[str, ...]:
+    return tuple(x for x in items if x != item)
+
+
+def _with(items: tuple[str, ...], item: str) -> tuple[str, ...]:
+    return items if item in items else (*items, item)
+
+
+def _dropped(view: SeatView, ticket_id: str) -> SeatView:
+    """The view once a ticket is no longer this seat's in any way."""
+    return replace(
+        view,
+        offered=None if view.offered == ticket_id else view.offered,
+        claimed=_without(view.claimed, ticket_id),
+        calls=_without(view.calls, ticket_id),
+    )
+
+
+def _claimed_hint(mode: Mode) -> tuple[str, ...]:
+    if mode.auto:
+        return ()
+    return ("命令: s 提交  r 文字 回复市民",) if mode.interactive else (NO_COMMANDS,)
+
+
+def _welcome(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    resumed = tuple(str(ticket["id"]) for ticket in frame.get("resumed", []))
+    lines = [f"已登录: {frame.get('name') or frame['agent']}  队列: {', '.join(frame['queues'])}"]
+    if resumed:
+        lines.append(f"继续处理: {', '.join(resumed)}")
+    if not mode.auto and not mode.interactive:
+        lines.append(NO_COMMANDS)
+    send: list[dict[str, Any]] = [{"type": "state", "state": "ready"}]
+    if mode.auto:
+        send += [{"type": "submit", "ticket": ticket_id} for ticket_id in resumed]
+    view = replace(view, logged_in=True, state=str(frame.get("state", view.state)), claimed=resumed)
+    return Step(view, tuple(lines), tuple(send))
+
+
+def _offer(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    ticket = frame["ticket"]
+    lines = [f"\n新工单 (请在 {float(frame['expires_in']):.0f} 秒内接受):\n{describe(ticket)}"]
+    if not mode.auto:
+        lines.append("命令: a 接受  d 拒绝" if mode.interactive else NO_COMMANDS)
+    send = ({"type": "accept", "ticket": ticket["id"]},) if mode.auto else ()
+    return Step(replace(view, offered=str(ticket["id"])), tuple(lines), send)
+
+
+def _offer_revoked(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    ticket_id = str(frame["ticket"])
+    offered = None if view.offered == ticket_id else view.offered
+    return Step(replace(view, offered=offered), (f"工单 {ticket_id} 的邀请已撤回 ({frame.get('reason', '')})",))
+
+
+def _state(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    state = str(frame["state"])
+    lines = [f"状态: {state} ({frame.get('reason', '')})"]
+    if state != "ready" and mode.interactive and not mode.auto:
+        lines.append("输入 ready 恢复接单")
+    return Step(replace(view, state=state), tuple(lines))
+
+
+def _ticket(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    ticket = frame["ticket"]
+    ticket_id, status = str(ticket["id"]), ticket.get("status")
+    if status != "claimed":
+        return Step(_dropped(view, ticket_id), (f"工单 {ticket_id}: {status}",))
+    if ticket_id in view.claimed:
+        return Step(view, (f"工单 {ticket_id} 已更新",))
+    offered = None if view.offered == ticket_id else view.offered
+    view = replace(view, offered=offered, claimed=_with(view.claimed, ticket_id))
+    send = ({"type": "submit", "ticket": ticket_id},) if mode.auto else ()
+    return Step(view, (f"已接单 {ticket_id}", *_claimed_hint(mode)), send)
+
+
+def _screen_pop(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    ticket = frame["ticket"]
+    ticket_id = str(ticket["id"])
+    view = replace(view, claimed=_with(view.claimed, ticket_id), calls=_with(view.calls, ticket_id))
+    return Step(view, (f"\n来电振铃, 请接听:\n{describe(ticket)}",))
+
+
+def _revoked(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    ticket_id = str(frame["ticket"])
+    return Step(_dropped(view, ticket_id), (f"工单 {ticket_id} 已收回 ({frame.get('reason', '')})",))
+
+
+def _call_ended(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    ticket_id = str(frame["ticket"])
+    lines = (f"工单 {ticket_id} 的通话已结束 ({frame.get('reason', '')}); 工单仍由您处理", *_claimed_hint(mode))
+    return Step(replace(view, calls=_without(view.calls, ticket_id)), lines)
+
+
+def _ack(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    status = frame.get("status")
+    ticket_id = str(frame.get("ticket", ""))
+    if status == "submitted":
+        view = replace(_dropped(view, ticket_id), submitted=view.submitted + 1)
+        return Step(view, (f"已提交 {ticket_id}",), stop=bool(mode.limit) and view.submitted >= mode.limit)
+    if status == "declined":
+        return Step(_dropped(view, ticket_id), (f"已拒绝 {ticket_id}",))
+    if status == "claimed":
+        return Step(view)  # the ticket frame follows
+    if "state" in frame:
+        return Step(replace(view, state=str(frame["state"])), (f"状态: {frame['state']}",))
+    if "outbox" in frame:
+        return Step(view, (f"已回复市民 (工单 {ticket_id})",))
+    return Step(view)
+
+
+def _error(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    lines = [f"[错误] {frame.get('code')}: {frame.get('message')}"]
+    lines += [f"  {field.get('path')}: {field.get('message')}" for field in frame.get("fields", [])]
+    return Step(view, tuple(lines))
+
+
+def _transcript(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    segment = frame["segment"]
+    if not segment.get("final", True):
+        return Step(view)  # partial results would flood the terminal; the final one follows
+    speaker = "市民" if segment.get("speaker", "caller") == "caller" else "坐席"
+    return Step(view, (f"[{speaker} {frame['ticket']}] {_indented(str(segment.get('text', '')))}",))
+
+
+def _pong(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    return Step(view)
+
+
+_FRAMES: dict[str, Callable[[SeatView, dict[str, Any], Mode], Step]] = {
+    "welcome": _welcome,
+    "offer": _offer,
+    "offer_revoked": _offer_revoked,
+    "state": _state,
+    "ticket": _ticket,
+    "screen_pop": _screen_pop,
+    "revoked": _revoked,
+    "call_ended": _call_ended,
+    "ack": _ack,
+    "error": _error,
+    "pong": _pong,
+    "transcript": _transcript,
+}
+
+
+def on_frame(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+    """One server frame; raises KeyError/TypeError/ValueError for a frame missing what it must hold."""
+    kind = frame.get("type")
+    handler = _FRAMES.get(kind) if isinstance(kind, str) else None
+    if handler is None:
+        return Step(view, (f"[未知消息类型 {excerpt(str(kind))}]",))
+    return handler(view, frame, mode)
+
+
+def on_command(view: SeatView, line: str) -> Step:
+    """One line typed by the agent."""
+    command, _, rest = line.strip().partition(" ")
+    if command == "q":
+        return Step(view, stop=True)
+    if not command:
+        return Step(view)
+    if command in ("a", "d"):
+        if view.offered is None:
+            return Step(view, ("没有待接受的工单",))
+        return Step(view, send=({"type": "accept" if command == "a" else "decline", "ticket": view.offered},))
+    if command == "s":
+        if not view.claimed:
+            return Step(view, ("没有可提交的工单",))
+        return Step(view, send=({"type": "submit", "ticket": view.claimed[0]},))
+    if command == "r":
+        if not view.claimed:
+            return Step(view, ("没有可回复的工单",))
+        if not rest.strip():
+            return Step(view, ("用法: r 回复内容",))
+        return Step(view, send=({"type": "reply", "ticket": view.claimed[0], "text": rest.strip()},))
+    if command in STATES:
+        return Step(view, send=({"type": "state", "state": command},))
+    return Step(view, (HELP,))
+
+
+def closed_because(exc: ConnectionClosed, logged_in: bool) -> str:
+    """Why the gateway ended the connection, in one line."""
+    if exc.rcvd is None:
+        what = "connection lost"
+    else:
+        what = f"{exc.rcvd.reason or _CLOSES.get(exc.rcvd.code, 'closed')} (close {exc.rcvd.code})"
+    return f"disconnected: {what}" if logged_in else f"login failed: {what}"
+
+
+class Terminal:
+    """Where the seat's lines go; every one made safe for a terminal first."""
+
+    def say(self, text: str) -> None:
+        print(terminal_safe(text), flush=True)
+
+    def fail(self, text: str) -> None:
+        print(terminal_safe(text), file=sys.stderr, flush=True)
+
+
+def is_foreground(fd: int) -> bool:
+    """Whether `fd` is a terminal whose foreground job is ours (reading it will not stop us)."""
+    try:
+        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+
+
+FOREGROUND_CHECK = 1.0  # s between checks of a background seat for having been brought forward
+
+
+class TerminalCommands:
+    """Lines typed on the seat's terminal, one per `next_line()`, read only while the seat is the
+    terminal's foreground job.
+
+    Read through the event loop, not a thread, and only while a command is awaited: a thread blocked
+    in `readline` kept `q` waiting for one more line (which it then swallowed from the shell), and
+    whatever is typed after `q` belongs to the shell. A background seat never reads (the terminal
+    would stop it: SIGTTIN). It checks again on SIGCONT (`bg` after Ctrl-Z sends one) and, while in
+    the background, every FOREGROUND_CHECK seconds: `fg` of a running job sends no signal. What is
+    typed meanwhile waits in the terminal, so nothing is lost.
+    """
+
+    def __init__(self, fd: int, on_change: Callable[[bool], None]) -> None:
+        self._fd = fd
+        self._on_change = on_change
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self._ended = False
+        self._waiter: asyncio.Future[str | None] | None = None
+        self._listening = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.foreground = False
+
+    def start(self) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGCONT, self.recheck)
+        self.recheck()
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGCONT)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._unlisten()
+
+    async def next_line(self) -> str | None:
+        """The next line typed (without its newline), or None at the end of input (Ctrl-D)."""
+        if "\n" in self._pending or self._ended:
+            return self._take()
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._listen()
+        try:
+            return await self._waiter
+        finally:
+            self._waiter = None
+            self._unlisten()
+
+    def recheck(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        foreground = is_foreground(self._fd)
+        if not foreground:
+            self._timer = asyncio.get_running_loop().call_later(FOREGROUND_CHECK, self.recheck)
+        if foreground != self.foreground:
+            self.foreground = foreground
+            self._on_change(foreground)
+        if foreground:
+            self._listen()
+        else:
+            self._unlisten()
+
+    def _listen(self) -> None:
+        if self.foreground and self._waiter is not None and not self._listening:
+            asyncio.get_running_loop().add_reader(self._fd, self._read)
+            self._listening = True
+
+    def _unlisten(self) -> None:
+        if self._listening:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            self._listening = False
+
+    def _take(self) -> str | None:
+        if "\n" in self._pending:
+            line, _, self._pending = self._pending.partition("\n")
+            return line
+        return None  # ended
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self._fd, 4096)
+        except OSError:  # EIO: sent to the background between the check and the read
+            self.recheck()
+            return
+        if data:
+            self._pending += self._decoder.decode(data)
+        else:
+            self._ended = True
+        if (self._ended or "\n" in self._pending) and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(self._take())
+            self._unlisten()
+
 
 _ids = itertools.count(1)
 
 
-def describe(ticket: dict[str, Any]) -> str:
-    citizen = ticket.get("citizen", {})
-    who = citizen.get("name") or citizen.get("phone") or citizen.get("wechat_openid") or "匿名"
-    return (
-        f"工单 {ticket['id']}  渠道 {ticket['channel']}  队列 {ticket['queue']}  "
-        f"优先级 {ticket.get('priority', 0)}\n"
-        f"  来电/来信人: {who}\n  诉求: {ticket.get('text', '')}"
-    )
-
-
-async def _send(ws: ClientConnection, frame: dict[str, Any]) -> None:
-    await ws.send(json.dumps({"id": next(_ids), **frame}, ensure_ascii=False))
-
-
 class SeatClient:
-    def __init__(self, ws: ClientConnection, auto: bool, limit: int) -> None:
+    """The shell around `on_frame`/`on_command`: the websocket, the terminal, the commands."""
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        terminal: Terminal,
+        auto: bool = False,
+        limit: int = 0,
+        interactive: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.ws = ws
+        self.terminal = terminal
         self.auto = auto
         self.limit = limit
-        self.offered: str | None = None
-        self.claimed: list[str] = []
-        self.submitted = 0
+        self.interactive = interactive
+        self.view = SeatView()
 
-    async def on_frame(self, frame: dict[str, Any]) -> bool:
-        """Handle one server frame; False when the client should stop."""
-        kind = frame.get("type")
-        if kind == "welcome":
-            print(f"已登录: {frame['name'] or frame['agent']}  队列: {', '.join(frame['queues'])}", flush=True)
-            self.claimed = [t["id"] for t in frame.get("resumed", [])]
-            await _send(self.ws, {"type": "state", "state": "ready"})
-        elif kind == "offer":
-            ticket = frame["ticket"]
-            self.offered = ticket["id"]
-            print(f"\n新工单 (请在 {frame['expires_in']:.0f} 秒内接受):\n{describe(ticket)}", flush=True)
-            if self.auto:
-                await _send(self.ws, {"type": "accept", "ticket": ticket["id"]})
-            else:
-                print("命令: a 接受  d 拒绝", flush=True)
-        elif kind == "ticket":
-            ticket = frame["ticket"]
-            if ticket["status"] == "claimed" and ticket["id"] not in self.claimed:
-                self.claimed.append(ticket["id"])
-                print(f"已接单 {ticket['id']}", flush=True)
-                if self.auto:
-                    await _send(self.ws, {"type": "submit", "ticket": ticket["id"]})
-                else:
-                    print("命令: s 提交  r 文字 回复市民", flush=True)
-        elif kind == "ack" and frame.get("status") == "submitted":
-            self.claimed = [t for t in self.claimed if t != frame["ticket"]]
-            self.submitted += 1
-            print(f"已提交 {frame['ticket']}", flush=True)
-            if self.limit and self.submitted >= self.limit:
-                return False
-        elif kind in ("error", "offer_revoked", "state"):
-            print(f"[{kind}] {json.dumps(frame, ensure_ascii=False)}", flush=True)
-        return True
+    def mode(self) -> Mode:
+        return Mode(auto=self.auto, interactive=self.interactive(), limit=self.limit)
 
-    async def on_command(self, line: str) -> bool:
-        command, _, rest = line.strip().partition(" ")
-        if command == "q":
-            return False
-        if command == "a" and self.offered:
-            await _send(self.ws, {"type": "accept", "ticket": self.offered})
-        elif command == "d" and self.offered:
-            await _send(self.ws, {"type": "decline", "ticket": self.offered})
-        elif command == "s" and self.claimed:
-            await _send(self.ws, {"type": "submit", "ticket": self.claimed[0]})
-        elif command == "r" and self.claimed and rest:
-            await _send(self.ws, {"type": "reply", "ticket": self.claimed[0], "text": rest})
-        elif command in ("ready", "away", "busy", "wrap_up"):
-            await _send(self.ws, {"type": "state", "state": command})
-        else:
-            print("命令: a 接受  d 拒绝  s 提交  r 文字 回复  ready/away  q 退出", flush=True)
-        return True
+    async def run(
+        self, agent: str, token: str, next_command: Callable[[], Coroutine[Any, Any, str | None]], stop: asyncio.Event
+    ) -> int:
+        """Log in and serve until `q`, the end of input (None), `stop`, the count, or the gateway
+        closing. Returns the exit status: 0 when the seat ended it, else 1 after saying why."""
+        tasks: set[asyncio.Task[Any]] = set()
+        try:
+            await self._send({"type": "hello", "v": 1, "agent": agent, "token": token})
+            receive = asyncio.create_task(self.ws.recv())
+            command = asyncio.create_task(next_command())
+            stopping = asyncio.create_task(stop.wait())
+            tasks = {receive, command, stopping}
+            while True:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if stopping in done:
+                    self.terminal.say("坐席已退出")
+                    return 0
+                if receive in done:
+                    if await self._apply(self._frame(receive.result())):
+                        return 0
+                    tasks.discard(receive)
+                    receive = asyncio.create_task(self.ws.recv())
+                    tasks.add(receive)
+                if command in done:
+                    line = command.result()
+                    if line is None or await self._apply(on_command(self.view, line)):
+                        return 0
+                    tasks.discard(command)
+                    command = asyncio.create_task(next_command())
+                    tasks.add(command)
+        except ConnectionClosed as exc:
+            self.terminal.fail(closed_because(exc, self.view.logged_in))
+            return 1
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _frame(self, raw: str | bytes) -> Step:
+        try:
+            frame = jsonwire.loads(raw)
+            return on_frame(self.view, frame, self.mode())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self.terminal.fail("ignored a malformed frame from the gateway")
+            return Step(self.view)
 
-async def _stdin_lines(queue: asyncio.Queue[str | None]) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        await queue.put(line or None)
-        if not line:
-            return
+    async def _apply(self, step: Step) -> bool:
+        """Carry out a step; True when the seat should stop."""
+        self.view = step.view
+        for line in step.say:
+            self.terminal.say(line)
+        for frame in step.send:
+            await self._send(frame)
+        return step.stop
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps({"id": next(_ids), **frame}, ensure_ascii=False))
 
 
 async def run_seat(url: str, agent: str, token: str, auto: bool = False, limit: int = 0) -> int:
+    terminal = Terminal()
     try:
         ws = await connect(url, open_timeout=5)
-    except OSError as exc:
-        print(f"cannot connect to {url}: {exc}", file=sys.stderr)
+    except (OSError, TimeoutError, InvalidURI, InvalidHandshake) as exc:
+        terminal.fail(f"cannot connect to {url}: {exc}")
         return 1
-    client = SeatClient(ws, auto, limit)
-    commands: asyncio.Queue[str | None] = asyncio.Queue()
-    reader = None if auto else asyncio.create_task(_stdin_lines(commands))
-    await _send(ws, {"type": "hello", "v": 1, "agent": agent, "token": token})
-    try:
-        async with ws:
-            await _loop(ws, client, commands, auto)
-    except ConnectionClosed as exc:
-        reason = exc.rcvd.reason if exc.rcvd else "connection lost"
-        print(f"disconnected: {reason}", file=sys.stderr)
-        return 0 if exc.rcvd and exc.rcvd.code == 1000 else 1
-    finally:
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-    return 0
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
 
+    def reading_changed(reading: bool) -> None:
+        terminal.say(HELP if reading else NO_COMMANDS)
 
-async def _loop(ws: ClientConnection, client: SeatClient, commands: asyncio.Queue[str | None], auto: bool) -> None:
-    receive = asyncio.create_task(ws.recv())
-    command = None if auto else asyncio.create_task(commands.get())
-    while True:
-        waiting = {task for task in (receive, command) if task is not None}
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if receive in done:
-            if not await client.on_frame(json.loads(receive.result())):
-                return
-            receive = asyncio.create_task(ws.recv())
-        if command is not None and command in done:
-            line = command.result()
-            if line is None or not await client.on_command(line):
-                receive.cancel()
-                return
-            command = asyncio.create_task(commands.get())
+    reader = None if auto or not os.isatty(0) else TerminalCommands(0, reading_changed)
+    client = SeatClient(ws, terminal, auto, limit, interactive=lambda: reader is not None and reader.foreground)
+    no_commands: asyncio.Queue[str | None] = asyncio.Queue()  # stays empty: nothing to read
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with ws:
+        try:
+            if reader is not None:
+                reader.start()
+            return await client.run(agent, token, reader.next_line if reader else no_commands.get, stop)
+        finally:
+            if reader is not None:
+                reader.close()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
