@@ -161,9 +161,29 @@ def apply_edits(ticket: Ticket, edits: dict[str, Any]) -> Ticket:
 
 
 def mask_phone(phone: str | None) -> str:
-    """For logs: keep the prefix and the last four digits (`138****5678`)."""
+    """For logs: a number nobody can dial back from the log.
+
+    Long numbers (11 digits and more: mobiles, numbers with a country code) keep their first three
+    characters and last four digits (`138****5678`, `+86*******5678`). Shorter ones (landlines,
+    extensions, short codes) keep only their last digits, at most four and at most half of them
+    (`****2198` for an 8-digit landline), so at least half of a short number is always hidden.
+    Characters that are not digits are kept as they are.
+    """
     if not phone:
         return "-"
-    if len(phone) <= 7:
-        return phone[:2] + "*" * (len(phone) - 2)
-    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+    positions = [index for index, char in enumerate(phone) if char.isdigit()]
+    if len(positions) >= 11:
+        shown = {index for index in positions if index < 3} | set(positions[-4:])
+    else:
+        tail = min(4, len(positions) // 2)
+        shown = set(positions[len(positions) - tail :])
+    return "".join(char if not char.isdigit() or index in shown else "*" for index, char in enumerate(phone))
+
+
+# A ticket id is a ULID in Crockford's base 32 (`new_ticket_id`): anything else names no ticket,
+# and must never reach a Redis key (`{id}:h` would read a ticket's history list as its hash).
+_TICKET_ID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+
+
+def is_ticket_id(value: str) -> bool:
+    return _TICKET_ID.fullmatch(value) is not None

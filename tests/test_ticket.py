@@ -3,9 +3,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gateway.ticket import Citizen, Ticket, apply_edits, mask_phone, new_ticket_id
+from gateway.ticket import Citizen, Ticket, apply_edits, is_ticket_id, mask_phone, new_ticket_id
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
@@ -64,5 +66,36 @@ def test_apply_edits() -> None:
 def test_mask_phone_keeps_no_full_number() -> None:
     assert mask_phone("13812345678") == "138****5678"
     assert mask_phone("+8613812345678") == "+86*******5678"
-    assert mask_phone("12345") == "12***"
+    assert mask_phone("65432198") == "****2198", "an 8-digit landline shows its last 4 digits only"
+    assert mask_phone("12345") == "***45"
     assert mask_phone(None) == "-"
+
+
+phones = st.from_regex(r"\+?[0-9]{3,20}", fullmatch=True)
+
+
+@given(phones)
+def test_mask_phone_hides_enough_of_every_number(phone: str) -> None:
+    masked = mask_phone(phone)
+    digits = [index for index, char in enumerate(phone) if char.isdigit()]
+    shown = [index for index in digits if masked[index] != "*"]
+    assert len(masked) == len(phone) and masked.startswith("+") == phone.startswith("+")
+    assert all(masked[index] in ("*", phone[index]) for index in digits), "a shown digit is the real one"
+    if len(digits) >= 11:
+        assert masked[:3] == phone[:3] and masked[-4:] == phone[-4:]
+        assert len(digits) - len(shown) >= 4
+    else:
+        assert len(shown) <= min(4, len(digits) // 2), "at least half of a short number is hidden"
+        assert shown == digits[len(digits) - len(shown) :], "only its last digits are shown"
+
+
+@given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True))
+def test_mask_phone_keeps_the_mobile_format(mobile: str) -> None:
+    assert mask_phone(mobile) == mobile[:3] + "****" + mobile[-4:]
+
+
+def test_ticket_ids_are_recognized() -> None:
+    real = new_ticket_id(NOW)
+    assert is_ticket_id(real)
+    for bad in ("", "01ABC", real + ":h", real + "\n", real.lower(), "8" + real[1:], real[:-1] + "U"):
+        assert not is_ticket_id(bad), bad
