@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import json
+import unicodedata
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import GatewayConfig
 from gateway.errors import Forbidden, InvalidRequest
-from gateway.intake import IntakeRequest, parse_intake, route, to_ticket
+from gateway.intake import IntakeRequest, clean_text, fingerprint, has_visible_text, parse_intake, route, to_ticket
+from gateway.jsonwire import MAX_DEPTH
+from gateway.ticket import Citizen
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
@@ -42,3 +48,97 @@ def test_to_ticket_uses_message_id_then_idempotency_key(config: GatewayConfig) -
         to_ticket(IntakeRequest(text="x"), config, NOW, "bad key with spaces")
     with pytest.raises(Forbidden):
         to_ticket(IntakeRequest(text="x", channel="sms"), config, NOW, None, ["web"])
+
+
+def test_every_problem_in_one_error() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_intake(b'{"text": "", "queue": "nope"}', {"general", "housing"})
+    assert {f.path for f in caught.value.fields} == {"text", "queue"}
+    with pytest.raises(InvalidRequest) as caught:
+        parse_intake(b'{"text": "ok", "priority": 99}', {"general"}, idempotency_key="has space")
+    assert {f.path for f in caught.value.fields} == {"Idempotency-Key", "priority"}
+    assert parse_intake(b'{"text": "ok", "queue": "housing"}', {"general", "housing"}).queue == "housing"
+
+
+def test_nesting_is_bounded_with_a_clear_error() -> None:
+    for levels in (MAX_DEPTH + 1, 300, 5000):
+        body = b'{"text": "x", "attachments": ' + b"[" * levels + b"]" * levels + b"}"
+        with pytest.raises(InvalidRequest) as caught:
+            parse_intake(body)
+        problems = [(f.path, f.message) for f in caught.value.fields]
+        assert problems == [("body", f"nested deeper than {MAX_DEPTH} levels")]
+
+
+def test_clean_text_strips_controls_and_bidi_but_keeps_lines() -> None:
+    assert clean_text("路灯\r\n不亮\r三天\n\t了") == "路灯\n不亮\n三天\n\t了"
+    assert clean_text("\x1b[2J\x1b]0;pwned\x07清屏") == "[2J]0;pwned清屏"
+    assert clean_text("\x9b31m红\x85字\x00\x7f") == "31m红字"
+    assert clean_text("abc\u202edcba\u2066x\u2069\u202a\u202c") == "abcdcbax"
+    assert clean_text("👨\u200d👩\u200d👧 家") == "👨\u200d👩\u200d👧 家", "zero-width joiners inside text stay"
+
+
+def test_invisible_text_is_recognized() -> None:
+    for invisible in ("", " \n\t", "\u200b\u200c\u200d\u2060\ufeff", "\u3000\u00a0", "\u3164\u115f", "\u0301\u0302"):
+        assert not has_visible_text(invisible), repr(invisible)
+    for visible in ("路", " a ", "\u200b1", "😀", "\u3164。"):
+        assert has_visible_text(visible), repr(visible)
+
+
+@given(st.text())
+def test_clean_text_leaves_no_control(text: str) -> None:
+    cleaned = clean_text(text)
+    assert clean_text(cleaned) == cleaned
+    for char in cleaned:
+        assert char in "\n\t" or unicodedata.category(char) not in ("Cc", "Cs"), repr(char)
+        assert char not in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    assert [c for c in text if c.isprintable() and c not in BIDI] == [c for c in cleaned if c.isprintable()]
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        ("text",),
+        ("citizen", "name"),
+        ("citizen", "wechat_openid"),
+        ("attachments", 0, "path"),
+        ("attachments", 0, "media_id"),
+        ("attachments", 0, "mime"),
+    ],
+)
+def test_every_free_text_field_is_cleaned_and_must_be_visible(field: tuple[str | int, ...]) -> None:
+    def body(value: str) -> bytes:
+        data: dict[str, object] = {"text": "路灯不亮", "citizen": {}, "attachments": [{"kind": "file"}]}
+        target: object = data
+        for step in field[:-1]:
+            target = target[step]  # type: ignore[index]
+        target[field[-1]] = value  # type: ignore[index]
+        return json.dumps(data).encode()
+
+    path = ".".join(str(step) if isinstance(step, str) else f"[{step}]" for step in field).replace(".[", "[")
+    for invisible in ("\u200b\u200b", "\x1b\x07", "\u202e ", ""):
+        with pytest.raises(InvalidRequest) as caught:
+            parse_intake(body(invisible))
+        assert [f.path for f in caught.value.fields] == [path], repr(invisible)
+    request = parse_intake(body("\u202e\x1b[2J 有字\r\n"))
+    value: object = request.model_dump()
+    for step in field:
+        value = value[step]  # type: ignore[index]
+    assert value == "[2J 有字"
+
+
+def test_the_ticket_carries_the_cleaned_text(config: GatewayConfig) -> None:
+    request = parse_intake('{"text": "\\u202e幸福路\\r\\n路灯", "citizen": {"name": "陈\\u0000先生"}}'.encode())
+    ticket = to_ticket(request, config, NOW, None)
+    assert (ticket.text, ticket.citizen.name) == ("幸福路\n路灯", "陈先生")
+    assert type(ticket.citizen) is Citizen
+
+
+def test_fingerprint_tells_a_retry_from_another_request() -> None:
+    first = parse_intake(b'{"text": "\\u8def\\u706f", "message_id": "m-1", "citizen": {"phone": "13812345678"}}')
+    again = parse_intake('{"citizen": {"phone": "138 1234 5678"},  "text": "路灯"}'.encode())
+    other = parse_intake('{"text": "路灯", "citizen": {"phone": "13812345679"}}'.encode())
+    assert fingerprint(first) == fingerprint(again), "re-encoded JSON and the message id do not count"
+    assert fingerprint(first) != fingerprint(other)
