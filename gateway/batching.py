@@ -4,17 +4,27 @@ Under load, many coroutines (HTTP intakes, seat frames, dispatcher offers) each 
 the same loop turn. Sent one by one, each pays a pool checkout, a timeout context and a socket
 write; sent together they cost one round trip. Each call still gets its own result or exception:
 the scripts are independent atomic steps, so batching changes no semantics (`transaction=False`).
+
+Stale connections: after Redis restarts, every pooled connection is dead, and the first batch sent
+on one fails as a whole. A failed connection means the others opened before it are as dead, so
+the idle ones are dropped at once, and the calls whose script is safe to repeat
+(`queue_scripts.REPEATABLE`) are sent once more, on a fresh connection. The others fail (503): a
+repeat of them could do twice what the first attempt may have done.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -22,7 +32,41 @@ class _Call:
     script: Any  # redis.commands.core.AsyncScript
     keys: Sequence[str]
     args: Sequence[Any]
+    repeatable: bool = False
     future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def is_stale_connection(exc: BaseException) -> bool:
+    """A connection failed (closed by the server, reset, refused): another one may do better.
+    Not a timeout (the server may be executing the command), and not the pool finding no free
+    connection in time (a retry would only wait as long again)."""
+    if not isinstance(exc, RedisConnectionError) or isinstance(exc, MaxConnectionsError):
+        return False
+    return not isinstance(exc.__cause__, TimeoutError)  # BlockingConnectionPool's wait ran out
+
+
+async def drop_idle_connections(client: aioredis.Redis) -> None:
+    """Close the pooled connections nobody is using: they reconnect when next taken."""
+    await client.connection_pool.disconnect(inuse_connections=False)
+
+
+async def once_more_on_stale(client: aioredis.Redis, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt`; if its connection was stale, drop the idle ones and run it once more. Only for
+    what is safe to repeat (reads, idempotent writes)."""
+    try:
+        return await attempt()
+    except RedisConnectionError as exc:
+        if not is_stale_connection(exc):
+            raise
+    with contextlib.suppress(RedisError, OSError):  # closing a dead socket may fail as well
+        await drop_idle_connections(client)
+    return await attempt()
+
+
+def _fail(calls: Sequence[_Call], failure: BaseException) -> None:
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(failure)
 
 
 class ScriptBatcher:
@@ -32,8 +76,10 @@ class ScriptBatcher:
         self._pending: list[_Call] = []
         self._scheduled = False
 
-    async def call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        call = _Call(script, keys, args)
+    async def call(self, script: Any, keys: Sequence[str], args: Sequence[Any], repeatable: bool = False) -> Any:
+        """Run `script` in the next batch. `repeatable`: the script may run twice for one call, so
+        a stale connection is answered by one more attempt on a fresh one."""
+        call = _Call(script, keys, args, repeatable)
         self._pending.append(call)
         if len(self._pending) >= self._max_batch:
             self._flush_soon(now=True)
@@ -57,7 +103,7 @@ class ScriptBatcher:
         if batch:
             asyncio.get_running_loop().create_task(self._send(batch))
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _send(self, batch: list[_Call], retry: bool = True) -> None:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for call in batch:
@@ -67,11 +113,13 @@ class ScriptBatcher:
             # Every caller gets an answer, whatever went wrong (a cancelled send included): a future
             # left pending would hang its caller, and with it a seat's handler or a shutdown.
             failure = exc if isinstance(exc, RedisError | OSError) else RedisError(f"batch failed: {exc!r}")
-            for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(failure)
+            stale = retry and isinstance(exc, Exception) and is_stale_connection(exc)
+            again = [call for call in batch if stale and call.repeatable]
+            _fail([call for call in batch if not (stale and call.repeatable)], failure)
             if not isinstance(exc, Exception):
                 raise
+            if again:
+                await self._send_again(again, failure)
             return
         for call, result in zip(batch, results, strict=True):
             if isinstance(result, NoScriptError):
@@ -81,6 +129,15 @@ class ScriptBatcher:
                 call.future.set_exception(result)
             elif not call.future.done():
                 call.future.set_result(result)
+
+    async def _send_again(self, calls: list[_Call], failure: BaseException) -> None:
+        try:
+            with contextlib.suppress(RedisError, OSError):  # closing a dead socket may fail as well
+                await drop_idle_connections(self._redis)
+        except BaseException:  # cancelled: these calls still get their answer
+            _fail(calls, failure)
+            raise
+        await self._send(calls, retry=False)
 
     @staticmethod
     async def _alone(call: _Call) -> None:

@@ -19,10 +19,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from gateway import queue_scripts
-from gateway.batching import ScriptBatcher
+from gateway.batching import ScriptBatcher, once_more_on_stale
 from gateway.config import GatewayConfig
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
-from gateway.ticket import MAX_PRIORITY, Status, Ticket, history_entry, utcnow
+from gateway.ticket import MAX_PRIORITY, Status, Ticket, history_entry, is_ticket_id, utcnow
 
 GROUP = "seats"
 
@@ -45,7 +45,13 @@ class Keys:
     def history(self, ticket_id: str) -> str:
         return f"{self.prefix}:t:{ticket_id}:h"
 
-    def idempotency(self, channel: str, message_id: str) -> str:
+    def idempotency(self, channel: str, message_id: str, client: str | None = None) -> str:
+        """Where a channel message id is remembered. An API client's ids are its own (`form-0001`
+        means something else to each client): its keys carry its id. The gateway's own ids (call
+        ids of voice tickets and their callbacks) are unique by construction and shared by every
+        worker and core process, so one call gets one callback whoever files it."""
+        if client is not None:
+            return f"{self.prefix}:idem:c:{client}:{channel}:{message_id}"
         return f"{self.prefix}:idem:{channel}:{message_id}"
 
     def stream(self, queue: str, priority: int) -> str:
@@ -120,6 +126,13 @@ def _raw(doc: str | bytes, status: str, agent: str, history: Iterable[str | byte
     return RawTicket(id=data["id"], data=data)
 
 
+def _known_shape(ticket_id: str) -> None:
+    """Refuse an id no ticket can have before it becomes part of a Redis key (`{id}:h` would name a
+    ticket's history, read as a hash: an error, not an answer); the answer is the unknown id's."""
+    if not is_ticket_id(ticket_id):
+        raise NotFound("no such ticket")
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -143,7 +156,9 @@ class TicketQueue:
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return await self._batcher.call(self._scripts[script], keys, args)
+            return await self._batcher.call(
+                self._scripts[script], keys, args, repeatable=script in queue_scripts.REPEATABLE
+            )
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
 
@@ -160,13 +175,20 @@ class TicketQueue:
     async def _ensure_group(self, pipe: Any, stream: str) -> None:
         pipe.xgroup_create(stream, GROUP, id="0", mkstream=True)
 
-    async def intake(self, ticket: Ticket, actor: str) -> IntakeResult:
-        """Store a new ticket and queue it, unless its channel message id was seen before."""
+    async def intake(
+        self, ticket: Ticket, actor: str, client: str | None = None, fingerprint: str = ""
+    ) -> IntakeResult:
+        """Store a new ticket and queue it, unless its channel message id was seen before.
+
+        `client` scopes the message id to an API client (None: the gateway's own tickets);
+        `fingerprint` (`intake.fingerprint`) tells a retry from another request that reuses its
+        id: the latter is a `Conflict`.
+        """
         keys = self.keys
         result = await self._run(
             "INTAKE",
             [
-                keys.idempotency(ticket.channel, ticket.message_id),
+                keys.idempotency(ticket.channel, ticket.message_id, client),
                 keys.ticket(ticket.id),
                 keys.history(ticket.id),
                 keys.stream(ticket.queue, ticket.priority),
@@ -180,12 +202,16 @@ class TicketQueue:
                 keys.wake,
                 ticket.queue,
                 GROUP,
+                fingerprint,
             ],
         )
         code, ticket_id = int(result[0]), _text(result[1])
         if code < 0:
             raise ServiceUnavailable(f"queue {ticket.queue} is full; try again later")
-        return IntakeResult(ticket_id=ticket_id, created=code == 1)
+        if code == 2:
+            raise Conflict("this idempotency key was already used for a different request")
+        # A repeat of this very call (after a connection error) finds the ticket it created.
+        return IntakeResult(ticket_id=ticket_id, created=code == 1 or ticket_id == ticket.id)
 
     async def offer(self, agent: str, queues: Sequence[str]) -> RawTicket | None:
         """Reserve the best waiting ticket of these queues for this agent; None when they are empty."""
@@ -208,6 +234,7 @@ class TicketQueue:
         return _raw(doc, _text(status), _text(owner), history)
 
     async def accept(self, ticket_id: str, agent: str) -> RawTicket:
+        _known_shape(ticket_id)
         keys = self.keys
         result = await self._run(
             "ACCEPT",
@@ -222,6 +249,8 @@ class TicketQueue:
 
     async def release(self, ticket_id: str, agent: str, reason: str, statuses: str = "offered") -> bool:
         """Put an offered (or claimed) ticket back in its queue at its old place."""
+        if not is_ticket_id(ticket_id):
+            return False  # no such ticket, as for an unknown one
         keys = self.keys
         code = await self._run(
             "RELEASE",
@@ -238,16 +267,21 @@ class TicketQueue:
         return _text(code) == "ok"
 
     async def get(self, ticket_id: str) -> Ticket:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent")
-            pipe.lrange(self.keys.history(ticket_id), 0, -1)
-            try:
-                (doc, status, agent), history = await pipe.execute()
-            except (RedisError, OSError) as exc:
-                raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        _known_shape(ticket_id)
+        try:
+            doc, status, agent, history = await once_more_on_stale(self._redis, lambda: self._read(ticket_id))
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
         if doc is None:
             raise NotFound(f"no ticket {ticket_id}")
         return _assemble(doc, _text(status), _text(agent or ""), history)
+
+    async def _read(self, ticket_id: str) -> tuple[Any, Any, Any, Any]:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent")
+            pipe.lrange(self.keys.history(ticket_id), 0, -1)
+            (doc, status, agent), history = await pipe.execute()
+        return doc, status, agent, history
 
     async def update(self, ticket: Ticket, agent: str, changed: Iterable[str]) -> None:
         keys = self.keys
@@ -283,6 +317,7 @@ class TicketQueue:
         final: Ticket | None,
         publish: bool,
     ) -> None:
+        _known_shape(ticket_id)
         keys = self.keys
         code = await self._run(
             "SETTLE",

@@ -36,19 +36,29 @@ end
 """
 
 # KEYS: idem, ticket, history, stream
-# ARGV: ticket id, doc, history entry, idem ttl, max queue length, wake channel, queue, group
+# ARGV: ticket id, doc, history entry, idem ttl, max queue length, wake channel, queue, group,
+#       request fingerprint ('' = none: the gateway's own tickets, whose repeats may differ)
+# The idempotency key holds the ticket id, then a space and the fingerprint when there is one.
+# Returns {1, id} created, {0, id} already there (a repeat of this very attempt finds its own id),
+# {-1, ''} queue full, {2, ''} the key was used for a request with another fingerprint.
 INTAKE = (
     _PRELUDE
     + r"""
 local existing = redis.call('GET', KEYS[1])
-if existing then return {0, existing} end
+if existing then
+  local tid, digest = string.match(existing, '^(%S+) ?(%S*)$')
+  if ARGV[9] ~= '' and digest ~= '' and digest ~= ARGV[9] then return {2, ''} end
+  return {0, tid}
+end
 if redis.call('XLEN', KEYS[4]) >= tonumber(ARGV[5]) then return {-1, ''} end
 local entry = redis.call('XADD', KEYS[4], '*', 't', ARGV[1])
 ensure_group(KEYS[4], ARGV[8])
 redis.call('HSET', KEYS[2], 'doc', ARGV[2], 'status', 'queued', 'agent', '',
   'stream', KEYS[4], 'entry', entry)
 redis.call('RPUSH', KEYS[3], ARGV[3])
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[4]))
+local remembered = ARGV[1]
+if ARGV[9] ~= '' then remembered = remembered .. ' ' .. ARGV[9] end
+redis.call('SET', KEYS[1], remembered, 'EX', tonumber(ARGV[4]))
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return {1, ARGV[1]}
 """
@@ -239,3 +249,15 @@ end
 return 0
 """
 )
+
+# The scripts a connection error may be answered by running again (once, on a fresh connection):
+# those whose repeat, after an attempt that did run, leaves the same state and gives the same answer.
+# - INTAKE: the idempotency key is checked first; a repeat finds its own ticket id.
+# Not the others, though each checks state before it changes anything:
+# - OFFER would offer a second ticket (the first stays offered until its deadline);
+# - ACCEPT and SETTLE would answer `conflict` for what they just did;
+# - RELEASE would answer "not released" for a ticket it released;
+# - UPDATE would push a second `updated` line into the history;
+# - TAKE_EXPIRED_LEASE would answer 0, and nobody would return the lapsed agent's tickets.
+# Their callers try again at their own level (the dispatcher on its next pass, a seat on its error).
+REPEATABLE = frozenset({"INTAKE"})

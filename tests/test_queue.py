@@ -118,3 +118,55 @@ async def test_abandon_removes_from_queue(queue: TicketQueue) -> None:
     await queue.abandon(tid, "caller_hung_up")
     assert (await queue.get(tid)).status == "abandoned"
     assert await queue.offer("a1", ["general"]) is None
+
+
+async def test_idempotency_is_scoped_to_the_client(queue: TicketQueue) -> None:
+    form = await queue.intake(make_ticket("form-0001", text="表单的诉求"), "client:webform", "webform", "f1")
+    app = await queue.intake(make_ticket("form-0001", text="App的诉求"), "client:grid", "grid", "f2")
+    assert form.created and app.created, "another client's id is another message"
+    assert form.ticket_id != app.ticket_id
+    assert (await queue.get(app.ticket_id)).text == "App的诉求"
+    again = await queue.intake(make_ticket("form-0001", text="表单的诉求"), "client:webform", "webform", "f1")
+    assert (again.ticket_id, again.created) == (form.ticket_id, False)
+    assert await queue.waiting("general") == 2
+
+
+async def test_same_key_for_another_request_is_a_conflict(queue: TicketQueue) -> None:
+    first = await queue.intake(make_ticket("k-1", text="原诉求"), "client:webform", "webform", "print-a")
+    with pytest.raises(Conflict):
+        await queue.intake(make_ticket("k-1", text="另一个诉求"), "client:webform", "webform", "print-b")
+    again = await queue.intake(make_ticket("k-1", text="原诉求"), "client:webform", "webform", "print-a")
+    assert (again.ticket_id, again.created) == (first.ticket_id, False)
+    assert await queue.waiting("general") == 1
+
+
+async def test_the_gateways_own_ids_keep_their_shared_key(queue: TicketQueue) -> None:
+    """Voice tickets and their callbacks: one per call whoever files it, found by `asr.pending`."""
+    call = make_ticket("call-7-callback")
+    filed = await queue.intake(call, "worker:w1")
+    again = await queue.intake(make_ticket("call-7-callback", text="另一份"), "system")
+    assert again.ticket_id == filed.ticket_id and not again.created
+    stored = await queue.redis.get(queue.keys.idempotency(call.channel, "call-7-callback"))
+    assert stored == filed.ticket_id.encode()
+
+
+async def test_a_repeated_attempt_is_reported_as_created(queue: TicketQueue) -> None:
+    """What a retry after a connection error sees when its first attempt did run."""
+    ticket = make_ticket("m-repeat")
+    first = await queue.intake(ticket, "client:webform", "webform", "p")
+    repeat = await queue.intake(ticket, "client:webform", "webform", "p")
+    assert first == repeat and repeat.created
+    assert await queue.waiting("general") == 1
+
+
+async def test_malformed_ids_name_no_ticket(queue: TicketQueue) -> None:
+    tid = (await queue.intake(make_ticket("m1"), "t")).ticket_id
+    for bad in (f"{tid}:h", "01ABC", f"{tid} ", "*"):
+        with pytest.raises(NotFound):
+            await queue.get(bad)
+        with pytest.raises(NotFound):
+            await queue.accept(bad, "a1")
+        with pytest.raises(NotFound):
+            await queue.submit(bad, "a1")
+        assert not await queue.release(bad, "a1", "declined")
+    assert (await queue.get(tid)).status == "queued"
