@@ -22,6 +22,12 @@
  * the same ioqueue on a cadence (20 ms while there are calls: one wake-up takes every call's packet;
  * once a second without), and a cadence change wakes it at once.
  *
+ * Fourth, a SIP guard (`sip_guard_start`): a pjsip module ahead of the transaction layer that hands
+ * each request's bytes to a Python check (gateway/ivr/sip_guard.py) and answers 400 for the ones
+ * PJSIP's parser takes but RFC 3261 refuses (RFC 4475 `clerr`, `mismatch01`). Where the request's
+ * text sits in `pjsip_rx_data` is measured, not assumed: the worker sends itself a probe request and
+ * the module finds the field that points at exactly those bytes (see guard_calibrate).
+ *
  * Threads: put_frame runs on the bridge clock thread; everything else on the thread that called
  * libCreate (checked: pj_thread_is_registered). Lifetime: close() takes the port out of the bridge
  * and drops our reference; PJSIP removes it asynchronously and calls on_destroy when its last
@@ -91,6 +97,10 @@ static struct {
                          void **thread);
     int (*thread_join)(void *thread);
     int (*thread_destroy)(void *thread);
+    int (*register_module)(void *endpt, void *module);
+    int (*unregister_module)(void *endpt, void *module);
+    int (*respond_stateless)(void *endpt, void *rdata, int status, const pjstr_t *reason, const void *hdrs,
+                             const void *body);
 } lib;
 
 enum { NEW = 0, IN_BRIDGE = 1, CLOSED = 2 };
@@ -291,6 +301,9 @@ static PyObject *bind_library(PyObject *self, PyObject *args) {
         {"pj_thread_create", (void **)&lib.thread_create},
         {"pj_thread_join", (void **)&lib.thread_join},
         {"pj_thread_destroy", (void **)&lib.thread_destroy},
+        {"pjsip_endpt_register_module", (void **)&lib.register_module},
+        {"pjsip_endpt_unregister_module", (void **)&lib.unregister_module},
+        {"pjsip_endpt_respond_stateless", (void **)&lib.respond_stateless},
     };
     for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
         *wanted[i].slot = dlsym(handle, wanted[i].name);
@@ -591,6 +604,229 @@ static PyObject *media_poll_stats(PyObject *self, PyObject *unused) {
     return out;
 }
 
+/* ---- the SIP guard --------------------------------------------------------------------------- */
+
+/* pjsip_module, unchanged since PJSIP 1.0: a list member, name, id, priority, then the callbacks.
+ * guard_probe_module() checks the head of it against the library before the real one goes in. */
+typedef struct {
+    void *prev, *next;
+    pjstr_t name;
+    int id;
+    int priority;
+    int (*load)(void *endpt);
+    int (*start)(void);
+    int (*stop)(void);
+    int (*unload)(void);
+    int (*on_rx_request)(void *rdata);
+    int (*on_rx_response)(void *rdata);
+    int (*on_tx_request)(void *tdata);
+    int (*on_tx_response)(void *tdata);
+    void (*on_tsx_state)(void *tsx, void *event);
+} sip_module_t;
+
+#define GUARD_PRIORITY 15      /* PJSIP_MOD_PRIORITY_TSX_LAYER - 1: before any transaction or dialog */
+#define GUARD_SCAN_BYTES 8192  /* how far into pjsip_rx_data calibration looks for the message */
+#define GUARD_REASON_BYTES 96
+
+static struct {
+    sip_module_t module;
+    int registered;
+    PyObject *check;           /* check(message: bytes) -> None | (status, reason) */
+    unsigned char *probe;      /* the calibration request while calibrating */
+    size_t probe_len;
+    long off_buf;              /* measured offset of msg_info.msg_buf (its int len follows); -1 until then */
+    unsigned long long seen, refused, unchecked;
+    char reason[GUARD_REASON_BYTES];
+} guard = {.off_buf = -1};
+
+/* The request's bytes as rdata->msg_info (msg_buf, len) holds them at `offset`, or 0 when they do not
+ * point back inside the rdata, before that field (where PJSIP keeps the packet it read). */
+static int message_at(void *rdata, long offset, const char **text, int *len) {
+    const char *base = rdata;
+    const char *buf;
+    int n;
+    memcpy(&buf, base + offset, sizeof buf);
+    memcpy(&n, base + offset + sizeof buf, sizeof n);
+    if (buf < base || n <= 0 || buf + n > base + offset)
+        return 0;
+    *text = buf;
+    *len = n;
+    return 1;
+}
+
+/* The first field of the rdata that points at a message inside it is msg_info.msg_buf (tp_info and
+ * pkt_info hold no pointer back into the struct before it); it counts only when those bytes are
+ * exactly the probe the worker sent. Another request that comes first is passed on unchecked. */
+static int guard_calibrate(void *rdata) {
+    for (long offset = 8; offset < GUARD_SCAN_BYTES; offset += 8) {
+        const char *text;
+        int len;
+        if (!message_at(rdata, offset, &text, &len))
+            continue;
+        if ((size_t)len == guard.probe_len && memcmp(text, guard.probe, guard.probe_len) == 0) {
+            guard.off_buf = offset;
+            PyMem_RawFree(guard.probe);
+            guard.probe = NULL;
+            return 1; /* the probe is ours: nobody answers it */
+        }
+        break;
+    }
+    guard.unchecked++;
+    return 0;
+}
+
+static int guard_on_rx_request(void *rdata) {
+    if (guard.off_buf < 0)
+        return guard.probe != NULL ? guard_calibrate(rdata) : 0;
+    const char *text;
+    int len;
+    if (!message_at(rdata, guard.off_buf, &text, &len)) {
+        guard.unchecked++;
+        return 0;
+    }
+    guard.seen++;
+    int status = 0;
+    /* Only the loop thread polls PJSIP's SIP socket, inside libHandleEvents, which released the GIL. */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *verdict = PyObject_CallFunction(guard.check, "y#", text, (Py_ssize_t)len);
+    const char *reason = NULL;
+    if (verdict == NULL || (verdict != Py_None && !PyArg_ParseTuple(verdict, "is", &status, &reason))) {
+        /* Fail closed: a check that breaks refuses the request, and says so in the log. */
+        PyErr_WriteUnraisable(guard.check);
+        status = 500;
+        reason = "Server Internal Error";
+    }
+    if (status != 0)
+        snprintf(guard.reason, sizeof guard.reason, "%s", reason != NULL ? reason : "Bad Request");
+    Py_XDECREF(verdict);
+    PyGILState_Release(gil);
+    if (status == 0)
+        return 0;
+    guard.refused++;
+    if (!(len >= 4 && memcmp(text, "ACK ", 4) == 0) && status >= 300 && status <= 699) { /* an ACK is never answered */
+        pjstr_t phrase = {guard.reason, (long)strlen(guard.reason)};
+        lib.respond_stateless(lib.get_endpt(), rdata, status, &phrase, NULL, NULL);
+    }
+    return 1;
+}
+
+static int guard_unload(void) {
+    guard.registered = 0; /* libDestroy unregisters every module; no Python here */
+    return 0;
+}
+
+static void *probe_endpt;
+static int probe_started;
+static int probe_load_refuses(void *endpt) { probe_endpt = endpt; return 1; }
+static int probe_load_accepts(void *endpt) { probe_endpt = endpt; return 0; }
+static int probe_start_refuses(void) { probe_started = 1; return 1; }
+
+/* Register two throwaway modules that refuse to load or start (so neither stays registered) and see
+ * PJSIP fill in the id and call load and start where this struct says they are. */
+static const char *guard_probe_module(void *endpt) {
+    static sip_module_t first, second;
+    memset(&first, 0, sizeof first);
+    first.name = (pjstr_t){"mod-hotline-probe-1", 19};
+    first.id = -1;
+    first.priority = GUARD_PRIORITY;
+    first.load = probe_load_refuses;
+    probe_endpt = NULL;
+    if (lib.register_module(endpt, &first) == 0)
+        return "a module whose load() failed was registered";
+    if (probe_endpt != endpt || first.id < 0)
+        return "pjsip_module's id and load() are not where expected";
+    memset(&second, 0, sizeof second);
+    second.name = (pjstr_t){"mod-hotline-probe-2", 19};
+    second.id = -1;
+    second.priority = GUARD_PRIORITY;
+    second.load = probe_load_accepts;
+    second.start = probe_start_refuses;
+    probe_started = 0;
+    if (lib.register_module(endpt, &second) == 0 || !probe_started)
+        return "pjsip_module's start() is not where expected";
+    return NULL;
+}
+
+static PyObject *sip_guard_start(PyObject *self, PyObject *args) {
+    PyObject *check;
+    const char *probe;
+    Py_ssize_t probe_len;
+    if (!PyArg_ParseTuple(args, "Oy#", &check, &probe, &probe_len))
+        return NULL;
+    if (!PyCallable_Check(check) || probe_len < 16) {
+        PyErr_SetString(PyExc_ValueError, "sip_guard_start(check, probe): a callable and a whole probe request");
+        return NULL;
+    }
+    if (!on_pj_thread())
+        return NULL;
+    if (guard.registered) {
+        PyErr_SetString(PyExc_RuntimeError, "the SIP guard is already registered");
+        return NULL;
+    }
+    void *endpt = lib.get_endpt();
+    if (endpt == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no SIP endpoint (libInit first)");
+        return NULL;
+    }
+    const char *problem;
+    Py_BEGIN_ALLOW_THREADS
+    problem = guard_probe_module(endpt);
+    Py_END_ALLOW_THREADS
+    if (problem != NULL) {
+        PyErr_Format(PyExc_RuntimeError, "unrecognised pjsip_module layout: %s", problem);
+        return NULL;
+    }
+    unsigned char *copy = PyMem_RawMalloc((size_t)probe_len);
+    if (copy == NULL)
+        return PyErr_NoMemory();
+    memcpy(copy, probe, (size_t)probe_len);
+    PyMem_RawFree(guard.probe);
+    guard.probe = copy;
+    guard.probe_len = (size_t)probe_len;
+    guard.off_buf = -1;
+    guard.seen = guard.refused = guard.unchecked = 0;
+    Py_XSETREF(guard.check, Py_NewRef(check));
+    memset(&guard.module, 0, sizeof guard.module);
+    guard.module.name = (pjstr_t){"mod-hotline-guard", 17};
+    guard.module.id = -1;
+    guard.module.priority = GUARD_PRIORITY;
+    guard.module.unload = guard_unload;
+    guard.module.on_rx_request = guard_on_rx_request;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = lib.register_module(endpt, &guard.module);
+    Py_END_ALLOW_THREADS
+    if (status != 0) {
+        PyErr_Format(PyExc_RuntimeError, "pjsip_endpt_register_module failed (status %d)", status);
+        return NULL;
+    }
+    guard.registered = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *sip_guard_stop(PyObject *self, PyObject *unused) {
+    if (guard.registered) {
+        if (!on_pj_thread())
+            return NULL;
+        void *endpt = lib.get_endpt();
+        Py_BEGIN_ALLOW_THREADS
+        if (endpt != NULL)
+            lib.unregister_module(endpt, &guard.module);
+        Py_END_ALLOW_THREADS
+        guard.registered = 0;
+    }
+    Py_CLEAR(guard.check);
+    PyMem_RawFree(guard.probe);
+    guard.probe = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *sip_guard_stats(PyObject *self, PyObject *unused) {
+    return Py_BuildValue("{s:O,s:O,s:l,s:K,s:K,s:K}", "registered", guard.registered ? Py_True : Py_False,
+                         "calibrated", guard.off_buf >= 0 ? Py_True : Py_False, "offset", guard.off_buf,
+                         "seen", guard.seen, "refused", guard.refused, "unchecked", guard.unchecked);
+}
+
 /* ---- the Python type ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -856,6 +1092,10 @@ static PyMethodDef module_methods[] = {
     {"media_poll_cadence", media_poll_cadence, METH_VARARGS, "media_poll_cadence(ms): change it (wakes the poller)"},
     {"media_poll_stop", media_poll_stop, METH_NOARGS, "stop the poller (before libDestroy)"},
     {"media_poll_stats", media_poll_stats, METH_NOARGS, "{running, cadence_ms, polls}"},
+    {"sip_guard_start", sip_guard_start, METH_VARARGS,
+     "sip_guard_start(check, probe): check(bytes) -> None | (status, reason) for every request; send probe to calibrate"},
+    {"sip_guard_stop", sip_guard_stop, METH_NOARGS, "unregister the SIP guard (before libDestroy)"},
+    {"sip_guard_stats", sip_guard_stats, METH_NOARGS, "{registered, calibrated, offset, seen, refused, unchecked}"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -30,6 +30,8 @@ import ctypes
 import gc
 import logging
 import re
+import secrets
+import socket
 import sys
 import threading
 import time
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pjsua2 as pj
 
+from gateway.ivr import sip_guard
 from gateway.ivr.framestats import GAPS_KEPT, FrameStats
 from gateway.ivr.sockets import udp_socket_fd
 
@@ -200,6 +203,7 @@ SHUTDOWN_PLAYER_GRACE_SECONDS = 0.2  # at shutdown, the last one stopped lives a
 # slower: once, at 1 s, the first calls to idle workers were answered up to 1.2 s late (a 100-worker
 # run; not reproduced since, cause not found); 10 wake-ups a second cost an idle worker ~0.04 %.
 IDLE_MEDIA_POLL_MS = 100
+GUARD_CALIBRATION_SECONDS = 2.0  # the SIP guard's probe to itself arrives in well under a millisecond
 
 _thread = threading.local()
 
@@ -299,7 +303,7 @@ def bind_native_ports() -> ModuleType | None:
     except (ImportError, KeyError, RuntimeError) as exc:
         log.warning(
             "no C helpers: live audio through the Python port, PJSIP polled every poll_interval, "
-            "RTP read by PJSIP's own media thread (more CPU per worker): %s",
+            "RTP read by PJSIP's own media thread (more CPU per worker), no SIP guard: %s",
             exc,
         )
         return None
@@ -351,6 +355,7 @@ class Engine:
         self._timers_known = False  # _pjnative.next_timer() tells when PJSIP's next SIP timer is due
         self._retired_players: collections.deque[tuple[float, Prompt]] = collections.deque()
         self._media_poller = False  # RTP read by _pjnative's poller instead of PJSIP's media thread
+        self.sip_guarded = False  # malformed requests answered by _pjnative's SIP guard
 
     @property
     def native_live_audio(self) -> bool:
@@ -395,6 +400,7 @@ class Engine:
         self._native = bind_native_ports()
         self._timers_known = self._know_timers()
         self._media_poller = self._start_media_poller()
+        self.sip_guarded = self._start_sip_guard()
         account_cfg = pj.AccountConfig()
         account_cfg.idUri = f"sip:gateway@{self.settings.host}:{self.settings.port}"
         # RTP on the worker's own address (and that address in the SDP), not the host's main one:
@@ -433,6 +439,29 @@ class Engine:
         if self._native is None or self.settings.media_poll_ms <= 0:
             return False
         self._native.media_poll_start(IDLE_MEDIA_POLL_MS)  # RuntimeError if RTP could not be read: no worker
+        return True
+
+    def _start_sip_guard(self) -> bool:
+        """Requests PJSIP's parser takes but RFC 3261 refuses (gateway/ivr/sip_guard.py) are answered
+        400 before PJSIP acts on them. The C module first learns where PJSIP keeps a request's bytes
+        from a probe the worker sends itself; without that, requests reach PJSIP unchecked."""
+        if self._native is None:
+            return False
+        address = "127.0.0.1" if self.settings.host in ("", "0.0.0.0") else self.settings.host
+        probe = sip_guard.probe_request(address, self.settings.port, secrets.token_hex(8))
+        try:
+            self._native.sip_guard_start(sip_guard.verdict, probe)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                sender.sendto(probe, (address, self.settings.port))
+            deadline = time.monotonic() + GUARD_CALIBRATION_SECONDS
+            while not self._native.sip_guard_stats()["calibrated"] and time.monotonic() < deadline:
+                self.endpoint.libHandleEvents(10)
+            if not self._native.sip_guard_stats()["calibrated"]:
+                self._native.sip_guard_stop()
+                raise RuntimeError(f"its probe request did not arrive within {GUARD_CALIBRATION_SECONDS:.0f} s")
+        except (RuntimeError, OSError) as exc:
+            log.warning("no SIP guard: malformed requests (RFC 4475 clerr, mismatch01) reach PJSIP: %s", exc)
+            return False
         return True
 
     def _media_cadence(self) -> None:
@@ -629,6 +658,9 @@ class Engine:
         # Any pjsua2 object still alive in a reference cycle must go now: after libDestroy its
         # destructor would call into a destroyed library and abort the process.
         gc.collect()
+        if self.sip_guarded and self._native is not None:
+            self._native.sip_guard_stop()  # it holds a Python callable: out before libDestroy
+            self.sip_guarded = False
         if self._media_poller and self._native is not None:
             self._native.media_poll_stop()  # before libDestroy destroys the ioqueue it polls
             self._media_poller = False

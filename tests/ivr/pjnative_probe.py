@@ -223,6 +223,82 @@ def media_poll(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
     return out
 
 
+def sip_guard(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
+    """The SIP guard module on a UDP transport: calibrated by its probe, then each request's bytes go
+    to the check, whose verdict PJSIP never overrides."""
+    import socket
+
+    from gateway.ivr.sip_guard import probe_request
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    server.close()
+    transport = pj.TransportConfig()
+    transport.port = port
+    transport.boundAddress = "127.0.0.1"
+    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    via = f"127.0.0.1:{client.getsockname()[1]}"
+    checked: list[bytes] = []
+
+    def check(message: bytes) -> tuple[int, str] | None:
+        checked.append(message)
+        if b"X-Verdict: refuse" in message:
+            return (400, "Bad Request (probe)")
+        if b"X-Verdict: raise" in message:
+            raise ValueError("a check that breaks")
+        return None
+
+    def options(n: int, extra: str = "", method: str = "OPTIONS") -> bytes:
+        return (
+            f"{method} sip:x@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-g{n}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:a@{via}>;tag=g{n}\r\nTo: <sip:x@127.0.0.1>\r\n"
+            f"Call-ID: guard-{n}\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    def answer(message: bytes) -> str | None:
+        """The status line PJSIP sent back, or None within half a second of polling."""
+        client.sendto(message, ("127.0.0.1", port))
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            ep.libHandleEvents(10)
+            try:
+                return client.recv(65536).decode().split("\r\n", 1)[0]
+            except BlockingIOError:
+                continue
+        return None
+
+    out: dict[str, Any] = {}
+    try:
+        native.sip_guard_stats()
+        native.sip_guard_start(check, b"short")
+    except ValueError as exc:
+        out["bad_probe"] = str(exc)
+    probe = probe_request("127.0.0.1", port, "feedc0de")
+    native.sip_guard_start(check, probe)
+    try:
+        native.sip_guard_start(check, probe)
+    except RuntimeError as exc:
+        out["second_start"] = str(exc)
+    out["before_calibration"] = answer(options(1))  # not the probe: passed on unchecked
+    out["probe_answered"] = answer(probe)  # the module takes its probe: nobody answers it
+    out["calibrated"] = native.sip_guard_stats()
+    out["passed"] = answer(options(2))
+    out["refused"] = answer(options(3, "X-Verdict: refuse\r\n"))
+    out["raised"] = answer(options(4, "X-Verdict: raise\r\n"))
+    out["ack_refused"] = answer(options(5, "X-Verdict: refuse\r\n", method="ACK"))
+    out["checked_whole"] = [m == options(n) for m, n in zip(checked[:1], (2,), strict=False)]
+    out["stats"] = native.sip_guard_stats()
+    native.sip_guard_stop()
+    out["after_stop"] = answer(options(6, "X-Verdict: refuse\r\n"))
+    out["stats_after_stop"] = native.sip_guard_stats()
+    client.close()
+    return out
+
+
 def main() -> int:
     scenario, wav = sys.argv[1], sys.argv[2]
     ep = endpoint()

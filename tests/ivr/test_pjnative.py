@@ -150,3 +150,19 @@ def test_the_media_poller_replaces_pjsips_media_thread_on_its_cadence(noise_wav:
     assert result["stats_after_stop"]["running"] is False
     assert result["cadence_after_stop"] is False
     assert "media" not in result["threads_after_stop"]
+
+
+def test_the_sip_guard_calibrates_on_its_probe_and_its_check_decides(noise_wav: tuple[Path, bytes]) -> None:
+    result = probe("sip_guard", noise_wav[0])
+    assert "a callable and a whole probe request" in result["bad_probe"]
+    assert "already registered" in result["second_start"]
+    assert result["before_calibration"] == "SIP/2.0 200 OK"  # another request first: PJSIP has it
+    assert result["probe_answered"] is None  # the module took its probe
+    assert result["calibrated"]["calibrated"] and result["calibrated"]["unchecked"] == 1
+    assert result["passed"] == "SIP/2.0 200 OK"
+    assert result["checked_whole"] == [True], "the check got the request's exact bytes"
+    assert result["refused"] == "SIP/2.0 400 Bad Request (probe)"
+    assert result["raised"] == "SIP/2.0 500 Server Internal Error"  # fail closed
+    assert result["ack_refused"] is None  # an ACK is dropped, never answered
+    assert {k: result["stats"][k] for k in ("seen", "refused")} == {"seen": 4, "refused": 3}
+    assert result["after_stop"] == "SIP/2.0 200 OK" and not result["stats_after_stop"]["registered"]

@@ -3,6 +3,7 @@
 - INVITEs without an SDP offer (no body; a body without Content-Type) refused by a full worker (503)
   or for a number with no flow (404): pjsua2 2.15.1 aborted the worker in
   `pjsip_rx_data_free_cloned` on every one (docs/voice.md, "Refusing a call").
+- RFC 4475 `clerr` and `mismatch01`, which PJSIP answered 200 (docs/voice.md, "Malformed requests").
 
 A real worker process each time (`voice_stack`); after the bad messages it still holds its callers
 and answers a normal call. Marked slow.
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.ivr.conftest import StackArgs
+from tests.ivr.rfc4475 import CLERR, MISMATCH01
 from tests.ivr.sip_wire import SipWire, sdp_offer
 from tests.ivr.voice_stack import VoiceStack, voice_stack
 from tests.voice.peers import free_port_range
@@ -84,4 +86,22 @@ async def test_invites_without_an_offer_for_a_number_with_no_flow_get_404_and_it
         assert alive(stack)
         assert await sip.bye(held) == 200
         await a_normal_call_completes(sip, rtp + 2)
+        assert alive(stack)
+
+
+@pytest.mark.parametrize(
+    ("message", "call_id", "cseq_method"),
+    [(CLERR, "clerr.0ha0isndaksdjweiafasdk3", "INVITE"), (MISMATCH01, "mismatch01.dj0234sxdfl3", "INVITE")],
+    ids=["clerr", "mismatch01"],
+)
+async def test_rfc4475_torture_requests_get_400_and_a_normal_call_follows(
+    stack_args: StackArgs, wire: list[SipWire], message: str, call_id: str, cseq_method: str
+) -> None:
+    # The default flow takes any number, so clerr's sip:user@ would be answered if it got through.
+    async with voice_stack(**stack_args, default_flow="12345-default") as stack:
+        sip = await open_wire(stack, wire)
+        sip.send(message.format(via=sip.via))
+        answer = await sip.final(call_id, cseq_method)
+        assert answer.status == 400, answer.text  # not 100 Trying and 200 (INVITE) or 200 (OPTIONS)
+        await a_normal_call_completes(sip, free_port_range(2))
         assert alive(stack)
