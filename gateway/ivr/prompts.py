@@ -7,6 +7,8 @@ wins. Position announcements (您前面还有{n}位) are rendered once per n up 
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -75,7 +77,13 @@ def prompt_files(
 
 
 def render(text: str, out: Path, speed: int = 150) -> None:
-    """Speak `text` into `out` (8 kHz, mono, 16-bit, normalized to -3 dBFS)."""
+    """Speak `text` into `out` (8 kHz, mono, 16-bit, normalized to -3 dBFS).
+
+    Safe with any number of renderers at once (workers starting together on an empty folder): each
+    writes its own temporary file beside `out` and renames it over `out`, which is atomic, so a
+    reader only ever sees a whole prompt and the last renderer's copy wins. A fixed temporary name
+    (`<prompt>.part.wav`) once made workers truncate each other's file and fail the rename (exit 1).
+    """
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             raise ConfigError(f"{tool} is not installed; `apt-get install espeak-ng sox` renders prompts")
@@ -83,13 +91,18 @@ def render(text: str, out: Path, speed: int = 150) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "tts.wav"
         subprocess.run(["espeak-ng", "-v", VOICE, "-s", str(speed), "-w", str(raw), text], check=True, timeout=60)
-        partial = out.with_suffix(".part.wav")
-        subprocess.run(
-            ["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(partial), "norm", "-3"],
-            check=True,
-            timeout=60,
-        )
-        partial.replace(out)  # atomic: a worker never plays a half-written prompt
+        # A name no other renderer uses, in out's own folder (a rename is atomic only within one file
+        # system), created by sox itself so the prompt gets the usual permissions.
+        partial = out.with_name(f".{out.stem}.{os.getpid()}.{secrets.token_hex(4)}.part.wav")
+        try:
+            subprocess.run(
+                ["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(partial), "norm", "-3"],
+                check=True,
+                timeout=60,
+            )
+            partial.replace(out)
+        finally:
+            partial.unlink(missing_ok=True)  # only left behind when sox failed
 
 
 def render_missing(files: list[PromptFile], force: bool = False, speed: int = 150) -> list[Path]:

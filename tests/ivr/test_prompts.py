@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+import wave
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import ConfigError
+from gateway.ivr.flow import parse_ivr_toml
 from gateway.ivr.prompts import chinese_number, prompt_files, render_missing
-from gateway.ivr.wav import rms_per_second, wav_info
+from gateway.ivr.wav import header_complete, rms_per_second, wav_info
+from tests.ivr.voice_stack import DEFAULT_FLOW
 
 
 @pytest.mark.parametrize(
@@ -58,3 +63,36 @@ def test_renders_missing_prompts_at_telephone_rate(tmp_path: Path) -> None:
     missing = list(prompt_files({"greeting": ("x", "admin/absent.wav")}, tmp_path / "p", "f", tmp_path, 0))
     with pytest.raises(ConfigError, match="does not exist"):
         render_missing(missing)
+
+
+# One renderer, as a worker starting on an empty prompts folder runs it: the shipped flow's prompts.
+RENDERER = """
+import sys
+from pathlib import Path
+from gateway.ivr.flow import parse_ivr_toml
+from gateway.ivr.prompts import prompt_files, render_missing
+flow = parse_ivr_toml(Path(sys.argv[1]).read_text(encoding="utf-8")).flow
+prompts = {pid: (spec.text, spec.file) for pid, spec in flow.prompts.items()}
+folder = Path(sys.argv[2])
+print(len(render_missing(list(prompt_files(prompts, folder, flow.id, folder, max_position=2)), speed=300)))
+"""
+
+
+def test_renderers_started_together_on_an_empty_folder_all_succeed_with_whole_prompts(tmp_path: Path) -> None:
+    # Workers started at once used to race on `<prompt>.part.wav`: 3 of 4, then 20 of 20, exited 1.
+    folder = tmp_path / "prompts"
+    command = [sys.executable, "-c", RENDERER, str(DEFAULT_FLOW), str(folder)]
+    renderers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [renderer.communicate(timeout=300) for renderer in renderers]
+    assert [renderer.returncode for renderer in renderers] == [0] * 4, [err[-800:] for _, err in results]
+    flow = parse_ivr_toml(DEFAULT_FLOW.read_text(encoding="utf-8")).flow
+    prompts = {pid: (spec.text, spec.file) for pid, spec in flow.prompts.items()}
+    expected = {item.path for item in prompt_files(prompts, folder, flow.id, folder, max_position=2)}
+    assert set((folder / flow.id).iterdir()) == expected, "every prompt, and no temporary file left"
+    assert sum(int(out) for out, _ in results) >= len(expected)  # some rendered twice; none lost
+    for path in expected:
+        with wave.open(str(path), "rb") as prompt:
+            assert (prompt.getframerate(), prompt.getnchannels(), prompt.getsampwidth()) == (8000, 1, 2)
+            frames = prompt.getnframes()
+            assert frames > 0 and len(prompt.readframes(frames)) == frames * 2, f"{path.name} is whole"
+        assert header_complete(path)
