@@ -114,11 +114,11 @@ async def test_bad_frames_get_error_frames_and_the_seat_lives(config_factory) ->
         await seat.send(type="reply", ticket="01ABC", text="x" * 2000)
         assert (await seat.expect("error"))["code"] == "too_large"
         await seat.send(type="accept", ticket="01NOTOFFERED")
-        assert (await seat.expect("error"))["code"] == "conflict"
+        assert (await seat.expect("error"))["code"] == "not_found"
         await seat.send(type="submit", ticket="01NOTOFFERED")
-        assert (await seat.expect("error"))["code"] == "conflict"
+        assert (await seat.expect("error"))["code"] == "not_found"
         await seat.send(type="update", ticket="01NOTOFFERED", fields={"colour": "red"})
-        assert (await seat.expect("error"))["code"] == "conflict"
+        assert (await seat.expect("error"))["code"] == "not_found"
         # Way beyond the limit: the connection is closed (1009), the gateway carries on.
         await seat.ws.send("x" * 8192)
         with pytest.raises(ConnectionClosed) as caught:
