@@ -69,10 +69,14 @@ class SeatsConfig(_Section):
     auth_timeout: Seconds = 5.0
     heartbeat_interval: Seconds = 20.0
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
-    send_queue: int = Field(default=64, ge=1, le=10_000)
+    send_queue: int = Field(default=64, ge=4, le=10_000)  # an accept alone sends two frames
     offers_per_agent: int = Field(default=1, ge=1, le=10)
     decline_cooldown: float = Field(default=3.0, ge=0, le=3600)
-    max_connections: int = Field(default=2000, ge=1)
+    max_connections: int = Field(default=2000, ge=1)  # logged-in seats per process
+    # Connections that have not sent their hello yet, bounded apart from the seats (so idle sockets
+    # cannot keep an agent out): beyond, the longest-waiting one is closed (4002).
+    max_pending_logins: int = Field(default=1024, ge=1, le=100_000)
+    max_pending_logins_per_address: int = Field(default=64, ge=1, le=100_000)
 
     _listen = field_validator("listen")(_check_listen)
 

@@ -37,12 +37,6 @@ log = logging.getLogger("gateway.seats")
 
 _DUMMY_HASH = hash_secret(secrets.token_hex(16))
 
-# Connections that have not sent their hello yet, bounded apart from the seats: in all, and per
-# source address. Settings-to-be (`seats.max_pending_logins`, `seats.max_pending_logins_per_address`);
-# read when a SeatServer is built.
-MAX_PENDING_LOGINS = 1024
-MAX_PENDING_LOGINS_PER_ADDRESS = 64
-
 Displace = Literal["nobody", "oldest_of_address", "oldest"]
 
 
@@ -245,7 +239,10 @@ class SeatServer:
         self._dispatcher = dispatcher
         self._tasks = tasks
         self._agents = {agent.id: agent for agent in config.agents}
-        self._waiting = WaitingRoom(PendingLimits(MAX_PENDING_LOGINS, MAX_PENDING_LOGINS_PER_ADDRESS))
+        # Connections that have not sent their hello yet, bounded apart from the seats.
+        self._waiting = WaitingRoom(
+            PendingLimits(config.seats.max_pending_logins, config.seats.max_pending_logins_per_address)
+        )
         self._seats = 0  # logged-in connections, counted against seats.max_connections
         self._handlers: dict[type[Any], Callable[[SeatSession, Any], Coroutine[Any, Any, None]]] = {
             proto.SetState: self._on_state,

@@ -13,7 +13,6 @@ from websockets.exceptions import ConnectionClosed
 from gateway.app import Bound
 from gateway.config import GatewayConfig
 from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
-from gateway.web import seats
 from tests.conftest import AGENT_TOKENS
 from tests.helpers import Seat, post_intake, running_gateway
 
@@ -21,11 +20,7 @@ PENDING_TOTAL = 12
 PENDING_PER_ADDRESS = 4
 
 
-@pytest.fixture
-def small_waiting_room(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Bounds small enough to fill in a test (read when the gateway's SeatServer is built)."""
-    monkeypatch.setattr(seats, "MAX_PENDING_LOGINS", PENDING_TOTAL, raising=False)
-    monkeypatch.setattr(seats, "MAX_PENDING_LOGINS_PER_ADDRESS", PENDING_PER_ADDRESS, raising=False)
+SMALL_WAITING_ROOM = {"max_pending_logins": PENDING_TOTAL, "max_pending_logins_per_address": PENDING_PER_ADDRESS}
 
 
 async def idle_socket(bound: Bound, address: str) -> ClientConnection:
@@ -50,10 +45,12 @@ async def still_open(ws: ClientConnection) -> bool:
 
 
 async def test_idle_sockets_from_one_address_do_not_keep_an_agent_out(
-    config_factory: Any, small_waiting_room: None
+    config_factory: Any,
 ) -> None:
     # Before: idle sockets counted against max_connections, so the agent got 1013.
-    config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "auth_timeout": 30, "max_connections": 4})
+    config: GatewayConfig = config_factory(
+        seats={"listen": "127.0.0.1:0", "auth_timeout": 30, "max_connections": 4, **SMALL_WAITING_ROOM}
+    )
     async with running_gateway(config) as (_, bound):
         idle = [await idle_socket(bound, "127.0.0.1") for _ in range(PENDING_PER_ADDRESS + 3)]
         agent = await Seat.connect(bound, "a1")  # from the same address, and it gets in
@@ -68,9 +65,11 @@ async def test_idle_sockets_from_one_address_do_not_keep_an_agent_out(
 
 
 async def test_idle_sockets_from_many_addresses_do_not_keep_an_agent_out(
-    config_factory: Any, small_waiting_room: None
+    config_factory: Any,
 ) -> None:
-    config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "auth_timeout": 30, "max_connections": 4})
+    config: GatewayConfig = config_factory(
+        seats={"listen": "127.0.0.1:0", "auth_timeout": 30, "max_connections": 4, **SMALL_WAITING_ROOM}
+    )
     async with running_gateway(config) as (_, bound):
         # Six addresses, three idle sockets each: 18 for a room of 12; no address exceeds its share.
         idle = [await idle_socket(bound, f"127.0.0.{host}") for host in range(2, 8) for _ in range(3)]
