@@ -1,10 +1,11 @@
 """Churns prompt players through the real `Engine` in a process of its own, so a crash in PJSIP shows
 as an exit status (tests/ivr/test_engine_players.py).
 
-`python engine_probe.py SECONDS [--drop-at-once]`: plays one-frame prompts, many at a time, and stops
-each around its end of file; prints one JSON line. `--drop-at-once` destroys each stopped
-player immediately instead of through `Engine.stop_player` (what the worker did before): PJSIP 2.15
-then calls a destroyed player's end-of-file handler and the process dies with SIGSEGV.
+`python engine_probe.py PLAYERS [--drop-at-once]`: plays one-frame prompts, many at a time, and stops
+each around its end of file until PLAYERS have been stopped; prints one JSON line. A count, not a
+duration: a loaded machine churns slower, not less. `--drop-at-once` destroys each stopped player
+immediately instead of through `Engine.stop_player` (what the worker did before): PJSIP 2.15 then
+calls a destroyed player's end-of-file handler and the process dies with SIGSEGV.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def churn(seconds: float, drop_at_once: bool, wav: Path, sink_path: Path) -> dict[str, int]:
+SAFETY_SECONDS = 100.0  # a churn that has not stopped its players by then reports what it did
+
+
+async def churn(players: int, drop_at_once: bool, wav: Path, sink_path: Path) -> dict[str, int]:
     engine = Engine(EngineSettings(host="127.0.0.1", port=free_port()), lambda leg, uri: leg.hang_up(486))
     engine.start()
     sink = pj.AudioMediaRecorder()
@@ -58,8 +62,8 @@ async def churn(seconds: float, drop_at_once: bool, wav: Path, sink_path: Path) 
     playing: list[tuple[float, Prompt]] = []
     started = stopped = 0
     rng = random.Random(11)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + SAFETY_SECONDS
+    while stopped < players and time.monotonic() < deadline:
         while len(playing) + len(engine._retired_players) < PLAYERS:
             playing.append((time.monotonic() + rng.uniform(0.01, 0.04), engine.play(wav, sink, ended)))
             started += 1
@@ -84,11 +88,11 @@ async def churn(seconds: float, drop_at_once: bool, wav: Path, sink_path: Path) 
 
 
 def main() -> int:
-    seconds = float(sys.argv[1])
+    players = int(sys.argv[1])
     with tempfile.TemporaryDirectory() as scratch:
         wav = Path(scratch) / "frame.wav"
         one_frame_wav(wav)
-        result = asyncio.run(churn(seconds, "--drop-at-once" in sys.argv, wav, Path(scratch) / "sink.wav"))
+        result = asyncio.run(churn(players, "--drop-at-once" in sys.argv, wav, Path(scratch) / "sink.wav"))
     print(json.dumps(result))
     return 0
 

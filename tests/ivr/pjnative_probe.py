@@ -185,32 +185,37 @@ def timers(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
 
 
 def media_poll(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
-    """The poller that replaces PJSIP's media thread: its cadence, a change waking it, stopping."""
+    """The poller that replaces PJSIP's media thread: its cadence set, a change waking it, stopping.
+
+    No wall-clock counts (they failed on a loaded machine; the figures belong to the benchmarks): the
+    cadence starts at 5 s, so a poll soon after the change to 20 ms can only come from the wake-up.
+    """
     import os
 
     def threads() -> list[str]:
         return sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
 
+    def polls_reach(count: int, within: float) -> bool:
+        deadline = time.monotonic() + within
+        while native.media_poll_stats()["polls"] < count and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return bool(native.media_poll_stats()["polls"] >= count)
+
     out: dict[str, Any] = {"threads_before": threads()}
-    native.media_poll_start(1000)
+    native.media_poll_start(5000)
     try:
         native.media_poll_start(20)
     except RuntimeError as exc:
         out["second_start"] = str(exc)
-    time.sleep(0.05)
+    out["first_poll"] = polls_reach(1, 2.5)  # the poller polls once as it starts, then waits 5 s
     out["threads_running"] = threads()
+    out["cadence_at_start"] = native.media_poll_stats()["cadence_ms"]
     polls = native.media_poll_stats()["polls"]
-    time.sleep(0.5)
-    out["polls_in_half_a_second_at_1000ms"] = native.media_poll_stats()["polls"] - polls
-    woke = time.monotonic()
-    native.media_poll_cadence(20)
+    out["running"] = native.media_poll_cadence(20)  # True: the poller runs and took the change
+    out["cadence_after_change"] = native.media_poll_stats()["cadence_ms"]
+    out["woken_before_the_old_cadence"] = polls_reach(polls + 1, 2.5)  # half of the 5 s it waited on
     polls = native.media_poll_stats()["polls"]
-    while native.media_poll_stats()["polls"] == polls and time.monotonic() - woke < 1.0:
-        time.sleep(0.001)
-    out["woken_after_ms"] = (time.monotonic() - woke) * 1000
-    polls = native.media_poll_stats()["polls"]
-    time.sleep(0.5)
-    out["polls_in_half_a_second_at_20ms"] = native.media_poll_stats()["polls"] - polls
+    out["keeps_polling"] = polls_reach(polls + 5, 2.5)  # 5 turns of 20 ms, with room for a loaded machine
     for bad in (0, 6000):
         try:
             native.media_poll_cadence(bad)

@@ -78,11 +78,12 @@ async def test_caller_presses_0_and_is_bridged_to_the_agent_phone(
         assert ticket["attachments"][0]["kind"] == "recording"
         await seat.send(type="accept", ticket=ticket["id"])
         pop = await seat.expect("screen_pop", 10)
-        popped_at = time.monotonic()
         assert pop["ticket"]["id"] == ticket["id"]
         answered = await agent_phone.wait_event("CALL_ESTABLISHED", 10)
-        # The seat had the pre-filled ticket (offer, then screen pop) before the agent's phone answered.
-        assert offered_at < answered.at and popped_at <= answered.at + 0.05
+        # The screen pop comes on the phone's 180 Ringing, before its 200: the history below says so
+        # (agent_ringing, then agent_answered). Which of the two reaches this test first is a race
+        # between processes on a loaded machine, so it is not asserted on the clock.
+        assert offered_at < answered.at
 
         # The agent's tone ends after 10 s: the agent hangs up first, the caller hears the survey.
         await caller.wait_event("CALL_CLOSED", 30)

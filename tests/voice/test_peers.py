@@ -3,7 +3,6 @@ SIPp <-> baresip, and SIPp against nothing."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -164,10 +163,9 @@ async def test_sipp_uac_dtmf_against_sipp_uas(peers: Peers, pcap_playback: None,
 async def test_sipp_uac_against_closed_port_fails_fast(peers: Peers, sipp_available: None, tmp_path: Path) -> None:
     nobody = free_port()
     scenario = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=0, hold_ms_after=0)
-    started = time.monotonic()
     uac = await peers.sipp(scenario, target=f"127.0.0.1:{nobody}", recv_timeout_ms=1500)
     result = await uac.wait(timeout=10)
-    assert time.monotonic() - started < 8
+    # Fast: SIPp's own receive timeout ended it (FailedTimeoutOnRecv), not the harness's 10 s.
     assert not result.timed_out and result.returncode == 1 and result.exit_meaning == "at least one call failed"
     assert (result.successful, result.failed) == (0, 1), result
     assert result.failure_reasons == {"FailedTimeoutOnRecv": 1}, result
