@@ -23,16 +23,37 @@ from gateway.errors import ServiceUnavailable
 from gateway.queue import TicketQueue
 from gateway.tasks import Tasks, stop_if_cancelled
 from gateway.voice_link import VoiceLink
-from gateway.web.http import create_app
+from gateway.web.http import start_http
 from gateway.web.seats import Dispatcher, SeatServer
 
 log = logging.getLogger("gateway")
 
 
-def redis_client(url: str, max_connections: int) -> aioredis.Redis:
+# How long one Redis command (or connecting) may take before its caller gets a 503: a frozen or
+# unreachable Redis must not hold HTTP requests, and their connections, for ever.
+REDIS_COMMAND_TIMEOUT = 5.0
+REDIS_CONNECT_TIMEOUT = 5.0
+
+
+def redis_client(
+    url: str,
+    max_connections: int,
+    command_timeout: float = REDIS_COMMAND_TIMEOUT,
+    connect_timeout: float = REDIS_CONNECT_TIMEOUT,
+) -> aioredis.Redis:
     """A client whose pool waits for a free connection (up to 5 s) instead of failing at once
-    when every connection is busy (redis-py's default pool raises MaxConnectionsError)."""
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+    when every connection is busy (redis-py's default pool raises MaxConnectionsError).
+
+    It does not retry by itself: redis-py would run any command again after a connection error,
+    and not every queue script is safe to repeat. The queue retries those that are, once, on a
+    fresh connection (gateway/batching.py)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=5,
+        socket_timeout=command_timeout,
+        socket_connect_timeout=connect_timeout,
+    )
     return aioredis.Redis(connection_pool=pool)
 
 
@@ -57,11 +78,7 @@ class Gateway:
 
     async def start(self) -> Bound:
         await self.queue.ensure_groups()
-        self._runner = web.AppRunner(create_app(self.config, self.queue), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        host, port = split_listen(self.config.http.listen)
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
+        self._runner = await start_http(self.config, self.queue)
         seats_host, seats_port = split_listen(self.config.seats.listen)
         cfg = self.config.seats
         self._ws_server = await serve(
