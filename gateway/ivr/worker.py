@@ -52,6 +52,7 @@ SIP_NOT_FOUND = 404
 
 
 AGENT_STREAM = "-agent"  # the agent leg's recognition stream: the call id with this suffix
+AGENT_NO_ANSWER = "agent_no_answer"  # requeue reason (docs/seat-protocol.md): agent_answer_timeout passed
 
 
 class MediaGone(Exception):
@@ -134,6 +135,9 @@ class CallSession:
         self.agent_leg: Leg | None = None
         self.agent: str | None = None
         self.agent_timer: asyncio.TimerHandle | None = None
+        # Why the worker itself ended the agent leg, when it did: the leg's last SIP status then says
+        # nothing about the phone (our CANCEL's own 200 once read as "agent_failed_200").
+        self.agent_dropped_because: str | None = None
         self.bridged = False
         self.answered = False
         self.closed = False
@@ -448,6 +452,7 @@ class CallSession:
         if self.closed or ticket_id != self.ticket_id or self.agent_leg is not None:
             return
         self.agent = agent
+        self.agent_dropped_because = None
         self.agent_leg = self.worker.engine.dial(uri, self, label=f"agent-{self.call_id}")
         loop = asyncio.get_running_loop()
         self.agent_timer = loop.call_later(self.settings.agent_answer_timeout, self._agent_no_answer)
@@ -470,11 +475,12 @@ class CallSession:
                 self._stop_transcribing_agent()
                 self.feed(ev.AgentHungUp())
             elif not self.closed:
-                self._requeue(f"agent_failed_{status}")
+                self._requeue(self.agent_dropped_because or f"agent_failed_{status}")
 
     def _agent_no_answer(self) -> None:
         self.agent_timer = None
         if self.agent_leg is not None and not self.bridged:
+            self.agent_dropped_because = AGENT_NO_ANSWER
             self._drop_agent_leg()
 
     def _requeue(self, reason: str) -> None:

@@ -21,7 +21,7 @@ from tests.helpers import Seat
 from tests.ivr.conftest import StackArgs
 from tests.ivr.voice_stack import VoiceStack, voice_stack
 from tests.voice import audio
-from tests.voice.peers import Baresip, Peers, dtmf_scenario, uac_scenario
+from tests.voice.peers import Baresip, Peers, dtmf_scenario, uac_scenario, uas_reject_scenario
 
 pytestmark = pytest.mark.slow
 
@@ -198,28 +198,52 @@ async def test_unknown_number_is_404(stack_args: StackArgs, peers: Peers, sipp_a
 
 
 async def test_agent_phone_not_answering_requeues_ahead(
+    stack_args: StackArgs, peers: Peers, tone_wav: Path, pcap_playback: None, baresip_available: None
+) -> None:
+    # a1's phone rings and nobody picks it up: after agent_answer_timeout (5 s) the worker cancels it.
+    phone = Baresip(stack_args["tmp_path"] / "agent", user="1001", audio_source=tone_wav, role="agent")
+    await phone.start()
+    try:
+        async with voice_stack(**stack_args, agent_uris={"a1": phone.uri}) as stack:
+            scenario = dtmf_scenario("0", pause_ms_before=1000, hold_ms_after=15000, out_dir=stack_args["tmp_path"])
+            sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
+            seat = await Seat.connect(stack.bound, "a1")
+            offer = await seat.expect("offer", 10)
+            key = f"{stack.config.redis.key_prefix}:t:{offer['ticket']['id']}"
+            entry_before = await stack.redis.hget(key, "entry")
+            await seat.send(type="accept", ticket=offer["ticket"]["id"])
+            await phone.wait_event("CALL_INCOMING", 10)
+            revoked = await seat.expect("revoked", 15)
+            assert revoked["reason"] == "agent_no_answer", revoked  # not the worker's own CANCEL read as a failure
+            await phone.wait_event("CALL_CLOSED", 5)  # it stopped ringing
+            assert (await seat.expect("state", 5))["state"] == "away"
+            ticket = await stack.gateway.queue.get(offer["ticket"]["id"])
+            requeued = [entry for entry in ticket.history if entry.action == "requeued"]
+            assert ticket.status == "queued" and requeued[-1].detail["reason"] == "agent_no_answer"
+            assert await stack.redis.hget(key, "entry") == entry_before, "it keeps its place in the queue"
+            boss = await Seat.connect(stack.bound, "boss")
+            assert (await boss.expect("offer", 10))["ticket"]["id"] == ticket.id
+            await sipp.close()
+            await seat.close()
+            await boss.close()
+    finally:
+        await phone.close()
+
+
+async def test_agent_phone_refusing_the_call_requeues_with_its_status(
     stack_args: StackArgs, peers: Peers, pcap_playback: None
 ) -> None:
-    # a1's phone is a closed port: the INVITE times out (agent_answer_timeout 5 s) or fails.
-    async with voice_stack(**stack_args, agent_uris={"a1": "sip:1001@127.0.0.1:9"}) as stack:
+    busy = await peers.sipp(uas_reject_scenario(stack_args["tmp_path"], 486, "Busy Here"), calls=1)
+    async with voice_stack(**stack_args, agent_uris={"a1": f"sip:1001@{busy.address}"}) as stack:
         scenario = dtmf_scenario("0", pause_ms_before=1000, hold_ms_after=15000, out_dir=stack_args["tmp_path"])
         sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
         seat = await Seat.connect(stack.bound, "a1")
         offer = await seat.expect("offer", 10)
-        entry_before = await stack.redis.hget(f"{stack.config.redis.key_prefix}:t:{offer['ticket']['id']}", "entry")
         await seat.send(type="accept", ticket=offer["ticket"]["id"])
-        revoked = await seat.expect("revoked", 15)
-        assert revoked["reason"].startswith("agent_")
-        assert (await seat.expect("state", 5))["state"] == "away"
-        ticket = await stack.gateway.queue.get(offer["ticket"]["id"])
-        assert ticket.status == "queued" and "requeued" in actions(ticket)
-        entry_after = await stack.redis.hget(f"{stack.config.redis.key_prefix}:t:{ticket.id}", "entry")
-        assert entry_after == entry_before, "it keeps its place in the queue"
-        boss = await Seat.connect(stack.bound, "boss")
-        assert (await boss.expect("offer", 10))["ticket"]["id"] == ticket.id
+        revoked = await seat.expect("revoked", 10)
+        assert revoked["reason"] == "agent_failed_486", revoked
         await sipp.close()
         await seat.close()
-        await boss.close()
 
 
 async def test_sigterm_with_live_calls_sends_bye_and_stores_tickets(
