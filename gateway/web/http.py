@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import http_exceptions, web
 from redis.exceptions import RedisError
@@ -319,9 +319,16 @@ def _parser_message(exc: BaseException | None) -> str:
     return "malformed HTTP request"
 
 
+Phase = Literal["head", "rest", "idle"]
+
+
 class _GuardedHandler(web.RequestHandler):
     """aiohttp's connection handler, plus: the header timeout, a slot given back when the
-    connection ends, and errors that neither echo nor log the peer's bytes."""
+    connection ends, and errors that neither echo nor log the peer's bytes.
+
+    It extends aiohttp's RequestHandler where aiohttp offers no setting: the protocol callbacks,
+    and three of its methods (`finish_response`, `handle_error`, `log_exception`). Should a new
+    aiohttp change them, tests/web/test_http_limits.py and test_http_leaks.py say so."""
 
     def __init__(
         self, manager: web.Server, *, release: Callable[[], None], limits: HttpLimits, reports: _Reports, **kwargs: Any
@@ -332,7 +339,7 @@ class _GuardedHandler(web.RequestHandler):
         self._reports = reports
         # "head": the connection opened, or a request's first byte came, and its head has not ended
         # (the header timer runs); "rest": its body and answer; "idle": kept alive, between requests.
-        self._phase = "head"
+        self._phase: Phase = "head"
         self._head_tail = b""
         self._head_timer: asyncio.TimerHandle | None = None
 
@@ -368,7 +375,7 @@ class _GuardedHandler(web.RequestHandler):
         self._phase, self._head_tail = "head", b""
         self._head_timer = asyncio.get_running_loop().call_later(self._limits.header_timeout, self._head_overdue)
 
-    def _leave_head(self, phase: str) -> None:
+    def _leave_head(self, phase: Phase) -> None:
         self._phase = phase
         if self._head_timer is not None:
             self._head_timer.cancel()

@@ -60,7 +60,8 @@ async def test_the_next_request_on_a_kept_alive_connection_is_timed_too(config: 
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
         await reader.readexactly(int(split_response(head)[1]["content-length"]))
-        # Idle now: kept alive (keep-alive is 60 s here), until a request starts and stalls.
+        # Idle now, for longer than the header timeout (time passing is the point, not a wait for
+        # an event): kept alive (keep-alive is 60 s here), until a request starts and stalls.
         await asyncio.sleep(FAST.header_timeout * 2)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost")
         assert await closed_by_server(reader) == b""
