@@ -18,7 +18,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, serve
 
-from gateway.config import GatewayConfig, split_listen
+from gateway.config import GatewayConfig, RedisConfig, split_listen
 from gateway.errors import ServiceUnavailable
 from gateway.queue import TicketQueue
 from gateway.tasks import Tasks, stop_if_cancelled
@@ -29,30 +29,20 @@ from gateway.web.seats import Dispatcher, SeatServer
 log = logging.getLogger("gateway")
 
 
-# How long one Redis command (or connecting) may take before its caller gets a 503: a frozen or
-# unreachable Redis must not hold HTTP requests, and their connections, for ever.
-REDIS_COMMAND_TIMEOUT = 5.0
-REDIS_CONNECT_TIMEOUT = 5.0
-
-
-def redis_client(
-    url: str,
-    max_connections: int,
-    command_timeout: float = REDIS_COMMAND_TIMEOUT,
-    connect_timeout: float = REDIS_CONNECT_TIMEOUT,
-) -> aioredis.Redis:
+def redis_client(url: str, config: RedisConfig) -> aioredis.Redis:
     """A client whose pool waits for a free connection (up to 5 s) instead of failing at once
-    when every connection is busy (redis-py's default pool raises MaxConnectionsError).
+    when every connection is busy (redis-py's default pool raises MaxConnectionsError), and whose
+    commands fail after `redis.command_timeout` (a frozen Redis must not hold requests for ever).
 
     It does not retry by itself: redis-py would run any command again after a connection error,
     and not every queue script is safe to repeat. The queue retries those that are, once, on a
     fresh connection (gateway/batching.py)."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=max_connections,
+        max_connections=config.max_connections,
         timeout=5,
-        socket_timeout=command_timeout,
-        socket_connect_timeout=connect_timeout,
+        socket_timeout=config.command_timeout,
+        socket_connect_timeout=config.connect_timeout,
     )
     return aioredis.Redis(connection_pool=pool)
 
@@ -192,7 +182,7 @@ class Gateway:
 
 async def run_gateway(config: GatewayConfig, redis_url: str, stop: asyncio.Event, ready_line: bool = True) -> None:
     """Run until `stop` is set; the caller owns signal handling and the embedded Redis."""
-    client = redis_client(redis_url, config.redis.max_connections)
+    client = redis_client(redis_url, config.redis)
     try:
         await client.ping()
     except (RedisError, OSError) as exc:

@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             embedded.start()
             redis_url = embedded.url
-            log.info("embedded redis on %s (data in %s)", redis_url, embedded.data_dir)
+            log.info("embedded %s on %s (data in %s)", embedded.server, redis_url, embedded.data_dir)
         log.info("run %s: config %s", run_id, Path(args.config).resolve())
         asyncio.run(_serve(config, redis_url, args.config))
     except ConfigError as exc:

@@ -56,8 +56,31 @@ def split_listen(value: str) -> tuple[str, int]:
 
 
 class HttpConfig(_Section):
+    """`[http]`: the intake API's address and how long and how much one HTTP peer may take."""
+
     listen: str = "127.0.0.1:8080"
     max_body_bytes: int = Field(default=64 * 1024, gt=0, le=16 * 1024 * 1024)
+    # The first request's head (request line and headers) must be complete this long after the
+    # connection opened, a later one's this long after its first byte: a slow-loris is cut here.
+    header_timeout: Seconds = 10.0
+    # The body must be complete this long after the head, else 408 and the connection closes.
+    body_timeout: Seconds = 30.0
+    # An idle keep-alive connection closes after this: above the 15 s clients like aiohttp keep
+    # theirs, so a client never sends on a connection the server just closed.
+    keepalive_timeout: Seconds = 20.0
+    # Open HTTP connections at once; more wait in the kernel's listen backlog until one closes.
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    backlog: int = Field(default=128, ge=1, le=65535)
+    # aiohttp's limits on a request line, one header and the number of headers (400 beyond).
+    max_line_size: int = Field(default=8190, ge=256, le=1024 * 1024)
+    max_field_size: int = Field(default=8190, ge=256, le=1024 * 1024)
+    max_headers: int = Field(default=64, ge=8, le=1000)
+    # How long an unread body (after an early answer) is read and dropped before the close.
+    lingering_time: float = Field(default=2.0, ge=0, le=60)
+    # Out of file descriptors: accepting pauses this long (the slow clients may leave meanwhile).
+    accept_retry_delay: float = Field(default=0.5, gt=0, le=60)
+    # Floods (malformed requests, header timeouts, exhaustion) are logged at most once per interval.
+    report_interval: Seconds = 60.0
 
     _listen = field_validator("listen")(_check_listen)
 
@@ -97,6 +120,10 @@ class RedisConfig(_Section):
     submitted_maxlen: int = Field(default=1_000_000, gt=0)
     outbox_maxlen: int = Field(default=100_000, gt=0)
     max_connections: int = Field(default=64, ge=2, le=10_000)  # per process; requests wait for one
+    # A command (or connecting) slower than this fails its caller with 503: a frozen or unreachable
+    # Redis must not hold HTTP requests, and their connections, for ever.
+    command_timeout: Seconds = 5.0
+    connect_timeout: Seconds = 5.0
     embedded: EmbeddedRedisConfig = EmbeddedRedisConfig()
 
     @field_validator("url")

@@ -7,6 +7,7 @@
     │   ├── Unauthorized            401 / websocket close 4001
     │   ├── Forbidden               403 / seat error frame `forbidden`
     │   ├── NotFound                404 / seat error frame `not_found`
+    │   ├── RequestTimeout          408: the peer did not send what it began in time (an HTTP body)
     │   ├── Conflict                409 / seat error frame `conflict` (wrong ticket state)
     │   └── PayloadTooLarge         413 / websocket close 1009
     └── ServiceUnavailable          503 / websocket close 1013: Redis unreachable, queue full
@@ -84,6 +85,13 @@ class NotFound(PeerError):
     http_status = 404
     close_code = 1008
     sip_status = 404
+
+
+class RequestTimeout(PeerError):
+    code = "timeout"
+    http_status = 408
+    close_code = 1008
+    sip_status = 408
 
 
 class Conflict(PeerError):

@@ -14,20 +14,24 @@ import sys
 from pathlib import Path
 
 from gateway.config import parse_config
-from gateway.web.http import HttpLimits
 from tests.conftest import make_raw_config
 from tests.web.http_support import http_server
 
 # Connections are bounded by the file descriptors here, not by the limit; the report comes every
 # second so a short test sees several intervals.
-LIMITS = HttpLimits(
-    max_connections=10_000, header_timeout=60.0, keepalive_timeout=60.0, report_interval=1.0, accept_retry_delay=0.1
-)
+LIMITS = {
+    "listen": "127.0.0.1:0",
+    "max_connections": 10_000,
+    "header_timeout": 60.0,
+    "keepalive_timeout": 60.0,
+    "report_interval": 1.0,
+    "accept_retry_delay": 0.1,
+}
 
 
 async def serve(redis_url: str, prefix: str, base: Path) -> None:
-    config = parse_config(make_raw_config(prefix, redis_url), base)
-    async with http_server(config, LIMITS) as server:
+    config = parse_config(make_raw_config(prefix, redis_url, http=LIMITS), base)
+    async with http_server(config) as server:
         print(f"ready {server.url}", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 

@@ -13,7 +13,8 @@ from aiohttp import web
 from gateway.app import redis_client
 from gateway.config import GatewayConfig
 from gateway.queue import TicketQueue
-from gateway.web.http import DEFAULT_LIMITS, GuardedSite, HttpLimits, _Acceptor, start_http
+from gateway.web.http import start_http
+from gateway.web.http_server import GuardedSite, _Acceptor
 
 
 @dataclass
@@ -38,15 +39,14 @@ class HttpServer:
 
 
 @asynccontextmanager
-async def http_server(
-    config: GatewayConfig, limits: HttpLimits = DEFAULT_LIMITS, client: aioredis.Redis | None = None
-) -> AsyncIterator[HttpServer]:
-    """`start_http` as `Gateway.start` runs it, on the production Redis client unless given one."""
+async def http_server(config: GatewayConfig, client: aioredis.Redis | None = None) -> AsyncIterator[HttpServer]:
+    """`start_http` as `Gateway.start` runs it (limits from `[http]`), on the production Redis
+    client unless given one."""
     assert config.redis.url
-    redis = client or redis_client(config.redis.url, config.redis.max_connections)
+    redis = client or redis_client(config.redis.url, config.redis)
     queue = TicketQueue(redis, config)
     await queue.ensure_groups()
-    runner = await start_http(config, queue, limits)
+    runner = await start_http(config, queue)
     try:
         yield HttpServer(runner, queue)
     finally:

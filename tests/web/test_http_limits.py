@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import aiohttp
 import pytest
 
-from gateway.config import GatewayConfig
-from gateway.web.http import HttpLimits, Throttled
+from gateway.web.http_server import Throttled
 from tests.conftest import API_KEY
 from tests.web.http_support import HttpServer, http_server, split_response
 
 # Short timeouts so a test can outlast them; a keep-alive timeout far beyond them, so what closes
 # a connection in these tests is the timeout under test.
-FAST = HttpLimits(header_timeout=0.5, body_timeout=0.5, keepalive_timeout=60.0, lingering_time=0.2)
+FAST = {"header_timeout": 0.5, "body_timeout": 0.5, "keepalive_timeout": 60.0, "lingering_time": 0.2}
+LISTEN = {"listen": "127.0.0.1:0"}
 CLOSED_WITHIN = 10.0  # generous: the machine is shared; only "closed, and not by keep-alive" matters
 
 
@@ -26,8 +27,8 @@ async def closed_by_server(reader: asyncio.StreamReader) -> bytes:
         return await reader.read()
 
 
-async def test_a_slowloris_is_cut_after_the_header_timeout(config: GatewayConfig) -> None:
-    async with http_server(config, FAST) as server:
+async def test_a_slowloris_is_cut_after_the_header_timeout(config_factory: Any) -> None:
+    async with http_server(config_factory(http={**LISTEN, **FAST})) as server:
         reader, writer = await asyncio.open_connection(*server.address)
         writer.write(b"POST /api/v1/intake HTTP/1.1\r\nHost: x\r\n")
 
@@ -46,15 +47,15 @@ async def test_a_slowloris_is_cut_after_the_header_timeout(config: GatewayConfig
         assert server.acceptor.open_connections == 0
 
 
-async def test_a_connection_that_sends_nothing_is_cut(config: GatewayConfig) -> None:
-    async with http_server(config, FAST) as server:
+async def test_a_connection_that_sends_nothing_is_cut(config_factory: Any) -> None:
+    async with http_server(config_factory(http={**LISTEN, **FAST})) as server:
         reader, writer = await asyncio.open_connection(*server.address)
         assert await closed_by_server(reader) == b""
         writer.close()
 
 
-async def test_the_next_request_on_a_kept_alive_connection_is_timed_too(config: GatewayConfig) -> None:
-    async with http_server(config, FAST) as server:
+async def test_the_next_request_on_a_kept_alive_connection_is_timed_too(config_factory: Any) -> None:
+    async with http_server(config_factory(http={**LISTEN, **FAST})) as server:
         reader, writer = await asyncio.open_connection(*server.address)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         head = await reader.readuntil(b"\r\n\r\n")
@@ -62,14 +63,14 @@ async def test_the_next_request_on_a_kept_alive_connection_is_timed_too(config: 
         await reader.readexactly(int(split_response(head)[1]["content-length"]))
         # Idle now, for longer than the header timeout (time passing is the point, not a wait for
         # an event): kept alive (keep-alive is 60 s here), until a request starts and stalls.
-        await asyncio.sleep(FAST.header_timeout * 2)
+        await asyncio.sleep(FAST["header_timeout"] * 2)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost")
         assert await closed_by_server(reader) == b""
         writer.close()
 
 
-async def test_a_slow_body_gets_a_400_and_the_connection_closes(config: GatewayConfig) -> None:
-    async with http_server(config, FAST) as server:
+async def test_a_slow_body_gets_a_408_and_the_connection_closes(config_factory: Any) -> None:
+    async with http_server(config_factory(http={**LISTEN, **FAST})) as server:
         reader, writer = await asyncio.open_connection(*server.address)
         writer.write(
             b"POST /api/v1/intake HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + API_KEY.encode() + b"\r\n"
@@ -77,8 +78,8 @@ async def test_a_slow_body_gets_a_400_and_the_connection_closes(config: GatewayC
         )
         status, _, body = split_response(await closed_by_server(reader))
         writer.close()
-        assert status == 400
-        assert json.loads(body)["error"]["message"] == "the body did not arrive within 0.5 s"
+        assert status == 408
+        assert json.loads(body)["error"] == {"code": "timeout", "message": "the body did not arrive within 0.5 s"}
         assert await server.queue.waiting("general") == 0
 
 
@@ -89,10 +90,10 @@ async def post(session: aiohttp.ClientSession, server: HttpServer, text: str) ->
         return response.status
 
 
-async def test_beyond_the_connection_limit_intake_waits_and_is_served(config: GatewayConfig) -> None:
-    limits = HttpLimits(max_connections=3, header_timeout=1.0, keepalive_timeout=60.0)
+async def test_beyond_the_connection_limit_intake_waits_and_is_served(config_factory: Any) -> None:
+    limits = {"max_connections": 3, "header_timeout": 1.0, "keepalive_timeout": 60.0}
     async with (
-        http_server(config, limits) as server,
+        http_server(config_factory(http={**LISTEN, **limits})) as server,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as kept,
         aiohttp.ClientSession() as late,
     ):

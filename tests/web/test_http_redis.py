@@ -57,8 +57,10 @@ async def post(http: aiohttp.ClientSession, url: str, body: dict[str, Any], key:
 async def test_every_503_retried_with_its_key_is_one_ticket(
     own_redis: EmbeddedRedis, key_prefix: str, tmp_path: Path
 ) -> None:
-    config = parse_config(make_raw_config(key_prefix, own_redis.url), tmp_path)
-    client = redis_client(own_redis.url, config.redis.max_connections, command_timeout=1.0, connect_timeout=1.0)
+    raw = make_raw_config(key_prefix, own_redis.url)
+    raw["redis"].update(command_timeout=1.0, connect_timeout=1.0)
+    config = parse_config(raw, tmp_path)
+    client = redis_client(own_redis.url, config.redis)
     assert own_redis._process is not None
     async with running(config, client) as (gateway, url), aiohttp.ClientSession() as http:
         assert (await post(http, url, {"text": "冻结前"}))[0] == 202
@@ -87,7 +89,7 @@ async def test_the_first_intakes_after_a_redis_restart_succeed(
     own_redis: EmbeddedRedis, key_prefix: str, tmp_path: Path
 ) -> None:
     config = parse_config(make_raw_config(key_prefix, own_redis.url), tmp_path)
-    client = redis_client(own_redis.url, config.redis.max_connections)
+    client = redis_client(own_redis.url, config.redis)
     async with running(config, client) as (gateway, url), aiohttp.ClientSession() as http:
         # Fill the pool with connections that the restart will leave dead.
         before = await asyncio.gather(*(post(http, url, {"text": f"重启前{n}"}) for n in range(60)))
