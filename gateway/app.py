@@ -24,6 +24,7 @@ from gateway.queue import TicketQueue
 from gateway.tasks import Tasks, stop_if_cancelled
 from gateway.voice_link import VoiceLink
 from gateway.web.http import start_http
+from gateway.web.http_server import throttle_accept_errors
 from gateway.web.seats import Dispatcher, SeatServer
 
 log = logging.getLogger("gateway")
@@ -69,6 +70,7 @@ class Gateway:
     async def start(self) -> Bound:
         await self.queue.ensure_groups()
         self._runner = await start_http(self.config, self.queue)
+        throttle_accept_errors(asyncio.get_running_loop(), self.config.http.report_interval)
         seats_host, seats_port = split_listen(self.config.seats.listen)
         cfg = self.config.seats
         self._ws_server = await serve(

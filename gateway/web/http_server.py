@@ -404,6 +404,25 @@ class GuardedSite(web.BaseSite):
         acceptor.start()
 
 
+def throttle_accept_errors(loop: asyncio.AbstractEventLoop, interval: float) -> None:
+    """asyncio's own servers (the seats' websockets) report running out of file descriptors through
+    the loop's exception handler, with a traceback, once a second per listening socket: one line
+    per interval instead, counting; anything else goes to the handler that was there."""
+    report = Throttled("out of file descriptors, seat accepts paused", interval, logging.ERROR)
+    previous = loop.get_exception_handler()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") == "socket.accept() out of system resource":
+            exc = context.get("exception")
+            report(errno.errorcode.get(getattr(exc, "errno", 0) or 0, "?"))
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+
+
 def fd_budget(config: GatewayConfig) -> int:
     """File descriptors the process may hold at its limits: HTTP and seat connections (logged in or
     waiting for their hello), the Redis pool, and a reserve for the rest."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.web.http_server import Throttled
+from gateway.web.http_server import Throttled, throttle_accept_errors
 from tests.conftest import API_KEY
 from tests.web.http_support import HttpServer, http_server, split_response
 
@@ -127,3 +128,23 @@ def test_throttled_logs_once_per_interval(caplog: pytest.LogCaptureFixture) -> N
     lines = [record.getMessage() for record in caplog.records]
     assert lines[0] == "out of file descriptors: EMFILE (1 since the last such line)"
     assert lines[1] == "out of file descriptors: EMFILE (200 since the last such line)"
+
+
+async def test_asyncios_accept_exhaustion_reports_are_throttled(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.get_running_loop()
+    others: list[str] = []
+    loop.set_exception_handler(lambda _, context: others.append(context["message"]))
+    try:
+        throttle_accept_errors(loop, interval=60.0)
+        caplog.set_level(logging.ERROR, logger="gateway.http")
+        for _ in range(1000):
+            loop.call_exception_handler(
+                {"message": "socket.accept() out of system resource", "exception": OSError(errno.EMFILE, "")}
+            )
+        loop.call_exception_handler({"message": "something else"})
+    finally:
+        loop.set_exception_handler(None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "out of file descriptors, seat accepts paused: EMFILE (1 since the last such line)"
+    ]
+    assert others == ["something else"]
