@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,10 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_example_config_is_valid_with_credentials(tmp_path: Path) -> None:
     text = (ROOT / "config" / "gateway.toml").read_text()
     creds = tmp_path / "creds.toml"
-    a, b, c, d = (hash_secret(letter * 20) for letter in "abcd")
-    creds.write_text(f'[agents]\n"1001" = "{a}"\n"1002" = "{b}"\n[api_clients]\nwebform = "{c}"\nreader = "{d}"\n')
+    a, b = (hash_secret(letter * 20) for letter in "ab")
+    raw = tomllib.loads(text)
+    clients = "".join(f'{client["id"]} = "{hash_secret(client["id"] * 4)}"\n' for client in raw["api_clients"])
+    creds.write_text(f'[agents]\n"1001" = "{a}"\n"1002" = "{b}"\n[api_clients]\n{clients}')
     text = text.replace('credentials_file = "../var/credentials.toml"', f'credentials_file = "{creds}"')
     text = text.replace('flows = ["flows/12345.toml"]', f'flows = ["{ROOT / "config" / "flows" / "12345.toml"}"]')
     config = load_config(write(tmp_path, text), environ={})
