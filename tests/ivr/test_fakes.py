@@ -71,6 +71,7 @@ class FakeAdapter:
     hung_up: bool = False
     fields: dict[str, str] = field(default_factory=dict)
     played: list[Play] = field(default_factory=list)
+    prompt_seconds: dict[str, float] = field(default_factory=dict)  # how long each prompt plays; else PROMPT_SECONDS
 
     def feed(self, event: Event) -> list[Action]:
         was_finished = self.machine.finished
@@ -126,7 +127,8 @@ class FakeAdapter:
         if isinstance(action, Play):
             assert action.prompt in flow.prompts, f"undefined prompt {action.prompt!r}"
             flow.prompts[action.prompt].render(action.params)  # placeholders must all be filled
-            self.playing, self.prompt_ends = action.prompt, self.clock + PROMPT_SECONDS
+            seconds = self.prompt_seconds.get(action.prompt, PROMPT_SECONDS)
+            self.playing, self.prompt_ends = action.prompt, self.clock + seconds
             self.played.append(action)
         elif isinstance(action, StopPrompt):
             assert self.playing is not None, "StopPrompt with nothing playing"

@@ -115,7 +115,8 @@ def test_default_flow_parses() -> None:
 
 def test_default_prompts_are_the_12345_texts() -> None:
     prompts = default_config().flow.prompts
-    assert prompts["greeting"].text == "您好，欢迎致电12345政务服务便民热线。"
+    # 幺二三四五: the number as it is said (espeak-ng read "12345" as 一万两千三百四十五).
+    assert prompts["greeting"].text == "您好，欢迎致电幺二三四五政务服务便民热线。"
     assert prompts["main_menu"].text == "人工服务请按0，企业服务请按1，语音留言请按2，语音导航请按3。"
     assert prompts["navigation"].text == "请说出您要办理的业务，例如：住房、税务、交通、企业服务。"
     assert prompts["confirm_housing"].text == "您要办理的是住房业务吗？是请按1，其他业务请按2。"

@@ -210,7 +210,7 @@ def test_option_during_the_prompt_barges_in(call: FakeAdapter) -> None:
 def test_option_after_the_prompt_cancels_the_input_timer(call: FakeAdapter) -> None:
     at_menu(call)
     timer = only_timer(call.finish_prompt())
-    assert timer.seconds == 6
+    assert timer.seconds == 5
     actions = call.feed(Digit("2"))
     assert actions == [CancelTimer(timer.name), Play("speech", barge_in=True)]
     assert phase_of(call) is Phase.SPEECH_PROMPT
@@ -232,13 +232,20 @@ def test_keys_work_during_the_invalid_prompt(call: FakeAdapter) -> None:
     assert call.machine.path == ["*", "1"]
 
 
-def test_timeout_plays_the_timeout_prompt_then_the_menu(call: FakeAdapter) -> None:
+def with_timeout_prompt(raw: Raw) -> None:
+    raw["flow"]["prompts"]["no_input"] = {"text": "对不起，没有收到您的按键。"}
+    raw["flow"]["nodes"]["main_menu"].update(timeout_prompt="no_input", max_retries=2)
+
+
+def test_timeout_plays_the_timeout_prompt_then_the_menu() -> None:
+    call = FakeAdapter(machine_with(with_timeout_prompt))
     at_menu(call).finish_prompt()
     assert call.fire("input.timeout") == [Play("no_input", barge_in=True)]
     assert call.finish_prompt() == [Play("main_menu", barge_in=True)]
 
 
-def test_after_max_retries_the_default_node(call: FakeAdapter) -> None:
+def test_after_max_retries_the_default_node() -> None:
+    call = FakeAdapter(machine_with(with_timeout_prompt))
     at_menu(call).finish_prompt()
     call.fire("input.timeout")  # retry 1
     call.finish_prompt()
@@ -252,10 +259,19 @@ def test_after_max_retries_the_default_node(call: FakeAdapter) -> None:
     assert call.machine.path == ["9"]
 
 
-def test_without_a_timeout_prompt_the_menu_is_replayed() -> None:
-    call = FakeAdapter(machine_with(lambda raw: raw["flow"]["nodes"]["main_menu"].pop("timeout_prompt")))
+def test_the_shipped_menu_repeats_itself_once_after_silence_then_queues(call: FakeAdapter) -> None:
+    # No timeout prompt: the repeat of the menu is the cue; max_retries = 1.
     at_menu(call).finish_prompt()
     assert call.fire("input.timeout") == [Play("main_menu", barge_in=True)]
+    call.finish_prompt()
+    assert call.fire("input.timeout")[:2] == [GENERAL, HOLD]
+
+
+def test_the_shipped_menu_counts_an_invalid_key_with_a_timeout(call: FakeAdapter) -> None:
+    at_menu(call).finish_prompt()
+    call.fire("input.timeout")  # retry 1
+    assert call.feed(Digit("9"))[:3] == [StopPrompt(), GENERAL, HOLD]  # second failure > max_retries = 1
+    assert call.machine.path == ["9"]
 
 
 def test_zero_retries_go_straight_to_default() -> None:
@@ -273,7 +289,8 @@ def test_a_stale_timer_is_ignored(call: FakeAdapter) -> None:
     assert phase_of(call) is Phase.MENU_PROMPT
 
 
-def test_timer_names_are_unique_and_carry_a_sequence(call: FakeAdapter) -> None:
+def test_timer_names_are_unique_and_carry_a_sequence() -> None:
+    call = FakeAdapter(machine_with(with_timeout_prompt))  # two retries: two timeouts in the menu
     at_menu(call).finish_prompt()
     names = []
     for _ in range(2):

@@ -405,7 +405,7 @@ def test_a_silent_caller_on_the_default_flow_is_queued_for_a_person() -> None:
     adapter.answer()
     steps = run_silent(adapter, SILENT_STEP_LIMIT)
     assert adapter.machine.node_id == "queue_general"
-    assert steps == 9  # greeting, 3 x (menu prompt, timeout), 2 timeout prompts
+    assert steps == 5  # greeting, 2 x (menu prompt, timeout): one repeat of the menu
     # Nobody answers: overflow, message, goodbye, hang-up, all without a key press.
     run_silent(adapter, 200, stop_when_queued=False)  # hold replays every few seconds for 300 s
     assert adapter.machine.outcome == "message"

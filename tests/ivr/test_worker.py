@@ -151,8 +151,8 @@ async def test_the_fallbacks_python_live_audio_port_and_pjsips_media_thread_carr
 async def test_silence_takes_the_timeout_branch_then_the_default(
     stack_args: dict, peers: Peers, pcap_playback: None
 ) -> None:  # type: ignore[type-arg]
-    # Menu: 2 s timeout, 1 retry, then the default (the general queue).
-    async with voice_stack(**stack_args, flow_replacements={"max_retries = 2": "max_retries = 1"}) as stack:
+    # Menu (the shipped one, with FAST's 2 s timeout): silence, one repeat, then the general queue.
+    async with voice_stack(**stack_args) as stack:
         scenario = uac_scenario(stack_args["tmp_path"], audio_pcap=None, pause_ms_before=30000, hold_ms_after=100)
         sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
         ticket = await stack.ticket_where(lambda t: t.channel == "voice", 40)
@@ -162,17 +162,17 @@ async def test_silence_takes_the_timeout_branch_then_the_default(
         await sipp.close()
 
 
-async def test_three_invalid_digits_take_the_default(stack_args: StackArgs, peers: Peers, pcap_playback: None) -> None:
+async def test_two_invalid_digits_take_the_default(stack_args: StackArgs, peers: Peers, pcap_playback: None) -> None:
     async with voice_stack(**stack_args) as stack:
-        # Past the greeting, into the menu prompt; 7, 8, 9 are no options (3 tries: 2 retries, then the
-        # default). Three different keys: SIPp replays a pcap with its RTP timestamps, so the same
+        # Past the greeting, into the menu prompt; 7 and 8 are no options (2 tries: 1 retry, then the
+        # default). Two different keys: SIPp replays a pcap with its RTP timestamps, so the same
         # key twice would look like one event retransmitted (RFC 4733) and be counted once.
         scenario = dtmf_scenario(
-            "789", pause_ms_before=4000, hold_ms_after=4000, out_dir=stack_args["tmp_path"], digit_gap_ms=2500
+            "78", pause_ms_before=4000, hold_ms_after=4000, out_dir=stack_args["tmp_path"], digit_gap_ms=2500
         )
         sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
         ticket = await stack.ticket_where(lambda t: t.channel == "voice", 30)
-        assert ticket.queue == "general" and ticket.ivr_path == "789"
+        assert ticket.queue == "general" and ticket.ivr_path == "78"
         await sipp.wait(30)
 
 

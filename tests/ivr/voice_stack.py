@@ -27,9 +27,9 @@ from tests.voice.peers import free_port, free_port_range
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FLOW = ROOT / "config" / "flows" / "12345.toml"
 
-# Shorter than production so a test call takes seconds: menu timeout 6 -> 2 s, position every 30 -> 4 s.
+# Shorter than production so a test call takes seconds: menu timeout 5 -> 2 s, position every 30 -> 4 s.
 FAST = {
-    "timeout_seconds = 6": "timeout_seconds = 2",
+    "\ntimeout_seconds = 5\n": "\ntimeout_seconds = 2\n",  # the menu's, not confirm_timeout_seconds
     "position_interval_seconds = 30": "position_interval_seconds = 4",
 }
 
