@@ -42,7 +42,7 @@ from gateway.ivr.speech import FanOut, LiveSpeech, Tap
 from gateway.ivr.wav import header_complete, repair_header, wav_seconds
 from gateway.queue import TicketQueue
 from gateway.tasks import Tasks, stop_if_cancelled
-from gateway.ticket import Citizen, Ticket, TranscriptSegment, VoiceCall, new_ticket_id, utcnow
+from gateway.ticket import Citizen, Ticket, TranscriptSegment, VoiceCall, mask_phone, new_ticket_id, utcnow
 from gateway.voice_link import VoiceLink, callback_ticket, recording_attachment
 
 log = logging.getLogger("gateway.voice")
@@ -170,6 +170,7 @@ class CallSession:
             self.live = self.worker.engine.live_audio(media, f"live-{self.call_id}", self.settings.live_audio_frames)
             self._start_transcribing()
             self.worker.count(**{"voice.calls": 1})
+            log.info("call %s answered: %s -> %s", self.call_id, mask_phone(self.caller), self.flow.id)
             self.feed(ev.Answered(now=utcnow(), caller=self.caller, called=self.called))
         elif leg is self.leg and not self.closed:
             self._reattach_caller(media)
@@ -409,6 +410,7 @@ class CallSession:
         self._record("agent", agent)
         self._connect_bridge()
         self.bridged = True
+        log.info("call %s bridged: ticket %s, agent %s", self.call_id, self.ticket_id, self.agent)
         speech = self.worker.speech
         if speech is not None and not self.worker.config.asr.after_answer:
             speech.finish(self.call_id)
@@ -595,6 +597,14 @@ class CallSession:
         result = await self.worker.queue.intake(ticket, f"worker:{self.settings.worker_id}")
         self.ticket_id = result.ticket_id
         self.worker.by_ticket[result.ticket_id] = self
+        log.info(
+            "call %s queued: ticket %s (%s) -> %s, priority %d",
+            self.call_id,
+            result.ticket_id,
+            mask_phone(self.caller),
+            ticket.queue,
+            ticket.priority,
+        )
 
     async def _position(self, queue: str) -> None:
         if self.ticket_id is None:
@@ -624,11 +634,13 @@ class CallSession:
         if ticket.agent:
             await self.worker.link.tell_seat("revoke", ticket.agent, ticket_id, reason)
         self.worker.count(**{"voice.abandoned": 1})
+        log.info("call %s abandoned: ticket %s (%s)", self.call_id, ticket_id, reason)
         if self.shutting_down:
             await self._callback({}, reason)
 
     async def _release_to_queue(self, ticket_id: str, agent: str, reason: str) -> None:
         if await self.worker.queue.release(ticket_id, agent, reason, "claimed"):
+            log.info("call %s requeued: ticket %s, its place kept (%s, %s)", self.call_id, ticket_id, reason, agent)
             await self.worker.link.tell_seat("revoke", agent, ticket_id, reason)
 
     async def _screen_pop(self, agent: str, ticket_id: str) -> None:
@@ -702,7 +714,8 @@ class CallSession:
             attachments = tuple(recording_attachment(path, wav_seconds(path)) for path in files.values())
             base = base.model_copy(update={"attachments": attachments})
         ticket = callback_ticket(base, utcnow(), self.settings.callback_priority, reason)
-        await self.worker.queue.intake(ticket, f"worker:{self.settings.worker_id}")
+        result = await self.worker.queue.intake(ticket, f"worker:{self.settings.worker_id}")
+        log.info("call %s: callback ticket %s queued (%s)", self.call_id, result.ticket_id, reason)
 
 
 def prefilled(ticket: Ticket, segments: list[TranscriptSegment]) -> Ticket:
@@ -870,7 +883,7 @@ class MediaWorker:
         voice = self.config.voice
         flow_id = voice.numbers.get(called, voice.default_flow)
         if flow_id is None or flow_id not in self.config.ivr:
-            log.info("call to unknown number %s rejected", called)
+            log.info("call to unknown number %s refused (404)", mask_phone(called))
             leg.hang_up(SIP_NOT_FOUND)
             return
         if self.callers >= self.caller_capacity:

@@ -7,6 +7,7 @@ as a child process. Marked slow; CI runs them.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -432,3 +433,65 @@ async def test_speech_navigation_sends_out_of_domain_speech_to_the_general_queue
         ticket = await stack.ticket_where(lambda t: t.channel == "voice", 30)
         assert ticket.queue == "general", "not a random department"
         assert ticket.route_evidence.startswith(("reject", "timeout")), ticket.route_evidence
+
+
+class WorkerLog:
+    """The media worker's log: the worker inherits the test's stderr, which pytest captures."""
+
+    def __init__(self, capfd: pytest.CaptureFixture[str]) -> None:
+        self._capfd = capfd
+        self.text = ""
+
+    def lines(self, call_event: str) -> list[str]:
+        self.text += self._capfd.readouterr().err
+        return [line for line in self.text.splitlines() if re.search(rf"gateway\.voice: call \S+ {call_event}", line)]
+
+    async def wait_for(self, call_event: str, timeout: float = 15.0) -> str:
+        async with asyncio.timeout(timeout):
+            while not (found := self.lines(call_event)):
+                await asyncio.sleep(0.1)  # the worker writes to a file; there is nothing to await
+        return found[0]
+
+
+async def test_a_calls_events_are_logged_once_each_with_the_callers_number_masked(
+    stack_args: StackArgs,
+    peers: Peers,
+    long_speech: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    baresip_available: None,
+) -> None:
+    # a1's phone rings unanswered (requeued), the boss's answers (bridged); a second caller hangs up
+    # while queued (abandoned). Offers are the core's to log (gateway/web/seats.py).
+    ringing = Baresip(tmp_path / "a1-phone", user="1001", audio_source=long_speech, role="agent")
+    await ringing.start()
+    boss_phone = await peers.agent(audio.write_tone_wav(tmp_path / "tone.wav", 1000.0, 20.0), user="1003")
+    log = WorkerLog(capfd)
+    try:
+        async with voice_stack(**stack_args, agent_uris={"a1": ringing.uri, "boss": boss_phone.uri}) as stack:
+            seat = await Seat.connect(stack.bound, "a1")
+            caller = await dial_in(peers, stack, long_speech)  # 13812345678
+            await caller.send_dtmf("0")
+            offer = await seat.expect("offer", 10)
+            await seat.send(type="accept", ticket=offer["ticket"]["id"])
+            assert (await seat.expect("revoked", 15))["reason"] == "agent_no_answer"
+            boss = await Seat.connect(stack.bound, "boss")
+            await boss.send(type="accept", ticket=(await boss.expect("offer", 10))["ticket"]["id"])
+            await log.wait_for("bridged")
+            second = await peers.caller(long_speech, user="13900001111")
+            await second.dial(stack.dial_uri())
+            await second.wait_event("CALL_ESTABLISHED", 5)
+            await second.send_dtmf("0")
+            await log.wait_for("queued: ticket .* \\(139\\*\\*\\*\\*1111\\)")
+            await second.hangup()
+            await log.wait_for("abandoned")
+            await seat.close()
+            await boss.close()
+    finally:
+        await ringing.close()
+    answered, queued = log.lines("answered"), log.lines("queued")
+    assert [len(answered), len(queued)] == [2, 2], log.text[-3000:]
+    assert [len(log.lines(event)) for event in ("requeued", "bridged", "abandoned")] == [1, 1, 1], log.text[-3000:]
+    assert "138****5678" in answered[0] and "138****5678" in queued[0]
+    assert "agent_no_answer" in log.lines("requeued")[0] and "caller_hung_up" in log.lines("abandoned")[0]
+    assert not re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)", log.text), "a full mobile number in the worker's log"
