@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -14,13 +15,16 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError
 from gateway.sipfront.config import front_errors, password_errors
+from gateway.sipfront.held import HeldCalls
 from gateway.sipfront.janitor import DialogJanitor
-from gateway.sipfront.kamailio import FrontPaths, Rendered, start_check, syntax_check, write_front
+from gateway.sipfront.kamailio import FrontPaths, Rendered, start_check, syntax_check, uri_address, write_front
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
 from gateway.sipfront.rpc import FrontRpc
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
+
+log = logging.getLogger("gateway.sipfront")
 
 
 def _check(config: GatewayConfig, source: str, *, environment: bool) -> None:
@@ -53,7 +57,9 @@ async def render(config: GatewayConfig, source: str, *, start: bool = True) -> i
 
 
 class RunningFront:
-    """Kamailio as `run` keeps it, and the task that ends dead workers' calls through it."""
+    """Kamailio as `run` keeps it, with what goes with each of its starts: the calls the workers hold
+    put into its load before callers are routed (`held.HeldCalls`), and the task that ends dead
+    workers' calls through it (`janitor.DialogJanitor`)."""
 
     def __init__(self, process: KamailioProcess, config: GatewayConfig, paths: FrontPaths, redis_url: str) -> None:
         import redis.asyncio as aioredis
@@ -62,15 +68,56 @@ class RunningFront:
         from gateway.voice_link import VoiceKeys
 
         self.process = process
-        self._redis = aioredis.Redis.from_url(redis_url)
+        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+        rpc = FrontRpc(config.sipfront.kamcmd, paths.ctl_socket)
+        self.held = HeldCalls(
+            rpc,
+            self._redis,
+            config.redis.key_prefix,
+            self_address=uri_address(config.sipfront.listen),
+            worker_timeout=config.voice.worker_timeout,
+            heartbeat_interval=config.voice.heartbeat_interval,
+        )
+        self._held_task: asyncio.Task[None] | None = None
+        process.on_ready = self._rebuild
+        process.on_exit = self._forget
         stream = VoiceKeys(Keys(config.redis.key_prefix)).dead_workers
-        janitor = DialogJanitor(self._redis, stream, FrontRpc(config.sipfront.kamcmd, paths.ctl_socket))
+        janitor = DialogJanitor(self._redis, stream, rpc)
         self._janitor = asyncio.create_task(janitor.run(), name="sipfront-janitor")
 
+    def _rebuild(self) -> None:
+        """A Kamailio just became ready: its call load is rebuilt before it routes callers."""
+        self._forget()
+        self._held_task = asyncio.create_task(self._held_calls(), name="sipfront-held-calls")
+
+    def _forget(self) -> None:
+        """Kamailio exited (or another one starts): whatever it was being told is moot."""
+        self.held.routing.clear()
+        if self._held_task is not None:
+            self._held_task.cancel()
+            self._held_task = None
+
+    async def _held_calls(self) -> None:
+        try:
+            await self.held.run()
+        except Exception:
+            # Fail closed: callers keep getting 503 from Kamailio rather than full workers.
+            log.exception("rebuilding the call load failed; kamailio does not route callers")
+
+    async def start(self) -> None:
+        await self.process.start()
+        self.process.supervise()
+
+    async def wait_routing(self, timeout: float) -> None:
+        """Until Kamailio dispatches callers after its latest start."""
+        await asyncio.wait_for(self.held.routing.wait(), timeout)
+
     async def stop(self) -> None:
-        self._janitor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._janitor
+        for task in (self._held_task, self._janitor):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._redis.aclose()
         await self.process.stop()
 
@@ -82,9 +129,13 @@ async def start_front(config: GatewayConfig, source: str, redis_url: str) -> Run
     await syntax_check(config.sipfront.binary, rendered.paths.cfg)
     command = KamailioCommand.for_paths(config.sipfront, rendered.paths)
     process = KamailioProcess(command, restart_delay=config.sipfront.restart_delay)
-    await process.start()
-    process.supervise()
-    return RunningFront(process, config, rendered.paths, redis_url)
+    front = RunningFront(process, config, rendered.paths, redis_url)
+    try:
+        await front.start()
+    except BaseException:
+        await front.stop()
+        raise
+    return front
 
 
 async def show_status(config: GatewayConfig, redis_url: str) -> int:

@@ -101,6 +101,12 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def uri_address(listen: str) -> str:
+    """HOST:PORT as it goes into a SIP URI (an IPv6 host in brackets)."""
+    host, port = split_host_port(listen)
+    return f"{_bracket(host)}:{port}"
+
+
 def _alias_lines(front: KamailioConfig, listen: str) -> str:
     names = [listen, *([front.advertise] if front.advertise else []), *front.aliases]
     unique = list(dict.fromkeys(names))
@@ -125,6 +131,7 @@ def render_cfg(config: GatewayConfig, paths: FrontPaths, *, listen: str | None =
     front = config.sipfront
     listen = listen or front.listen
     advertised = front.advertise or listen
+    self_host, self_port = split_host_port(listen)  # requests from here are the gateway's (route[HELD])
     values = {
         "source": source or "the gateway config",
         "log_level": str(KAMAILIO_DEBUG[front.log_level]),
@@ -145,6 +152,9 @@ def render_cfg(config: GatewayConfig, paths: FrontPaths, *, listen: str | None =
         "dialog_timeout": str(front.call_load_expire),
         "ping_interval": str(front.probe_interval),
         "listen_host": _bracket(split_host_port(advertised)[0]),
+        "self_host": self_host,
+        "self_port": str(self_port),
+        "self_address": uri_address(listen),
         "trunks": ",".join(front.trunks),
         "max_message_bytes": str(front.max_message_bytes),
         "max_tries": str(front.failover_tries),

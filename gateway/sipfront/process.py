@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -81,6 +81,10 @@ class KamailioProcess:
         self.restart_delay = restart_delay
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
+        # Called each time a Kamailio this object started is ready (the first start and restarts),
+        # and each time one exits on its own (not by stop()), before it is started again.
+        self.on_ready: Callable[[], None] | None = None
+        self.on_exit: Callable[[], None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -101,6 +105,8 @@ class KamailioProcess:
         except SipFrontError:
             await self._end()
             raise
+        if self.on_ready is not None:
+            self.on_ready()
 
     def supervise(self) -> None:
         """Restart Kamailio whenever it exits, until `stop()`."""
@@ -205,6 +211,8 @@ class KamailioProcess:
             code = await self.process.wait()
             if self._stopping:
                 return
+            if self.on_exit is not None:
+                self.on_exit()
             await self._end()
             failures = 0 if loop.time() - started > STABLE_AFTER else failures + 1
             delay = min(self.restart_delay * 2 ** max(0, failures - 1), MAX_RESTART_DELAY)

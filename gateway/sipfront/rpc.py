@@ -104,6 +104,12 @@ def parse_contacts(text: str) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^\s*Address:\s*(\S+)\s*$", text, re.M)]
 
 
+def parse_htable(text: str) -> dict[str, int]:
+    """Integer items of an `htable.dump` answer, by name."""
+    items = re.findall(r"^\s*name:\s*(\S+)\s*\n\s*value:\s*(-?\d+)\s*$", text, re.M)
+    return {name: int(value) for name, value in items}
+
+
 def parse_dialog_ids(text: str) -> list[tuple[str, str]]:
     """(h_entry, h_id) of each dialog in a `dlg.profile_list` / `dlg.list` answer."""
     entries = re.findall(r"^\s*h_entry:\s*(\d+)\s*$", text, re.M)
@@ -123,7 +129,12 @@ class FrontRpc:
         return await kamcmd(self.binary, self.ctl_socket, *args, timeout=self.timeout)
 
     async def dispatcher(self) -> list[Target]:
-        return parse_dispatcher_list(await self.call("dispatcher.list"))
+        try:
+            return parse_dispatcher_list(await self.call("dispatcher.list"))
+        except RpcError as exc:
+            if "no destination sets" in str(exc).lower():  # an empty dispatcher list
+                return []
+            raise
 
     async def contacts(self, user: str) -> list[str]:
         """The phone's registered contacts; [] when it has none."""
@@ -133,6 +144,19 @@ class FrontRpc:
             if exc.status == 500 and "not found" in str(exc).lower():
                 return []
             raise
+
+    async def request(self, method: str, ruri: str, headers: dict[str, str]) -> None:
+        """Kamailio sends `method` to `ruri` itself (tm.t_uac_start: returns once sent, not answered).
+        Headers as given; tm adds Via, the From tag and Max-Forwards."""
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        await self.call("tm.t_uac_start", method, ruri, ".", ".", lines + "Content-Type: text/plain\r\n")
+
+    async def htable(self, table: str) -> dict[str, int]:
+        """The integer items of one of kamailio.cfg's htables."""
+        return parse_htable(await self.call("htable.dump", table))
+
+    async def set_item(self, table: str, key: str, value: int) -> None:
+        await self.call("htable.seti", table, f"s:{key}", str(value))
 
     async def end_dialogs(self, worker_uri: str) -> int:
         """End every call Kamailio tracks for the worker at `worker_uri` (sip:HOST:PORT): Kamailio

@@ -26,6 +26,7 @@ class WorkerRow:
     worker_id: str
     info: dict[str, str]
     expires_in: float  # seconds; negative: the heartbeat lapsed that long ago
+    expiry_ms: int = 0  # the heartbeat's expiry, Redis clock (ms)
 
     @property
     def alive(self) -> bool:
@@ -53,7 +54,7 @@ async def worker_rows(redis: aioredis.Redis, prefix: str) -> list[WorkerRow]:
         worker_id = _text(member)
         info = await redis.hgetall(f"{prefix}:worker:{worker_id}")
         decoded = {_text(k): _text(v) for k, v in info.items()}
-        rows.append(WorkerRow(worker_id, decoded, (float(expiry) - now_ms) / 1000))
+        rows.append(WorkerRow(worker_id, decoded, (float(expiry) - now_ms) / 1000, int(expiry)))
     return sorted(rows, key=lambda row: row.worker_id)
 
 

@@ -10,7 +10,6 @@ to Kamailio (`FrontStack.front`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 import time
@@ -26,12 +25,11 @@ import tomli_w
 from gateway.app import Gateway
 from gateway.config import parse_config
 from gateway.ivr.flow import parse_ivr_toml
-from gateway.sipfront.janitor import DialogJanitor
+from gateway.sipfront.commands import RunningFront
 from gateway.sipfront.kamailio import front_paths, write_front
 from gateway.sipfront.pool import worker_specs
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
 from gateway.sipfront.rpc import FrontRpc, Target
-from gateway.voice_link import VoiceKeys
 from tests.conftest import make_raw_config
 from tests.helpers import WorkerProcess
 from tests.ivr.voice_stack import FAST, VoiceStack, write_flow
@@ -49,6 +47,7 @@ class FrontStack(VoiceStack):
     """`sip` (and so `dial_uri()`) is Kamailio's address; `worker` is w1."""
 
     kamailio: KamailioProcess | None = None
+    running: RunningFront | None = None
     rpc: FrontRpc | None = None
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
     worker_sips: dict[str, str] = field(default_factory=dict)
@@ -216,7 +215,10 @@ async def _front_stack(
         rendered = write_front(config, str(path))
         paths = front_paths(config)
         kamailio = KamailioProcess(KamailioCommand.for_paths(config.sipfront, paths), log_path=paths.log, env=env)
-        stack.push_async_callback(_timed, "kamailio stop", kamailio.stop)
+        # As `run` keeps it: restarted when it dies, the workers' calls put into its load after each
+        # start, dead workers' calls ended through it.
+        running = RunningFront(kamailio, config, paths, redis_url)
+        stack.push_async_callback(_timed, "kamailio stop", running.stop)
         processes = {
             s.worker_id: WorkerProcess(str(path), redis_url, s.worker_id, s.listen) for s in worker_specs(config)
         }
@@ -224,14 +226,13 @@ async def _front_stack(
         stack.push_async_callback(_timed, "workers stop", lambda: _stop_workers(processes))
         # Workers first: Kamailio then finds them up at its first probe instead of marking them down.
         await asyncio.gather(*(process.start() for process in processes.values()))
-        await kamailio.start()
+        await running.start()
+        await running.wait_routing(10)
         rpc = FrontRpc(config.sipfront.kamcmd, paths.ctl_socket)
-        janitor = asyncio.create_task(DialogJanitor(client, VoiceKeys(gateway.queue.keys).dead_workers, rpc).run())
-        stack.push_async_callback(_timed, "janitor stop", lambda: _cancel(janitor))
         result = FrontStack(
             config=config, gateway=gateway, bound=bound, worker=next(iter(processes.values()), None),  # type: ignore[arg-type]
             sip=f"{LOOPBACK}:{front_port}", redis=client, recordings=tmp_path / "recordings",
-            kamailio=kamailio, rpc=rpc, workers=processes,
+            kamailio=kamailio, rpc=rpc, workers=processes, running=running,
             worker_sips={s.worker_id: s.listen for s in worker_specs(config)},
             config_path=str(path), redis_url=redis_url,
         )  # fmt: skip
@@ -246,12 +247,6 @@ async def _timed(what: str, step: Callable[[], Awaitable[object]]) -> None:
     print(f"teardown: {what} ...", file=sys.stderr, flush=True)
     await step()
     print(f"teardown: {what} done in {time.monotonic() - began:.2f} s", file=sys.stderr, flush=True)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _stop_workers(processes: dict[str, WorkerProcess]) -> None:
