@@ -20,6 +20,10 @@ _ERROR = re.compile(r"^error:\s*(?P<code>\d+)\s*-\s*(?P<reason>.*)$", re.I | re.
 _FIELD = re.compile(r"^\s*(?P<key>[A-Za-z-]+):\s*(?P<value>.*?)\s*$")
 
 
+class FrontNotRunning(SipFrontError):
+    """Nothing answers on Kamailio's control socket: the front is not running (or is starting)."""
+
+
 class RpcError(SipFrontError):
     """Kamailio answered the RPC with an error (`code` is its status, e.g. 500)."""
 
@@ -29,11 +33,17 @@ class RpcError(SipFrontError):
 
 
 async def kamcmd(binary: str, ctl_socket: Path, *args: str, timeout: float = 3.0) -> str:
-    """Run one RPC; SipFrontError when Kamailio is not reachable, RpcError when it says no."""
-    late = f"kamcmd {args[0] if args else ''} got no answer within {timeout} s"
+    """Run one RPC; FrontNotRunning when nothing listens on the control socket, RpcError when
+    Kamailio says no, SipFrontError otherwise. kamcmd's own words (errno texts) go to the debug log."""
+    method = args[0] if args else "rpc"
+    late = f"kamcmd {method} got no answer within {timeout} s"
     code, text = await run_tool([binary, "-s", f"unix:{ctl_socket}", *args], timeout, late)
-    if code != 0 or "connect_unix_sock" in text:
-        raise SipFrontError(f"kamailio not reachable at {ctl_socket}: {text.strip()[:200]}")
+    if "connect_unix_sock" in text:
+        log.debug("kamcmd %s: %s", method, text.strip()[:200])
+        raise FrontNotRunning(f"the SIP front is not running: nothing answers on {ctl_socket}")
+    if code != 0:
+        log.debug("kamcmd %s: %s", method, text.strip()[:200])
+        raise SipFrontError(f"kamcmd {method} failed (exit status {code})")
     if match := _ERROR.search(text):
         raise RpcError(f"{args[0] if args else 'rpc'}: {match['reason']}", int(match["code"]))
     return text

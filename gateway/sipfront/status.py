@@ -37,7 +37,7 @@ class WorkerRow:
 class Report:
     workers: list[WorkerRow] = field(default_factory=list)
     targets: list[Target] | None = None  # None: Kamailio not asked or not reachable
-    front_problem: str = ""
+    front_problem: str = ""  # why there are no targets, in plain words
     pool: dict[str, str] = field(default_factory=dict)  # worker id -> its pool slot's state
 
 
@@ -64,6 +64,9 @@ async def gather(config: GatewayConfig, redis: aioredis.Redis) -> Report:
     pool: Any = await redis.hgetall(f"{prefix}:pool")
     report.pool = {_text(k): _text(v) for k, v in pool.items()}
     front = config.sipfront
+    if not front.enabled:
+        report.front_problem = "the SIP front is not enabled ([sipfront] enabled = false)"
+        return report
     rpc = FrontRpc(front.kamcmd, front_paths(config).ctl_socket)
     try:
         report.targets = await rpc.dispatcher()
@@ -95,7 +98,7 @@ def format_report(report: Report) -> str:
         lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.append("kamailio dispatcher (kamcmd dispatcher.list):")
     if report.targets is None:
-        lines.append(f"  not reachable: {report.front_problem}" if report.front_problem else "  not asked")
+        lines.append(f"  {report.front_problem or 'not asked'}")
     elif not report.targets:
         lines.append("  (no destinations)")
     known = {row.info.get("sip", "") for row in report.workers}

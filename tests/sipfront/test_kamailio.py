@@ -257,8 +257,12 @@ def test_status_report_joins_heartbeats_and_kamailio() -> None:
     assert re.search(r"w2\s.*\sdraining\s+lapsed", text), text
     assert "lapsed 4.0 s ago; kamailio IP load 0/2" in text
     assert "sip:127.0.0.1:5102" in text and "DOWN" in text
-    unreachable = format_report(Report(front_problem="kamailio not reachable at /x"))
-    assert "(none has a heartbeat)" in unreachable and "not reachable: kamailio not reachable" in unreachable
+    off = format_report(Report(front_problem="the SIP front is not running: nothing answers on /x"))
+    assert "(none has a heartbeat)" in off
+    assert off.splitlines()[-2:] == [
+        "kamailio dispatcher (kamcmd dispatcher.list):",
+        "  the SIP front is not running: nothing answers on /x",
+    ]
 
 
 # --- with the real binary ----------------------------------------------------------------------
