@@ -3,6 +3,9 @@
 Kamailio runs in the foreground (`-DD -E`): the process we start stays Kamailio's main process and
 logs to stderr, though it still forks its receivers, timers and the control process. It gets its
 own session (process group), so stopping it can reach every process it forked, and nothing else.
+Its main process gets SIGTERM when the gateway dies, however it dies (PR_SET_PDEATHSIG): it then
+stops its children and removes its pid file. (Its children outlive a main process that is itself
+SIGKILLed: `_end` kills the whole group.)
 `-P` writes the main pid; `-Y` keeps its runtime files beside the rendered config.
 
 Ready means Kamailio answers an RPC on its control socket (`kamcmd core.uptime`): the control
@@ -20,13 +23,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from gateway.embedded_redis import die_with_parent
 from gateway.sipfront.kamailio import SipFrontError
 from gateway.sipfront.rpc import kamcmd
 
@@ -56,10 +59,7 @@ class KamailioCommand:
 
     def args(self) -> list[str]:
         args = [self.binary, "-DD", "-E", "-f", str(self.cfg), "-P", str(self.pidfile)]
-        args += ["-Y", str(self.run_dir), "-m", str(self.shm_mb)]
-        # If the gateway dies without stopping it, Kamailio gets SIGTERM instead of holding the port.
-        setpriv = shutil.which("setpriv")
-        return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
+        return [*args, "-Y", str(self.run_dir), "-m", str(self.shm_mb)]
 
 
 class KamailioProcess:
@@ -145,6 +145,9 @@ class KamailioProcess:
                     stderr=asyncio.subprocess.STDOUT if output is not None else None,
                     env=self.env,
                     start_new_session=True,
+                    # If the gateway dies without stopping it (SIGKILL too), Kamailio's main process
+                    # gets SIGTERM: it stops its children, removes its pid file and frees the port.
+                    preexec_fn=die_with_parent,
                 )
             except FileNotFoundError:
                 raise SipFrontError(f"{self.command.binary} not found (Debian package kamailio)") from None
