@@ -36,9 +36,13 @@ async def run_media_worker(config: GatewayConfig, redis_url: str, worker_id: str
     try:
         await worker.start()
         print(f"media-worker ready id={worker_id} sip={settings.host}:{settings.port}", flush=True)
-        await stop.wait()
-        log.info("media worker %s stopping with %d call(s)", worker_id, worker.callers)
+        signalled, on_its_own = asyncio.create_task(stop.wait()), asyncio.create_task(worker.must_stop.wait())
+        await asyncio.wait({signalled, on_its_own}, return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        on_its_own.cancel()
+        if stop.is_set():
+            log.info("media worker %s stopping with %d call(s)", worker_id, worker.callers)
     finally:
         await worker.stop()
         await client.aclose()
-    return 0
+    return worker.exit_status

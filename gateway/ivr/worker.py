@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,16 +25,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pjsua2 as pj
+from redis.exceptions import RedisError
 
 from gateway.asr.navigation import Thresholds, decide
 from gateway.asr.pool import StreamEvent
 from gateway.asr.settings import PoolSettings
 from gateway.asr.text import extract
 from gateway.config import GatewayConfig, split_listen
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.ivr import actions as act
 from gateway.ivr import events as ev
 from gateway.ivr.flow import IvrConfig
+from gateway.ivr.lifeline import Lifeline, Verdict
 from gateway.ivr.machine import CallMachine
 from gateway.ivr.pjengine import Engine, EngineSettings, Leg, LiveAudio, NativeLiveAudio, Prompt, uri_user
 from gateway.ivr.prompts import prompt_files, prompt_wav, render_missing
@@ -557,15 +560,14 @@ class CallSession:
     async def _run_one(self, job: Callable[[], Awaitable[None]]) -> None:
         try:
             await job()
+        except (ServiceUnavailable, RedisError, OSError) as exc:
+            self.worker.redis_trouble(self.call_id, exc)
         except GatewayError as exc:
             log.error("call %s: %s", self.call_id, exc)
 
     async def _run_io(self) -> None:
         while (job := await self._io.get()) is not None:
-            try:
-                await job()
-            except GatewayError as exc:
-                log.error("call %s: %s", self.call_id, exc)
+            await self._run_one(job)
 
     def _ticket(self, queue: str, priority: int) -> Ticket:
         attachments = [recording_attachment(self.recording_files["caller"])] if "caller" in self.recording_files else []
@@ -738,6 +740,12 @@ def prefilled(ticket: Ticket, segments: list[TranscriptSegment]) -> Ticket:
     return ticket.model_copy(update=update) if update else ticket
 
 
+def _brief(exc: BaseException) -> str:
+    """An error in a few words for a log line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+
+
 def _has_speech_route(config: GatewayConfig) -> bool:
     return any(node.type == "speech_route" for ivr in config.ivr.values() for node in ivr.flow.nodes.values())
 
@@ -813,6 +821,12 @@ class MediaWorker:
         self._loops: list[asyncio.Task[None]] = []
         self._engine_started = False  # PJSIP created (its shutdown is due)
         self._claimed = False  # this process beat under its id (the heartbeat is its own to retire)
+        # Set when the worker must stop on its own (Redis lost too long, supervisor gone); `exit_status`
+        # is then the process's: 1 after losing Redis (a supervisor starts it again), 0 otherwise.
+        self.must_stop = asyncio.Event()
+        self.exit_status = 0
+        self.lifeline = Lifeline(settings.worker_timeout, os.getppid(), 0.0)
+        self._redis_trouble_told = False  # a Redis failure was logged; quiet until Redis answers again
         self.hostname = socket.gethostname()  # in the heartbeat: an id is one worker's on one machine
 
     @property
@@ -872,6 +886,7 @@ class MediaWorker:
         self.engine.start()
         await self._beat(first=True)
         self._claimed = True
+        self.lifeline = Lifeline(self.settings.worker_timeout, self.lifeline.parent, time.monotonic())
         self._loops = [
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._inbox(), name="inbox"),
@@ -903,8 +918,15 @@ class MediaWorker:
         self.tasks.spawn(self._count(increments))
 
     async def _count(self, increments: dict[str, int]) -> None:
-        with contextlib.suppress(GatewayError, OSError):
+        with contextlib.suppress(GatewayError, RedisError, OSError):  # counters are not worth a line
             await self.link.count(**increments)
+
+    def redis_trouble(self, call_id: str, exc: Exception) -> None:
+        """A call's Redis work failed: one line while Redis stays out of reach, not one per attempt
+        (the heartbeat decides whether the worker stops)."""
+        if not self._redis_trouble_told:
+            self._redis_trouble_told = True
+            log.warning("call %s: redis unreachable (%s); quiet until it answers again", call_id, _brief(exc))
 
     async def _beat(self, first: bool = False) -> None:
         info = {
@@ -925,25 +947,62 @@ class MediaWorker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
-            try:
-                await self._beat()
-            except (GatewayError, OSError) as exc:
-                log.warning("heartbeat failed: %s", exc)
-            except Exception:
+            problem = await self._try_beat()
+            now = time.monotonic()
+            lost_for = self.lifeline.lost_for(now)
+            self.lifeline, verdict = self.lifeline.beat(problem is None, os.getppid(), now)
+            if verdict is Verdict.REDIS_BACK:
+                self._redis_trouble_told = False
+                log.info("redis reachable again after %.1f s without a heartbeat", lost_for)
+            elif verdict is Verdict.STOP_REDIS_LOST:
+                self._give_up(
+                    1, "redis unreachable for %.1f s (%s)", self.lifeline.lost_for(now), _brief(problem or Exception())
+                )
+                return
+            elif verdict is Verdict.STOP_SUPERVISOR_GONE:
+                self._give_up(0, "its supervisor (pid %d) is gone", self.lifeline.parent)
+                return
+
+    async def _try_beat(self) -> Exception | None:
+        """One heartbeat, bounded: a Redis that does not answer at all must not stall the loop that
+        decides to stop. The failure, or None."""
+        try:
+            await asyncio.wait_for(self._beat(), self.settings.worker_timeout)
+        except (GatewayError, RedisError, OSError, TimeoutError) as exc:
+            return exc
+        except Exception as exc:  # a bug, not Redis: its traceback once, then it counts as a failure
+            if not self.lifeline.failing:
                 log.exception("heartbeat failed")
+            return exc
+        return None
+
+    def _give_up(self, status: int, why: str, *args: object) -> None:
+        """Stop the worker from inside: one line saying why, then the same shutdown as SIGTERM."""
+        self._redis_trouble_told = True  # the settling that follows may fail on Redis: said here
+        log.error(
+            why + ": stopping with %d call(s); what cannot be settled now the core settles from Redis later",
+            *args,
+            self.callers,
+        )
+        self.exit_status = status
+        self.must_stop.set()
 
     async def _inbox(self) -> None:
         last_id = "$"
+        failing = False
         while True:
             try:
                 messages = await self.link.read_inbox(self.settings.worker_id, last_id, 1000)
-            except OSError:
-                await asyncio.sleep(1.0)
+            except (GatewayError, RedisError, OSError):
+                await asyncio.sleep(1.0)  # Redis out of reach: the heartbeat reports it, once
                 continue
             except Exception:
-                log.exception("inbox read failed")
+                if not failing:  # a bug, not Redis: its traceback once, not every second
+                    log.exception("inbox read failed")
+                failing = True
                 await asyncio.sleep(1.0)
                 continue
+            failing = False
             stop_if_cancelled()
             for entry_id, fields in messages:
                 last_id = entry_id
@@ -975,5 +1034,6 @@ class MediaWorker:
         self.routing.clear()
         if not self._claimed:
             return  # refused or failed before its first beat: the id's heartbeat is another worker's
-        with contextlib.suppress(GatewayError, OSError):
+        # Redis gone: the heartbeat stays and lapses, and the core settles what is left.
+        with contextlib.suppress(GatewayError, RedisError, OSError):
             await self.link.retire(self.settings.worker_id)

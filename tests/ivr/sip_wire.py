@@ -24,8 +24,7 @@ class Response:
     text: str
 
     def header(self, name: str) -> str:
-        match = re.search(rf"^{re.escape(name)}\s*:\s*(.*?)\r?$", self.text, re.MULTILINE | re.IGNORECASE)
-        return match[1] if match else ""
+        return _header(self.text, name)
 
     @property
     def reason(self) -> str:
@@ -112,6 +111,21 @@ class SipWire:
                 self.inbox.arrived.clear()
                 await self.inbox.arrived.wait()
 
+    async def request(self, method: str, call_id: str, timeout: float = 10.0) -> str:
+        """The first request `method` the worker sent in call `call_id` (a BYE, say)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for text in self.inbox.messages:
+                    if text.startswith(f"{method} ") and _header(text, "Call-ID") == call_id:
+                        return text
+                self.inbox.arrived.clear()
+                await self.inbox.arrived.wait()
+
+    def reply(self, request: str, status: int = 200, reason: str = "OK") -> None:
+        """Answer a request of the worker's (its Via, From, To, Call-ID and CSeq echoed)."""
+        echoed = [f"{name}: {_header(request, name)}" for name in ("Via", "From", "To", "Call-ID", "CSeq")]
+        self.send(_message(f"SIP/2.0 {status} {reason}", echoed, ""))
+
     # --- a UAC's part ---------------------------------------------------------------------------
 
     def invite(self, number: str, body: str = "", content_type: str | None = "application/sdp") -> Call:
@@ -161,6 +175,11 @@ class SipWire:
             f"Call-ID: {call.call_id}",
             f"CSeq: {call.cseq} {method}",
         ]
+
+
+def _header(text: str, name: str) -> str:
+    match = re.search(rf"^{re.escape(name)}\s*:\s*(.*?)\r?$", text, re.MULTILINE | re.IGNORECASE)
+    return match[1] if match else ""
 
 
 def _branch() -> str:

@@ -82,8 +82,20 @@ class VoiceStack:
         return result
 
 
-@asynccontextmanager
-async def voice_stack(
+@dataclass(frozen=True)
+class WorkerFiles:
+    """A media worker's config written for a test: the file, the parsed config, where it listens."""
+
+    path: Path
+    config: GatewayConfig
+    sip: str
+    recordings: Path
+
+    def process(self, redis_url: str, worker_id: str = "wtest") -> WorkerProcess:
+        return WorkerProcess(str(self.path), redis_url, worker_id, self.sip)
+
+
+def worker_files(
     tmp_path: Path,
     redis_url: str,
     key_prefix: str,
@@ -92,7 +104,9 @@ async def voice_stack(
     flow_replacements: dict[str, str] | None = None,
     asr: dict[str, Any] | None = None,
     **voice: Any,
-) -> AsyncIterator[VoiceStack]:
+) -> WorkerFiles:
+    """The shipped flow (made FAST, with `flow_replacements`) and a gateway config for one worker;
+    `voice` overrides [voice] settings (`default_flow=None` removes the default flow)."""
     flow = write_flow(tmp_path / "flow.toml", {**FAST, **(flow_replacements or {})})
     sip_port = free_port(udp=True, tcp=False)
     recordings = tmp_path / "recordings"
@@ -122,14 +136,28 @@ async def voice_stack(
         raw["asr"] = asr
     path = tmp_path / "gateway.toml"
     path.write_text(tomli_w.dumps(raw))
-    config = parse_config(raw, tmp_path)
-    worker = WorkerProcess(str(path), redis_url, "wtest", f"127.0.0.1:{sip_port}")
+    return WorkerFiles(path, parse_config(raw, tmp_path), f"127.0.0.1:{sip_port}", recordings)
+
+
+@asynccontextmanager
+async def voice_stack(
+    tmp_path: Path,
+    redis_url: str,
+    key_prefix: str,
+    prompts_dir: Path,
+    agent_uris: dict[str, str] | None = None,
+    flow_replacements: dict[str, str] | None = None,
+    asr: dict[str, Any] | None = None,
+    **voice: Any,
+) -> AsyncIterator[VoiceStack]:
+    files = worker_files(tmp_path, redis_url, key_prefix, prompts_dir, agent_uris, flow_replacements, asr, **voice)
+    worker = files.process(redis_url)
     client = aioredis.Redis.from_url(redis_url)
-    gateway = Gateway(config, client)
+    gateway = Gateway(files.config, client)
     bound = await gateway.start()
     try:
         await worker.start()
-        yield VoiceStack(config, gateway, bound, worker, f"127.0.0.1:{sip_port}", client, recordings)
+        yield VoiceStack(files.config, gateway, bound, worker, files.sip, client, files.recordings)
     finally:
         await worker.stop()
         await gateway.stop()
