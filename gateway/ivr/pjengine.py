@@ -27,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import errno
 import gc
 import logging
 import re
@@ -43,9 +44,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pjsua2 as pj
 
+from gateway.errors import ConfigError
 from gateway.ivr import sip_guard
 from gateway.ivr.framestats import GAPS_KEPT, FrameStats
-from gateway.ivr.sockets import udp_socket_fd
+from gateway.ivr.sockets import udp_holders, udp_socket_fd
 
 if TYPE_CHECKING:
     from gateway.ivr import _pjnative
@@ -321,6 +323,17 @@ class InboundAccount(pj.Account):  # type: ignore[misc]
         self.engine.incoming(leg, request_uri(prm.rdata.wholeMsg))
 
 
+PJ_ERRNO_START_SYS = 120000  # PJSIP's status for an OS error is this plus errno (pj/errno.h)
+
+
+def address_in_use(host: str, port: int) -> str:
+    """Why the SIP port cannot be had, for the one line a worker exits with (exit 2: a supervisor
+    does not start it again; it would only fail the same way)."""
+    holders = udp_holders(port)
+    who = ", ".join(f"pid {pid} ({name})" for pid, name in holders) if holders else "a process this one cannot see"
+    return f"SIP address {host}:{port} (UDP) is already in use by {who}"
+
+
 @dataclass
 class EngineSettings:
     host: str
@@ -394,7 +407,12 @@ class Engine:
         transport.boundAddress = self.settings.host
         if self.settings.public_address:
             transport.publicAddress = self.settings.public_address
-        self.endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+        try:
+            self.endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+        except pj.Error as exc:
+            if exc.status == PJ_ERRNO_START_SYS + errno.EADDRINUSE:
+                raise ConfigError(address_in_use(self.settings.host, self.settings.port)) from None
+            raise
         self.endpoint.libStart()
         self.endpoint.audDevManager().setNullDev()
         self._native = bind_native_ports()

@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -121,3 +122,25 @@ async def test_a_worker_whose_supervisor_dies_stops_with_one_line(
     stopping = [line for line in worker_lines(log) if "stopping" in line]
     assert len(stopping) == 1 and f"its supervisor (pid {parent.pid}) is gone" in stopping[0], log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+async def test_a_worker_whose_sip_port_is_taken_exits_2_naming_the_address_and_its_holder(
+    tmp_path: Path, redis_server: EmbeddedRedis, key_prefix: str, prompts_dir: Path
+) -> None:
+    files = worker_files(tmp_path, redis_server.url, key_prefix, prompts_dir)
+    host, port = files.sip.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind((host, int(port)))  # this test's own process holds the worker's SIP port
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "--log-level", "INFO", "media-worker", "--config", str(files.path),
+            "--redis-url", redis_server.url, "--id", "wtest", "--listen", files.sip,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(worker.communicate(), 60)
+    assert worker.returncode == 2, "a supervisor does not restart exit 2: it would only crash-loop"
+    log = err.decode(errors="replace")
+    said = [line for line in log.splitlines() if "already in use" in line]
+    comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    holder = f"pid {os.getpid()} ({comm})"
+    assert said == [f"hotline-gateway media-worker: SIP address {files.sip} (UDP) is already in use by {holder}"], log
+    assert "Traceback" not in log and "pjsua2.Error" not in log, log[-3000:]
