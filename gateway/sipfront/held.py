@@ -165,7 +165,11 @@ class HeldCalls:
         except SipFrontError as exc:
             # Kamailio died meanwhile (its restart runs this again) or is too busy to answer.
             log.error("could not put the workers' held calls into Kamailio's load: %s", exc)
-        await self.rpc.set_item(*ROUTING, 1)
+        try:
+            await self.rpc.set_item(*ROUTING, 1)
+        except SipFrontError as exc:
+            log.error("could not switch routing on in kamailio (callers get 503): %s", exc)
+            return
         self.routing.set()
         self.rebuilt_in = asyncio.get_running_loop().time() - began
         total = sum(entry.calls for entry in held)
