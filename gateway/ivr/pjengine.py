@@ -48,11 +48,13 @@ from gateway.errors import ConfigError
 from gateway.ivr import sip_guard
 from gateway.ivr.framestats import GAPS_KEPT, FrameStats
 from gateway.ivr.sockets import udp_holders, udp_socket_fd
+from gateway.ticket import mask_phone
 
 if TYPE_CHECKING:
     from gateway.ivr import _pjnative
 
 log = logging.getLogger("gateway.voice.pj")
+pjsip_log = logging.getLogger("gateway.voice.pjsip")
 
 _REQUEST_LINE = re.compile(r"^INVITE\s+(?P<uri>\S+)\s+SIP/2\.0", re.MULTILINE)
 _URI_USER = re.compile(r"sips?:(?P<user>[^@;>\s]+)@")
@@ -159,6 +161,46 @@ class Prompt(pj.AudioMediaPlayer):  # type: ignore[misc]
     def onEof2(self) -> None:
         with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
             self._loop.call_soon_threadsafe(self._on_end)
+
+
+PJSIP_LOG_BURST = 20  # PJSIP lines logged per window at most; the rest are counted
+PJSIP_LOG_WINDOW = 10.0  # seconds
+_NUMBER = re.compile(r"\+?\d{7,}")  # a run of digits long enough to be a phone number
+
+
+class PjsipLog(pj.LogWriter):  # type: ignore[misc]
+    """PJSIP's own log lines, into Python logging (`gateway.voice.pjsip`).
+
+    Only the first line of each: after it, PJSIP dumps a packet it could not process whole, callers'
+    numbers in From and To included (seen with a fuzz: every malformed request went to the log).
+    Numbers are masked (`gateway.ticket.mask_phone`), and at most PJSIP_LOG_BURST lines go out per
+    PJSIP_LOG_WINDOW seconds: a flood of bad packets does not become a flood of log lines (what was
+    held back is counted in the next line let through). PJSIP logs from whichever of its threads has
+    something to say, at level 1 (errors) only: rare, so Python on those threads costs nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._levels = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}  # PJSIP's, 4 and up debug
+        self._lock = threading.Lock()
+        self._window_start = 0.0
+        self._in_window = 0
+        self._held_back = 0
+
+    def write(self, entry: Any) -> None:
+        first = str(entry.msg).split("\n", 1)[0].strip()
+        text = _NUMBER.sub(lambda match: mask_phone(match[0]), first)
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window_start >= PJSIP_LOG_WINDOW:
+                self._window_start, self._in_window = now, 0
+            if self._in_window >= PJSIP_LOG_BURST:
+                self._held_back += 1
+                return
+            self._in_window += 1
+            held_back, self._held_back = self._held_back, 0
+        more = f" ({held_back} more PJSIP line(s) held back before this one)" if held_back else ""
+        pjsip_log.log(self._levels.get(int(entry.level), logging.DEBUG), "%s%s", text, more)
 
 
 def _vector_bytes_slow(vector: Any) -> bytes:
@@ -369,6 +411,7 @@ class Engine:
         self._retired_players: collections.deque[tuple[float, Prompt]] = collections.deque()
         self._media_poller = False  # RTP read by _pjnative's poller instead of PJSIP's media thread
         self.sip_guarded = False  # malformed requests answered by _pjnative's SIP guard
+        self._pjsip_log = PjsipLog()  # kept for the process's life: PJSIP may log until libDestroy ends
 
     @property
     def native_live_audio(self) -> bool:
@@ -400,6 +443,8 @@ class Engine:
         cfg.medConfig.channelCount = 1
         cfg.logConfig.level = self.settings.log_level
         cfg.logConfig.consoleLevel = self.settings.log_level
+        cfg.logConfig.writer = self._pjsip_log  # instead of stdout: first lines only, numbers masked
+        cfg.logConfig.decor = pj.PJ_LOG_HAS_SENDER
         self.endpoint.libCreate()
         self.endpoint.libInit(cfg)
         transport = pj.TransportConfig()

@@ -105,3 +105,21 @@ async def test_rfc4475_torture_requests_get_400_and_a_normal_call_follows(
         assert answer.status == 400, answer.text  # not 100 Trying and 200 (INVITE) or 200 (OPTIONS)
         await a_normal_call_completes(sip, free_port_range(2))
         assert alive(stack)
+
+
+async def test_a_packet_pjsip_cannot_process_is_logged_in_one_line_without_the_callers_number(
+    stack_args: StackArgs, wire: list[SipWire], capfd: pytest.CaptureFixture[str]
+) -> None:
+    # PJSIP logged such a packet whole (From and To numbers included) after its error line.
+    async with voice_stack(**stack_args) as stack:
+        sip = await open_wire(stack, wire)
+        sip.send(
+            f"BYE sip:12345@{stack.sip} SIP/2.0\r\nFrom: <sip:13812345678@{sip.via}>;tag=1\r\n"
+            f"To: <sip:12345@{stack.sip}>\r\nCall-ID: no-via@test\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+        )  # no Via: PJSIP cannot answer it
+        await a_normal_call_completes(sip, free_port_range(2))  # the BYE was read before this call
+        assert alive(stack)
+    log = capfd.readouterr().err + capfd.readouterr().out
+    said = [line for line in log.splitlines() if "gateway.voice.pjsip" in line]
+    assert len(said) == 1 and "Missing required header" in said[0] and "Via" in said[0], log[-3000:]
+    assert "13812345678" not in log and "CSeq: 1 BYE" not in log, "the packet itself is not logged"
