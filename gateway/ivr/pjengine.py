@@ -36,7 +36,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -186,10 +186,32 @@ class PjsipLog(pj.LogWriter):  # type: ignore[misc]
         self._window_start = 0.0
         self._in_window = 0
         self._held_back = 0
+        self._kept: list[tuple[int, str]] | None = None  # while `keep()` holds lines back...
+        self._keeper = 0  # ...those of this thread (the one that called into PJSIP)
+
+    @contextlib.contextmanager
+    def keep(self) -> Iterator[list[tuple[int, str]]]:
+        """Hold PJSIP's lines back while a call into it runs (the loop thread's own): the caller may
+        explain the failure in one line of its own and drop them, or `emit` them."""
+        kept: list[tuple[int, str]] = []
+        self._keeper, self._kept = threading.get_ident(), kept
+        try:
+            yield kept
+        finally:
+            self._kept = None
+
+    def emit(self, kept: list[tuple[int, str]]) -> None:
+        for level, text in kept:
+            pjsip_log.log(level, "%s", text)
 
     def write(self, entry: Any) -> None:
         first = str(entry.msg).split("\n", 1)[0].strip()
         text = _NUMBER.sub(lambda match: mask_phone(match[0]), first)
+        level = self._levels.get(int(entry.level), logging.DEBUG)
+        kept = self._kept
+        if kept is not None and threading.get_ident() == self._keeper:
+            kept.append((level, text))
+            return
         with self._lock:
             now = time.monotonic()
             if now - self._window_start >= PJSIP_LOG_WINDOW:
@@ -200,7 +222,7 @@ class PjsipLog(pj.LogWriter):  # type: ignore[misc]
             self._in_window += 1
             held_back, self._held_back = self._held_back, 0
         more = f" ({held_back} more PJSIP line(s) held back before this one)" if held_back else ""
-        pjsip_log.log(self._levels.get(int(entry.level), logging.DEBUG), "%s%s", text, more)
+        pjsip_log.log(level, "%s%s", text, more)
 
 
 def _vector_bytes_slow(vector: Any) -> bytes:
@@ -452,12 +474,16 @@ class Engine:
         transport.boundAddress = self.settings.host
         if self.settings.public_address:
             transport.publicAddress = self.settings.public_address
-        try:
-            self.endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
-        except pj.Error as exc:
-            if exc.status == PJ_ERRNO_START_SYS + errno.EADDRINUSE:
-                raise ConfigError(address_in_use(self.settings.host, self.settings.port)) from None
-            raise
+        with self._pjsip_log.keep() as pjsip_said:
+            try:
+                self.endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+            except pj.Error as exc:
+                if exc.status == PJ_ERRNO_START_SYS + errno.EADDRINUSE:
+                    # One line says it (with who holds the port), not PJSIP's two besides.
+                    raise ConfigError(address_in_use(self.settings.host, self.settings.port)) from None
+                self._pjsip_log.emit(pjsip_said)
+                raise
+        self._pjsip_log.emit(pjsip_said)
         self.endpoint.libStart()
         self.endpoint.audDevManager().setNullDev()
         self._native = bind_native_ports()
