@@ -106,13 +106,21 @@ def find_redis_server(preferred: str | None = None) -> RedisBinary:
     return chosen
 
 
-def die_with_parent() -> None:
+# Loaded once, at import: `die_with_parent` runs in a freshly forked child (preexec_fn), where a
+# dlopen could deadlock on a lock another thread of the parent held at the fork.
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def die_with_parent(parent: int | None = None) -> None:
     """In a child process: get SIGTERM when the parent dies, even by SIGKILL (Linux prctl).
 
-    Used before exec for the embedded Redis, and at the start of ASR pool workers, so a killed
-    gateway or media worker leaves no orphans holding memory or ports."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    Used before exec for the embedded Redis, Kamailio and the media workers, and at the start of
+    ASR pool workers, so a killed gateway or media worker leaves no orphans holding memory or
+    ports. With `parent` (the pid that forked us), a parent that died before the prctl took effect
+    is noticed too: the child stops at once instead of living on as an orphan."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass

@@ -196,7 +196,7 @@ class TicketQueue:
             [
                 ticket.id,
                 _doc_json(ticket),
-                _history_json(actor, "queued", ticket.received_at, queue=ticket.queue),
+                _history_json(actor, "queued", queue=ticket.queue),
                 self._config.redis.idempotency_ttl,
                 self._config.redis.max_queue_length,
                 keys.wake,

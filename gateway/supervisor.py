@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,15 @@ log = logging.getLogger("gateway.supervisor")
 
 CONFIG_REFUSED = 2  # `hotline-gateway media-worker`'s exit status for a refused configuration
 RUN_ID_ENV = "HG_RUN_ID"  # the id of the `run` a process belongs to (in its environment)
+STABLE_AFTER = 30.0  # s up after which a worker's exit no longer counts as a failed restart
+MAX_RESTART_DELAY = 30.0
+
+
+def restart_delay(base: float, failures: int) -> float:
+    """The wait before restarting a child (a media worker, Kamailio): `base` after one that ran a
+    while, doubling with each quick exit in a row (a worker whose Redis is gone exits every few
+    seconds), at most 30 s."""
+    return float(min(base * 2 ** max(failures - 1, 0), MAX_RESTART_DELAY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +71,9 @@ class WorkerSupervisor:
         self._tasks[spec.worker_id] = asyncio.create_task(self._keep(spec), name=f"worker-{spec.worker_id}")
 
     async def _keep(self, spec: WorkerSpec) -> None:
+        failures = 0  # quick exits in a row: the restart delay doubles with each (Redis down, say)
         while spec.worker_id not in self._stopping:
+            began = asyncio.get_running_loop().time()
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway.cli", "media-worker",
                 "--config", self._config_path, "--redis-url", self._redis_url,
@@ -68,7 +81,7 @@ class WorkerSupervisor:
                 stdout=asyncio.subprocess.DEVNULL,
                 # A worker dies with the process that started it, however that one ends (SIGKILL
                 # included): an orphan kept its SIP port and answered the next run's Redis.
-                preexec_fn=die_with_parent,
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),
             )  # fmt: skip
             self._processes[spec.worker_id] = process
             code = await process.wait()
@@ -79,10 +92,12 @@ class WorkerSupervisor:
                 # again every second would only repeat the refusal.
                 log.error("media worker %s refused to start (exit %s); not restarted", spec.worker_id, code)
                 return
-            log.warning("media worker %s exited with %s; restarting", spec.worker_id, code)
+            failures = 0 if asyncio.get_running_loop().time() - began >= STABLE_AFTER else failures + 1
+            delay = restart_delay(self._restart_delay, failures)
+            log.warning("media worker %s exited with %s; restarting in %.0f s", spec.worker_id, code, delay)
             if self._on_exit is not None:
                 self._on_exit(spec, code)
-            await asyncio.sleep(self._restart_delay)
+            await asyncio.sleep(delay)
 
     async def stop_worker(self, worker_id: str, grace: float = 10.0) -> None:
         """SIGTERM (the worker hangs up its calls and exits), SIGKILL after `grace` seconds."""

@@ -124,7 +124,7 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 def test_voice_flow_errors_name_the_file_and_field(tmp_path: Path) -> None:
     flow = (ROOT / "config" / "flows" / "12345.toml").read_text()
     (tmp_path / "bad.toml").write_text(
-        flow.replace('queue = "enterprise"', 'queue = "nowhere"').replace("max_retries = 2", "max_retries = 99")
+        flow.replace('queue = "enterprise"', 'queue = "nowhere"').replace("max_retries = 1", "max_retries = 99")
     )
     text = (
         '[[queues]]\nname = "general"\nskills = ["general"]\n'

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 import redis.asyncio as aioredis
@@ -170,3 +171,15 @@ async def test_malformed_ids_name_no_ticket(queue: TicketQueue) -> None:
             await queue.submit(bad, "a1")
         assert not await queue.release(bad, "a1", "declined")
     assert (await queue.get(tid)).status == "queued"
+
+
+async def test_the_queued_entry_is_stamped_when_the_ticket_joined_the_queue(queue: TicketQueue) -> None:
+    """A voice ticket's received_at is when the call began; it joins the queue later (after the menu)."""
+    call_began = utcnow() - timedelta(minutes=1)
+    ticket = make_ticket("call-1").model_copy(update={"received_at": call_began})
+    before = utcnow()
+    result = await queue.intake(ticket, "worker:w1")
+    stored = await queue.get(result.ticket_id)
+    assert stored.received_at == call_began
+    [queued] = [entry for entry in stored.history if entry.action == "queued"]
+    assert queued.at >= before

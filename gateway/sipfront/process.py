@@ -32,6 +32,7 @@ from typing import IO, TYPE_CHECKING
 from gateway.embedded_redis import die_with_parent
 from gateway.sipfront.kamailio import SipFrontError
 from gateway.sipfront.rpc import kamcmd
+from gateway.supervisor import STABLE_AFTER, restart_delay
 
 if TYPE_CHECKING:
     from gateway.sipfront.config import KamailioConfig
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.sipfront")
 
-MAX_RESTART_DELAY = 30.0
-STABLE_AFTER = 30.0  # seconds up after which a crash no longer counts as a failed restart
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +217,7 @@ class KamailioProcess:
                 self.on_exit()
             await self._end()
             failures = 0 if loop.time() - started > STABLE_AFTER else failures + 1
-            delay = min(self.restart_delay * 2 ** max(0, failures - 1), MAX_RESTART_DELAY)
+            delay = restart_delay(self.restart_delay, failures)
             log.warning("kamailio exited with %s; restarting in %.1f s (agent phones must re-register)", code, delay)
             await asyncio.sleep(delay)
             try:

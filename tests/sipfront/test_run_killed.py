@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -119,24 +121,23 @@ async def test_a_run_killed_with_calls_up_leaves_nothing_and_the_next_run_starts
     front_host, front_port = front.rsplit(":", 1)
     monkeypatch.delenv("REDIS_URL", raising=False)  # the run's own embedded Redis
 
-    first = GatewayProcess(str(path))
-    await first.start(60)
-    assert first.process is not None
-    await _serving(path, redis_url, first.process.pid)
-    held = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=30_000, hold_ms_after=100)
-    callers = await peers.sipp(held, target=front, service="12345", calls=2, concurrency=2, rate=10)
-    async with asyncio.timeout(30):
-        while await _queued_voice_tickets(redis_url) < 2:
-            await asyncio.sleep(0.2)
-    tree = descendants(first.process.pid)
-    commands = {pid: _command(pid) for pid in tree}
-    assert any("redis-server" in c for c in commands.values()), commands
-    assert any("kamailio" in c for c in commands.values()), commands
-    assert any("media-worker" in c for c in commands.values()), commands
-    assert any("multiprocessing" in c for c in commands.values()), commands  # the workers' recognizers
+    async with started(path) as first:
+        assert first.process is not None
+        await _serving(path, redis_url, first.process.pid)
+        held = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=30_000, hold_ms_after=100)
+        callers = await peers.sipp(held, target=front, service="12345", calls=2, concurrency=2, rate=10)
+        async with asyncio.timeout(30):
+            while await _queued_voice_tickets(redis_url) < 2:
+                await asyncio.sleep(0.2)
+        tree = descendants(first.process.pid)
+        commands = {pid: _command(pid) for pid in tree}
+        assert any("redis-server" in c for c in commands.values()), commands
+        assert any("kamailio" in c for c in commands.values()), commands
+        assert any("media-worker" in c for c in commands.values()), commands
+        assert any("multiprocessing" in c for c in commands.values()), commands  # the workers' recognizers
 
-    first.process.send_signal(signal.SIGKILL)
-    await first.process.wait()
+        first.process.send_signal(signal.SIGKILL)
+        await first.process.wait()
     async with asyncio.timeout(15):
         while left := [pid for pid in tree if alive(pid)]:
             await asyncio.sleep(0.1)
@@ -148,14 +149,23 @@ async def test_a_run_killed_with_calls_up_leaves_nothing_and_the_next_run_starts
     assert not [str(a) for a in addresses if in_use(a)]
     await callers.close()  # the held callers lost their call (no BYE can come: everything is gone)
 
-    second = GatewayProcess(str(path))
-    await second.start(60)
-    assert second.process is not None
-    try:
+    async with started(path) as second:
+        assert second.process is not None
         await _serving(path, redis_url, second.process.pid)
         short = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=1500, hold_ms_after=100)
         caller = await peers.sipp(short, target=front, service="12345", calls=1, concurrency=1, rate=10)
         result = await caller.wait(30)
         assert result.successful == 1, str(result)
-    finally:
         assert await second.stop() == 0
+
+
+@asynccontextmanager
+async def started(path: Path) -> AsyncIterator[GatewayProcess]:
+    """A `run` that is stopped however the test ends (a failed test must not leave one behind)."""
+    gateway = GatewayProcess(str(path))
+    try:
+        await gateway.start(60)
+        yield gateway
+    finally:
+        if gateway.process is not None and gateway.process.returncode is None:
+            await gateway.stop()
