@@ -352,7 +352,7 @@ async def measure(tmp: Path, engine: str) -> dict[str, Any]:
         await caller.wait_event("CALL_CLOSED", audio.seconds + 30)
         await asyncio.sleep(2.0)  # the last segments of the call
         packets = meter.stop() if meter is not None else []
-        if "live speech recognition is off" in tail(worker.log, 400):
+        if "callers' words into tickets off" in tail(worker.log, 400):
             raise BenchError(f"the media worker has no live ASR:\n{tail(worker.log)}")
         established_ns = int((established.at + clock) * 1e9)
         estimated = [established_ns + int(o * 1e9) for o in audio.onsets]

@@ -54,14 +54,19 @@ class LiveSpeech:
             # the worker; an executor thread might not.
             pool.start()
         except AsrUnavailable as exc:
-            # Say it plainly, once: calls are still answered and recorded, and the recordings wait
-            # for `hotline-gateway transcribe --pending` once a model is installed.
+            # Calls are still answered and recorded; the worker says so once, for every recognizer
+            # together (`speech_summary`).
             self.unavailable = exc.message
-            log.warning("live speech recognition is off: %s", exc.message)
             return
         self._pool = pool
         self._pump = asyncio.create_task(self._pump_audio(), name="asr-pump")
-        log.info("live speech recognition on (%s, %d streams)", self._settings.engine, pool.capacity)
+
+    @property
+    def state(self) -> str:
+        """For the start-up line: `on (engine, N streams)` or `off: why`."""
+        if self._pool is not None:
+            return f"on ({self._settings.engine}, {self._pool.capacity} streams)"
+        return f"off: {self.unavailable}" if self.unavailable else "not started"
 
     def open(self, call_id: str, source: AudioSource) -> bool:
         """Start recognizing a call; False when it must be transcribed after the call instead."""
@@ -100,6 +105,28 @@ class LiveSpeech:
             self._pump.cancel()
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
+
+
+def speech_summary(
+    enabled: bool, dictation: LiveSpeech | None, navigation: LiveSpeech | None, flows_navigate: bool
+) -> str:
+    """One line that says which recognizers run, for what, and what is missing (it used to be two
+    lines a second apart, 'off' then 'on', about two different recognizers)."""
+    if not enabled:
+        return "speech recognition disabled ([asr] enabled = false): calls are recorded, not transcribed"
+    parts = []
+    if dictation is not None and dictation.available:
+        parts.append(f"callers' words into tickets {dictation.state}")
+    elif dictation is not None:
+        parts.append(
+            f"callers' words into tickets {dictation.state} (calls are recorded; "
+            "`hotline-gateway transcribe --pending` transcribes them once the engine can run)"
+        )
+    if navigation is not None:
+        parts.append(f"speech navigation (speech_route menus) {navigation.state}")
+    elif flows_navigate:
+        parts.append("speech navigation off ([asr] navigation_enabled = false): speech_route menus take their default")
+    return "speech: " + "; ".join(parts)
 
 
 class Tap:

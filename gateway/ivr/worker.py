@@ -41,7 +41,7 @@ from gateway.ivr.machine import CallMachine
 from gateway.ivr.pjengine import Engine, EngineSettings, Leg, LiveAudio, NativeLiveAudio, Prompt, uri_user
 from gateway.ivr.prompts import prompt_files, prompt_wav, render_missing
 from gateway.ivr.recordings import recording_path
-from gateway.ivr.speech import FanOut, LiveSpeech, Tap
+from gateway.ivr.speech import FanOut, LiveSpeech, Tap, speech_summary
 from gateway.ivr.wav import header_complete, repair_header, wav_seconds
 from gateway.queue import TicketQueue
 from gateway.tasks import Tasks, stop_if_cancelled
@@ -879,6 +879,8 @@ class MediaWorker:
             await self.speech.start()
         if self.navigation is not None:
             await self.navigation.start()
+        flows_navigate = _has_speech_route(self.config)
+        log.info(speech_summary(self.config.asr.enabled, self.speech, self.navigation, flows_navigate))
         rendered = await asyncio.to_thread(self.render_prompts)
         if rendered:
             log.info("rendered %d prompt(s) with espeak-ng", rendered)
