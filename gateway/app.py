@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -20,7 +22,8 @@ from websockets.asyncio.server import Server, serve
 
 from gateway.config import GatewayConfig, RedisConfig, split_listen
 from gateway.errors import ServiceUnavailable
-from gateway.queue import TicketQueue
+from gateway.queue import Keys, TicketQueue
+from gateway.supervisor import RUN_ID_ENV
 from gateway.tasks import Tasks, stop_if_cancelled
 from gateway.voice_link import VoiceLink
 from gateway.web.http import start_http
@@ -189,6 +192,9 @@ async def run_gateway(config: GatewayConfig, redis_url: str, stop: asyncio.Event
         await client.ping()
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable(f"cannot reach redis at {redis_url.split('@')[-1]}: {exc}") from exc
+    run_id = os.environ.get(RUN_ID_ENV)
+    if run_id:  # `status` tells this run's media workers (they beat with it) from strangers
+        await client.set(Keys(config.redis.key_prefix).run(socket.gethostname()), run_id)
     gateway = Gateway(config, client)
     bound = await gateway.start()
     if ready_line:

@@ -75,6 +75,10 @@ class Keys:
     def outbox(self, channel: str) -> str:
         return f"{self.prefix}:outbox:{channel}"
 
+    def run(self, host: str) -> str:
+        """The id of the `run` now serving on `host` (its media workers beat with it)."""
+        return f"{self.prefix}:run:{host}"
+
     @property
     def wake(self) -> str:
         return f"{self.prefix}:wake"

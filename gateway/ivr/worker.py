@@ -44,6 +44,7 @@ from gateway.ivr.recordings import recording_path
 from gateway.ivr.speech import FanOut, LiveSpeech, Tap, speech_summary
 from gateway.ivr.wav import header_complete, repair_header, wav_seconds
 from gateway.queue import TicketQueue
+from gateway.supervisor import RUN_ID_ENV
 from gateway.tasks import Tasks, stop_if_cancelled
 from gateway.ticket import Citizen, Ticket, TranscriptSegment, VoiceCall, mask_phone, new_ticket_id, utcnow
 from gateway.voice_link import VoiceLink, callback_ticket, recording_attachment
@@ -935,6 +936,9 @@ class MediaWorker:
             "sip": self.sip,
             "host": self.hostname,
             "pid": str(os.getpid()),
+            # The `run` that started this worker ('' when started by hand): status tells this run's
+            # workers from strangers answering under the same id (an orphan of a killed run).
+            "run": os.environ.get(RUN_ID_ENV, ""),
             "callers": str(self.callers),
             "legs": str(self.engine.active_legs),
             "capacity": str(self.caller_capacity),

@@ -39,6 +39,7 @@ class Report:
     targets: list[Target] | None = None  # None: Kamailio not asked or not reachable
     front_problem: str = ""  # why there are no targets, in plain words
     pool: dict[str, str] = field(default_factory=dict)  # worker id -> its pool slot's state
+    runs: dict[str, str] = field(default_factory=dict)  # host -> the id of the `run` serving there now
 
 
 def _text(value: Any) -> str:
@@ -63,6 +64,10 @@ async def gather(config: GatewayConfig, redis: aioredis.Redis) -> Report:
     report = Report(workers=await worker_rows(redis, prefix))
     pool: Any = await redis.hgetall(f"{prefix}:pool")
     report.pool = {_text(k): _text(v) for k, v in pool.items()}
+    for host in sorted({row.info.get("host", "") for row in report.workers} - {""}):
+        run_id = await redis.get(f"{prefix}:run:{host}")
+        if run_id is not None:
+            report.runs[host] = _text(run_id)
     front = config.sipfront
     if not front.enabled:
         report.front_problem = "the SIP front is not enabled ([sipfront] enabled = false)"
@@ -82,15 +87,27 @@ def _health(row: WorkerRow, target: Target | None) -> str:
     return f"{beat}; kamailio {target.flags} load {target.load}/{target.maxload}"
 
 
+def belongs(row: WorkerRow, runs: dict[str, str]) -> str:
+    """Whose worker this is: the run serving on its host now, a stranger answering under the id
+    (an orphan of a killed run, a worker of another run), or one started by hand."""
+    mine, current = row.info.get("run", ""), runs.get(row.info.get("host", ""), "")
+    if not mine:
+        return "by hand"
+    if mine == current:
+        return "this run"
+    return f"STRANGER (run {mine[-6:]}, not {current[-6:] or 'any run'})"
+
+
 def format_report(report: Report) -> str:
     by_address = {target.address: target for target in report.targets or []}
     lines = ["media workers (redis hg:workers):"]
-    header = ("id", *WORKER_FIELDS, "pool", "health")
+    header = ("id", *WORKER_FIELDS, "pool", "run", "health")
     rows: list[tuple[str, ...]] = [header]
     for row in report.workers:
         target = by_address.get(row.info.get("sip", ""))
         fields = (row.info.get(name, "-") for name in WORKER_FIELDS)
-        rows.append((row.worker_id, *fields, report.pool.get(row.worker_id, "-"), _health(row, target)))
+        pool = report.pool.get(row.worker_id, "-")
+        rows.append((row.worker_id, *fields, pool, belongs(row, report.runs), _health(row, target)))
     if len(rows) == 1:
         lines.append("  (none has a heartbeat)")
     else:

@@ -25,7 +25,7 @@ from gateway.sipfront.kamailio import (
 from gateway.sipfront.pool import Destination, boot_enabled, destinations, worker_specs
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
 from gateway.sipfront.rpc import parse_contacts, parse_dispatcher_list
-from gateway.sipfront.status import Report, WorkerRow, format_report
+from gateway.sipfront.status import Report, WorkerRow, belongs, format_report
 from tests.conftest import make_raw_config
 
 
@@ -253,8 +253,9 @@ def test_status_report_joins_heartbeats_and_kamailio() -> None:
         pool={"w1": "serving", "w2": "draining"},
     )
     text = format_report(report)
-    assert re.search(r"w1\s+127\.0\.0\.1:5101\s+41\s+1\s+2\s+2\s+c\s+serving\s+alive; kamailio AP load 1/2", text), text
-    assert re.search(r"w2\s.*\sdraining\s+lapsed", text), text
+    row = r"w1\s+127\.0\.0\.1:5101\s+41\s+1\s+2\s+2\s+c\s+serving\s+by hand\s+alive; kamailio AP load 1/2"
+    assert re.search(row, text), text
+    assert re.search(r"w2\s.*\sdraining\s+by hand\s+lapsed", text), text
     assert "lapsed 4.0 s ago; kamailio IP load 0/2" in text
     assert "sip:127.0.0.1:5102" in text and "DOWN" in text
     off = format_report(Report(front_problem="the SIP front is not running: nothing answers on /x"))
@@ -263,6 +264,19 @@ def test_status_report_joins_heartbeats_and_kamailio() -> None:
         "kamailio dispatcher (kamcmd dispatcher.list):",
         "  the SIP front is not running: nothing answers on /x",
     ]
+
+
+def test_status_tells_this_runs_workers_from_strangers_under_the_same_id() -> None:
+    ours = WorkerRow("w1", {"sip": "127.0.0.1:5101", "host": "a", "run": "01RUNNOWAAAAAA"}, 3.0)
+    orphan = WorkerRow("w2", {"sip": "127.0.0.1:5102", "host": "a", "run": "01RUNBEFOREBBB"}, 3.0)
+    other_host = WorkerRow("w3", {"sip": "127.0.0.2:5101", "host": "b", "run": "01RUNONHOSTBCC"}, 3.0)
+    runs = {"a": "01RUNNOWAAAAAA", "b": "01RUNONHOSTBCC"}
+    assert belongs(ours, runs) == "this run"
+    assert belongs(orphan, runs) == "STRANGER (run OREBBB, not AAAAAA)"
+    assert belongs(other_host, runs) == "this run"
+    assert belongs(WorkerRow("w4", {"host": "a"}, 3.0), runs) == "by hand"
+    text = format_report(Report(workers=[ours, orphan], runs=runs))
+    assert re.search(r"w2\s.*STRANGER", text), text
 
 
 # --- with the real binary ----------------------------------------------------------------------

@@ -78,6 +78,7 @@ async def test_run_starts_kamailio_and_the_pool_status_shows_them_and_sigterm_en
             while (text := await ready()) is None:
                 await asyncio.sleep(0.5)
         assert "w1" in text and "w2" in text and text.count(" up ") == 2, text
+        assert text.count("this run") == 2, text  # beating with the run's own id
 
         front = tomllib.loads(path.read_text())["sipfront"]["listen"]
         scenario = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=1500, hold_ms_after=100)
