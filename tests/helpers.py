@@ -15,6 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.app import Bound, Gateway
 from gateway.config import GatewayConfig
+from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
 from tests.conftest import AGENT_TOKENS, API_KEY
 
 
@@ -186,3 +187,17 @@ class WorkerProcess:
         if self.process.returncode is None:
             self.process.terminate()
         return await asyncio.wait_for(self.process.wait(), timeout)
+
+
+def queued_ticket(message_id: str, **fields: Any) -> Ticket:
+    """A ticket as a channel's intake would queue it (queue general, web unless `channel` is given),
+    for tests that write tickets straight into the queue."""
+    now = utcnow()
+    base: dict[str, Any] = {"channel": "web", "received_at": now, "queue": "general", "status": "queued"}
+    return Ticket(id=new_ticket_id(now), message_id=message_id, **{**base, **fields})
+
+
+def voice_ticket(call_id: str, caller: str = "13812345678", **fields: Any) -> Ticket:
+    """A caller's queued voice ticket, held by media worker w1."""
+    voice = VoiceCall(worker="w1", call_id=call_id, caller=caller, called=fields.pop("called", ""))
+    return queued_ticket(call_id, channel="voice", citizen=Citizen(phone=caller), voice=voice, **fields)

@@ -19,10 +19,10 @@ from websockets.asyncio.client import connect
 from gateway.app import Bound
 from gateway.config import GatewayConfig
 from gateway.seat_client import HELP, NO_COMMANDS, SeatClient, Terminal
-from gateway.ticket import Citizen, Ticket, TranscriptSegment, VoiceCall, new_ticket_id, utcnow
+from gateway.ticket import Citizen, TranscriptSegment
 from gateway.voice_link import VoiceLink
 from tests.conftest import AGENT_TOKENS, make_raw_config
-from tests.helpers import post_intake, running_gateway
+from tests.helpers import post_intake, queued_ticket, running_gateway, voice_ticket
 
 ROOT = Path(__file__).resolve().parents[2]
 SEAT = [sys.executable, "-m", "gateway.cli", "seat"]
@@ -70,16 +70,7 @@ async def test_the_client_follows_every_frame_of_a_voice_ticket(config_factory: 
         running = asyncio.create_task(client.run("a1", AGENT_TOKENS["a1"], commands.get, stop))
         await terminal.until("已登录")
         await terminal.until("状态: ready")
-        call = Ticket(
-            id=new_ticket_id(utcnow()),
-            channel="voice",
-            message_id="call-1",
-            citizen=Citizen(phone="13812345678"),
-            received_at=utcnow(),
-            queue="general",
-            status="queued",
-            voice=VoiceCall(worker="w1", call_id="call-1", caller="13812345678"),
-        )
+        call = voice_ticket("call-1")
         await gateway.queue.intake(call, "worker:w1")
         await terminal.until("新工单")
         assert client.view.offered == call.id
@@ -142,15 +133,11 @@ async def test_a_seat_without_a_terminal_shows_offers_safely_and_runs_until_told
         out = await read_until(seat.stdout, "--auto")
         assert NO_COMMANDS in out
         # Queued as stored, whatever a channel's intake cleans: the seat must not trust its input.
-        hostile = Ticket(
-            id=new_ticket_id(utcnow()),
+        hostile = queued_ticket(
+            "wx-escapes",
             channel="wechat",
-            message_id="wx-escapes",
             citizen=Citizen(name="陈\x1b[8m先生"),
-            received_at=utcnow(),
             text="清屏\x1b[2J\x1b]0;pwned\x07\x1b[31m$ sudo rm\x1b[0m\r\u202egnp.exe",
-            queue="general",
-            status="queued",
         )
         await gateway.queue.intake(hostile, "client:test")
         out = await read_until(seat.stdout, NO_COMMANDS)

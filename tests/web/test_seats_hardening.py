@@ -12,9 +12,8 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.app import Bound
 from gateway.config import GatewayConfig
-from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
 from tests.conftest import AGENT_TOKENS
-from tests.helpers import Seat, post_intake, running_gateway
+from tests.helpers import Seat, post_intake, running_gateway, voice_ticket
 
 PENDING_TOTAL = 12
 PENDING_PER_ADDRESS = 4
@@ -228,16 +227,7 @@ async def test_a_voice_offer_is_logged_with_the_caller_masked(
     caplog.set_level(logging.INFO, logger="gateway.seats")
     async with running_gateway(config) as (gateway, bound):
         seat = await Seat.connect(bound, "a1")
-        ticket = Ticket(
-            id=new_ticket_id(utcnow()),
-            channel="voice",
-            message_id="call-77",
-            citizen=Citizen(phone="13812345678"),
-            received_at=utcnow(),
-            queue="general",
-            status="queued",
-            voice=VoiceCall(worker="w1", call_id="call-77", caller="13812345678", called="12345"),
-        )
+        ticket = voice_ticket("call-77", called="12345")
         await gateway.queue.intake(ticket, "worker:w1")
         assert (await seat.expect("offer"))["ticket"]["id"] == ticket.id
         await seat.close()
