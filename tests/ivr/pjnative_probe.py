@@ -201,6 +201,11 @@ def media_poll(ep: pj.Endpoint, native: Any, wav: str) -> dict[str, Any]:
             time.sleep(0.001)
         return bool(native.media_poll_stats()["polls"] >= count)
 
+    # PJSIP's media thread names itself once it first runs: on a loaded machine, after libStart
+    # returned. Wait (bounded) for the name rather than read the list too early.
+    deadline = time.monotonic() + 10.0
+    while "media" not in threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
     out: dict[str, Any] = {"threads_before": threads()}
     native.media_poll_start(5000)
     try:
