@@ -35,11 +35,13 @@ def long_speech(tmp_path: Path, speech_wav: Path) -> Path:
     return out
 
 
-def matching_windows(reference: Path, heard: audio.Audio, window: float = 2.0) -> int:
-    """How many 2 s windows of what was heard are a near-exact copy of the reference somewhere.
+def matching_windows(reference: Path, heard: audio.Audio, window: float = 1.0) -> int:
+    """How many 1 s windows of what was heard are a near-exact copy of the reference somewhere.
 
     Windows, not the whole call: the jitter buffer may slip a frame now and then (the notes saw
-    10 ms slips), which breaks one global alignment but not a short window's."""
+    10 ms slips), which breaks one global alignment but not a short window's. 1 s, not 2 s: with
+    slips about every 2 s, 2 s windows of a 10 s bridge matched only once in 1 run in 5 (a dump
+    from such a run: 1 of 4 two-second windows above 0.95, 6 of 9 one-second windows)."""
     starts = [i * window for i in range(int(heard.duration // window))]
     return sum(1 for t in starts if audio.align(reference, heard.slice(t, t + window), max_lag_s=30).correlation > 0.95)
 
@@ -106,7 +108,7 @@ async def test_caller_presses_0_and_is_bridged_to_the_agent_phone(
         assert abs(audio.dominant_frequency(agent_rec) - 1000) < 20, "the agent leg is recorded too"
         # Each side heard the other.
         heard_by_agent = audio.as_audio(agent_phone.dumps()[0].dec)
-        assert matching_windows(long_speech, heard_by_agent) >= 2, "the agent heard the caller's own words"
+        assert matching_windows(long_speech, heard_by_agent) >= 3, "the agent heard the caller's own words"
         heard_by_caller = audio.as_audio(caller.dumps()[0].dec)
         tone_part = heard_by_caller.slice(max(0.0, answered.at - offered_at), None)
         assert abs(audio.dominant_frequency(tone_part) - 1000) < 20
