@@ -10,7 +10,7 @@ CONFIG ?= config/gateway.toml
 # up a release nobody chose. Changing them is a deliberate step: `make lock` after editing the
 # ranges in pyproject.toml (keeps every other pin), `make upgrade-deps` to move every pin to the
 # newest release the ranges allow; then review the diff and run `make test`.
-$(BIN)/hotline-gateway: pyproject.toml requirements.lock gateway/ivr/_pjnative.c
+$(BIN)/hotline-gateway: pyproject.toml requirements.lock gateway/voice/_pjnative.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
@@ -25,7 +25,7 @@ run: install var/credentials.toml
 	$(BIN)/hotline-gateway run --config $(CONFIG)
 
 test: install
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff check gateway peers tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from bench import BENCHMARKS, BenchError, load
-from bench.report import DOC, write_doc
+from bench.common.report import DOC, write_doc
 
 
 def build_parser() -> argparse.ArgumentParser:

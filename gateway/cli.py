@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from gateway.config import GatewayConfig, hash_secret, load_config, parse_config, read_toml
-from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import ConfigError, GatewayError
-from gateway.preflight import Address, RunLock, check_addresses, in_use
-from gateway.supervisor import RUN_ID_ENV
+from gateway.shell.embedded_redis import EmbeddedRedis
+from gateway.shell.preflight import Address, RunLock, check_addresses, in_use
+from gateway.shell.supervisor import RUN_ID_ENV
 from gateway.ticket import new_ticket_id, utcnow
 
 DEFAULT_CONFIG = "config/gateway.toml"
@@ -96,7 +96,7 @@ def _let_a_previous_redis_finish(config: GatewayConfig, timeout: float = 10.0) -
 
 
 async def _serve(config: GatewayConfig, redis_url: str, config_path: str) -> None:
-    from gateway.app import run_gateway
+    from gateway.shell.app import run_gateway
     from gateway.sipfront.autoscale import WorkerPool
 
     stop = asyncio.Event()
@@ -131,7 +131,7 @@ def _redis_url_for(config: GatewayConfig, given: str | None) -> str:
 
 
 def cmd_media_worker(args: argparse.Namespace) -> int:
-    from gateway.ivr.run_worker import run_media_worker
+    from gateway.voice.run import run_media_worker
 
     # PJSIP is C: a crash in it (or in the live-audio module) would otherwise leave no trace in the
     # worker's log. This prints every thread's Python stack on SIGSEGV/SIGABRT/SIGBUS.
@@ -150,7 +150,7 @@ def cmd_media_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_render_prompts(args: argparse.Namespace) -> int:
-    from gateway.ivr.prompts import prompt_files, render_missing
+    from gateway.voice.prompts import prompt_files, render_missing
 
     config = _load_or_exit(args.config)
     voice = config.voice
@@ -175,7 +175,7 @@ def cmd_render_prompts(args: argparse.Namespace) -> int:
 def cmd_recordings_cleanup(args: argparse.Namespace) -> int:
     from datetime import date
 
-    from gateway.ivr.recordings import cleanup
+    from gateway.voice.recordings import cleanup
 
     config = _load_or_exit(args.config)
     days = args.days or config.voice.recording_retention_days
@@ -221,7 +221,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_seat(args: argparse.Namespace) -> int:
-    from gateway.seat_client import run_seat
+    from gateway.clients.seat import run_seat
 
     token = args.token or os.environ.get("HG_SEAT_TOKEN")
     if not token:

@@ -20,7 +20,7 @@ Status = Literal["draft", "queued", "offered", "claimed", "submitted", "abandone
 
 # Lifecycle: draft -> queued -> offered -> claimed -> submitted, or abandoned from any open state.
 # Offered and claimed tickets return to queued (declined, offer timed out, agent gone). The queue's
-# Lua scripts enforce it (gateway/queue_scripts.py).
+# Lua scripts enforce it (gateway/queue/scripts.py).
 
 MAX_TEXT_CHARS = 4000
 MAX_PRIORITY = 9

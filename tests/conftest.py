@@ -11,16 +11,15 @@ from typing import Any, NoReturn
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.config import GatewayConfig, hash_secret, parse_config
-from gateway.embedded_redis import EmbeddedRedis, free_port
+from gateway.config import GatewayConfig, parse_config
+from gateway.shell.embedded_redis import EmbeddedRedis, free_port
+from peers.gateway_config import AGENT_TOKENS, API_KEY, make_raw_config
 
 # Every log line of the suite is scanned for secrets and personal data (tests/logscan.py).
 pytest_plugins = ["tests.logscan"]
 
 _prefixes = itertools.count()
 
-AGENT_TOKENS = {"a1": "token-a1-" + "x" * 24, "a2": "token-a2-" + "y" * 24, "boss": "token-boss-" + "z" * 24}
-API_KEY = "key-webform-" + "k" * 32
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,45 +41,6 @@ def key_prefix() -> str:
     return f"t{next(_prefixes)}"
 
 
-def make_raw_config(prefix: str, redis_url: str, **overrides: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "http": {"listen": "127.0.0.1:0"},
-        "seats": {"listen": "127.0.0.1:0", "offer_timeout": 5, "reconnect_grace": 2},
-        "redis": {"url": redis_url, "key_prefix": prefix},
-        "routing": {"default_queue": "general", "by_channel": {}},
-        "queues": [
-            {"name": "general", "label": "综合受理", "skills": ["general"], "priority": 0},
-            {"name": "housing", "label": "住房", "skills": ["housing"], "priority": 0},
-            {"name": "enterprise", "label": "政企通", "skills": ["enterprise"], "priority": 7},
-        ],
-        "agents": [
-            {
-                "id": "a1",
-                "name": "张敏",
-                "skills": ["general"],
-                "token_hash": hash_secret(AGENT_TOKENS["a1"]),
-            },
-            {
-                "id": "a2",
-                "name": "李强",
-                "skills": ["housing"],
-                "token_hash": hash_secret(AGENT_TOKENS["a2"]),
-            },
-            {
-                "id": "boss",
-                "name": "王芳",
-                "skills": ["general", "housing", "enterprise"],
-                "token_hash": hash_secret(AGENT_TOKENS["boss"]),
-            },
-        ],
-        "api_clients": [{"id": "webform", "key_hash": hash_secret(API_KEY), "channels": ["web", "wechat"]}],
-    }
-    for section, value in overrides.items():
-        if isinstance(value, dict) and isinstance(raw.get(section), dict):
-            raw[section] = {**raw[section], **value}
-        else:
-            raw[section] = value
-    return raw
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import aiohttp
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway.app import Bound, Gateway
 from gateway.config import GatewayConfig
+from gateway.shell.app import Bound, Gateway
 from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
 from tests.conftest import AGENT_TOKENS, API_KEY
 

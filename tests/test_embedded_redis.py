@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from gateway.embedded_redis import (
+from gateway.errors import ConfigError
+from gateway.shell.embedded_redis import (
     EmbeddedRedis,
     RedisBinary,
     choose,
@@ -18,7 +19,6 @@ from gateway.embedded_redis import (
     parse_version,
     probe,
 )
-from gateway.errors import ConfigError
 from tests.conftest import missing
 
 VENV_REDIS = Path(sys.prefix) / "bin" / "redis-server"

@@ -13,7 +13,7 @@ import pytest
 import tomli_w
 
 from gateway.errors import ConfigError
-from gateway.preflight import Address, RunLock, address_problems, holder_of, in_use, socket_inodes
+from gateway.shell.preflight import Address, RunLock, address_problems, holder_of, in_use, socket_inodes
 from tests.conftest import make_raw_config
 
 TABLE = """\
@@ -71,7 +71,7 @@ def test_problems_name_the_address_the_setting_and_the_holder(held_udp: Address)
 
 def _hold_lock(directory: Path) -> subprocess.Popen[str]:
     code = (
-        "import sys, time; from pathlib import Path; from gateway.preflight import RunLock; "
+        "import sys, time; from pathlib import Path; from gateway.shell.preflight import RunLock; "
         f"lock = RunLock(Path({str(directory)!r})); lock.acquire(); print('locked', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -19,9 +19,9 @@ import tomli_w
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.app import Bound
 from gateway.config import hash_secret, parse_config
-from gateway.embedded_redis import EmbeddedRedis, free_port
+from gateway.shell.app import Bound
+from gateway.shell.embedded_redis import EmbeddedRedis, free_port
 from gateway.ticket import Ticket
 from tests.conftest import API_KEY, make_raw_config
 from tests.helpers import GatewayProcess, running_gateway

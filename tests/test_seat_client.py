@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.seat_client import (
+from gateway.clients.seat import (
     HELP,
     NO_COMMANDS,
     Mode,

@@ -17,7 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.queue import TicketQueue
 from gateway.ticket import Ticket, VoiceCall, new_ticket_id, utcnow
-from gateway.voice_link import VoiceLink
+from gateway.voice.link import VoiceLink
 from tests.sipfront.front_stack import raw_front_config
 
 A_SIP = "127.0.0.2:5070"

@@ -19,7 +19,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.queue import TicketQueue
 from gateway.ticket import Ticket, TranscriptSegment
-from gateway.voice_link import VoiceLink
+from gateway.voice.link import VoiceLink
 
 log = logging.getLogger("gateway.asr.pending")
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from gateway.asr.engine import AsrError, AsrUnavailable, Recognizer, Segment, Stream, load_recognizer
 from gateway.asr.settings import AsrSettings
-from gateway.embedded_redis import die_with_parent
+from gateway.shell.embedded_redis import die_with_parent
 
 log = logging.getLogger("gateway.asr.pool")
 

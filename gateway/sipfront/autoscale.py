@@ -20,12 +20,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.errors import GatewayError
+from gateway.shell.supervisor import WorkerSupervisor
+from gateway.shell.tasks import stop_task
 from gateway.sipfront.kamailio import front_paths, write_dispatcher
 from gateway.sipfront.pool import boot_specs, caller_capacity, destinations, worker_specs
 from gateway.sipfront.rpc import FrontRpc
 from gateway.sipfront.scaling import Limits, Plan, Slot, State, decide
 from gateway.sipfront.status import worker_rows
-from gateway.supervisor import WorkerSupervisor
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -77,10 +78,7 @@ class WorkerPool:
             log.info("worker pool scales between %d and %d workers", self.limits.min_workers, self.limits.max_workers)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         await self.supervisor.stop()
         with contextlib.suppress(RedisError, OSError):
             await self.redis.hdel(pool_key(self.prefix), *self.specs)

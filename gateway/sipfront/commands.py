@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -14,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError
+from gateway.shell.tasks import stop_task
 from gateway.sipfront.config import front_errors, password_errors
 from gateway.sipfront.held import HeldCalls
 from gateway.sipfront.janitor import DialogJanitor
@@ -65,7 +65,7 @@ class RunningFront:
         import redis.asyncio as aioredis
 
         from gateway.queue import Keys
-        from gateway.voice_link import VoiceKeys
+        from gateway.voice.link import VoiceKeys
 
         self.process = process
         self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=5)
@@ -114,10 +114,7 @@ class RunningFront:
 
     async def stop(self) -> None:
         for task in (self._held_task, self._janitor):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_task(task)
         await self._redis.aclose()
         await self.process.stop()
 

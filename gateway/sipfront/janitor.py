@@ -20,9 +20,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.shell.tasks import stop_if_cancelled
 from gateway.sipfront.kamailio import SipFrontError
 from gateway.sipfront.rpc import FrontRpc
-from gateway.tasks import stop_if_cancelled
 
 log = logging.getLogger("gateway.sipfront")
 

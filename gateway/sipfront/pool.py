@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.shell.supervisor import WorkerSpec
 from gateway.sipfront.config import split_host_port
-from gateway.supervisor import WorkerSpec
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from gateway.embedded_redis import die_with_parent
+from gateway.shell.embedded_redis import die_with_parent
+from gateway.shell.supervisor import STABLE_AFTER, restart_delay
+from gateway.shell.tasks import stop_task
 from gateway.sipfront.kamailio import SipFrontError
 from gateway.sipfront.rpc import kamcmd
-from gateway.supervisor import STABLE_AFTER, restart_delay
 
 if TYPE_CHECKING:
     from gateway.sipfront.config import KamailioConfig
@@ -115,11 +116,8 @@ class KamailioProcess:
     async def stop(self, grace: float = 5.0) -> int | None:
         """SIGTERM to the main process (it stops its children), SIGKILL to the group after `grace`."""
         self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        await stop_task(self._watch)
+        self._watch = None
         return await self._end(grace)
 
     # --- internals ---------------------------------------------------------------------------

@@ -28,9 +28,9 @@ from gateway import jsonwire
 from gateway.config import AgentConfig, GatewayConfig, hash_secret, verify_secret
 from gateway.errors import Conflict, GatewayError, InvalidRequest, PeerError, ServiceUnavailable
 from gateway.queue import RawTicket, TicketQueue
-from gateway.tasks import Tasks
+from gateway.shell.tasks import Tasks
 from gateway.ticket import Ticket, apply_edits, mask_phone, utcnow
-from gateway.voice_link import VoiceLink
+from gateway.voice.link import VoiceLink
 from gateway.web import seat_protocol as proto
 
 log = logging.getLogger("gateway.seats")

@@ -14,17 +14,8 @@ import pytest
 
 from gateway.asr.navigation import Decision, Thresholds, decide
 from gateway.asr.settings import DEFAULT_TABLE
+from peers.speech import IN_DOMAIN, OUT_OF_DOMAIN, SPEEDS, read_pcm, sox_noise, synthesize
 
-from .conftest import read_pcm, sox_noise, synthesize
-
-IN_DOMAIN = {
-    "我要办理住房业务": "housing", "住房": "housing", "物业": "housing", "房子的问题": "housing",
-    "税务": "tax", "我要交税": "tax", "交通": "traffic", "交通问题": "traffic",
-    "企业服务": "enterprise", "企业": "enterprise", "人工服务": "human", "人工": "human",
-    "我要投诉": "complaint", "咨询": "consult",
-}  # fmt: skip
-OUT_OF_DOMAIN = ["今天天气怎么样", "我想听一首歌", "你们几点下班", "帮我查一下快递", "喂喂你好", "我家楼下的路灯坏了"]
-SPEEDS = (130, 160, 190)
 THRESHOLDS = Thresholds()
 
 

@@ -10,7 +10,7 @@ from gateway.asr.pending import transcribe_pending
 from gateway.config import GatewayConfig
 from gateway.queue import TicketQueue
 from gateway.ticket import Ticket, new_ticket_id, utcnow
-from gateway.voice_link import VoiceLink, callback_ticket, recording_attachment
+from gateway.voice.link import VoiceLink, callback_ticket, recording_attachment
 from tests.asr.conftest import synthesize
 
 

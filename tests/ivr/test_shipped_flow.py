@@ -15,8 +15,8 @@ import pytest
 
 from gateway.ivr.flow import MenuNode
 from gateway.ivr.machine import Phase
-from gateway.ivr.prompts import render
-from gateway.ivr.wav import wav_seconds
+from gateway.voice.prompts import render
+from gateway.voice.wav import wav_seconds
 from tests.conftest import missing
 from tests.ivr.test_fakes import FakeAdapter, default_config, default_machine, run_silent
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from peers.audio import write_tone_wav
 from tests.conftest import missing
-from tests.ivr.conftest import prompts_dir  # noqa: F401 (fixture)
 from tests.logscan import register_secrets
 from tests.sipfront.front_stack import PHONE_PASSWORDS, phone_env
-from tests.voice.audio import write_tone_wav
 from tests.voice.conftest import (  # noqa: F401 (fixtures)
     baresip_available,
     pcap_playback,
     peers,
+    prompts_dir,
     sipp_available,
     tone_wav,
 )

@@ -22,18 +22,19 @@ from typing import Any
 import redis.asyncio as aioredis
 import tomli_w
 
-from gateway.app import Gateway
 from gateway.config import parse_config
 from gateway.ivr.flow import parse_ivr_toml
+from gateway.shell.app import Gateway
 from gateway.sipfront.commands import RunningFront
 from gateway.sipfront.kamailio import front_paths, write_front
 from gateway.sipfront.pool import worker_specs
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
 from gateway.sipfront.rpc import FrontRpc, Target
+from peers.flows import FAST, write_flow
+from peers.sip import LOOPBACK, free_port, free_port_range
 from tests.conftest import make_raw_config
 from tests.helpers import WorkerProcess
-from tests.ivr.voice_stack import FAST, VoiceStack, write_flow
-from tests.voice.peers import LOOPBACK, free_port, free_port_range
+from tests.voice.voice_stack import VoiceStack
 
 PHONE_PASSWORDS = {"1001": "pw-1001-" + "q" * 16, "1002": "pw-1002-" + "r" * 16}
 

@@ -21,8 +21,8 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.sipfront.kamailio import free_udp_port, write_front
+from peers.sip import udp_bound
 from tests.conftest import make_raw_config
-from tests.voice.peers import udp_bound
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import re
 
 import pytest
 
+from peers.sip import Peers, uac_scenario, uas_reject_scenario
 from tests.sipfront.front_stack import FrontStack, front_stack
-from tests.voice.peers import Peers, uac_scenario, uas_reject_scenario
 
 pytestmark = pytest.mark.slow
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from gateway.ticket import Ticket
+from peers import audio
+from peers.sip import Peers, dtmf_scenario, uac_scenario
 from tests.helpers import Seat
 from tests.sipfront.front_stack import PHONE_PASSWORDS, FrontStack, front_stack
-from tests.voice import audio
-from tests.voice.peers import Peers, dtmf_scenario, uac_scenario
 
 pytestmark = pytest.mark.slow
 

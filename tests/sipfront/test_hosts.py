@@ -35,10 +35,10 @@ from gateway.sipfront.kamailio import front_paths
 from gateway.sipfront.rpc import FrontRpc, Target
 from gateway.sipfront.status import worker_rows
 from gateway.ticket import Ticket
+from peers import audio
+from peers.sip import Peers, dtmf_scenario, free_port, free_port_range
 from tests.helpers import GatewayProcess, WorkerProcess
 from tests.sipfront.front_stack import raw_front_config
-from tests.voice import audio
-from tests.voice.peers import Peers, dtmf_scenario, free_port, free_port_range
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from gateway.ticket import Ticket
+from peers import audio
+from peers.sip import Peers, dtmf_scenario
 from tests.sipfront.front_stack import FrontStack, front_stack
-from tests.voice import audio
-from tests.voice.peers import Peers, dtmf_scenario
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from peers.sip import PeerError, Peers
 from tests.sipfront.front_stack import PHONE_PASSWORDS, FrontStack, front_stack
-from tests.voice.peers import PeerError, Peers
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from gateway.sipfront.rpc import Target
+from peers.sip import Peers, uac_scenario
 from tests.sipfront.front_stack import FrontStack, front_stack
-from tests.voice.peers import Peers, uac_scenario
 
 pytestmark = pytest.mark.slow
 

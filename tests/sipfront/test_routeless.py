@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from peers.sip import Peers
 from tests.sipfront.front_stack import front_stack
-from tests.voice.peers import Peers
 
 pytestmark = pytest.mark.slow
 

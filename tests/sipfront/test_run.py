@@ -16,9 +16,9 @@ import tomli_w
 from gateway.cli import main
 from gateway.sipfront.rpc import FrontRpc, Target
 from gateway.sipfront.status import gather
+from peers.sip import Peers, free_port, free_port_range, uac_scenario
 from tests.helpers import GatewayProcess
 from tests.sipfront.front_stack import phone_env, raw_front_config
-from tests.voice.peers import Peers, free_port, free_port_range, uac_scenario
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ import redis.asyncio as aioredis
 import tomli_w
 
 from gateway.config import load_config
-from gateway.preflight import Address, in_use
+from gateway.shell.preflight import Address, in_use
 from gateway.sipfront.status import gather
+from peers.sip import Peers, free_port, free_port_range, uac_scenario
 from tests.helpers import GatewayProcess
 from tests.sipfront.front_stack import raw_front_config
-from tests.voice.peers import Peers, free_port, free_port_range, uac_scenario
 
 pytestmark = pytest.mark.slow
 

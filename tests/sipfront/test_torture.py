@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pytest
 
+from peers.sip import Peers, uac_scenario
 from tests.sipfront.front_stack import FrontStack, front_stack
 from tests.sipfront.udp_client import UdpClient
-from tests.voice.peers import Peers, uac_scenario
 
 pytestmark = pytest.mark.slow
 

@@ -1,16 +1,22 @@
-"""Fixtures for tests with real SIP peers (baresip, SIPp) on loopback."""
+"""Fixtures for the media worker tests: real SIP peers (baresip, SIPp) on loopback, the default
+flow's prompts rendered once, and what `voice_stack` needs."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.ivr.flow import parse_ivr_toml
+from gateway.shell.embedded_redis import EmbeddedRedis
+from gateway.voice.prompts import prompt_files, render_missing
+from peers.audio import write_tone_wav
+from peers.flows import DEFAULT_FLOW
+from peers.sip import BARESIP_MODULE_PATH, PCAP_DIR, Peers, can_play_pcap
 from tests.conftest import missing
-from tests.voice.audio import write_tone_wav
-from tests.voice.peers import BARESIP_MODULE_PATH, PCAP_DIR, Peers, can_play_pcap
 
 SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared"
 """The team's read-only material, `../shared/` from the project root."""
@@ -64,3 +70,23 @@ def speech_wav() -> Path:
     if not SPEECH_8K.is_file():
         missing(f"{SPEECH_8K} is missing (team audio in ../shared)")
     return SPEECH_8K
+
+
+@pytest.fixture(scope="session")
+def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default flow's prompts, rendered once (espeak-ng + sox) for every test that calls a worker."""
+    directory = tmp_path_factory.mktemp("prompts")
+    flow = parse_ivr_toml(DEFAULT_FLOW.read_text(encoding="utf-8")).flow
+    prompts = {pid: (spec.text, spec.file) for pid, spec in flow.prompts.items()}
+    # Spoken fast (espeak-ng -s 300) so a test call walks the flow in seconds, not minutes.
+    render_missing(list(prompt_files(prompts, directory, flow.id, directory, max_position=5)), speed=300)
+    return directory
+
+
+StackArgs = dict[str, Any]
+
+
+@pytest.fixture
+def stack_args(tmp_path: Path, redis_server: EmbeddedRedis, key_prefix: str, prompts_dir: Path) -> StackArgs:
+    """What `voice_stack` needs from the test session: `voice_stack(**stack_args, ...)`."""
+    return {"tmp_path": tmp_path, "redis_url": redis_server.url, "key_prefix": key_prefix, "prompts_dir": prompts_dir}

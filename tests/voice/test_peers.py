@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.voice import audio
-from tests.voice.peers import (
+from peers import audio
+from peers.sip import (
     UAS_REGISTER,
     UAS_TRIVIAL,
     NetstringDecoder,

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from gateway.app import redis_client
 from gateway.config import GatewayConfig
 from gateway.queue import TicketQueue
+from gateway.shell.app import redis_client
 from gateway.web.http import start_http
 from gateway.web.http_server import GuardedSite, _Acceptor
 

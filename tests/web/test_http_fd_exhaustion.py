@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.embedded_redis import EmbeddedRedis
+from gateway.shell.embedded_redis import EmbeddedRedis
 from tests.conftest import API_KEY
 from tests.web.fd_exhaustion_server import LIMITS
 

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.app import Gateway, redis_client
 from gateway.config import GatewayConfig, parse_config
-from gateway.embedded_redis import EmbeddedRedis, free_port
+from gateway.shell.app import Gateway, redis_client
+from gateway.shell.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import API_KEY, make_raw_config
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}

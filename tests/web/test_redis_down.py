@@ -7,7 +7,7 @@ from pathlib import Path
 import aiohttp
 
 from gateway.config import parse_config
-from gateway.embedded_redis import EmbeddedRedis, free_port
+from gateway.shell.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import make_raw_config
 from tests.helpers import post_intake, running_gateway
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from gateway.app import Bound
+from gateway.clients.seat import HELP, NO_COMMANDS, SeatClient, Terminal
 from gateway.config import GatewayConfig
-from gateway.seat_client import HELP, NO_COMMANDS, SeatClient, Terminal
+from gateway.shell.app import Bound
 from gateway.ticket import Citizen, TranscriptSegment
-from gateway.voice_link import VoiceLink
+from gateway.voice.link import VoiceLink
 from tests.conftest import AGENT_TOKENS, make_raw_config
 from tests.helpers import post_intake, queued_ticket, running_gateway, voice_ticket
 
@@ -78,7 +78,7 @@ async def test_the_client_follows_every_frame_of_a_voice_ticket(config_factory: 
         await terminal.until(f"已接单 {call.id}")
         assert client.view.claimed == (call.id,) and client.view.offered is None
 
-        # What the media worker tells the seat's gateway, as it tells it (gateway/voice_link.py).
+        # What the media worker tells the seat's gateway, as it tells it (gateway/voice/link.py).
         voice = VoiceLink(gateway.queue)
         await voice.tell_seat("screen_pop", "a1", call.id)
         await terminal.until("来电振铃")

@@ -10,8 +10,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.app import Bound
 from gateway.config import GatewayConfig
+from gateway.shell.app import Bound
 from tests.conftest import AGENT_TOKENS
 from tests.helpers import Seat, post_intake, running_gateway, voice_ticket
 

@@ -1,0 +1,1 @@
+"""What every benchmark shares: the report, statistics, process accounting, packet capture, worker processes."""

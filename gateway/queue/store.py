@@ -1,0 +1,479 @@
+"""The intake queue on Redis Streams: the only place tickets live.
+
+One stream per (queue, priority) with one consumer group, `seats`. Offering a ticket to an agent
+delivers its stream entry to that agent's consumer, so Redis itself guarantees that no two agents
+(in any number of gateway processes) hold the same offer. A declined or expired offer, or the claim
+of an agent who never came back, is handed to the `_pool` consumer and offered again before newer
+entries, so it keeps its place. Every transition is one Lua script (`queue_scripts.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from gateway.config import GatewayConfig
+from gateway.errors import Conflict, NotFound, ServiceUnavailable
+from gateway.queue import scripts as queue_scripts
+from gateway.queue.batching import ScriptBatcher, once_more_on_stale
+from gateway.ticket import MAX_PRIORITY, Status, Ticket, history_entry, is_ticket_id, utcnow
+
+GROUP = "seats"
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    ticket_id: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Every Redis key the gateway uses, in one place (see docs/redis-keys.md)."""
+
+    prefix: str
+
+    def ticket(self, ticket_id: str) -> str:
+        return f"{self.prefix}:t:{ticket_id}"
+
+    def history(self, ticket_id: str) -> str:
+        return f"{self.prefix}:t:{ticket_id}:h"
+
+    def idempotency(self, channel: str, message_id: str, client: str | None = None) -> str:
+        """Where a channel message id is remembered. An API client's ids are its own (`form-0001`
+        means something else to each client): its keys carry its id. The gateway's own ids (call
+        ids of voice tickets and their callbacks) are unique by construction and shared by every
+        worker and core process, so one call gets one callback whoever files it."""
+        if client is not None:
+            return f"{self.prefix}:idem:c:{client}:{channel}:{message_id}"
+        return f"{self.prefix}:idem:{channel}:{message_id}"
+
+    def stream(self, queue: str, priority: int) -> str:
+        return f"{self.prefix}:q:{queue}:{priority}"
+
+    def agent_tickets(self, agent: str) -> str:
+        return f"{self.prefix}:agent:{agent}:tickets"
+
+    @property
+    def offers(self) -> str:
+        return f"{self.prefix}:offers"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"
+
+    @property
+    def submitted(self) -> str:
+        return f"{self.prefix}:submitted"
+
+    def outbox(self, channel: str) -> str:
+        return f"{self.prefix}:outbox:{channel}"
+
+    def run(self, host: str) -> str:
+        """The id of the `run` now serving on `host` (its media workers beat with it)."""
+        return f"{self.prefix}:run:{host}"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.prefix}:wake"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}:control"
+
+
+def _history_json(actor: str, action: str, now: datetime | None = None, **detail: str) -> str:
+    return history_entry(actor, action, now or utcnow(), **detail).model_dump_json(exclude_defaults=True)
+
+
+def _doc_json(ticket: Ticket) -> str:
+    """The stored part of a ticket: everything but status, agent and history (kept beside it)."""
+    return ticket.model_dump_json(exclude={"status", "agent", "history"}, exclude_defaults=True)
+
+
+def _assemble(doc: str | bytes, status: str, agent: str, history: Iterable[str | bytes]) -> Ticket:
+    data: dict[str, Any] = json.loads(doc)
+    data["status"] = status
+    data["agent"] = agent or None
+    data["history"] = [json.loads(item) for item in history]
+    return Ticket.model_validate(data)
+
+
+@dataclass(frozen=True, slots=True)
+class RawTicket:
+    """A ticket as stored (validated when it was written), for the hot path: sent to a seat as is,
+    without building and validating a `Ticket` again."""
+
+    id: str
+    data: dict[str, Any]
+
+    @property
+    def is_voice(self) -> bool:
+        return "voice" in self.data
+
+    def ticket(self) -> Ticket:
+        return Ticket.model_validate(self.data)
+
+
+def _raw(doc: str | bytes, status: str, agent: str, history: Iterable[str | bytes]) -> RawTicket:
+    data: dict[str, Any] = json.loads(doc)
+    data["status"] = status
+    if agent:
+        data["agent"] = agent
+    data["history"] = [json.loads(item) for item in history]
+    return RawTicket(id=data["id"], data=data)
+
+
+def _known_shape(ticket_id: str) -> None:
+    """Refuse an id no ticket can have before it becomes part of a Redis key (`{id}:h` would name a
+    ticket's history, read as a hash: an error, not an answer); the answer is the unknown id's."""
+    if not is_ticket_id(ticket_id):
+        raise NotFound("no such ticket")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class TicketQueue:
+    """The queue operations; every one is a single atomic script call."""
+
+    def __init__(self, client: aioredis.Redis, config: GatewayConfig) -> None:
+        self._redis = client
+        self._config = config
+        self.keys = Keys(config.redis.key_prefix)
+        self._scripts = {
+            name: client.register_script(getattr(queue_scripts, name))
+            for name in ("INTAKE", "OFFER", "ACCEPT", "RELEASE", "UPDATE", "SETTLE", "TAKE_EXPIRED_LEASE")
+        }
+        self._batcher = ScriptBatcher(client)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._batcher.call(
+                self._scripts[script], keys, args, repeatable=script in queue_scripts.REPEATABLE
+            )
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+
+    async def ensure_groups(self) -> None:
+        """Load the scripts and create every queue's streams and consumer group (idempotent)."""
+        for script in self._scripts.values():
+            await self._redis.script_load(script.script)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for queue in self._config.queues:
+                for priority in range(MAX_PRIORITY + 1):
+                    await self._ensure_group(pipe, self.keys.stream(queue.name, priority))
+            await pipe.execute(raise_on_error=False)
+
+    async def _ensure_group(self, pipe: Any, stream: str) -> None:
+        pipe.xgroup_create(stream, GROUP, id="0", mkstream=True)
+
+    async def intake(
+        self, ticket: Ticket, actor: str, client: str | None = None, fingerprint: str = ""
+    ) -> IntakeResult:
+        """Store a new ticket and queue it, unless its channel message id was seen before.
+
+        `client` scopes the message id to an API client (None: the gateway's own tickets);
+        `fingerprint` (`intake.fingerprint`) tells a retry from another request that reuses its
+        id: the latter is a `Conflict`.
+        """
+        keys = self.keys
+        result = await self._run(
+            "INTAKE",
+            [
+                keys.idempotency(ticket.channel, ticket.message_id, client),
+                keys.ticket(ticket.id),
+                keys.history(ticket.id),
+                keys.stream(ticket.queue, ticket.priority),
+            ],
+            [
+                ticket.id,
+                _doc_json(ticket),
+                _history_json(actor, "queued", queue=ticket.queue),
+                self._config.redis.idempotency_ttl,
+                self._config.redis.max_queue_length,
+                keys.wake,
+                ticket.queue,
+                GROUP,
+                fingerprint,
+            ],
+        )
+        code, ticket_id = int(result[0]), _text(result[1])
+        if code < 0:
+            raise ServiceUnavailable(f"queue {ticket.queue} is full; try again later")
+        if code == 2:
+            raise Conflict("this idempotency key was already used for a different request")
+        # A repeat of this very call (after a connection error) finds the ticket it created.
+        return IntakeResult(ticket_id=ticket_id, created=code == 1 or ticket_id == ticket.id)
+
+    async def offer(self, agent: str, queues: Sequence[str]) -> RawTicket | None:
+        """Reserve the best waiting ticket of these queues for this agent; None when they are empty."""
+        result = await self._run(
+            "OFFER",
+            [self.keys.offers, self.keys.agent_tickets(agent)],
+            [
+                agent,
+                GROUP,
+                int(self._config.seats.offer_timeout * 1000),
+                _history_json("system", "offered", agent=agent),
+                self.keys.prefix,
+                MAX_PRIORITY,
+                *queues,
+            ],
+        )
+        if not result:
+            return None
+        _, doc, status, owner, history = result
+        return _raw(doc, _text(status), _text(owner), history)
+
+    async def accept(self, ticket_id: str, agent: str) -> RawTicket:
+        _known_shape(ticket_id)
+        keys = self.keys
+        result = await self._run(
+            "ACCEPT",
+            [keys.ticket(ticket_id), keys.history(ticket_id), keys.offers],
+            [agent, _history_json(f"agent:{agent}", "claimed")],
+        )
+        code = _text(result[0])
+        if code != "ok":
+            self._raise_for(code, ticket_id, _text(result[1]))
+        _, doc, status, owner, history = result
+        return _raw(doc, _text(status), _text(owner), history)
+
+    async def release(self, ticket_id: str, agent: str, reason: str, statuses: str = "offered") -> bool:
+        """Put an offered (or claimed) ticket back in its queue at its old place."""
+        if not is_ticket_id(ticket_id):
+            return False  # no such ticket, as for an unknown one
+        keys = self.keys
+        code = await self._run(
+            "RELEASE",
+            [keys.ticket(ticket_id), keys.history(ticket_id), keys.offers],
+            [
+                agent,
+                statuses,
+                GROUP,
+                _history_json("system", "requeued", reason=reason, agent=agent),
+                keys.wake,
+                keys.prefix,
+            ],
+        )
+        return _text(code) == "ok"
+
+    async def get(self, ticket_id: str) -> Ticket:
+        _known_shape(ticket_id)
+        try:
+            doc, status, agent, history = await once_more_on_stale(self._redis, lambda: self._read(ticket_id))
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        if doc is None:
+            raise NotFound(f"no ticket {ticket_id}")
+        return _assemble(doc, _text(status), _text(agent or ""), history)
+
+    async def _read(self, ticket_id: str) -> tuple[Any, Any, Any, Any]:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent")
+            pipe.lrange(self.keys.history(ticket_id), 0, -1)
+            (doc, status, agent), history = await pipe.execute()
+        return doc, status, agent, history
+
+    async def update(self, ticket: Ticket, agent: str, changed: Iterable[str]) -> None:
+        keys = self.keys
+        code = await self._run(
+            "UPDATE",
+            [keys.ticket(ticket.id), keys.history(ticket.id)],
+            [
+                agent,
+                _doc_json(ticket),
+                _history_json(f"agent:{agent}", "updated", fields=",".join(sorted(changed))),
+            ],
+        )
+        if _text(code) != "ok":
+            self._raise_for(_text(code), ticket.id, "")
+
+    async def submit(self, ticket_id: str, agent: str, edited: Ticket | None = None) -> None:
+        """Close a claimed ticket (with the agent's last edits) and hand it, whole, to `submitted`."""
+        entry = _history_json(f"agent:{agent}", "submitted")
+        await self._settle(ticket_id, agent, "claimed", "submitted", entry, edited, publish=True)
+
+    async def abandon(self, ticket_id: str, reason: str) -> None:
+        """The citizen went away (hung up while queued, say): settle the ticket as abandoned."""
+        entry = _history_json("system", "abandoned", reason=reason)
+        await self._settle(ticket_id, "", "queued,offered,claimed", "abandoned", entry, None, publish=False)
+
+    async def _settle(
+        self,
+        ticket_id: str,
+        agent: str,
+        allowed: str,
+        final_status: Status,
+        entry: str,
+        final: Ticket | None,
+        publish: bool,
+    ) -> None:
+        _known_shape(ticket_id)
+        keys = self.keys
+        code = await self._run(
+            "SETTLE",
+            [keys.ticket(ticket_id), keys.history(ticket_id), keys.submitted, keys.offers],
+            [
+                agent,
+                allowed,
+                final_status,
+                _doc_json(final) if final else "",
+                entry,
+                "1" if publish else "",
+                GROUP,
+                self._config.redis.submitted_maxlen,
+                self._config.redis.ticket_ttl,
+                keys.prefix,
+            ],
+        )
+        if _text(code) != "ok":
+            self._raise_for(_text(code), ticket_id, "")
+
+    async def amend(self, ticket_id: str, change: Callable[[Ticket], Ticket], actor: str, action: str) -> Ticket:
+        """A system actor (a media worker) changes a ticket's document, whoever holds it.
+
+        Optimistic: WATCH the ticket, change it, write it back in MULTI; retry if anyone else
+        wrote in between. Status and owner are left alone.
+        """
+        key = self.keys.ticket(ticket_id)
+        for _ in range(20):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    ticket = await self.get(ticket_id)
+                    changed = change(ticket)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(key, "doc", _doc_json(changed))
+                    pipe.rpush(self.keys.history(ticket_id), _history_json(actor, action))
+                    await pipe.execute()
+                    return changed
+                except WatchError:
+                    continue
+                except (RedisError, OSError) as exc:
+                    raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        raise Conflict(f"ticket {ticket_id} kept changing; amend gave up")
+
+    async def note(self, ticket_id: str, actor: str, action: str, **detail: str) -> None:
+        """Append a line to a ticket's history (what a worker did with the call)."""
+        try:
+            entry = _history_json(actor, action, None, **detail)
+            await self._redis.rpush(self.keys.history(ticket_id), entry)
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+
+    async def position(self, ticket_id: str, queue: str) -> int:
+        """How many waiting tickets of `queue` are offered before this one (priority, then age)."""
+        fields = await self._redis.hmget(self.keys.ticket(ticket_id), "stream", "entry", "status")
+        stream, entry, status = (_text(f) if f is not None else "" for f in fields)
+        if status != "queued" or not stream:
+            return 0
+        mine = int(stream.rsplit(":", 1)[1])
+        ahead = 0
+        for priority in range(MAX_PRIORITY, mine, -1):
+            ahead += await self._redis.xlen(self.keys.stream(queue, priority))
+        before = await self._redis.xrange(stream, "-", f"({entry}", count=1000)
+        return ahead + len(before or [])
+
+    async def reply(self, ticket: Ticket, agent: str, text: str) -> str:
+        """Queue an agent's reply for the channel the ticket came from; returns the outbox entry id."""
+        fields = {
+            "ticket": ticket.id,
+            "channel": ticket.channel,
+            "citizen": ticket.citizen.model_dump_json(exclude_none=True),
+            "text": text,
+            "agent": agent,
+        }
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    self.keys.outbox(ticket.channel),
+                    fields,  # type: ignore[arg-type]
+                    maxlen=self._config.redis.outbox_maxlen,
+                    approximate=True,
+                )
+                pipe.rpush(self.keys.history(ticket.id), _history_json(f"agent:{agent}", "replied", text=text))
+                entry_id, _ = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        return _text(entry_id)
+
+    async def announce_login(self, agent: str, session_id: str) -> None:
+        """Tell every gateway process that this login is the agent's newest (older ones close)."""
+        await self._redis.publish(self.keys.control, f"login {agent} {session_id}")
+
+    async def tickets_of(self, agent: str) -> list[Ticket]:
+        """What an agent holds (offered or claimed), e.g. to resume a seat after a reconnect."""
+        ids = sorted(_text(item) for item in await self._redis.smembers(self.keys.agent_tickets(agent)))
+        tickets = []
+        for ticket_id in ids:
+            try:
+                ticket = await self.get(ticket_id)
+            except NotFound:
+                continue
+            if ticket.agent == agent and ticket.status in ("offered", "claimed"):
+                tickets.append(ticket)
+        return tickets
+
+    async def hold_lease(self, agents: Iterable[str], seconds: float) -> None:
+        """Agents connected here keep their claims for `seconds` more (refreshed periodically)."""
+        agents = list(agents)
+        if not agents:
+            return
+        now_ms = await self._now_ms()
+        await self._redis.zadd(self.keys.leases, {agent: now_ms + int(seconds * 1000) for agent in agents})
+
+    async def _now_ms(self) -> int:
+        seconds, micros = await self._redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def reap(self, offer_grace: float = 2.0, batch: int = 200) -> int:
+        """Return lapsed offers and the claims of agents whose lease ran out; safe to run anywhere."""
+        now_ms = await self._now_ms()
+        returned = 0
+        cutoff = now_ms - int(offer_grace * 1000)
+        expired = await self._redis.zrangebyscore(self.keys.offers, "-inf", cutoff, start=0, num=batch)
+        for ticket_id in expired:
+            if await self.release(_text(ticket_id), "", "offer_timeout"):
+                returned += 1
+            else:
+                await self._redis.zrem(self.keys.offers, _text(ticket_id))
+        lapsed = await self._redis.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=batch)
+        for raw_agent in lapsed:
+            agent = _text(raw_agent)
+            if not await self.take_expired(self.keys.leases, agent):
+                continue
+            for ticket_id in await self._redis.smembers(self.keys.agent_tickets(agent)):
+                if await self.release(_text(ticket_id), agent, "agent_gone", "offered,claimed"):
+                    returned += 1
+        return returned
+
+    async def take_expired(self, zset: str, member: str) -> bool:
+        """Remove `member` if its expiry score has passed; True for exactly one of racing callers."""
+        return bool(int(await self._run("TAKE_EXPIRED_LEASE", [zset], [member])))
+
+    async def waiting(self, queue: str) -> int:
+        """Tickets in a queue not yet submitted or abandoned (offered and claimed included)."""
+        total = 0
+        for priority in range(MAX_PRIORITY + 1):
+            total += await self._redis.xlen(self.keys.stream(queue, priority))
+        return total
+
+    @staticmethod
+    def _raise_for(code: str, ticket_id: str, status: str) -> None:
+        if code == "not_found":
+            raise NotFound(f"no ticket {ticket_id}")
+        detail = f" (it is {status})" if status else ""
+        raise Conflict(f"ticket {ticket_id} is not yours to change in this state{detail}")

@@ -1,0 +1,208 @@
+"""The gateway core process: assembles queue, dispatcher, seats and HTTP, and runs them.
+
+`Gateway` is built from a validated config and a Redis client (both made in `main()`), so tests
+build it the same way against their own Redis. Background loops: the dispatcher, a Pub/Sub listener
+(wake-ups and logins from other processes), the reaper (lapsed offers and leases) and the lease
+refresher for seats connected here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+from websockets.asyncio.server import Server, serve
+
+from gateway.config import GatewayConfig, RedisConfig, split_listen
+from gateway.errors import ServiceUnavailable
+from gateway.queue import Keys, TicketQueue
+from gateway.shell.supervisor import RUN_ID_ENV
+from gateway.shell.tasks import Tasks, stop_if_cancelled, stop_task
+from gateway.voice.link import VoiceLink
+from gateway.web.http import start_http
+from gateway.web.http_server import throttle_accept_errors
+from gateway.web.seats import Dispatcher, SeatServer
+
+log = logging.getLogger("gateway")
+
+
+def redis_client(url: str, config: RedisConfig) -> aioredis.Redis:
+    """A client whose pool waits for a free connection (up to 5 s) instead of failing at once
+    when every connection is busy (redis-py's default pool raises MaxConnectionsError), and whose
+    commands fail after `redis.command_timeout` (a frozen Redis must not hold requests for ever).
+
+    It does not retry by itself: redis-py would run any command again after a connection error,
+    and not every queue script is safe to repeat. The queue retries those that are, once, on a
+    fresh connection (gateway/queue/batching.py)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=config.max_connections,
+        timeout=5,
+        socket_timeout=config.command_timeout,
+        socket_connect_timeout=config.connect_timeout,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    http: tuple[str, int]
+    seats: tuple[str, int]
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, client: aioredis.Redis) -> None:
+        self.config = config
+        self.redis = client
+        self.queue = TicketQueue(client, config)
+        self.voice = VoiceLink(self.queue)
+        self.tasks = Tasks()
+        self.dispatcher = Dispatcher(self.queue, config, self.tasks)
+        self.seats = SeatServer(config, self.queue, self.dispatcher, self.tasks)
+        self._loops: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._ws_server: Server | None = None
+
+    async def start(self) -> Bound:
+        await self.queue.ensure_groups()
+        self._runner = await start_http(self.config, self.queue)
+        throttle_accept_errors(asyncio.get_running_loop(), self.config.http.report_interval)
+        seats_host, seats_port = split_listen(self.config.seats.listen)
+        cfg = self.config.seats
+        self._ws_server = await serve(
+            self.seats.handle,
+            seats_host,
+            seats_port,
+            # Frames up to 4x the limit are read and answered with an error frame; beyond, close 1009.
+            max_size=cfg.max_frame_bytes * 4,
+            max_queue=16,
+            write_limit=64 * 1024,
+            # The opening handshake, before the seat's waiting room counts it, is bounded in time.
+            open_timeout=cfg.auth_timeout,
+            ping_interval=cfg.heartbeat_interval,
+            ping_timeout=cfg.heartbeat_interval,
+            close_timeout=2,
+            # Frames are small JSON on a local network: deflate would cost CPU for little gain.
+            compression=None,
+        )
+        self._loops = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self._listen(), name="pubsub"),
+            asyncio.create_task(self._reap(), name="reaper"),
+            asyncio.create_task(self._hold_leases(), name="leases"),
+        ]
+        http_addr = self._runner.addresses[0]
+        seats_addr = next(iter(self._ws_server.sockets)).getsockname()
+        return Bound(http=(http_addr[0], http_addr[1]), seats=(seats_addr[0], seats_addr[1]))
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Close seats (their offers go back to the queue), then HTTP, then the loops; bounded, so a
+        stuck peer or task can delay a shutdown but never stop it."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._stop()
+        except TimeoutError:
+            log.warning("shutdown took longer than %.0f s; stopping anyway", timeout)
+
+    async def _stop(self) -> None:
+        if self._ws_server is not None:
+            self._ws_server.close(close_connections=True)
+            await self._ws_server.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for task in self._loops:
+            await stop_task(task)
+        await self.tasks.drain()
+
+    async def _listen(self) -> None:
+        keys = self.queue.keys
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(keys.wake, keys.control, self.voice.keys.transcripts)
+                self.dispatcher.wake()  # anything queued while we were not listening
+                while True:
+                    # get_message with a timeout, not listen(): listen() retries internally, so a
+                    # cancellation redis-py swallowed would keep it reading forever.
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    stop_if_cancelled()
+                    if message is None or message["type"] != "message":
+                        continue
+                    channel = message["channel"]
+                    channel = channel.decode() if isinstance(channel, bytes) else channel
+                    if channel == keys.wake:
+                        self.dispatcher.wake()
+                    elif channel == keys.control:
+                        self._on_control(message["data"])
+                    else:
+                        self.seats.on_transcript(message["data"])
+            except (RedisError, OSError):
+                log.warning("pub/sub connection lost; reconnecting")
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _on_control(self, data: bytes | str) -> None:
+        text = data.decode() if isinstance(data, bytes) else data
+        parts = text.split()
+        if len(parts) == 3 and parts[0] == "login":
+            self.seats.kick(parts[1], parts[2])
+        elif len(parts) >= 3 and parts[0] in ("screen_pop", "revoke", "call_ended"):
+            self.seats.on_call_event(parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else "")
+
+    async def _reap(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                returned = await self.queue.reap()
+                settled = await self.voice.settle_dead_workers(self.config.voice.callback_priority)
+            except (ServiceUnavailable, RedisError, OSError):
+                log.warning("reaper: redis unavailable")
+                continue
+            if returned:
+                log.info("reaper returned %d ticket(s) to their queues", returned)
+            if settled:
+                log.info("reaper settled %d call(s) of dead media workers", settled)
+
+    async def _hold_leases(self) -> None:
+        grace = self.config.seats.reconnect_grace
+        while True:
+            try:
+                await self.queue.hold_lease(self.dispatcher.sessions.keys(), grace)
+            except (RedisError, OSError):
+                log.warning("lease refresh: redis unavailable")
+            await asyncio.sleep(grace / 3)
+
+
+async def run_gateway(config: GatewayConfig, redis_url: str, stop: asyncio.Event, ready_line: bool = True) -> None:
+    """Run until `stop` is set; the caller owns signal handling and the embedded Redis."""
+    client = redis_client(redis_url, config.redis)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable(f"cannot reach redis at {redis_url.split('@')[-1]}: {exc}") from exc
+    run_id = os.environ.get(RUN_ID_ENV)
+    if run_id:  # `status` tells this run's media workers (they beat with it) from strangers
+        await client.set(Keys(config.redis.key_prefix).run(socket.gethostname()), run_id)
+    gateway = Gateway(config, client)
+    bound = await gateway.start()
+    if ready_line:
+        # One parseable line for operators and for tests that start the gateway on port 0.
+        print(
+            f"hotline-gateway ready http=http://{bound.http[0]}:{bound.http[1]} "
+            f"seats=ws://{bound.seats[0]}:{bound.seats[1]}",
+            flush=True,
+        )
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+        await client.aclose()

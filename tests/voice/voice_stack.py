@@ -1,0 +1,147 @@
+"""A whole voice stack for tests: real Redis, the core in-process (seats), a media worker process.
+
+The flow is the shipped `config/flows/12345.toml`, optionally with some values replaced (shorter
+timeouts), and its prompts are rendered once per test session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+import tomli_w
+
+from gateway.config import GatewayConfig, parse_config
+from gateway.shell.app import Bound, Gateway
+from gateway.ticket import Ticket
+from gateway.voice.link import VoiceLink
+from peers.flows import FAST, write_flow
+from peers.sip import free_port, free_port_range
+from tests.conftest import make_raw_config
+from tests.helpers import WorkerProcess
+
+
+@dataclass
+class VoiceStack:
+    config: GatewayConfig
+    gateway: Gateway
+    bound: Bound
+    worker: WorkerProcess
+    sip: str  # host:port of the media worker
+    redis: aioredis.Redis
+    recordings: Path
+
+    @property
+    def link(self) -> VoiceLink:
+        return VoiceLink(self.gateway.queue)
+
+    def dial_uri(self, number: str = "12345") -> str:
+        return f"sip:{number}@{self.sip}"
+
+    async def tickets(self) -> list[Ticket]:
+        keys = sorted(await self.redis.keys(f"{self.config.redis.key_prefix}:t:*"))
+        ids = [k.decode().rsplit(":", 1)[1] for k in keys if not k.endswith(b":h")]
+        return [await self.gateway.queue.get(ticket_id) for ticket_id in ids]
+
+    async def wait_for(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+        """Poll (the state lives in Redis and in another process) until predicate() is truthy."""
+        async with asyncio.timeout(timeout):
+            while True:
+                result = await predicate()
+                if result:
+                    return result
+                await asyncio.sleep(0.1)
+
+    async def ticket_where(self, check: Any, timeout: float = 20.0) -> Ticket:
+        async def found() -> Ticket | None:
+            return next((t for t in await self.tickets() if check(t)), None)
+
+        result: Ticket = await self.wait_for(found, timeout)
+        return result
+
+
+@dataclass(frozen=True)
+class WorkerFiles:
+    """A media worker's config written for a test: the file, the parsed config, where it listens."""
+
+    path: Path
+    config: GatewayConfig
+    sip: str
+    recordings: Path
+
+    def process(self, redis_url: str, worker_id: str = "wtest") -> WorkerProcess:
+        return WorkerProcess(str(self.path), redis_url, worker_id, self.sip)
+
+
+def worker_files(
+    tmp_path: Path,
+    redis_url: str,
+    key_prefix: str,
+    prompts_dir: Path,
+    agent_uris: dict[str, str] | None = None,
+    flow_replacements: dict[str, str] | None = None,
+    asr: dict[str, Any] | None = None,
+    **voice: Any,
+) -> WorkerFiles:
+    """The shipped flow (made FAST, with `flow_replacements`) and a gateway config for one worker;
+    `voice` overrides [voice] settings (`default_flow=None` removes the default flow)."""
+    flow = write_flow(tmp_path / "flow.toml", {**FAST, **(flow_replacements or {})})
+    sip_port = free_port(udp=True, tcp=False)
+    recordings = tmp_path / "recordings"
+    raw = make_raw_config(key_prefix, redis_url)
+    for agent in raw["agents"]:
+        if agent_uris and agent["id"] in agent_uris:
+            agent["sip_uri"] = agent_uris[agent["id"]]
+    raw["seats"]["offer_timeout"] = 10
+    raw["voice"] = {
+        "enabled": True,
+        "listen": f"127.0.0.1:{sip_port}",
+        # Its own RTP block, away from other stacks that may run at the same time on this machine.
+        "rtp_port_base": free_port_range(16),
+        "flows": [str(flow)],
+        "numbers": {"12345": "12345-default"},
+        "prompts_dir": str(prompts_dir),
+        "recordings_dir": str(recordings),
+        "agent_answer_timeout": 5,
+        "max_position_announced": 5,
+        "worker_timeout": 2,
+        "heartbeat_interval": 0.5,
+        **{key: value for key, value in voice.items() if value is not None},
+    }
+    if voice.get("default_flow", "") is None:
+        raw["voice"].pop("default_flow", None)
+    if asr is not None:
+        raw["asr"] = asr
+    path = tmp_path / "gateway.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return WorkerFiles(path, parse_config(raw, tmp_path), f"127.0.0.1:{sip_port}", recordings)
+
+
+@asynccontextmanager
+async def voice_stack(
+    tmp_path: Path,
+    redis_url: str,
+    key_prefix: str,
+    prompts_dir: Path,
+    agent_uris: dict[str, str] | None = None,
+    flow_replacements: dict[str, str] | None = None,
+    asr: dict[str, Any] | None = None,
+    **voice: Any,
+) -> AsyncIterator[VoiceStack]:
+    files = worker_files(tmp_path, redis_url, key_prefix, prompts_dir, agent_uris, flow_replacements, asr, **voice)
+    worker = files.process(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    gateway = Gateway(files.config, client)
+    bound = await gateway.start()
+    try:
+        await worker.start()
+        yield VoiceStack(files.config, gateway, bound, worker, files.sip, client, files.recordings)
+    finally:
+        await worker.stop()
+        await gateway.stop()
+        await client.aclose()
