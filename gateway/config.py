@@ -118,6 +118,9 @@ class RedisConfig(_Section):
     ticket_ttl: int = Field(default=30 * 86400, gt=0)
     max_queue_length: int = Field(default=100_000, gt=0)
     submitted_maxlen: int = Field(default=1_000_000, gt=0)
+    # The ticket-created stream (`hg:created`): trimmed approximately to this many entries; a
+    # consumer further behind than this misses the oldest (about four months at Jinan's volume).
+    created_maxlen: int = Field(default=1_000_000, gt=0)
     outbox_maxlen: int = Field(default=100_000, gt=0)
     max_connections: int = Field(default=64, ge=2, le=10_000)  # per process; requests wait for one
     # A command (or connecting) slower than this fails its caller with 503: a frozen or unreachable

@@ -35,9 +35,12 @@ local function ticket_payload(tkey, hkey)
 end
 """
 
-# KEYS: idem, ticket, history, stream
+# KEYS: idem, ticket, history, stream, the ticket-created stream
 # ARGV: ticket id, doc, history entry, idem ttl, max queue length, wake channel, queue, group,
-#       request fingerprint ('' = none: the gateway's own tickets, whose repeats may differ)
+#       request fingerprint ('' = none: the gateway's own tickets, whose repeats may differ),
+#       created stream's approximate MAXLEN, channel
+# The created entry is written in the same step as the ticket: a consumer (triage, the wallboard)
+# never sees a ticket that is not stored, nor misses one that is.
 # The idempotency key holds the ticket id, then a space and the fingerprint when there is one.
 # Returns {1, id} created, {0, id} already there (a repeat of this very attempt finds its own id),
 # {-1, ''} queue full, {2, ''} the key was used for a request with another fingerprint.
@@ -60,6 +63,7 @@ local remembered = ARGV[1]
 if ARGV[9] ~= '' then remembered = remembered .. ' ' .. ARGV[9] end
 redis.call('SET', KEYS[1], remembered, 'EX', tonumber(ARGV[4]))
 redis.call('PUBLISH', ARGV[6], ARGV[7])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', tonumber(ARGV[10]), '*', 't', ARGV[1], 'q', ARGV[7], 'c', ARGV[11])
 return {1, ARGV[1]}
 """
 )

@@ -69,6 +69,12 @@ class Keys:
         return f"{self.prefix}:leases"
 
     @property
+    def created(self) -> str:
+        """Every ticket as it is created (`t`, `q` queue, `c` channel), for consumers that must not
+        slow intake down (triage, the wallboard): they read it with their own consumer group."""
+        return f"{self.prefix}:created"
+
+    @property
     def submitted(self) -> str:
         return f"{self.prefix}:submitted"
 
@@ -196,6 +202,7 @@ class TicketQueue:
                 keys.ticket(ticket.id),
                 keys.history(ticket.id),
                 keys.stream(ticket.queue, ticket.priority),
+                keys.created,
             ],
             [
                 ticket.id,
@@ -207,6 +214,8 @@ class TicketQueue:
                 ticket.queue,
                 GROUP,
                 fingerprint,
+                self._config.redis.created_maxlen,
+                ticket.channel,
             ],
         )
         code, ticket_id = int(result[0]), _text(result[1])

@@ -28,12 +28,11 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
-    ServiceUnavailable,
     Unauthorized,
 )
-from gateway.intake import fingerprint, parse_intake, to_ticket
+from gateway.intake import parse_intake
 from gateway.queue import TicketQueue
-from gateway.ticket import mask_phone, utcnow
+from gateway.queue.desk import IntakeDesk, IntakeUnavailable, Source
 from gateway.web.http_server import SERVER_NAME, error_response, internal_error, json_response, serve_guarded
 
 log = logging.getLogger("gateway.http")
@@ -41,6 +40,7 @@ log = logging.getLogger("gateway.http")
 
 CONFIG = web.AppKey("config", GatewayConfig)
 QUEUE = web.AppKey("queue", TicketQueue)
+DESK = web.AppKey("desk", IntakeDesk)
 CLIENTS = web.AppKey("clients", dict)
 QUEUE_NAMES = web.AppKey("queue_names", frozenset)
 
@@ -124,23 +124,13 @@ async def post_intake(request: web.Request) -> web.Response:
     config = app[CONFIG]
     body = await read_body(request, config.http.max_body_bytes, config.http.body_timeout)
     idempotency_key = request.headers.get("Idempotency-Key")
-    intake = parse_intake(body, app[QUEUE_NAMES], idempotency_key)
-    ticket = to_ticket(intake, config, utcnow(), idempotency_key, client.channels)
+    contact = parse_intake(body, app[QUEUE_NAMES], idempotency_key)
     try:
-        result = await app[QUEUE].intake(ticket, f"client:{client.id}", client.id, fingerprint(intake))
-    except ServiceUnavailable as exc:
+        result = await app[DESK].submit(contact, Source.api_client(client), idempotency_key)
+    except IntakeUnavailable as exc:
         # Maybe stored after all (Redis may run it once it answers again): the key, the client's
         # own or the one we made, makes a retry safe (docs/http-api.md).
-        return error_response(exc, idempotency_key=ticket.message_id)
-    log.info(
-        "intake %s from %s (%s, %s) -> %s%s",
-        result.ticket_id,
-        client.id,
-        ticket.channel,
-        mask_phone(ticket.citizen.phone),
-        ticket.queue,
-        " (duplicate)" if not result.created else "",
-    )
+        return error_response(exc, idempotency_key=exc.message_id)
     return json_response(
         {"ticket_id": result.ticket_id, "status": "queued", "duplicate": not result.created}, status=202
     )
@@ -176,6 +166,7 @@ def create_app(config: GatewayConfig, queue: TicketQueue) -> web.Application:
     app = web.Application(client_max_size=config.http.max_body_bytes, middlewares=[errors_middleware])
     app[CONFIG] = config
     app[QUEUE] = queue
+    app[DESK] = IntakeDesk(queue, config)
     app[CLIENTS] = {client.key_hash: client for client in config.api_clients if client.key_hash}
     app[QUEUE_NAMES] = frozenset(queue.name for queue in config.queues)
     app.on_response_prepare.append(_no_banner)
