@@ -27,9 +27,11 @@ CONFIG_ENV = "HG_CONFIG"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout, with an editable install
 
 
-def _load_or_exit(path: str) -> GatewayConfig:
+def _load_or_exit(path: str, environment: bool = True) -> GatewayConfig:
+    """The config, checked as `run` checks it; `environment=False` for commands that need none of
+    the secrets the environment holds (they would only refuse for want of them)."""
     try:
-        return load_config(path)
+        return load_config(path, check_environment=environment)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         print("hint: `hotline-gateway check-config PATH` lists every problem; see README.md", file=sys.stderr)
@@ -152,7 +154,7 @@ def cmd_media_worker(args: argparse.Namespace) -> int:
 def cmd_render_prompts(args: argparse.Namespace) -> int:
     from gateway.voice.prompts import prompt_files, render_missing
 
-    config = _load_or_exit(args.config)
+    config = _load_or_exit(args.config, environment=False)
     voice = config.voice
     total = 0
     for ivr in config.ivr.values():
@@ -177,7 +179,7 @@ def cmd_recordings_cleanup(args: argparse.Namespace) -> int:
 
     from gateway.voice.recordings import cleanup
 
-    config = _load_or_exit(args.config)
+    config = _load_or_exit(args.config, environment=False)
     days = args.days or config.voice.recording_retention_days
     deleted = cleanup(config.resolve(config.voice.recordings_dir), days, date.today())
     print(f"deleted {len(deleted)} recording(s) older than {days} days")
@@ -198,14 +200,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         return main_transcribe([*args.files, *extra])
     from gateway.asr.pending import transcribe_pending
 
-    config = _load_or_exit(args.config)
+    config = _load_or_exit(args.config, environment=False)
     return asyncio.run(transcribe_pending(config, _redis_url_for(config, args.redis_url), args.engine))
 
 
 def cmd_sipfront(args: argparse.Namespace) -> int:
     from gateway.sipfront.commands import render
 
-    config = _load_or_exit(args.config)
+    config = _load_or_exit(args.config, environment=False)
     try:
         return asyncio.run(render(config, args.config, start=not args.no_start_check))
     except GatewayError as exc:
@@ -216,7 +218,7 @@ def cmd_sipfront(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from gateway.sipfront.commands import show_status
 
-    config = _load_or_exit(args.config)
+    config = _load_or_exit(args.config, environment=False)
     return asyncio.run(show_status(config, _redis_url_for(config, args.redis_url)))
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from gateway.asr.settings import AsrSettings
 from gateway.errors import ConfigError, FieldError
 from gateway.ivr.flow import IvrConfig
-from gateway.sipfront.config import KamailioConfig
+from gateway.sipfront.config import KamailioConfig, front_errors, password_errors
 from gateway.ticket import MAX_PRIORITY, Channel
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
@@ -431,6 +431,7 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
         if agent.token_hash is None:
             errors.append(FieldError(f"agents[{index}].token_hash", "missing; run `hotline-gateway init-credentials`"))
     errors += voice_errors(config)
+    errors += front_errors(config)
     for index, client in enumerate(config.api_clients):
         if client.key_hash is None:
             errors.append(
@@ -485,8 +486,9 @@ def load_flows(voice: VoiceConfig, base_dir: Path) -> tuple[dict[str, IvrConfig]
 
 
 def environment_errors(config: GatewayConfig, environ: Mapping[str, str]) -> list[FieldError]:
-    """Enabled channels need their secrets in the environment (the config only names them)."""
-    errors = []
+    """Enabled channels need their secrets in the environment (the config only names them), and so
+    do the agent phones that register at the SIP front (Kamailio reads them when it starts)."""
+    errors = password_errors(config.sipfront, environ) if config.sipfront.enabled else []
     for channel_name in ("sms", "wechat", "telegram"):
         channel = getattr(config.channels, channel_name)
         if not channel.enabled:
@@ -518,14 +520,30 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
-def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "config") -> GatewayConfig:
+def parse_config(
+    raw: dict[str, Any], base_dir: Path, source: str = "config", environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
     """Validate a whole config; `ConfigError` lists every problem found, in one run.
 
     Problems of form (a key misspelt, a value of the wrong type) do not hide the problems between
-    fields (a reference to a queue that does not exist, a skill no queue has): the second kind is
-    checked on what remains once the fields of the first kind are set aside. A problem that leaves
-    nothing to check against (the queues themselves unreadable) says that later checks were skipped.
+    fields (a reference to a queue that does not exist, a skill no queue has), nor the secrets
+    missing from `environ` (when given): the later kinds are checked on what remains once the
+    fields of the first kind are set aside. A problem that leaves nothing to check against (the
+    queues themselves unreadable) says that later checks were skipped.
     """
+    config, problems = _checked(raw, base_dir, source)
+    if config is not None and environ is not None:
+        problems += environment_errors(config, environ)
+    if problems:
+        if config is None:
+            problems.append(FieldError("", "(checks across fields skipped: fix the problems above first)"))
+        raise ConfigError(f"{source}: invalid configuration", tuple(problems))
+    assert config is not None
+    return config
+
+
+def _checked(raw: dict[str, Any], base_dir: Path, source: str) -> tuple[GatewayConfig | None, list[FieldError]]:
+    """The config (with malformed fields set aside when there were any) and every problem found."""
     raw = dict(raw)
     raw["base_dir"] = str(base_dir)
     credentials_file = raw.get("credentials_file")
@@ -543,11 +561,10 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "config") ->
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         problems = validation_errors(exc)
-        config_or_none = _without_invalid_fields(raw, exc)
-        if config_or_none is None:
-            problems.append(FieldError("", "(checks across fields skipped: fix the problems above first)"))
-            raise ConfigError(f"{source}: invalid configuration", tuple(problems)) from None
-        config = config_or_none
+        pruned = _without_invalid_fields(raw, exc)
+        if pruned is None:
+            return None, problems
+        config = pruned
     if config.voice.enabled:
         flows, flow_problems = load_flows(config.voice, base_dir)
         problems += flow_problems
@@ -555,9 +572,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "config") ->
     reported = {problem.path for problem in problems}
     # A field already reported (a malformed token hash, say) is not reported again as missing.
     problems += [problem for problem in semantic_errors(config) if problem.path not in reported]
-    if problems:
-        raise ConfigError(f"{source}: invalid configuration", tuple(problems))
-    return config
+    return config, problems
 
 
 def _without_invalid_fields(raw: dict[str, Any], error: ValidationError, rounds: int = 8) -> GatewayConfig | None:
@@ -601,10 +616,12 @@ def _remove(data: Any, location: tuple[Any, ...]) -> bool:
     return True
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(
+    path: str | Path, environ: Mapping[str, str] | None = None, *, check_environment: bool = True
+) -> GatewayConfig:
+    """The config `run` runs with, checked exactly as `run` checks it (`check-config` is this call).
+    `check_environment=False` leaves out the secrets the environment must hold (for commands that
+    only write files, such as `sipfront render`, which warns about them instead)."""
     path = Path(path)
-    config = parse_config(read_toml(path), path.resolve().parent, str(path))
-    problems = environment_errors(config, os.environ if environ is None else environ)
-    if problems:
-        raise ConfigError(f"{path}: invalid configuration", tuple(problems))
-    return config
+    environment = (os.environ if environ is None else environ) if check_environment else None
+    return parse_config(read_toml(path), path.resolve().parent, str(path), environment)

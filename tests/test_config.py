@@ -218,3 +218,20 @@ token_hash = "sha256:00000000000000000000000000000000000000000000000000000000000
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text), environ={})
     assert [str(f) for f in caught.value.fields] == ["agents[0].skills[1]: no queue has the skill 'housng' (a typo?)"]
+
+
+def test_check_config_refuses_what_run_refuses_for_the_sip_front(tmp_path: Path) -> None:
+    """The front's checks and its phones' passwords are the config's own: check-config lists them."""
+    text = """
+[[queues]]
+name = "general"
+skills = ["general"]
+[sipfront]
+enabled = true
+phones = { "1001" = "HG_TEST_NO_SUCH_PASSWORD" }
+"""
+    path = write(tmp_path, text)
+    check = subprocess.run([*CLI, "check-config", str(path)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 2
+    assert "sipfront.enabled: the front needs [voice] enabled = true" in check.stderr
+    assert "sipfront.phones.1001: environment variable HG_TEST_NO_SUCH_PASSWORD" in check.stderr

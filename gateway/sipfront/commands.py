@@ -12,9 +12,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from gateway.errors import ConfigError
 from gateway.shell.tasks import stop_task
-from gateway.sipfront.config import front_errors, password_errors
+from gateway.sipfront.config import password_errors
 from gateway.sipfront.held import HeldCalls
 from gateway.sipfront.janitor import DialogJanitor
 from gateway.sipfront.kamailio import FrontPaths, Rendered, start_check, syntax_check, uri_address, write_front
@@ -27,17 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.sipfront")
 
 
-def _check(config: GatewayConfig, source: str, *, environment: bool) -> None:
-    problems = front_errors(config)
-    if environment:
-        problems += password_errors(config.sipfront, os.environ)
-    if problems:
-        raise ConfigError(f"{source}: invalid [sipfront] configuration", tuple(problems))
-
-
 async def render(config: GatewayConfig, source: str, *, start: bool = True) -> int:
-    """Write kamailio.cfg and dispatcher.list, then check them with the real Kamailio."""
-    _check(config, source, environment=False)
+    """Write kamailio.cfg and dispatcher.list, then check them with the real Kamailio. `config` was
+    loaded by `load_config` (the front's checks are the config's own)."""
     rendered = write_front(config, source)
     front = config.sipfront
     maxload = rendered.destinations[0].maxload if rendered.destinations else 0
@@ -120,8 +111,8 @@ class RunningFront:
 
 
 async def start_front(config: GatewayConfig, source: str, redis_url: str) -> RunningFront:
-    """For `run`: render, check, start Kamailio and keep it running (restarted if it dies)."""
-    _check(config, source, environment=True)
+    """For `run`: render, check, start Kamailio and keep it running (restarted if it dies). `config`
+    was loaded by `load_config`, which checked the front and the phones' passwords."""
     rendered: Rendered = write_front(config, source)
     await syntax_check(config.sipfront.binary, rendered.paths.cfg)
     command = KamailioCommand.for_paths(config.sipfront, rendered.paths)

@@ -102,7 +102,7 @@ def raw_front_config(
 ) -> dict[str, Any]:
     flow = write_flow(tmp_path / "flow.toml", FAST)
     raw = make_raw_config(key_prefix, redis_url)
-    _cover_flow_queues(raw, flow)
+    cover_flow_queues(raw, flow)
     for agent in raw["agents"]:
         user = opts["agent_phones"].get(agent["id"])
         if user:
@@ -139,7 +139,7 @@ def raw_front_config(
     return raw
 
 
-def _cover_flow_queues(raw: dict[str, Any], flow: Path) -> None:
+def cover_flow_queues(raw: dict[str, Any], flow: Path) -> None:
     """Add any queue the shipped flow routes to that the shared test config lacks (the flow grows
     new branches; these tests are about the front, not about queues)."""
     ivr = parse_ivr_toml(flow.read_text(encoding="utf-8")).flow

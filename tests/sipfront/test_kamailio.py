@@ -26,13 +26,27 @@ from gateway.sipfront.pool import Destination, boot_enabled, destinations, worke
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
 from gateway.sipfront.rpc import parse_contacts, parse_dispatcher_list
 from gateway.sipfront.status import Report, WorkerRow, belongs, format_report
+from peers.flows import DEFAULT_FLOW
 from tests.conftest import make_raw_config
+from tests.sipfront.front_stack import cover_flow_queues
 
 
 def _config(tmp_path: Path, front: dict[str, Any] | None = None, **voice: Any) -> GatewayConfig:
+    return parse_config(_raw(tmp_path, front, **voice), tmp_path)
+
+
+def _raw(tmp_path: Path, front: dict[str, Any] | None = None, **voice: Any) -> dict[str, Any]:
     raw = make_raw_config("t", "redis://127.0.0.1:1/0")
     raw["agents"][0]["sip_uri"] = "sip:1001@10.1.0.5:5060"
-    raw["voice"] = {"listen": "10.1.0.5:5101", "embedded_workers": 3, "calls_per_worker": 4, **voice}
+    raw["voice"] = {
+        "enabled": True,
+        "flows": [str(DEFAULT_FLOW)],
+        "listen": "10.1.0.5:5101",
+        "embedded_workers": 3,
+        "calls_per_worker": 4,
+        **voice,
+    }
+    cover_flow_queues(raw, DEFAULT_FLOW)
     raw["sipfront"] = {
         "enabled": True,
         "listen": "10.1.0.5:5060",
@@ -41,7 +55,7 @@ def _config(tmp_path: Path, front: dict[str, Any] | None = None, **voice: Any) -
         "dir": str(tmp_path / "front"),
         **(front or {}),
     }
-    return parse_config(raw, tmp_path)
+    return raw
 
 
 def test_dispatcher_list_is_derived_from_the_pool_with_maxload_half_the_legs(tmp_path: Path) -> None:
@@ -172,14 +186,21 @@ def test_bad_settings_are_refused_by_field(tmp_path: Path, front: dict[str, Any]
     )
 
 
-def test_front_errors_span_sections(tmp_path: Path) -> None:
-    config = _config(tmp_path, {"phones": {}})  # and [voice] not enabled
-    assert [str(e) for e in front_errors(config)] == [
+def test_front_errors_span_sections_and_are_the_configs_own(tmp_path: Path) -> None:
+    raw = _raw(tmp_path, {"phones": {}}, enabled=False)
+    config = GatewayConfig.model_validate({**raw, "base_dir": str(tmp_path)})
+    expected = [
         "sipfront.enabled: the front needs [voice] enabled = true",
         "agents[0].sip_uri: rings '1001' at the front, but sipfront.phones has no '1001'",
     ]
-    pool_less = _config(tmp_path, embedded_workers=0)
-    assert any(e.path == "sipfront.workers" for e in front_errors(pool_less))
+    assert [str(e) for e in front_errors(config)] == expected
+    # check-config and run refuse it with these problems too (one validation for both).
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, tmp_path)
+    assert [str(e) for e in caught.value.fields] == expected
+    with pytest.raises(ConfigError) as pool_less:
+        _config(tmp_path, embedded_workers=0)
+    assert any(e.path == "sipfront.workers" for e in pool_less.value.fields)
 
 
 def test_phone_passwords_come_from_the_environment_and_placeholders_are_refused(tmp_path: Path) -> None:
