@@ -18,7 +18,7 @@ import os
 import re
 import tomllib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -346,6 +346,40 @@ class GatewayConfig(_Section):
     def resolve(self, path: str) -> Path:
         candidate = Path(path)
         return candidate if candidate.is_absolute() else (Path(self.base_dir) / candidate).resolve()
+
+
+class LiveConfig:
+    """The one holder of the configuration a process runs with, and its version.
+
+    Services keep the holder, not the config, and read `current` when they need a setting, so the
+    admin API to come can swap in a new validated config without a restart (`swap`). What is bound
+    at start stays as it was until the next start: listen addresses, the Redis URL and key prefix,
+    the media worker pool. `version` counts swaps (1 at start; `/readyz` reports it).
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._current = config
+        self.version = 1
+        self._listeners: list[Callable[[GatewayConfig, int], None]] = []
+
+    @classmethod
+    def of(cls, config: GatewayConfig | LiveConfig) -> LiveConfig:
+        return config if isinstance(config, LiveConfig) else cls(config)
+
+    @property
+    def current(self) -> GatewayConfig:
+        return self._current
+
+    def swap(self, config: GatewayConfig) -> int:
+        """Make `config` (validated by `parse_config`) the current one; listeners hear of it."""
+        self._current = config
+        self.version += 1
+        for listener in list(self._listeners):
+            listener(config, self.version)
+        return self.version
+
+    def on_swap(self, listener: Callable[[GatewayConfig, int], None]) -> None:
+        self._listeners.append(listener)
 
 
 def hash_secret(secret: str) -> str:

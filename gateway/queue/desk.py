@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.config import ApiClientConfig, GatewayConfig
+from gateway.config import ApiClientConfig, GatewayConfig, LiveConfig
 from gateway.errors import Forbidden, ServiceUnavailable
 from gateway.intake import IntakeRequest, fingerprint, to_ticket
 from gateway.queue.store import TicketQueue
@@ -72,9 +72,9 @@ class IntakeUnavailable(ServiceUnavailable):
 
 
 class IntakeDesk:
-    def __init__(self, queue: TicketQueue, config: GatewayConfig) -> None:
+    def __init__(self, queue: TicketQueue, config: GatewayConfig | LiveConfig) -> None:
         self._queue = queue
-        self._config = config
+        self._live = LiveConfig.of(config)
 
     async def submit(
         self,
@@ -105,7 +105,7 @@ class IntakeDesk:
     ) -> tuple[Ticket, str]:
         allowed = list(source.channels) if source.channels is not None else None
         if isinstance(contact, IntakeRequest):
-            return to_ticket(contact, self._config, now, idempotency_key, allowed), fingerprint(contact)
+            return to_ticket(contact, self._live.current, now, idempotency_key, allowed), fingerprint(contact)
         if allowed is not None and contact.channel not in allowed:
             raise Forbidden(f"this source may not submit {contact.channel} tickets")
         return contact, ""

@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
 from gateway.queue import scripts as queue_scripts
 from gateway.queue.batching import ScriptBatcher, once_more_on_stale
@@ -150,15 +150,23 @@ def _text(value: Any) -> str:
 class TicketQueue:
     """The queue operations; every one is a single atomic script call."""
 
-    def __init__(self, client: aioredis.Redis, config: GatewayConfig) -> None:
+    def __init__(self, client: aioredis.Redis, config: GatewayConfig | LiveConfig) -> None:
         self._redis = client
-        self._config = config
-        self.keys = Keys(config.redis.key_prefix)
+        self._live = LiveConfig.of(config)
+        self.keys = Keys(self._live.current.redis.key_prefix)  # bound at start (docs/design.md)
         self._scripts = {
             name: client.register_script(getattr(queue_scripts, name))
             for name in ("INTAKE", "OFFER", "ACCEPT", "RELEASE", "UPDATE", "SETTLE", "TAKE_EXPIRED_LEASE")
         }
         self._batcher = ScriptBatcher(client)
+
+    @property
+    def _config(self) -> GatewayConfig:
+        return self._live.current
+
+    @property
+    def live(self) -> LiveConfig:
+        return self._live
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -20,7 +20,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, serve
 
-from gateway.config import GatewayConfig, RedisConfig, split_listen
+from gateway.config import GatewayConfig, LiveConfig, RedisConfig, split_listen
 from gateway.errors import ServiceUnavailable
 from gateway.queue import Keys, TicketQueue
 from gateway.shell.supervisor import RUN_ID_ENV
@@ -58,10 +58,11 @@ class Bound:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, client: aioredis.Redis) -> None:
-        self.config = config
+    def __init__(self, config: GatewayConfig | LiveConfig, client: aioredis.Redis) -> None:
+        self.live = LiveConfig.of(config)
+        config = self.live.current
         self.redis = client
-        self.queue = TicketQueue(client, config)
+        self.queue = TicketQueue(client, self.live)
         self.voice = VoiceLink(self.queue)
         self.tasks = Tasks()
         self.dispatcher = Dispatcher(self.queue, config, self.tasks)
@@ -70,9 +71,13 @@ class Gateway:
         self._runner: web.AppRunner | None = None
         self._ws_server: Server | None = None
 
+    @property
+    def config(self) -> GatewayConfig:
+        return self.live.current
+
     async def start(self) -> Bound:
         await self.queue.ensure_groups()
-        self._runner = await start_http(self.config, self.queue)
+        self._runner = await start_http(self.live, self.queue)
         throttle_accept_errors(asyncio.get_running_loop(), self.config.http.report_interval)
         seats_host, seats_port = split_listen(self.config.seats.listen)
         cfg = self.config.seats

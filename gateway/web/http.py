@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.config import ApiClientConfig, GatewayConfig, hash_secret
+from gateway.config import ApiClientConfig, GatewayConfig, LiveConfig, hash_secret
 from gateway.errors import (
     Forbidden,
     GatewayError,
@@ -38,11 +38,23 @@ from gateway.web.http_server import SERVER_NAME, error_response, internal_error,
 log = logging.getLogger("gateway.http")
 
 
-CONFIG = web.AppKey("config", GatewayConfig)
+class ConfigView:
+    """What the handlers need from the live config, rebuilt when it is swapped (not per request)."""
+
+    def __init__(self, live: LiveConfig) -> None:
+        self.live = live
+        self._build(live.current)
+        live.on_swap(lambda config, _: self._build(config))
+
+    def _build(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.clients = {client.key_hash: client for client in config.api_clients if client.key_hash}
+        self.queue_names = frozenset(queue.name for queue in config.queues)
+
+
+VIEW = web.AppKey("view", ConfigView)
 QUEUE = web.AppKey("queue", TicketQueue)
 DESK = web.AppKey("desk", IntakeDesk)
-CLIENTS = web.AppKey("clients", dict)
-QUEUE_NAMES = web.AppKey("queue_names", frozenset)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -93,10 +105,10 @@ async def _no_banner(request: web.Request, response: web.StreamResponse) -> None
 def authenticate(request: web.Request) -> ApiClientConfig:
     header = request.headers.get("Authorization", "")
     key = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else request.headers.get("X-API-Key")
-    client = request.app[CLIENTS].get(hash_secret(key)) if key else None
+    client = request.app[VIEW].clients.get(hash_secret(key)) if key else None
     if client is None:
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
-    return client  # type: ignore[no-any-return]
+    return client
 
 
 async def read_body(request: web.Request, max_bytes: int, timeout: float) -> bytes:
@@ -121,10 +133,11 @@ async def post_intake(request: web.Request) -> web.Response:
     if client.read_only:
         raise Forbidden("this client may read tickets, not submit them")
     app = request.app
-    config = app[CONFIG]
+    view = app[VIEW]
+    config = view.config
     body = await read_body(request, config.http.max_body_bytes, config.http.body_timeout)
     idempotency_key = request.headers.get("Idempotency-Key")
-    contact = parse_intake(body, app[QUEUE_NAMES], idempotency_key)
+    contact = parse_intake(body, view.queue_names, idempotency_key)
     try:
         result = await app[DESK].submit(contact, Source.api_client(client), idempotency_key)
     except IntakeUnavailable as exc:
@@ -158,17 +171,17 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[QUEUE].redis.ping()
     except (RedisError, OSError):
         return json_response({"status": "unavailable", "redis": "unreachable"}, status=503)
-    return json_response({"status": "ready", "redis": "ok"})
+    return json_response({"status": "ready", "redis": "ok", "config_version": request.app[VIEW].live.version})
 
 
-def create_app(config: GatewayConfig, queue: TicketQueue) -> web.Application:
-    # aiohttp's own limit is a backstop above ours, so our 413 (with a JSON body) is what clients see.
-    app = web.Application(client_max_size=config.http.max_body_bytes, middlewares=[errors_middleware])
-    app[CONFIG] = config
+def create_app(config: GatewayConfig | LiveConfig, queue: TicketQueue) -> web.Application:
+    live = LiveConfig.of(config)
+    # aiohttp's own limit is a backstop above ours (bound at start), so our 413 (with a JSON body) is
+    # what clients see.
+    app = web.Application(client_max_size=live.current.http.max_body_bytes, middlewares=[errors_middleware])
+    app[VIEW] = ConfigView(live)
     app[QUEUE] = queue
-    app[DESK] = IntakeDesk(queue, config)
-    app[CLIENTS] = {client.key_hash: client for client in config.api_clients if client.key_hash}
-    app[QUEUE_NAMES] = frozenset(queue.name for queue in config.queues)
+    app[DESK] = IntakeDesk(queue, live)
     app.on_response_prepare.append(_no_banner)
     app.router.add_post("/api/v1/intake", post_intake)
     app.router.add_get("/api/v1/tickets/{ticket_id}", get_ticket)
@@ -177,9 +190,10 @@ def create_app(config: GatewayConfig, queue: TicketQueue) -> web.Application:
     return app
 
 
-async def start_http(config: GatewayConfig, queue: TicketQueue) -> web.AppRunner:
-    """Serve the HTTP API on `http.listen`; the runner's cleanup stops it."""
-    runner = web.AppRunner(create_app(config, queue), access_log=None, handle_signals=False)
+async def start_http(config: GatewayConfig | LiveConfig, queue: TicketQueue) -> web.AppRunner:
+    """Serve the HTTP API on `http.listen` (its limits bound at start); the runner's cleanup stops it."""
+    live = LiveConfig.of(config)
+    runner = web.AppRunner(create_app(live, queue), access_log=None, handle_signals=False)
     await runner.setup()
-    await serve_guarded(runner, config)
+    await serve_guarded(runner, live.current)
     return runner
