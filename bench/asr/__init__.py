@@ -235,7 +235,7 @@ def concurrency(
 
 
 def end_to_end(name: str, folder: Path, result: dict[str, Any]) -> dict[str, Any]:
-    from bench import asr_e2e
+    from bench.asr import e2e as asr_e2e
     from bench.asr.load import progress
 
     missing = [tool for tool in ("baresip", "redis-server") if shutil.which(tool) is None]
