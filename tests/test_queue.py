@@ -183,3 +183,32 @@ async def test_the_queued_entry_is_stamped_when_the_ticket_joined_the_queue(queu
     assert stored.received_at == call_began
     [queued] = [entry for entry in stored.history if entry.action == "queued"]
     assert queued.at >= before
+
+
+async def test_a_days_counters_give_each_queue_its_service_level_speed_of_answer_and_outcomes(
+    redis_client: aioredis.Redis, config: GatewayConfig
+) -> None:
+    """The queues' `service_level` (20 s for general, by default) and `max_wait` (30 s here) are what
+    a supervisor reads the day's figures against."""
+    queues = [q.model_copy(update={"max_wait": 30.0}) if q.name == "general" else q for q in config.queues]
+    queue = TicketQueue(redis_client, config.model_copy(update={"queues": queues}))
+    await queue.ensure_groups()
+    answered_fast = await queue.intake(make_ticket("m1"), "client:test")
+    kept_waiting = await queue.intake(make_ticket("m2"), "client:test")
+    gone = await queue.intake(make_ticket("m3"), "client:test")
+    # m2 joined its queue a minute ago: move its stream entry's time back (what XADD * stamps).
+    entry = (await redis_client.hget(queue.keys.ticket(kept_waiting.ticket_id), "entry")).decode()
+    old_id = f"{int(entry.split('-')[0]) - 60_000}-0"
+    await redis_client.hset(queue.keys.ticket(kept_waiting.ticket_id), "entry", old_id)
+    for _ in (answered_fast, kept_waiting):
+        offered = await queue.offer("a1", ["general"])
+        assert offered is not None
+        await queue.accept(offered.id, "a1")
+        await queue.submit(offered.id, "a1")
+    await queue.abandon(gone.ticket_id, "caller_hung_up")
+    general = (await queue.stats())["general"]
+    assert (general.answered, general.in_service_level, general.submitted, general.abandoned) == (2, 1, 2, 1)
+    assert general.over_max_wait == 1  # the one that waited a minute
+    assert general.service_level == 0.5
+    assert general.average_wait_s is not None and general.average_wait_s >= 30  # (0 + 60 s) / 2
+    assert (await queue.stats())["housing"].service_level is None

@@ -29,6 +29,15 @@ local function ensure_group(stream, group)
   local ok = pcall(redis.call, 'XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
   return ok
 end
+local function queue_of(stream)
+  return string.match(stream or '', ':q:(.+):%d+$')
+end
+-- Today's counters of a queue (a hash per day): `{queue}:{counter}` += by.
+local function count(stats, ttl, queue, counter, by)
+  if stats == '' or not queue then return end
+  redis.call('HINCRBY', stats, queue .. ':' .. counter, by)
+  redis.call('EXPIRE', stats, ttl)
+end
 local function ticket_payload(tkey, hkey)
   local fields = redis.call('HMGET', tkey, 'doc', 'status', 'agent')
   return {fields[1], fields[2], fields[3] or '', redis.call('LRANGE', hkey, 0, -1)}
@@ -150,15 +159,31 @@ return false
 """
 )
 
-# KEYS: ticket, history, offers zset
-# ARGV: agent, history entry
+# KEYS: ticket, history, offers zset, today's stats hash
+# ARGV: agent, history entry, stats ttl, then "queue=service level ms,max wait ms" for each queue
+# The wait counted is from the ticket's stream entry (when it first joined its queue) to now, so a
+# ticket that went back to its queue keeps counting from its first place.
 ACCEPT = (
     _PRELUDE
     + r"""
-local status, owner = unpack(redis.call('HMGET', KEYS[1], 'status', 'agent'))
+local status, owner, stream, entry = unpack(redis.call('HMGET', KEYS[1], 'status', 'agent', 'stream', 'entry'))
 if not status then return {'not_found', ''} end
 if status ~= 'offered' or owner ~= ARGV[1] then return {'conflict', status} end
 redis.call('HSET', KEYS[1], 'status', 'claimed')
+local queue = queue_of(stream)
+if queue and entry then
+  local waited = math.max(0, now_ms() - id_parts(entry))
+  local level, longest = nil, nil
+  for i = 4, #ARGV do
+    local name, ms, max_ms = string.match(ARGV[i], '^(.+)=(%d+),(%d+)$')
+    if name == queue then level, longest = tonumber(ms), tonumber(max_ms) end
+  end
+  local ttl = tonumber(ARGV[3])
+  count(KEYS[4], ttl, queue, 'answered', 1)
+  count(KEYS[4], ttl, queue, 'wait_ms', waited)
+  if level and waited <= level then count(KEYS[4], ttl, queue, 'in_service_level', 1) end
+  if longest and waited > longest then count(KEYS[4], ttl, queue, 'over_max_wait', 1) end
+end
 redis.call('ZREM', KEYS[3], string.match(KEYS[1], ':t:(.+)$'))
 redis.call('RPUSH', KEYS[2], ARGV[2])
 local payload = ticket_payload(KEYS[1], KEYS[2])
@@ -204,10 +229,10 @@ return 'ok'
 """
 )
 
-# KEYS: ticket, history, submitted stream, offers zset
+# KEYS: ticket, history, submitted stream, offers zset, today's stats hash
 # ARGV: agent ('' = any, for system settlement), allowed statuses, final status, new doc ('' = keep),
 #       history entry, publish ('1' = append the whole final ticket to the submitted stream), group,
-#       submitted maxlen, ttl, key prefix
+#       submitted maxlen, ttl, key prefix, stats ttl
 SETTLE = (
     _PRELUDE
     + r"""
@@ -222,6 +247,7 @@ redis.call('XDEL', stream, entry)
 redis.call('ZREM', KEYS[4], tid)
 if owner and owner ~= '' then redis.call('SREM', ARGV[10] .. ':agent:' .. owner .. ':tickets', tid) end
 redis.call('HSET', KEYS[1], 'status', ARGV[3])
+count(KEYS[5], tonumber(ARGV[11]), queue_of(stream), ARGV[3], 1)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'doc', ARGV[4]) end
 redis.call('RPUSH', KEYS[2], ARGV[5])
 if ARGV[6] == '1' then

@@ -25,6 +25,7 @@ from gateway.queue.batching import ScriptBatcher, once_more_on_stale
 from gateway.ticket import MAX_PRIORITY, Status, Ticket, history_entry, is_ticket_id, utcnow
 
 GROUP = "seats"
+STATS_TTL = 35 * 86400  # a day's queue counters are kept this long (a month of history for reports)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,11 @@ class Keys:
     @property
     def leases(self) -> str:
         return f"{self.prefix}:leases"
+
+    def stats(self, day: str) -> str:
+        """A day's counters per queue (`{queue}:answered`, `in_service_level`, `wait_ms`,
+        `over_max_wait`, `submitted`, `abandoned`), `day` as YYYYMMDD in the gateway's local time."""
+        return f"{self.prefix}:stats:{day}"
 
     @property
     def created(self) -> str:
@@ -134,6 +140,33 @@ def _raw(doc: str | bytes, status: str, agent: str, history: Iterable[str | byte
         data["agent"] = agent
     data["history"] = [json.loads(item) for item in history]
     return RawTicket(id=data["id"], data=data)
+
+
+def _today() -> str:
+    """The day the counters go to: the gateway host's local date (a hotline's day is local)."""
+    return datetime.now().astimezone().strftime("%Y%m%d")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One queue's figures for a day, as a supervisor reads them."""
+
+    answered: int = 0
+    in_service_level: int = 0
+    wait_ms: int = 0
+    over_max_wait: int = 0  # answered only after the queue's `max_wait`
+    submitted: int = 0
+    abandoned: int = 0
+
+    @property
+    def service_level(self) -> float | None:
+        """Share of answered tickets taken within the queue's `service_level` (None: none answered)."""
+        return self.in_service_level / self.answered if self.answered else None
+
+    @property
+    def average_wait_s(self) -> float | None:
+        """Average speed of answer, in seconds."""
+        return self.wait_ms / self.answered / 1000 if self.answered else None
 
 
 def _known_shape(ticket_id: str) -> None:
@@ -259,8 +292,13 @@ class TicketQueue:
         keys = self.keys
         result = await self._run(
             "ACCEPT",
-            [keys.ticket(ticket_id), keys.history(ticket_id), keys.offers],
-            [agent, _history_json(f"agent:{agent}", "claimed")],
+            [keys.ticket(ticket_id), keys.history(ticket_id), keys.offers, keys.stats(_today())],
+            [
+                agent,
+                _history_json(f"agent:{agent}", "claimed"),
+                STATS_TTL,
+                *(f"{q.name}={int(q.service_level * 1000)},{int(q.max_wait * 1000)}" for q in self._config.queues),
+            ],
         )
         code = _text(result[0])
         if code != "ok":
@@ -342,7 +380,7 @@ class TicketQueue:
         keys = self.keys
         code = await self._run(
             "SETTLE",
-            [keys.ticket(ticket_id), keys.history(ticket_id), keys.submitted, keys.offers],
+            [keys.ticket(ticket_id), keys.history(ticket_id), keys.submitted, keys.offers, keys.stats(_today())],
             [
                 agent,
                 allowed,
@@ -354,6 +392,7 @@ class TicketQueue:
                 self._config.redis.submitted_maxlen,
                 self._config.redis.ticket_ttl,
                 keys.prefix,
+                STATS_TTL,
             ],
         )
         if _text(code) != "ok":
@@ -480,6 +519,16 @@ class TicketQueue:
     async def take_expired(self, zset: str, member: str) -> bool:
         """Remove `member` if its expiry score has passed; True for exactly one of racing callers."""
         return bool(int(await self._run("TAKE_EXPIRED_LEASE", [zset], [member])))
+
+    async def stats(self, day: str | None = None) -> dict[str, QueueStats]:
+        """Every queue's counters for `day` (YYYYMMDD; today by default)."""
+        raw = await self._redis.hgetall(self.keys.stats(day or _today()))
+        counters: dict[str, dict[str, int]] = {q.name: {} for q in self._config.queues}
+        for field, value in raw.items():
+            queue, _, counter = _text(field).rpartition(":")
+            counters.setdefault(queue, {})[counter] = int(value)
+        names = set(QueueStats.__dataclass_fields__)
+        return {queue: QueueStats(**{k: v for k, v in got.items() if k in names}) for queue, got in counters.items()}
 
     async def waiting(self, queue: str) -> int:
         """Tickets in a queue not yet submitted or abandoned (offered and claimed included)."""
