@@ -1,20 +1,24 @@
-"""The gateway's exception tree, in one place.
+"""The gateway's exception tree, in one place, with what each error becomes for each kind of peer.
 
-    GatewayError
+    GatewayError                    500 / close 1011 / SIP 500: a bug; the peer sees `internal`
     ├── ConfigError                 bad configuration: refuse to start (exit 2)
     ├── PeerError                   the peer's fault; the message is safe to show it
-    │   ├── InvalidRequest          400 / seat error frame `invalid`
-    │   ├── Unauthorized            401 / websocket close 4001
+    │   ├── InvalidRequest          400 / seat error frame `invalid` / SIP 400 (a malformed request)
+    │   ├── Unauthorized            401 / close 4001 (a seat's failed login)
     │   ├── Forbidden               403 / seat error frame `forbidden`
-    │   ├── NotFound                404 / seat error frame `not_found`
-    │   ├── RequestTimeout          408: the peer did not send what it began in time (an HTTP body)
+    │   ├── NotFound                404 / seat error frame `not_found` / SIP 404 (no flow for the number)
+    │   ├── RequestTimeout          408 (an HTTP body that did not arrive in time)
     │   ├── Conflict                409 / seat error frame `conflict` (wrong ticket state)
-    │   └── PayloadTooLarge         413 / websocket close 1009
-    └── ServiceUnavailable          503 / websocket close 1013: Redis unreachable, queue full
+    │   └── PayloadTooLarge         413 / close 1009 (a seat frame four times the limit)
+    └── ServiceUnavailable          503 / close 1013 / SIP 503: Redis unreachable, queue full, worker full
 
-Each error carries `http_status`, `close_code` and a `code` string; peers only ever see `code` and
-the error's own message, never a traceback or an internal detail (see `gateway/web/http.py` and
-`gateway/web/seats.py`). SIP statuses join this table with the voice worker.
+Each error carries a `code` (what peers see, with the error's own message: never a traceback or an
+internal detail) and the status it maps to on each wire: `http_status` (every error has one),
+`close_code` (the websocket close of a seat, for the errors that end a connection; the rest answer
+with an error frame and the seat stays connected: None) and `sip_status` (what a media worker
+answers a call it refuses for that reason; None where no SIP request can cause it). The HTTP API
+(`gateway/web/http_server.py`), the seats (`gateway/web/seats.py`) and the media worker
+(`gateway/voice/worker.py`) take their codes from here, so the table above stays the truth.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ class GatewayError(Exception):
 
     code = "internal"
     http_status = 500
-    close_code = 1011
-    sip_status = 500
+    close_code: int | None = 1011
+    sip_status: int | None = 500
 
     def __init__(self, message: str, fields: tuple[FieldError, ...] = ()) -> None:
         super().__init__(message)
@@ -62,7 +66,7 @@ class PeerError(GatewayError):
 class InvalidRequest(PeerError):
     code = "invalid"
     http_status = 400
-    close_code = 1008
+    close_code = None
     sip_status = 400
 
 
@@ -70,42 +74,42 @@ class Unauthorized(PeerError):
     code = "unauthorized"
     http_status = 401
     close_code = 4001
-    sip_status = 403
+    sip_status = None
 
 
 class Forbidden(PeerError):
     code = "forbidden"
     http_status = 403
-    close_code = 4003
-    sip_status = 403
+    close_code = None
+    sip_status = None
 
 
 class NotFound(PeerError):
     code = "not_found"
     http_status = 404
-    close_code = 1008
+    close_code = None
     sip_status = 404
 
 
 class RequestTimeout(PeerError):
     code = "timeout"
     http_status = 408
-    close_code = 1008
-    sip_status = 408
+    close_code = None
+    sip_status = None
 
 
 class Conflict(PeerError):
     code = "conflict"
     http_status = 409
-    close_code = 1008
-    sip_status = 409
+    close_code = None
+    sip_status = None
 
 
 class PayloadTooLarge(PeerError):
     code = "too_large"
     http_status = 413
     close_code = 1009
-    sip_status = 513
+    sip_status = None
 
 
 class ServiceUnavailable(GatewayError):

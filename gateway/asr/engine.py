@@ -41,7 +41,7 @@ class AsrUnavailable(AsrError):
 
     code = "asr_unavailable"
     http_status = 503
-    sip_status = 503
+    sip_status = None  # never refuses a call: it is answered and recorded, transcribed later
 
 
 class AudioFormatError(AsrError):
@@ -49,7 +49,7 @@ class AudioFormatError(AsrError):
 
     code = "bad_audio"
     http_status = 400
-    sip_status = 415
+    sip_status = None  # audio given to `transcribe`, not a call
 
 
 class GrammarError(AsrError):

@@ -38,7 +38,8 @@ def test_unsupported_rates_are_clear_errors(rate: int) -> None:
 
 def test_errors_belong_to_the_gateway_tree() -> None:
     assert issubclass(AsrUnavailable, GatewayError)
-    assert AsrUnavailable.sip_status == 503
+    # A recognizer that cannot run never refuses a call: it is answered and recorded.
+    assert AsrUnavailable.sip_status is None and AsrUnavailable.http_status == 503
 
 
 def test_vosk_without_model_is_unavailable_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
