@@ -47,7 +47,8 @@ async def _with_callback(queue: TicketQueue, ticket_id: str) -> list[str]:
     """The call's ticket and, when the call left one, its callback ticket: the one an agent works."""
     try:
         ticket = await queue.get(ticket_id)
-    except GatewayError:
+    except GatewayError as exc:
+        log.warning("ticket %s: cannot look for its callback: %s", ticket_id, exc)
         return [ticket_id]
     callback = await queue.redis.get(queue.keys.idempotency("voice", f"{ticket.message_id}-callback"))
     return [ticket_id, callback.decode() if isinstance(callback, bytes) else str(callback)] if callback else [ticket_id]
