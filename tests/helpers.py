@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from gateway.config import GatewayConfig
 from gateway.shell.app import Bound, Gateway
 from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
+from gateway.web.seat_protocol import parse_server_frame
 from tests.conftest import AGENT_TOKENS, API_KEY
 
 
@@ -63,6 +64,7 @@ class Seat:
             async with asyncio.timeout(timeout):
                 while True:
                     frame = json.loads(await self.ws.recv())
+                    parse_server_frame(frame)  # every frame a test sees is one of the protocol's types
                     if frame["type"] == kind:
                         return frame  # type: ignore[no-any-return]
                     self.frames.append(frame)

@@ -3,7 +3,9 @@
 Functional core, imperative shell: `on_frame` and `on_command` decide, from a frozen `SeatView` of
 what the seat holds, a `Step` (the view after, lines to print, frames to send); `SeatClient` only
 does the I/O. It follows every server frame of docs/seat-protocol.md, so what it thinks it holds is
-what the server says it holds (a revoked voice ticket is gone; `s` does not try to submit it).
+what the server says it holds (a revoked voice ticket is gone; `s` does not try to submit it). It
+reads them with the server's own frame types (`seat_protocol.parse_server_frame`): a frame missing
+what it must hold is reported and skipped, a type it does not know is shown as such.
 
 Every line goes through `terminal_safe` on its way out: tickets carry citizens' text, and an escape
 sequence in it must not clear the agent's screen or draw a fake prompt.
@@ -31,7 +33,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from gateway import jsonwire
+from gateway.errors import InvalidRequest
+from gateway.web import seat_protocol as proto
 from gateway.web.seat_protocol import escape_controls, excerpt
 
 STATES = ("ready", "away", "busy", "wrap_up")
@@ -128,9 +131,9 @@ def _claimed_hint(mode: Mode) -> tuple[str, ...]:
     return ("命令: s 提交  r 文字 回复市民",) if mode.interactive else (NO_COMMANDS,)
 
 
-def _welcome(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    resumed = tuple(str(ticket["id"]) for ticket in frame.get("resumed", []))
-    lines = [f"已登录: {frame.get('name') or frame['agent']}  队列: {', '.join(frame['queues'])}"]
+def _welcome(view: SeatView, frame: proto.Welcome, mode: Mode) -> Step:
+    resumed = tuple(str(ticket["id"]) for ticket in frame.resumed)
+    lines = [f"已登录: {frame.name or frame.agent}  队列: {', '.join(frame.queues)}"]
     if resumed:
         lines.append(f"继续处理: {', '.join(resumed)}")
     if not mode.auto and not mode.interactive:
@@ -138,35 +141,33 @@ def _welcome(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
     send: list[dict[str, Any]] = [{"type": "state", "state": "ready"}]
     if mode.auto:
         send += [{"type": "submit", "ticket": ticket_id} for ticket_id in resumed]
-    view = replace(view, logged_in=True, state=str(frame.get("state", view.state)), claimed=resumed)
+    view = replace(view, logged_in=True, state=frame.state, claimed=resumed)
     return Step(view, tuple(lines), tuple(send))
 
 
-def _offer(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    ticket = frame["ticket"]
-    lines = [f"\n新工单 (请在 {float(frame['expires_in']):.0f} 秒内接受):\n{describe(ticket)}"]
+def _offer(view: SeatView, frame: proto.Offer, mode: Mode) -> Step:
+    ticket = frame.ticket
+    lines = [f"\n新工单 (请在 {frame.expires_in:.0f} 秒内接受):\n{describe(ticket)}"]
     if not mode.auto:
         lines.append("命令: a 接受  d 拒绝" if mode.interactive else NO_COMMANDS)
     send = ({"type": "accept", "ticket": ticket["id"]},) if mode.auto else ()
     return Step(replace(view, offered=str(ticket["id"])), tuple(lines), send)
 
 
-def _offer_revoked(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    ticket_id = str(frame["ticket"])
-    offered = None if view.offered == ticket_id else view.offered
-    return Step(replace(view, offered=offered), (f"工单 {ticket_id} 的邀请已撤回 ({frame.get('reason', '')})",))
+def _offer_revoked(view: SeatView, frame: proto.OfferRevoked, mode: Mode) -> Step:
+    offered = None if view.offered == frame.ticket else view.offered
+    return Step(replace(view, offered=offered), (f"工单 {frame.ticket} 的邀请已撤回 ({frame.reason})",))
 
 
-def _state(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    state = str(frame["state"])
-    lines = [f"状态: {state} ({frame.get('reason', '')})"]
-    if state != "ready" and mode.interactive and not mode.auto:
+def _state(view: SeatView, frame: proto.StateFrame, mode: Mode) -> Step:
+    lines = [f"状态: {frame.state} ({frame.reason})"]
+    if frame.state != "ready" and mode.interactive and not mode.auto:
         lines.append("输入 ready 恢复接单")
-    return Step(replace(view, state=state), tuple(lines))
+    return Step(replace(view, state=frame.state), tuple(lines))
 
 
-def _ticket(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    ticket = frame["ticket"]
+def _ticket(view: SeatView, frame: proto.TicketFrame, mode: Mode) -> Step:
+    ticket = frame.ticket
     ticket_id, status = str(ticket["id"]), ticket.get("status")
     if status != "claimed":
         return Step(_dropped(view, ticket_id), (f"工单 {ticket_id}: {status}",))
@@ -178,82 +179,85 @@ def _ticket(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
     return Step(view, (f"已接单 {ticket_id}", *_claimed_hint(mode)), send)
 
 
-def _screen_pop(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    ticket = frame["ticket"]
-    ticket_id = str(ticket["id"])
+def _screen_pop(view: SeatView, frame: proto.ScreenPop, mode: Mode) -> Step:
+    ticket_id = str(frame.ticket["id"])
     view = replace(view, claimed=_with(view.claimed, ticket_id), calls=_with(view.calls, ticket_id))
-    return Step(view, (f"\n来电振铃, 请接听:\n{describe(ticket)}",))
+    return Step(view, (f"\n来电振铃, 请接听:\n{describe(frame.ticket)}",))
 
 
-def _revoked(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    ticket_id = str(frame["ticket"])
-    return Step(_dropped(view, ticket_id), (f"工单 {ticket_id} 已收回 ({frame.get('reason', '')})",))
+def _revoked(view: SeatView, frame: proto.Revoked, mode: Mode) -> Step:
+    return Step(_dropped(view, frame.ticket), (f"工单 {frame.ticket} 已收回 ({frame.reason})",))
 
 
-def _call_ended(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    ticket_id = str(frame["ticket"])
-    lines = (f"工单 {ticket_id} 的通话已结束 ({frame.get('reason', '')}); 工单仍由您处理", *_claimed_hint(mode))
-    return Step(replace(view, calls=_without(view.calls, ticket_id)), lines)
+def _call_ended(view: SeatView, frame: proto.CallEnded, mode: Mode) -> Step:
+    lines = (f"工单 {frame.ticket} 的通话已结束 ({frame.reason}); 工单仍由您处理", *_claimed_hint(mode))
+    return Step(replace(view, calls=_without(view.calls, frame.ticket)), lines)
 
 
-def _ack(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    status = frame.get("status")
-    ticket_id = str(frame.get("ticket", ""))
-    if status == "submitted":
+def _ack(view: SeatView, frame: proto.Ack, mode: Mode) -> Step:
+    ticket_id = frame.ticket or ""
+    if frame.status == "submitted":
         view = replace(_dropped(view, ticket_id), submitted=view.submitted + 1)
         return Step(view, (f"已提交 {ticket_id}",), stop=bool(mode.limit) and view.submitted >= mode.limit)
-    if status == "declined":
+    if frame.status == "declined":
         return Step(_dropped(view, ticket_id), (f"已拒绝 {ticket_id}",))
-    if status == "claimed":
+    if frame.status == "claimed":
         return Step(view)  # the ticket frame follows
-    if "state" in frame:
-        return Step(replace(view, state=str(frame["state"])), (f"状态: {frame['state']}",))
-    if "outbox" in frame:
+    if frame.state is not None:
+        return Step(replace(view, state=frame.state), (f"状态: {frame.state}",))
+    if frame.outbox is not None:
         return Step(view, (f"已回复市民 (工单 {ticket_id})",))
     return Step(view)
 
 
-def _error(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    lines = [f"[错误] {frame.get('code')}: {frame.get('message')}"]
-    lines += [f"  {field.get('path')}: {field.get('message')}" for field in frame.get("fields", [])]
+def _error(view: SeatView, frame: proto.ErrorFrame, mode: Mode) -> Step:
+    lines = [f"[错误] {frame.code}: {frame.message}"]
+    lines += [f"  {field.path}: {field.message}" for field in frame.fields]
     return Step(view, tuple(lines))
 
 
-def _transcript(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    segment = frame["segment"]
-    if not segment.get("final", True):
+def _transcript(view: SeatView, frame: proto.Transcript, mode: Mode) -> Step:
+    segment = frame.segment
+    if not segment.final:
         return Step(view)  # partial results would flood the terminal; the final one follows
-    speaker = "市民" if segment.get("speaker", "caller") == "caller" else "坐席"
-    return Step(view, (f"[{speaker} {frame['ticket']}] {_indented(str(segment.get('text', '')))}",))
+    speaker = "市民" if segment.speaker == "caller" else "坐席"
+    return Step(view, (f"[{speaker} {frame.ticket}] {_indented(segment.text)}",))
 
 
-def _pong(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
+def _pong(view: SeatView, frame: proto.Pong, mode: Mode) -> Step:
     return Step(view)
 
 
-_FRAMES: dict[str, Callable[[SeatView, dict[str, Any], Mode], Step]] = {
-    "welcome": _welcome,
-    "offer": _offer,
-    "offer_revoked": _offer_revoked,
-    "state": _state,
-    "ticket": _ticket,
-    "screen_pop": _screen_pop,
-    "revoked": _revoked,
-    "call_ended": _call_ended,
-    "ack": _ack,
-    "error": _error,
-    "pong": _pong,
-    "transcript": _transcript,
+# Each handler takes its own frame type (the table is keyed by it).
+_FRAMES: dict[type[proto.ServerFrame], Callable[[SeatView, Any, Mode], Step]] = {
+    proto.Welcome: _welcome,
+    proto.Offer: _offer,
+    proto.OfferRevoked: _offer_revoked,
+    proto.StateFrame: _state,
+    proto.TicketFrame: _ticket,
+    proto.ScreenPop: _screen_pop,
+    proto.Revoked: _revoked,
+    proto.CallEnded: _call_ended,
+    proto.Ack: _ack,
+    proto.ErrorFrame: _error,
+    proto.Pong: _pong,
+    proto.Transcript: _transcript,
 }
 
 
-def on_frame(view: SeatView, frame: dict[str, Any], mode: Mode) -> Step:
-    """One server frame; raises KeyError/TypeError/ValueError for a frame missing what it must hold."""
-    kind = frame.get("type")
-    handler = _FRAMES.get(kind) if isinstance(kind, str) else None
-    if handler is None:
+def on_frame(view: SeatView, frame: proto.ServerFrame, mode: Mode) -> Step:
+    """One server frame."""
+    return _FRAMES[type(frame)](view, frame, mode)
+
+
+def on_message(view: SeatView, message: str | bytes | dict[str, Any], mode: Mode) -> Step:
+    """One message from the gateway: parsed as a server frame and followed. A type this client does
+    not know is said and skipped; a frame missing what it must hold raises InvalidRequest."""
+    data = message if isinstance(message, dict) else proto.decode(message)
+    kind = data.get("type")
+    if not (isinstance(kind, str) and kind in proto.SERVER_FRAMES):
         return Step(view, (f"[未知消息类型 {excerpt(str(kind))}]",))
-    return handler(view, frame, mode)
+    return on_frame(view, proto.parse_server_frame(data), mode)
 
 
 def on_command(view: SeatView, line: str) -> Step:
@@ -467,9 +471,8 @@ class SeatClient:
 
     def _frame(self, raw: str | bytes) -> Step:
         try:
-            frame = jsonwire.loads(raw)
-            return on_frame(self.view, frame, self.mode())
-        except (ValueError, KeyError, TypeError, AttributeError):
+            return on_message(self.view, raw, self.mode())
+        except InvalidRequest:
             self.terminal.fail("ignored a malformed frame from the gateway")
             return Step(self.view)
 

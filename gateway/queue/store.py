@@ -20,6 +20,7 @@ from redis.exceptions import RedisError, WatchError
 
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
+from gateway.keys import Keys as Keys  # re-exported: gateway.queue exports it
 from gateway.queue import scripts as queue_scripts
 from gateway.queue.batching import ScriptBatcher, once_more_on_stale
 from gateway.ticket import MAX_PRIORITY, Status, Ticket, history_entry, is_ticket_id, utcnow
@@ -32,72 +33,6 @@ STATS_TTL = 35 * 86400  # a day's queue counters are kept this long (a month of 
 class IntakeResult:
     ticket_id: str
     created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Keys:
-    """Every Redis key the gateway uses, in one place (see docs/redis-keys.md)."""
-
-    prefix: str
-
-    def ticket(self, ticket_id: str) -> str:
-        return f"{self.prefix}:t:{ticket_id}"
-
-    def history(self, ticket_id: str) -> str:
-        return f"{self.prefix}:t:{ticket_id}:h"
-
-    def idempotency(self, channel: str, message_id: str, client: str | None = None) -> str:
-        """Where a channel message id is remembered. An API client's ids are its own (`form-0001`
-        means something else to each client): its keys carry its id. The gateway's own ids (call
-        ids of voice tickets and their callbacks) are unique by construction and shared by every
-        worker and core process, so one call gets one callback whoever files it."""
-        if client is not None:
-            return f"{self.prefix}:idem:c:{client}:{channel}:{message_id}"
-        return f"{self.prefix}:idem:{channel}:{message_id}"
-
-    def stream(self, queue: str, priority: int) -> str:
-        return f"{self.prefix}:q:{queue}:{priority}"
-
-    def agent_tickets(self, agent: str) -> str:
-        return f"{self.prefix}:agent:{agent}:tickets"
-
-    @property
-    def offers(self) -> str:
-        return f"{self.prefix}:offers"
-
-    @property
-    def leases(self) -> str:
-        return f"{self.prefix}:leases"
-
-    def stats(self, day: str) -> str:
-        """A day's counters per queue (`{queue}:answered`, `in_service_level`, `wait_ms`,
-        `over_max_wait`, `submitted`, `abandoned`), `day` as YYYYMMDD in the gateway's local time."""
-        return f"{self.prefix}:stats:{day}"
-
-    @property
-    def created(self) -> str:
-        """Every ticket as it is created (`t`, `q` queue, `c` channel), for consumers that must not
-        slow intake down (triage, the wallboard): they read it with their own consumer group."""
-        return f"{self.prefix}:created"
-
-    @property
-    def submitted(self) -> str:
-        return f"{self.prefix}:submitted"
-
-    def outbox(self, channel: str) -> str:
-        return f"{self.prefix}:outbox:{channel}"
-
-    def run(self, host: str) -> str:
-        """The id of the `run` now serving on `host` (its media workers beat with it)."""
-        return f"{self.prefix}:run:{host}"
-
-    @property
-    def wake(self) -> str:
-        return f"{self.prefix}:wake"
-
-    @property
-    def control(self) -> str:
-        return f"{self.prefix}:control"
 
 
 def _history_json(actor: str, action: str, now: datetime | None = None, **detail: str) -> str:

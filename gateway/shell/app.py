@@ -20,9 +20,11 @@ from aiohttp import web
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, serve
 
+from gateway import messages
 from gateway.config import GatewayConfig, LiveConfig, RedisConfig, split_listen
 from gateway.errors import ServiceUnavailable
-from gateway.queue import Keys, TicketQueue
+from gateway.keys import Keys
+from gateway.queue import TicketQueue
 from gateway.shell.supervisor import RUN_ID_ENV
 from gateway.shell.tasks import Tasks, stop_if_cancelled, stop_task
 from gateway.voice.link import VoiceLink
@@ -131,7 +133,7 @@ class Gateway:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(keys.wake, keys.control, self.voice.keys.transcripts)
+                await pubsub.subscribe(keys.wake, keys.control, keys.transcripts)
                 self.dispatcher.wake()  # anything queued while we were not listening
                 while True:
                     # get_message with a timeout, not listen(): listen() retries internally, so a
@@ -156,12 +158,15 @@ class Gateway:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _on_control(self, data: bytes | str) -> None:
-        text = data.decode() if isinstance(data, bytes) else data
-        parts = text.split()
-        if len(parts) == 3 and parts[0] == "login":
-            self.seats.kick(parts[1], parts[2])
-        elif len(parts) >= 3 and parts[0] in ("screen_pop", "revoke", "call_ended"):
-            self.seats.on_call_event(parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else "")
+        try:
+            message = messages.parse_control(data)
+        except messages.MalformedMessage as exc:
+            log.warning("control channel: %s; dropped", exc.message)
+            return
+        if isinstance(message, messages.Login):
+            self.seats.kick(message.agent, message.session)
+        else:
+            self.seats.on_call_event(message)
 
     async def _reap(self, interval: float = 1.0) -> None:
         while True:

@@ -5,7 +5,7 @@ it out. Load per worker is the larger of Kamailio's call-load count (DLGLOAD: ca
 not yet ended, ringing ones included) and the worker's own heartbeat (`callers`). A worker is
 switched on and off in Kamailio with `dispatcher.set_state` (no reload: the load table survives),
 and the dispatcher list file is rewritten with the same switches, so a restarted Kamailio starts
-from them. Each slot's state is published in `{prefix}:pool` for `hotline-gateway status`.
+from them. Each slot's state is published in `{prefix}:pool` (`Keys.pool`) for `hotline-gateway status`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.errors import GatewayError
+from gateway.keys import Keys
 from gateway.shell.supervisor import WorkerSupervisor
 from gateway.shell.tasks import stop_task
 from gateway.sipfront.kamailio import front_paths, write_dispatcher
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.pool")
 
 STOP_GRACE = 10.0  # s a drained worker gets to exit after SIGTERM
-
-
-def pool_key(prefix: str) -> str:
-    return f"{prefix}:pool"
 
 
 def limits_for(config: GatewayConfig) -> Limits:
@@ -60,7 +57,7 @@ class WorkerPool:
         self.states: dict[str, State] = dict.fromkeys(self.specs, "stopped")
         self.supervisor = WorkerSupervisor(config_path, redis_url)
         self.redis = aioredis.Redis.from_url(redis_url, socket_timeout=5)
-        self.prefix = config.redis.key_prefix
+        self.keys = Keys(config.redis.key_prefix)
         front = config.sipfront
         self.paths = front_paths(config)
         self.rpc = FrontRpc(front.kamcmd, self.paths.ctl_socket)
@@ -81,7 +78,7 @@ class WorkerPool:
         await stop_task(self._task)
         await self.supervisor.stop()
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.hdel(pool_key(self.prefix), *self.specs)
+            await self.redis.hdel(self.keys.pool, *self.specs)
         await self.redis.aclose()
 
     async def _run(self) -> None:
@@ -112,7 +109,7 @@ class WorkerPool:
             if target.duid in self.specs:
                 busy[target.duid] = target.load
         alive = set()
-        for row in await worker_rows(self.redis, self.prefix):
+        for row in await worker_rows(self.redis, self.keys.prefix):
             if row.worker_id not in self.specs or not row.alive:
                 continue
             alive.add(row.worker_id)
@@ -150,4 +147,4 @@ class WorkerPool:
     async def _publish(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             # Only this pool's fields: ids carry the host's prefix, other hosts' pools share the hash.
-            await self.redis.hset(pool_key(self.prefix), mapping=dict(self.states))  # type: ignore[arg-type]
+            await self.redis.hset(self.keys.pool, mapping=dict(self.states))  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.keys import Keys
 from gateway.sipfront.kamailio import SipFrontError, front_paths
 from gateway.sipfront.rpc import FrontRpc, Target
 
@@ -47,25 +48,26 @@ def _text(value: Any) -> str:
 
 
 async def worker_rows(redis: aioredis.Redis, prefix: str) -> list[WorkerRow]:
+    keys = Keys(prefix)
     seconds, micros = await redis.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     rows = []
-    entries: Any = await redis.zrange(f"{prefix}:workers", 0, -1, withscores=True)
+    entries: Any = await redis.zrange(keys.workers, 0, -1, withscores=True)
     for member, expiry in entries:
         worker_id = _text(member)
-        info = await redis.hgetall(f"{prefix}:worker:{worker_id}")
+        info = await redis.hgetall(keys.worker(worker_id))
         decoded = {_text(k): _text(v) for k, v in info.items()}
         rows.append(WorkerRow(worker_id, decoded, (float(expiry) - now_ms) / 1000, int(expiry)))
     return sorted(rows, key=lambda row: row.worker_id)
 
 
 async def gather(config: GatewayConfig, redis: aioredis.Redis) -> Report:
-    prefix = config.redis.key_prefix
-    report = Report(workers=await worker_rows(redis, prefix))
-    pool: Any = await redis.hgetall(f"{prefix}:pool")
+    keys = Keys(config.redis.key_prefix)
+    report = Report(workers=await worker_rows(redis, keys.prefix))
+    pool: Any = await redis.hgetall(keys.pool)
     report.pool = {_text(k): _text(v) for k, v in pool.items()}
     for host in sorted({row.info.get("host", "") for row in report.workers} - {""}):
-        run_id = await redis.get(f"{prefix}:run:{host}")
+        run_id = await redis.get(keys.run(host))
         if run_id is not None:
             report.runs[host] = _text(run_id)
     front = config.sipfront

@@ -5,7 +5,8 @@
 - The core sends a worker commands through its inbox stream (`hg:worker:{id}:inbox`): "call this
   agent for that ticket" once a seat accepted a voice ticket.
 - Workers tell seats about their calls through the control channel (`screen_pop`, `revoke`,
-  `call_ended`), which every core process hears and the one holding the seat acts on.
+  `call_ended`), which every core process hears and the one holding the seat acts on. What crosses
+  Redis is a typed message of `gateway.messages`; every key is built by `gateway.keys.Keys`.
 - When a worker's heartbeat lapses, any core process settles its tickets (`settle_dead_workers`):
   waiting calls become `abandoned` with the recording so far, plus a callback ticket.
 - A worker id belongs to one address at a time (`claim_id`, `claim`): workers on several hosts share
@@ -27,8 +28,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from gateway import messages
 from gateway.errors import ConfigError, Conflict, FieldError, NotFound
-from gateway.queue import Keys, TicketQueue
+from gateway.keys import Keys
+from gateway.queue import TicketQueue
 from gateway.ticket import Attachment, Ticket, TranscriptSegment, new_ticket_id, utcnow
 from gateway.voice.framestats import FrameStats
 from gateway.voice.wav import repair_header
@@ -38,6 +41,10 @@ log = logging.getLogger("gateway.voice")
 INBOX_MAXLEN = 1000
 FRAMES_MAXLEN = 10_000
 DEAD_MAXLEN = 1000
+
+
+# An inbox entry's id and its command, or why it is none.
+InboxEntry = tuple[str, messages.WorkerCommand | messages.MalformedMessage]
 
 
 def _text(value: Any) -> str:
@@ -100,41 +107,14 @@ def _process_gone(pid: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class VoiceKeys:
-    keys: Keys
+    """Every key is in `gateway.keys.Keys` now; this remains only for gateway/sipfront/commands.py
+    (`VoiceKeys(Keys(prefix)).dead_workers`) until it reads `Keys(prefix).dead_workers` itself."""
 
-    @property
-    def workers(self) -> str:
-        return f"{self.keys.prefix}:workers"
-
-    def worker(self, worker_id: str) -> str:
-        return f"{self.keys.prefix}:worker:{worker_id}"
-
-    def worker_tickets(self, worker_id: str) -> str:
-        return f"{self.keys.prefix}:worker:{worker_id}:tickets"
-
-    def inbox(self, worker_id: str) -> str:
-        return f"{self.keys.prefix}:worker:{worker_id}:inbox"
+    keys: Any
 
     @property
     def dead_workers(self) -> str:
-        """Stream of settled dead workers (`worker`, `sip`), for the SIP front to end their dialogs."""
-        return f"{self.keys.prefix}:workers:dead"
-
-    @property
-    def metrics(self) -> str:
-        return f"{self.keys.prefix}:metrics"
-
-    @property
-    def transcripts(self) -> str:
-        return f"{self.keys.prefix}:transcripts"
-
-    @property
-    def pending(self) -> str:
-        return f"{self.keys.prefix}:asr:pending"
-
-    @property
-    def frames(self) -> str:
-        return f"{self.keys.prefix}:voice:frames"
+        return Keys(self.keys.prefix).dead_workers
 
 
 def callback_ticket(original: Ticket, now: datetime, priority: int, reason: str) -> Ticket:
@@ -163,7 +143,7 @@ class VoiceLink:
     def __init__(self, queue: TicketQueue) -> None:
         self.queue = queue
         self.redis: aioredis.Redis = queue.redis
-        self.keys = VoiceKeys(queue.keys)
+        self.keys = queue.keys
 
     # --- worker side -------------------------------------------------------------------------
 
@@ -223,16 +203,24 @@ class VoiceLink:
     async def untrack(self, worker_id: str, ticket_id: str) -> None:
         await self.redis.srem(self.keys.worker_tickets(worker_id), ticket_id)
 
-    async def read_inbox(self, worker_id: str, last_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
+    async def read_inbox(self, worker_id: str, last_id: str, block_ms: int) -> list[InboxEntry]:
+        """The worker's commands after entry `last_id` (waiting up to `block_ms` for one), each with
+        its entry id; an entry that is no command comes as the error saying why, to log and skip."""
         found: Any = await self.redis.xread({self.keys.inbox(worker_id): last_id}, count=50, block=block_ms)
-        messages = []
+        commands: list[InboxEntry] = []
         for _, entries in found or []:
             for entry_id, fields in entries:
-                messages.append((_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}))
-        return messages
+                try:
+                    command: messages.WorkerCommand | messages.MalformedMessage = messages.parse_worker_command(fields)
+                except messages.MalformedMessage as exc:
+                    command = exc
+                commands.append((_text(entry_id), command))
+        return commands
 
-    async def tell_seat(self, kind: str, agent: str, ticket_id: str, reason: str = "") -> None:
-        await self.redis.publish(self.queue.keys.control, f"{kind} {agent} {ticket_id} {reason}".strip())
+    async def tell_seat(self, kind: messages.CallEventKind, agent: str, ticket_id: str, reason: str = "") -> None:
+        """News of a call for the seat holding its ticket, on whichever core process it is."""
+        event = messages.call_event(kind, agent, ticket_id, reason)
+        await self.redis.publish(self.keys.control, event.serialize())
 
     async def count(self, **increments: int) -> None:
         """Counters for the metrics endpoint (`hg:metrics`): calls, abandons, ratings, waits."""
@@ -259,8 +247,7 @@ class VoiceLink:
         await self.redis.xadd(self.keys.frames, fields, maxlen=FRAMES_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
     async def publish_transcript(self, ticket_id: str, segment: TranscriptSegment) -> None:
-        message = json.dumps({"ticket": ticket_id, "segment": segment.model_dump(mode="json")}, ensure_ascii=False)
-        await self.redis.publish(self.keys.transcripts, message)
+        await self.redis.publish(self.keys.transcripts, messages.Transcript(ticket_id, segment).serialize())
 
     async def add_pending(self, ticket_id: str, recording: Path, reason: str) -> None:
         """A recording that live recognition missed, for `hotline-gateway transcribe --pending`."""
@@ -283,9 +270,10 @@ class VoiceLink:
     async def connect_agent(self, ticket: Ticket, agent: str, sip_uri: str) -> None:
         """A seat accepted a voice ticket: ask the worker holding the caller to ring the agent."""
         assert ticket.voice is not None
+        command = messages.ConnectAgent(ticket.id, agent, sip_uri)
         await self.redis.xadd(
             self.keys.inbox(ticket.voice.worker),
-            {"op": "connect", "ticket": ticket.id, "agent": agent, "uri": sip_uri},
+            command.serialize(),  # type: ignore[arg-type]
             maxlen=INBOX_MAXLEN,
             approximate=True,
         )

@@ -37,6 +37,7 @@ from gateway.ivr import actions as act
 from gateway.ivr import events as ev
 from gateway.ivr.flow import IvrConfig
 from gateway.ivr.machine import CallMachine
+from gateway.messages import MalformedMessage, WorkerCommand
 from gateway.queue import TicketQueue
 from gateway.shell.supervisor import RUN_ID_ENV
 from gateway.shell.tasks import Tasks, stop_if_cancelled, stop_task
@@ -998,7 +999,7 @@ class MediaWorker:
         failing = False
         while True:
             try:
-                messages = await self.link.read_inbox(self.settings.worker_id, last_id, 1000)
+                commands = await self.link.read_inbox(self.settings.worker_id, last_id, 1000)
             except (GatewayError, RedisError, OSError):
                 await asyncio.sleep(1.0)  # Redis out of reach: the heartbeat reports it, once
                 continue
@@ -1010,19 +1011,19 @@ class MediaWorker:
                 continue
             failing = False
             stop_if_cancelled()
-            for entry_id, fields in messages:
+            for entry_id, command in commands:
                 last_id = entry_id
-                self._command(fields)
+                self._command(command)
 
-    def _command(self, fields: dict[str, str]) -> None:
-        if fields.get("op") != "connect":
-            log.warning("unknown worker command %r", fields.get("op"))
+    def _command(self, command: WorkerCommand | MalformedMessage) -> None:
+        if isinstance(command, MalformedMessage):
+            log.warning("inbox: %s; dropped", command.message)
             return
-        session = self.by_ticket.get(fields.get("ticket", ""))
+        session = self.by_ticket.get(command.ticket)
         if session is None:
-            log.info("connect for ticket %s: the call is gone", fields.get("ticket"))
+            log.info("connect for ticket %s: the call is gone", command.ticket)
             return
-        session.dial_agent(fields["ticket"], fields["agent"], fields["uri"])
+        session.dial_agent(command.ticket, command.agent, command.uri)
 
     async def stop(self) -> None:
         """SIGTERM: every caller gets a BYE, every ticket is settled, then PJSIP is destroyed."""

@@ -1,7 +1,10 @@
-"""The seat protocol (version 1), without I/O: parse client frames, build server frames.
+"""The seat protocol (version 1), without I/O: client frames parsed, server frames built and parsed.
 
-Documented in docs/seat-protocol.md. Every client frame is a JSON object with a `type`; it may carry
-an `id` that the server echoes as `re` in its `ack` or `error`, so a client can match answers.
+Documented in docs/seat-protocol.md (a test holds its tables to the types here). Every client frame
+is a JSON object with a `type`; it may carry an `id` that the server echoes as `re` in its `ack` or
+`error`, so a client can match answers. Client frames are pydantic models (`parse_client_frame`);
+server frames are frozen dataclasses (`Offer`, `Ack`...) that the server sends with `serialize()`
+and the terminal seat reads with `parse_server_frame`.
 
 Nothing a peer sent goes back to it (or to a log) beyond a short excerpt with its control
 characters escaped (`excerpt`): an error names the field, never repeats a 60 KB value.
@@ -9,16 +12,19 @@ characters escaped (`excerpt`): an error names the field, never repeats a 60 KB 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import unicodedata
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from gateway import jsonwire
 from gateway.config import format_path
 from gateway.errors import FieldError, InvalidRequest
-from gateway.ticket import EDITABLE_FIELDS, Ticket
+from gateway.messages import TicketId, adapter, fields_of
+from gateway.ticket import EDITABLE_FIELDS, Ticket, TranscriptSegment
 
 PROTOCOL_VERSION = 1
 
@@ -35,7 +41,6 @@ CLOSE_TOO_SLOW = 4009
 
 AgentState = Literal["ready", "busy", "wrap_up", "away"]
 RequestId = Annotated[str, StringConstraints(max_length=64)] | int | None
-TicketId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[0-9A-Za-z]+$")]
 
 
 class _Frame(BaseModel):
@@ -167,10 +172,12 @@ def frame_of(data: dict[str, Any]) -> ClientFrame:
     try:
         return _CLIENT_FRAME.validate_python(data)
     except ValidationError as exc:
-        fields = tuple(
-            FieldError(_path(tuple(item["loc"][1:])), _message(item)) for item in exc.errors(include_url=False)
-        )
-        raise InvalidRequest(f"invalid {kind} frame", fields) from None
+        # The first part of each location is the union's tag (the frame type): left out.
+        raise InvalidRequest(f"invalid {kind} frame", _field_errors(exc, skip=1)) from None
+
+
+def _field_errors(exc: ValidationError, skip: int) -> tuple[FieldError, ...]:
+    return tuple(FieldError(_path(tuple(item["loc"][skip:])), _message(item)) for item in exc.errors(include_url=False))
 
 
 def check_editable(fields: dict[str, Any]) -> None:
@@ -218,74 +225,202 @@ def frame_bytes(message: str | bytes) -> int:
     return len(message.encode()) if isinstance(message, str) else len(message)
 
 
-def _dump(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+# --- server frames --------------------------------------------------------------------------------
 
 
-def _ticket(ticket: Ticket | dict[str, Any]) -> Any:
-    """A Ticket, or a stored ticket's JSON data (validated when it was written) as it is."""
-    return ticket if isinstance(ticket, dict) else ticket.model_dump(mode="json", exclude_defaults=True)
+def _with_id(ticket: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(ticket.get("id"), str):
+        raise ValueError("a ticket needs a string id")
+    return ticket
 
 
-def welcome(agent: str, name: str, queues: list[str], session: str, resumed: list[Ticket], state: str) -> str:
-    return _dump(
-        {
-            "type": "welcome",
-            "v": PROTOCOL_VERSION,
-            "agent": agent,
-            "name": name,
-            "queues": queues,
-            "session": session,
-            "state": state,
-            "resumed": [_ticket(ticket) for ticket in resumed],
+# A ticket as the seat sees it: the `Ticket` schema as JSON, defaults omitted. The server sends a
+# stored ticket's JSON as it is (it was validated when it was written: `offer` is the hot path).
+TicketJson = Annotated[dict[str, Any], AfterValidator(_with_id)]
+
+
+def ticket_json(ticket: Ticket) -> dict[str, Any]:
+    return ticket.model_dump(mode="json", exclude_defaults=True)
+
+
+def _jsonable(value: object) -> object:
+    """What `json` cannot write by itself: a field error, a transcript segment."""
+    if isinstance(value, FieldError):
+        return {"path": value.path, "message": value.message}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not part of a server frame")
+
+
+_OPTIONAL: dict[type[Any], dict[str, object]] = {}
+
+
+def _optional_fields(cls: type[Any]) -> dict[str, object]:
+    """A frame type's optional fields and their defaults: absent from the wire when at their default."""
+    found = _OPTIONAL.get(cls)
+    if found is None:
+        found = _OPTIONAL[cls] = {
+            field.name: field.default for field in dataclasses.fields(cls) if field.default is not dataclasses.MISSING
         }
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFrame:
+    """A frame the server sends; `TYPE` is its `type`. Read leniently: a client ignores fields it
+    does not know, so a server may add fields within a protocol version."""
+
+    TYPE: ClassVar[str]
+
+    def serialize(self) -> str:
+        optional = _optional_fields(type(self))
+        frame: dict[str, Any] = {"type": self.TYPE}
+        for name, value in fields_of(self).items():
+            if name not in optional or value != optional[name]:
+                frame[name] = value
+        return json.dumps(frame, ensure_ascii=False, separators=(",", ":"), default=_jsonable)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(ServerFrame):
+    """After a good `hello`; `resumed`: the tickets the agent had claimed when it dropped."""
+
+    TYPE: ClassVar[str] = "welcome"
+    v: int
+    agent: str
+    name: str
+    queues: tuple[str, ...]
+    session: str
+    state: AgentState
+    resumed: tuple[TicketJson, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Offer(ServerFrame):
+    """A ticket of one of the seat's queues is reserved for it for `expires_in` seconds."""
+
+    TYPE: ClassVar[str] = "offer"
+    ticket: TicketJson
+    expires_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class _TicketNews(ServerFrame):
+    """What became of a ticket the seat was offered or holds, and why."""
+
+    ticket: TicketId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _WholeTicket(ServerFrame):
+    ticket: TicketJson
+
+
+@dataclass(frozen=True, slots=True)
+class OfferRevoked(_TicketNews):
+    """The offer was not accepted in time (`no_answer`); the ticket went back to the queue."""
+
+    TYPE: ClassVar[str] = "offer_revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class StateFrame(ServerFrame):
+    """The server changed the seat's state (`away` after a missed offer)."""
+
+    TYPE: ClassVar[str] = "state"
+    state: AgentState
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFrame(_WholeTicket):
+    """The ticket after `accept` or `update`."""
+
+    TYPE: ClassVar[str] = "ticket"
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenPop(_WholeTicket):
+    """Voice: the agent's phone is ringing for this claimed ticket, shown as it is now."""
+
+    TYPE: ClassVar[str] = "screen_pop"
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked(_TicketNews):
+    """A claimed voice ticket went back to the queue, or was closed because the caller left."""
+
+    TYPE: ClassVar[str] = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded(_TicketNews):
+    """The call of a ticket this seat holds ended without a goodbye; the ticket stays claimed."""
+
+    TYPE: ClassVar[str] = "call_ended"
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(ServerFrame):
+    """A client frame (`id` echoed as `re`) was applied; the rest says what came of it."""
+
+    TYPE: ClassVar[str] = "ack"
+    re: RequestId
+    ticket: TicketId | None = None
+    status: Literal["claimed", "declined", "submitted"] | None = None
+    state: AgentState | None = None
+    outbox: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame(ServerFrame):
+    """A client frame was refused (`re`: its id); the connection stays open."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    re: RequestId
+    fields: tuple[FieldError, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(ServerFrame):
+    """The answer to `ping`, with the server's time."""
+
+    TYPE: ClassVar[str] = "pong"
+    re: RequestId
+    time: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript(ServerFrame):
+    """Live speech of a caller whose ticket the seat holds; `final` false while it is still being
+    recognized."""
+
+    TYPE: ClassVar[str] = "transcript"
+    ticket: TicketId
+    segment: TranscriptSegment
+
+
+SERVER_FRAMES: dict[str, type[ServerFrame]] = {
+    cls.TYPE: cls
+    for cls in (
+        Welcome, Offer, OfferRevoked, StateFrame, TicketFrame, ScreenPop, Revoked, CallEnded, Ack, ErrorFrame, Pong,
+        Transcript,
     )
+}  # fmt: skip
 
 
-def offer(ticket: Ticket | dict[str, Any], expires_in: float) -> str:
-    return _dump({"type": "offer", "ticket": _ticket(ticket), "expires_in": expires_in})
-
-
-def offer_revoked(ticket_id: str, reason: str) -> str:
-    return _dump({"type": "offer_revoked", "ticket": ticket_id, "reason": reason})
-
-
-def ticket_frame(ticket: Ticket | dict[str, Any]) -> str:
-    return _dump({"type": "ticket", "ticket": _ticket(ticket)})
-
-
-def ack(re: Any, **extra: Any) -> str:
-    return _dump({"type": "ack", "re": re, **extra})
-
-
-def state_frame(state: str, reason: str) -> str:
-    return _dump({"type": "state", "state": state, "reason": reason})
-
-
-def error(code: str, message: str, re: Any = None, fields: tuple[FieldError, ...] = ()) -> str:
-    frame: dict[str, Any] = {"type": "error", "code": code, "message": message, "re": re}
-    if fields:
-        frame["fields"] = [{"path": f.path, "message": f.message} for f in fields]
-    return _dump(frame)
-
-
-def pong(re: Any, server_time: str) -> str:
-    return _dump({"type": "pong", "re": re, "time": server_time})
-
-
-def screen_pop(ticket: Ticket) -> str:
-    """The agent's phone is ringing for this ticket: show it (with everything known so far)."""
-    return _dump({"type": "screen_pop", "ticket": _ticket(ticket)})
-
-
-def revoked(ticket_id: str, reason: str) -> str:
-    return _dump({"type": "revoked", "ticket": ticket_id, "reason": reason})
-
-
-def call_ended(ticket_id: str, reason: str) -> str:
-    return _dump({"type": "call_ended", "ticket": ticket_id, "reason": reason})
-
-
-def transcript(ticket_id: str, segment: dict[str, Any]) -> str:
-    """Live speech of the caller: `final` false while the utterance is still being recognized."""
-    return _dump({"type": "transcript", "ticket": ticket_id, "segment": segment})
+def parse_server_frame(raw: str | bytes | dict[str, Any]) -> ServerFrame:
+    """A server frame as the seat reads it: `UnknownFrame` for a type this client does not know,
+    an InvalidRequest naming each wrong field (a frame missing what it must hold) otherwise."""
+    data = raw if isinstance(raw, dict) else decode(raw)
+    kind = data.get("type")
+    cls = SERVER_FRAMES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise UnknownFrame(f"unknown frame type '{excerpt(str(kind))}'")
+    try:
+        return adapter(cls).validate_python({name: value for name, value in data.items() if name != "type"})
+    except ValidationError as exc:
+        raise InvalidRequest(f"invalid {kind} frame", _field_errors(exc, skip=0)) from None

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from gateway import jsonwire
+from gateway import messages
 from gateway.config import AgentConfig, GatewayConfig, hash_secret, verify_secret
 from gateway.errors import Conflict, GatewayError, InvalidRequest, PeerError, ServiceUnavailable
 from gateway.queue import RawTicket, TicketQueue
@@ -113,11 +113,11 @@ class SeatSession:
     not_before: float = 0.0
     closed: bool = False
 
-    def send(self, frame: str) -> None:
+    def send(self, frame: proto.ServerFrame) -> None:
         if self.closed:
             return
         try:
-            self.outbox.put_nowait(frame)
+            self.outbox.put_nowait(frame.serialize())
         except asyncio.QueueFull:
             log.warning("seat %s is too slow; disconnecting it", self.agent.id)
             self.closed = True
@@ -196,7 +196,7 @@ class Dispatcher:
             return
         timeout = self._config.seats.offer_timeout
         session.offers[ticket.id] = loop.call_later(timeout, self._on_offer_timeout, session, ticket.id)
-        session.send(proto.offer(ticket.data, timeout))
+        session.send(proto.Offer(ticket.data, timeout))
         if ticket.is_voice:
             # The core's step of a call, for following it through the run log beside the worker's.
             log.info(
@@ -216,8 +216,8 @@ class Dispatcher:
 
     async def _missed_offer(self, session: SeatSession, ticket_id: str) -> None:
         await self._queue.release(ticket_id, session.agent.id, "no_answer")
-        session.send(proto.offer_revoked(ticket_id, "no_answer"))
-        session.send(proto.state_frame("away", "missed_offer"))
+        session.send(proto.OfferRevoked(ticket_id, "no_answer"))
+        session.send(proto.StateFrame("away", "missed_offer"))
 
     async def release_offers(self, session: SeatSession, reason: str) -> None:
         for ticket_id, timer in list(session.offers.items()):
@@ -334,7 +334,11 @@ class SeatServer:
         resumed = [t for t in await self._queue.tickets_of(agent.id) if t.status == "claimed"]
         session.claimed.update(t.id for t in resumed)
         self._dispatcher.sessions[agent.id] = session
-        session.send(proto.welcome(agent.id, agent.name, queues, session.session_id, resumed, session.state))
+        resumed_json = tuple(proto.ticket_json(ticket) for ticket in resumed)
+        welcome = proto.Welcome(
+            proto.PROTOCOL_VERSION, agent.id, agent.name, tuple(queues), session.session_id, session.state, resumed_json
+        )
+        session.send(welcome)
         log.info("seat %s connected (session %s, %d resumed)", agent.id, session.session_id, len(resumed))
         self._dispatcher.wake()
         return session
@@ -347,41 +351,40 @@ class SeatServer:
             del self._dispatcher.sessions[old.agent.id]
         await self._dispatcher.release_offers(old, "agent_replaced")
 
-    def on_call_event(self, kind: str, agent_id: str, ticket_id: str, reason: str) -> None:
+    def on_call_event(self, event: messages.CallEvent) -> None:
         """A media worker's news about a voice ticket this process's seat may hold."""
-        session = self._dispatcher.sessions.get(agent_id)
+        session = self._dispatcher.sessions.get(event.agent)
         if session is None:
             return
-        if kind == "screen_pop":
-            self._tasks.spawn(self._screen_pop(session, ticket_id))
-        elif kind == "revoke":
-            timer = session.offers.pop(ticket_id, None)
+        if isinstance(event, messages.ScreenPop):
+            self._tasks.spawn(self._screen_pop(session, event.ticket))
+        elif isinstance(event, messages.Revoke):
+            timer = session.offers.pop(event.ticket, None)
             if timer is not None:
                 timer.cancel()
-            session.claimed.discard(ticket_id)
-            session.send(proto.revoked(ticket_id, reason))
-            if reason.startswith("agent_"):
+            session.claimed.discard(event.ticket)
+            session.send(proto.Revoked(event.ticket, event.reason))
+            if event.reason.startswith("agent_"):
                 # Redirect on no answer: the phone did not pick up, so this seat is not really ready.
                 session.state = "away"
-                session.send(proto.state_frame("away", reason))
+                session.send(proto.StateFrame("away", event.reason))
             self._dispatcher.wake()
-        elif kind == "call_ended":
-            session.send(proto.call_ended(ticket_id, reason))
+        else:
+            session.send(proto.CallEnded(event.ticket, event.reason))
 
     def on_transcript(self, data: bytes | str) -> None:
         """Live speech of a caller whose ticket a seat here holds (offered or claimed)."""
         try:
-            message = jsonwire.loads(data)
-            ticket_id, segment = message["ticket"], message["segment"]
-        except (ValueError, KeyError, TypeError):
-            log.warning("malformed transcript message dropped")
+            message = messages.Transcript.parse(data)
+        except messages.MalformedMessage as exc:
+            log.warning("%s; dropped", exc.message)
             return
         for session in self._dispatcher.sessions.values():
-            if ticket_id in session.offers or ticket_id in session.claimed:
-                session.send(proto.transcript(ticket_id, segment))
+            if message.ticket in session.offers or message.ticket in session.claimed:
+                session.send(proto.Transcript(message.ticket, message.segment))
 
     async def _screen_pop(self, session: SeatSession, ticket_id: str) -> None:
-        session.send(proto.screen_pop(await self._queue.get(ticket_id)))
+        session.send(proto.ScreenPop(proto.ticket_json(await self._queue.get(ticket_id))))
 
     def kick(self, agent_id: str, session_id: str) -> None:
         """Another process took this agent's login: close ours if it is an older one."""
@@ -440,7 +443,7 @@ class SeatServer:
     async def _on_message(self, session: SeatSession, message: str | bytes) -> None:
         limit = self._config.seats.max_frame_bytes
         if proto.frame_bytes(message) > limit:
-            session.send(proto.error("too_large", f"frame larger than {limit} bytes"))
+            session.send(proto.ErrorFrame("too_large", f"frame larger than {limit} bytes", None))
             return
         re = None
         try:
@@ -449,21 +452,21 @@ class SeatServer:
             frame = proto.frame_of(data)
             await self._handlers[type(frame)](session, frame)
         except GatewayError as exc:
-            session.send(proto.error(exc.code, exc.message, re, exc.fields))
+            session.send(proto.ErrorFrame(exc.code, exc.message, re, exc.fields))
         except Exception:
             # Fail closed for this frame only; the seat stays connected, the peer sees no internals.
             log.exception("seat %s: frame failed", session.agent.id)
-            session.send(proto.error("internal", "internal error; the frame was not applied", re))
+            session.send(proto.ErrorFrame("internal", "internal error; the frame was not applied", re))
 
     async def _on_second_hello(self, session: SeatSession, frame: proto.Hello) -> None:
-        session.send(proto.error("invalid", "already authenticated", frame.id))
+        session.send(proto.ErrorFrame("invalid", "already authenticated", frame.id))
 
     async def _on_state(self, session: SeatSession, frame: proto.SetState) -> None:
         session.state = frame.state
         if frame.state == "ready":
             session.idle_since = asyncio.get_running_loop().time()
             self._dispatcher.wake()
-        session.send(proto.ack(frame.id, state=frame.state))
+        session.send(proto.Ack(frame.id, state=frame.state))
 
     async def _refuse(self, ticket_id: str, why: str) -> NoReturn:
         """A ticket this seat may not change: `not_found` when there is no such ticket at all."""
@@ -478,8 +481,8 @@ class SeatServer:
         timer.cancel()
         session.offers.pop(frame.ticket, None)
         session.claimed.add(frame.ticket)
-        session.send(proto.ack(frame.id, ticket=frame.ticket, status="claimed"))
-        session.send(proto.ticket_frame(claimed.data))
+        session.send(proto.Ack(frame.id, ticket=frame.ticket, status="claimed"))
+        session.send(proto.TicketFrame(claimed.data))
         if claimed.is_voice:
             await self._connect_call(session, claimed.ticket())
         self._dispatcher.wake()
@@ -501,7 +504,7 @@ class SeatServer:
         # ticket is back in the queue, so the dispatcher cannot hand it straight back).
         session.not_before = asyncio.get_running_loop().time() + self._config.seats.decline_cooldown
         await self._queue.release(frame.ticket, session.agent.id, "declined")
-        session.send(proto.ack(frame.id, ticket=frame.ticket, status="declined"))
+        session.send(proto.Ack(frame.id, ticket=frame.ticket, status="declined"))
 
     async def _claimed_ticket(self, session: SeatSession, ticket_id: str) -> Ticket:
         if ticket_id not in session.claimed:
@@ -511,8 +514,8 @@ class SeatServer:
     async def _on_update(self, session: SeatSession, frame: proto.Update) -> None:
         ticket = edited(await self._claimed_ticket(session, frame.ticket), frame.fields)
         await self._queue.update(ticket, session.agent.id, frame.fields.keys())
-        session.send(proto.ack(frame.id, ticket=frame.ticket))
-        session.send(proto.ticket_frame(await self._queue.get(frame.ticket)))
+        session.send(proto.Ack(frame.id, ticket=frame.ticket))
+        session.send(proto.TicketFrame(proto.ticket_json(await self._queue.get(frame.ticket))))
 
     async def _on_submit(self, session: SeatSession, frame: proto.Submit) -> None:
         if frame.ticket not in session.claimed:
@@ -522,16 +525,16 @@ class SeatServer:
         await self._queue.submit(frame.ticket, session.agent.id, final)
         session.claimed.discard(frame.ticket)
         session.idle_since = asyncio.get_running_loop().time()
-        session.send(proto.ack(frame.id, ticket=frame.ticket, status="submitted"))
+        session.send(proto.Ack(frame.id, ticket=frame.ticket, status="submitted"))
         self._dispatcher.wake()
 
     async def _on_reply(self, session: SeatSession, frame: proto.Reply) -> None:
         ticket = await self._claimed_ticket(session, frame.ticket)
         entry = await self._queue.reply(ticket, session.agent.id, frame.text)
-        session.send(proto.ack(frame.id, ticket=frame.ticket, outbox=entry))
+        session.send(proto.Ack(frame.id, ticket=frame.ticket, outbox=entry))
 
     async def _on_ping(self, session: SeatSession, frame: proto.Ping) -> None:
-        session.send(proto.pong(frame.id, utcnow().isoformat()))
+        session.send(proto.Pong(frame.id, utcnow().isoformat()))
 
 
 def edited(ticket: Ticket, fields: dict[str, Any]) -> Ticket:

@@ -16,6 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 import tomli_w
 
+from gateway.keys import Keys
+from peers.flows import DEFAULT_FLOW
 from tests.conftest import make_raw_config
 
 RAW_TEXTS = ("Traceback", "connect_unix_sock", "No such file", "Connection refused", "[2]", "[111]", "errno")
@@ -24,6 +26,8 @@ RAW_TEXTS = ("Traceback", "connect_unix_sock", "No such file", "Connection refus
 async def _status(tmp_path: Path, redis_url: str, key_prefix: str, front: dict[str, Any]) -> str:
     raw = make_raw_config(key_prefix, redis_url)
     raw["sipfront"] = front
+    if front["enabled"]:  # the front serves media workers: it refuses a config without voice
+        raw["voice"] = {"enabled": True, "flows": [str(DEFAULT_FLOW)]}
     path = tmp_path / "gateway.toml"
     path.write_text(tomli_w.dumps(raw))
     proc = await asyncio.create_subprocess_exec(
@@ -39,10 +43,11 @@ async def _status(tmp_path: Path, redis_url: str, key_prefix: str, front: dict[s
 
 async def _a_worker_beats(redis_url: str, key_prefix: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
+    keys = Keys(key_prefix)
     try:
         seconds, _ = await client.time()
-        await client.zadd(f"{key_prefix}:workers", {"w1": (int(seconds) + 60) * 1000})
-        await client.hset(f"{key_prefix}:worker:w1", mapping={"sip": "127.0.0.1:5070", "pid": "7", "callers": "1"})
+        await client.zadd(keys.workers, {"w1": (int(seconds) + 60) * 1000})
+        await client.hset(keys.worker("w1"), mapping={"sip": "127.0.0.1:5070", "pid": "7", "callers": "1"})
     finally:
         await client.aclose()
 

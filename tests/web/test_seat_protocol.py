@@ -1,9 +1,13 @@
-"""The seat protocol's pure parts: decoding, excerpts, edit errors; the waiting room's rule."""
+"""The seat protocol's pure parts: decoding, excerpts, edit errors; the waiting room's rule; the
+server frames (round trips through the client's parser) and their documentation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gateway.errors import FieldError, InvalidRequest
-from gateway.ticket import Ticket, apply_edits, utcnow
+from gateway.ticket import Ticket, TranscriptSegment, apply_edits, utcnow
 from gateway.web import seat_protocol as proto
 from gateway.web.seats import PendingLimits, WaitingRoom, displaced_by_newcomer
 
@@ -142,3 +146,134 @@ def test_the_waiting_room_stays_bounded_and_always_admits(steps: list[tuple[str,
         waiting.append((newcomer, address))
         assert len(room) == len(waiting) <= LIMITS.total
         assert all(sum(1 for _, a in waiting if a == addr) <= LIMITS.per_address for addr in "abcd")
+
+
+# --- server frames ---------------------------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "seat-protocol.md"
+
+
+def documented_frames(heading: str) -> dict[str, dict[str, bool]]:
+    """A frames table of docs/seat-protocol.md: type -> {field: optional}. Values in parentheses
+    (`reason` (`no_answer`)) are examples, not fields."""
+    section = DOC.read_text(encoding="utf-8").split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    frames = {}
+    for kind, cell in re.findall(r"^\| `(\w+)` \| ([^|]*(?:\\\|[^|]*)*) \|", section, flags=re.MULTILINE):
+        names = re.sub(r"\([^)]*\)", "", cell)
+        frames[kind] = {name: optional == "?" for name, optional in re.findall(r"`(\w+)`(\??)", names)}
+    return frames
+
+
+def test_the_documents_client_frames_are_the_models() -> None:
+    declared = {}
+    for model in (proto.Hello, proto.SetState, proto.Accept, proto.Decline, proto.Update, proto.Submit, proto.Reply,
+                  proto.Ping):  # fmt: skip
+        kind = model.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+        fields = {
+            name: not info.is_required() for name, info in model.model_fields.items() if name not in ("type", "id")
+        }
+        declared[kind] = fields
+    assert set(declared) == proto.CLIENT_TYPES
+    assert documented_frames("Client → server") == declared
+
+
+def test_the_documents_server_frames_are_the_dataclasses() -> None:
+    declared = {
+        kind: {field.name: field.default is not dataclasses.MISSING for field in dataclasses.fields(cls)}
+        for kind, cls in proto.SERVER_FRAMES.items()
+    }
+    assert documented_frames("Server → client") == declared
+
+
+request_ids = st.none() | st.integers() | st.text(max_size=64)
+ticket_ids = st.from_regex(r"[0-9A-Za-z]{1,40}", fullmatch=True)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=5,
+)
+tickets_json = st.builds(
+    lambda ticket_id, extra: {**extra, "id": ticket_id},
+    ticket_ids,
+    st.dictionaries(st.text(max_size=10), json_values, max_size=4),
+)
+states = st.sampled_from(["ready", "busy", "wrap_up", "away"])
+reasons = st.text(max_size=40)
+segments = st.builds(
+    TranscriptSegment,
+    speaker=st.sampled_from(["caller", "agent"]),
+    text=st.text(max_size=100),
+    start=st.floats(0, 1e6),
+    end=st.floats(0, 1e6),
+    confidence=st.floats(0, 1),
+    final=st.booleans(),
+)
+FRAME_STRATEGIES: dict[type[proto.ServerFrame], st.SearchStrategy[proto.ServerFrame]] = {
+    proto.Welcome: st.builds(
+        proto.Welcome, st.just(1), st.text(max_size=32), st.text(max_size=32),
+        st.lists(st.text(max_size=20)).map(tuple), st.text(max_size=16), states,
+        st.lists(tickets_json, max_size=3).map(tuple),
+    ),
+    proto.Offer: st.builds(proto.Offer, tickets_json, st.floats(allow_nan=False, allow_infinity=False)),
+    proto.OfferRevoked: st.builds(proto.OfferRevoked, ticket_ids, reasons),
+    proto.StateFrame: st.builds(proto.StateFrame, states, reasons),
+    proto.TicketFrame: st.builds(proto.TicketFrame, tickets_json),
+    proto.ScreenPop: st.builds(proto.ScreenPop, tickets_json),
+    proto.Revoked: st.builds(proto.Revoked, ticket_ids, reasons),
+    proto.CallEnded: st.builds(proto.CallEnded, ticket_ids, reasons),
+    proto.Ack: st.builds(
+        proto.Ack, request_ids, st.none() | ticket_ids,
+        st.none() | st.sampled_from(["claimed", "declined", "submitted"]), st.none() | states,
+        st.none() | st.text(max_size=20),
+    ),
+    proto.ErrorFrame: st.builds(
+        proto.ErrorFrame, st.text(max_size=20), st.text(max_size=100), request_ids,
+        st.lists(st.builds(FieldError, st.text(max_size=20), st.text(max_size=40)), max_size=3).map(tuple),
+    ),
+    proto.Pong: st.builds(proto.Pong, request_ids, st.text(max_size=40)),
+    proto.Transcript: st.builds(proto.Transcript, ticket_ids, segments),
+}  # fmt: skip
+
+
+def test_every_server_frame_has_a_strategy() -> None:
+    assert set(FRAME_STRATEGIES) == set(proto.SERVER_FRAMES.values())
+
+
+@given(st.one_of(*FRAME_STRATEGIES.values()))
+def test_every_server_frame_round_trips_through_the_clients_parser(frame: proto.ServerFrame) -> None:
+    text = frame.serialize()
+    assert json.loads(text)["type"] == frame.TYPE
+    assert proto.parse_server_frame(text) == frame
+    assert proto.parse_server_frame(text.encode()) == frame
+
+
+def test_an_offer_sends_the_stored_tickets_json_as_it_is() -> None:
+    # No second validation on the hot path: whatever the store holds goes out byte for byte.
+    stored = {"id": "01T", "text": "路灯\n不亮", "unknown_to_the_schema": [1, {"x": None}]}
+    assert proto.Offer(stored, 20).serialize() == (
+        '{"type":"offer","ticket":{"id":"01T","text":"路灯\\n不亮","unknown_to_the_schema":[1,{"x":null}]},'
+        '"expires_in":20}'
+    )
+
+
+def test_optional_fields_are_left_out_and_required_ones_kept_even_when_null() -> None:
+    assert json.loads(proto.Ack(None).serialize()) == {"type": "ack", "re": None}
+    assert json.loads(proto.Ack(3, ticket="T1", status="claimed").serialize()) == {
+        "type": "ack", "re": 3, "ticket": "T1", "status": "claimed"
+    }  # fmt: skip
+    assert json.loads(proto.ErrorFrame("too_large", "frame larger than 10 bytes", None).serialize()) == {
+        "type": "error", "code": "too_large", "message": "frame larger than 10 bytes", "re": None
+    }  # fmt: skip
+
+
+def test_a_server_frame_the_client_cannot_follow_says_why() -> None:
+    with pytest.raises(proto.UnknownFrame, match="unknown frame type 'z"):
+        proto.parse_server_frame({"type": "z" * 100})
+    with pytest.raises(InvalidRequest) as caught:
+        proto.parse_server_frame('{"type": "offer", "ticket": {"no": "id"}, "expires_in": "soon"}')
+    assert caught.value.fields == (
+        FieldError("ticket", "a ticket needs a string id"),
+        FieldError("expires_in", "Input should be a valid number, unable to parse string as a number"),
+    )
+    with pytest.raises(proto.BadJson):
+        proto.parse_server_frame(b"\xff")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from gateway import messages
 from gateway.config import GatewayConfig
 from tests.conftest import AGENT_TOKENS
 from tests.helpers import Seat, post_intake, running_gateway
@@ -143,3 +145,25 @@ async def test_a_seat_that_never_reads_is_dropped_and_does_not_stall_others(conf
         assert caught.value.rcvd is not None and caught.value.rcvd.code == 4009
         assert received < 450
         await fast.close()
+
+
+async def test_a_message_from_another_process_that_cannot_be_read_is_logged_once_and_dropped(
+    config: GatewayConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with running_gateway(config) as (gateway, bound):
+        seat = await Seat.connect(bound, "a1")
+        keys = gateway.queue.keys
+        await gateway.redis.publish(keys.control, b"revoke a1 01KT")  # a word short
+        await gateway.redis.publish(keys.transcripts, b'{"ticket": "01KT"}')
+        # Pub/Sub delivers in order: once this login closes the seat, both were handled.
+        await gateway.redis.publish(keys.control, messages.Login("a1", "elsewhere").serialize())
+        with pytest.raises(ConnectionClosed) as caught:
+            await seat.expect("never")
+        assert caught.value.rcvd is not None and caught.value.rcvd.code == 4008
+    dropped = [record for record in caplog.records if record.getMessage().endswith("; dropped")]
+    assert [record.getMessage() for record in dropped] == [
+        "control channel: malformed revoke message: expected 3 words (agent ticket reason); dropped",
+        "malformed transcript: segment: Field required; dropped",
+    ]
+    assert not [record for record in dropped if record.exc_info]

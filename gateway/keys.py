@@ -1,0 +1,124 @@
+"""Every Redis key and Pub/Sub channel the gateway uses, named here and nowhere else.
+
+`Keys(prefix)` builds them all (`prefix` is `[redis] key_prefix`); docs/redis-keys.md lists each
+one, what it holds and what bounds it, and a test keeps the two equal. Two shapes are also spelled
+in Lua, where Python cannot build them: the offer script makes the queue streams of an agent's
+queues (`{prefix}:q:{queue}:{priority}`) and several scripts read a ticket's id back out of its
+key (`:t:`); a test holds `gateway/queue/scripts.py` to the shapes made here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    # --- tickets and queues (gateway/queue/store.py) --------------------------------------------
+
+    def ticket(self, ticket_id: str) -> str:
+        return f"{self.prefix}:t:{ticket_id}"
+
+    def history(self, ticket_id: str) -> str:
+        return f"{self.prefix}:t:{ticket_id}:h"
+
+    def idempotency(self, channel: str, message_id: str, client: str | None = None) -> str:
+        """Where a channel message id is remembered. An API client's ids are its own (`form-0001`
+        means something else to each client): its keys carry its id. The gateway's own ids (call
+        ids of voice tickets and their callbacks) are unique by construction and shared by every
+        worker and core process, so one call gets one callback whoever files it."""
+        if client is not None:
+            return f"{self.prefix}:idem:c:{client}:{channel}:{message_id}"
+        return f"{self.prefix}:idem:{channel}:{message_id}"
+
+    def stream(self, queue: str, priority: int) -> str:
+        """A queue's stream of one priority (the offer script builds these too: see above)."""
+        return f"{self.prefix}:q:{queue}:{priority}"
+
+    def agent_tickets(self, agent: str) -> str:
+        return f"{self.prefix}:agent:{agent}:tickets"
+
+    @property
+    def offers(self) -> str:
+        return f"{self.prefix}:offers"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"
+
+    def stats(self, day: str) -> str:
+        """A day's counters per queue (`{queue}:answered`, `in_service_level`, `wait_ms`,
+        `over_max_wait`, `submitted`, `abandoned`), `day` as YYYYMMDD in the gateway's local time."""
+        return f"{self.prefix}:stats:{day}"
+
+    @property
+    def created(self) -> str:
+        """Every ticket as it is created (`t`, `q` queue, `c` channel), for consumers that must not
+        slow intake down (triage, the wallboard): they read it with their own consumer group."""
+        return f"{self.prefix}:created"
+
+    @property
+    def submitted(self) -> str:
+        return f"{self.prefix}:submitted"
+
+    def outbox(self, channel: str) -> str:
+        return f"{self.prefix}:outbox:{channel}"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.prefix}:wake"
+
+    @property
+    def control(self) -> str:
+        """Pub/Sub: logins and media workers' news for the seats (`gateway.messages`)."""
+        return f"{self.prefix}:control"
+
+    # --- media workers (gateway/voice/link.py) and the SIP front ------------------------------
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+    def worker_tickets(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}:tickets"
+
+    def inbox(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}:inbox"
+
+    @property
+    def dead_workers(self) -> str:
+        """Stream of settled dead workers, for the SIP front to end their dialogs."""
+        return f"{self.prefix}:workers:dead"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.prefix}:metrics"
+
+    @property
+    def transcripts(self) -> str:
+        return f"{self.prefix}:transcripts"
+
+    @property
+    def pending(self) -> str:
+        """Recordings that live recognition missed, for `transcribe --pending`."""
+        return f"{self.prefix}:asr:pending"
+
+    @property
+    def frames(self) -> str:
+        return f"{self.prefix}:voice:frames"
+
+    # --- the processes of `run` -----------------------------------------------------------------
+
+    def run(self, host: str) -> str:
+        """The id of the `run` now serving on `host` (its media workers beat with it)."""
+        return f"{self.prefix}:run:{host}"
+
+    @property
+    def pool(self) -> str:
+        """Worker id -> its pool slot's state, for `hotline-gateway status`."""
+        return f"{self.prefix}:pool"
