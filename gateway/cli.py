@@ -139,7 +139,8 @@ def cmd_media_worker(args: argparse.Namespace) -> int:
     # worker's log. This prints every thread's Python stack on SIGSEGV/SIGABRT/SIGBUS.
     faulthandler.enable()
 
-    config = _load_or_exit(args.config)
+    # A worker holds none of the front's or the channels' secrets: it must not refuse for want of them.
+    config = _load_or_exit(args.config, environment=False)
     if not config.voice.enabled:
         print("voice is disabled in the config ([voice] enabled = false)", file=sys.stderr)
         return 2
