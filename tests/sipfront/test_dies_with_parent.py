@@ -21,8 +21,10 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.sipfront.kamailio import free_udp_port, write_front
+from peers.flows import DEFAULT_FLOW
 from peers.sip import udp_bound
 from tests.conftest import make_raw_config
+from tests.sipfront.front_stack import cover_flow_queues
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +78,8 @@ async def test_kamailio_and_its_children_die_with_a_sigkilled_parent(
 ) -> None:
     port = free_udp_port()
     raw = make_raw_config("t", "redis://127.0.0.1:1/0")
-    raw["voice"] = {"listen": "127.0.0.1:5101", "embedded_workers": 2}
+    raw["voice"] = {"enabled": True, "flows": [str(DEFAULT_FLOW)], "listen": "127.0.0.1:5101", "embedded_workers": 2}
+    cover_flow_queues(raw, DEFAULT_FLOW)
     raw["sipfront"] = {"enabled": True, "listen": f"127.0.0.1:{port}", "dir": str(run_dir), "children": 2}
     paths = write_front(parse_config(raw, tmp_path)).paths
     bin_dir = tmp_path / "bin"
