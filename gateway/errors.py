@@ -10,7 +10,8 @@
     │   ├── RequestTimeout          408 (an HTTP body that did not arrive in time)
     │   ├── Conflict                409 / seat error frame `conflict` (wrong ticket state)
     │   └── PayloadTooLarge         413 / close 1009 (a seat frame four times the limit)
-    └── ServiceUnavailable          503 / close 1013 / SIP 503: Redis unreachable, queue full, worker full
+    └── ServiceUnavailable          503 / close 1013 / SIP 503: Redis unreachable, worker full
+        └── QueueFull               503 / close 1013 / SIP 503: a queue at `redis.max_queue_length`
 
 Each error carries a `code` (what peers see, with the error's own message: never a traceback or an
 internal detail) and the status it maps to on each wire: `http_status` (every error has one),
@@ -119,3 +120,8 @@ class ServiceUnavailable(GatewayError):
     http_status = 503
     close_code = 1013
     sip_status = 503
+
+
+class QueueFull(ServiceUnavailable):
+    """The ticket's queue holds `redis.max_queue_length` waiting tickets: the store answered, and
+    said no (a caller then goes to the flow's overflow at once, not to an apology for an outage)."""

@@ -3,11 +3,14 @@ ticket-created stream in the same step."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import redis.asyncio as aioredis
 
 from gateway.config import GatewayConfig
-from gateway.errors import Conflict, Forbidden
+from gateway.errors import Conflict, Forbidden, QueueFull
 from gateway.intake import IntakeRequest
 from gateway.queue import TicketQueue
 from gateway.queue.desk import IntakeDesk, IntakeUnavailable, Source
@@ -84,3 +87,25 @@ async def test_an_unreachable_store_names_the_id_a_retry_is_safe_under(config: G
         await desk.submit(IntakeRequest(text="诉求"), WEBFORM)
     assert keyless.value.message_id  # the gateway's own id, also the ticket's
     await down.aclose()
+
+
+async def test_a_full_queue_is_said_as_such_not_as_an_outage(
+    redis_client: aioredis.Redis, config: GatewayConfig
+) -> None:
+    full = config.model_copy(update={"redis": config.redis.model_copy(update={"max_queue_length": 1})})
+    desk = IntakeDesk(TicketQueue(redis_client, full), full)
+    await desk.submit(IntakeRequest(text="第一件"), WEBFORM)
+    with pytest.raises(QueueFull) as caught:
+        await desk.submit(IntakeRequest(text="第二件"), WEBFORM)
+    # The store answered: nothing was written, so no retry id is promised (unlike IntakeUnavailable).
+    assert not isinstance(caught.value, IntakeUnavailable) and caught.value.http_status == 503
+
+
+def test_nothing_but_the_desk_calls_the_stores_intake() -> None:
+    root = Path(__file__).resolve().parent.parent / "gateway"
+    callers = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "intake":
+                callers.append(str(path.relative_to(root.parent)))
+    assert callers == ["gateway/queue/desk.py"]

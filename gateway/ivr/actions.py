@@ -13,6 +13,8 @@ Media contract (the machine relies on it):
 * A ``navigation`` recording is streamed to the navigation grammar; the adapter decides and feeds at
   most one ``SpeechRoute`` for it (none once the machine sent ``StopRecording``).
 * Timer names are unique per call; ``CancelTimer`` of a timer that already fired is harmless.
+* At most one agent leg at a time, between ``DialAgent`` and the ``AgentFailed``/``AgentHungUp`` that
+  reports its end (``DropAgent`` ends it early; its end is still reported).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ REASON_INTERNAL_ERROR = "internal_error"
 # Dequeue reasons.
 DEQUEUE_OVERFLOW = "overflow"
 DEQUEUE_ABANDONED = "abandoned"
+
+# Requeue reasons (docs/seat-protocol.md: the seat's `revoked` frame carries them).
+REQUEUE_NO_ANSWER = "agent_no_answer"  # the ring timer ran out (not the phone's answer to our CANCEL)
+REQUEUE_FAILED = "agent_failed_{status}"  # the phone's own final status: 486 busy, 480, 408...
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,36 @@ class Bridge:
 
 
 @dataclass(frozen=True, slots=True)
+class DialAgent:
+    """Ring ``agent``'s phone at ``uri`` for the queued call; report the leg with ``AgentRinging``,
+    ``AgentAnswered`` and ``AgentFailed``."""
+
+    agent: str
+    uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class DropAgent:
+    """End the agent leg (CANCEL while it rings, BYE once answered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenPop:
+    """Tell ``agent``'s seat that its phone rings with the call's ticket."""
+
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """The agent's phone did not take the call: the ticket goes back to its queue at its old place
+    and ``agent``'s seat is told why (``reason``)."""
+
+    agent: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class HangUp:
     """Hang up the caller's leg (send BYE). The machine is finished afterwards."""
 
@@ -150,5 +186,9 @@ Action = (
     | QueryPosition
     | Dequeue
     | Bridge
+    | DialAgent
+    | DropAgent
+    | ScreenPop
+    | Requeue
     | HangUp
 )

@@ -6,7 +6,8 @@ into these and feeds them to :meth:`gateway.ivr.machine.CallMachine.handle` one 
 order.
 
 The core owns no clock: the only wall-clock reading it ever sees is ``Answered.now``; durations come
-back as ``TimerFired`` after the core asked for them with ``StartTimer``.
+back as ``TimerFired`` after the core asked for them with ``StartTimer`` (the agent's ring timeout
+included).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ DTMF_DIGITS = frozenset("0123456789*#")
 RouteAction = Literal["accept", "confirm", "reject"]
 """The adapter's navigation decision: route now, ask the caller to confirm first, or out of domain."""
 ROUTE_ACTIONS = frozenset(get_args(RouteAction))
+
+Refusal = Literal["queue_full", "unavailable"]
+"""Why the queue did not take (or can no longer keep) the call: the queue is at its bound, or the
+ticket store is out of reach."""
+REFUSALS = frozenset(get_args(Refusal))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,18 +118,43 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
-class MaxWaitExceeded:
-    """The queue service gave up on the call (queue full or its own wait limit): go to overflow."""
+class IntakeRefused:
+    """The queue did not take the call's ticket (the answer to ``EnqueueCall``), or the worker lost the
+    ticket store while the call waited: go to the queue node's overflow (``unavailable``: to its
+    ``unavailable`` node when it names one: an apology, then a voice message)."""
+
+    reason: Refusal
+
+    def __post_init__(self) -> None:
+        if self.reason not in REFUSALS:
+            raise ValueError(f"not a refusal: {self.reason!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOffered:
+    """A seat accepted the queued call: ring ``agent``'s phone at ``uri`` (the machine answers with
+    ``DialAgent`` and the ring timer)."""
+
+    agent: str
+    uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRinging:
+    """The agent's phone rings (a provisional response on the agent leg)."""
 
 
 @dataclass(frozen=True, slots=True)
 class AgentAnswered:
-    """An agent accepted the queued call; the machine answers with ``Bridge``."""
+    """The agent's phone answered; the machine answers with ``Bridge``."""
 
 
 @dataclass(frozen=True, slots=True)
 class AgentFailed:
-    """The agent leg failed after ``AgentAnswered`` (dropped before talking): the caller is re-queued."""
+    """The agent leg ended before it was answered: the phone refused (``status``: its final SIP status,
+    486, 480...) or the machine dropped it (``DropAgent``, its ring timer ran out)."""
+
+    status: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +172,9 @@ Event = (
     | RecordingFinished
     | HungUp
     | Position
-    | MaxWaitExceeded
+    | IntakeRefused
+    | AgentOffered
+    | AgentRinging
     | AgentAnswered
     | AgentFailed
     | AgentHungUp
@@ -157,7 +190,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RecordingFinished,
     HungUp,
     Position,
-    MaxWaitExceeded,
+    IntakeRefused,
+    AgentOffered,
+    AgentRinging,
     AgentAnswered,
     AgentFailed,
     AgentHungUp,

@@ -114,9 +114,14 @@ class CollectSpeechNode(_Node):
 
 
 class QueueNode(_Node):
-    """Queue the call for an agent, play hold audio and announce the position until answered."""
+    """Queue the call for an agent, play hold audio and announce the position until answered.
 
-    NODE_FIELDS = ("overflow", "satisfaction_node")
+    ``overflow``: where the call goes after ``max_wait_seconds`` or when the queue is full;
+    ``unavailable``: where it goes when the ticket store is out of reach (an apology, then a voice
+    message the worker keeps until the store is back); unset, ``overflow`` serves for that too.
+    """
+
+    NODE_FIELDS = ("overflow", "unavailable", "satisfaction_node")
     PROMPT_FIELDS = ("hold_prompt", "position_prompt")
 
     type: Literal["queue"]
@@ -127,6 +132,7 @@ class QueueNode(_Node):
     position_interval_seconds: Seconds = 30.0
     max_wait_seconds: Seconds | None = None
     overflow: Name
+    unavailable: str | None = None
     satisfaction_node: str | None = None
 
 

@@ -34,15 +34,21 @@ from gateway.ivr.actions import (
     REASON_FLOW_END,
     REASON_INTERNAL_ERROR,
     REASON_SURVEY_DONE,
+    REQUEUE_FAILED,
+    REQUEUE_NO_ANSWER,
     Action,
     Bridge,
     CancelTimer,
     Dequeue,
+    DialAgent,
+    DropAgent,
     EnqueueCall,
     HangUp,
     Play,
     QueryPosition,
     RecordingKind,
+    Requeue,
+    ScreenPop,
     SetTicketField,
     StartRecording,
     StartTimer,
@@ -55,14 +61,17 @@ from gateway.ivr.events import (
     AgentAnswered,
     AgentFailed,
     AgentHungUp,
+    AgentOffered,
+    AgentRinging,
     Answered,
     Digit,
     Event,
     HungUp,
-    MaxWaitExceeded,
+    IntakeRefused,
     Position,
     PromptFinished,
     RecordingFinished,
+    Refusal,
     SpeechResult,
     SpeechRoute,
     TimerFired,
@@ -133,6 +142,7 @@ TIMER_ROUTE_LISTEN = "route.listen"
 TIMER_ROUTE_CONFIRM = "route.confirm"
 TIMER_POSITION = "queue.position"
 TIMER_MAX_WAIT = "queue.max_wait"
+TIMER_AGENT_RING = "agent.ring"
 
 _EVENT_TYPES = frozenset(EVENT_TYPES)
 _N = TypeVar("_N")
@@ -141,8 +151,17 @@ _N = TypeVar("_N")
 class CallMachine:
     """The IVR of one call. ``handle(event) -> list[Action]`` is the whole interface."""
 
-    def __init__(self, flow: Flow, calendars: Mapping[str, Calendar], *, asr_flush_seconds: float = 2.0) -> None:
-        """``asr_flush_seconds``: how long to wait for the final ASR text after stopping a recording."""
+    def __init__(
+        self,
+        flow: Flow,
+        calendars: Mapping[str, Calendar],
+        *,
+        asr_flush_seconds: float = 2.0,
+        agent_answer_seconds: float | None = None,
+    ) -> None:
+        """``asr_flush_seconds``: how long to wait for the final ASR text after stopping a recording;
+        ``agent_answer_seconds``: how long an agent's phone may ring (``[voice] agent_answer_timeout``;
+        None: until the call leaves the queue)."""
         problems = list(calendar_problems(flow, calendars))
         if problems:
             raise_problems("CallMachine", problems)
@@ -150,6 +169,7 @@ class CallMachine:
         self._calendars = dict(calendars)
         self._human_node = flow.human_node_id
         self._flush_seconds = asr_flush_seconds
+        self._ring_seconds = agent_answer_seconds
         self._phase = Phase.IDLE
         self._node_id: str | None = None
         self._answered_at: datetime | None = None
@@ -161,6 +181,9 @@ class CallMachine:
         self._path: list[str] = []
         self._queue_node: str | None = None  # the queue node the call waits or waited in
         self._agent_answered = False
+        self._agent: str | None = None  # the agent whose leg is up (ringing or talking)
+        self._agent_dropped: str | None = None  # why the machine dropped that ringing leg (requeue reason)
+        self._refused: Refusal | None = None  # the last IntakeRefused reason
         self._message_left = False
         self._final_outcome: str | None = None
         self._rating: str | None = None
@@ -206,6 +229,12 @@ class CallMachine:
     @property
     def rating(self) -> str | None:
         return self._rating
+
+    @property
+    def refused(self) -> Refusal | None:
+        """Why the queue last refused the call (``IntakeRefused``), or None: the adapter's settlement
+        files a callback ticket for a refused caller who has no ticket of their own."""
+        return self._refused
 
     @property
     def ignored(self) -> int:
@@ -282,6 +311,20 @@ class CallMachine:
             return []
         return [Dequeue(self._queue().queue, reason)]
 
+    def _release_agent(self) -> list[Action]:
+        """The call leaves the agent: drop a phone that rings or talks (its end needs no answer)."""
+        if self._agent is None:
+            return []
+        dropped_already = self._agent_dropped is not None  # its ring timer ran out: DropAgent was sent
+        self._agent = self._agent_dropped = None
+        return [] if dropped_already else [DropAgent()]
+
+    def _cancel_timers(self, kind: str) -> list[Action]:
+        names = [name for name, armed in self._timers.items() if armed == kind]
+        for name in names:
+            del self._timers[name]
+        return [CancelTimer(name) for name in names]
+
     def _node(self, kind: type[_N]) -> _N:
         assert self._node_id is not None, "no current node before Answered"
         node = self._flow.nodes[self._node_id]
@@ -316,7 +359,12 @@ class CallMachine:
 
     def _fail(self, exc: Exception) -> list[Action]:
         self._error = exc
-        actions = [*self._leave(), *self._dequeue(DEQUEUE_ABANDONED), HangUp(REASON_INTERNAL_ERROR)]
+        actions = [
+            *self._leave(),
+            *self._dequeue(DEQUEUE_ABANDONED),
+            *self._release_agent(),
+            HangUp(REASON_INTERNAL_ERROR),
+        ]
         self._phase = Phase.DONE
         self._final_outcome = OUTCOME_ERROR
         return actions
@@ -394,8 +442,8 @@ class CallMachine:
         return self._enter(self._flow.start)
 
     def _on_caller_hung_up(self, event: HungUp) -> list[Action]:
-        """Finish: `StopRecording`/`CancelTimer`s (and `Dequeue` if queued); no `HangUp` needed."""
-        actions = [*self._leave(stop_prompt=False), *self._dequeue(DEQUEUE_ABANDONED)]
+        """Finish: `StopRecording`/`CancelTimer`s (and `Dequeue` if queued, `DropAgent` if a phone rings or talks)."""
+        actions = [*self._leave(stop_prompt=False), *self._dequeue(DEQUEUE_ABANDONED), *self._release_agent()]
         self._finish(caller_left=True)
         return actions
 
@@ -607,12 +655,17 @@ class CallMachine:
         return [self._play(self._queue().hold_prompt, barge_in=False)]
 
     def _on_queue_timer(self, event: TimerFired) -> list[Action]:
-        """Position timer: `QueryPosition` and re-arm. Max-wait timer: overflow."""
+        """Position timer: `QueryPosition` and re-arm. Max-wait timer: overflow. Ring timer: `DropAgent`."""
         kind = self._take_timer(event)
         if kind is None:
             return self._ignore()
         if kind == TIMER_MAX_WAIT:
-            return self._overflow()
+            return self._overflow(self._queue().overflow)
+        if kind == TIMER_AGENT_RING:
+            # Its end (AgentFailed) requeues the call, with this reason rather than the phone's
+            # answer to our own CANCEL (which once read as "agent_failed_200").
+            self._agent_dropped = REQUEUE_NO_ANSWER
+            return [DropAgent()]
         node = self._queue()
         return [QueryPosition(node.queue), self._start_timer(TIMER_POSITION, node.position_interval_seconds)]
 
@@ -623,25 +676,49 @@ class CallMachine:
             return self._ignore()
         return [self._play(prompt, barge_in=False, params=(("n", str(event.n)),))]
 
-    def _on_max_wait(self, event: MaxWaitExceeded) -> list[Action]:
-        """The queue gave up: overflow."""
-        return self._overflow()
+    def _on_intake_refused(self, event: IntakeRefused) -> list[Action]:
+        """Leave the queue for `overflow` (store out of reach: the node's `unavailable` node, if any)."""
+        self._refused = event.reason
+        node = self._queue()
+        unavailable = node.unavailable if event.reason == "unavailable" else None
+        return self._overflow(unavailable or node.overflow)
+
+    def _on_agent_offered(self, event: AgentOffered) -> list[Action]:
+        """`DialAgent` and the ring timer, unless an agent's phone is already up."""
+        if self._agent is not None:
+            return self._ignore()
+        self._agent, self._agent_dropped = event.agent, None
+        actions: list[Action] = [DialAgent(event.agent, event.uri)]
+        if self._ring_seconds is not None:
+            actions.append(self._start_timer(TIMER_AGENT_RING, self._ring_seconds))
+        return actions
+
+    def _on_agent_ringing(self, event: AgentRinging) -> list[Action]:
+        """`ScreenPop` on the ringing agent's seat."""
+        if self._agent is None or self._agent_dropped is not None:
+            return self._ignore()
+        return [ScreenPop(self._agent)]
 
     def _on_agent_answered(self, event: AgentAnswered) -> list[Action]:
-        """Stop hold audio and timers, `Bridge`."""
+        """Stop hold audio and timers, `Bridge` (not a phone the machine already dropped)."""
+        if self._agent_dropped is not None:
+            return self._ignore()
         actions = self._leave()
         self._phase = Phase.BRIDGED
         self._agent_answered = True
         return [*actions, Bridge()]
 
     def _on_agent_failed(self, event: AgentFailed) -> list[Action]:
-        """The agent leg failed: re-enter the queue node (`EnqueueCall` again)."""
-        self._agent_answered = False
-        assert self._queue_node is not None
-        return self._enter(self._queue_node)
+        """The phone did not take the call: `Requeue` (its place kept); the caller keeps waiting."""
+        if self._agent is None:
+            return self._ignore()
+        agent, reason = self._agent, self._agent_dropped or REQUEUE_FAILED.format(status=event.status)
+        self._agent = self._agent_dropped = None
+        return [*self._cancel_timers(TIMER_AGENT_RING), Requeue(agent, reason)]
 
     def _on_agent_hung_up(self, event: AgentHungUp) -> list[Action]:
         """Enter the queue node's `satisfaction_node`, or `HangUp` when it has none."""
+        self._agent = None
         survey = self._queue().satisfaction_node
         if survey is None:
             return self._hang_up(REASON_AGENT_ENDED)
@@ -677,10 +754,9 @@ class CallMachine:
             return self._hang_up(REASON_SURVEY_DONE)
         return self._enter(node.next)
 
-    def _overflow(self) -> list[Action]:
-        """Leave the queue (`Dequeue`) for the queue node's `overflow` node."""
-        node = self._queue()
-        return [*self._leave(), *self._dequeue(DEQUEUE_OVERFLOW), *self._enter(node.overflow)]
+    def _overflow(self, target: str) -> list[Action]:
+        """Leave the queue (`Dequeue`, `DropAgent` for a ringing phone) for `target`."""
+        return [*self._leave(), *self._dequeue(DEQUEUE_OVERFLOW), *self._release_agent(), *self._enter(target)]
 
     def _stop_listening(self) -> list[Action]:
         actions = self._leave()
@@ -795,11 +871,14 @@ TRANSITIONS: dict[Phase, dict[type[Any], Handler]] = {
         PromptFinished: _C._on_hold_done,
         TimerFired: _C._on_queue_timer,
         Position: _C._on_position,
-        MaxWaitExceeded: _C._on_max_wait,
+        IntakeRefused: _C._on_intake_refused,
+        AgentOffered: _C._on_agent_offered,
+        AgentRinging: _C._on_agent_ringing,
         AgentAnswered: _C._on_agent_answered,
+        AgentFailed: _C._on_agent_failed,
         **_HUNG_UP,
     },
-    Phase.BRIDGED: {AgentHungUp: _C._on_agent_hung_up, AgentFailed: _C._on_agent_failed, **_HUNG_UP},
+    Phase.BRIDGED: {AgentHungUp: _C._on_agent_hung_up, **_HUNG_UP},
     Phase.SURVEY_PROMPT: {PromptFinished: _C._on_keyed_prompt_done, Digit: _C._on_survey_digit, **_HUNG_UP},
     Phase.SURVEY_WAIT: {TimerFired: _C._on_input_timeout, Digit: _C._on_survey_digit, **_HUNG_UP},
     Phase.GOODBYE: {

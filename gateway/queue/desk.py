@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.config import ApiClientConfig, GatewayConfig, LiveConfig
-from gateway.errors import Forbidden, ServiceUnavailable
+from gateway.errors import Forbidden, QueueFull, ServiceUnavailable
 from gateway.intake import IntakeRequest, fingerprint, to_ticket
 from gateway.queue.store import TicketQueue
 from gateway.ticket import Channel, Ticket, mask_phone, utcnow
@@ -87,6 +87,8 @@ class IntakeDesk:
         draft, print_ = self._draft(contact, source, idempotency_key, now or utcnow())
         try:
             result = await self._queue.intake(draft, source.actor, source.client, print_)
+        except QueueFull:
+            raise  # the store answered: nothing was written, and the caller knows why
         except ServiceUnavailable as exc:
             raise IntakeUnavailable(exc.message, draft.message_id) from exc
         log.info(

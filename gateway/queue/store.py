@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from gateway.config import GatewayConfig, LiveConfig
-from gateway.errors import Conflict, NotFound, ServiceUnavailable
+from gateway.errors import Conflict, NotFound, QueueFull, ServiceUnavailable
 from gateway.keys import Keys as Keys  # re-exported: gateway.queue exports it
 from gateway.queue import scripts as queue_scripts
 from gateway.queue.batching import ScriptBatcher, once_more_on_stale
@@ -196,7 +196,7 @@ class TicketQueue:
         )
         code, ticket_id = int(result[0]), _text(result[1])
         if code < 0:
-            raise ServiceUnavailable(f"queue {ticket.queue} is full; try again later")
+            raise QueueFull(f"queue {ticket.queue} is full; try again later")
         if code == 2:
             raise Conflict("this idempotency key was already used for a different request")
         # A repeat of this very call (after a connection error) finds the ticket it created.

@@ -18,7 +18,9 @@ Threading model (see docs/voice.md and ../shared/notes-pjsua2-findings.md):
   SWIG frame ports are destroyed explicitly (`__swig_destroy__`) before their last reference is
   dropped; C ports are freed by `_pjnative.reap()` once PJSIP has let go of them.
 
-This module translates; it decides nothing. `Leg` reports to a `LegListener` (the call session).
+This module translates; it decides nothing. `Leg` reports to a `LegListener` (the call session) in
+`gateway.voice.media`'s terms, and `Engine` is that module's `MediaEngine`: what the session and the
+worker use of it, and all a fake engine needs to stand in for it in tests.
 """
 
 from __future__ import annotations
@@ -40,14 +42,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pjsua2 as pj
 
+from gateway.config import VoiceConfig
 from gateway.errors import ConfigError
 from gateway.ticket import mask_phone
 from gateway.voice import sip_guard
 from gateway.voice.framestats import GAPS_KEPT, FrameStats
+from gateway.voice.media import LegListener, LegState, LiveTap, MediaError
 from gateway.voice.sockets import udp_holders, udp_socket_fd
 
 if TYPE_CHECKING:
@@ -71,10 +75,20 @@ def request_uri(whole_message: str) -> str:
     return match["uri"] if match else ""
 
 
-class LegListener(Protocol):
-    def on_state(self, leg: Leg, state: int, status: int) -> None: ...
-    def on_media(self, leg: Leg, media: pj.AudioMedia) -> None: ...
-    def on_digit(self, leg: Leg, digit: str) -> None: ...
+_LEG_STATES = {
+    pj.PJSIP_INV_STATE_EARLY: LegState.EARLY,
+    pj.PJSIP_INV_STATE_CONFIRMED: LegState.CONFIRMED,
+    pj.PJSIP_INV_STATE_DISCONNECTED: LegState.DISCONNECTED,
+}
+
+
+@contextlib.contextmanager
+def media_errors(what: str) -> Iterator[None]:
+    """pjsua2's own error, as the `MediaError` a session handles (its text: PJSIP's reason)."""
+    try:
+        yield
+    except pj.Error as exc:
+        raise MediaError(f"{what}: {exc.info()}") from None
 
 
 class Leg(pj.Call):  # type: ignore[misc]
@@ -103,7 +117,7 @@ class Leg(pj.Call):  # type: ignore[misc]
             self.disconnected = True
             self.media = None
         if self.listener is not None:
-            self.listener.on_state(self, info.state, info.lastStatusCode)
+            self.listener.on_state(self, _LEG_STATES.get(info.state, LegState.OTHER), info.lastStatusCode)
         if self.disconnected:
             self.engine.forget(self)
 
@@ -129,6 +143,10 @@ class Leg(pj.Call):  # type: ignore[misc]
     def _digit(self, digit: str) -> None:
         if self.listener is not None and not self.disconnected:
             self.listener.on_digit(self, digit)
+
+    def parties(self) -> tuple[str, str]:
+        info = self.getInfo()
+        return str(info.remoteUri), str(info.localUri)
 
     def accept(self, status: int = 200) -> None:
         """Answer (its retransmission timer is new: the poll loop looks again at once)."""
@@ -398,20 +416,39 @@ def address_in_use(host: str, port: int) -> str:
     return f"SIP address {host}:{port} (UDP) is already in use by {who}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineSettings:
+    """The endpoint's settings, derived from `[voice]` (`from_voice`): declared there, once."""
+
     host: str
     port: int
+    max_calls: int
+    poll_interval: float
+    idle_poll_interval: float
+    rtp_port: int  # the first RTP port this worker binds; RTP/RTCP pairs from here
+    rtp_port_range: int  # ports it may use from rtp_port: its own block, disjoint from other workers'
+    native_live_audio: bool  # live audio through the C port (gateway/voice/_pjnative.c) when it is bound
+    media_poll_ms: int  # RTP read every this many ms while calls are up (C poller); 0: PJSIP's media thread
+    # Not settings: what the gateway's audio is (G.711 narrowband, mono) and how much PJSIP says.
     clock_rate: int = 8000
-    max_calls: int = 4
-    poll_interval: float = 0.1
-    idle_poll_interval: float = 0.25
-    rtp_port: int = 4000  # the first RTP port this worker binds; RTP/RTCP pairs from here
-    rtp_port_range: int = 16  # ports it may use from rtp_port: its own block, disjoint from other workers'
     log_level: int = 1
     public_address: str = ""
-    native_live_audio: bool = True  # live audio through the C port (gateway/voice/_pjnative.c) when it is bound
-    media_poll_ms: int = 20  # RTP read every this many ms while calls are up (C poller); 0: PJSIP's media thread
+
+    @classmethod
+    def from_voice(cls, voice: VoiceConfig, host: str, port: int) -> EngineSettings:
+        """The engine of the worker listening on `host:port`: its own RTP block (`rtp_ports`)."""
+        rtp_port, rtp_port_range = voice.rtp_ports(port)
+        return cls(
+            host=host,
+            port=port,
+            max_calls=voice.calls_per_worker,
+            poll_interval=voice.poll_interval,
+            idle_poll_interval=voice.idle_poll_interval,
+            rtp_port=rtp_port,
+            rtp_port_range=rtp_port_range,
+            native_live_audio=voice.native_live_audio,
+            media_poll_ms=voice.media_poll_ms,
+        )
 
 
 class Engine:
@@ -649,7 +686,8 @@ class Engine:
         leg.listener = listener
         leg.label = label
         param = pj.CallOpParam(True)
-        leg.makeCall(uri, param)
+        with media_errors("dial"):
+            leg.makeCall(uri, param)
         self.keep(leg)
         self.kick()
         return leg
@@ -657,9 +695,15 @@ class Engine:
     def play(self, path: Path, target: pj.AudioMedia, on_end: Callable[[], None]) -> Prompt:
         assert self.loop is not None
         player = Prompt(self.loop, on_end)
-        player.createPlayer(str(path), pj.PJMEDIA_FILE_NO_LOOP)
-        player.startTransmit(target)
+        with media_errors("play"):
+            player.createPlayer(str(path), pj.PJMEDIA_FILE_NO_LOOP)
+            player.startTransmit(target)
         return player
+
+    @staticmethod
+    def connect(source: Any, sink: Any) -> None:
+        with media_errors("connect"):
+            source.startTransmit(sink)
 
     def stop_player(self, player: Prompt, target: pj.AudioMedia | None) -> None:
         """Stop a prompt; the player object itself is kept `PLAYER_GRACE_SECONDS` longer.
@@ -689,11 +733,16 @@ class Engine:
     def record(path: Path, source: pj.AudioMedia) -> pj.AudioMediaRecorder:
         path.parent.mkdir(parents=True, exist_ok=True)
         recorder = pj.AudioMediaRecorder()
-        recorder.createRecorder(str(path))
-        source.startTransmit(recorder)
+        with media_errors("record"):
+            recorder.createRecorder(str(path))
+            source.startTransmit(recorder)
         return recorder
 
     def live_audio(self, source: pj.AudioMedia, name: str, max_frames: int) -> LiveAudio | NativeLiveAudio:
+        with media_errors("live audio"):
+            return self._live_audio(source, name, max_frames)
+
+    def _live_audio(self, source: pj.AudioMedia, name: str, max_frames: int) -> LiveAudio | NativeLiveAudio:
         if self._native is not None and self.settings.native_live_audio:
             native = NativeLiveAudio(self._native.LivePort(name, self.settings.clock_rate, FRAME_USEC, max_frames))
             native.listen(source)
@@ -710,14 +759,14 @@ class Engine:
         return port
 
     @staticmethod
-    def destroy_port(port: LiveAudio | NativeLiveAudio) -> None:
+    def destroy_port(port: LiveTap) -> None:
         """Take a live-audio port out of the bridge; its stats stay readable.
 
         A SWIG port's C++ side goes first, while we still hold the Python object (teardown race); a
         C port leaves the bridge now and its memory goes once PJSIP has let go (`reap`)."""
         if isinstance(port, NativeLiveAudio):
             port.close()
-        else:
+        elif isinstance(port, LiveAudio):
             port.__swig_destroy__(port)
 
     async def shutdown(self, timeout: float = 5.0) -> None:

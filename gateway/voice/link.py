@@ -22,7 +22,6 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,10 @@ from gateway import messages
 from gateway.errors import ConfigError, Conflict, FieldError, NotFound
 from gateway.keys import Keys
 from gateway.queue import TicketQueue
-from gateway.ticket import Attachment, Ticket, TranscriptSegment, new_ticket_id, utcnow
+from gateway.queue.desk import IntakeDesk, Source
+from gateway.ticket import Attachment, Ticket, TranscriptSegment, utcnow
 from gateway.voice.framestats import FrameStats
+from gateway.voice.policy import callback_ticket
 from gateway.voice.wav import repair_header
 
 log = logging.getLogger("gateway.voice")
@@ -117,31 +118,10 @@ class VoiceKeys:
         return Keys(self.keys.prefix).dead_workers
 
 
-def callback_ticket(original: Ticket, now: datetime, priority: int, reason: str) -> Ticket:
-    """A ticket asking an agent to call the citizen back; its message id makes it unique per call."""
-    text = original.text or "来电未接通，请回拨市民。"
-    return Ticket(
-        id=new_ticket_id(now),
-        channel="voice",
-        message_id=f"{original.message_id}-callback",
-        citizen=original.citizen,
-        received_at=now,
-        text=text,
-        attachments=original.attachments,
-        transcript=original.transcript,
-        ivr_path=original.ivr_path,
-        queue=original.queue,
-        priority=priority,
-        flags=(*[f for f in original.flags if f != "callback"], "callback"),
-        status="queued",
-        voice=original.voice,
-        notes=f"回拨原因: {reason}",
-    )
-
-
 class VoiceLink:
     def __init__(self, queue: TicketQueue) -> None:
         self.queue = queue
+        self.desk = IntakeDesk(queue, queue.live)  # every ticket a call leaves enters here
         self.redis: aioredis.Redis = queue.redis
         self.keys = queue.keys
 
@@ -329,7 +309,8 @@ class VoiceLink:
                     repair_header(Path(attachment.path))
             if ticket.status in ("queued", "offered"):
                 if await self._abandon(ticket, reason):
-                    await self.queue.intake(callback_ticket(ticket, utcnow(), callback_priority, reason), "system")
+                    callback = callback_ticket(ticket, utcnow(), callback_priority, reason)
+                    await self.desk.submit(callback, Source.system())
                     settled += 1
             elif ticket.status == "claimed" and ticket.agent:
                 await self.tell_seat("call_ended", ticket.agent, ticket.id, reason)

@@ -10,19 +10,21 @@ import asyncio
 import logging
 import signal
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.config import GatewayConfig
 from gateway.errors import ServiceUnavailable
 from gateway.queue import TicketQueue
+from gateway.shell.app import redis_client
 from gateway.voice.worker import MediaWorker, WorkerSettings
 
 log = logging.getLogger("gateway.voice")
 
 
 async def run_media_worker(config: GatewayConfig, redis_url: str, worker_id: str, listen: str | None) -> int:
-    client = aioredis.Redis.from_url(redis_url, health_check_interval=10)
+    # The core's client: commands fail after redis.command_timeout and are not retried by redis-py
+    # (its default retries, with back-off, held a caller's refused intake for seconds).
+    client = redis_client(redis_url, config.redis)
     try:
         await client.ping()
     except (RedisError, OSError) as exc:
@@ -35,7 +37,7 @@ async def run_media_worker(config: GatewayConfig, redis_url: str, worker_id: str
     worker = MediaWorker(config, TicketQueue(client, config), settings)
     try:
         await worker.start()
-        print(f"media-worker ready id={worker_id} sip={settings.host}:{settings.port}", flush=True)
+        print(f"media-worker ready id={worker_id} sip={settings.sip}", flush=True)
         signalled, on_its_own = asyncio.create_task(stop.wait()), asyncio.create_task(worker.must_stop.wait())
         await asyncio.wait({signalled, on_its_own}, return_when=asyncio.FIRST_COMPLETED)
         signalled.cancel()

@@ -1,9 +1,10 @@
 """Test support for the IVR core: a fake adapter that executes actions and checks the media contract.
 
 The fake keeps what a real adapter would keep (the playing prompt, the recording, armed timers, the
-queue slot) on a virtual clock, and asserts every action is legal at the moment it arrives: no
-``StopPrompt`` with nothing playing, no ``CancelTimer`` of an unknown timer, no ``Play`` of an
-undefined prompt, nothing left running once the machine is finished. Other IVR tests import it.
+queue slot, the agent's phone) on a virtual clock, and asserts every action is legal at the moment
+it arrives: no ``StopPrompt`` with nothing playing, no ``CancelTimer`` of an unknown timer, no ``Play``
+of an undefined prompt, no second agent leg, nothing left running once the machine is finished.
+Other IVR tests import it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ from gateway.ivr.actions import (
     Bridge,
     CancelTimer,
     Dequeue,
+    DialAgent,
+    DropAgent,
     EnqueueCall,
     HangUp,
     Play,
     QueryPosition,
+    Requeue,
+    ScreenPop,
     SetTicketField,
     StartRecording,
     StartTimer,
@@ -68,6 +73,8 @@ class FakeAdapter:
     timers: dict[str, float] = field(default_factory=dict)  # name -> deadline on the virtual clock
     queued: str | None = None
     bridged: bool = False
+    agent_leg: str | None = None  # the agent whose phone rings or talks
+    requeued: list[Requeue] = field(default_factory=list)
     hung_up: bool = False
     fields: dict[str, str] = field(default_factory=dict)
     played: list[Play] = field(default_factory=list)
@@ -119,8 +126,10 @@ class FakeAdapter:
             self.recording = None
         elif isinstance(event, HungUp):
             self.hung_up = True
-        elif isinstance(event, AgentHungUp | AgentFailed):
-            self.bridged = False
+        elif isinstance(event, AgentHungUp) and self.bridged:
+            self.bridged, self.agent_leg = False, None
+        elif isinstance(event, AgentFailed) and not self.bridged:  # a bridged leg's end is AgentHungUp
+            self.agent_leg = None
 
     def _apply(self, action: Action) -> None:
         flow = self.machine.flow
@@ -164,6 +173,21 @@ class FakeAdapter:
             self.hung_up = True
         elif isinstance(action, SetTicketField):
             self.fields[action.name] = action.value
+        else:
+            self._apply_agent_leg(action)
+
+    def _apply_agent_leg(self, action: Action) -> None:
+        if isinstance(action, DialAgent):
+            assert self.queued is not None and self.agent_leg is None, "DialAgent while not queued or ringing"
+            self.agent_leg = action.agent
+        elif isinstance(action, DropAgent):
+            assert self.agent_leg is not None, "DropAgent with no agent leg"
+            self.agent_leg = None
+        elif isinstance(action, ScreenPop):
+            assert action.agent == self.agent_leg, "ScreenPop for an agent whose phone does not ring"
+        elif isinstance(action, Requeue):
+            assert self.queued is not None, "Requeue while not queued"
+            self.requeued.append(action)
         else:  # pragma: no cover - a new action type needs a branch here
             raise AssertionError(f"unknown action {action!r}")
 
@@ -178,6 +202,7 @@ class FakeAdapter:
             assert not self.timers, f"timers left running: {self.timers}"
             assert self.recording is None, "recording left running"
             assert self.queued is None, "call left in a queue"
+            assert self.agent_leg is None, "an agent's phone left up"
         if machine.state is Phase.QUEUED:
             assert self.queued is not None
 

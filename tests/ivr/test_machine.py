@@ -16,10 +16,14 @@ from gateway.ivr.actions import (
     Bridge,
     CancelTimer,
     Dequeue,
+    DialAgent,
+    DropAgent,
     EnqueueCall,
     HangUp,
     Play,
     QueryPosition,
+    Requeue,
+    ScreenPop,
     SetTicketField,
     StartRecording,
     StartTimer,
@@ -30,10 +34,12 @@ from gateway.ivr.events import (
     AgentAnswered,
     AgentFailed,
     AgentHungUp,
+    AgentOffered,
+    AgentRinging,
     Answered,
     Digit,
     HungUp,
-    MaxWaitExceeded,
+    IntakeRefused,
     Position,
     PromptFinished,
     RecordingFinished,
@@ -42,13 +48,14 @@ from gateway.ivr.events import (
 )
 from gateway.ivr.flow import IvrConfig
 from gateway.ivr.machine import ENTER, TRANSITIONS, CallMachine, Phase
-from tests.ivr.test_fakes import DEFAULT_FLOW_TOML, NOON, FakeAdapter, default_machine
+from tests.ivr.test_fakes import DEFAULT_FLOW_TOML, NOON, FakeAdapter, default_config, default_machine
 
 Raw = dict[str, Any]
 
 GENERAL = EnqueueCall("general", 1)
 ENTERPRISE = EnqueueCall("enterprise", 2)
 HOLD = Play("hold", barge_in=False)
+DEFAULT_CONFIG = default_config()
 
 
 def machine_with(mutate: Callable[[Raw], None]) -> CallMachine:
@@ -101,6 +108,20 @@ def queued_general(call: FakeAdapter) -> FakeAdapter:
 def bridged(call: FakeAdapter) -> FakeAdapter:
     queued_general(call).feed(AgentAnswered())
     return call
+
+
+@pytest.fixture
+def agent_call() -> FakeAdapter:
+    """A call on a machine that rings an agent for 20 s at most (`[voice] agent_answer_timeout`)."""
+    config = DEFAULT_CONFIG
+    return FakeAdapter(CallMachine(config.flow, config.calendars, agent_answer_seconds=20.0))
+
+
+@pytest.fixture
+def ringing(agent_call: FakeAdapter) -> FakeAdapter:
+    """Queued in general; a1's seat accepted and a1's phone rings."""
+    queued_general(agent_call).feed(AgentOffered("a1", "sip:1001@127.0.0.1:5080"))
+    return agent_call
 
 
 # --- the table itself ------------------------------------------------------------------------------
@@ -480,11 +501,39 @@ def test_max_wait_goes_to_overflow(call: FakeAdapter) -> None:
     assert call.machine.outcome is None
 
 
-def test_the_queue_giving_up_goes_to_overflow(call: FakeAdapter) -> None:
+def test_a_full_queue_refusing_the_call_goes_to_overflow_at_once(call: FakeAdapter) -> None:
     queued_general(call)
-    actions = call.feed(MaxWaitExceeded())
+    actions = call.feed(IntakeRefused("queue_full"))
     assert kinds(actions)[:3] == ["StopPrompt", "CancelTimer(queue.position)", "CancelTimer(queue.max_wait)"]
     assert actions[3:] == [Dequeue("general", "overflow"), Play("overflow", barge_in=True)]
+    assert call.machine.refused == "queue_full"
+
+
+def test_an_unreachable_store_plays_the_apology_then_records_a_message(call: FakeAdapter) -> None:
+    queued_general(call)
+    actions = call.feed(IntakeRefused("unavailable"))
+    assert actions[3:] == [Dequeue("general", "overflow"), Play("unavailable", barge_in=True)]
+    assert call.machine.node_id == "unavailable_message" and call.machine.refused == "unavailable"
+    assert kinds(call.finish_prompt()) == ["StartRecording", "StartTimer(message.max)"]
+    call.feed(HungUp())  # hanging up ends the message
+    assert call.machine.outcome == "message"
+
+
+def test_an_unreachable_store_without_an_unavailable_node_takes_the_overflow() -> None:
+    call = FakeAdapter(machine_with(lambda raw: raw["flow"]["nodes"]["queue_general"].pop("unavailable")))
+    queued_general(call)
+    assert call.feed(IntakeRefused("unavailable"))[-1] == Play("overflow", barge_in=True)
+
+
+def test_a_refusal_after_the_caller_left_the_queue_is_ignored(call: FakeAdapter) -> None:
+    queued_general(call).fire("queue.max_wait")
+    assert call.feed(IntakeRefused("queue_full")) == []
+    assert call.machine.refused is None
+
+
+def test_a_refusal_reason_the_machine_cannot_read_is_an_adapter_bug() -> None:
+    with pytest.raises(ValueError, match="not a refusal"):
+        IntakeRefused("busy")  # type: ignore[arg-type]
 
 
 def test_agent_failure_while_queued_is_ignored(call: FakeAdapter) -> None:
@@ -517,13 +566,61 @@ def test_agent_answers(call: FakeAdapter) -> None:
     assert not call.machine.finished
 
 
-def test_agent_leg_fails_and_the_caller_is_queued_again(call: FakeAdapter) -> None:
-    bridged(call)
-    actions = call.feed(AgentFailed())
-    assert actions[:2] == [GENERAL, HOLD]
-    assert call.machine.outcome == "queued:general"
-    call.feed(HungUp())
-    assert call.machine.outcome == "abandoned"
+def test_agent_leg_fails_and_the_caller_is_queued_again(ringing: FakeAdapter) -> None:
+    actions = ringing.feed(AgentFailed(486))
+    assert kinds(actions) == ["CancelTimer(agent.ring)", "Requeue"]
+    assert actions[-1] == Requeue("a1", "agent_failed_486")
+    assert ringing.machine.outcome == "queued:general"
+    assert ringing.playing == "hold", "the caller keeps waiting, the hold prompt still playing"
+    ringing.feed(HungUp())
+    assert ringing.machine.outcome == "abandoned"
+
+
+def test_an_offer_rings_the_agent_with_a_ring_timer(agent_call: FakeAdapter) -> None:
+    queued_general(agent_call)
+    actions = agent_call.feed(AgentOffered("a1", "sip:1001@127.0.0.1:5080"))
+    assert actions[0] == DialAgent("a1", "sip:1001@127.0.0.1:5080")
+    assert kinds(actions[1:]) == ["StartTimer(agent.ring)"] and only_timer(actions[1:]).seconds == 20.0
+    assert agent_call.feed(AgentRinging()) == [ScreenPop("a1")]
+    assert agent_call.feed(AgentOffered("boss", "sip:1003@127.0.0.1:5080")) == [], "one phone at a time"
+
+
+def test_no_ring_timeout_configured_rings_until_the_call_leaves_the_queue(call: FakeAdapter) -> None:
+    queued_general(call)
+    assert call.feed(AgentOffered("a1", "sip:1001@127.0.0.1:5080")) == [DialAgent("a1", "sip:1001@127.0.0.1:5080")]
+
+
+def test_a_phone_that_rings_out_is_dropped_and_requeued_as_no_answer(ringing: FakeAdapter) -> None:
+    assert ringing.fire("agent.ring") == [DropAgent()]
+    assert ringing.feed(AgentRinging()) == [], "no screen pop for a phone being dropped"
+    assert ringing.feed(AgentAnswered()) == [], "not bridged to a phone being dropped"
+    # The leg's end comes with the phone's answer to our CANCEL: not its reason.
+    assert ringing.feed(AgentFailed(200)) == [Requeue("a1", "agent_no_answer")]
+    assert ringing.feed(AgentOffered("boss", "sip:1003@x"))[0] == DialAgent("boss", "sip:1003@x")
+
+
+def test_an_answering_phone_is_bridged_and_its_ring_timer_cancelled(ringing: FakeAdapter) -> None:
+    actions = ringing.feed(AgentAnswered())
+    assert "CancelTimer(agent.ring)" in kinds(actions) and actions[-1] == Bridge()
+
+
+@pytest.mark.parametrize("leave", ["caller_hangs_up", "max_wait", "store_lost"])
+def test_leaving_the_queue_drops_a_ringing_phone(ringing: FakeAdapter, leave: str) -> None:
+    if leave == "caller_hangs_up":
+        actions = ringing.feed(HungUp())
+    elif leave == "max_wait":
+        actions = ringing.fire("queue.max_wait")
+    else:
+        actions = ringing.feed(IntakeRefused("unavailable"))
+    assert actions.count(DropAgent()) == 1
+    assert kinds(actions).index("Dequeue") < kinds(actions).index("DropAgent")
+    assert ringing.feed(AgentFailed(487)) == [], "its end is no news once the call left the queue"
+
+
+def test_the_caller_hanging_up_on_the_agent_drops_the_agents_leg(ringing: FakeAdapter) -> None:
+    ringing.feed(AgentAnswered())
+    assert ringing.feed(HungUp()) == [DropAgent()]
+    assert ringing.machine.outcome == "completed"
 
 
 def test_caller_hangs_up_during_the_conversation(call: FakeAdapter) -> None:

@@ -27,10 +27,12 @@ from gateway.ivr.events import (
     AgentAnswered,
     AgentFailed,
     AgentHungUp,
+    AgentOffered,
+    AgentRinging,
     Digit,
     Event,
     HungUp,
-    MaxWaitExceeded,
+    IntakeRefused,
     Position,
     PromptFinished,
     RecordingFinished,
@@ -62,6 +64,7 @@ TIMER_KINDS = [
     "message.max",
     "queue.position",
     "queue.max_wait",
+    "agent.ring",
     "route.listen",
     "route.confirm",
 ]
@@ -117,6 +120,7 @@ def random_flows(draw: st.DrawFn, first: str | None = None) -> Flow:
         "position_interval_seconds": 20,
         "max_wait_seconds": draw(st.sampled_from([60, None])),
         "overflow": "human_bye",
+        "unavailable": draw(st.sampled_from([None, "human_bye"])),
         "satisfaction_node": draw(st.sampled_from([None, *surveys])),
     }
     nodes["human_bye"] = {"type": "hangup"}
@@ -168,6 +172,7 @@ def _node(draw: st.DrawFn, kind: str, index: int, size: int, human_key: str, sur
             "position_prompt": draw(st.sampled_from(["pos", None])),
             "max_wait_seconds": draw(st.sampled_from([45, None])),
             "overflow": later(),
+            "unavailable": draw(st.sampled_from([None, later()])),
             "satisfaction_node": draw(st.sampled_from([None, *surveys])),
         }
     if kind == "satisfaction":
@@ -201,7 +206,7 @@ def _speech_route(draw: st.DrawFn, prompt: str, default: str, size: int, human_k
 
 def _prune(nodes: dict[str, dict[str, Any]], roots: list[str]) -> dict[str, dict[str, Any]]:
     """Drop nodes nothing reaches (the flow validator rejects them)."""
-    edge_fields = ("next", "default", "open", "closed", "overflow", "satisfaction_node")
+    edge_fields = ("next", "default", "open", "closed", "overflow", "unavailable", "satisfaction_node")
     seen: set[str] = set()
     todo = list(roots)
     while todo:
@@ -234,7 +239,9 @@ TAGS = [
     *["route"] * 3,
     "recording",
     "position",
-    "max_wait",
+    "refused",
+    "agent_offered",
+    "agent_ringing",
     "agent_answered",
     "agent_failed",
     "agent_hung_up",
@@ -263,9 +270,10 @@ nav_recipes = st.lists(
     st.tuples(st.sampled_from(NAV_TAGS), st.integers(0, 63), st.floats(0, 1), st.booleans()), min_size=10, max_size=40
 )
 _FIXED: dict[str, Event] = {
-    "max_wait": MaxWaitExceeded(),
+    "agent_offered": AgentOffered("a1", "sip:1001@127.0.0.1:5080"),
+    "agent_ringing": AgentRinging(),
     "agent_answered": AgentAnswered(),
-    "agent_failed": AgentFailed(),
+    "agent_failed": AgentFailed(486),
     "agent_hung_up": AgentHungUp(),
     "hang_up": HungUp(),
 }
@@ -300,6 +308,8 @@ def build_event(recipe: Recipe, adapter: FakeAdapter) -> Event:
         return RecordingFinished("/rec/x.wav" if flag else None, fraction * 120)
     if tag == "position":
         return Position(number - 1)
+    if tag == "refused":
+        return IntakeRefused("queue_full" if flag else "unavailable")
     return _FIXED[tag]
 
 
@@ -311,7 +321,7 @@ def _fitting_decision(node: SpeechRouteNode, number: int, fraction: float) -> Sp
 
 
 def drive(flow: Flow, calendars: dict[str, Calendar], now: datetime, steps: list[Recipe]) -> None:
-    adapter = FakeAdapter(CallMachine(flow, calendars))
+    adapter = FakeAdapter(CallMachine(flow, calendars, agent_answer_seconds=20.0))
     adapter.answer(now)
     for recipe in steps:
         event = build_event(recipe, adapter)

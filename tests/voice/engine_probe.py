@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pjsua2 as pj
 
+from gateway.config import VoiceConfig
 from gateway.voice.engine import Engine, EngineSettings, Prompt
 
 PLAYERS = 16  # alive at once, retired included: within MAX_RETIRED_PLAYERS, so only the grace releases them
@@ -47,7 +48,8 @@ SAFETY_SECONDS = 100.0  # a churn that has not stopped its players by then repor
 
 
 async def churn(players: int, drop_at_once: bool, wav: Path, sink_path: Path) -> dict[str, int]:
-    engine = Engine(EngineSettings(host="127.0.0.1", port=free_port()), lambda leg, uri: leg.hang_up(486))
+    settings = EngineSettings.from_voice(VoiceConfig(), "127.0.0.1", free_port())  # the shipped [voice]
+    engine = Engine(settings, lambda leg, uri: leg.hang_up(486))
     engine.start()
     sink = pj.AudioMediaRecorder()
     sink.createRecorder(str(sink_path))

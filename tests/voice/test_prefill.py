@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from gateway.ticket import Ticket, TranscriptSegment
-from gateway.voice.worker import prefilled
+from gateway.voice.policy import prefilled
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

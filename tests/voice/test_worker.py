@@ -13,18 +13,24 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from gateway.asr.navigation import find_keyword
 from gateway.asr.settings import DEFAULT_TABLE
+from gateway.queue import TicketQueue
+from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.ticket import Ticket, utcnow
 from gateway.voice.link import callback_ticket
+from gateway.voice.prompts import prompt_wav
 from peers import audio
 from peers.sip import Baresip, Peers, dtmf_scenario, uac_scenario, uas_reject_scenario
-from tests.helpers import Seat
+from tests.helpers import Seat, queued_ticket
 from tests.voice.conftest import StackArgs
-from tests.voice.voice_stack import VoiceStack, voice_stack
+from tests.voice.voice_stack import VoiceStack, voice_stack, worker_files
 
 pytestmark = pytest.mark.slow
+
+SHORT_MESSAGE = {"max_seconds = 120": "max_seconds = 6"}  # voice messages of 6 s at most
 
 
 @pytest.fixture
@@ -497,3 +503,74 @@ async def test_a_calls_events_are_logged_once_each_with_the_callers_number_maske
     assert "138****5678" in answered[0] and "138****5678" in queued[0]
     assert "agent_no_answer" in log.lines("requeued")[0] and "caller_hung_up" in log.lines("abandoned")[0]
     assert not re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)", log.text), "a full mobile number in the worker's log"
+
+
+async def spooled(spool: Path, timeout: float = 15.0) -> Path:
+    """The one entry a worker (another process) writes to its spool as it settles a call."""
+    async with asyncio.timeout(timeout):
+        while not (found := list(spool.glob("*.json"))):
+            await asyncio.sleep(0.1)  # written by another process: nothing to await
+    [entry] = found
+    return entry
+
+
+async def test_redis_stopped_mid_call_the_caller_hears_the_apology_leaves_a_message_and_is_one_ticket(
+    tmp_path: Path, own_redis: EmbeddedRedis, key_prefix: str, prompts_dir: Path, peers: Peers, long_speech: Path
+) -> None:
+    # worker_timeout 30 s: Redis comes back before the worker would drain; it files its spool itself.
+    files = worker_files(
+        tmp_path, own_redis.url, key_prefix, prompts_dir, flow_replacements=SHORT_MESSAGE, worker_timeout=30
+    )
+    worker = files.process(own_redis.url)
+    client = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await worker.start()
+        caller = await peers.caller(long_speech, user="13812345678")
+        await caller.dial(f"sip:12345@{files.sip}")
+        await caller.wait_event("CALL_ESTABLISHED", 5)
+        own_redis.stop()  # mid-call, during the greeting
+        await caller.send_dtmf("0")
+        await caller.wait_event("CALL_CLOSED", 40)  # apology, 6 s message, goodbye: the worker hangs up
+        entry = await spooled(files.recordings / "spool")
+        heard = audio.as_audio(caller.dumps()[0].dec)
+        apology = prompt_wav(prompts_dir, "12345-default", "unavailable")
+        print("WIN", matching_windows(apology, heard), audio.duration(apology))
+        assert matching_windows(apology, heard) >= 3, "the caller heard the apology (about 6 s of it)"
+
+        own_redis.start()  # the same data as before it stopped
+        async with asyncio.timeout(20):
+            while entry.exists():
+                await asyncio.sleep(0.1)  # the worker files it at its next good heartbeat (another process)
+        queue = TicketQueue(client, files.config)
+        keys = [k for k in await client.keys(f"{key_prefix}:t:*") if not k.endswith(b":h")]
+        [ticket] = [await queue.get(k.decode().rsplit(":", 1)[1]) for k in keys]
+    finally:
+        await worker.stop()
+        await client.aclose()
+    assert ticket.voice is not None and ticket.message_id == ticket.voice.call_id, "the call's one ticket"
+    assert "callback" in ticket.flags and ticket.notes == "回拨原因: voice_message"
+    assert ticket.citizen.phone == "13812345678" and ticket.queue == "general"
+    message = next(Path(a.path or "") for a in ticket.attachments if (a.path or "").endswith("-message.wav"))
+    assert audio.duration(message) > 4 and audio.rms(message) > 0.02, "the message holds the caller's words"
+
+
+async def test_a_full_queue_sends_the_caller_to_the_overflow_message_at_once(
+    stack_args: StackArgs, peers: Peers, long_speech: Path, prompts_dir: Path, baresip_available: None
+) -> None:
+    # general at priority 1 holds one ticket, its bound; the caller's would be the second.
+    async with voice_stack(**stack_args, redis={"max_queue_length": 1}, flow_replacements=SHORT_MESSAGE) as stack:
+        web = await stack.gateway.queue.intake(queued_ticket("web-1", priority=1), "test")
+        caller = await dial_in(peers, stack, long_speech)
+        await caller.send_dtmf("0")
+        # max_wait_seconds is 300: a call closed well before that went to the overflow at once.
+        await caller.wait_event("CALL_CLOSED", 40)
+        callback = await stack.ticket_where(lambda t: "callback" in t.flags, 15)
+        assert [t.id for t in await stack.tickets() if t.id != callback.id] == [web.ticket_id], "nothing queued"
+        assert callback.voice is not None and callback.message_id == callback.voice.call_id
+        assert callback.notes == "回拨原因: voice_message" and callback.priority == 0
+        heard = audio.as_audio(caller.dumps()[0].dec)
+        overflow = prompt_wav(prompts_dir, "12345-default", "overflow")
+        print("WIN", matching_windows(overflow, heard), audio.duration(overflow))
+        assert matching_windows(overflow, heard) >= 3, "the caller heard the overflow prompt (about 5 s of it)"
+        metrics = await stack.redis.hgetall(f"{stack.config.redis.key_prefix}:metrics")
+        assert int(metrics[b"voice.node.overflow_message"]) == 1

@@ -86,14 +86,17 @@ def worker_files(
     agent_uris: dict[str, str] | None = None,
     flow_replacements: dict[str, str] | None = None,
     asr: dict[str, Any] | None = None,
+    redis: dict[str, Any] | None = None,
     **voice: Any,
 ) -> WorkerFiles:
     """The shipped flow (made FAST, with `flow_replacements`) and a gateway config for one worker;
-    `voice` overrides [voice] settings (`default_flow=None` removes the default flow)."""
+    `voice` overrides [voice] settings (`default_flow=None` removes the default flow), `redis` the
+    [redis] ones."""
     flow = write_flow(tmp_path / "flow.toml", {**FAST, **(flow_replacements or {})})
     sip_port = free_port(udp=True, tcp=False)
     recordings = tmp_path / "recordings"
     raw = make_raw_config(key_prefix, redis_url)
+    raw["redis"].update(redis or {})
     for agent in raw["agents"]:
         if agent_uris and agent["id"] in agent_uris:
             agent["sip_uri"] = agent_uris[agent["id"]]
@@ -131,9 +134,12 @@ async def voice_stack(
     agent_uris: dict[str, str] | None = None,
     flow_replacements: dict[str, str] | None = None,
     asr: dict[str, Any] | None = None,
+    redis: dict[str, Any] | None = None,
     **voice: Any,
 ) -> AsyncIterator[VoiceStack]:
-    files = worker_files(tmp_path, redis_url, key_prefix, prompts_dir, agent_uris, flow_replacements, asr, **voice)
+    files = worker_files(
+        tmp_path, redis_url, key_prefix, prompts_dir, agent_uris, flow_replacements, asr, redis, **voice
+    )
     worker = files.process(redis_url)
     client = aioredis.Redis.from_url(redis_url)
     gateway = Gateway(files.config, client)
