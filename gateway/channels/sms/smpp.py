@@ -596,6 +596,20 @@ def sar_tlvs(ref: int, total: int, seq: int) -> tuple[Tlv, ...]:
     )
 
 
+def sar_of(pdu: DeliverSm | SubmitSm) -> tuple[int, int, int] | None:
+    """(ref, total, seq) from the SAR TLVs, None when the PDU has none of them. ValueError when
+    only some are there or the numbers are impossible."""
+    values = [pdu.tlv(tag) for tag in (Tag.SAR_MSG_REF_NUM, Tag.SAR_TOTAL_SEGMENTS, Tag.SAR_SEGMENT_SEQNUM)]
+    if all(value is None for value in values):
+        return None
+    ref, total, seq = (None if value is None else int.from_bytes(value, "big") for value in values)
+    if ref is None or total is None or seq is None:
+        raise ValueError("sar_msg_ref_num, sar_total_segments and sar_segment_seqnum come together")
+    if not 1 <= seq <= total:
+        raise ValueError(f"SAR segment {seq} of {total}")
+    return ref, total, seq
+
+
 def submit_sm_for(part: Part, *, sequence: int, source: str, dest: str, registered_delivery: int) -> SubmitSm:
     """One part of an outbound text as the submit_sm that carries it (UDHI set when it has a UDH)."""
     return SubmitSm(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Literal, TypeVar
@@ -139,6 +140,26 @@ def decode_payload(payload: bytes, data_coding: int, errors: Literal["strict", "
         return payload.decode(codec, errors)
     except UnicodeDecodeError as error:
         raise ValueError(f"a payload that is not valid for data_coding {data_coding}: {error.reason}") from None
+
+
+def decode_parts(parts: Sequence[tuple[int, bytes]], *, contiguous: bool = True) -> str:
+    """The text of a message's parts, each (data_coding, body), in part order; what does not decode
+    becomes U+FFFD (nothing is dropped). Parts that follow each other (`contiguous`) and share a
+    coding are joined before decoding: a sender may cut a surrogate or a GBK pair between parts;
+    across a gap (an incomplete message), each part is decoded alone."""
+    codings = {coding for coding, _ in parts}
+    if contiguous and len(codings) == 1:
+        return decode_payload(b"".join(body for _, body in parts), codings.pop(), errors="replace")
+    return "".join(decode_payload(body, coding, errors="replace") for coding, body in parts)
+
+
+def is_text_coding(data_coding: int) -> bool:
+    """`decode_payload` reads this data_coding (binary ones, 4 and 0xF4.., are not text)."""
+    try:
+        _text_coding(data_coding)
+    except ValueError:
+        return False
+    return True
 
 
 def _text_coding(data_coding: int) -> int:
