@@ -20,8 +20,10 @@ from gateway.channels.sms.text import (
     Reassembler,
     ReassemblyFull,
     Udh,
+    decode_parts,
     decode_payload,
     encode,
+    is_text_coding,
     parse_receipt,
     parse_udh,
     receipt_state,
@@ -367,3 +369,16 @@ def test_what_is_not_a_receipt_is_refused_and_odd_dates_are_none() -> None:
         parse_receipt("id:1 stat:DELIVRD text:" + "x" * 1024)
     assert parse_receipt("id:1 stat:DELIVRD done date:2413011200").done_at is None
     assert parse_receipt("id:1 stat:DELIVRD done date:24011312").done_at is None
+
+
+def test_parts_are_joined_before_decoding_unless_there_is_a_gap() -> None:
+    pair = "😀".encode("utf-16-be")
+    cut = [(8, "你".encode("utf-16-be") + pair[:2]), (8, pair[2:])]  # a sender that split the pair
+    assert decode_parts(cut) == "你😀"
+    assert decode_parts(cut, contiguous=False) == "你\ufffd\ufffd"  # across a gap: each alone, nothing dropped
+    assert decode_parts([(0, b"Hi "), (8, "你".encode("utf-16-be"))]) == "Hi 你"  # codings differ: each alone
+
+
+def test_text_codings_and_binary_ones() -> None:
+    assert all(is_text_coding(coding) for coding in (0, 1, 3, 8, 15, 0xF1))
+    assert not any(is_text_coding(coding) for coding in (2, 4, 0xF4, 0x18))
