@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
+from gateway.config import GatewayConfig
+from gateway.shell.app import Gateway
 from gateway.shell.services import Health, Loop, Services
+from tests.helpers import running_gateway
 
 
 async def test_a_loop_that_crashes_is_logged_counted_and_restarted(caplog: pytest.LogCaptureFixture) -> None:
@@ -92,3 +97,42 @@ async def test_a_service_stuck_in_stop_delays_the_shutdown_but_never_stops_it() 
     await services.start()
     await asyncio.wait_for(services.stop(), 5)
     assert events == ["start http", "start front", "stop http"]
+
+
+async def test_the_gateways_readyz_names_each_service_and_a_crashing_one_makes_it_503(config: GatewayConfig) -> None:
+    crashed = asyncio.Event()
+
+    async def broken() -> None:
+        crashed.set()
+        raise RuntimeError("a bug in a channel")
+
+    assert config.redis.url
+    client = aioredis.Redis.from_url(config.redis.url)
+    gateway = Gateway(config, client)
+    gateway.add(Loop("sms", broken, base_delay=60.0))  # crashes once, then waits out its back-off
+    bound = await gateway.start()
+    try:
+        await asyncio.wait_for(crashed.wait(), 5)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{bound.http[0]}:{bound.http[1]}/readyz") as response:
+                status, body = response.status, await response.json()
+        assert status == 503 and body["status"] == "unavailable" and body["redis"] == "ok"
+        services = body["services"]
+        assert list(services) == ["dispatcher", "pubsub", "reaper", "leases", "sms", "http", "seats"]
+        assert services["sms"] == {"state": "restarting", "restarts": 1, "detail": "RuntimeError: a bug in a channel"}
+        assert all(services[name]["state"] == "up" for name in services if name != "sms")
+    finally:
+        await gateway.stop()
+        await client.aclose()
+    assert all(health.state == "stopped" for health in gateway.report().services.values())
+
+
+async def test_a_gateway_with_every_service_up_is_ready(config: GatewayConfig) -> None:
+    async with running_gateway(config) as (_, bound):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{bound.http[0]}:{bound.http[1]}/readyz") as response:
+                status, body = response.status, await response.json()
+    assert status == 200 and body["status"] == "ready" and body["config_version"] == 1
+    assert {name: s["state"] for name, s in body["services"].items()} == dict.fromkeys(
+        ["dispatcher", "pubsub", "reaper", "leases", "http", "seats"], "up"
+    )

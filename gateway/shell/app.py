@@ -1,9 +1,11 @@
-"""The gateway core process: assembles queue, dispatcher, seats and HTTP, and runs them.
+"""The gateway core process: assembles queue, dispatcher, seats and HTTP as services, and runs them.
 
 `Gateway` is built from a validated config and a Redis client (both made in `main()`), so tests
-build it the same way against their own Redis. Background loops: the dispatcher, a Pub/Sub listener
-(wake-ups and logins from other processes), the reaper (lapsed offers and leases) and the lease
-refresher for seats connected here.
+build it the same way against their own Redis. Its services (`gateway.shell.services`): supervised
+loops (the dispatcher, a Pub/Sub listener for wake-ups and logins from other processes, the reaper
+of lapsed offers, leases and dead workers, the lease refresher for seats connected here), the HTTP
+API and the seats' websocket server; channel adapters join with `Gateway.add`. `/readyz` reports
+each one's health.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -25,8 +28,9 @@ from gateway.config import GatewayConfig, LiveConfig, RedisConfig, split_listen
 from gateway.errors import ServiceUnavailable
 from gateway.keys import Keys
 from gateway.queue import TicketQueue
+from gateway.shell.services import Health, Loop, Report, Service, Services
 from gateway.shell.supervisor import RUN_ID_ENV
-from gateway.shell.tasks import Tasks, stop_if_cancelled, stop_task
+from gateway.shell.tasks import Tasks, stop_if_cancelled
 from gateway.voice.link import VoiceLink
 from gateway.web.http import start_http
 from gateway.web.http_server import throttle_accept_errors
@@ -59,34 +63,54 @@ class Bound:
     seats: tuple[str, int]
 
 
-class Gateway:
-    def __init__(self, config: GatewayConfig | LiveConfig, client: aioredis.Redis) -> None:
-        self.live = LiveConfig.of(config)
-        config = self.live.current
-        self.redis = client
-        self.queue = TicketQueue(client, self.live)
-        self.voice = VoiceLink(self.queue)
-        self.tasks = Tasks()
-        self.dispatcher = Dispatcher(self.queue, config, self.tasks)
-        self.seats = SeatServer(config, self.queue, self.dispatcher, self.tasks)
-        self._loops: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
-        self._ws_server: Server | None = None
+class HttpService:
+    """The HTTP API as a service: up from its start until its stop."""
+
+    name = "http"
+
+    def __init__(self, live: LiveConfig, queue: TicketQueue, report: Callable[[], Report]) -> None:
+        self._live = live
+        self._queue = queue
+        self._report = report
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self.runner = await start_http(self._live, self._queue, self._report)
+        throttle_accept_errors(asyncio.get_running_loop(), self._live.current.http.report_interval)
+
+    async def stop(self) -> None:
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def health(self) -> Health:
+        return Health("up" if self.runner is not None else "stopped")
 
     @property
-    def config(self) -> GatewayConfig:
-        return self.live.current
+    def address(self) -> tuple[str, int]:
+        assert self.runner is not None, "not started"
+        host, port = self.runner.addresses[0][:2]
+        return host, port
 
-    async def start(self) -> Bound:
-        await self.queue.ensure_groups()
-        self._runner = await start_http(self.live, self.queue)
-        throttle_accept_errors(asyncio.get_running_loop(), self.config.http.report_interval)
-        seats_host, seats_port = split_listen(self.config.seats.listen)
-        cfg = self.config.seats
-        self._ws_server = await serve(
-            self.seats.handle,
-            seats_host,
-            seats_port,
+
+class SeatsService:
+    """The seats' websocket server as a service. Stopping it closes every seat (their offers go
+    back to the queue)."""
+
+    name = "seats"
+
+    def __init__(self, live: LiveConfig, seats: SeatServer) -> None:
+        self._live = live
+        self._seats = seats
+        self.server: Server | None = None
+
+    async def start(self) -> None:
+        cfg = self._live.current.seats
+        host, port = split_listen(cfg.listen)
+        self.server = await serve(
+            self._seats.handle,
+            host,
+            port,
             # Frames up to 4x the limit are read and answered with an error frame; beyond, close 1009.
             max_size=cfg.max_frame_bytes * 4,
             max_queue=16,
@@ -99,34 +123,79 @@ class Gateway:
             # Frames are small JSON on a local network: deflate would cost CPU for little gain.
             compression=None,
         )
-        self._loops = [
-            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
-            asyncio.create_task(self._listen(), name="pubsub"),
-            asyncio.create_task(self._reap(), name="reaper"),
-            asyncio.create_task(self._hold_leases(), name="leases"),
-        ]
-        http_addr = self._runner.addresses[0]
-        seats_addr = next(iter(self._ws_server.sockets)).getsockname()
-        return Bound(http=(http_addr[0], http_addr[1]), seats=(seats_addr[0], seats_addr[1]))
+
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.close(close_connections=True)
+            await server.wait_closed()
+
+    def health(self) -> Health:
+        return Health("up" if self.server is not None else "stopped")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.server is not None, "not started"
+        host, port = next(iter(self.server.sockets)).getsockname()[:2]
+        return host, port
+
+
+class Gateway:
+    """The core process's services, in start order: the background loops (dispatcher, pub/sub,
+    reaper, leases), then HTTP, then the seats (stopped in reverse: seats first, so their offers
+    go back before anything else stops). Channel adapters are added with `add` before `start`."""
+
+    def __init__(self, config: GatewayConfig | LiveConfig, client: aioredis.Redis) -> None:
+        self.live = LiveConfig.of(config)
+        config = self.live.current
+        self.redis = client
+        self.queue = TicketQueue(client, self.live)
+        self.voice = VoiceLink(self.queue)
+        self.desk = self.voice.desk
+        self.tasks = Tasks()
+        self.dispatcher = Dispatcher(self.queue, config, self.tasks)
+        self.seats = SeatServer(config, self.queue, self.dispatcher, self.tasks)
+        self.http = HttpService(self.live, self.queue, self.report)
+        self.seat_server = SeatsService(self.live, self.seats)
+        self.services = Services(
+            [
+                Loop("dispatcher", self.dispatcher.run),
+                Loop("pubsub", self._listen),
+                Loop("reaper", self._reap),
+                Loop("leases", self._hold_leases),
+            ]
+        )
+        self._tail: list[Service] = [self.http, self.seat_server]
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.live.current
+
+    def add(self, service: Service) -> None:
+        """A service of this process (a channel's connection), started after the loops, before
+        HTTP and the seats, and stopped after them."""
+        self.services.add(service)
+
+    def report(self) -> Report:
+        return self.services.report()
+
+    async def start(self) -> Bound:
+        await self.queue.ensure_groups()
+        for service in self._tail:
+            self.services.add(service)
+        self._tail = []
+        await self.services.start()
+        return Bound(http=self.http.address, seats=self.seat_server.address)
 
     async def stop(self, timeout: float = 15.0) -> None:
-        """Close seats (their offers go back to the queue), then HTTP, then the loops; bounded, so a
-        stuck peer or task can delay a shutdown but never stop it."""
+        """Stop every service in reverse order, then the tasks they left; bounded, so a stuck peer
+        or task can delay a shutdown but never stop it."""
         try:
             async with asyncio.timeout(timeout):
-                await self._stop()
+                await self.services.stop()
+                await self.tasks.drain()
         except TimeoutError:
             log.warning("shutdown took longer than %.0f s; stopping anyway", timeout)
-
-    async def _stop(self) -> None:
-        if self._ws_server is not None:
-            self._ws_server.close(close_connections=True)
-            await self._ws_server.wait_closed()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        for task in self._loops:
-            await stop_task(task)
-        await self.tasks.drain()
 
     async def _listen(self) -> None:
         keys = self.queue.keys

@@ -33,6 +33,7 @@ from gateway.errors import (
 from gateway.intake import parse_intake
 from gateway.queue import TicketQueue
 from gateway.queue.desk import IntakeDesk, IntakeUnavailable, Source
+from gateway.shell.services import Report
 from gateway.web.http_server import SERVER_NAME, error_response, internal_error, json_response, serve_guarded
 
 log = logging.getLogger("gateway.http")
@@ -55,6 +56,8 @@ class ConfigView:
 VIEW = web.AppKey("view", ConfigView)
 QUEUE = web.AppKey("queue", TicketQueue)
 DESK = web.AppKey("desk", IntakeDesk)
+ServicesReport = Callable[[], Report]
+SERVICES: web.AppKey[ServicesReport] = web.AppKey("services")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -167,14 +170,28 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 when Redis answers and every service of the process is up; else 503, saying which is not."""
+    body: dict[str, object] = {"config_version": request.app[VIEW].live.version}
+    ready = True
     try:
         await request.app[QUEUE].redis.ping()
+        body["redis"] = "ok"
     except (RedisError, OSError):
-        return json_response({"status": "unavailable", "redis": "unreachable"}, status=503)
-    return json_response({"status": "ready", "redis": "ok", "config_version": request.app[VIEW].live.version})
+        body["redis"] = "unreachable"
+        ready = False
+    report = request.app.get(SERVICES)
+    if report is not None:
+        services = report()
+        body["services"] = {name: health.as_dict() for name, health in services.services.items()}
+        ready = ready and services.ready
+    body["status"] = "ready" if ready else "unavailable"
+    return json_response(body, status=200 if ready else 503)
 
 
-def create_app(config: GatewayConfig | LiveConfig, queue: TicketQueue) -> web.Application:
+def create_app(
+    config: GatewayConfig | LiveConfig, queue: TicketQueue, services: Callable[[], Report] | None = None
+) -> web.Application:
+    """`services` reports the process's services for `/readyz` (the gateway's; None: Redis only)."""
     live = LiveConfig.of(config)
     # aiohttp's own limit is a backstop above ours (bound at start), so our 413 (with a JSON body) is
     # what clients see.
@@ -182,6 +199,8 @@ def create_app(config: GatewayConfig | LiveConfig, queue: TicketQueue) -> web.Ap
     app[VIEW] = ConfigView(live)
     app[QUEUE] = queue
     app[DESK] = IntakeDesk(queue, live)
+    if services is not None:
+        app[SERVICES] = services
     app.on_response_prepare.append(_no_banner)
     app.router.add_post("/api/v1/intake", post_intake)
     app.router.add_get("/api/v1/tickets/{ticket_id}", get_ticket)
@@ -190,10 +209,12 @@ def create_app(config: GatewayConfig | LiveConfig, queue: TicketQueue) -> web.Ap
     return app
 
 
-async def start_http(config: GatewayConfig | LiveConfig, queue: TicketQueue) -> web.AppRunner:
+async def start_http(
+    config: GatewayConfig | LiveConfig, queue: TicketQueue, services: Callable[[], Report] | None = None
+) -> web.AppRunner:
     """Serve the HTTP API on `http.listen` (its limits bound at start); the runner's cleanup stops it."""
     live = LiveConfig.of(config)
-    runner = web.AppRunner(create_app(live, queue), access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_app(live, queue, services), access_log=None, handle_signals=False)
     await runner.setup()
     await serve_guarded(runner, live.current)
     return runner
