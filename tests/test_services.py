@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from gateway.config import GatewayConfig
-from gateway.shell.app import Gateway
+from gateway.shell.app import Bound, Gateway
 from gateway.shell.services import Health, Loop, Services
 from tests.helpers import running_gateway
 
@@ -113,9 +114,7 @@ async def test_the_gateways_readyz_names_each_service_and_a_crashing_one_makes_i
     bound = await gateway.start()
     try:
         await asyncio.wait_for(crashed.wait(), 5)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://{bound.http[0]}:{bound.http[1]}/readyz") as response:
-                status, body = response.status, await response.json()
+        status, body = await readyz(bound)
         assert status == 503 and body["status"] == "unavailable" and body["redis"] == "ok"
         services = body["services"]
         assert list(services) == ["dispatcher", "pubsub", "reaper", "leases", "sms", "http", "seats"]
@@ -129,10 +128,14 @@ async def test_the_gateways_readyz_names_each_service_and_a_crashing_one_makes_i
 
 async def test_a_gateway_with_every_service_up_is_ready(config: GatewayConfig) -> None:
     async with running_gateway(config) as (_, bound):
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://{bound.http[0]}:{bound.http[1]}/readyz") as response:
-                status, body = response.status, await response.json()
+        status, body = await readyz(bound)
     assert status == 200 and body["status"] == "ready" and body["config_version"] == 1
     assert {name: s["state"] for name, s in body["services"].items()} == dict.fromkeys(
         ["dispatcher", "pubsub", "reaper", "leases", "http", "seats"], "up"
     )
+
+
+async def readyz(bound: Bound) -> tuple[int, dict[str, Any]]:
+    url = f"http://{bound.http[0]}:{bound.http[1]}/readyz"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status, await response.json()
