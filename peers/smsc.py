@@ -35,14 +35,15 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
+
+from aiohttp import web
 
 from gateway.channels.sms import smpp, text
 from gateway.channels.sms.smpp import (
@@ -70,11 +71,19 @@ from gateway.channels.sms.smpp import (
     encode,
 )
 from gateway.ticket import mask_phone
+from peers.sms_peer import (
+    LOOPBACK,
+    MAX_RECORDED,
+    PeerServer,
+    add_send_command,
+    address,
+    run_program,
+    send_program,
+    serve_program,
+)
 
 log = logging.getLogger("peers.smsc")
 
-LOOPBACK = "127.0.0.1"
-MAX_RECORDED = 10_000  # PDUs and messages kept for tests to look at (oldest dropped)
 Concat = Literal["udh8", "udh16", "sar"]
 Malformed = Literal["unknown_command", "bad_length", "truncated", "no_nul", "overlong", "fatal_length"]
 RECEIPT_STATES = {"DELIVRD": 2, "UNDELIV": 5, "EXPIRED": 3, "REJECTD": 8}
@@ -124,7 +133,7 @@ class _Client:
             self.writer.write(encode(pdu))
 
 
-class Smsc:
+class Smsc(PeerServer[ReceivedMessage, str]):
     """The SMSC (see the module). `async with Smsc({"hotline": "secret"}) as smsc:` listens on a
     free loopback port (`smsc.port`)."""
 
@@ -142,9 +151,8 @@ class Smsc:
         now: Callable[[], datetime] = datetime.now,
         echo: bool = False,
     ) -> None:
+        super().__init__(host, port)
         self.accounts = dict(accounts)
-        self.host = host
-        self.port = port
         self.auto_receipt = auto_receipt
         self.receipt_seconds = receipt_seconds
         self.response_timeout = response_timeout
@@ -156,69 +164,19 @@ class Smsc:
         self._sequences = itertools.count(1)
         self._names = itertools.count(1)
         self._refs = itertools.count(0x1201)  # 16-bit references with a high byte, as carriers use
-        self._server: asyncio.Server | None = None
         self._clients: list[_Client] = []
         self._unsent: deque[_Outgoing] = deque()
         self._reassembler: text.Reassembler[tuple[SubmitSm, str, bytes]] = text.Reassembler(timeout=3600.0)
-        self._changed = asyncio.Condition()
         self._failing: tuple[int, int] = (Status.ESME_ROK, 0)
         self._swallow = 0
         self._drop_on_submit = False
         # What it saw, for tests.
         self.binds: list[Bind] = []
         self.pdus: deque[Pdu] = deque(maxlen=MAX_RECORDED)  # every PDU an ESME sent, in order
-        self.messages: deque[ReceivedMessage] = deque(maxlen=MAX_RECORDED)
         self.submits: dict[str, SubmitSm] = {}  # message id -> the part it names
-        self.deliver_results: dict[str, list[int]] = {}  # a delivery's name -> each answer's status
         self.unbinds = 0
 
-    # --- lifecycle -------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        for client in list(self._clients):
-            self._close(client)
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def __aenter__(self) -> Smsc:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    # --- awaiting what it saw ----------------------------------------------------------------
-
-    async def until(self, check: Callable[[], T | None], timeout: float = 10.0) -> T:
-        """Wait until `check()` returns something (not None), at most `timeout` seconds."""
-        async with self._changed:
-            async with asyncio.timeout(timeout):
-                while (value := check()) is None:
-                    await self._changed.wait()
-        return value
-
-    async def messages_to(self, dest: str, count: int = 1, timeout: float = 10.0) -> list[ReceivedMessage]:
-        """The first `count` whole messages to `dest`, once they are here."""
-
-        def found() -> list[ReceivedMessage] | None:
-            matching = [message for message in self.messages if message.dest == dest]
-            return matching[:count] if len(matching) >= count else None
-
-        return await self.until(found, timeout)
-
-    async def results_of(self, name: str, count: int = 1, timeout: float = 10.0) -> list[int]:
-        """The statuses of the first `count` answers to the delivery `name`."""
-
-        def found() -> list[int] | None:
-            results = self.deliver_results.get(name, [])
-            return results[:count] if len(results) >= count else None
-
-        return await self.until(found, timeout)
+    # --- awaiting what it saw (`until`, `messages_to`, `results_of` by delivery name: PeerServer) ----
 
     async def bound_attempts(self, count: int = 1, timeout: float = 10.0) -> list[Bind]:
         """The first `count` bind attempts (accepted or not), once they happened."""
@@ -255,7 +213,7 @@ class Smsc:
         names = [f"deliver-{next(self._names)}" for _ in pdus]
         for number in order:
             self._queue(_Outgoing(system_id or self._only_account(), names[number - 1], pdus[number - 1]))
-        await self._notify()
+        await self.notify()
         return names
 
     def receipt(self, message_id: str, stat: str = "DELIVRD", *, tlvs: bool = True) -> str:
@@ -305,8 +263,7 @@ class Smsc:
 
     def drop(self) -> None:
         """Close every connection now."""
-        for client in list(self._clients):
-            self._close(client)
+        self._close_all()
 
     async def send_raw(self, data: bytes) -> None:
         """Write bytes as they are to the bound ESME."""
@@ -360,7 +317,7 @@ class Smsc:
         finally:
             self._close(client)
             self._clients.remove(client)
-            await self._notify()
+            await self.notify()
 
     async def _drain(self, client: _Client) -> None:
         while not client.closed:
@@ -378,7 +335,7 @@ class Smsc:
                 break
             self.pdus.append(pdu)
             self._handle(client, pdu)
-            await self._notify()
+            await self.notify()
 
     def _handle(self, client: _Client, pdu: Pdu) -> None:
         if isinstance(pdu, BindTransceiver | BindTransmitter | BindReceiver):
@@ -545,9 +502,9 @@ class Smsc:
             if not future.done():
                 future.set_exception(ConnectionError("the ESME's connection closed"))
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _close_all(self) -> None:
+        for client in list(self._clients):
+            self._close(client)
 
 
 def _bind_response(bind: BindTransceiver | BindTransmitter | BindReceiver, status: int) -> Pdu:
@@ -617,13 +574,6 @@ def malformed(kind: Malformed, sequence: int) -> bytes:
 # --- the program -----------------------------------------------------------------------------
 
 
-def _address(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"HOST:PORT expected, not {value!r}")
-    return host, int(port)
-
-
 def _account(value: str) -> tuple[str, str]:
     system_id, _, password = value.partition(":")
     if not system_id or len(system_id) > 15 or len(password) > 8:
@@ -632,8 +582,6 @@ def _account(value: str) -> tuple[str, str]:
 
 
 async def _serve_program(args: argparse.Namespace) -> None:
-    from aiohttp import web
-
     smsc = Smsc(dict(args.account), host=args.listen[0], port=args.listen[1], auto_receipt=args.receipt, echo=True)
 
     async def deliver(request: web.Request) -> web.Response:
@@ -649,49 +597,21 @@ async def _serve_program(args: argparse.Namespace) -> None:
         ]
         return web.json_response(found)
 
-    app = web.Application()
-    app.add_routes([web.post("/deliver", deliver), web.get("/messages", messages)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await smsc.start()
-    await web.TCPSite(runner, *args.control).start()
-    print(f"smsc ready smpp={smsc.host}:{smsc.port} control=http://{args.control[0]}:{args.control[1]}", flush=True)
-    try:
-        await asyncio.Event().wait()  # until interrupted
-    finally:
-        await smsc.close()
-        await runner.cleanup()
-
-
-async def _send_program(args: argparse.Namespace) -> None:
-    from aiohttp import ClientSession
-
-    url = f"http://{args.control[0]}:{args.control[1]}/deliver"
-    payload = {"from": args.source, "to": args.dest, "text": args.text}
-    async with ClientSession() as session, session.post(url, json=payload) as response:
-        response.raise_for_status()
-        result: dict[str, Any] = await response.json()
-    print(json.dumps(result), flush=True)
+    routes = [web.post("/deliver", deliver), web.get("/messages", messages)]
+    await serve_program(smsc, routes, args.control, "smsc (SMPP 3.4)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m peers.smsc", description="An SMPP 3.4 SMSC for tests and demos.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="listen for ESMEs (SMPP) and for commands (HTTP)")
-    serve.add_argument("--listen", type=_address, default=(LOOPBACK, 2775), help="SMPP address (127.0.0.1:2775)")
+    serve.add_argument("--listen", type=address, default=(LOOPBACK, 2775), help="SMPP address (127.0.0.1:2775)")
     serve.add_argument("--account", type=_account, action="append", required=True, help="ID:PASSWORD (repeatable)")
-    serve.add_argument("--control", type=_address, default=(LOOPBACK, 2776), help="HTTP control (127.0.0.1:2776)")
+    serve.add_argument("--control", type=address, default=(LOOPBACK, 2776), help="HTTP control (127.0.0.1:2776)")
     serve.add_argument("--receipt", choices=["DELIVRD", "UNDELIV"], default="DELIVRD", help="receipts sent")
-    send = commands.add_parser("send", help="a citizen's SMS into the running SMSC, to the bound ESME")
-    send.add_argument("--from", dest="source", required=True, help="the citizen's number")
-    send.add_argument("--to", dest="dest", required=True, help="the hotline's SMS number (12345)")
-    send.add_argument("--text", required=True)
-    send.add_argument("--control", type=_address, default=(LOOPBACK, 2776))
+    add_send_command(commands, control=(LOOPBACK, 2776), to_help="the hotline's SMS number (12345)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_program(args) if args.command == "serve" else _send_program(args))
-    return 0
+    return run_program(lambda: _serve_program(args) if args.command == "serve" else send_program(args))
 
 
 if __name__ == "__main__":

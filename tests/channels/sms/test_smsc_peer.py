@@ -283,7 +283,7 @@ async def test_the_program_serves_and_send_injects_an_sms_the_session_receives()
         return None
 
     try:
-        assert (await read_line(serve)).startswith(f"smsc ready smpp=127.0.0.1:{smpp_port}")
+        assert (await read_line(serve)).startswith(f"smsc (SMPP 3.4) ready at 127.0.0.1:{smpp_port} ")
         link = SmppLink(SmppSettings("127.0.0.1", smpp_port, "hotline", PASSWORD, HOTLINE), on_message, on_receipt)
         task = asyncio.create_task(link.run())
         async with asyncio.timeout(30):
