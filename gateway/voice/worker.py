@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from gateway.asr.pool import StreamEvent
 from gateway.asr.settings import PoolSettings
 from gateway.config import GatewayConfig, split_listen
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotFound, ServiceUnavailable
 from gateway.ivr.flow import RecordMessageNode
 from gateway.messages import MalformedMessage, WorkerCommand
 from gateway.queue import TicketQueue
@@ -47,8 +47,15 @@ from gateway.voice.spool import PendingAsr, Spool, SpoolEntry
 
 log = logging.getLogger("gateway.voice")
 
-SIP_SERVICE_UNAVAILABLE = 503
-SIP_NOT_FOUND = 404
+
+def _sip(error: type[GatewayError]) -> int:
+    assert error.sip_status is not None, f"{error.__name__} refuses no call"
+    return error.sip_status
+
+
+# What a worker answers a call it refuses, from the exception tree (gateway/errors.py).
+SIP_SERVICE_UNAVAILABLE = _sip(ServiceUnavailable)  # full, draining, or the spool full
+SIP_NOT_FOUND = _sip(NotFound)  # no flow for the number called
 SETTLE_SECONDS = 15.0  # at shutdown, how long the calls' settling may take (spooling included)
 
 EngineFactory = Callable[[EngineSettings, Callable[[CallLeg, str], None]], MediaEngine]
@@ -263,7 +270,7 @@ class MediaWorker:
         self.tasks.spawn(self._count(increments))
 
     async def _count(self, increments: dict[str, int]) -> None:
-        with contextlib.suppress(GatewayError, RedisError, OSError):  # counters are not worth a line
+        with contextlib.suppress(ServiceUnavailable, RedisError, OSError):  # counters are not worth a line
             await self.link.count(**increments)
 
     @property
@@ -486,8 +493,21 @@ class MediaWorker:
             return  # refused or failed before its first beat: the id's heartbeat is another worker's
         if not self.store_lost:
             # What the calls left in the spool goes in now if it can; else the next worker files it.
-            with contextlib.suppress(GatewayError, RedisError, OSError):
+            with _said_once("filing the spool at shutdown"):
                 await asyncio.wait_for(self.file_spool(), SETTLE_SECONDS)
         # Redis gone: the heartbeat stays and lapses, and the core settles what is left.
-        with contextlib.suppress(GatewayError, RedisError, OSError):
+        with _said_once("retiring the heartbeat"):
             await self.link.retire(self.settings.worker_id)
+
+
+@contextlib.contextmanager
+def _said_once(what: str) -> Iterator[None]:
+    """A shutdown step that may fail: Redis out of reach (or slow) is expected then, and the
+    lifeline has said so once already (debug only here); any other error of the gateway is a
+    problem worth its own line, never silent."""
+    try:
+        yield
+    except (ServiceUnavailable, RedisError, OSError, TimeoutError) as exc:
+        log.debug("%s: redis unavailable (%s)", what, _brief(exc))
+    except GatewayError as exc:
+        log.error("%s failed: %s", what, exc)

@@ -22,18 +22,25 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from gateway import jsonwire
 from gateway.config import format_path
-from gateway.errors import FieldError, InvalidRequest
+from gateway.errors import FieldError, GatewayError, InvalidRequest, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from gateway.messages import TicketId, adapter, fields_of
 from gateway.ticket import EDITABLE_FIELDS, Ticket, TranscriptSegment
 
 PROTOCOL_VERSION = 1
 
-# Close codes (4000-4999 are ours; the rest are RFC 6455's).
+
+def _close(error: type[GatewayError]) -> int:
+    assert error.close_code is not None, f"{error.__name__} ends no connection"
+    return error.close_code
+
+
+# Close codes (4000-4999 are ours; the rest are RFC 6455's). Those an error of the tree ends a
+# connection with are the tree's (gateway/errors.py); the others belong to the seat protocol alone.
 CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_LATER = 1013
-CLOSE_AUTH_FAILED = 4001
+CLOSE_TOO_BIG = _close(PayloadTooLarge)
+CLOSE_INTERNAL = _close(GatewayError)
+CLOSE_TRY_LATER = _close(ServiceUnavailable)
+CLOSE_AUTH_FAILED = _close(Unauthorized)
 CLOSE_AUTH_TIMEOUT = 4002
 CLOSE_BAD_VERSION = 4003
 CLOSE_REPLACED = 4008
