@@ -20,6 +20,10 @@ with an error frame and the seat stays connected: None) and `sip_status` (what a
 answers a call it refuses for that reason; None where no SIP request can cause it). The HTTP API
 (`gateway/web/http_server.py`), the seats (`gateway/web/seats.py`) and the media worker
 (`gateway/voice/worker.py`) take their codes from here, so the table above stays the truth.
+
+Defined beside their channels: `SmsRejected` (gateway/channels/sms/link.py, a GatewayError: the
+SMS peer refused a submit, `transient` or not) and `SmppDecodeError` (gateway/channels/sms/smpp.py,
+an InvalidRequest answered with generic_nack).
 """
 
 from __future__ import annotations
