@@ -17,7 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.shell.app import Bound, Gateway
 from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
 from gateway.web.seat_protocol import parse_server_frame
-from tests.conftest import AGENT_TOKENS, API_KEY
+from peers.gateway_config import AGENT_TOKENS, API_KEY
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from gateway.config import GatewayConfig, LiveConfig, hash_secret, parse_config
-from tests.conftest import make_raw_config
+from peers.gateway_config import make_raw_config
 from tests.helpers import post_intake, running_gateway
 
 NEW_KEY = "key-miniprogram-" + "m" * 32

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from gateway.ticket import mask_phone
-from tests.conftest import API_KEY
+from peers.gateway_config import API_KEY
 from tests.logscan import _scanner, assert_no_leaks, leaks_in
 
 

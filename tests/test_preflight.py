@@ -14,7 +14,7 @@ import tomli_w
 
 from gateway.errors import ConfigError
 from gateway.shell.preflight import Address, RunLock, address_problems, holder_of, in_use, socket_inodes
-from tests.conftest import make_raw_config
+from peers.gateway_config import make_raw_config
 
 TABLE = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

@@ -23,7 +23,7 @@ from gateway.config import hash_secret, parse_config
 from gateway.shell.app import Bound
 from gateway.shell.embedded_redis import EmbeddedRedis, free_port
 from gateway.ticket import Ticket
-from tests.conftest import API_KEY, make_raw_config
+from peers.gateway_config import API_KEY, make_raw_config
 from tests.helpers import GatewayProcess, running_gateway
 
 pytestmark = pytest.mark.slow

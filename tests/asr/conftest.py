@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.asr.settings import AsrSettings
-from peers.speech import SHARED_AUDIO, have_tts, read_pcm, sox_noise, synthesize, write_wav  # noqa: F401 (shared)
+from peers.speech import SHARED_AUDIO, have_tts
 from tests.conftest import missing
 
 

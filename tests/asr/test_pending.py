@@ -10,8 +10,9 @@ from gateway.asr.pending import transcribe_pending
 from gateway.config import GatewayConfig
 from gateway.queue import TicketQueue
 from gateway.ticket import Ticket, new_ticket_id, utcnow
-from gateway.voice.link import VoiceLink, callback_ticket, recording_attachment
-from tests.asr.conftest import synthesize
+from gateway.voice.link import VoiceLink, recording_attachment
+from gateway.voice.policy import callback_ticket
+from peers.speech import synthesize
 
 
 async def test_waiting_recordings_are_transcribed_into_their_tickets(

@@ -11,8 +11,7 @@ import pytest
 from gateway.asr.engine import AsrUnavailable, Segment
 from gateway.asr.resample import resample
 from gateway.asr.settings import AsrSettings
-
-from .conftest import read_pcm, sox_noise, synthesize
+from peers.speech import read_pcm, sox_noise, synthesize
 
 
 def run(recognizer: Any, pcm: bytes, rate: int, chunk: int = 1600) -> list[Segment]:

@@ -14,8 +14,7 @@ import pytest
 from gateway.asr.engine import AsrError, AsrUnavailable
 from gateway.asr.pool import AsrPool, StreamEvent, StreamHandle
 from gateway.asr.settings import AsrSettings, PoolSettings
-
-from .conftest import read_pcm, synthesize
+from peers.speech import read_pcm, synthesize
 
 
 def pool_settings(**pool: Any) -> AsrSettings:

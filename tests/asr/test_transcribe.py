@@ -13,8 +13,7 @@ import pytest
 
 from gateway.asr.engine import AudioFormatError
 from gateway.asr.transcribe import downmix, main_transcribe, read_wav, transcribe_file
-
-from .conftest import read_pcm, sox_noise, synthesize, write_wav
+from peers.speech import read_pcm, sox_noise, synthesize, write_wav
 
 
 def test_zero_byte_file(tmp_path: Path) -> None:

@@ -22,8 +22,7 @@ from gateway.asr.vosk_engine import (
     supports_phrase_hints,
     verify_model,
 )
-
-from .conftest import read_pcm
+from peers.speech import read_pcm
 
 # Shaped like vosk 0.3.45 output with SetWords(True) (small-cn model: words separated by spaces).
 RESULT = json.dumps(

@@ -31,8 +31,8 @@ from gateway.sipfront.pool import worker_specs
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
 from gateway.sipfront.rpc import FrontRpc, Target
 from peers.flows import FAST, write_flow
+from peers.gateway_config import make_raw_config
 from peers.sip import LOOPBACK, free_port, free_port_range
-from tests.conftest import make_raw_config
 from tests.helpers import WorkerProcess
 from tests.voice.voice_stack import VoiceStack
 

@@ -22,8 +22,8 @@ import pytest
 from gateway.config import parse_config
 from gateway.sipfront.kamailio import free_udp_port, write_front
 from peers.flows import DEFAULT_FLOW
+from peers.gateway_config import make_raw_config
 from peers.sip import udp_bound
-from tests.conftest import make_raw_config
 from tests.sipfront.front_stack import cover_flow_queues
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ from gateway.sipfront.process import KamailioCommand, KamailioProcess
 from gateway.sipfront.rpc import parse_contacts, parse_dispatcher_list
 from gateway.sipfront.status import Report, WorkerRow, belongs, format_report
 from peers.flows import DEFAULT_FLOW
-from tests.conftest import make_raw_config
+from peers.gateway_config import make_raw_config
 from tests.sipfront.front_stack import cover_flow_queues
 
 

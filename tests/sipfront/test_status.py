@@ -18,7 +18,7 @@ import tomli_w
 
 from gateway.keys import Keys
 from peers.flows import DEFAULT_FLOW
-from tests.conftest import make_raw_config
+from peers.gateway_config import make_raw_config
 
 RAW_TEXTS = ("Traceback", "connect_unix_sock", "No such file", "Connection refused", "[2]", "[111]", "errno")
 

@@ -20,7 +20,7 @@ from gateway.asr.settings import DEFAULT_TABLE
 from gateway.queue import TicketQueue
 from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.ticket import Ticket, utcnow
-from gateway.voice.link import callback_ticket
+from gateway.voice.policy import callback_ticket
 from gateway.voice.prompts import prompt_wav
 from peers import audio
 from peers.sip import Baresip, Peers, dtmf_scenario, uac_scenario, uas_reject_scenario

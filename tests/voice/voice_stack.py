@@ -21,8 +21,8 @@ from gateway.shell.app import Bound, Gateway
 from gateway.ticket import Ticket
 from gateway.voice.link import VoiceLink
 from peers.flows import FAST, write_flow
+from peers.gateway_config import make_raw_config
 from peers.sip import free_port, free_port_range
-from tests.conftest import make_raw_config
 from tests.helpers import WorkerProcess
 
 

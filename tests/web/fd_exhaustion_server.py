@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from gateway.config import parse_config
-from tests.conftest import make_raw_config
+from peers.gateway_config import make_raw_config
 from tests.web.http_support import http_server
 
 # Connections are bounded by the file descriptors here, not by the limit; the report comes every

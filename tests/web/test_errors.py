@@ -88,7 +88,7 @@ async def test_wrong_token_unknown_agent_and_first_frame(config: GatewayConfig) 
 
 
 async def test_wrong_version_and_auth_timeout(config_factory) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import AGENT_TOKENS
+    from peers.gateway_config import AGENT_TOKENS
 
     config = config_factory(seats={"listen": "127.0.0.1:0", "auth_timeout": 0.3})
     async with running_gateway(config) as (_, bound):

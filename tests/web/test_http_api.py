@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import GatewayConfig, hash_secret
 from gateway.ticket import new_ticket_id, utcnow
-from tests.conftest import API_KEY
+from peers.gateway_config import API_KEY
 from tests.web.http_support import HttpServer, http_server, raw_exchange, split_response
 
 GRID_KEY = "key-grid-app-" + "g" * 32

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from gateway.shell.embedded_redis import EmbeddedRedis
-from tests.conftest import API_KEY
+from peers.gateway_config import API_KEY
 from tests.web.fd_exhaustion_server import LIMITS
 
 NOFILE = 64  # the server's own files take ~30 of these

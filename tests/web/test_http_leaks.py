@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from gateway.config import GatewayConfig
-from tests.conftest import API_KEY
+from peers.gateway_config import API_KEY
 from tests.web.http_support import http_server, raw_exchange, split_response
 
 PHONE = "13812345678"

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from gateway.web.http_server import Throttled, throttle_accept_errors
-from tests.conftest import API_KEY
+from peers.gateway_config import API_KEY
 from tests.web.http_support import HttpServer, http_server, split_response
 
 # Short timeouts so a test can outlast them; a keep-alive timeout far beyond them, so what closes

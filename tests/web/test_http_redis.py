@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from gateway.config import GatewayConfig, parse_config
 from gateway.shell.app import Gateway, redis_client
 from gateway.shell.embedded_redis import EmbeddedRedis, free_port
-from tests.conftest import API_KEY, make_raw_config
+from peers.gateway_config import API_KEY, make_raw_config
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 

@@ -8,7 +8,7 @@ import aiohttp
 
 from gateway.config import parse_config
 from gateway.shell.embedded_redis import EmbeddedRedis, free_port
-from tests.conftest import make_raw_config
+from peers.gateway_config import make_raw_config
 from tests.helpers import post_intake, running_gateway
 
 

@@ -21,7 +21,7 @@ from gateway.config import GatewayConfig
 from gateway.shell.app import Bound
 from gateway.ticket import Citizen, TranscriptSegment
 from gateway.voice.link import VoiceLink
-from tests.conftest import AGENT_TOKENS, make_raw_config
+from peers.gateway_config import AGENT_TOKENS, make_raw_config
 from tests.helpers import post_intake, queued_ticket, running_gateway, voice_ticket
 
 ROOT = Path(__file__).resolve().parents[2]

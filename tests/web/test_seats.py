@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway import messages
 from gateway.config import GatewayConfig
-from tests.conftest import AGENT_TOKENS
+from peers.gateway_config import AGENT_TOKENS
 from tests.helpers import Seat, post_intake, running_gateway
 
 

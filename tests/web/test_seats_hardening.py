@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.config import GatewayConfig
 from gateway.shell.app import Bound
-from tests.conftest import AGENT_TOKENS
+from peers.gateway_config import AGENT_TOKENS
 from tests.helpers import Seat, post_intake, running_gateway, voice_ticket
 
 PENDING_TOTAL = 12
