@@ -39,8 +39,7 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any, ClassVar
 
-from gateway.channels.sms.framing import FrameBuffer, FramingError
-from gateway.errors import InvalidRequest
+from gateway.channels.sms.framing import FrameBuffer, FramingError, SmsDecodeError
 
 HEADER = struct.Struct(">III")
 HEADER_SIZE = HEADER.size
@@ -103,10 +102,8 @@ class MsgFmt(IntEnum):
     GBK = 15
 
 
-class CmppDecodeError(InvalidRequest):
+class CmppDecodeError(SmsDecodeError):
     """Bytes from the peer that are not a CMPP 3.0 PDU; says what it could read of them."""
-
-    code = "malformed_pdu"
 
     def __init__(
         self,
@@ -118,12 +115,11 @@ class CmppDecodeError(InvalidRequest):
         result: Result = Result.BAD_STRUCTURE,
         fatal: bool = False,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, fatal=fatal)
         self.sequence_id = sequence_id
         self.command_id = command_id
         self.msg_id = msg_id
         self.result = result
-        self.fatal = fatal
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ message says, which receipt a status report makes); the classes below only do I/
 - `stop()` lets running callbacks and awaited responses finish, sends CMPP_TERMINATE, waits for
   its response: all within `stop_timeout`.
 
-Bounds: the decoder holds at most one PDU (`cmpp.MAX_PDU_SIZE`) beyond a read of `READ_SIZE`; the
+Bounds: the decoder holds at most one PDU (`cmpp.MAX_PDU_SIZE`) beyond a read of `session.READ_SIZE`; the
 window bounds SUBMITs in flight; `max_callbacks` the DELIVERs being handed over (so the answers
 waiting to be written too); the reassembler `max_pending_messages` long messages of at most 255
 parts; a request waits for the transport's write buffer to drain.
@@ -40,14 +40,11 @@ parts; a request waits for the transport's write buffer to drain.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
 
 from gateway.channels.sms import text
 from gateway.channels.sms.cmpp import (
@@ -78,22 +75,20 @@ from gateway.channels.sms.cmpp import (
     format_msg_id,
     timestamp_of,
 )
-from gateway.channels.sms.link import (
-    InboundSms,
-    LinkHealth,
-    OnMessage,
-    OnReceipt,
-    OutboundSms,
-    SmsRejected,
-    Submitted,
+from gateway.channels.sms.framing import SmsDecodeError
+from gateway.channels.sms.link import InboundSms, OnMessage, OnReceipt, OutboundSms, SmsRejected, Submitted
+from gateway.channels.sms.session import (
+    Connection,
+    ConnectionLost,
+    LoginRefused,
+    NoResponse,
+    Outcome,
+    Session,
 )
-from gateway.channels.sms.session import Handover, LinkStatus, Pacer, backoff, describe, expire_parts, pause
-from gateway.channels.sms.text import Complete, Incomplete, PartKey, Reassembler, ReassemblyFull, Receipt
-from gateway.ticket import mask_phone
+from gateway.channels.sms.text import Complete, Incomplete, PartKey, Receipt
 
 log = logging.getLogger("gateway.sms.cmpp")
 
-READ_SIZE = 64 * 1024
 TEXT_CODINGS: dict[int, int] = {MsgFmt.ASCII: text.ASCII, MsgFmt.UCS2: text.UCS2, MsgFmt.GBK: text.GBK}
 """Msg_Fmt -> the text core's coding, for the formats a citizen's message comes in."""
 MAX_ANSWERS_PER_PART = 4
@@ -173,13 +168,24 @@ def submits_for(settings: CmppSettings, sms: OutboundSms, ref: int) -> list[Subm
     ]
 
 
+ANSWER_RESULT: dict[Outcome, Result] = {
+    "ok": Result.OK,
+    "again": Result.FLOW_CONTROL,  # the ISMG delivers it again later
+    "refused": Result.BAD_STRUCTURE,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A DELIVER still to be answered: on the connection it came on, with its Sequence_Id."""
+    """A DELIVER still to be answered: on the connection it came on, with its Sequence_Id (its
+    Msg_Id echoed)."""
 
-    connection: _Connection
+    connection: Connection[Frame]
     sequence_id: int
     msg_id: int
+
+    def send(self, outcome: Outcome) -> None:
+        self.connection.send(Frame(self.sequence_id, DeliverResp(self.msg_id, ANSWER_RESULT[outcome])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,105 +247,44 @@ def receipt_of(report: StatusReport) -> Receipt:
 
 
 # ---------------------------------------------------------------------------------------------
-# One TCP connection
-
-
-class ConnectionLost(Exception):
-    """The connection ended before the response came (the request may be sent again)."""
-
-
-class NoResponse(Exception):
-    """No response after every try."""
-
-
-class LoginRefused(Exception):
-    """The ISMG answered CMPP_CONNECT with an error Status (or a wrong authenticator)."""
-
-
-R = TypeVar("R", bound=Pdu)
-
-
-class _Connection:
-    """A logged-in TCP connection: writes PDUs, matches responses to requests by Sequence_Id."""
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        sequence: Callable[[], int],
-        settings: CmppSettings,
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.decoder = Decoder()
-        self.closed = asyncio.Event()
-        self.reason = ""
-        self.last_received = asyncio.get_running_loop().time()
-        self._sequence = sequence
-        self._settings = settings
-        self._pending: dict[int, tuple[type[object], asyncio.Future[Pdu]]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def send(self, frame: Frame) -> None:
-        if not self.closed.is_set():
-            self.writer.write(encode(frame))
-
-    async def request(self, pdu: Pdu, response: type[R]) -> R:
-        """Send `pdu`, again after each `response_timeout` (the same Sequence_Id), `tries` times in
-        all; its response, ConnectionLost, or NoResponse."""
-        if self.closed.is_set():
-            raise ConnectionLost(self.reason)
-        sequence_id = self._sequence()
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        self._pending[sequence_id] = (response, future)
-        self._idle.clear()
-        data = encode(Frame(sequence_id, pdu))
-        try:
-            for _ in range(self._settings.tries):
-                self.writer.write(data)
-                await self.writer.drain()
-                with contextlib.suppress(TimeoutError):
-                    answer = await asyncio.wait_for(asyncio.shield(future), self._settings.response_timeout)
-                    assert isinstance(answer, response)  # resolve() checked the type
-                    return answer
-            raise NoResponse(f"no {command_name(response.COMMAND)} after {self._settings.tries} tries")
-        except (ConnectionError, RuntimeError) as error:  # the transport closed under the write
-            raise ConnectionLost(str(error)) from None
-        finally:
-            self._pending.pop(sequence_id, None)
-            if not self._pending:
-                self._idle.set()
-
-    def resolve(self, frame: Frame) -> bool:
-        """Hand a response to its request; False when none awaits it (late, or not ours)."""
-        entry = self._pending.get(frame.sequence_id)
-        if entry is None or not isinstance(frame.pdu, entry[0]) or entry[1].done():
-            return False
-        entry[1].set_result(frame.pdu)
-        return True
-
-    async def settled(self) -> None:
-        """Until no request awaits its response."""
-        await self._idle.wait()
-
-    def close(self, reason: str) -> None:
-        if self.closed.is_set():
-            return
-        self.reason = reason
-        self.closed.set()
-        self.writer.close()
-        for _, future in self._pending.values():
-            if not future.done():
-                future.set_exception(ConnectionLost(reason))
-
-
-# ---------------------------------------------------------------------------------------------
 # The link
 
 
-class CmppLink:
+class _Wire:
+    """CMPP as the shared connection writes and reads it."""
+
+    def __init__(self) -> None:
+        self._decoder = Decoder()
+
+    def encode(self, message: Frame) -> bytes:
+        return encode(message)
+
+    def sequence_of(self, message: Frame) -> int:
+        return message.sequence_id
+
+    def name_of(self, message: Frame) -> str:
+        return command_name(message.pdu.COMMAND)
+
+    def feed(self, data: bytes) -> None:
+        self._decoder.feed(data)
+
+    def next_message(self) -> Frame | None:
+        return self._decoder.next_frame()
+
+
+def _answers(response: type[Pdu]) -> Callable[[Frame], bool]:
+    """A response of this type (a Sequence_Id the ISMG repeats on something else is no answer)."""
+    return lambda frame: isinstance(frame.pdu, response)
+
+
+class CmppLink(Session[CmppSettings, Frame, InPart]):
     """An `SmsLink` speaking CMPP 3.0 as an SP to one ISMG (see the module's docstring)."""
+
+    PROTOCOL = "CMPP"
+    PEER = "the ISMG"
+    LOGIN = "login"
+    THROTTLED = "flow control"
+    MAX_SEQUENCE = 0xFFFFFFFF  # 1 .. 2**32-1, then 1 again
 
     def __init__(
         self,
@@ -349,67 +294,26 @@ class CmppLink:
         *,
         now: Callable[[], datetime] = datetime.now,
     ) -> None:
-        self._settings = settings
-        self._on_message = on_message
-        self._on_receipt = on_receipt
+        super().__init__(
+            settings,
+            on_message,
+            on_receipt,
+            log,
+            merge=merged,
+            whole=message_of,
+            keep_alive=settings.active_test_interval,
+            tries=settings.tries,
+        )
         self._now = now  # the ISMG's local time is the authenticator's timestamp
-        self._sequence_ids = itertools.count(1)
-        self._refs = itertools.count(1)
-        self._window = asyncio.Semaphore(settings.window)
-        self._pacer = Pacer(settings.send_rate)
-        self._reassembler: Reassembler[InPart] = Reassembler(
-            timeout=settings.reassembly_timeout, max_pending=settings.max_pending_messages
-        )
-        self._parts_added = asyncio.Event()
-        self._connection: _Connection | None = None
-        self._stopping = asyncio.Event()
-        self._status = LinkStatus("CMPP", log)
-        self._handover = Handover(self._status, log, limit=settings.max_callbacks, peer="the ISMG")
-
-    # --- SmsLink ---------------------------------------------------------------------------
-
-    def health(self) -> LinkHealth:
-        return self._status.health()
-
-    async def changed(self) -> LinkHealth:
-        """Until the link's state (or last error) changes; the health then."""
-        await self._status.changed()
-        return self._status.health()
-
-    async def run(self) -> None:
-        expiry = asyncio.create_task(
-            expire_parts(self._reassembler, self._parts_added, self._deliver_message), name="cmpp-parts"
-        )
-        try:
-            await self._connect_loop()
-        finally:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
-            self._status.set("down")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        self._status.notify()
-        connection = self._connection
-        with contextlib.suppress(TimeoutError, ConnectionLost, NoResponse):
-            async with asyncio.timeout(self._settings.stop_timeout):
-                await self._handover.wait()  # their DELIVERs are answered before we leave
-                if connection is not None:
-                    await connection.settled()
-                    await connection.request(Terminate(), TerminateResp)
-        if connection is not None:
-            connection.close("stopped")
-        self._handover.cancel()
 
     async def submit(self, sms: OutboundSms) -> Submitted:
-        if self._stopping.is_set():
-            raise SmsRejected("the CMPP link is stopping", transient=True)
+        self._refuse_when_stopping()
         try:
             submits = submits_for(self._settings, sms, next(self._refs) % 256)
         except ValueError as error:
             raise SmsRejected(f"the reply cannot be sent as SMS: {error}", transient=False) from None
-        tasks = [asyncio.create_task(self._submit_part(submit)) for submit in submits]
+        sends = [functools.partial(self._send_part, submit) for submit in submits]
+        tasks = [asyncio.create_task(self._in_window(send, self._settings.tries)) for send in sends]
         try:
             ids = await asyncio.gather(*tasks)
         except BaseException:
@@ -419,111 +323,33 @@ class CmppLink:
             raise
         return Submitted(tuple(ids))
 
-    # --- submitting ------------------------------------------------------------------------
-
-    async def _submit_part(self, submit: Submit) -> str:
-        settings = self._settings
-        throttled = lost = 0
-        while True:
-            connection = await self._bound()
-            async with self._window:
-                await self._pace()
-                try:
-                    response = await connection.request(submit, SubmitResp)
-                except ConnectionLost:
-                    lost += 1
-                    if lost >= settings.tries:
-                        raise SmsRejected("the connection to the ISMG kept dropping", transient=True) from None
-                    continue  # the next connection sends it again
-                except NoResponse as error:
-                    raise SmsRejected(str(error), transient=True) from None
-            if response.result == Result.OK:
-                self._status.counts["parts_out"] += 1
-                return format_msg_id(response.msg_id)
-            if response.result != Result.FLOW_CONTROL:
-                self._status.counts["rejected"] += 1
-                raise SmsRejected(
-                    f"the ISMG refused the SUBMIT: Result {_result_name(response.result)}", transient=False
-                )
-            throttled += 1
-            self._status.counts["throttled"] += 1
-            if throttled > settings.throttle_retries:
-                raise SmsRejected(f"flow control {throttled} times in a row", transient=True)
-            delay = backoff(throttled, settings.throttle_min, settings.throttle_max)
-            self._pacer.hold(_now() + delay)  # every sender slows down, not only this one
-            if await pause(self._stopping, delay):
-                raise SmsRejected("the CMPP link is stopping", transient=True)
-
-    async def _bound(self) -> _Connection:
-        """The logged-in connection, waiting for one at most `submit_wait`."""
+    async def _send_part(self, submit: Submit, connection: Connection[Frame]) -> str | None:
+        """One SUBMIT (sent again by the connection, C times in all): its Msg_Id, None on flow control."""
         try:
-            async with asyncio.timeout(self._settings.submit_wait):
-                while True:
-                    if self._stopping.is_set():
-                        raise SmsRejected("the CMPP link is stopping", transient=True)
-                    if self._connection is not None:
-                        return self._connection
-                    await self._status.changed()
-        except TimeoutError:
-            raise SmsRejected(f"no CMPP login within {self._settings.submit_wait:g} s", transient=True) from None
+            frame = await connection.request(Frame(self._next_sequence(), submit), _answers(SubmitResp))
+        except NoResponse as error:
+            raise SmsRejected(str(error), transient=True) from None
+        response = frame.pdu
+        assert isinstance(response, SubmitResp)  # what _answers accepts
+        if response.result == Result.OK:
+            return format_msg_id(response.msg_id)
+        if response.result == Result.FLOW_CONTROL:
+            return None
+        self._status.counts["rejected"] += 1
+        raise SmsRejected(f"the ISMG refused the SUBMIT: Result {_result_name(response.result)}", transient=False)
 
-    async def _pace(self) -> None:
-        delay = self._pacer.reserve(_now())
-        if delay > 0:
-            await asyncio.sleep(delay)
+    # --- the session's hooks ---------------------------------------------------------------
 
-    # --- connecting ------------------------------------------------------------------------
+    def _wire(self) -> _Wire:
+        return _Wire()
 
-    async def _connect_loop(self) -> None:
-        settings = self._settings
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                connection = await self._open()
-            except LoginRefused as error:
-                self._status.refused(str(error), settings.reconnect_max)
-                delay = settings.reconnect_max
-            except (OSError, TimeoutError, CmppDecodeError, ConnectionLost) as error:
-                failures += 1
-                self._status.failed(f"cannot log in to the ISMG: {describe(error)}")
-                delay = backoff(failures, settings.reconnect_min, settings.reconnect_max, jitter=0.5)
-            else:
-                failures = 0
-                if self._stopping.is_set():  # stop() came while logging in: it saw no connection
-                    connection.close("stopped")
-                    break
-                await self._serve(connection)
-                delay = backoff(1, settings.reconnect_min, settings.reconnect_max, jitter=0.5)
-            await pause(self._stopping, delay)
-
-    async def _open(self) -> _Connection:
-        settings = self._settings
-        if self._status.state != "auth_failed":  # a refused account stays so until a login succeeds
-            self._status.set("connecting")
-        async with asyncio.timeout(settings.connect_timeout):
-            reader, writer = await asyncio.open_connection(settings.host, settings.port)
-            connection = _Connection(reader, writer, self._next_sequence_id, settings)
-            try:
-                await self._log_in(connection)
-            except BaseException:
-                connection.close("login failed")
-                raise
-        return connection
-
-    async def _log_in(self, connection: _Connection) -> None:
+    async def _log_in(self, connection: Connection[Frame]) -> None:
         settings = self._settings
         timestamp = timestamp_of(self._now())
         source = authenticator_source(settings.sp_id, settings.secret, timestamp)
-        sequence_id = self._next_sequence_id()
-        connection.writer.write(encode(Frame(sequence_id, Connect(settings.sp_id, source, VERSION, timestamp))))
-        while True:
-            data = await connection.reader.read(READ_SIZE)
-            if not data:
-                raise ConnectionLost("the ISMG closed the connection before CMPP_CONNECT_RESP")
-            connection.decoder.feed(data)
-            frame = connection.decoder.next_frame()
-            if frame is not None:
-                break
+        sequence_id = self._next_sequence()
+        connection.send(Frame(sequence_id, Connect(settings.sp_id, source, VERSION, timestamp)))
+        frame = await connection.first(self.PEER, "CMPP_CONNECT_RESP")
         if not isinstance(frame.pdu, ConnectResp) or frame.sequence_id != sequence_id:
             raise ConnectionLost(f"the ISMG answered CMPP_CONNECT with {command_name(frame.pdu.COMMAND)}")
         if frame.pdu.status != ConnectStatus.OK:
@@ -531,66 +357,24 @@ class CmppLink:
         if frame.pdu.authenticator != authenticator_ismg(frame.pdu.status, source, settings.secret):
             raise LoginRefused("the ISMG's AuthenticatorISMG is wrong (not the shared secret we hold?)")
 
-    # --- serving a connection --------------------------------------------------------------
+    def _logged_in(self) -> str:
+        return f"logged in to {self._settings.host}:{self._settings.port} as SP {self._settings.sp_id}"
 
-    async def _serve(self, connection: _Connection) -> None:
-        self._status.counts["binds"] += 1
-        self._connection = connection
-        self._status.set("bound")
-        log.info("CMPP: logged in to %s:%d as SP %s", self._settings.host, self._settings.port, self._settings.sp_id)
-        tasks = [
-            asyncio.create_task(self._read(connection), name="cmpp-read"),
-            asyncio.create_task(self._keep_alive(connection), name="cmpp-active-test"),
-        ]
-        try:
-            await connection.closed.wait()
-        finally:
-            connection.close("the session ended")
-            self._connection = None
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if not self._stopping.is_set():
-                self._status.failed(f"connection to the ISMG lost: {connection.reason}")
+    async def _keep_alive_request(self, connection: Connection[Frame]) -> None:
+        await connection.request(Frame(self._next_sequence(), ActiveTest()), _answers(ActiveTestResp))
 
-    async def _read(self, connection: _Connection) -> None:
-        try:
-            while True:
-                self._drain(connection)  # first: frames that came with the CONNECT_RESP
-                if connection.closed.is_set():
-                    return
-                data = await connection.reader.read(READ_SIZE)
-                if not data:
-                    connection.close("the ISMG closed the connection")
-                    return
-                connection.last_received = _now()
-                connection.decoder.feed(data)
-        except OSError as error:
-            connection.close(describe(error))
+    async def _goodbye(self, connection: Connection[Frame]) -> None:
+        await connection.request(Frame(self._next_sequence(), Terminate()), _answers(TerminateResp))
 
-    def _drain(self, connection: _Connection) -> None:
-        """Handle every whole frame the decoder holds."""
-        while not connection.closed.is_set():
-            try:
-                frame = connection.decoder.next_frame()
-            except CmppDecodeError as error:
-                self._malformed(connection, error)
-                continue
-            if frame is None:
-                return
-            self._handle(connection, frame)
-
-    def _malformed(self, connection: _Connection, error: CmppDecodeError) -> None:
-        self._status.counts["protocol_errors"] += 1
+    def _answer_malformed(self, connection: Connection[Frame], error: SmsDecodeError) -> str:
+        assert isinstance(error, CmppDecodeError)  # the CMPP decoder's
         answer = error_response(error)
-        if answer is not None:
-            connection.send(answer)
-        what = f"answered {command_name(answer.pdu.COMMAND)}" if answer else "dropped"
-        log.warning("CMPP: malformed PDU from the ISMG (%s, Sequence_Id %s): %s", error, error.sequence_id, what)
-        if error.fatal:
-            connection.close(f"framing lost: {error}")
+        if answer is None:
+            return f"Sequence_Id {error.sequence_id}: dropped"
+        connection.send(answer)
+        return f"Sequence_Id {error.sequence_id}: answered {command_name(answer.pdu.COMMAND)}"
 
-    def _handle(self, connection: _Connection, frame: Frame) -> None:
+    def _handle(self, connection: Connection[Frame], frame: Frame) -> None:
         pdu = frame.pdu
         if isinstance(pdu, Deliver):
             self._on_deliver(connection, frame.sequence_id, pdu)
@@ -603,81 +387,20 @@ class CmppLink:
             if not connection.resolve(frame):
                 log.info("CMPP: %s for no request awaiting it (late?)", command_name(pdu.COMMAND))
         else:
-            self._status.counts["protocol_errors"] += 1
-            log.warning("CMPP: unexpected %s from the ISMG, dropped", command_name(pdu.COMMAND))
-
-    async def _keep_alive(self, connection: _Connection) -> None:
-        interval = self._settings.active_test_interval
-        while not connection.closed.is_set():
-            idle = _now() - connection.last_received
-            if idle < interval:
-                await asyncio.sleep(interval - idle)
-                continue
-            try:
-                await connection.request(ActiveTest(), ActiveTestResp)
-            except NoResponse as error:
-                connection.close(str(error))
-            except ConnectionLost:
-                return
+            self._unexpected(command_name(pdu.COMMAND), "dropped")
 
     # --- inbound ---------------------------------------------------------------------------
 
-    def _on_deliver(self, connection: _Connection, sequence_id: int, deliver: Deliver) -> None:
+    def _on_deliver(self, connection: Connection[Frame], sequence_id: int, deliver: Deliver) -> None:
         answer = Answer(connection, sequence_id, deliver.msg_id)
-        if self._stopping.is_set() or self._handover.full():
-            _answer((answer,), Result.FLOW_CONTROL)  # not taken now: the ISMG delivers it again later
+        if self._busy(answer):
             return
         if deliver.registered_delivery:
             receipt = receipt_of(StatusReport.parse(deliver.msg_content))  # its length was checked
             call = functools.partial(self._on_receipt, receipt)
-            self._handover.start(deliver.src_terminal_id, call, _settle((answer,)), "receipts_in")
-            return
-        try:
-            key, seq, part = inbound_part(deliver, answer)
-            done = self._reassembler.add(key, seq, merged(self._reassembler.part(key, seq), part), _now())
-        except ReassemblyFull as error:
-            log.warning("CMPP: %s", error)
-            _answer((answer,), Result.FLOW_CONTROL)
-            return
-        except ValueError as error:
-            self._status.counts["protocol_errors"] += 1
-            log.warning("CMPP: DELIVER from %s refused: %s", mask_phone(deliver.src_terminal_id), error)
-            _answer((answer,), Result.BAD_STRUCTURE)
-            return
-        if done is None:
-            self._parts_added.set()
+            self._hand_over(deliver.src_terminal_id, call, (answer,), "receipts_in")
         else:
-            self._deliver_message(done)
-
-    def _deliver_message(self, done: Complete[InPart] | Incomplete[InPart]) -> None:
-        message = message_of(done)
-        answers = tuple(answer for part in done.parts for answer in part.answers)
-        if not message.complete:
-            log.warning(
-                "CMPP: message %s from %s handed over without parts %s (reassembly timeout)",
-                message.message_id,
-                mask_phone(message.source),
-                ",".join(map(str, message.missing)),
-            )
-        call = functools.partial(self._on_message, message)
-        self._handover.start(message.source, call, _settle(answers), "messages_in")
-
-    def _next_sequence_id(self) -> int:
-        return (next(self._sequence_ids) - 1) % 0xFFFFFFFF + 1  # 1 .. 2**32-1, then 1 again
-
-
-def _settle(answers: Sequence[Answer]) -> Callable[[bool], None]:
-    """Answer the DELIVERs of what was handed over: Result 0, or 8 so the ISMG delivers it again."""
-    return lambda ok: _answer(answers, Result.OK if ok else Result.FLOW_CONTROL)
-
-
-def _answer(answers: Sequence[Answer], result: Result) -> None:
-    for answer in answers:
-        answer.connection.send(Frame(answer.sequence_id, DeliverResp(answer.msg_id, result)))
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
+            self._add_part(answer, deliver.src_terminal_id, "DELIVER", lambda: inbound_part(deliver, answer))
 
 
 def _result_name(result: int) -> str:

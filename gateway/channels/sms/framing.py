@@ -6,7 +6,20 @@ from __future__ import annotations
 
 import struct
 
+from gateway.errors import InvalidRequest
+
 _LENGTH = struct.Struct(">I")
+
+
+class SmsDecodeError(InvalidRequest):
+    """Bytes from the peer that are not a PDU of its protocol (each codec names what it read of
+    them). `fatal`: the stream's framing is lost for good, and the connection with it."""
+
+    code = "malformed_pdu"
+
+    def __init__(self, message: str, *, fatal: bool) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 class FramingError(ValueError):

@@ -28,9 +28,8 @@ from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any, ClassVar
 
-from gateway.channels.sms.framing import FrameBuffer, FramingError
+from gateway.channels.sms.framing import FrameBuffer, FramingError, SmsDecodeError
 from gateway.channels.sms.text import Part, Receipt, parse_receipt, receipt_state
-from gateway.errors import InvalidRequest
 
 HEADER = struct.Struct(">IIII")
 HEADER_SIZE = HEADER.size
@@ -123,19 +122,16 @@ _TLV_SIZES: dict[int, tuple[int, int]] = {
 }
 
 
-class SmppDecodeError(InvalidRequest):
+class SmppDecodeError(SmsDecodeError):
     """Bytes from the peer that are not an SMPP 3.4 PDU we read; says what it could read of them."""
-
-    code = "malformed_pdu"
 
     def __init__(
         self, message: str, *, status: int, sequence: int | None, command_id: int | None, fatal: bool = False
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, fatal=fatal)
         self.status = status
         self.sequence = sequence
         self.command_id = command_id
-        self.fatal = fatal
 
 
 class _FieldError(Exception):

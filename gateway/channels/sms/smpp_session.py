@@ -31,7 +31,7 @@ what a reassembled message says); the classes below only do I/O:
 - `stop()` lets running callbacks and awaited responses finish, unbinds and waits for unbind_resp,
   all within `stop_timeout`.
 
-Bounds: the decoder holds at most one PDU (`max_pdu`) beyond a read of `READ_SIZE`; the window
+Bounds: the decoder holds at most one PDU (`max_pdu`) beyond a read of `session.READ_SIZE`; the window
 bounds submit_sm in flight; `max_callbacks` the deliveries being handed over; the reassembler
 `max_pending_messages` long messages of at most 255 parts; the transport's write buffer is drained
 after each request.
@@ -39,25 +39,22 @@ after each request.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import hashlib
-import itertools
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.channels.sms import smpp
-from gateway.channels.sms.link import (
-    InboundSms,
-    LinkHealth,
-    OnMessage,
-    OnReceipt,
-    OutboundSms,
-    SmsRejected,
-    Submitted,
+from gateway.channels.sms.framing import SmsDecodeError
+from gateway.channels.sms.link import InboundSms, OnMessage, OnReceipt, OutboundSms, SmsRejected, Submitted
+from gateway.channels.sms.session import (
+    Connection,
+    ConnectionLost,
+    LoginRefused,
+    NoResponse,
+    Outcome,
+    Session,
 )
-from gateway.channels.sms.session import Handover, LinkStatus, Pacer, backoff, describe, expire_parts, pause
 from gateway.channels.sms.smpp import (
     BindTransceiver,
     BindTransceiverResp,
@@ -79,20 +76,15 @@ from gateway.channels.sms.text import (
     Incomplete,
     Part,
     PartKey,
-    Reassembler,
-    ReassemblyFull,
     decode_parts,
     encode,
     is_text_coding,
     parse_udh,
 )
-from gateway.ticket import mask_phone
 
 log = logging.getLogger("gateway.channels.sms.smpp")
 
-READ_SIZE = 65_536
 MAX_ANSWERS_PER_PART = 4  # copies of one part (redeliveries) whose deliver_sm are answered together
-MAX_SEQUENCE = 0x7FFFFFFF  # SMPP 3.4 §3.2: sequence numbers run 1 .. 0x7FFFFFFF
 AUTH_REFUSALS = {
     Status.ESME_RINVPASWD: "wrong password",
     Status.ESME_RINVSYSID: "unknown system_id",
@@ -159,12 +151,22 @@ class SmppSettings:
 # Pure decisions
 
 
+ANSWER_STATUS: dict[Outcome, Status] = {
+    "ok": Status.ESME_ROK,
+    "again": Status.ESME_RX_T_APPN,  # the SMSC delivers it again
+    "refused": Status.ESME_RX_P_APPN,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A deliver_sm still to be answered: on the connection it came on, with its sequence number."""
 
-    connection: _Connection
+    connection: Connection[Pdu]
     sequence: int
+
+    def send(self, outcome: Outcome) -> None:
+        self.connection.send(DeliverSmResp(sequence=self.sequence, status=ANSWER_STATUS[outcome]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,251 +221,95 @@ def message_of(done: Complete[InPart] | Incomplete[InPart]) -> InboundSms:
 
 
 # ---------------------------------------------------------------------------------------------
-# One TCP connection
-
-
-class ConnectionLost(Exception):
-    """The connection ended before the response came (the request may be sent again)."""
-
-
-class NoResponse(Exception):
-    """No response within the response timeout."""
-
-
-class BindRefused(Exception):
-    """The SMSC refused our credentials."""
-
-
-class _Connection:
-    """A TCP connection to the SMSC: writes PDUs, matches responses to requests by sequence number."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, settings: SmppSettings) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.decoder = smpp.Decoder(settings.max_pdu)
-        self.closed = asyncio.Event()
-        self.reason = ""
-        self.last_received = asyncio.get_running_loop().time()
-        self._timeout = settings.response_timeout
-        self._pending: dict[int, asyncio.Future[Pdu]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def send(self, pdu: Pdu) -> None:
-        if not self.closed.is_set():
-            self.writer.write(smpp.encode(pdu))
-
-    async def request(self, pdu: Pdu) -> Pdu:
-        """Send `pdu`; its response (or a generic_nack), ConnectionLost, or NoResponse."""
-        if self.closed.is_set():
-            raise ConnectionLost(self.reason)
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        self._pending[pdu.sequence] = future
-        self._idle.clear()
-        try:
-            self.writer.write(smpp.encode(pdu))
-            await self.writer.drain()
-            return await asyncio.wait_for(future, self._timeout)
-        except TimeoutError:
-            raise NoResponse(f"no response to {pdu.COMMAND.name.lower()} in {self._timeout:g} s") from None
-        except (ConnectionError, RuntimeError) as error:  # the transport closed under the write
-            raise ConnectionLost(describe(error)) from None
-        finally:
-            self._pending.pop(pdu.sequence, None)
-            if not self._pending:
-                self._idle.set()
-
-    def resolve(self, pdu: Pdu) -> bool:
-        """Hand a response to its request; False when none awaits it (late, or not ours)."""
-        future = self._pending.get(pdu.sequence)
-        if future is None or future.done():
-            return False
-        future.set_result(pdu)
-        return True
-
-    async def settled(self) -> None:
-        """Until no request awaits its response."""
-        await self._idle.wait()
-
-    def close(self, reason: str) -> None:
-        if self.closed.is_set():
-            return
-        self.reason = reason
-        self.closed.set()
-        self.writer.close()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ConnectionLost(reason))
-
-
-# ---------------------------------------------------------------------------------------------
 # The link
 
 
-class SmppLink:
+class _Wire:
+    """SMPP as the shared connection writes and reads it."""
+
+    def __init__(self, max_pdu: int) -> None:
+        self._decoder = smpp.Decoder(max_pdu)
+
+    def encode(self, message: Pdu) -> bytes:
+        return smpp.encode(message)
+
+    def sequence_of(self, message: Pdu) -> int:
+        return message.sequence
+
+    def name_of(self, message: Pdu) -> str:
+        return message.COMMAND.name.lower()
+
+    def feed(self, data: bytes) -> None:
+        self._decoder.feed(data)
+
+    def next_message(self) -> Pdu | None:
+        return self._decoder.next_pdu()
+
+
+class SmppLink(Session[SmppSettings, Pdu, InPart]):
     """An `SmsLink` bound as a transceiver to one SMSC (see the module's docstring)."""
 
+    PROTOCOL = "SMPP"
+    PEER = "the SMSC"
+    LOGIN = "bind"
+    THROTTLED = "throttled"
+    MAX_SEQUENCE = 0x7FFFFFFF  # SMPP 3.4 §3.2: sequence numbers run 1 .. 0x7FFFFFFF
+
     def __init__(self, settings: SmppSettings, on_message: OnMessage, on_receipt: OnReceipt) -> None:
-        self._settings = settings
-        self._on_message = on_message
-        self._on_receipt = on_receipt
-        self._sequences = itertools.count(1)
-        self._refs = itertools.count(1)
-        self._window = asyncio.Semaphore(settings.window)
-        self._pacer = Pacer(settings.send_rate)
-        self._reassembler: Reassembler[InPart] = Reassembler(
-            timeout=settings.reassembly_timeout, max_pending=settings.max_pending_messages
+        super().__init__(
+            settings,
+            on_message,
+            on_receipt,
+            log,
+            merge=merged,
+            whole=message_of,
+            keep_alive=settings.enquire_interval,
         )
-        self._parts_added = asyncio.Event()
-        self._connection: _Connection | None = None
-        self._stopping = asyncio.Event()
-        self._status = LinkStatus("SMPP", log)
-        self._handover = Handover(self._status, log, limit=settings.max_callbacks, peer="the SMSC")
-
-    # --- SmsLink ---------------------------------------------------------------------------
-
-    def health(self) -> LinkHealth:
-        return self._status.health()
-
-    async def changed(self) -> LinkHealth:
-        """Until the link's state (or last error) changes; the health then."""
-        await self._status.changed()
-        return self.health()
-
-    async def run(self) -> None:
-        deliver: Callable[[Incomplete[InPart]], None] = self._deliver_message
-        expiry = asyncio.create_task(expire_parts(self._reassembler, self._parts_added, deliver), name="smpp-parts")
-        try:
-            await self._connect_loop()
-        finally:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
-            self._status.set("down")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        self._status.notify()
-        connection = self._connection
-        with contextlib.suppress(TimeoutError, ConnectionLost, NoResponse):
-            async with asyncio.timeout(self._settings.stop_timeout):
-                await self._handover.wait()  # their deliver_sm are answered before we unbind
-                if connection is not None:
-                    await connection.settled()
-                    await connection.request(Unbind(sequence=self._next_sequence()))
-        if connection is not None:
-            connection.close("stopped")
-        self._handover.cancel()
 
     async def submit(self, sms: OutboundSms) -> Submitted:
-        if self._stopping.is_set():
-            raise SmsRejected("the SMPP link is stopping", transient=True)
+        self._refuse_when_stopping()
         try:
             parts = encode(sms.text, next(self._refs) % 256)
         except ValueError as error:
             raise SmsRejected(f"the reply cannot be sent as SMS: {error}", transient=False) from None
         # In order: a handset that shows parts as they come shows the text in its order.
-        return Submitted(tuple([await self._submit_part(part, sms.dest) for part in parts]))
+        ids = [
+            await self._in_window(functools.partial(self._send_part, part, sms.dest), self._settings.resend_tries)
+            for part in parts
+        ]
+        return Submitted(tuple(ids))
 
-    # --- submitting ------------------------------------------------------------------------
-
-    async def _submit_part(self, part: Part, dest: str) -> str:
+    async def _send_part(self, part: Part, dest: str, connection: Connection[Pdu]) -> str | None:
+        """One try: the SMSC's message id, None when throttled."""
         settings = self._settings
-        throttled = lost = 0
-        while True:
-            connection = await self._bound()
-            async with self._window:
-                await self._pace()
-                pdu = smpp.submit_sm_for(
-                    part,
-                    sequence=self._next_sequence(),
-                    source=settings.source_addr,
-                    dest=dest,
-                    registered_delivery=settings.registered_delivery,
-                )
-                try:
-                    response = await connection.request(pdu)
-                except (ConnectionLost, NoResponse) as error:
-                    connection.close(str(error))  # a link that stops answering is reconnected
-                    lost += 1
-                    if lost >= settings.resend_tries:
-                        raise SmsRejected(f"the SMSC did not answer {lost} times", transient=True) from None
-                    continue  # the next connection sends it again
-            if response.status == Status.ESME_ROK and isinstance(response, SubmitSmResp):
-                self._status.counts["parts_out"] += 1
-                return response.message_id
-            if response.status not in THROTTLING:
-                self._status.counts["rejected"] += 1
-                raise SmsRejected(
-                    f"the SMSC refused the submit_sm: {status_name(response.status)}",
-                    transient=response.status in TRANSIENT,
-                )
-            throttled += 1
-            self._status.counts["throttled"] += 1
-            if throttled > settings.throttle_retries:
-                raise SmsRejected(f"throttled {throttled} times in a row", transient=True)
-            delay = backoff(throttled, settings.throttle_min, settings.throttle_max)
-            self._pacer.hold(_now() + delay)  # every sender slows down, not only this one
-            if await pause(self._stopping, delay):
-                raise SmsRejected("the SMPP link is stopping", transient=True)
-
-    async def _bound(self) -> _Connection:
-        """The bound connection, waiting for one at most `submit_wait`."""
+        pdu = smpp.submit_sm_for(
+            part,
+            sequence=self._next_sequence(),
+            source=settings.source_addr,
+            dest=dest,
+            registered_delivery=settings.registered_delivery,
+        )
         try:
-            async with asyncio.timeout(self._settings.submit_wait):
-                while True:
-                    if self._stopping.is_set():
-                        raise SmsRejected("the SMPP link is stopping", transient=True)
-                    if self._connection is not None and not self._connection.closed.is_set():
-                        return self._connection
-                    await self._status.changed()
-        except TimeoutError:
-            raise SmsRejected(f"no SMPP bind within {self._settings.submit_wait:g} s", transient=True) from None
+            response = await connection.request(pdu)
+        except NoResponse as error:
+            connection.close(str(error))  # a link that stops answering is reconnected
+            raise ConnectionLost(str(error)) from None  # and the part goes again (at least once)
+        if response.status == Status.ESME_ROK and isinstance(response, SubmitSmResp):
+            return response.message_id
+        if response.status in THROTTLING:
+            return None
+        self._status.counts["rejected"] += 1
+        raise SmsRejected(
+            f"the SMSC refused the submit_sm: {status_name(response.status)}",
+            transient=response.status in TRANSIENT,
+        )
 
-    async def _pace(self) -> None:
-        delay = self._pacer.reserve(_now())
-        if delay > 0:
-            await asyncio.sleep(delay)
+    # --- the session's hooks ---------------------------------------------------------------
 
-    # --- connecting ------------------------------------------------------------------------
+    def _wire(self) -> _Wire:
+        return _Wire(self._settings.max_pdu)
 
-    async def _connect_loop(self) -> None:
-        settings = self._settings
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                connection = await self._open()
-            except BindRefused as error:
-                self._status.refused(str(error), settings.reconnect_max)
-                delay = settings.reconnect_max
-            except (OSError, TimeoutError, SmppDecodeError, ConnectionLost) as error:
-                failures += 1
-                self._status.failed(f"cannot bind to the SMSC: {describe(error)}")
-                delay = backoff(failures, settings.reconnect_min, settings.reconnect_max, jitter=0.5)
-            else:
-                if self._stopping.is_set():  # stop() came while this bind was on its way
-                    connection.close("stopped")
-                    break
-                failures = 0
-                await self._serve(connection)
-                delay = backoff(1, settings.reconnect_min, settings.reconnect_max, jitter=0.5)
-            await pause(self._stopping, delay)
-
-    async def _open(self) -> _Connection:
-        settings = self._settings
-        if self._status.state != "auth_failed":  # a refused account stays so until a bind succeeds
-            self._status.set("connecting")
-        async with asyncio.timeout(settings.connect_timeout):
-            reader, writer = await asyncio.open_connection(settings.host, settings.port)
-            connection = _Connection(reader, writer, settings)
-            try:
-                await self._bind(connection)
-            except BaseException:
-                connection.close("bind failed")
-                raise
-        return connection
-
-    async def _bind(self, connection: _Connection) -> None:
+    async def _log_in(self, connection: Connection[Pdu]) -> None:
         settings = self._settings
         bind = BindTransceiver(
             sequence=self._next_sequence(),
@@ -472,92 +318,36 @@ class SmppLink:
             system_type=settings.system_type,
         )
         connection.send(bind)
-        response = await self._first_pdu(connection)
+        response = await connection.first(self.PEER, "bind_transceiver_resp")
         if not isinstance(response, BindTransceiverResp | GenericNack) or response.sequence != bind.sequence:
             raise ConnectionLost(f"the SMSC answered bind_transceiver with {response.COMMAND.name.lower()}")
         if response.status in AUTH_REFUSALS:
-            raise BindRefused(
+            raise LoginRefused(
                 f"the SMSC refused the bind as {settings.system_id!r}: {status_name(response.status)} "
                 f"({AUTH_REFUSALS[Status(response.status)]})"
             )
         if response.status != Status.ESME_ROK:
             raise ConnectionLost(f"the SMSC refused the bind: {status_name(response.status)}")
 
-    async def _first_pdu(self, connection: _Connection) -> Pdu:
-        while True:
-            pdu = connection.decoder.next_pdu()
-            if pdu is not None:
-                return pdu
-            data = await connection.reader.read(READ_SIZE)
-            if not data:
-                raise ConnectionLost("the SMSC closed the connection before bind_transceiver_resp")
-            connection.decoder.feed(data)
-
-    # --- serving a connection --------------------------------------------------------------
-
-    async def _serve(self, connection: _Connection) -> None:
+    def _logged_in(self) -> str:
         settings = self._settings
-        self._status.counts["binds"] += 1
-        self._connection = connection
-        self._status.set("bound")
-        log.info("SMPP: bound to %s:%d as %s (transceiver)", settings.host, settings.port, settings.system_id)
-        tasks = [
-            asyncio.create_task(self._read(connection), name="smpp-read"),
-            asyncio.create_task(self._keep_alive(connection), name="smpp-enquire-link"),
-        ]
-        try:
-            await connection.closed.wait()
-        finally:
-            connection.close("the session ended")
-            self._connection = None
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if not self._stopping.is_set():
-                self._status.failed(f"connection to the SMSC lost: {connection.reason}")
+        return f"bound to {settings.host}:{settings.port} as {settings.system_id} (transceiver)"
 
-    async def _read(self, connection: _Connection) -> None:
-        try:
-            while True:
-                self._drain(connection)  # PDUs that came with the bind response are there already
-                if connection.closed.is_set():
-                    return
-                data = await connection.reader.read(READ_SIZE)
-                if not data:
-                    connection.close("the SMSC closed the connection")
-                    return
-                connection.last_received = _now()
-                connection.decoder.feed(data)
-        except OSError as error:
-            connection.close(describe(error))
+    async def _keep_alive_request(self, connection: Connection[Pdu]) -> None:
+        await connection.request(EnquireLink(sequence=self._next_sequence()))
 
-    def _drain(self, connection: _Connection) -> None:
-        """Handle every whole PDU the decoder holds."""
-        while not connection.closed.is_set():
-            try:
-                pdu = connection.decoder.next_pdu()
-            except SmppDecodeError as error:
-                self._malformed(connection, error)
-                continue
-            if pdu is None:
-                return
-            self._handle(connection, pdu)
+    async def _goodbye(self, connection: Connection[Pdu]) -> None:
+        await connection.request(Unbind(sequence=self._next_sequence()))
 
-    def _malformed(self, connection: _Connection, error: SmppDecodeError) -> None:
-        self._status.counts["protocol_errors"] += 1
+    def _answer_malformed(self, connection: Connection[Pdu], error: SmsDecodeError) -> str:
+        assert isinstance(error, SmppDecodeError)  # the SMPP decoder's
         nack = smpp.error_response(error)
-        if nack is not None:
-            connection.send(nack)
-        log.warning(
-            "SMPP: malformed PDU from the SMSC (%s, sequence %s): %s",
-            error,
-            error.sequence,
-            f"answered generic_nack {status_name(nack.status)}" if nack else "dropped",
-        )
-        if error.fatal:
-            connection.close(f"framing lost: {error}")
+        if nack is None:
+            return f"sequence {error.sequence}: dropped"
+        connection.send(nack)
+        return f"sequence {error.sequence}: answered generic_nack {status_name(nack.status)}"
 
-    def _handle(self, connection: _Connection, pdu: Pdu) -> None:
+    def _handle(self, connection: Connection[Pdu], pdu: Pdu) -> None:
         if isinstance(pdu, DeliverSm):
             self._on_deliver(connection, pdu)
         elif isinstance(pdu, EnquireLink):
@@ -569,50 +359,19 @@ class SmppLink:
             if not connection.resolve(pdu):
                 log.info("SMPP: %s for no request awaiting it (late?)", pdu.COMMAND.name.lower())
         else:  # a request an SMSC has no business sending to an ESME (submit_sm, a bind...)
-            self._status.counts["protocol_errors"] += 1
             connection.send(GenericNack(sequence=pdu.sequence, status=Status.ESME_RINVBNDSTS))
-            log.warning("SMPP: unexpected %s from the SMSC, refused", pdu.COMMAND.name.lower())
-
-    async def _keep_alive(self, connection: _Connection) -> None:
-        interval = self._settings.enquire_interval
-        while not connection.closed.is_set():
-            idle = _now() - connection.last_received
-            if idle < interval:
-                await asyncio.sleep(interval - idle)
-                continue
-            try:
-                await connection.request(EnquireLink(sequence=self._next_sequence()))
-            except NoResponse as error:
-                connection.close(str(error))
-            except ConnectionLost:
-                return
+            self._unexpected(pdu.COMMAND.name.lower(), "refused")
 
     # --- inbound ---------------------------------------------------------------------------
 
-    def _on_deliver(self, connection: _Connection, pdu: DeliverSm) -> None:
+    def _on_deliver(self, connection: Connection[Pdu], pdu: DeliverSm) -> None:
         answer = Answer(connection, pdu.sequence)
-        if self._stopping.is_set() or self._handover.full():
-            _answer((answer,), Status.ESME_RX_T_APPN)  # not taken now: the SMSC delivers it again later
+        if self._busy(answer):
             return
         if smpp.is_receipt(pdu):
             self._on_receipt_pdu(pdu, answer)
-            return
-        try:
-            key, seq, part = inbound_part(pdu, answer)
-            done = self._reassembler.add(key, seq, merged(self._reassembler.part(key, seq), part), _now())
-        except ReassemblyFull as error:
-            log.warning("SMPP: %s", error)
-            _answer((answer,), Status.ESME_RX_T_APPN)
-            return
-        except ValueError as error:
-            self._status.counts["protocol_errors"] += 1
-            log.warning("SMPP: deliver_sm from %s refused: %s", mask_phone(pdu.source_addr), error)
-            _answer((answer,), Status.ESME_RX_P_APPN)
-            return
-        if done is None:
-            self._parts_added.set()
         else:
-            self._deliver_message(done)
+            self._add_part(answer, pdu.source_addr, "deliver_sm", lambda: inbound_part(pdu, answer))
 
     def _on_receipt_pdu(self, pdu: DeliverSm, answer: Answer) -> None:
         try:
@@ -620,41 +379,6 @@ class SmppLink:
         except ValueError as error:
             self._status.counts["protocol_errors"] += 1
             log.warning("SMPP: a receipt from the SMSC that says nothing we can use (%s): dropped", error)
-            _answer((answer,), Status.ESME_RX_P_APPN)
+            answer.send("refused")
             return
-        self._handover.start(
-            pdu.source_addr, lambda: self._on_receipt(receipt), _settle((answer,)), counter="receipts_in"
-        )
-
-    def _deliver_message(self, done: Complete[InPart] | Incomplete[InPart]) -> None:
-        message = message_of(done)
-        if not message.complete:
-            log.warning(
-                "SMPP: message %s from %s handed over without parts %s (reassembly timeout)",
-                message.message_id,
-                mask_phone(message.source),
-                ",".join(map(str, message.missing)),
-            )
-        answers = tuple(answer for part in done.parts for answer in part.answers)
-        self._handover.start(message.source, lambda: self._on_message(message), _settle(answers), "messages_in")
-
-    # --- small helpers ---------------------------------------------------------------------
-
-    def _next_sequence(self) -> int:
-        return (next(self._sequences) - 1) % MAX_SEQUENCE + 1
-
-
-def _settle(answers: Sequence[Answer]) -> Callable[[bool], None]:
-    def settle(ok: bool) -> None:
-        _answer(answers, Status.ESME_ROK if ok else Status.ESME_RX_T_APPN)
-
-    return settle
-
-
-def _answer(answers: Sequence[Answer], status: Status) -> None:
-    for answer in answers:
-        answer.connection.send(DeliverSmResp(sequence=answer.sequence, status=status))
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
+        self._hand_over(pdu.source_addr, lambda: self._on_receipt(receipt), (answer,), "receipts_in")
