@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import logging
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, TypeVar
 
@@ -60,7 +59,6 @@ from gateway.channels.sms.cmpp import (
     Frame,
     MsgFmt,
     MsgIdParts,
-    Pdu,
     Result,
     StatusReport,
     Submit,
@@ -74,15 +72,14 @@ from gateway.channels.sms.cmpp import (
     format_msg_id,
 )
 from gateway.channels.sms.cmpp_session import TEXT_CODINGS
-from gateway.ticket import mask_phone
 from peers.sms_peer import (
     LOOPBACK,
     MAX_RECORDED,
+    Client,
+    Owed,
     PeerServer,
-    add_send_command,
-    address,
-    run_program,
-    send_program,
+    ProgramSpec,
+    program_main,
     serve_program,
 )
 
@@ -109,30 +106,32 @@ class ReceivedMessage:
     msg_ids: tuple[str, ...]  # the Msg_Id this ISMG gave each part (as the gateway names them)
 
 
-@dataclass(slots=True)
-class _Outgoing:
-    """A DELIVER this ISMG owes the SP until it is answered Result 0."""
-
-    sp_id: str
-    deliver: Deliver
-    attempts: int = 0
+_Outgoing = Owed[int, Deliver]  # a DELIVER owed to an SP, named by its Msg_Id
 
 
-@dataclass(slots=True)
-class _Client:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    decoder: Decoder = field(default_factory=Decoder)
-    sp_id: str | None = None  # set once logged in
-    answered: dict[int, SubmitResp] = field(default_factory=dict)  # Sequence_Id -> answer (retransmissions)
-    awaiting: dict[int, tuple[_Outgoing, asyncio.TimerHandle]] = field(default_factory=dict)
-    requests: dict[int, asyncio.Future[Pdu]] = field(default_factory=dict)  # our ACTIVE_TESTs
-    closed: bool = False
+def _owed(sp_id: str, deliver: Deliver) -> _Outgoing:
+    return Owed(sp_id, deliver.msg_id, deliver, f"DELIVER {format_msg_id(deliver.msg_id)}")
 
 
-class Ismg(PeerServer[ReceivedMessage, int]):
+class _Client(Client[int, Deliver]):
+    """An SP's connection (`account`: its SP id once logged in)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__(reader, writer)
+        self.decoder = Decoder()
+        self.answered: dict[int, SubmitResp] = {}  # Sequence_Id -> answer (retransmissions)
+
+    def send(self, frame: Frame) -> None:
+        if not self.closed:
+            self.writer.write(encode(frame))
+
+
+class Ismg(PeerServer[ReceivedMessage, int, Deliver, _Client]):
     """The ISMG (see the module). `async with Ismg({"901234": "secret"}) as ismg:` listens on a free
     loopback port (`ismg.port`)."""
+
+    NAME = "ISMG"
+    CLIENT = "SP"
 
     def __init__(
         self,
@@ -149,26 +148,24 @@ class Ismg(PeerServer[ReceivedMessage, int]):
         now: Callable[[], datetime] = datetime.now,
         echo: bool = False,
     ) -> None:
-        super().__init__(host, port)
-        self.accounts = dict(accounts)
-        self.echo = echo
+        super().__init__(
+            host,
+            port,
+            dict(accounts),
+            response_timeout=response_timeout,
+            redeliver_delay=redeliver_delay,
+            max_deliveries=max_deliveries,
+            window=window,
+            echo=echo,
+        )
         self.auto_report = auto_report
-        self.response_timeout = response_timeout
-        self.redeliver_delay = redeliver_delay
-        self.max_deliveries = max_deliveries
-        self.window = window
         self._ismg_code = ismg_code
         self._now = now
         self._msg_sequence = itertools.count(1)
         self._sequence_ids = itertools.count(1)
         self._refs = itertools.count(1)
-        self._clients: list[_Client] = []
-        self._unsent: dict[str, deque[_Outgoing]] = {}  # per SP, in order
         self._reassembler: text.Reassembler[tuple[Submit, int]] = text.Reassembler(timeout=3600.0)
-        self._failing = (Result.OK, 0)
         self.mute_active_test = False  # True: the SP's ACTIVE_TESTs go unanswered
-        self._swallow = 0
-        self._drop_on_submit = False
         # What it saw, for tests.
         self.logins: list[Login] = []
         self.frames: deque[Frame] = deque(maxlen=MAX_RECORDED)  # every frame an SP sent, in order
@@ -180,9 +177,6 @@ class Ismg(PeerServer[ReceivedMessage, int]):
     async def logged_in(self, count: int = 1, timeout: float = 10.0) -> list[Login]:
         """The first `count` login attempts (accepted or not), once they happened."""
         return await self.until(lambda: self.logins[:count] if len(self.logins) >= count else None, timeout)
-
-    def bound(self) -> bool:
-        return any(client.sp_id is not None and not client.closed for client in self._clients)
 
     # --- acting on demand ----------------------------------------------------------------------
 
@@ -214,7 +208,7 @@ class Ismg(PeerServer[ReceivedMessage, int]):
         if len(set(order)) != len(order) or not set(order) <= set(range(1, len(delivers) + 1)):
             raise ValueError(f"the order names parts of 1..{len(delivers)}, each at most once")
         for number in order:
-            self._queue(_Outgoing(sp_id or self._only_account(), delivers[number - 1]))
+            self._queue(_owed(sp_id or self._only_account(), delivers[number - 1]))
         await self.notify()
         return [deliver.msg_id for deliver in delivers]
 
@@ -231,36 +225,12 @@ class Ismg(PeerServer[ReceivedMessage, int]):
             msg_content=report.serialize(),
             registered_delivery=1,
         )
-        self._queue(_Outgoing(submit.msg_src, deliver))
+        self._queue(_owed(submit.msg_src, deliver))
         return deliver.msg_id
 
     def throttle(self, count: int) -> None:
         """Answer the next `count` SUBMITs with Result 8 (flow control)."""
         self.fail_submits(Result.FLOW_CONTROL, count)
-
-    def fail_submits(self, result: Result, count: int) -> None:
-        """Answer the next `count` SUBMITs with this error Result (nothing recorded)."""
-        self._failing = (result, count)
-
-    def swallow(self, count: int) -> None:
-        """Leave the next `count` SUBMITs unanswered (as if lost on the way)."""
-        self._swallow = count
-
-    def drop_on_submit(self) -> None:
-        """Close the connection when the next SUBMIT arrives, without answering or recording it."""
-        self._drop_on_submit = True
-
-    def drop(self) -> None:
-        """Close every connection now."""
-        self._close_all()
-
-    async def send_raw(self, data: bytes) -> None:
-        """Write bytes as they are to the logged-in SP."""
-        client = self._client_of(self._only_account())
-        if client is None:
-            raise RuntimeError("no SP is logged in")
-        client.writer.write(data)
-        await client.writer.drain()
 
     def malformed(self, kind: Malformed, sequence_id: int = 0x7E57) -> bytes:
         """Bytes that are not a CMPP PDU: an unknown Command_Id, a DELIVER cut short (its header says
@@ -274,35 +244,22 @@ class Ismg(PeerServer[ReceivedMessage, int]):
 
     async def active_test(self, timeout: float = 10.0) -> None:
         """A CMPP_ACTIVE_TEST round trip with the SP: what it sent before answering has arrived."""
-        client = self._client_of(self._only_account())
-        if client is None:
-            raise RuntimeError("no SP is logged in")
-        sequence_id = next(self._sequence_ids)
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        client.requests[sequence_id] = future
-        client.writer.write(encode(Frame(sequence_id, ActiveTest())))
-        async with asyncio.timeout(timeout):
-            await future
+        sequence_id = self._next_sequence()
+        await self._round_trip(sequence_id, encode(Frame(sequence_id, ActiveTest())), timeout, ActiveTestResp)
 
     # --- serving a connection --------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = _Client(reader, writer)
-        self._clients.append(client)
-        try:
-            with contextlib.suppress(OSError):  # the SP went away (a reset): the same as EOF
-                while not client.closed:
-                    data = await reader.read(64 * 1024)
-                    if not data:
-                        break
-                    client.decoder.feed(data)
-                    await self._drain(client)
-        finally:
-            self._close(client)
-            self._clients.remove(client)
-            await self.notify()
+    def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> _Client:
+        return _Client(reader, writer)
 
-    async def _drain(self, client: _Client) -> None:
+    def _next_sequence(self) -> int:
+        return next(self._sequence_ids)
+
+    def _write(self, client: _Client, sequence: int, delivery: Deliver) -> None:
+        client.send(Frame(sequence, delivery))
+
+    async def _received(self, client: _Client, data: bytes) -> None:
+        client.decoder.feed(data)
         while not client.closed:
             try:
                 frame = client.decoder.next_frame()
@@ -310,7 +267,7 @@ class Ismg(PeerServer[ReceivedMessage, int]):
                 log.warning("ISMG: malformed PDU from the SP: %s", error)
                 answer = error_response(error)
                 if answer is not None:
-                    client.writer.write(encode(answer))
+                    client.send(answer)
                 if error.fatal:
                     self._close(client)
                 continue
@@ -324,18 +281,18 @@ class Ismg(PeerServer[ReceivedMessage, int]):
         pdu = frame.pdu
         if isinstance(pdu, Connect):
             self._log_in(client, frame.sequence_id, pdu)
-        elif client.sp_id is None:
+        elif client.account is None:
             log.warning("ISMG: %s before CMPP_CONNECT; closing", type(pdu).__name__)
             self._close(client)
         elif isinstance(pdu, Submit):
             self._on_submit(client, frame.sequence_id, pdu)
         elif isinstance(pdu, DeliverResp):
-            self._on_deliver_resp(client, frame.sequence_id, pdu)
+            self._answered(client, frame.sequence_id, pdu.result)
         elif isinstance(pdu, ActiveTest) and not self.mute_active_test:
-            client.writer.write(encode(Frame(frame.sequence_id, ActiveTestResp())))
+            client.send(Frame(frame.sequence_id, ActiveTestResp()))
         elif isinstance(pdu, Terminate):
             self.terminated.set()
-            client.writer.write(encode(Frame(frame.sequence_id, TerminateResp())))
+            client.send(Frame(frame.sequence_id, TerminateResp()))
             self._close(client)
         elif isinstance(pdu, ActiveTestResp) and frame.sequence_id in client.requests:
             client.requests.pop(frame.sequence_id).set_result(pdu)
@@ -352,34 +309,27 @@ class Ismg(PeerServer[ReceivedMessage, int]):
             status = ConnectStatus.OK
         self.logins.append(Login(connect.source_addr, status))
         if secret is None or status != ConnectStatus.OK:
-            client.writer.write(encode(Frame(sequence_id, ConnectResp(status, bytes(16), VERSION))))
+            client.send(Frame(sequence_id, ConnectResp(status, bytes(16), VERSION)))
             log.info("ISMG: login of SP %s refused with Status %d", connect.source_addr, status)
             self._close(client)
             return
         answer = authenticator_ismg(status, connect.authenticator, secret)
-        client.writer.write(encode(Frame(sequence_id, ConnectResp(status, answer, VERSION))))
-        client.sp_id = connect.source_addr
+        client.send(Frame(sequence_id, ConnectResp(status, answer, VERSION)))
+        client.account = connect.source_addr
         self._flush(connect.source_addr)
 
     def _on_submit(self, client: _Client, sequence_id: int, submit: Submit) -> None:
-        if self._drop_on_submit:
-            self._drop_on_submit = False
-            self._close(client)
-            return
-        if self._swallow:
-            self._swallow -= 1
+        if self._lost_on_the_way(client):
             return
         if sequence_id in client.answered:  # a retransmission: the same answer, recorded once
-            client.writer.write(encode(Frame(sequence_id, client.answered[sequence_id])))
+            client.send(Frame(sequence_id, client.answered[sequence_id]))
             return
-        result, count = self._failing
-        if count:
-            self._failing = (result, count - 1)
-            client.writer.write(encode(Frame(sequence_id, SubmitResp(0, result))))
+        if (result := self._failure()) is not None:
+            client.send(Frame(sequence_id, SubmitResp(0, result)))
             return
         answer = SubmitResp(self._new_msg_id(), Result.OK)
         client.answered[sequence_id] = answer
-        client.writer.write(encode(Frame(sequence_id, answer)))
+        client.send(Frame(sequence_id, answer))
         self.submits[answer.msg_id] = submit
         self._record(submit, answer.msg_id)
         if self.auto_report is not None:  # written after the SUBMIT_RESP, as an ISMG's reports come
@@ -395,89 +345,9 @@ class Ismg(PeerServer[ReceivedMessage, int]):
             key = text.PartKey(submit.src_id, dest, ref, total)
             done = self._reassembler.add(key, seq, (submit, msg_id), 0.0)
             if done is not None:
-                self.messages.append(_message(dest, done.parts))
-                self._echo(self.messages[-1])
-
-    def _on_deliver_resp(self, client: _Client, sequence_id: int, response: DeliverResp) -> None:
-        entry = client.awaiting.pop(sequence_id, None)
-        if entry is None:
-            return
-        outgoing, timer = entry
-        timer.cancel()
-        self.deliver_results.setdefault(outgoing.deliver.msg_id, []).append(response.result)
-        if response.result != Result.OK:
-            self._retry(outgoing)
-        self._flush(outgoing.sp_id)
-
-    # --- DELIVERs owed to the SP -----------------------------------------------------------
-
-    def _queue(self, outgoing: _Outgoing) -> None:
-        self._unsent.setdefault(outgoing.sp_id, deque()).append(outgoing)
-        self._flush(outgoing.sp_id)
-
-    def _flush(self, sp_id: str) -> None:
-        """Send what is owed to the SP, in order, while its window has room."""
-        client = self._client_of(sp_id)
-        waiting = self._unsent.get(sp_id)
-        while client is not None and waiting and len(client.awaiting) < self.window:
-            self._send(client, waiting.popleft())
-
-    def _send(self, client: _Client, outgoing: _Outgoing) -> None:
-        outgoing.attempts += 1
-        sequence_id = next(self._sequence_ids)
-        timer = asyncio.get_running_loop().call_later(self.response_timeout, self._timed_out, client, sequence_id)
-        client.awaiting[sequence_id] = (outgoing, timer)
-        client.writer.write(encode(Frame(sequence_id, outgoing.deliver)))
-
-    def _timed_out(self, client: _Client, sequence_id: int) -> None:
-        entry = client.awaiting.pop(sequence_id, None)
-        if entry is not None:
-            self._retry(entry[0])
-            self._flush(entry[0].sp_id)
-
-    def _retry(self, outgoing: _Outgoing) -> None:
-        if outgoing.attempts >= self.max_deliveries:
-            log.warning(
-                "ISMG: DELIVER %s given up after %d tries", format_msg_id(outgoing.deliver.msg_id), outgoing.attempts
-            )
-            return
-        asyncio.get_running_loop().call_later(self.redeliver_delay, self._queue, outgoing)
-
-    # --- helpers ---------------------------------------------------------------------------
-
-    def _echo(self, message: ReceivedMessage) -> None:
-        if self.echo:  # the program shows what the gateway sent; tests read `messages`
-            print(f"SMS to {mask_phone(message.dest)} ({len(message.parts)} parts): {message.text}", flush=True)
-        else:
-            log.info("ISMG: SMS to %s, %d parts", mask_phone(message.dest), len(message.parts))
-
-    def _close_all(self) -> None:
-        for client in list(self._clients):
-            self._close(client)
-
-    def _client_of(self, sp_id: str) -> _Client | None:
-        for client in reversed(self._clients):
-            if client.sp_id == sp_id and not client.closed:
-                return client
-        return None
-
-    def _only_account(self) -> str:
-        if len(self.accounts) != 1:
-            raise ValueError("name the SP: this ISMG has several accounts")
-        return next(iter(self.accounts))
-
-    def _close(self, client: _Client) -> None:
-        if client.closed:
-            return
-        client.closed = True
-        client.writer.close()
-        for outgoing, timer in reversed(client.awaiting.values()):
-            timer.cancel()  # owed still: sent again, first, after the next login
-            self._unsent.setdefault(outgoing.sp_id, deque()).appendleft(outgoing)
-        client.awaiting.clear()
-        for future in client.requests.values():
-            if not future.done():
-                future.set_exception(ConnectionError("the SP's connection closed"))
+                message = _message(dest, done.parts)
+                self.messages.append(message)
+                self._echo(message.dest, len(message.parts), message.text)
 
     def _new_msg_id(self) -> int:
         now = self._now()
@@ -543,17 +413,21 @@ async def _serve_program(args: argparse.Namespace) -> None:
     await serve_program(ismg, routes, args.control, "ismg (CMPP 3.0)")
 
 
+PROGRAM = ProgramSpec(
+    name="ismg",
+    description="A CMPP 3.0 ISMG for tests and demos.",
+    wire="CMPP",
+    clients="SPs",
+    port=7890,
+    account=_account,
+    account_help="SPID:SECRET (repeatable)",
+    receipts="--report",
+    to_help="the SP's number (106353112345)",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m peers.ismg", description="A CMPP 3.0 ISMG for tests and demos.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="listen for SPs (CMPP) and for commands (HTTP)")
-    serve.add_argument("--listen", type=address, default=(LOOPBACK, 7890), help="CMPP address (127.0.0.1:7890)")
-    serve.add_argument("--account", type=_account, action="append", required=True, help="SPID:SECRET (repeatable)")
-    serve.add_argument("--control", type=address, default=(LOOPBACK, 7891), help="HTTP control (127.0.0.1:7891)")
-    serve.add_argument("--report", choices=["DELIVRD", "UNDELIV"], default="DELIVRD", help="status reports sent")
-    add_send_command(commands, control=(LOOPBACK, 7891), to_help="the SP's number (106353112345)")
-    args = parser.parse_args(argv)
-    return run_program(lambda: _serve_program(args) if args.command == "serve" else send_program(args))
+    return program_main(PROGRAM, argv, _serve_program)
 
 
 if __name__ == "__main__":

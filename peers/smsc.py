@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import logging
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal, TypeVar
 
@@ -70,15 +69,14 @@ from gateway.channels.sms.smpp import (
     UnbindResp,
     encode,
 )
-from gateway.ticket import mask_phone
 from peers.sms_peer import (
     LOOPBACK,
     MAX_RECORDED,
+    Client,
+    Owed,
     PeerServer,
-    add_send_command,
-    address,
-    run_program,
-    send_program,
+    ProgramSpec,
+    program_main,
     serve_program,
 )
 
@@ -108,34 +106,27 @@ class ReceivedMessage:
     message_ids: tuple[str, ...]  # the id this SMSC gave each part
 
 
-@dataclass(slots=True)
-class _Outgoing:
-    """A deliver_sm this SMSC owes the ESME until it is answered ESME_ROK."""
-
-    system_id: str
-    name: str  # what tests call it (`deliver` and `receipt` return it)
-    pdu: DeliverSm
-    attempts: int = 0
+_Outgoing = Owed[str, DeliverSm]  # a deliver_sm owed to a system_id, named as `deliver`/`receipt` say
 
 
-@dataclass(slots=True)
-class _Client:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    decoder: smpp.Decoder = field(default_factory=smpp.Decoder)
-    system_id: str | None = None  # set once bound
-    awaiting: dict[int, tuple[_Outgoing, asyncio.TimerHandle]] = field(default_factory=dict)
-    requests: dict[int, asyncio.Future[Pdu]] = field(default_factory=dict)  # ours: enquire_link, malformed
-    closed: bool = False
+class _Client(Client[str, DeliverSm]):
+    """An ESME's connection (`account`: its system_id once bound)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__(reader, writer)
+        self.decoder = smpp.Decoder()
 
     def send(self, pdu: Pdu) -> None:
         if not self.closed:
             self.writer.write(encode(pdu))
 
 
-class Smsc(PeerServer[ReceivedMessage, str]):
+class Smsc(PeerServer[ReceivedMessage, str, DeliverSm, _Client]):
     """The SMSC (see the module). `async with Smsc({"hotline": "secret"}) as smsc:` listens on a
     free loopback port (`smsc.port`)."""
+
+    NAME = "SMSC"
+    CLIENT = "ESME"
 
     def __init__(
         self,
@@ -151,25 +142,24 @@ class Smsc(PeerServer[ReceivedMessage, str]):
         now: Callable[[], datetime] = datetime.now,
         echo: bool = False,
     ) -> None:
-        super().__init__(host, port)
-        self.accounts = dict(accounts)
+        super().__init__(
+            host,
+            port,
+            dict(accounts),
+            response_timeout=response_timeout,
+            redeliver_delay=redeliver_delay,
+            max_deliveries=max_deliveries,
+            window=None,  # an SMSC sends what it has; the ESME answers each in its time
+            echo=echo,
+        )
         self.auto_receipt = auto_receipt
         self.receipt_seconds = receipt_seconds
-        self.response_timeout = response_timeout
-        self.redeliver_delay = redeliver_delay
-        self.max_deliveries = max_deliveries
-        self.echo = echo
         self._now = now
         self._message_ids = itertools.count(0x1000)
         self._sequences = itertools.count(1)
         self._names = itertools.count(1)
         self._refs = itertools.count(0x1201)  # 16-bit references with a high byte, as carriers use
-        self._clients: list[_Client] = []
-        self._unsent: deque[_Outgoing] = deque()
         self._reassembler: text.Reassembler[tuple[SubmitSm, str, bytes]] = text.Reassembler(timeout=3600.0)
-        self._failing: tuple[int, int] = (Status.ESME_ROK, 0)
-        self._swallow = 0
-        self._drop_on_submit = False
         # What it saw, for tests.
         self.binds: list[Bind] = []
         self.pdus: deque[Pdu] = deque(maxlen=MAX_RECORDED)  # every PDU an ESME sent, in order
@@ -185,9 +175,6 @@ class Smsc(PeerServer[ReceivedMessage, str]):
     def received(self, kind: type[T]) -> list[T]:
         """The PDUs of one kind an ESME sent (EnquireLink, GenericNack, Unbind...)."""
         return [pdu for pdu in self.pdus if isinstance(pdu, kind)]
-
-    def bound(self) -> bool:
-        return any(client.system_id is not None and not client.closed for client in self._clients)
 
     # --- acting on demand ----------------------------------------------------------------------
 
@@ -212,7 +199,8 @@ class Smsc(PeerServer[ReceivedMessage, str]):
             raise ValueError(f"the order names parts of 1..{len(pdus)}, each at most once")
         names = [f"deliver-{next(self._names)}" for _ in pdus]
         for number in order:
-            self._queue(_Outgoing(system_id or self._only_account(), names[number - 1], pdus[number - 1]))
+            name = names[number - 1]
+            self._queue(_Outgoing(system_id or self._only_account(), name, pdus[number - 1], name))
         await self.notify()
         return names
 
@@ -242,84 +230,42 @@ class Smsc(PeerServer[ReceivedMessage, str]):
             tlvs=extra,
         )
         name = f"receipt-{next(self._names)}"
-        self._queue(_Outgoing(self._only_account(), name, pdu))
+        self._queue(_Outgoing(self._only_account(), name, pdu, name))
         return name
 
     def throttle(self, count: int) -> None:
         """Answer the next `count` submit_sm with ESME_RTHROTTLED."""
         self.fail_submits(Status.ESME_RTHROTTLED, count)
 
-    def fail_submits(self, status: int, count: int) -> None:
-        """Answer the next `count` submit_sm with this error status (nothing recorded)."""
-        self._failing = (status, count)
-
-    def swallow(self, count: int) -> None:
-        """Leave the next `count` submit_sm unanswered (as if lost on the way)."""
-        self._swallow = count
-
-    def drop_on_submit(self) -> None:
-        """Close the connection when the next submit_sm arrives, without answering or recording it."""
-        self._drop_on_submit = True
-
-    def drop(self) -> None:
-        """Close every connection now."""
-        self._close_all()
-
-    async def send_raw(self, data: bytes) -> None:
-        """Write bytes as they are to the bound ESME."""
-        client = self._bound_client()
-        client.writer.write(data)
-        await client.writer.drain()
-
     async def send_malformed(self, kind: Malformed, timeout: float = 10.0) -> GenericNack:
         """Send malformed bytes (`malformed`) to the bound ESME; the generic_nack it answered."""
-        client = self._bound_client()
-        sequence = next(self._sequences)
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        client.requests[sequence] = future
-        await self.send_raw(malformed(kind, sequence))
-        async with asyncio.timeout(timeout):
-            answer = await future
-        if not isinstance(answer, GenericNack):
-            raise AssertionError(f"the ESME answered malformed bytes with {answer.COMMAND.name.lower()}")
-        return answer
+        sequence = self._next_sequence()
+        return await self._round_trip(sequence, malformed(kind, sequence), timeout, GenericNack)
 
     async def enquire_link(self, timeout: float = 10.0) -> Pdu:
         """An enquire_link round trip with the ESME (what it sent before answering has arrived);
         its answer."""
-        return await self._request(EnquireLink(sequence=next(self._sequences)), timeout)
+        sequence = self._next_sequence()
+        return await self._round_trip(sequence, encode(EnquireLink(sequence=sequence)), timeout, Pdu)
 
     async def unbind(self, timeout: float = 10.0) -> Pdu:
         """Unbind the ESME, as an SMSC going down for maintenance does; its answer."""
-        return await self._request(Unbind(sequence=next(self._sequences)), timeout)
-
-    async def _request(self, pdu: Pdu, timeout: float) -> Pdu:
-        client = self._bound_client()
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        client.requests[pdu.sequence] = future
-        client.send(pdu)
-        async with asyncio.timeout(timeout):
-            return await future
+        sequence = self._next_sequence()
+        return await self._round_trip(sequence, encode(Unbind(sequence=sequence)), timeout, Pdu)
 
     # --- serving a connection --------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = _Client(reader, writer)
-        self._clients.append(client)
-        try:
-            with contextlib.suppress(OSError):  # the ESME went away (a reset): the same as EOF
-                while not client.closed:
-                    data = await reader.read(64 * 1024)
-                    if not data:
-                        break
-                    client.decoder.feed(data)
-                    await self._drain(client)
-        finally:
-            self._close(client)
-            self._clients.remove(client)
-            await self.notify()
+    def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> _Client:
+        return _Client(reader, writer)
 
-    async def _drain(self, client: _Client) -> None:
+    def _next_sequence(self) -> int:
+        return next(self._sequences)
+
+    def _write(self, client: _Client, sequence: int, delivery: DeliverSm) -> None:
+        client.send(replace(delivery, sequence=sequence))
+
+    async def _received(self, client: _Client, data: bytes) -> None:
+        client.decoder.feed(data)
         while not client.closed:
             try:
                 pdu = client.decoder.next_pdu()
@@ -346,13 +292,13 @@ class Smsc(PeerServer[ReceivedMessage, str]):
             client.requests.pop(pdu.sequence).set_result(pdu)
             if isinstance(pdu, UnbindResp):
                 self._close(client)
-        elif client.system_id is None:
+        elif client.account is None:
             if not smpp.is_response(pdu.COMMAND):
                 client.send(GenericNack(sequence=pdu.sequence, status=Status.ESME_RINVBNDSTS))
         elif isinstance(pdu, SubmitSm):
             self._on_submit(client, pdu)
         elif isinstance(pdu, DeliverSmResp):
-            self._on_deliver_resp(client, pdu)
+            self._answered(client, pdu.sequence, pdu.status)
         elif isinstance(pdu, Unbind):
             self.unbinds += 1
             client.send(UnbindResp(sequence=pdu.sequence))
@@ -361,7 +307,7 @@ class Smsc(PeerServer[ReceivedMessage, str]):
             client.send(GenericNack(sequence=pdu.sequence, status=Status.ESME_RINVCMDID))
 
     def _bind(self, client: _Client, bind: BindTransceiver | BindTransmitter | BindReceiver) -> None:
-        if client.system_id is not None:
+        if client.account is not None:
             status: int = Status.ESME_RALYBND
         elif not isinstance(bind, BindTransceiver):
             status = Status.ESME_RBINDFAIL
@@ -379,20 +325,13 @@ class Smsc(PeerServer[ReceivedMessage, str]):
             log.info("SMSC: %s of %s refused: %s", bind.COMMAND.name.lower(), bind.system_id, smpp.status_name(status))
             self._close(client)
             return
-        client.system_id = bind.system_id
+        client.account = bind.system_id
         self._flush(bind.system_id)
 
     def _on_submit(self, client: _Client, submit: SubmitSm) -> None:
-        if self._drop_on_submit:
-            self._drop_on_submit = False
-            self._close(client)
+        if self._lost_on_the_way(client):
             return
-        if self._swallow:
-            self._swallow -= 1
-            return
-        status, count = self._failing
-        if count:
-            self._failing = (status, count - 1)
+        if (status := self._failure()) is not None:
             client.send(SubmitSmResp(sequence=submit.sequence, status=status))
             return
         message_id = f"{next(self._message_ids):08x}"
@@ -422,89 +361,7 @@ class Smsc(PeerServer[ReceivedMessage, str]):
                 message_ids=tuple(message_id for _, message_id, _ in parts),
             )
             self.messages.append(message)
-            self._echo(message)
-
-    def _on_deliver_resp(self, client: _Client, response: DeliverSmResp) -> None:
-        entry = client.awaiting.pop(response.sequence, None)
-        if entry is None:
-            return
-        outgoing, timer = entry
-        timer.cancel()
-        self.deliver_results.setdefault(outgoing.name, []).append(response.status)
-        if response.status != Status.ESME_ROK:
-            self._retry(outgoing)
-
-    # --- deliver_sm owed to the ESME -------------------------------------------------------
-
-    def _queue(self, outgoing: _Outgoing) -> None:
-        client = self._client_of(outgoing.system_id)
-        if client is None:
-            self._unsent.append(outgoing)
-            return
-        outgoing.attempts += 1
-        sequence = next(self._sequences)
-        timer = asyncio.get_running_loop().call_later(self.response_timeout, self._timed_out, client, sequence)
-        client.awaiting[sequence] = (outgoing, timer)
-        client.send(replace(outgoing.pdu, sequence=sequence))
-
-    def _timed_out(self, client: _Client, sequence: int) -> None:
-        entry = client.awaiting.pop(sequence, None)
-        if entry is not None:
-            self._retry(entry[0])
-
-    def _retry(self, outgoing: _Outgoing) -> None:
-        if outgoing.attempts >= self.max_deliveries:
-            log.warning("SMSC: %s given up after %d tries", outgoing.name, outgoing.attempts)
-            return
-        asyncio.get_running_loop().call_later(self.redeliver_delay, self._queue, outgoing)
-
-    def _flush(self, system_id: str) -> None:
-        waiting = [outgoing for outgoing in self._unsent if outgoing.system_id == system_id]
-        self._unsent = deque(outgoing for outgoing in self._unsent if outgoing.system_id != system_id)
-        for outgoing in waiting:
-            self._queue(outgoing)
-
-    # --- helpers ---------------------------------------------------------------------------
-
-    def _echo(self, message: ReceivedMessage) -> None:
-        if self.echo:  # the program shows what the gateway sent; tests read `messages`
-            print(f"SMS to {mask_phone(message.dest)} ({len(message.parts)} parts): {message.text}", flush=True)
-        else:
-            log.info("SMSC: SMS to %s, %d parts", mask_phone(message.dest), len(message.parts))
-
-    def _client_of(self, system_id: str) -> _Client | None:
-        for client in reversed(self._clients):
-            if client.system_id == system_id and not client.closed:
-                return client
-        return None
-
-    def _bound_client(self) -> _Client:
-        client = self._client_of(self._only_account())
-        if client is None:
-            raise RuntimeError("no ESME is bound")
-        return client
-
-    def _only_account(self) -> str:
-        if len(self.accounts) != 1:
-            raise ValueError("name the account: this SMSC has several")
-        return next(iter(self.accounts))
-
-    def _close(self, client: _Client) -> None:
-        if client.closed:
-            return
-        client.closed = True
-        client.writer.close()
-        for outgoing, timer in client.awaiting.values():
-            timer.cancel()
-            self._unsent.append(outgoing)  # owed still: sent again after the next bind
-        client.awaiting.clear()
-        for future in client.requests.values():
-            if not future.done():
-                future.set_exception(ConnectionError("the ESME's connection closed"))
-
-    def _close_all(self) -> None:
-        for client in list(self._clients):
-            self._close(client)
+            self._echo(message.dest, len(message.parts), message.text)
 
 
 def _bind_response(bind: BindTransceiver | BindTransmitter | BindReceiver, status: int) -> Pdu:
@@ -601,17 +458,21 @@ async def _serve_program(args: argparse.Namespace) -> None:
     await serve_program(smsc, routes, args.control, "smsc (SMPP 3.4)")
 
 
+PROGRAM = ProgramSpec(
+    name="smsc",
+    description="An SMPP 3.4 SMSC for tests and demos.",
+    wire="SMPP",
+    clients="ESMEs",
+    port=2775,
+    account=_account,
+    account_help="ID:PASSWORD (repeatable)",
+    receipts="--receipt",
+    to_help="the hotline's SMS number (12345)",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m peers.smsc", description="An SMPP 3.4 SMSC for tests and demos.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="listen for ESMEs (SMPP) and for commands (HTTP)")
-    serve.add_argument("--listen", type=address, default=(LOOPBACK, 2775), help="SMPP address (127.0.0.1:2775)")
-    serve.add_argument("--account", type=_account, action="append", required=True, help="ID:PASSWORD (repeatable)")
-    serve.add_argument("--control", type=address, default=(LOOPBACK, 2776), help="HTTP control (127.0.0.1:2776)")
-    serve.add_argument("--receipt", choices=["DELIVRD", "UNDELIV"], default="DELIVRD", help="receipts sent")
-    add_send_command(commands, control=(LOOPBACK, 2776), to_help="the hotline's SMS number (12345)")
-    args = parser.parse_args(argv)
-    return run_program(lambda: _serve_program(args) if args.command == "serve" else send_program(args))
+    return program_main(PROGRAM, argv, _serve_program)
 
 
 if __name__ == "__main__":
