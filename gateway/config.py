@@ -163,13 +163,38 @@ class ApiClientConfig(_Section):
     read_only: bool = False  # reads tickets (a supervisor's tools, the work-order system); submits none
 
 
+SmsProtocol = Literal["smpp", "cmpp"]
+Digits = Annotated[str, StringConstraints(pattern=r"^[0-9]*$")]
+
+
 class SmsChannelConfig(_Section):
+    """`[channels.sms]`: the hotline's SMS number, through an SMSC (SMPP 3.4) or China Mobile's
+    ISMG (CMPP 3.0); docs/channels.md, "The channel adapter"."""
+
     enabled: bool = False
-    smsc: str = "127.0.0.1:2775"
-    system_id: str = ""
-    password_env: EnvName = "HG_SMPP_PASSWORD"
+    protocol: SmsProtocol = "smpp"
+    smsc: str = "127.0.0.1:2775"  # the SMSC's (or the ISMG's) address
+    system_id: Annotated[str, StringConstraints(max_length=15)] = ""  # SMPP: the ESME's account
+    password_env: EnvName = "HG_SMPP_PASSWORD"  # SMPP: the bind's password; CMPP: the shared secret
+    source_addr: Annotated[Digits, StringConstraints(max_length=20)] = ""  # SMPP: the hotline's number
+    sp_id: Annotated[str, StringConstraints(max_length=6, pattern=r"^[0-9A-Za-z]*$")] = ""  # CMPP: 企业代码
+    service_id: Annotated[str, StringConstraints(max_length=10, pattern=r"^[\x21-\x7e]*$")] = ""  # CMPP: 业务代码
+    src_id: Annotated[Digits, StringConstraints(max_length=21)] = ""  # CMPP: the hotline's number (106...)
+    window: int | None = Field(default=None, ge=1, le=1000)  # submits awaiting their answer; None: 10 / 16
+    send_rate: float = Field(default=100.0, gt=0, le=10_000)  # submits per second, at most
+    # SMPP names a message by a fingerprint of its content (it has no id): two identical texts from
+    # one citizen in the same or the next `duplicate_window` count as one (a redelivery).
+    duplicate_window: Seconds = 600.0
 
     _smsc = field_validator("smsc")(_check_listen)
+
+
+class ConversationsConfig(_Section):
+    """`[conversations]`: a citizen's follow-up on the same channel joins their open ticket while it
+    comes within `window` of their previous message; a ticket keeps its last `max_messages`."""
+
+    window: float = Field(default=86400.0, gt=0, le=30 * 86400)
+    max_messages: int = Field(default=200, ge=1, le=10_000)
 
 
 class WechatChannelConfig(_Section):
@@ -324,6 +349,7 @@ class GatewayConfig(_Section):
     agents: list[AgentConfig] = Field(default_factory=list)
     api_clients: list[ApiClientConfig] = Field(default_factory=list)
     channels: ChannelsConfig = ChannelsConfig()
+    conversations: ConversationsConfig = ConversationsConfig()
     voice: VoiceConfig = VoiceConfig()
     sipfront: KamailioConfig = KamailioConfig()
     asr: AsrConfig = AsrConfig()
@@ -465,6 +491,7 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
         if agent.token_hash is None:
             errors.append(FieldError(f"agents[{index}].token_hash", "missing; run `hotline-gateway init-credentials`"))
     errors += voice_errors(config)
+    errors += sms_errors(config.channels.sms)
     errors += front_errors(config)
     for index, client in enumerate(config.api_clients):
         if client.key_hash is None:
@@ -472,6 +499,23 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
                 FieldError(f"api_clients[{index}].key_hash", "missing; run `hotline-gateway init-credentials`")
             )
     return errors
+
+
+_SMS_REQUIRED: dict[SmsProtocol, tuple[str, ...]] = {
+    "smpp": ("system_id", "source_addr"),
+    "cmpp": ("sp_id", "service_id", "src_id"),
+}
+
+
+def sms_errors(sms: SmsChannelConfig) -> list[FieldError]:
+    """An enabled SMS channel names what its protocol logs in with and sends from."""
+    if not sms.enabled:
+        return []
+    return [
+        FieldError(f"channels.sms.{name}", f"required with protocol = {sms.protocol!r}")
+        for name in _SMS_REQUIRED[sms.protocol]
+        if not getattr(sms, name)
+    ]
 
 
 def voice_errors(config: GatewayConfig) -> list[FieldError]:
@@ -532,6 +576,9 @@ def environment_errors(config: GatewayConfig, environ: Mapping[str, str]) -> lis
                 errors.append(
                     FieldError(f"channels.{channel_name}.{field}", f"environment variable {value} is not set")
                 )
+    sms = config.channels.sms
+    if sms.enabled and sms.protocol == "smpp" and len(environ.get(sms.password_env, "")) > 8:
+        errors.append(FieldError("channels.sms.password_env", "an SMPP 3.4 password is at most 8 characters"))
     return errors
 
 

@@ -4,7 +4,8 @@
 one, what it holds and what bounds it, and a test keeps the two equal. Two shapes are also spelled
 in Lua, where Python cannot build them: the offer script makes the queue streams of an agent's
 queues (`{prefix}:q:{queue}:{priority}`) and several scripts read a ticket's id back out of its
-key (`:t:`); a test holds `gateway/queue/scripts.py` to the shapes made here.
+key (`:t:`); a test holds `gateway/queue/scripts.py` to the shapes made here. The JOIN script,
+which learns the ticket from the conversation key, names its conversation list (`:t:{id}:m`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ class Keys:
 
     def history(self, ticket_id: str) -> str:
         return f"{self.prefix}:t:{ticket_id}:h"
+
+    def messages(self, ticket_id: str) -> str:
+        """A message channel's ticket's conversation (the JOIN script also spells it: `tkey .. ':m'`)."""
+        return f"{self.prefix}:t:{ticket_id}:m"
+
+    def conversation(self, channel: str, identity: str) -> str:
+        """The open ticket a citizen's next message on a channel joins: `{ticket id} {last ms}`."""
+        return f"{self.prefix}:conv:{channel}:{identity}"
 
     def idempotency(self, channel: str, message_id: str, client: str | None = None) -> str:
         """Where a channel message id is remembered. An API client's ids are its own (`form-0001`
@@ -69,6 +78,12 @@ class Keys:
     @property
     def wake(self) -> str:
         return f"{self.prefix}:wake"
+
+    @property
+    def news(self) -> str:
+        """Pub/Sub: a conversation's new message or a reply's new delivery state, for the seat
+        holding the ticket (`gateway.messages.ConversationNews`)."""
+        return f"{self.prefix}:news"
 
     @property
     def control(self) -> str:

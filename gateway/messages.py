@@ -10,6 +10,7 @@ Where each one travels (docs/redis-keys.md lists them with their fields):
 - `{prefix}:control` (Pub/Sub): `Login`, `ScreenPop`, `Revoke`, `CallEnded`, each one line: its
   kind, then its fields as words separated by single spaces;
 - `{prefix}:transcripts` (Pub/Sub): `Transcript`, JSON;
+- `{prefix}:news` (Pub/Sub): `ConversationNews`, JSON;
 - `{prefix}:worker:{id}:inbox` (stream): `ConnectAgent`, its `op` naming the command;
 - `{prefix}:workers:dead` (stream): `DeadWorker`;
 - `{prefix}:asr:pending` (sorted set): `PendingRecording`, JSON, the member itself;
@@ -34,7 +35,7 @@ from pydantic import ConfigDict, Json, StringConstraints, TypeAdapter, Validatio
 from gateway import jsonwire
 from gateway.config import AgentId, format_path
 from gateway.errors import InvalidRequest
-from gateway.ticket import Channel, Citizen, Ticket, TranscriptSegment
+from gateway.ticket import Channel, Citizen, ConversationMessage, Ticket, TranscriptSegment
 
 TicketId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[0-9A-Za-z]+$")]
 # A word of a control line: printable ASCII, no space (the line's separator).
@@ -222,6 +223,26 @@ class Transcript(_Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ConversationNews(_Message):
+    """A conversation's new message (`in`), or a reply's new delivery state (`out`), for the seat
+    of the agent holding the ticket (`{prefix}:news`)."""
+
+    ticket: TicketId
+    agent: AgentId
+    message: ConversationMessage
+
+    def serialize(self) -> bytes:
+        message = self.message.model_dump(mode="json", exclude_defaults=True)
+        raw = _dumps({"ticket": self.ticket, "agent": self.agent, "message": message})
+        self.parse(raw)
+        return raw
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Self:
+        return validated(cls, _json_object(raw, "conversation news"), "conversation news")
+
+
+@dataclass(frozen=True, slots=True)
 class PendingRecording(_Message):
     """A recording live recognition missed, waiting for `transcribe --pending` (the sorted set's
     member is this JSON itself; its score is when it was added)."""
@@ -348,6 +369,7 @@ MESSAGES: tuple[type[_Message], ...] = (
     Revoke,
     CallEnded,
     Transcript,
+    ConversationNews,
     PendingRecording,
     ConnectAgent,
     DeadWorker,

@@ -93,6 +93,24 @@ class HistoryEntry(_Frozen):
     detail: dict[str, str] = Field(default_factory=dict)
 
 
+Direction = Literal["in", "out"]
+DeliveryStatus = Literal["queued", "sent", "delivered", "failed"]
+MAX_MESSAGES = 200  # the default of `[conversations] max_messages`
+
+
+class ConversationMessage(_Frozen):
+    """One message of a ticket's conversation with the citizen: what they wrote (`in`, named by the
+    channel's message id) or an agent's reply (`out`, named by its outbox entry id) with how far
+    its delivery got."""
+
+    direction: Direction
+    id: MessageId
+    at: datetime
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+    status: DeliveryStatus | None = None  # `out` only
+    reason: Annotated[str, StringConstraints(max_length=256)] = ""  # why it failed, as the peer said
+
+
 class Ticket(_Frozen):
     id: str
     channel: Channel
@@ -118,6 +136,10 @@ class Ticket(_Frozen):
     route_evidence: Annotated[str, StringConstraints(max_length=256)] = ""
     satisfaction: ShortText = ""  # the caller's post-call rating (the flow's rating names)
     history: tuple[HistoryEntry, ...] = ()
+    # A message channel's conversation, oldest first, at most `[conversations] max_messages`:
+    # beyond, the oldest are dropped and counted (the first one is `text` anyway).
+    messages: tuple[ConversationMessage, ...] = ()
+    messages_dropped: int = Field(default=0, ge=0)
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_defaults=True).encode()
@@ -129,6 +151,18 @@ class Ticket(_Frozen):
 
 # The fields an agent may change with an `update` frame, and nothing else.
 EDITABLE_FIELDS = frozenset({"text", "category", "address", "notes", "citizen_name", "citizen_phone"})
+
+
+def conversation_identity(ticket: Ticket) -> str | None:
+    """Who a message channel's ticket talks with, as that channel names them (None: the channel has
+    no conversation: voice, web forms)."""
+    citizen = ticket.citizen
+    identity = {
+        "sms": citizen.phone,
+        "wechat": citizen.wechat_openid,
+        "telegram": None if citizen.telegram_chat_id is None else str(citizen.telegram_chat_id),
+    }.get(ticket.channel)
+    return identity or None
 
 
 def new_ticket_id(now: datetime) -> str:

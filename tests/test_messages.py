@@ -20,6 +20,7 @@ from gateway.config import GatewayConfig
 from gateway.queue import TicketQueue
 from gateway.ticket import CHANNELS, Citizen, Ticket, TranscriptSegment, new_ticket_id
 from gateway.voice.link import VoiceLink
+from tests.channels.strategies import conversation_messages
 from tests.helpers import queued_ticket, voice_ticket
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "redis-keys.md"
@@ -71,6 +72,7 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.Revoke: st.builds(m.Revoke, agents, tickets, reasons),
     m.CallEnded: st.builds(m.CallEnded, agents, tickets, reasons),
     m.Transcript: st.builds(m.Transcript, tickets, segments),
+    m.ConversationNews: st.builds(m.ConversationNews, tickets, agents, conversation_messages),
     m.PendingRecording: st.builds(m.PendingRecording, tickets, st.text(min_size=1, max_size=512), reasons),
     m.ConnectAgent: st.builds(
         m.ConnectAgent, tickets, agents, st.from_regex(r"sips?:[\x21-\x7e]{1,200}", fullmatch=True)

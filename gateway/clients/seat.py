@@ -224,6 +224,10 @@ def _transcript(view: SeatView, frame: proto.Transcript, mode: Mode) -> Step:
     return Step(view, (f"[{speaker} {frame.ticket}] {_indented(segment.text)}",))
 
 
+def _message(view: SeatView, frame: proto.MessageFrame, mode: Mode) -> Step:
+    return Step(view, (f"[市民 {frame.ticket}] {_indented(frame.message.text)}",))
+
+
 def _pong(view: SeatView, frame: proto.Pong, mode: Mode) -> Step:
     return Step(view)
 
@@ -242,6 +246,7 @@ _FRAMES: dict[type[proto.ServerFrame], Callable[[SeatView, Any, Mode], Step]] = 
     proto.ErrorFrame: _error,
     proto.Pong: _pong,
     proto.Transcript: _transcript,
+    proto.MessageFrame: _message,
 }
 
 

@@ -38,16 +38,21 @@ local function count(stats, ttl, queue, counter, by)
   redis.call('HINCRBY', stats, queue .. ':' .. counter, by)
   redis.call('EXPIRE', stats, ttl)
 end
+-- A ticket as a seat is sent it: doc, status, agent, history, conversation, messages dropped.
 local function ticket_payload(tkey, hkey)
-  local fields = redis.call('HMGET', tkey, 'doc', 'status', 'agent')
-  return {fields[1], fields[2], fields[3] or '', redis.call('LRANGE', hkey, 0, -1)}
+  local fields = redis.call('HMGET', tkey, 'doc', 'status', 'agent', 'dropped')
+  return {fields[1], fields[2], fields[3] or '', redis.call('LRANGE', hkey, 0, -1),
+    redis.call('LRANGE', tkey .. ':m', 0, -1), fields[4] or '0'}
 end
 """
 
-# KEYS: idem, ticket, history, stream, the ticket-created stream
+# KEYS: idem, ticket, history, stream, the ticket-created stream, the ticket's conversation list
 # ARGV: ticket id, doc, history entry, idem ttl, max queue length, wake channel, queue, group,
 #       request fingerprint ('' = none: the gateway's own tickets, whose repeats may differ),
-#       created stream's approximate MAXLEN, channel
+#       created stream's approximate MAXLEN, channel, conversation key ('' = the channel has
+#       none), the message's time (ms), conversation window (ms), the first message (JSON)
+# A message channel's ticket becomes the citizen's open conversation (the JOIN script appends
+# their follow-ups to it; SETTLE ends it), its first message the conversation's first.
 # The created entry is written in the same step as the ticket: a consumer (triage, the wallboard)
 # never sees a ticket that is not stored, nor misses one that is.
 # The idempotency key holds the ticket id, then a space and the fingerprint when there is one.
@@ -66,14 +71,55 @@ if redis.call('XLEN', KEYS[4]) >= tonumber(ARGV[5]) then return {-1, ''} end
 local entry = redis.call('XADD', KEYS[4], '*', 't', ARGV[1])
 ensure_group(KEYS[4], ARGV[8])
 redis.call('HSET', KEYS[2], 'doc', ARGV[2], 'status', 'queued', 'agent', '',
-  'stream', KEYS[4], 'entry', entry)
+  'stream', KEYS[4], 'entry', entry, 'conv', ARGV[12])
 redis.call('RPUSH', KEYS[3], ARGV[3])
+if ARGV[12] ~= '' then
+  redis.call('SET', ARGV[12], ARGV[1] .. ' ' .. ARGV[13], 'PX', tonumber(ARGV[14]))
+  redis.call('RPUSH', KEYS[6], ARGV[15])
+end
 local remembered = ARGV[1]
 if ARGV[9] ~= '' then remembered = remembered .. ' ' .. ARGV[9] end
 redis.call('SET', KEYS[1], remembered, 'EX', tonumber(ARGV[4]))
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', tonumber(ARGV[10]), '*', 't', ARGV[1], 'q', ARGV[7], 'c', ARGV[11])
 return {1, ARGV[1]}
+"""
+)
+
+# A citizen's follow-up joins their open ticket, once.
+# KEYS: the conversation key, then the message's idempotency keys (the one it is remembered under
+#       first; then older ones it may have been remembered under: see gateway/channels/contract.py)
+# ARGV: key prefix, the message (JSON), its time (ms), conversation window (ms), max messages,
+#       history entry, idem ttl
+# Returns {'duplicate', ticket id} when the message was taken before (joined or a ticket of its
+# own), {'none'} when there is no open conversation to join (the caller files a new ticket), else
+# {'joined', ticket id, status, agent}. Beyond max messages the oldest are dropped and counted.
+JOIN = (
+    _PRELUDE
+    + r"""
+for i = 2, #KEYS do
+  local existing = redis.call('GET', KEYS[i])
+  if existing then return {'duplicate', string.match(existing, '^(%S+)')} end
+end
+local current = redis.call('GET', KEYS[1])
+if not current then return {'none'} end
+local tid, last = string.match(current, '^(%S+) (%d+)$')
+local now, window = tonumber(ARGV[3]), tonumber(ARGV[4])
+if not tid or now - tonumber(last) > window then return {'none'} end
+local tkey = ARGV[1] .. ':t:' .. tid
+local status, agent = unpack(redis.call('HMGET', tkey, 'status', 'agent'))
+if status ~= 'queued' and status ~= 'offered' and status ~= 'claimed' then return {'none'} end
+local mkey = tkey .. ':m'
+redis.call('RPUSH', mkey, ARGV[2])
+local over = redis.call('LLEN', mkey) - tonumber(ARGV[5])
+if over > 0 then
+  redis.call('LTRIM', mkey, over, -1)
+  redis.call('HINCRBY', tkey, 'dropped', over)
+end
+redis.call('RPUSH', tkey .. ':h', ARGV[6])
+redis.call('SET', KEYS[2], tid, 'EX', tonumber(ARGV[7]))
+redis.call('SET', KEYS[1], tid .. ' ' .. ARGV[3], 'PX', window)
+return {'joined', tid, status, agent or ''}
 """
 )
 
@@ -229,10 +275,12 @@ return 'ok'
 """
 )
 
-# KEYS: ticket, history, submitted stream, offers zset, today's stats hash
+# KEYS: ticket, history, submitted stream, offers zset, today's stats hash, conversation list
 # ARGV: agent ('' = any, for system settlement), allowed statuses, final status, new doc ('' = keep),
 #       history entry, publish ('1' = append the whole final ticket to the submitted stream), group,
 #       submitted maxlen, ttl, key prefix, stats ttl
+# A settled ticket ends the citizen's conversation (when it is still theirs): their next message
+# opens a new ticket.
 SETTLE = (
     _PRELUDE
     + r"""
@@ -247,6 +295,11 @@ redis.call('XDEL', stream, entry)
 redis.call('ZREM', KEYS[4], tid)
 if owner and owner ~= '' then redis.call('SREM', ARGV[10] .. ':agent:' .. owner .. ':tickets', tid) end
 redis.call('HSET', KEYS[1], 'status', ARGV[3])
+local conv = redis.call('HGET', KEYS[1], 'conv')
+if conv and conv ~= '' then
+  local current = redis.call('GET', conv)
+  if current and string.match(current, '^(%S+)') == tid then redis.call('DEL', conv) end
+end
 count(KEYS[5], tonumber(ARGV[11]), queue_of(stream), ARGV[3], 1)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'doc', ARGV[4]) end
 redis.call('RPUSH', KEYS[2], ARGV[5])
@@ -257,11 +310,17 @@ if ARGV[6] == '1' then
   local doc = redis.call('HGET', KEYS[1], 'doc')
   local tail = ',"status":' .. cjson.encode(ARGV[3])
   if owner and owner ~= '' then tail = tail .. ',"agent":' .. cjson.encode(owner) end
-  tail = tail .. ',"history":[' .. table.concat(redis.call('LRANGE', KEYS[2], 0, -1), ',') .. ']}'
+  tail = tail .. ',"history":[' .. table.concat(redis.call('LRANGE', KEYS[2], 0, -1), ',') .. ']'
+  local said = redis.call('LRANGE', KEYS[6], 0, -1)
+  if #said > 0 then tail = tail .. ',"messages":[' .. table.concat(said, ',') .. ']' end
+  local dropped = tonumber(redis.call('HGET', KEYS[1], 'dropped') or '0')
+  if dropped > 0 then tail = tail .. ',"messages_dropped":' .. dropped end
+  tail = tail .. '}'
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[8]), '*', 'ticket', string.sub(doc, 1, -2) .. tail)
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
+redis.call('EXPIRE', KEYS[6], tonumber(ARGV[9]))
 return 'ok'
 """
 )

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
@@ -23,7 +23,16 @@ from gateway.errors import Conflict, NotFound, QueueFull, ServiceUnavailable
 from gateway.keys import Keys as Keys  # re-exported: gateway.queue exports it
 from gateway.queue import scripts as queue_scripts
 from gateway.queue.batching import ScriptBatcher, once_more_on_stale
-from gateway.ticket import MAX_PRIORITY, Status, Ticket, history_entry, is_ticket_id, utcnow
+from gateway.ticket import (
+    MAX_PRIORITY,
+    ConversationMessage,
+    Status,
+    Ticket,
+    conversation_identity,
+    history_entry,
+    is_ticket_id,
+    utcnow,
+)
 
 GROUP = "seats"
 STATS_TTL = 35 * 86400  # a day's queue counters are kept this long (a month of history for reports)
@@ -35,20 +44,59 @@ class IntakeResult:
     created: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """What became of a citizen's follow-up (`JOIN`): `joined` their open ticket (held by `agent`
+    when it is offered or claimed), a `duplicate` of a message taken before, or `none` (no open
+    conversation: it needs a ticket of its own)."""
+
+    outcome: Literal["joined", "duplicate", "none"]
+    ticket_id: str = ""
+    status: str = ""
+    agent: str = ""
+
+
 def _history_json(actor: str, action: str, now: datetime | None = None, **detail: str) -> str:
     return history_entry(actor, action, now or utcnow(), **detail).model_dump_json(exclude_defaults=True)
 
 
+# Kept beside the document: status and agent as hash fields, history and conversation as lists.
+_BESIDE = frozenset({"status", "agent", "history", "messages", "messages_dropped"})
+
+
 def _doc_json(ticket: Ticket) -> str:
-    """The stored part of a ticket: everything but status, agent and history (kept beside it)."""
-    return ticket.model_dump_json(exclude={"status", "agent", "history"}, exclude_defaults=True)
+    """The stored part of a ticket: everything but what is kept beside it."""
+    return ticket.model_dump_json(exclude=set(_BESIDE), exclude_defaults=True)
 
 
-def _assemble(doc: str | bytes, status: str, agent: str, history: Iterable[str | bytes]) -> Ticket:
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _with_beside(
+    doc: str | bytes, history: Iterable[str | bytes], messages: Iterable[str | bytes], dropped: Any
+) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(doc)
+    data["history"] = [json.loads(item) for item in history]
+    said = [json.loads(item) for item in messages]
+    if said:
+        data["messages"] = said
+    if dropped and int(dropped):
+        data["messages_dropped"] = int(dropped)
+    return data
+
+
+def _assemble(
+    doc: str | bytes,
+    status: str,
+    agent: str,
+    history: Iterable[str | bytes],
+    messages: Iterable[str | bytes],
+    dropped: Any,
+) -> Ticket:
+    data = _with_beside(doc, history, messages, dropped)
     data["status"] = status
     data["agent"] = agent or None
-    data["history"] = [json.loads(item) for item in history]
     return Ticket.model_validate(data)
 
 
@@ -68,12 +116,13 @@ class RawTicket:
         return Ticket.model_validate(self.data)
 
 
-def _raw(doc: str | bytes, status: str, agent: str, history: Iterable[str | bytes]) -> RawTicket:
-    data: dict[str, Any] = json.loads(doc)
-    data["status"] = status
+def _raw(payload: Sequence[Any]) -> RawTicket:
+    """A ticket from the scripts' `ticket_payload`: doc, status, agent, history, messages, dropped."""
+    doc, status, agent, history, messages, dropped = payload
+    data = _with_beside(doc, history, messages, dropped)
+    data["status"] = _text(status)
     if agent:
-        data["agent"] = agent
-    data["history"] = [json.loads(item) for item in history]
+        data["agent"] = _text(agent)
     return RawTicket(id=data["id"], data=data)
 
 
@@ -124,7 +173,7 @@ class TicketQueue:
         self.keys = Keys(self._live.current.redis.key_prefix)  # bound at start (docs/design.md)
         self._scripts = {
             name: client.register_script(getattr(queue_scripts, name))
-            for name in ("INTAKE", "OFFER", "ACCEPT", "RELEASE", "UPDATE", "SETTLE", "TAKE_EXPIRED_LEASE")
+            for name in ("INTAKE", "JOIN", "OFFER", "ACCEPT", "RELEASE", "UPDATE", "SETTLE", "TAKE_EXPIRED_LEASE")
         }
         self._batcher = ScriptBatcher(client)
 
@@ -171,6 +220,8 @@ class TicketQueue:
         id: the latter is a `Conflict`.
         """
         keys = self.keys
+        identity = conversation_identity(ticket)
+        first = ConversationMessage(direction="in", id=ticket.message_id, at=ticket.received_at, text=ticket.text)
         result = await self._run(
             "INTAKE",
             [
@@ -179,6 +230,7 @@ class TicketQueue:
                 keys.history(ticket.id),
                 keys.stream(ticket.queue, ticket.priority),
                 keys.created,
+                keys.messages(ticket.id),
             ],
             [
                 ticket.id,
@@ -192,6 +244,10 @@ class TicketQueue:
                 fingerprint,
                 self._config.redis.created_maxlen,
                 ticket.channel,
+                keys.conversation(ticket.channel, identity) if identity else "",
+                _ms(ticket.received_at),
+                int(self._config.conversations.window * 1000),
+                first.model_dump_json(exclude_defaults=True) if identity else "",
             ],
         )
         code, ticket_id = int(result[0]), _text(result[1])
@@ -201,6 +257,33 @@ class TicketQueue:
             raise Conflict("this idempotency key was already used for a different request")
         # A repeat of this very call (after a connection error) finds the ticket it created.
         return IntakeResult(ticket_id=ticket_id, created=code == 1 or ticket_id == ticket.id)
+
+    async def join(
+        self, channel: str, identity: str, message: ConversationMessage, remembered: Sequence[str], actor: str
+    ) -> Joined:
+        """Append a citizen's follow-up to their open ticket on this channel, once (`JOIN`);
+        `remembered`: the idempotency ids it is kept under (the first) or may have been (the rest)."""
+        keys = self.keys
+        conversations = self._config.conversations
+        result = await self._run(
+            "JOIN",
+            [keys.conversation(channel, identity), *(keys.idempotency(channel, id_) for id_ in remembered)],
+            [
+                keys.prefix,
+                message.model_dump_json(exclude_defaults=True),
+                _ms(message.at),
+                int(conversations.window * 1000),
+                conversations.max_messages,
+                _history_json(actor, "message", message.at, message=message.id),
+                self._config.redis.idempotency_ttl,
+            ],
+        )
+        outcome, *rest = (_text(item) for item in result)
+        if outcome == "joined":
+            return Joined("joined", *rest)
+        if outcome == "duplicate":
+            return Joined("duplicate", rest[0])
+        return Joined("none")
 
     async def offer(self, agent: str, queues: Sequence[str]) -> RawTicket | None:
         """Reserve the best waiting ticket of these queues for this agent; None when they are empty."""
@@ -219,8 +302,7 @@ class TicketQueue:
         )
         if not result:
             return None
-        _, doc, status, owner, history = result
-        return _raw(doc, _text(status), _text(owner), history)
+        return _raw(result[1:])
 
     async def accept(self, ticket_id: str, agent: str) -> RawTicket:
         _known_shape(ticket_id)
@@ -238,8 +320,7 @@ class TicketQueue:
         code = _text(result[0])
         if code != "ok":
             self._raise_for(code, ticket_id, _text(result[1]))
-        _, doc, status, owner, history = result
-        return _raw(doc, _text(status), _text(owner), history)
+        return _raw(result[1:])
 
     async def release(self, ticket_id: str, agent: str, reason: str, statuses: str = "offered") -> bool:
         """Put an offered (or claimed) ticket back in its queue at its old place."""
@@ -263,19 +344,22 @@ class TicketQueue:
     async def get(self, ticket_id: str) -> Ticket:
         _known_shape(ticket_id)
         try:
-            doc, status, agent, history = await once_more_on_stale(self._redis, lambda: self._read(ticket_id))
+            doc, status, agent, dropped, history, messages = await once_more_on_stale(
+                self._redis, lambda: self._read(ticket_id)
+            )
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
         if doc is None:
             raise NotFound(f"no ticket {ticket_id}")
-        return _assemble(doc, _text(status), _text(agent or ""), history)
+        return _assemble(doc, _text(status), _text(agent or ""), history, messages, dropped)
 
-    async def _read(self, ticket_id: str) -> tuple[Any, Any, Any, Any]:
+    async def _read(self, ticket_id: str) -> tuple[Any, Any, Any, Any, Any, Any]:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent")
+            pipe.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent", "dropped")
             pipe.lrange(self.keys.history(ticket_id), 0, -1)
-            (doc, status, agent), history = await pipe.execute()
-        return doc, status, agent, history
+            pipe.lrange(self.keys.messages(ticket_id), 0, -1)
+            (doc, status, agent, dropped), history, messages = await pipe.execute()
+        return doc, status, agent, dropped, history, messages
 
     async def update(self, ticket: Ticket, agent: str, changed: Iterable[str]) -> None:
         keys = self.keys
@@ -315,7 +399,14 @@ class TicketQueue:
         keys = self.keys
         code = await self._run(
             "SETTLE",
-            [keys.ticket(ticket_id), keys.history(ticket_id), keys.submitted, keys.offers, keys.stats(_today())],
+            [
+                keys.ticket(ticket_id),
+                keys.history(ticket_id),
+                keys.submitted,
+                keys.offers,
+                keys.stats(_today()),
+                keys.messages(ticket_id),
+            ],
             [
                 agent,
                 allowed,

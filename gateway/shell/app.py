@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -24,6 +24,8 @@ from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, serve
 
 from gateway import messages
+from gateway.channels.contract import ChannelIntake
+from gateway.channels.sms_channel import SmsChannel
 from gateway.config import GatewayConfig, LiveConfig, RedisConfig, split_listen
 from gateway.errors import ServiceUnavailable
 from gateway.keys import Keys
@@ -143,9 +145,12 @@ class SeatsService:
 class Gateway:
     """The core process's services, in start order: the background loops (dispatcher, pub/sub,
     reaper, leases), then HTTP, then the seats (stopped in reverse: seats first, so their offers
-    go back before anything else stops). Channel adapters are added with `add` before `start`."""
+    go back before anything else stops). Channel adapters are added with `add` before `start`; the
+    enabled channels of the config are added here, their secrets read from `environ`."""
 
-    def __init__(self, config: GatewayConfig | LiveConfig, client: aioredis.Redis) -> None:
+    def __init__(
+        self, config: GatewayConfig | LiveConfig, client: aioredis.Redis, environ: Mapping[str, str] | None = None
+    ) -> None:
         self.live = LiveConfig.of(config)
         config = self.live.current
         self.redis = client
@@ -166,6 +171,16 @@ class Gateway:
             ]
         )
         self._tail: list[Service] = [self.http, self.seat_server]
+        self.sms = self._sms_channel(os.environ if environ is None else environ)
+
+    def _sms_channel(self, environ: Mapping[str, str]) -> SmsChannel | None:
+        sms = self.config.channels.sms
+        if not sms.enabled:
+            return None
+        intake = ChannelIntake(self.desk, self.queue, self.live, sms.duplicate_window)
+        channel = SmsChannel(sms, environ.get(sms.password_env, ""), intake)
+        self.add(channel)
+        return channel
 
     @property
     def config(self) -> GatewayConfig:
@@ -202,7 +217,7 @@ class Gateway:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(keys.wake, keys.control, keys.transcripts)
+                await pubsub.subscribe(keys.wake, keys.control, keys.transcripts, keys.news)
                 self.dispatcher.wake()  # anything queued while we were not listening
                 while True:
                     # get_message with a timeout, not listen(): listen() retries internally, so a
@@ -217,6 +232,8 @@ class Gateway:
                         self.dispatcher.wake()
                     elif channel == keys.control:
                         self._on_control(message["data"])
+                    elif channel == keys.news:
+                        self.seats.on_news(message["data"])
                     else:
                         self.seats.on_transcript(message["data"])
             except (RedisError, OSError):

@@ -24,7 +24,7 @@ from gateway import jsonwire
 from gateway.config import format_path
 from gateway.errors import FieldError, GatewayError, InvalidRequest, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from gateway.messages import TicketId, adapter, fields_of
-from gateway.ticket import EDITABLE_FIELDS, Ticket, TranscriptSegment
+from gateway.ticket import EDITABLE_FIELDS, ConversationMessage, Ticket, TranscriptSegment
 
 PROTOCOL_VERSION = 1
 
@@ -410,11 +410,21 @@ class Transcript(ServerFrame):
     segment: TranscriptSegment
 
 
+@dataclass(frozen=True, slots=True)
+class MessageFrame(ServerFrame):
+    """The citizen wrote again about a ticket the seat holds (offered or claimed): the message,
+    now the last of the ticket's `messages`."""
+
+    TYPE: ClassVar[str] = "message"
+    ticket: TicketId
+    message: ConversationMessage
+
+
 SERVER_FRAMES: dict[str, type[ServerFrame]] = {
     cls.TYPE: cls
     for cls in (
         Welcome, Offer, OfferRevoked, StateFrame, TicketFrame, ScreenPop, Revoked, CallEnded, Ack, ErrorFrame, Pong,
-        Transcript,
+        Transcript, MessageFrame,
     )
 }  # fmt: skip
 

@@ -18,7 +18,7 @@ import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
@@ -122,6 +122,10 @@ class SeatSession:
             log.warning("seat %s is too slow; disconnecting it", self.agent.id)
             self.closed = True
             self.close(proto.CLOSE_TOO_SLOW, "too slow: send queue full")
+
+    def holds(self, ticket_id: str) -> bool:
+        """Offered to this seat or claimed by it."""
+        return ticket_id in self.offers or ticket_id in self.claimed
 
     def can_take_offer(self, now: float, offers_per_agent: int) -> bool:
         held = len(self.offers) + len(self.claimed)
@@ -372,15 +376,18 @@ class SeatServer:
         else:
             session.send(proto.CallEnded(event.ticket, event.reason))
 
+    def on_news(self, data: bytes | str) -> None:
+        """A conversation's news about a ticket a seat here holds (offered or claimed)."""
+        news = _parsed(messages.ConversationNews, data)
+        session = self._dispatcher.sessions.get(news.agent) if news else None
+        if news and session and session.holds(news.ticket):  # else the ticket has it when next sent
+            session.send(proto.MessageFrame(news.ticket, news.message))
+
     def on_transcript(self, data: bytes | str) -> None:
         """Live speech of a caller whose ticket a seat here holds (offered or claimed)."""
-        try:
-            message = messages.Transcript.parse(data)
-        except messages.MalformedMessage as exc:
-            log.warning("%s; dropped", exc.message)
-            return
-        for session in self._dispatcher.sessions.values():
-            if message.ticket in session.offers or message.ticket in session.claimed:
+        message = _parsed(messages.Transcript, data)
+        for session in self._dispatcher.sessions.values() if message else ():
+            if message and session.holds(message.ticket):
                 session.send(proto.Transcript(message.ticket, message.segment))
 
     async def _screen_pop(self, session: SeatSession, ticket_id: str) -> None:
@@ -546,6 +553,18 @@ def edited(ticket: Ticket, fields: dict[str, Any]) -> Ticket:
         return apply_edits(ticket, fields)
     except ValidationError as exc:
         raise InvalidRequest("cannot apply these edits", proto.edit_errors(exc)) from None
+
+
+P = TypeVar("P", messages.ConversationNews, messages.Transcript)
+
+
+def _parsed(kind: type[P], data: bytes | str) -> P | None:
+    """A Pub/Sub message for the seats, or None when it cannot be read (logged in one line)."""
+    try:
+        return kind.parse(data)
+    except messages.MalformedMessage as exc:
+        log.warning("%s; dropped", exc.message)
+        return None
 
 
 def caller_of(ticket: dict[str, Any]) -> str:

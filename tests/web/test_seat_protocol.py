@@ -19,6 +19,7 @@ from gateway.errors import FieldError, InvalidRequest
 from gateway.ticket import Ticket, TranscriptSegment, apply_edits, utcnow
 from gateway.web import seat_protocol as proto
 from gateway.web.seats import PendingLimits, WaitingRoom, displaced_by_newcomer
+from tests.channels.strategies import conversation_messages
 
 
 def test_controls_are_escaped_and_plain_text_is_kept() -> None:
@@ -231,6 +232,7 @@ FRAME_STRATEGIES: dict[type[proto.ServerFrame], st.SearchStrategy[proto.ServerFr
         st.lists(st.builds(FieldError, st.text(max_size=20), st.text(max_size=40)), max_size=3).map(tuple),
     ),
     proto.Pong: st.builds(proto.Pong, request_ids, st.text(max_size=40)),
+    proto.MessageFrame: st.builds(proto.MessageFrame, ticket_ids, conversation_messages),
     proto.Transcript: st.builds(proto.Transcript, ticket_ids, segments),
 }  # fmt: skip
 

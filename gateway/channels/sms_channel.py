@@ -1,0 +1,129 @@
+"""The SMS channel: one SMS session (SMPP to an SMSC, or CMPP to China Mobile's ISMG) joined to the
+gateway as a service.
+
+The session is `gateway/channels/sms/` (its public interface only: `SmsLink` and its types). Here:
+its settings built from `[channels.sms]` (the one place), a citizen's SMS handed to the channel
+intake and awaited before the session answers the peer, and the link's health as the service's
+(`/readyz`: not ready while the link is not bound, with the reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from gateway.channels.contract import ChannelIntake, InboundMessage
+from gateway.channels.sms.cmpp_session import CmppLink, CmppSettings
+from gateway.channels.sms.link import InboundSms, LinkHealth
+from gateway.channels.sms.smpp_session import SmppLink, SmppSettings
+from gateway.channels.sms.text import Receipt
+from gateway.config import SmsChannelConfig, split_listen
+from gateway.shell.services import Health, Loop, State
+from gateway.ticket import utcnow
+
+log = logging.getLogger("gateway.channels.sms")
+
+# How the link's state reads on /readyz.
+_STATES: dict[str, State] = {"bound": "up", "connecting": "starting", "auth_failed": "failed", "down": "restarting"}
+
+
+def link_settings(config: SmsChannelConfig, secret: str, **tuning: Any) -> SmppSettings | CmppSettings:
+    """The session's settings from `[channels.sms]` and the secret its `password_env` names;
+    `tuning`: the session's other settings (timers, bounds), left at their defaults by `run`."""
+    host, port = split_listen(config.smsc)
+    if config.window is not None:
+        tuning = {"window": config.window, **tuning}
+    if config.protocol == "cmpp":
+        return CmppSettings(
+            host=host,
+            port=port,
+            sp_id=config.sp_id,
+            secret=secret,
+            service_id=config.service_id,
+            src_id=config.src_id,
+            send_rate=config.send_rate,
+            **tuning,
+        )
+    return SmppSettings(
+        host=host,
+        port=port,
+        system_id=config.system_id,
+        password=secret,
+        source_addr=config.source_addr,
+        send_rate=config.send_rate,
+        **tuning,
+    )
+
+
+def inbound_message(sms: InboundSms, fingerprinted: bool, now: datetime) -> InboundMessage:
+    """A session's whole SMS as the channel contract's message."""
+    return InboundMessage(
+        channel="sms",
+        identity=sms.source,
+        text=sms.text,
+        message_id=sms.message_id,
+        received_at=now,
+        id_is_fingerprint=fingerprinted,
+        complete=sms.complete,
+    )
+
+
+def service_health(link: LinkHealth, loop: Health) -> Health:
+    """The service's health: the supervising loop's while it is not up, else the link's."""
+    if not loop.ready:
+        return loop
+    detail = "" if link.state == "bound" else f"{link.state}: {link.last_error or 'no error yet'}"
+    return Health(_STATES[link.state], detail, loop.restarts)
+
+
+class SmsChannel:
+    """The SMS link as a supervised service (`Gateway.add`)."""
+
+    name = "sms"
+
+    def __init__(
+        self,
+        config: SmsChannelConfig,
+        secret: str,
+        intake: ChannelIntake,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        **tuning: Any,
+    ) -> None:
+        self._config = config
+        self._intake = intake
+        self._clock = clock
+        settings = link_settings(config, secret, **tuning)
+        self.link: SmppLink | CmppLink = (
+            CmppLink(settings, self._on_message, self._on_receipt)
+            if isinstance(settings, CmppSettings)
+            else SmppLink(settings, self._on_message, self._on_receipt)
+        )
+        self._stopping = False
+        self._loop = Loop("sms", self._run)
+
+    async def start(self) -> None:
+        await self._loop.start()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self.link.stop()  # its deliveries answered, the peer told (unbind / CMPP_TERMINATE)
+        await self._loop.stop()
+
+    def health(self) -> Health:
+        return service_health(self.link.health(), self._loop.health())
+
+    async def _run(self) -> None:
+        await self.link.run()
+        if self._stopping:
+            await asyncio.Event().wait()  # stopped on purpose: the loop cancels this, not a crash
+
+    async def _on_message(self, sms: InboundSms) -> None:
+        """Durably taken before the session answers the peer (it redelivers when this raises)."""
+        await self._intake.take(inbound_message(sms, self._config.protocol == "smpp", self._clock()))
+
+    async def _on_receipt(self, receipt: Receipt) -> None:
+        log.debug("SMS receipt %s: %s", receipt.message_id, receipt.state)
