@@ -1,4 +1,5 @@
-"""What the CMPP session and ISMG tests share: settings, a link running against the ISMG, an inbox."""
+"""What the CMPP session and ISMG tests share: settings, a link logged in to the ISMG, an inbox
+(`running` is `support.running`, shared with the SMPP tests)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 from gateway.channels.sms.cmpp_session import CmppLink, CmppSettings
 from gateway.channels.sms.link import InboundSms
 from gateway.channels.sms.text import Receipt
-from peers.ismg import LOOPBACK, Ismg
+from peers.ismg import Ismg
+from peers.sms_peer import LOOPBACK
+from tests.channels.sms.support import running
 from tests.logscan import register_secrets
 
 SP_ID = "901234"
@@ -66,21 +69,10 @@ class Inbox:
 
 
 @asynccontextmanager
-async def running(link: CmppLink) -> AsyncIterator[CmppLink]:
-    """The link's run() in the background, stopped (and its end awaited) on the way out."""
-    task = asyncio.create_task(link.run())
-    try:
-        yield link
-    finally:
-        await link.stop()
-        await asyncio.wait_for(task, 10)
-
-
-@asynccontextmanager
 async def linked(ismg: Ismg, inbox: Inbox, **overrides: Any) -> AsyncIterator[CmppLink]:
     """A link logged in to `ismg` (its ACTIVE_TEST answered: the session is serving)."""
     link = CmppLink(settings(ismg.port, **overrides), inbox.on_message, inbox.on_receipt)
-    async with running(link):
+    async with running(link, bound=False):
         await ismg.until(lambda: True if ismg.bound() else None)
         await ismg.active_test()
         yield link

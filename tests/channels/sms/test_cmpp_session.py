@@ -23,7 +23,8 @@ from gateway.channels.sms.link import InboundSms, OutboundSms, SmsRejected
 from gateway.channels.sms.text import Complete, Incomplete, PartKey, Reassembler
 from gateway.shell.embedded_redis import free_port
 from peers.ismg import Ismg, Login
-from tests.channels.sms.cmpp_support import CITIZEN, HOTLINE, LONG_TEXT, SECRET, SP_ID, Inbox, linked, running, settings
+from tests.channels.sms.cmpp_support import CITIZEN, HOTLINE, LONG_TEXT, SECRET, SP_ID, Inbox, linked, settings
+from tests.channels.sms.support import running
 
 # --- pure decisions ----------------------------------------------------------------------------
 
@@ -169,7 +170,7 @@ async def test_flow_control_past_the_retries_fails_transiently() -> None:
 async def test_a_submit_with_no_login_in_time_fails_transiently() -> None:
     inbox = Inbox()
     link = CmppLink(settings(free_port(), submit_wait=0.2), inbox.on_message, inbox.on_receipt)  # nobody listens
-    async with running(link):
+    async with running(link, bound=False):
         with pytest.raises(SmsRejected, match=r"no CMPP login within 0\.2 s") as caught:
             await link.submit(OutboundSms(CITIZEN, "您好", "r5"))
         assert caught.value.transient

@@ -39,9 +39,9 @@ from tests.channels.sms.cmpp_support import (
     SP_ID,
     Inbox,
     linked,
-    running,
     settings,
 )
+from tests.channels.sms.support import running
 from tests.logscan import assert_no_leaks
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -59,7 +59,7 @@ async def test_a_wrong_secret_is_auth_failed_with_one_log_line(caplog: pytest.Lo
     async with Ismg({SP_ID: SECRET}) as ismg:
         inbox = Inbox()
         link = CmppLink(settings(ismg.port, secret="not-the-secret"), inbox.on_message, inbox.on_receipt)
-        async with running(link):
+        async with running(link, bound=False):
             # A second attempt (at the back-off's ceiling) means the first refusal was taken in.
             assert await ismg.logged_in(2) == [Login(SP_ID, 3), Login(SP_ID, 3)]
             health = link.health()
@@ -74,7 +74,7 @@ async def test_a_wrong_secret_is_auth_failed_with_one_log_line(caplog: pytest.Lo
 async def test_an_unknown_sp_id_is_refused_with_status_2() -> None:
     async with Ismg({"999999": SECRET}) as ismg:
         inbox = Inbox()
-        async with running(CmppLink(settings(ismg.port), inbox.on_message, inbox.on_receipt)) as link:
+        async with running(CmppLink(settings(ismg.port), inbox.on_message, inbox.on_receipt), bound=False) as link:
             assert (await ismg.logged_in(1))[0] == Login(SP_ID, 2)
             await ismg.logged_in(2)
             assert link.health().state == "auth_failed"
@@ -318,7 +318,7 @@ async def test_the_program_serves_and_send_injects_a_message(tmp_path: Path) -> 
         ready = await asyncio.wait_for(serve.stdout.readline(), 30)
         assert ready.decode().startswith(f"ismg (CMPP 3.0) ready at 127.0.0.1:{cmpp_port} ")
         inbox = Inbox()
-        async with running(CmppLink(settings(cmpp_port), inbox.on_message, inbox.on_receipt)) as link:
+        async with running(CmppLink(settings(cmpp_port), inbox.on_message, inbox.on_receipt), bound=False) as link:
             send = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "peers.ismg", "send", "--from", CITIZEN, "--to", HOTLINE, "--text", "你好",
                 "--control", f"127.0.0.1:{control_port}",

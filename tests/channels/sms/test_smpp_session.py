@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.channels.sms import smpp
-from gateway.channels.sms.link import InboundSms, LinkHealth, LinkState, OutboundSms, SmsRejected
+from gateway.channels.sms.link import InboundSms, OutboundSms, SmsRejected
 from gateway.channels.sms.session import Pacer, backoff
 from gateway.channels.sms.smpp import DeliverSm, Status, Tag, Tlv
 from gateway.channels.sms.smpp_session import (
@@ -29,6 +29,7 @@ from gateway.channels.sms.smpp_session import (
 from gateway.channels.sms.text import Complete, Incomplete, PartKey, Receipt
 from gateway.shell.embedded_redis import free_port
 from peers.smsc import Smsc
+from tests.channels.sms.support import running, wait_state
 
 CITIZEN = "13800138000"
 HOTLINE = "12345"
@@ -165,26 +166,6 @@ def settings(smsc_port: int, **overrides: Any) -> SmppSettings:
     return SmppSettings("127.0.0.1", smsc_port, "hotline", PASSWORD, HOTLINE, **values)
 
 
-async def wait_state(link: SmppLink, state: LinkState, timeout: float = 10.0) -> LinkHealth:
-    async with asyncio.timeout(timeout):
-        while (health := link.health()).state != state:
-            await link.changed()
-    return health
-
-
-@asynccontextmanager
-async def running(link: SmppLink, *, bound: bool = True) -> AsyncIterator[SmppLink]:
-    task = asyncio.create_task(link.run())
-    try:
-        if bound:
-            await wait_state(link, "bound")
-        yield link
-    finally:
-        await link.stop()
-        async with asyncio.timeout(10):
-            await task
-
-
 @pytest.fixture
 async def smsc() -> AsyncIterator[Smsc]:
     async with Smsc({"hotline": PASSWORD}, redeliver_delay=0.01) as peer:
@@ -199,7 +180,7 @@ def received() -> Received:
 @asynccontextmanager
 async def link_to(smsc: Smsc, received: Received, **overrides: Any) -> AsyncIterator[SmppLink]:
     link = SmppLink(settings(smsc.port, **overrides), received.on_message, received.on_receipt)
-    async with running(link) as bound:
+    async with running(link, bound=True) as bound:
         yield bound
 
 

@@ -38,6 +38,7 @@ from gateway.channels.sms.smpp_session import SmppLink, SmppSettings
 from gateway.channels.sms.text import Receipt, encode, parse_receipt
 from gateway.shell.embedded_redis import free_port
 from peers.smsc import Smsc, malformed
+from tests.channels.sms.support import wait_state
 from tests.logscan import assert_no_leaks
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -286,9 +287,7 @@ async def test_the_program_serves_and_send_injects_an_sms_the_session_receives()
         assert (await read_line(serve)).startswith(f"smsc (SMPP 3.4) ready at 127.0.0.1:{smpp_port} ")
         link = SmppLink(SmppSettings("127.0.0.1", smpp_port, "hotline", PASSWORD, HOTLINE), on_message, on_receipt)
         task = asyncio.create_task(link.run())
-        async with asyncio.timeout(30):
-            while link.health().state != "bound":
-                await link.changed()
+        await wait_state(link, "bound", 30)
         send = await asyncio.to_thread(
             subprocess.run,
             [

@@ -1,0 +1,37 @@
+"""What the SMS tests of both protocols share: a link running in the background, and waiting for
+its state (SMPP and CMPP links are both `session.Session`s)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from gateway.channels.sms.link import LinkHealth, LinkState
+from gateway.channels.sms.session import Session
+
+LinkT = TypeVar("LinkT", bound=Session[Any, Any, Any])
+
+
+async def wait_state(link: Session[Any, Any, Any], state: LinkState, timeout: float = 10.0) -> LinkHealth:
+    """Once the link is in `state`: its health then."""
+    async with asyncio.timeout(timeout):
+        while (health := link.health()).state != state:
+            await link.changed()
+    return health
+
+
+@asynccontextmanager
+async def running(link: LinkT, *, bound: bool, timeout: float = 10.0) -> AsyncIterator[LinkT]:
+    """The link's run() in the background (bound first when `bound`), stopped and its end awaited
+    on the way out."""
+    task = asyncio.create_task(link.run())
+    try:
+        if bound:
+            await wait_state(link, "bound", timeout)
+        yield link
+    finally:
+        await link.stop()
+        async with asyncio.timeout(10):
+            await task
