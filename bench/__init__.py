@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "voice": "bench.voice",
     "front": "bench.front",
     "asr": "bench.asr",
+    "sms": "bench.sms",
 }
 
 

@@ -34,6 +34,9 @@ class SeatLog:
 
     total: int
     offers: dict[str, list[int]] = field(default_factory=dict)
+    citizens: dict[str, str] = field(default_factory=dict)  # ticket id -> the citizen's phone, if any
+    replying: bool = False  # reply to each claimed ticket (REPLY_TEXT) before submitting it
+    replies: dict[str, int] = field(default_factory=dict)  # ticket id -> when its reply frame went out
     submitted: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
@@ -54,6 +57,11 @@ class SeatLog:
             self.all_welcomed.set()
 
 
+def reply_text(ticket_id: str) -> str:
+    """The reply a replying seat sends: names its ticket, so the carrier's copy can be joined to it."""
+    return f"您反映的问题已转相关部门处理。工单{ticket_id}"
+
+
 class Seat:
     def __init__(self, ws: ClientConnection, agent: str, log: SeatLog) -> None:
         self.ws = ws
@@ -72,9 +80,16 @@ class Seat:
         if kind == "offer":
             ticket_id = frame["ticket"]["id"]
             self.log.offers.setdefault(ticket_id, []).append(now)
+            phone = (frame["ticket"].get("citizen") or {}).get("phone")
+            if phone:
+                self.log.citizens[ticket_id] = phone
             await self.send("accept", ticket_id)
         elif kind == "ticket" and frame["ticket"].get("status") == "claimed":
-            await self.send("submit", frame["ticket"]["id"])
+            ticket_id = frame["ticket"]["id"]
+            if self.log.replying:
+                self.log.replies[ticket_id] = time.time_ns()
+                await self.ws.send(json.dumps({"type": "reply", "ticket": ticket_id, "text": reply_text(ticket_id)}))
+            await self.send("submit", ticket_id)
         elif kind == "ack" and frame.get("status") == "submitted":
             self.log.submitted[frame["ticket"]] = now
         elif kind == "welcome":
@@ -108,9 +123,7 @@ async def run_seat(url: str, agent: str, token: str, log: SeatLog) -> None:
     try:
         async with connect(url, open_timeout=10, close_timeout=2) as ws:
             seat = Seat(ws, agent, log)
-            await ws.send(
-                json.dumps({"type": "hello", "v": 1, "agent": agent, "token": token, "state": "ready"})
-            )
+            await ws.send(json.dumps({"type": "hello", "v": 1, "agent": agent, "token": token, "state": "ready"}))
             async for raw in ws:
                 await seat.on_frame(raw, time.time_ns())
     except (ConnectionClosed, OSError) as exc:
@@ -124,24 +137,26 @@ async def run_seat(url: str, agent: str, token: str, log: SeatLog) -> None:
 class Agents:
     def __init__(self, url: str, credentials: list[tuple[str, str]]) -> None:
         self.log = SeatLog(total=len(credentials))
-        self.tasks = [
-            asyncio.create_task(run_seat(url, agent, token, self.log)) for agent, token in credentials
-        ]
+        self.tasks = [asyncio.create_task(run_seat(url, agent, token, self.log)) for agent, token in credentials]
 
     async def ready(self, command: Command) -> dict[str, Any]:
         try:
             await asyncio.wait_for(self.log.all_welcomed.wait(), command.get("timeout", 20.0))
         except TimeoutError:
             detail = "; ".join(self.log.errors[:3])
-            raise RuntimeError(
-                f"only {self.log.welcomed}/{self.log.total} seats logged in. {detail}"
-            ) from None
+            raise RuntimeError(f"only {self.log.welcomed}/{self.log.total} seats logged in. {detail}") from None
         return {"welcomed": self.log.welcomed}
+
+    async def mode(self, command: Command) -> dict[str, Any]:
+        self.log.replying = bool(command["replying"])
+        return {}
 
     async def report(self, command: Command) -> dict[str, Any]:
         log = self.log
         return {
             "offers": log.offers,
+            "citizens": log.citizens,
+            "replies": log.replies,
             "submitted": log.submitted,
             "errors": log.errors,
             "error_count": log.error_count,
@@ -159,7 +174,7 @@ class Agents:
 async def _main(conn: Connection, url: str, credentials: list[tuple[str, str]]) -> None:
     agents = Agents(url, credentials)
     try:
-        await serve(conn, {"ready": agents.ready, "report": agents.report})
+        await serve(conn, {"ready": agents.ready, "report": agents.report, "mode": agents.mode})
     finally:
         await agents.close()
 
