@@ -75,6 +75,14 @@ class Keys:
     def outbox(self, channel: str) -> str:
         return f"{self.prefix}:outbox:{channel}"
 
+    def reply(self, channel: str, reply_id: str) -> str:
+        """A reply the channel's peer took: `ticket`, `parts`, `delivered` (parts), `state`."""
+        return f"{self.prefix}:reply:{channel}:{reply_id}"
+
+    def receipt(self, channel: str, peer_id: str) -> str:
+        """The reply a part the peer named `peer_id` belongs to (its receipt names the part)."""
+        return f"{self.prefix}:receipt:{channel}:{peer_id}"
+
     @property
     def wake(self) -> str:
         return f"{self.prefix}:wake"

@@ -16,11 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from gateway.channels.contract import ChannelIntake, InboundMessage
+from gateway.channels.outbound import Refused, Sender
 from gateway.channels.sms.cmpp_session import CmppLink, CmppSettings
-from gateway.channels.sms.link import InboundSms, LinkHealth
+from gateway.channels.sms.link import InboundSms, LinkHealth, OutboundSms, SmsRejected
 from gateway.channels.sms.smpp_session import SmppLink, SmppSettings
 from gateway.channels.sms.text import Receipt
 from gateway.config import SmsChannelConfig, split_listen
+from gateway.messages import Reply
+from gateway.queue.store import TicketQueue
 from gateway.shell.services import Health, Loop, State
 from gateway.ticket import utcnow
 
@@ -79,8 +82,18 @@ def service_health(link: LinkHealth, loop: Health) -> Health:
     return Health(_STATES[link.state], detail, loop.restarts)
 
 
+def receipt_outcome(receipt: Receipt) -> tuple[bool, str] | None:
+    """(delivered, reason) for a final receipt; None for one that is not final yet (ENROUTE...)."""
+    if receipt.state == "delivered":
+        return True, ""
+    if receipt.state == "unknown":
+        return None
+    return False, f"{receipt.state} (error {receipt.error})"
+
+
 class SmsChannel:
-    """The SMS link as a supervised service (`Gateway.add`)."""
+    """The SMS link as a supervised service (`Gateway.add`); `sender`, its outbox's sender, is
+    another (`sms-sender`)."""
 
     name = "sms"
 
@@ -89,12 +102,15 @@ class SmsChannel:
         config: SmsChannelConfig,
         secret: str,
         intake: ChannelIntake,
+        queue: TicketQueue,
         *,
         clock: Callable[[], datetime] = utcnow,
         **tuning: Any,
     ) -> None:
         self._config = config
         self._intake = intake
+        self._outbound = Sender(queue, "sms", self._submit)
+        self.sender = Loop("sms-sender", self._outbound.run)
         self._clock = clock
         settings = link_settings(config, secret, **tuning)
         self.link: SmppLink | CmppLink = (
@@ -126,4 +142,17 @@ class SmsChannel:
         await self._intake.take(inbound_message(sms, self._config.protocol == "smpp", self._clock()))
 
     async def _on_receipt(self, receipt: Receipt) -> None:
-        log.debug("SMS receipt %s: %s", receipt.message_id, receipt.state)
+        """Recorded before the session answers the peer (it sends the receipt again if this raises)."""
+        outcome = receipt_outcome(receipt)
+        if outcome is not None:
+            await self._outbound.on_receipt(receipt.message_id, *outcome)
+
+    async def _submit(self, reply: Reply) -> tuple[str, ...]:
+        phone = reply.citizen.phone
+        if not phone:
+            raise Refused("the citizen has no phone number", transient=False)
+        try:
+            submitted = await self.link.submit(OutboundSms(dest=phone, text=reply.text, reference=reply.ticket))
+        except SmsRejected as rejected:
+            raise Refused(rejected.reason, transient=rejected.transient) from None
+        return submitted.message_ids

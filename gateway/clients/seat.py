@@ -228,6 +228,14 @@ def _message(view: SeatView, frame: proto.MessageFrame, mode: Mode) -> Step:
     return Step(view, (f"[市民 {frame.ticket}] {_indented(frame.message.text)}",))
 
 
+_DELIVERY = {"queued": "待发送", "sent": "已发出", "delivered": "已送达", "failed": "发送失败"}
+
+
+def _delivery(view: SeatView, frame: proto.Delivery, mode: Mode) -> Step:
+    reason = f" ({frame.reason})" if frame.reason else ""
+    return Step(view, (f"回复 {frame.reply} (工单 {frame.ticket}): {_DELIVERY[frame.status]}{reason}",))
+
+
 def _pong(view: SeatView, frame: proto.Pong, mode: Mode) -> Step:
     return Step(view)
 
@@ -247,6 +255,7 @@ _FRAMES: dict[type[proto.ServerFrame], Callable[[SeatView, Any, Mode], Step]] = 
     proto.Pong: _pong,
     proto.Transcript: _transcript,
     proto.MessageFrame: _message,
+    proto.Delivery: _delivery,
 }
 
 

@@ -38,6 +38,30 @@ local function count(stats, ttl, queue, counter, by)
   redis.call('HINCRBY', stats, queue .. ':' .. counter, by)
   redis.call('EXPIRE', stats, ttl)
 end
+-- Append to a ticket's conversation, keeping its last `max` messages (the others counted).
+local function append_message(tkey, message, max)
+  local mkey = tkey .. ':m'
+  redis.call('RPUSH', mkey, message)
+  local over = redis.call('LLEN', mkey) - tonumber(max)
+  if over > 0 then
+    redis.call('LTRIM', mkey, over, -1)
+    redis.call('HINCRBY', tkey, 'dropped', over)
+  end
+end
+-- A reply's delivery status in its conversation (the newest message of that id); the message
+-- after, or nil when it was dropped. Our own JSON: "id" and "status" written by Python.
+local function set_status(mkey, id, status, suffix)
+  local items = redis.call('LRANGE', mkey, 0, -1)
+  local needle = '"id":"' .. id .. '"'
+  for i = #items, 1, -1 do
+    if string.find(items[i], needle, 1, true) then
+      local updated = string.gsub(items[i], '"status":"%a+"', '"status":"' .. status .. '"' .. suffix, 1)
+      redis.call('LSET', mkey, i - 1, updated)
+      return updated
+    end
+  end
+  return nil
+end
 -- A ticket as a seat is sent it: doc, status, agent, history, conversation, messages dropped.
 local function ticket_payload(tkey, hkey)
   local fields = redis.call('HMGET', tkey, 'doc', 'status', 'agent', 'dropped')
@@ -109,17 +133,78 @@ if not tid or now - tonumber(last) > window then return {'none'} end
 local tkey = ARGV[1] .. ':t:' .. tid
 local status, agent = unpack(redis.call('HMGET', tkey, 'status', 'agent'))
 if status ~= 'queued' and status ~= 'offered' and status ~= 'claimed' then return {'none'} end
-local mkey = tkey .. ':m'
-redis.call('RPUSH', mkey, ARGV[2])
-local over = redis.call('LLEN', mkey) - tonumber(ARGV[5])
-if over > 0 then
-  redis.call('LTRIM', mkey, over, -1)
-  redis.call('HINCRBY', tkey, 'dropped', over)
-end
+append_message(tkey, ARGV[2], ARGV[5])
 redis.call('RPUSH', tkey .. ':h', ARGV[6])
 redis.call('SET', KEYS[2], tid, 'EX', tonumber(ARGV[7]))
 redis.call('SET', KEYS[1], tid .. ' ' .. ARGV[3], 'PX', window)
 return {'joined', tid, status, agent or ''}
+"""
+)
+
+# An agent's reply into its channel's outbox, refused (never trimmed) when the outbox is full.
+# KEYS: the channel's outbox stream, the ticket, its history
+# ARGV: outbox max, history entry, max messages, the reply as a conversation message (JSON, its
+#       id "0-0": the entry id replaces it), then the entry's field/value pairs
+# Returns the entry id (the reply's id), or false when the outbox holds `outbox max` replies not
+# yet submitted (the sender deletes each entry once it is submitted or failed for good).
+REPLY = (
+    _PRELUDE
+    + r"""
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 5))
+redis.call('RPUSH', KEYS[3], ARGV[2])
+append_message(KEYS[2], (string.gsub(ARGV[4], '"id":"0%-0"', '"id":"' .. id .. '"', 1)), ARGV[3])
+return id
+"""
+)
+
+# A reply the peer took (or refused for good): its state recorded once, its outbox entry done.
+# KEYS: the reply's hash, the ticket, its history, the outbox stream, then one receipt key per
+#       part (the peer's message id -> the reply id)
+# ARGV: sender group, entry id (= reply id), ticket id, part count, ttl, history entry, state
+#       (sent | failed), reason suffix ('' or ',"reason":"..."')
+# Returns {'recorded'} when it was recorded before (a restart between the record and the ack),
+# else {'ok', the conversation message after ('' when dropped), the holding agent}.
+SENT = (
+    _PRELUDE
+    + r"""
+local function done()
+  redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[4], ARGV[2])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  done()
+  return {'recorded'}
+end
+local ttl = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], 'ticket', ARGV[3], 'parts', ARGV[4], 'delivered', 0, 'state', ARGV[7])
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 5, #KEYS do redis.call('SET', KEYS[i], ARGV[2], 'EX', ttl) end
+local updated = set_status(KEYS[2] .. ':m', ARGV[2], ARGV[7], ARGV[8])
+redis.call('RPUSH', KEYS[3], ARGV[6])
+done()
+return {'ok', updated or '', redis.call('HGET', KEYS[2], 'agent') or ''}
+"""
+)
+
+# A receipt on one part of a reply: delivered once every part is, failed at the first failure.
+# KEYS: the reply's hash, the ticket, its history
+# ARGV: reply id, outcome (delivered | failed), reason suffix, history entry
+# Returns {'ok', the conversation message after, the holding agent}, or {'partial'} (parts still
+# to come), {'settled'} (already delivered or failed), {'unknown'} (no such reply: expired).
+RECEIPT = (
+    _PRELUDE
+    + r"""
+local state, parts = unpack(redis.call('HMGET', KEYS[1], 'state', 'parts'))
+if not state then return {'unknown'} end
+if state ~= 'sent' then return {'settled'} end
+if ARGV[2] == 'delivered' and redis.call('HINCRBY', KEYS[1], 'delivered', 1) < tonumber(parts) then
+  return {'partial'}
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+local updated = set_status(KEYS[2] .. ':m', ARGV[1], ARGV[2], ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[4])
+return {'ok', updated or '', redis.call('HGET', KEYS[2], 'agent') or ''}
 """
 )
 

@@ -45,6 +45,41 @@ class IntakeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SentReply:
+    """What became of a reply at the peer: its parts' ids, or `reason` when refused for good."""
+
+    channel: str
+    reply_id: str
+    ticket_id: str
+    peer_ids: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A delivery state recorded (`ok`: `message` is the reply now, `agent` holds its ticket) or
+    not (`recorded` before, `partial`, `settled`, `unknown`: nothing changed)."""
+
+    outcome: str
+    ticket_id: str = ""
+    message: ConversationMessage | None = None
+    agent: str = ""
+
+
+def _reason_suffix(reason: str | None) -> str:
+    """The JSON a failed reply's message gains: its reason."""
+    return "" if reason is None else ',"reason":' + json.dumps(reason[:256], ensure_ascii=False)
+
+
+def _recorded(result: Sequence[Any], ticket_id: str = "") -> Recorded:
+    outcome, *rest = (_text(item) for item in result)
+    if outcome != "ok":
+        return Recorded(outcome, ticket_id)
+    message = ConversationMessage.model_validate_json(rest[0]) if rest[0] else None
+    return Recorded("ok", ticket_id, message, rest[1])
+
+
+@dataclass(frozen=True, slots=True)
 class Joined:
     """What became of a citizen's follow-up (`JOIN`): `joined` their open ticket (held by `agent`
     when it is offered or claimed), a `duplicate` of a message taken before, or `none` (no open
@@ -173,7 +208,19 @@ class TicketQueue:
         self.keys = Keys(self._live.current.redis.key_prefix)  # bound at start (docs/design.md)
         self._scripts = {
             name: client.register_script(getattr(queue_scripts, name))
-            for name in ("INTAKE", "JOIN", "OFFER", "ACCEPT", "RELEASE", "UPDATE", "SETTLE", "TAKE_EXPIRED_LEASE")
+            for name in (
+                "INTAKE",
+                "JOIN",
+                "REPLY",
+                "SENT",
+                "RECEIPT",
+                "OFFER",
+                "ACCEPT",
+                "RELEASE",
+                "UPDATE",
+                "SETTLE",
+                "TAKE_EXPIRED_LEASE",
+            )
         }
         self._batcher = ScriptBatcher(client)
 
@@ -469,8 +516,10 @@ class TicketQueue:
         before = await self._redis.xrange(stream, "-", f"({entry}", count=1000)
         return ahead + len(before or [])
 
-    async def reply(self, ticket: Ticket, agent: str, text: str) -> str:
-        """Queue an agent's reply for the channel the ticket came from; returns the outbox entry id."""
+    async def reply(self, ticket: Ticket, agent: str, text: str, now: datetime | None = None) -> str:
+        """Queue an agent's reply for the channel the ticket came from; returns its id (the outbox
+        entry's). Refused (503) while the outbox holds `redis.outbox_maxlen` replies not yet sent:
+        an undelivered reply is never trimmed away."""
         fields = {
             "ticket": ticket.id,
             "channel": ticket.channel,
@@ -478,19 +527,74 @@ class TicketQueue:
             "text": text,
             "agent": agent,
         }
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(
-                    self.keys.outbox(ticket.channel),
-                    fields,  # type: ignore[arg-type]
-                    maxlen=self._config.redis.outbox_maxlen,
-                    approximate=True,
-                )
-                pipe.rpush(self.keys.history(ticket.id), _history_json(f"agent:{agent}", "replied", text=text))
-                entry_id, _ = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        said = ConversationMessage(direction="out", id="0-0", at=now or utcnow(), text=text, status="queued")
+        limit = self._config.redis.outbox_maxlen
+        entry_id = await self._run(
+            "REPLY",
+            [self.keys.outbox(ticket.channel), self.keys.ticket(ticket.id), self.keys.history(ticket.id)],
+            [
+                limit,
+                _history_json(f"agent:{agent}", "replied", now, text=text),
+                self._config.conversations.max_messages,
+                said.model_dump_json(exclude_defaults=True),
+                *(item for pair in fields.items() for item in pair),
+            ],
+        )
+        if entry_id is None:
+            raise ServiceUnavailable(f"the {ticket.channel} outbox is full ({limit} replies wait); try again later")
         return _text(entry_id)
+
+    async def record_sent(self, sent: SentReply, group: str, ttl: int) -> Recorded:
+        """A reply the peer took (`peer_ids`, one per part) or refused for good (`reason`):
+        recorded once, its outbox entry acknowledged and deleted (`SENT`)."""
+        keys = self.keys
+        state = "failed" if sent.reason is not None else "sent"
+        detail = (
+            {"reply": sent.reply_id, "reason": sent.reason} if sent.reason is not None else {"reply": sent.reply_id}
+        )
+        result = await self._run(
+            "SENT",
+            [
+                keys.reply(sent.channel, sent.reply_id),
+                keys.ticket(sent.ticket_id),
+                keys.history(sent.ticket_id),
+                keys.outbox(sent.channel),
+                *(keys.receipt(sent.channel, peer_id) for peer_id in sent.peer_ids),
+            ],
+            [
+                group,
+                sent.reply_id,
+                sent.ticket_id,
+                len(sent.peer_ids),
+                ttl,
+                _history_json(f"channel:{sent.channel}", state, None, **detail),
+                state,
+                _reason_suffix(sent.reason),
+            ],
+        )
+        return _recorded(result, sent.ticket_id)
+
+    async def record_receipt(self, channel: str, peer_id: str, delivered: bool, reason: str) -> Recorded:
+        """The peer's receipt on one part of a reply (`RECEIPT`); `unknown` when no reply has it."""
+        keys = self.keys
+        reply_id = await self._redis.get(keys.receipt(channel, peer_id))
+        ticket_id = await self._redis.hget(keys.reply(channel, _text(reply_id)), "ticket") if reply_id else None
+        if reply_id is None or ticket_id is None:
+            return Recorded("unknown")
+        reply_id, ticket_id = _text(reply_id), _text(ticket_id)
+        outcome = "delivered" if delivered else "failed"
+        detail = {"reply": reply_id} if delivered else {"reply": reply_id, "reason": reason}
+        result = await self._run(
+            "RECEIPT",
+            [keys.reply(channel, reply_id), keys.ticket(ticket_id), keys.history(ticket_id)],
+            [
+                reply_id,
+                outcome,
+                "" if delivered else _reason_suffix(reason),
+                _history_json(f"channel:{channel}", outcome, None, **detail),
+            ],
+        )
+        return _recorded(result, ticket_id)
 
     async def announce_login(self, agent: str, session_id: str) -> None:
         """Tell every gateway process that this login is the agent's newest (older ones close)."""

@@ -178,8 +178,9 @@ class Gateway:
         if not sms.enabled:
             return None
         intake = ChannelIntake(self.desk, self.queue, self.live, sms.duplicate_window)
-        channel = SmsChannel(sms, environ.get(sms.password_env, ""), intake)
+        channel = SmsChannel(sms, environ.get(sms.password_env, ""), intake, self.queue)
         self.add(channel)
+        self.add(channel.sender)
         return channel
 
     @property

@@ -24,7 +24,7 @@ from gateway import jsonwire
 from gateway.config import format_path
 from gateway.errors import FieldError, GatewayError, InvalidRequest, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from gateway.messages import TicketId, adapter, fields_of
-from gateway.ticket import EDITABLE_FIELDS, ConversationMessage, Ticket, TranscriptSegment
+from gateway.ticket import EDITABLE_FIELDS, ConversationMessage, DeliveryStatus, Ticket, TranscriptSegment
 
 PROTOCOL_VERSION = 1
 
@@ -420,11 +420,23 @@ class MessageFrame(ServerFrame):
     message: ConversationMessage
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery(ServerFrame):
+    """A reply of a ticket the seat holds got further: `sent` (the peer took it), `delivered` (to
+    the citizen's handset), `failed` (`reason`: the peer's)."""
+
+    TYPE: ClassVar[str] = "delivery"
+    ticket: TicketId
+    reply: str
+    status: DeliveryStatus
+    reason: str = ""
+
+
 SERVER_FRAMES: dict[str, type[ServerFrame]] = {
     cls.TYPE: cls
     for cls in (
         Welcome, Offer, OfferRevoked, StateFrame, TicketFrame, ScreenPop, Revoked, CallEnded, Ack, ErrorFrame, Pong,
-        Transcript, MessageFrame,
+        Transcript, MessageFrame, Delivery,
     )
 }  # fmt: skip
 

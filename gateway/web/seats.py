@@ -380,8 +380,13 @@ class SeatServer:
         """A conversation's news about a ticket a seat here holds (offered or claimed)."""
         news = _parsed(messages.ConversationNews, data)
         session = self._dispatcher.sessions.get(news.agent) if news else None
-        if news and session and session.holds(news.ticket):  # else the ticket has it when next sent
-            session.send(proto.MessageFrame(news.ticket, news.message))
+        if not (news and session and session.holds(news.ticket)):
+            return  # not held here: the ticket has it when it is next sent
+        said = news.message
+        if said.direction == "in":
+            session.send(proto.MessageFrame(news.ticket, said))
+        elif said.status is not None:
+            session.send(proto.Delivery(news.ticket, said.id, said.status, said.reason))
 
     def on_transcript(self, data: bytes | str) -> None:
         """Live speech of a caller whose ticket a seat here holds (offered or claimed)."""

@@ -8,10 +8,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pytest
+
 from gateway.channels.sms.cmpp import DeliverResp
 from gateway.channels.sms.smpp import DeliverSmResp
+from gateway.channels.sms_channel import SmsChannel
+from gateway.config import GatewayConfig
+from gateway.shell.app import Bound, Gateway
 from peers.ismg import Ismg
 from peers.smsc import Smsc
+from tests.helpers import running_gateway
 from tests.logscan import register_secrets
 
 Protocol = Literal["smpp", "cmpp"]
@@ -60,6 +66,28 @@ class Peer:
             return list(await self.server.deliver(source, self.number, text, order=order))
         return list(await self.server.deliver(source, self.number, text, order=order))
 
+    def receipt(self, part_id: str, stat: str = "DELIVRD") -> None:
+        """A receipt on a part the gateway submitted (named as the gateway names it)."""
+        if isinstance(self.server, Smsc):
+            self.server.receipt(part_id, stat)
+        else:
+            self.server.report(int(part_id, 16), stat)
+
+    async def sent_to(self, dest: str, count: int = 1) -> list[tuple[str, tuple[str, ...], tuple[int, ...]]]:
+        """The first `count` whole SMS the gateway sent to `dest`: text, the parts' ids, their coding."""
+        if isinstance(self.server, Smsc):
+            received = await self.server.messages_to(dest, count)
+            return [(m.text, m.message_ids, tuple(p.data_coding for p in m.parts)) for m in received]
+        sent = await self.server.messages_to(dest, count)
+        return [(m.text, m.msg_ids, tuple(p.msg_fmt for p in m.parts)) for m in sent]
+
+    async def restart(self) -> None:
+        """Down (every connection dropped, nobody listening), then up again on the same port."""
+        port = self.server.port
+        await self.server.close()
+        self.server = fresh_server(self.protocol, port=port)
+        await self.server.start()
+
     async def answers(self, count: int) -> None:
         """Until the gateway has answered `count` deliveries (whatever it answered)."""
         if isinstance(self.server, Smsc):
@@ -72,10 +100,43 @@ class Peer:
             )
 
 
+def fresh_server(protocol: Protocol, **options: Any) -> Smsc | Ismg:
+    if protocol == "smpp":
+        return Smsc({SYSTEM_ID: PASSWORD}, **options)
+    return Ismg({SP_ID: SECRET}, **options)
+
+
 @asynccontextmanager
 async def sms_peer(protocol: Protocol, **options: Any) -> AsyncIterator[Peer]:
-    server: Smsc | Ismg = (
-        Smsc({SYSTEM_ID: PASSWORD}, **options) if protocol == "smpp" else Ismg({SP_ID: SECRET}, **options)
-    )
-    async with server:
-        yield Peer(protocol, server)
+    peer = Peer(protocol, fresh_server(protocol, **options))
+    await peer.server.start()
+    try:
+        yield peer
+    finally:
+        await peer.server.close()  # the one started last
+
+
+def sms_config(config_factory: Any, peer: Peer, **overrides: Any) -> GatewayConfig:
+    return config_factory(channels={"sms": peer.channel_config(**overrides)})  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def sms_gateway(
+    protocol: Protocol, config_factory: Any, monkeypatch: pytest.MonkeyPatch, secret: str | None = None, **peer: Any
+) -> AsyncIterator[tuple[Peer, Gateway, Bound]]:
+    """A peer, and a gateway whose SMS channel logs in to it (with `secret` when given)."""
+    async with sms_peer(protocol, **peer) as the_peer:
+        monkeypatch.setenv(PASSWORD_ENV, secret or the_peer.secret)
+        async with running_gateway(sms_config(config_factory, the_peer)) as (gateway, bound_at):
+            yield the_peer, gateway, bound_at
+
+
+def the_sms_channel(gateway: Gateway) -> SmsChannel:
+    assert gateway.sms is not None
+    return gateway.sms
+
+
+async def bound(gateway: Gateway) -> None:
+    link = the_sms_channel(gateway).link
+    while link.health().state != "bound":
+        await link.changed()

@@ -3,46 +3,15 @@ in-process on a real Redis, an agent's seat over a real websocket."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import pytest
 
-from gateway.channels.sms_channel import SmsChannel
-from gateway.config import GatewayConfig
-from gateway.shell.app import Bound, Gateway
-from tests.channels.sms_stack import CITIZEN, LONG_CHINESE, PASSWORD_ENV, PROTOCOLS, Peer, Protocol, sms_peer
-from tests.helpers import Seat, running_gateway
+from tests.channels.sms_stack import CITIZEN, LONG_CHINESE, PROTOCOLS, Protocol, bound, sms_gateway, the_sms_channel
+from tests.helpers import Seat
 
 pytestmark = pytest.mark.parametrize("protocol", PROTOCOLS)
-
-
-def sms_config(config_factory: Any, peer: Peer, **overrides: Any) -> GatewayConfig:
-    return config_factory(channels={"sms": peer.channel_config(**overrides)})  # type: ignore[no-any-return]
-
-
-@asynccontextmanager
-async def sms_gateway(
-    protocol: Protocol, config_factory: Any, monkeypatch: pytest.MonkeyPatch, secret: str | None = None, **peer: Any
-) -> AsyncIterator[tuple[Peer, Gateway, Bound]]:
-    """A peer, and a gateway whose SMS channel logs in to it (with `secret` when given)."""
-    async with sms_peer(protocol, **peer) as the_peer:
-        monkeypatch.setenv(PASSWORD_ENV, secret or the_peer.secret)
-        async with running_gateway(sms_config(config_factory, the_peer)) as (gateway, bound_at):
-            yield the_peer, gateway, bound_at
-
-
-def the_sms_channel(gateway: Gateway) -> SmsChannel:
-    assert gateway.sms is not None
-    return gateway.sms
-
-
-async def bound(gateway: Gateway) -> None:
-    link = the_sms_channel(gateway).link
-    while link.health().state != "bound":
-        await link.changed()
 
 
 async def test_an_sms_becomes_a_ticket_offered_to_a_seat_and_is_answered_after_the_write(

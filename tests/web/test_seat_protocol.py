@@ -233,6 +233,10 @@ FRAME_STRATEGIES: dict[type[proto.ServerFrame], st.SearchStrategy[proto.ServerFr
     ),
     proto.Pong: st.builds(proto.Pong, request_ids, st.text(max_size=40)),
     proto.MessageFrame: st.builds(proto.MessageFrame, ticket_ids, conversation_messages),
+    proto.Delivery: st.builds(
+        proto.Delivery, ticket_ids, st.text(max_size=20),
+        st.sampled_from(["queued", "sent", "delivered", "failed"]), st.text(max_size=40),
+    ),
     proto.Transcript: st.builds(proto.Transcript, ticket_ids, segments),
 }  # fmt: skip
 
