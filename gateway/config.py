@@ -340,6 +340,19 @@ class AsrConfig(AsrSettings):
     navigation_engine: Literal["pocketsphinx", "vosk"] = "pocketsphinx"
 
 
+class ConsoleConfig(_Section):
+    """`[console]`: the web console's login sessions and the one-time tickets its seat page logs
+    in with (gateway/web/console.py)."""
+
+    session_ttl: Seconds = 12 * 3600.0  # a login lasts this long (a shift), then the agent logs in again
+    ticket_ttl: float = Field(default=30.0, gt=0, le=300)  # a seat ticket unused this long is void
+    # Origins (scheme://host:port) whose pages may log in and open a seat; empty: the one
+    # `http.listen` serves (with localhost beside 127.0.0.1). List them behind a proxy or on 0.0.0.0.
+    allowed_origins: list[Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+$")]] = Field(
+        default_factory=list
+    )
+
+
 class GatewayConfig(_Section):
     http: HttpConfig = HttpConfig()
     seats: SeatsConfig = SeatsConfig()
@@ -350,6 +363,7 @@ class GatewayConfig(_Section):
     api_clients: list[ApiClientConfig] = Field(default_factory=list)
     channels: ChannelsConfig = ChannelsConfig()
     conversations: ConversationsConfig = ConversationsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     voice: VoiceConfig = VoiceConfig()
     sipfront: KamailioConfig = KamailioConfig()
     asr: AsrConfig = AsrConfig()
