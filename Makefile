@@ -21,8 +21,13 @@ install: $(BIN)/hotline-gateway
 var/credentials.toml: | install
 	$(BIN)/hotline-gateway init-credentials --config $(CONFIG)
 
+# `make run SMS=smpp` (or cmpp) also starts a faithful SMSC (ISMG) and points [channels.sms] at it.
 run: install var/credentials.toml
+ifdef SMS
+	$(BIN)/python -m peers.demo_sms --protocol $(SMS) --config $(CONFIG)
+else
 	$(BIN)/hotline-gateway run --config $(CONFIG)
+endif
 
 test: install
 	$(BIN)/ruff check gateway peers tests bench
