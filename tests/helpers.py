@@ -18,6 +18,7 @@ from gateway.shell.app import Bound, Gateway
 from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
 from gateway.web.seat_protocol import parse_server_frame
 from peers.gateway_config import AGENT_TOKENS, API_KEY
+from tests.redis_typed import texts
 
 
 @asynccontextmanager
@@ -203,3 +204,10 @@ def voice_ticket(call_id: str, caller: str = "13812345678", **fields: Any) -> Ti
     """A caller's queued voice ticket, held by media worker w1."""
     voice = VoiceCall(worker="w1", call_id=call_id, caller=caller, called=fields.pop("called", ""))
     return queued_ticket(call_id, channel="voice", citizen=Citizen(phone=caller), voice=voice, **fields)
+
+
+async def stored_ticket_ids(client: aioredis.Redis, prefix: str) -> list[str]:
+    """The ids of the tickets under `prefix` (their hashes, not their histories), sorted: for tests
+    whose tickets another process files."""
+    keys = texts(await client.keys(f"{prefix}:t:*"))
+    return sorted(key.rsplit(":", 1)[1] for key in keys if not key.endswith(":h"))

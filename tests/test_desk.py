@@ -17,6 +17,7 @@ from gateway.queue.desk import IntakeDesk, IntakeUnavailable, Source
 from gateway.shell.app import redis_client
 from gateway.shell.embedded_redis import free_port
 from tests.helpers import voice_ticket
+from tests.redis_typed import read_entries, stream_entries
 
 WEBFORM = Source("client:webform", "webform", frozenset({"web", "wechat"}))
 
@@ -29,8 +30,7 @@ async def desk(redis_client: aioredis.Redis, config: GatewayConfig) -> IntakeDes
 
 
 async def created_entries(redis: aioredis.Redis, config: GatewayConfig) -> list[dict[str, str]]:
-    entries = await redis.xrange(f"{config.redis.key_prefix}:created")
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+    return [fields for _, fields in stream_entries(await redis.xrange(f"{config.redis.key_prefix}:created"))]
 
 
 async def test_a_request_is_routed_stored_and_announced_once(
@@ -73,8 +73,8 @@ async def test_consumers_read_the_created_stream_with_their_own_group(
     stream = f"{config.redis.key_prefix}:created"
     await redis_client.xgroup_create(stream, "triage", id="0", mkstream=True)
     ids = [(await desk.submit(IntakeRequest(text=f"诉求{n}"), WEBFORM)).ticket_id for n in range(3)]
-    read = await redis_client.xreadgroup("triage", "t1", {stream: ">"}, count=10)
-    assert [fields[b"t"].decode() for _, fields in read[0][1]] == ids
+    read = read_entries(await redis_client.xreadgroup("triage", "t1", {stream: ">"}, count=10), stream)
+    assert [fields["t"] for _, fields in read] == ids
 
 
 async def test_an_unreachable_store_names_the_id_a_retry_is_safe_under(config: GatewayConfig) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from gateway.ticket import CHANNELS, Citizen, Ticket, TranscriptSegment, new_tic
 from gateway.voice.link import VoiceLink
 from tests.channels.strategies import conversation_messages
 from tests.helpers import queued_ticket, voice_ticket
+from tests.redis_typed import raw_entries
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "redis-keys.md"
 
@@ -142,7 +144,7 @@ def test_a_control_line_that_cannot_be_read_says_why_without_repeating_it(raw: b
 
 
 def test_json_messages_and_entries_that_cannot_be_read_say_why() -> None:
-    cases = [
+    cases: list[tuple[Callable[[], object], str]] = [
         (lambda: m.Transcript.parse(b"{"), "malformed transcript: not JSON"),
         (lambda: m.Transcript.parse(b"[1]"), "malformed transcript: not a JSON object"),
         (lambda: m.Transcript.parse(b"[" * 100 + b"]" * 100), "malformed transcript: not JSON"),
@@ -220,11 +222,11 @@ async def test_what_the_store_and_its_scripts_write_parses_as_the_types_say(
     await queue.reply(claimed, "a1", "已派人处理")
     await queue.submit(ticket.id, "a1", None)
 
-    ((_, created),) = await redis_client.xrange(queue.keys.created)
+    ((_, created),) = raw_entries(await redis_client.xrange(queue.keys.created))
     assert m.Created.parse(created) == m.Created(ticket.id, "general", "web")
-    ((_, reply),) = await redis_client.xrange(queue.keys.outbox("web"))
+    ((_, reply),) = raw_entries(await redis_client.xrange(queue.keys.outbox("web")))
     assert m.Reply.parse(reply) == m.Reply(ticket.id, "web", Citizen(phone=SECRET, name="陈先生"), "已派人处理", "a1")
-    ((_, submitted),) = await redis_client.xrange(queue.keys.submitted)
+    ((_, submitted),) = raw_entries(await redis_client.xrange(queue.keys.submitted))
     assert m.Submitted.parse(submitted).ticket == await queue.get(ticket.id)
 
 

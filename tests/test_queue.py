@@ -10,6 +10,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import Conflict, NotFound
 from gateway.queue import TicketQueue
 from gateway.ticket import Ticket, new_ticket_id, utcnow
+from tests.redis_typed import stream_entries, text
 
 
 def make_ticket(message_id: str, queue: str = "general", priority: int = 0, text: str = "路灯坏了") -> Ticket:
@@ -46,9 +47,9 @@ async def test_offer_accept_submit_lifecycle(queue: TicketQueue) -> None:
     assert claimed.data["status"] == "claimed"
     await queue.submit(offered.id, "a1", claimed.ticket().model_copy(update={"category": "市政"}))
     assert (await queue.get(offered.id)).status == "submitted"
-    entries = await queue.redis.xrange(queue.keys.submitted)
+    entries = stream_entries(await queue.redis.xrange(queue.keys.submitted))
     assert len(entries) == 1
-    published = Ticket.from_json(entries[0][1][b"ticket"])
+    published = Ticket.from_json(entries[0][1]["ticket"])
     assert published.id == offered.id and published.category == "市政"
     assert [h.action for h in published.history] == ["queued", "offered", "claimed", "submitted"]
     assert await queue.waiting("general") == 0
@@ -197,7 +198,7 @@ async def test_a_days_counters_give_each_queue_its_service_level_speed_of_answer
     kept_waiting = await queue.intake(make_ticket("m2"), "client:test")
     gone = await queue.intake(make_ticket("m3"), "client:test")
     # m2 joined its queue a minute ago: move its stream entry's time back (what XADD * stamps).
-    entry = (await redis_client.hget(queue.keys.ticket(kept_waiting.ticket_id), "entry")).decode()
+    entry = text(await redis_client.hget(queue.keys.ticket(kept_waiting.ticket_id), "entry"))
     old_id = f"{int(entry.split('-')[0]) - 60_000}-0"
     await redis_client.hset(queue.keys.ticket(kept_waiting.ticket_id), "entry", old_id)
     for _ in (answered_fast, kept_waiting):

@@ -25,6 +25,7 @@ from gateway.shell.embedded_redis import EmbeddedRedis, free_port
 from gateway.ticket import Ticket
 from peers.gateway_config import API_KEY, make_raw_config
 from tests.helpers import GatewayProcess, running_gateway
+from tests.redis_typed import stream_entries
 
 pytestmark = pytest.mark.slow
 
@@ -134,8 +135,8 @@ async def post_many(bounds: list[Bound], count: int, concurrency: int = 32, pref
 
 
 async def submitted(client: aioredis.Redis, prefix: str) -> list[Ticket]:
-    entries = await client.xrange(f"{prefix}:submitted")
-    return [Ticket.from_json(fields[b"ticket"]) for _, fields in entries]
+    entries = stream_entries(await client.xrange(f"{prefix}:submitted"))
+    return [Ticket.from_json(fields["ticket"]) for _, fields in entries]
 
 
 def holder_violations(ticket: Ticket) -> list[str]:
@@ -194,8 +195,8 @@ def write_config(tmp_path: Path, raw: dict[str, Any], name: str = "gateway.toml"
 
 
 async def test_two_gateway_processes_never_double_offer(
-    redis_server: EmbeddedRedis, key_prefix: str, tmp_path: Path, redis_client
-) -> None:  # type: ignore[no-untyped-def]
+    redis_server: EmbeddedRedis, key_prefix: str, tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
     raw = make_raw_config(
         key_prefix,
         redis_server.url,

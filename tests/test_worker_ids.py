@@ -18,6 +18,7 @@ from gateway.errors import ConfigError
 from gateway.queue import TicketQueue
 from gateway.ticket import Ticket, VoiceCall, new_ticket_id, utcnow
 from gateway.voice.link import VoiceLink
+from tests.redis_typed import stream_entries
 from tests.sipfront.front_stack import raw_front_config
 
 A_SIP = "127.0.0.2:5070"
@@ -55,8 +56,7 @@ def _gone_pid() -> int:
 
 
 async def _dead_entries(link: VoiceLink) -> list[dict[str, str]]:
-    entries = await link.redis.xrange(link.keys.dead_workers)
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+    return [fields for _, fields in stream_entries(await link.redis.xrange(link.keys.dead_workers))]
 
 
 async def test_an_id_beating_from_another_address_is_refused_naming_the_id_the_address_and_the_prefix(

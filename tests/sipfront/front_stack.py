@@ -34,6 +34,7 @@ from peers.flows import FAST, write_flow
 from peers.gateway_config import make_raw_config
 from peers.sip import LOOPBACK, free_port, free_port_range
 from tests.helpers import WorkerProcess
+from tests.redis_typed import fields
 from tests.voice.voice_stack import VoiceStack
 
 PHONE_PASSWORDS = {"1001": "pw-1001-" + "q" * 16, "1002": "pw-1002-" + "r" * 16}
@@ -83,8 +84,7 @@ class FrontStack(VoiceStack):
         prefix = self.config.redis.key_prefix
         found = {}
         for worker_id in self.workers:
-            raw = await self.redis.hgetall(f"{prefix}:worker:{worker_id}")
-            found[worker_id] = {k.decode(): v.decode() for k, v in raw.items()}
+            found[worker_id] = fields(await self.redis.hgetall(f"{prefix}:worker:{worker_id}"))
         return found
 
     async def start_worker(self, worker_id: str) -> WorkerProcess:

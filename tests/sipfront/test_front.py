@@ -13,10 +13,12 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from gateway.sipfront.rpc import Target
 from gateway.ticket import Ticket
 from peers import audio
 from peers.sip import Peers, dtmf_scenario, uac_scenario
@@ -45,7 +47,7 @@ async def test_calls_spread_over_the_workers_by_load_and_the_one_over_capacity_g
         sipp = await peers.sipp(scenario, target=stack.front, service="12345", calls=7, concurrency=7, rate=20)
 
         # While the calls are up: each worker holds exactly its 2 callers, by its own count and by Kamailio's.
-        def full(targets: dict) -> bool:  # type: ignore[type-arg]
+        def full(targets: dict[str, Target]) -> bool:
             return sum(t.load for t in targets.values()) == 6
 
         targets = await stack.wait_targets(full, 5, "6 calls up")
@@ -196,8 +198,8 @@ async def test_worker_killed_under_load_is_settled_marked_down_and_new_calls_flo
         assert "unexpected BYE" in result.errors, result.errors
 
 
-async def _tickets(stack: FrontStack, check: object, n: int) -> list[Ticket] | None:
-    found = [t for t in await stack.tickets() if check(t)]  # type: ignore[operator]
+async def _tickets(stack: FrontStack, check: Callable[[Ticket], bool], n: int) -> list[Ticket] | None:
+    found = [t for t in await stack.tickets() if check(t)]
     return found if len(found) >= n else None
 
 

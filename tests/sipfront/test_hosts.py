@@ -37,7 +37,7 @@ from gateway.sipfront.status import worker_rows
 from gateway.ticket import Ticket
 from peers import audio
 from peers.sip import Peers, dtmf_scenario, free_port, free_port_range
-from tests.helpers import GatewayProcess, WorkerProcess
+from tests.helpers import GatewayProcess, WorkerProcess, stored_ticket_ids
 from tests.sipfront.front_stack import raw_front_config
 
 pytestmark = pytest.mark.slow
@@ -139,9 +139,7 @@ class Hotline:
         return {target.address: target for target in await self.rpc.dispatcher()}
 
     async def tickets(self) -> list[Ticket]:
-        prefix = self.config.redis.key_prefix
-        keys = await self.redis.keys(f"{prefix}:t:*")
-        ids = sorted(k.decode().rsplit(":", 1)[1] for k in keys if not k.endswith(b":h"))
+        ids = await stored_ticket_ids(self.redis, self.config.redis.key_prefix)
         return [await self.queue.get(ticket_id) for ticket_id in ids]
 
     async def tickets_where(self, check: Callable[[Ticket], bool], n: int) -> list[Ticket] | None:
@@ -279,7 +277,7 @@ async def test_two_hosts_worker_groups_on_their_own_addresses_share_the_front_an
     finally:
         codes = await asyncio.gather(host_a.stop(), host_b.stop())
         await client.aclose()
-    assert codes == [0, 0]
+    assert list(codes) == [0, 0]
     print(f"whole test: {time.monotonic() - began:.1f} s")
 
 

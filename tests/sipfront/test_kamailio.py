@@ -359,7 +359,7 @@ def test_the_commented_pool_example_in_gateway_toml_is_a_valid_section() -> None
 
     text = (Path(__file__).resolve().parents[2] / "config" / "gateway.toml").read_text(encoding="utf-8")
     lines = text[text.index("# [voice.pool]") :].splitlines()
-    block = []
+    block: list[str] = []
     for line in lines:
         if not line.startswith("# ") or (block and line.startswith("# [") and "voice.pool" not in line):
             break

@@ -113,9 +113,11 @@ def test_sipfront_render_command(
     assert (run_dir / "dispatcher.list").read_text().count("maxload=2") == 2
 
 
-async def _pool_view(
-    config_path: Path, redis_url: str
-) -> tuple[dict[str, Target], dict[str, str], dict[str, dict[str, str]]]:
+# Kamailio's destinations by duid, the pool's slot states, the live heartbeats by worker id.
+PoolView = tuple[dict[str, Target], dict[str, str], dict[str, dict[str, str]]]
+
+
+async def _pool_view(config_path: Path, redis_url: str) -> PoolView:
     """Kamailio's destinations by duid, the pool's slot states, and the live heartbeats by worker id."""
     from gateway.config import load_config
     from gateway.sipfront.kamailio import front_paths
@@ -161,7 +163,7 @@ async def test_the_pool_grows_when_callers_fill_it_and_shrinks_back_after_they_l
             check: Callable[[dict[str, Target], dict[str, str], dict[str, dict[str, str]]], bool],
             what: str,
             timeout: float = 20,
-        ):
+        ) -> PoolView:
             view = await _pool_view(path, redis_url)
             try:
                 async with asyncio.timeout(timeout):

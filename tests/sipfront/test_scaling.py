@@ -34,7 +34,8 @@ def test_a_draining_worker_is_switched_back_on_before_a_new_one_starts() -> None
 
 def test_a_burst_starts_several_at_once() -> None:
     limits = Limits(1, 10, 2, spare_callers=6, scale_down_after=30.0)
-    state = slots(("serving", 2), *[("stopped", 0)] * 9)
+    stopped: tuple[State, int] = ("stopped", 0)
+    state = slots(("serving", 2), *[stopped] * 9)
     assert decide(limits, state, None, 0.0).start == ("w2", "w3", "w4")  # (2 busy + 6 spare) / 2 = 4 workers
 
 

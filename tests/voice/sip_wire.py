@@ -63,7 +63,7 @@ class _Inbox(asyncio.DatagramProtocol):
         self.messages: list[str] = []
         self.arrived = asyncio.Event()
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.messages.append(data.decode("latin-1"))
         self.arrived.set()
 

@@ -35,7 +35,7 @@ def test_chinese_number(n: int, spoken: str) -> None:
 
 def test_renders_missing_prompts_at_telephone_rate(tmp_path: Path) -> None:
     recorded = tmp_path / "admin" / "greeting.wav"
-    prompts = {
+    prompts: dict[str, tuple[str, str | None]] = {
         "greeting": ("您好，欢迎致电12345政务服务便民热线。", None),
         "position": ("您前面还有{n}位，请耐心等待。", None),
     }

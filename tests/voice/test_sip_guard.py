@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.voice.sip_guard import CL_PAST_DATAGRAM, CSEQ_MISMATCH, check_request, parse_head, probe_request, verdict
+from gateway.voice.sip_guard import (
+    CL_PAST_DATAGRAM,
+    CSEQ_MISMATCH,
+    Refusal,
+    check_request,
+    parse_head,
+    probe_request,
+    verdict,
+)
 from tests.voice.rfc4475 import CLERR, MISMATCH01, MISMATCH02
 
 VIA = "127.0.0.1:5099"
@@ -29,9 +37,9 @@ def request(method: str = "INVITE", cseq: str | None = None, body: str = SDP, le
     [(CLERR, CL_PAST_DATAGRAM), (MISMATCH01, CSEQ_MISMATCH), (MISMATCH02, CSEQ_MISMATCH)],
     ids=["clerr", "mismatch01", "mismatch02"],
 )
-def test_rfc4475_requests_that_must_get_400(message: str, refusal: object) -> None:
+def test_rfc4475_requests_that_must_get_400(message: str, refusal: Refusal) -> None:
     assert check_request(message.format(via=VIA).encode()) == refusal
-    assert verdict(message.format(via=VIA).encode()) == (400, refusal.reason)  # type: ignore[attr-defined]
+    assert verdict(message.format(via=VIA).encode()) == (400, refusal.reason)
 
 
 @pytest.mark.parametrize("method", ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "NEWMETHOD"])

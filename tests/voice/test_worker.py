@@ -10,6 +10,7 @@ import asyncio
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from gateway.voice.policy import callback_ticket
 from gateway.voice.prompts import prompt_wav
 from peers import audio
 from peers.sip import Baresip, Peers, dtmf_scenario, uac_scenario, uas_reject_scenario
-from tests.helpers import Seat, queued_ticket
+from tests.helpers import Seat, queued_ticket, stored_ticket_ids
 from tests.voice.conftest import StackArgs
 from tests.voice.voice_stack import VoiceStack, voice_stack, worker_files
 
@@ -65,11 +66,11 @@ def actions(ticket: Ticket) -> list[str]:
 
 
 async def test_caller_presses_0_and_is_bridged_to_the_agent_phone(
-    stack_args: dict,
+    stack_args: StackArgs,
     peers: Peers,
     long_speech: Path,
     tone_wav: Path,
-    baresip_available: None,  # type: ignore[type-arg]
+    baresip_available: None,
 ) -> None:
     agent_phone = await peers.agent(tone_wav, user="1001")
     async with voice_stack(**stack_args, agent_uris={"a1": agent_phone.uri}) as stack:
@@ -158,8 +159,8 @@ async def test_the_fallbacks_python_live_audio_port_and_pjsips_media_thread_carr
 
 
 async def test_silence_takes_the_timeout_branch_then_the_default(
-    stack_args: dict, peers: Peers, pcap_playback: None
-) -> None:  # type: ignore[type-arg]
+    stack_args: StackArgs, peers: Peers, pcap_playback: None
+) -> None:
     # Menu (the shipped one, with FAST's 2 s timeout): silence, one repeat, then the general queue.
     async with voice_stack(**stack_args) as stack:
         scenario = uac_scenario(stack_args["tmp_path"], audio_pcap=None, pause_ms_before=30000, hold_ms_after=100)
@@ -256,8 +257,8 @@ async def test_agent_phone_refusing_the_call_requeues_with_its_status(
 
 
 async def test_sigterm_with_live_calls_sends_bye_and_stores_tickets(
-    stack_args: dict, peers: Peers, pcap_playback: None
-) -> None:  # type: ignore[type-arg]
+    stack_args: StackArgs, peers: Peers, pcap_playback: None
+) -> None:
     async with voice_stack(**stack_args) as stack:
         scenario = dtmf_scenario(
             "0", pause_ms_before=1000, hold_ms_after=20000, hangs_up_itself=False, out_dir=stack_args["tmp_path"]
@@ -293,8 +294,8 @@ async def test_sigkill_mid_call_is_settled_by_the_core(
         await sipp.close()
 
 
-async def _count(stack: VoiceStack, check: object, n: int) -> bool:
-    return sum(1 for t in await stack.tickets() if check(t)) >= n  # type: ignore[operator]
+async def _count(stack: VoiceStack, check: Callable[[Ticket], bool], n: int) -> bool:
+    return sum(1 for t in await stack.tickets() if check(t)) >= n
 
 
 async def test_agent_hangs_up_first_and_the_caller_rates_the_service(
@@ -542,8 +543,7 @@ async def test_redis_stopped_mid_call_the_caller_hears_the_apology_leaves_a_mess
             while entry.exists():
                 await asyncio.sleep(0.1)  # the worker files it at its next good heartbeat (another process)
         queue = TicketQueue(client, files.config)
-        keys = [k for k in await client.keys(f"{key_prefix}:t:*") if not k.endswith(b":h")]
-        [ticket] = [await queue.get(k.decode().rsplit(":", 1)[1]) for k in keys]
+        [ticket] = [await queue.get(ticket_id) for ticket_id in await stored_ticket_ids(client, key_prefix)]
     finally:
         await worker.stop()
         await client.aclose()

@@ -25,6 +25,7 @@ from gateway.queue import TicketQueue
 from gateway.shell.embedded_redis import EmbeddedRedis
 from peers import audio
 from peers.sip import free_port_range
+from tests.helpers import stored_ticket_ids
 from tests.voice.sip_wire import SipWire
 from tests.voice.voice_stack import worker_files
 
@@ -79,8 +80,7 @@ async def test_a_worker_whose_redis_stops_lets_its_caller_finish_then_exits_and_
         async with asyncio.timeout(20):
             while entry.exists():
                 await asyncio.sleep(0.1)  # another process files it: nothing to await here
-        keys = [k for k in await client.keys(f"{key_prefix}:t:*") if not k.endswith(b":h")]
-        [ticket] = [await queue.get(k.decode().rsplit(":", 1)[1]) for k in keys]
+        [ticket] = [await queue.get(ticket_id) for ticket_id in await stored_ticket_ids(client, key_prefix)]
     finally:
         await again.stop()
         await client.aclose()

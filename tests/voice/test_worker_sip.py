@@ -12,6 +12,7 @@ and answers a normal call. Marked slow.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypedDict
 
 import pytest
 
@@ -23,7 +24,14 @@ from tests.voice.voice_stack import VoiceStack, voice_stack
 
 pytestmark = pytest.mark.slow
 
-NO_OFFER = {
+class Offerless(TypedDict, total=False):
+    """`SipWire.invite`'s arguments that leave an INVITE without an offer."""
+
+    body: str
+    content_type: str | None
+
+
+NO_OFFER: dict[str, Offerless] = {
     "no body": {"body": ""},
     "a body without Content-Type": {"body": sdp_offer(9), "content_type": None},
 }

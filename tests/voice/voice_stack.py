@@ -23,7 +23,7 @@ from gateway.voice.link import VoiceLink
 from peers.flows import FAST, write_flow
 from peers.gateway_config import make_raw_config
 from peers.sip import free_port, free_port_range
-from tests.helpers import WorkerProcess
+from tests.helpers import WorkerProcess, stored_ticket_ids
 
 
 @dataclass
@@ -44,8 +44,7 @@ class VoiceStack:
         return f"sip:{number}@{self.sip}"
 
     async def tickets(self) -> list[Ticket]:
-        keys = sorted(await self.redis.keys(f"{self.config.redis.key_prefix}:t:*"))
-        ids = [k.decode().rsplit(":", 1)[1] for k in keys if not k.endswith(b":h")]
+        ids = await stored_ticket_ids(self.redis, self.config.redis.key_prefix)
         return [await self.gateway.queue.get(ticket_id) for ticket_id in ids]
 
     async def wait_for(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:

@@ -19,12 +19,13 @@ from tests.web.http_support import http_server
 
 # Connections are bounded by the file descriptors here, not by the limit; the report comes every
 # second so a short test sees several intervals.
+REPORT_INTERVAL = 1.0
 LIMITS = {
     "listen": "127.0.0.1:0",
     "max_connections": 10_000,
     "header_timeout": 60.0,
     "keepalive_timeout": 60.0,
-    "report_interval": 1.0,
+    "report_interval": REPORT_INTERVAL,
     "accept_retry_delay": 0.1,
 }
 

@@ -7,6 +7,7 @@ import asyncio
 from gateway.config import GatewayConfig
 from gateway.ticket import Ticket
 from tests.helpers import Seat, post_intake, running_gateway
+from tests.redis_typed import stream_entries
 
 
 async def test_intake_to_submitted(config: GatewayConfig) -> None:
@@ -39,9 +40,9 @@ async def test_intake_to_submitted(config: GatewayConfig) -> None:
         ack = await seat.expect("ack")
         while ack.get("status") != "submitted":
             ack = await seat.expect("ack")
-        entries = await gateway.redis.xrange(gateway.queue.keys.submitted)
+        entries = stream_entries(await gateway.redis.xrange(gateway.queue.keys.submitted))
         assert len(entries) == 1
-        ticket = Ticket.from_json(entries[0][1][b"ticket"])
+        ticket = Ticket.from_json(entries[0][1]["ticket"])
         assert ticket.id == body["ticket_id"] and ticket.status == "submitted"
         assert (ticket.category, ticket.address, ticket.notes) == ("市政设施", "莱山区观海路", "已派单")
         assert ticket.message_id == "form-0001"
