@@ -98,6 +98,17 @@ class Keys:
         """Pub/Sub: logins and media workers' news for the seats (`gateway.messages`)."""
         return f"{self.prefix}:control"
 
+    # --- the web console (gateway/web/console.py) ----------------------------------------------
+
+    def console_session(self, digest: str) -> str:
+        """A console login: `agent`, `csrf`. Named by the SHA-256 of the cookie's value, so what
+        Redis holds cannot be replayed as a cookie."""
+        return f"{self.prefix}:console:session:{digest}"
+
+    def console_ticket(self, digest: str) -> str:
+        """A one-time seat ticket (its SHA-256): the agent it logs in, taken with GETDEL."""
+        return f"{self.prefix}:console:ticket:{digest}"
+
     # --- media workers (gateway/voice/link.py) and the SIP front ------------------------------
 
     @property

@@ -34,6 +34,7 @@ from gateway.intake import parse_intake
 from gateway.queue import TicketQueue
 from gateway.queue.desk import IntakeDesk, IntakeUnavailable, Source
 from gateway.shell.services import Report
+from gateway.web.console import ConsoleContext, add_console, read_files
 from gateway.web.http_server import SERVER_NAME, error_response, internal_error, json_response, serve_guarded
 
 log = logging.getLogger("gateway.http")
@@ -206,6 +207,7 @@ def create_app(
     app.router.add_get("/api/v1/tickets/{ticket_id}", get_ticket)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_console(app, ConsoleContext(lambda: live.current, queue.redis, queue.keys, read_files(), read_body))
     return app
 
 

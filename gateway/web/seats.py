@@ -25,17 +25,16 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from gateway import messages
-from gateway.config import AgentConfig, GatewayConfig, hash_secret, verify_secret
+from gateway.config import AgentConfig, GatewayConfig
 from gateway.errors import Conflict, GatewayError, InvalidRequest, PeerError, ServiceUnavailable
 from gateway.queue import RawTicket, TicketQueue
 from gateway.shell.tasks import Tasks
 from gateway.ticket import Ticket, apply_edits, mask_phone, utcnow
 from gateway.voice.link import VoiceLink
+from gateway.web import console
 from gateway.web import seat_protocol as proto
 
 log = logging.getLogger("gateway.seats")
-
-_DUMMY_HASH = hash_secret(secrets.token_hex(16))
 
 Displace = Literal["nobody", "oldest_of_address", "oldest"]
 
@@ -299,9 +298,13 @@ class SeatServer:
         if not isinstance(frame, proto.Hello):
             await ws.close(proto.CLOSE_AUTH_FAILED, "authentication failed")
             return None
+        if console.origin_refused(self._config, ws.request.headers.get("Origin") if ws.request else None):
+            log.info("seat connection from a page of another origin refused")
+            await ws.close(proto.CLOSE_AUTH_FAILED, "authentication failed")
+            return None
         agent = self._agents.get(frame.agent)
-        # Hash even for unknown agents, so timing does not tell which part was wrong.
-        valid = verify_secret(frame.token, agent.token_hash if agent else _DUMMY_HASH)
+        # The agent's token, else a console seat ticket (gateway/web/console.py), timed alike.
+        valid = await console.seat_login_valid(self._queue.redis, self._queue.keys, agent, frame.agent, frame.token)
         if agent is None or not valid:
             log.info("seat authentication failed from %s", ws.remote_address)
             await ws.close(proto.CLOSE_AUTH_FAILED, "authentication failed")

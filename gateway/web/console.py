@@ -1,0 +1,340 @@
+"""The web console (issue #14): its static pages under `/console/`, agents' logins as server-side
+sessions, and the one-time tickets its seat page opens a seat with.
+
+An agent logs in with its id and token (checked as the seats check them: `token_valid`) and gets a
+session kept in Redis (`Keys.console_session`), named to the browser only by an `HttpOnly`,
+`SameSite=Strict` cookie. The login's answer carries a CSRF token the page keeps in memory; every
+request that changes something must send it (`X-CSRF-Token`) from an allowed `Origin`. The token
+itself never travels again: the page asks for a seat ticket (random, `console.ticket_ttl`, used
+once: GETDEL) and sends it as its `hello` token; the seats redeem it (`seat_login_valid`).
+
+Pages are plain files (no build step, no CDN) served with a strict Content-Security-Policy: scripts,
+styles and images from the gateway only, connections to it and to the seats' websocket only.
+The pure parts (`allowed_origins`, `seats_url`, `content_security_policy`) read settings only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from redis.exceptions import RedisError
+
+from gateway import jsonwire
+from gateway.config import AgentConfig, GatewayConfig, hash_secret, split_listen, verify_secret
+from gateway.errors import FieldError, Forbidden, InvalidRequest, ServiceUnavailable, Unauthorized
+from gateway.keys import Keys
+from gateway.web.http_server import json_response
+
+log = logging.getLogger("gateway.console")
+
+COOKIE = "hg_console"
+CSRF_HEADER = "X-CSRF-Token"
+STATIC_DIR = Path(__file__).with_name("console")
+# The console's files, each with its type: nothing else under /console/ is served.
+STATIC_FILES = {
+    "index.html": "text/html",
+    "seat.js": "text/javascript",
+    "seat_core.js": "text/javascript",
+    "seat.css": "text/css",
+}
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+_LOOPBACK_NAMES = {"127.0.0.1": ("127.0.0.1", "localhost"), "localhost": ("127.0.0.1", "localhost")}
+
+# An unknown agent costs the same hash as a known one with a wrong token.
+_UNKNOWN_AGENT_HASH = hash_secret(secrets.token_hex(16))
+
+
+class SessionExpired(Unauthorized):
+    """The browser sent a session cookie that no longer names a session (expired, logged out)."""
+
+    code = "session_expired"
+
+
+# --- pure: what the settings say --------------------------------------------------------------
+
+
+def _origin(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def allowed_origins(config: GatewayConfig) -> frozenset[str]:
+    """The origins whose pages may use the console and open a seat: `console.allowed_origins`, else
+    the one `http.listen` serves (both loopback names for a loopback address); none for a wildcard
+    address, which cannot tell (fail closed: list them)."""
+    if config.console.allowed_origins:
+        return frozenset(origin.rstrip("/") for origin in config.console.allowed_origins)
+    host, port = split_listen(config.http.listen)
+    if host in _WILDCARD_HOSTS:
+        return frozenset()
+    return frozenset(_origin("http", name, port) for name in _LOOPBACK_NAMES.get(host, (host,)))
+
+
+def seats_url(config: GatewayConfig, page_host: str, secure: bool) -> str:
+    """The seats' websocket as the page reaches it: `seats.listen`, or on a wildcard address the
+    host the page itself came from (`page_host`: the request's host name, without its port)."""
+    host, port = split_listen(config.seats.listen)
+    if host in _WILDCARD_HOSTS:
+        host = page_host.strip("[]")
+    return _origin("wss" if secure else "ws", host, port)
+
+
+def content_security_policy(seats: str) -> str:
+    """Everything from the gateway itself; connections to it and to the seats' websocket only; no
+    inline script or style, no plugins, no framing."""
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
+        f"connect-src 'self' {seats}; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    )
+
+
+def digest(secret: str) -> str:
+    """What Redis keys a cookie or ticket by: a dump of Redis gives nothing to log in with."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_valid(agent: AgentConfig | None, token: str) -> bool:
+    """The agent's token, compared in constant time; an unknown agent costs the same hash, so
+    timing does not tell which part was wrong."""
+    valid = verify_secret(token, agent.token_hash if agent else _UNKNOWN_AGENT_HASH)
+    return valid and agent is not None
+
+
+# --- seat tickets (the seats' side) -----------------------------------------------------------
+
+
+async def redeem_seat_ticket(client: aioredis.Redis, keys: Keys, agent_id: str, ticket: str) -> bool:
+    """True when `ticket` is a live seat ticket issued to `agent_id`; it is spent either way (GETDEL).
+    Redis out of reach: False, said in one line (the page asks for a new ticket and hears why)."""
+    try:
+        owner = await client.getdel(keys.console_ticket(digest(ticket)))
+    except (RedisError, OSError):
+        log.warning("console seat ticket not checked: redis unavailable")
+        return False
+    return owner is not None and hmac.compare_digest(_text(owner).encode(), agent_id.encode())
+
+
+async def seat_login_valid(
+    client: aioredis.Redis, keys: Keys, agent: AgentConfig | None, agent_id: str, token: str
+) -> bool:
+    """A seat's `hello`: the agent's token, else a console seat ticket issued to it. The ticket is
+    looked up whenever the token fails, known agent or not, so timing tells nothing more."""
+    if token_valid(agent, token):
+        return True
+    redeemed = await redeem_seat_ticket(client, keys, agent_id, token)
+    return redeemed and agent is not None
+
+
+def origin_refused(config: GatewayConfig, origin: str | None) -> bool:
+    """A browser's websocket (it always sends `Origin`) from a page the console does not serve.
+    Other clients (the terminal seat) send none."""
+    return origin is not None and origin not in allowed_origins(config)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# --- HTTP: the console's routes -----------------------------------------------------------------
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    agent: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    key: str
+    agent: AgentConfig
+    csrf: str
+
+
+BodyReader = Callable[[web.Request, int, float], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleContext:
+    """What the console's handlers need; the config is read live, the files once at start."""
+
+    config: Callable[[], GatewayConfig]
+    redis: aioredis.Redis
+    keys: Keys
+    files: dict[str, bytes]
+    read_body: BodyReader  # the HTTP app's own (its limits and errors)
+
+    def agent(self, agent_id: str) -> AgentConfig | None:
+        return next((agent for agent in self.config().agents if agent.id == agent_id), None)
+
+
+CONSOLE = web.AppKey("console", ConsoleContext)
+
+
+def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    config = request.app[CONSOLE].config()
+    response.headers["Content-Security-Policy"] = content_security_policy(
+        seats_url(config, request.url.host or "", request.secure)
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+
+
+async def static_file(request: web.Request) -> web.Response:
+    name = request.match_info.get("name") or "index.html"
+    if name not in STATIC_FILES:
+        raise web.HTTPNotFound()
+    response = web.Response(body=request.app[CONSOLE].files[name], content_type=STATIC_FILES[name], charset="utf-8")
+    _security_headers(request, response)
+    return response
+
+
+async def to_index(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/console/")
+
+
+def _check_origin(request: web.Request) -> None:
+    """A state change comes from one of the console's own pages (browsers send `Origin` on every
+    POST), never from another site's form or script."""
+    if request.headers.get("Origin") not in allowed_origins(request.app[CONSOLE].config()):
+        raise Forbidden("this request must come from the console's own page")
+
+
+async def _session(request: web.Request) -> ConsoleSession:
+    cookie = request.cookies.get(COOKIE)
+    if not cookie:
+        raise Unauthorized("log in first")
+    context = request.app[CONSOLE]
+    key = context.keys.console_session(digest(cookie))
+    try:
+        stored = await context.redis.hgetall(key)
+    except (RedisError, OSError):
+        raise ServiceUnavailable("the session store is unreachable; retry") from None
+    fields = {_text(name): _text(value) for name, value in stored.items()}
+    agent = context.agent(fields.get("agent", ""))
+    if agent is None or "csrf" not in fields:
+        raise SessionExpired("the session expired; log in again")
+    return ConsoleSession(key, agent, fields["csrf"])
+
+
+async def _changing(request: web.Request) -> ConsoleSession:
+    """The session of a state-changing request: allowed origin, live session, its CSRF token."""
+    _check_origin(request)
+    session = await _session(request)
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
+        raise Forbidden(f"the {CSRF_HEADER} header is missing or wrong")
+    return session
+
+
+def _described(request: web.Request, session: ConsoleSession) -> dict[str, object]:
+    config = request.app[CONSOLE].config()
+    return {
+        "agent": session.agent.id,
+        "name": session.agent.name,
+        "csrf": session.csrf,
+        "seats_url": seats_url(config, request.url.host or "", request.secure),
+    }
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    response = json_response(body, status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _login_request(request: web.Request) -> LoginRequest:
+    context = request.app[CONSOLE]
+    http = context.config().http
+    body = await context.read_body(request, http.max_body_bytes, http.body_timeout)
+    try:
+        return LoginRequest.model_validate(jsonwire.loads(body))
+    except (ValueError, ValidationError):
+        raise InvalidRequest(
+            "the body must be JSON: {agent, token}", (FieldError("", "agent and token are required"),)
+        ) from None
+
+
+async def login(request: web.Request) -> web.Response:
+    _check_origin(request)
+    asked = await _login_request(request)
+    context = request.app[CONSOLE]
+    agent = context.agent(asked.agent)
+    if not token_valid(agent, asked.token) or agent is None:
+        log.info("console login failed")
+        raise Unauthorized("wrong agent id or token")
+    cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    ttl = int(context.config().console.session_ttl)
+    key = context.keys.console_session(digest(cookie))
+    try:
+        async with context.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"agent": agent.id, "csrf": csrf})
+            pipe.expire(key, ttl)
+            await pipe.execute()
+    except (RedisError, OSError):
+        raise ServiceUnavailable("the session store is unreachable; retry") from None
+    log.info("console login of agent %s", agent.id)
+    response = _json(_described(request, ConsoleSession(key, agent, csrf)))
+    response.set_cookie(
+        COOKIE, cookie, max_age=ttl, path="/console", httponly=True, samesite="Strict", secure=request.secure
+    )
+    return response
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """The page, once loaded again, learns who is logged in and its CSRF token (readable by the
+    console's own pages only: no CORS)."""
+    return _json(_described(request, await _session(request)))
+
+
+async def logout(request: web.Request) -> web.Response:
+    session = await _changing(request)
+    try:
+        await request.app[CONSOLE].redis.delete(session.key)
+    except (RedisError, OSError):
+        raise ServiceUnavailable("the session store is unreachable; retry") from None
+    log.info("console logout of agent %s", session.agent.id)
+    response = _json({"status": "logged_out"})
+    response.del_cookie(COOKIE, path="/console")
+    return response
+
+
+async def seat_ticket(request: web.Request) -> web.Response:
+    """A one-time ticket the page sends as its `hello` token (the agent's token never reaches it)."""
+    session = await _changing(request)
+    context = request.app[CONSOLE]
+    ticket = secrets.token_urlsafe(32)
+    ttl = context.config().console.ticket_ttl
+    try:
+        await context.redis.set(context.keys.console_ticket(digest(ticket)), session.agent.id, px=int(ttl * 1000))
+    except (RedisError, OSError):
+        raise ServiceUnavailable("the session store is unreachable; retry") from None
+    return _json({"ticket": ticket, "agent": session.agent.id, "expires_in": ttl})
+
+
+def add_console(app: web.Application, context: ConsoleContext) -> None:
+    """The console's routes on the gateway's HTTP app."""
+    app[CONSOLE] = context
+    app.router.add_get("/console", to_index)
+    app.router.add_get("/console/", static_file)
+    app.router.add_get("/console/{name}", static_file)
+    app.router.add_post("/console/api/login", login)
+    app.router.add_get("/console/api/session", whoami)
+    app.router.add_post("/console/api/logout", logout)
+    app.router.add_post("/console/api/seat-ticket", seat_ticket)
+
+
+def read_files(directory: Path = STATIC_DIR) -> dict[str, bytes]:
+    """The console's files, read once (a missing one stops the start, not a page)."""
+    return {name: (directory / name).read_bytes() for name in STATIC_FILES}

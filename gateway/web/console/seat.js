@@ -1,0 +1,458 @@
+// The seat page's shell: login, the seat's websocket (reconnecting with back-off), ringing, the
+// keyboard, and drawing what the core (seat_core.js) decided. Every peer string reaches the page as
+// text (textContent), never as markup. The CSRF token lives in this module's memory only; the
+// agent's token is sent once, to log in, and never kept.
+
+import {
+  STATES,
+  EDITABLE,
+  initialState,
+  onFrame,
+  onCommand,
+  helloFrame,
+  fieldValue,
+  clock,
+  backoff,
+} from "./seat_core.js";
+
+const SAVE_DELAY_MS = 600; // autosave after the agent pauses typing this long
+const CHANNELS = { web: "网页", voice: "电话", sms: "短信", wechat: "微信", telegram: "Telegram", app: "App" };
+const FIELD_LABELS = {
+  text: "诉求内容",
+  category: "分类",
+  address: "地址",
+  notes: "备注",
+  citizen_name: "市民姓名",
+  citizen_phone: "联系电话",
+};
+const SAVING = { dirty: "未保存…", saving: "保存中…", saved: "已保存", failed: "保存失败" };
+const SHORTCUTS = [
+  ["Alt+A", "接受工单", { type: "accept" }],
+  ["Alt+J", "拒绝工单", { type: "decline" }],
+  ["Alt+S", "提交工单", { type: "submit" }],
+  ["Alt+R", "示闲", { type: "state", state: "ready" }],
+  ["Alt+B", "示忙", { type: "state", state: "busy" }],
+  ["Alt+W", "话后处理", { type: "state", state: "wrap_up" }],
+  ["Alt+L", "离开", { type: "state", state: "away" }],
+  ["Alt+T", "转到诉求内容", { focus: "text" }],
+  ["Alt+N", "转到备注", { focus: "notes" }],
+];
+
+const page = {
+  session: null, // {agent, name, csrf, seats_url}: memory only
+  state: initialState(Date.now()),
+  socket: null,
+  attempt: 0,
+  reconnectTimer: null,
+  saveTimers: {},
+  audio: null,
+  leaving: false,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "text") node.textContent = value;
+    else if (name === "className") node.className = value;
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+// --- HTTP ----------------------------------------------------------------------------------------
+
+async function api(path, body, changing = true) {
+  const headers = { "Content-Type": "application/json" };
+  if (changing && page.session) headers["X-CSRF-Token"] = page.session.csrf;
+  const response = await fetch(`/console/api/${path}`, {
+    method: body === undefined ? "GET" : "POST",
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+    cache: "no-store",
+  });
+  const data = await response.json().catch(() => ({}));
+  return { status: response.status, data };
+}
+
+function showLogin(message = "") {
+  page.session = null;
+  page.leaving = true;
+  closeSocket();
+  $("seat-view").hidden = true;
+  $("login-view").hidden = false;
+  $("login-error").textContent = message;
+  $("login-agent").focus();
+}
+
+function showSeat(session) {
+  page.session = session;
+  page.leaving = false;
+  $("login-view").hidden = true;
+  $("seat-view").hidden = false;
+  $("agent-name").textContent = `${session.name || session.agent}（${session.agent}）`;
+  connect();
+}
+
+async function boot() {
+  drawShortcuts();
+  drawStateButtons();
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
+  $("accept").addEventListener("click", () => command({ type: "accept" }));
+  $("decline").addEventListener("click", () => command({ type: "decline" }));
+  $("submit").addEventListener("click", submit);
+  document.addEventListener("keydown", onKey);
+  window.addEventListener("pagehide", flushAll);
+  setInterval(drawClocks, 1000);
+  const { status, data } = await api("session", undefined, false);
+  if (status === 200) showSeat(data);
+  else showLogin(data.error && data.error.code === "session_expired" ? "登录已过期，请重新登录" : "");
+}
+
+async function login(event) {
+  event.preventDefault();
+  const agent = $("login-agent").value.trim();
+  const tokenInput = $("login-token");
+  const token = tokenInput.value;
+  tokenInput.value = ""; // the token is not kept anywhere once sent
+  if ("Notification" in window && Notification.permission === "default") Notification.requestPermission();
+  unlockAudio();
+  let answer;
+  try {
+    answer = await api("login", { agent, token }, false);
+  } catch {
+    $("login-error").textContent = "无法连接服务器，请稍后再试";
+    return;
+  }
+  if (answer.status === 200) showSeat(answer.data);
+  else if (answer.status === 401) $("login-error").textContent = "工号或令牌不正确，请重新输入";
+  else if (answer.status === 403) $("login-error").textContent = "请从本系统的登录页登录";
+  else $("login-error").textContent = "登录失败：服务暂不可用，请稍后再试";
+}
+
+async function logout() {
+  flushAll();
+  await api("logout", {}).catch(() => null);
+  page.state = initialState(Date.now());
+  draw();
+  showLogin("已退出登录");
+}
+
+// --- the seat's websocket ------------------------------------------------------------------------
+
+function closeSocket() {
+  clearTimeout(page.reconnectTimer);
+  if (page.socket) {
+    const socket = page.socket;
+    page.socket = null;
+    socket.onclose = null;
+    socket.close(1000, "logout");
+  }
+}
+
+async function connect() {
+  clearTimeout(page.reconnectTimer);
+  apply(onCommand(page.state, { type: "connecting" }, Date.now()));
+  let answer;
+  try {
+    answer = await api("seat-ticket", {});
+  } catch {
+    return retry();
+  }
+  if (answer.status === 401) return showLogin("登录已过期，请重新登录");
+  if (answer.status !== 200 || page.leaving) return retry();
+  const socket = new WebSocket(page.session.seats_url);
+  page.socket = socket;
+  socket.onopen = () => {
+    const wanted = page.state.agent ? page.state.state : "away";
+    socket.send(JSON.stringify(helloFrame(page.session.agent, answer.data.ticket, wanted)));
+  };
+  socket.onmessage = (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (frame.type === "welcome") page.attempt = 0;
+    apply(onFrame(page.state, frame, Date.now()));
+  };
+  socket.onclose = (event) => {
+    if (page.socket !== socket) return;
+    page.socket = null;
+    apply(onCommand(page.state, { type: "disconnected" }, Date.now()));
+    if (event.code === 4008) {
+      notice("本工号已在其他页面登录，此页面已断开", "warn");
+      return;
+    }
+    retry();
+  };
+}
+
+function retry() {
+  if (page.leaving) return;
+  const delay = backoff(page.attempt++) * (0.75 + Math.random() * 0.5);
+  page.reconnectTimer = setTimeout(connect, delay);
+}
+
+function send(frame) {
+  if (page.socket && page.socket.readyState === WebSocket.OPEN) page.socket.send(JSON.stringify(frame));
+}
+
+// --- effects -------------------------------------------------------------------------------------
+
+function apply({ state, effects }) {
+  page.state = state;
+  for (const effect of effects) {
+    if (effect.send) send(effect.send);
+    if (effect.ring) ring(effect.ring);
+    if (effect.stopRing) document.body.classList.remove("ringing");
+  }
+  draw();
+}
+
+function command(what) {
+  apply(onCommand(page.state, what, Date.now()));
+}
+
+function notice(text, level) {
+  page.state = { ...page.state, notices: [...page.state.notices, { text, level }].slice(-5) };
+  draw();
+}
+
+function unlockAudio() {
+  // Browsers start sound only after a gesture: the login click opens the audio context.
+  if (!page.audio && window.AudioContext) page.audio = new AudioContext();
+}
+
+function ring(ticket) {
+  document.body.classList.add("ringing");
+  document.body.dataset.rings = String(Number(document.body.dataset.rings || 0) + 1);
+  if (page.audio) {
+    const now = page.audio.currentTime;
+    for (const [offset, pitch] of [[0, 660], [0.25, 880]]) {
+      const tone = page.audio.createOscillator();
+      const gain = page.audio.createGain();
+      tone.frequency.value = pitch;
+      gain.gain.setValueAtTime(0.2, now + offset);
+      gain.gain.exponentialRampToValueAtTime(0.001, now + offset + 0.2);
+      tone.connect(gain).connect(page.audio.destination);
+      tone.start(now + offset);
+      tone.stop(now + offset + 0.2);
+    }
+  }
+  if ("Notification" in window && Notification.permission === "granted" && document.hidden) {
+    new Notification("新工单", { body: String(ticket.text || "").slice(0, 80), tag: "hg-offer" });
+  }
+}
+
+// --- autosave ------------------------------------------------------------------------------------
+
+function onEdit(ticketId, field, value) {
+  command({ type: "edit", ticket: ticketId, field, value });
+  clearTimeout(page.saveTimers[ticketId]);
+  page.saveTimers[ticketId] = setTimeout(() => command({ type: "save", ticket: ticketId }), SAVE_DELAY_MS);
+}
+
+function flushAll() {
+  for (const [ticketId, timer] of Object.entries(page.saveTimers)) {
+    clearTimeout(timer);
+    command({ type: "save", ticket: ticketId });
+  }
+  page.saveTimers = {};
+}
+
+// --- keyboard ------------------------------------------------------------------------------------
+
+function onKey(event) {
+  if (!event.altKey || event.ctrlKey || event.metaKey || $("seat-view").hidden) return;
+  const shortcut = SHORTCUTS.find(([keys]) => event.code === `Key${keys.slice(-1)}`);
+  if (!shortcut || event.shiftKey) return;
+  event.preventDefault();
+  const what = shortcut[2];
+  if (what.focus) {
+    const input = document.querySelector(`[data-field="${what.focus}"]`);
+    if (input) input.focus();
+    return;
+  }
+  if (what.type === "submit") submit();
+  else command(what);
+}
+
+function submit() {
+  // The submit carries every edit not yet saved: the pending autosaves are not needed any more.
+  for (const timer of Object.values(page.saveTimers)) clearTimeout(timer);
+  page.saveTimers = {};
+  command({ type: "submit" });
+}
+
+// --- drawing -------------------------------------------------------------------------------------
+
+function drawShortcuts() {
+  const list = $("shortcuts-list");
+  for (const [keys, label] of SHORTCUTS) list.append(element("dt", { text: keys }), element("dd", { text: label }));
+}
+
+function drawStateButtons() {
+  const group = $("states");
+  for (const [name, label] of Object.entries(STATES)) {
+    const button = element("button", { type: "button", "data-state": name, text: label, "aria-pressed": "false" });
+    button.addEventListener("click", () => command({ type: "state", state: name }));
+    group.append(button);
+  }
+}
+
+function drawClocks() {
+  const now = Date.now();
+  const state = page.state;
+  $("state-clock").textContent = clock(now - state.stateSince);
+  for (const node of document.querySelectorAll("[data-since]")) {
+    node.textContent = clock(now - Date.parse(node.dataset.since));
+  }
+  const countdown = $("offer-countdown");
+  if (state.offer && countdown) countdown.textContent = `${Math.max(0, Math.ceil((state.offer.expiresAt - now) / 1000))} 秒`;
+}
+
+const CONNECTION = { idle: "", connecting: "正在连接…", open: "已连接", closed: "连接中断，正在重连…" };
+
+function draw() {
+  const state = page.state;
+  $("connection").textContent = CONNECTION[state.connection];
+  $("connection").dataset.connection = state.connection;
+  for (const button of $("states").querySelectorAll("button")) {
+    const active = button.dataset.state === state.state;
+    button.setAttribute("aria-pressed", String(active));
+    button.classList.toggle("active", active);
+  }
+  $("state-label").textContent = STATES[state.state];
+  drawOffer(state);
+  drawTabs(state);
+  drawCurrent(state);
+  drawNotices(state);
+  drawClocks();
+}
+
+function drawOffer(state) {
+  const section = $("offer");
+  section.hidden = !state.offer;
+  const body = $("offer-ticket");
+  if (!state.offer) {
+    body.replaceChildren();
+    return;
+  }
+  if (body.dataset.ticket !== state.offer.ticket.id || body.dataset.drawn !== JSON.stringify(state.offer.ticket)) {
+    body.replaceChildren(ticketCard(state.offer.ticket));
+    body.dataset.ticket = state.offer.ticket.id;
+    body.dataset.drawn = JSON.stringify(state.offer.ticket);
+  }
+}
+
+function drawTabs(state) {
+  const tabs = $("ticket-tabs");
+  tabs.replaceChildren(
+    ...state.order.map((id) => {
+      const ticket = state.tickets[id];
+      const button = element("button", {
+        type: "button",
+        role: "tab",
+        "aria-selected": String(id === state.current),
+        text: `${CHANNELS[ticket.channel] || ticket.channel} · ${citizenName(ticket)}`,
+      });
+      button.addEventListener("click", () => command({ type: "select", ticket: id }));
+      return button;
+    }),
+  );
+}
+
+function drawCurrent(state) {
+  const section = $("current");
+  const id = state.current;
+  const ticket = id ? state.tickets[id] : null;
+  section.hidden = !ticket;
+  if (!ticket) {
+    section.dataset.ticket = "";
+    return;
+  }
+  if (section.dataset.ticket !== id) {
+    section.dataset.ticket = id;
+    $("current-form").replaceChildren(...EDITABLE.map((field) => fieldInput(id, field)));
+  }
+  const drawn = JSON.stringify(ticket);
+  if ($("current-ticket").dataset.drawn !== drawn) {
+    $("current-ticket").replaceChildren(ticketCard(ticket));
+    $("current-ticket").dataset.drawn = drawn;
+  }
+  for (const input of $("current-form").querySelectorAll("[data-field]")) {
+    const value = fieldValue(state, id, input.dataset.field);
+    if (document.activeElement !== input && input.value !== value) input.value = value;
+  }
+  const saving = state.saving[id];
+  $("save-state").textContent = saving ? SAVING[saving] : "";
+  $("save-state").dataset.saving = saving || "";
+}
+
+function fieldInput(id, field) {
+  const inputId = `field-${field}`;
+  const multiline = field === "text" || field === "notes";
+  const input = element(multiline ? "textarea" : "input", { id: inputId, "data-field": field, rows: "3" });
+  if (!multiline) input.removeAttribute("rows");
+  input.addEventListener("input", () => onEdit(id, field, input.value));
+  return element("div", { className: "field" }, element("label", { for: inputId, text: FIELD_LABELS[field] }), input);
+}
+
+function drawNotices(state) {
+  $("notices").replaceChildren(
+    ...state.notices.map((item) => element("li", { className: `notice ${item.level}`, text: item.text })),
+  );
+}
+
+function citizenName(ticket) {
+  const citizen = ticket.citizen || {};
+  return citizen.name || citizen.phone || citizen.wechat_openid || "匿名市民";
+}
+
+function row(label, ...content) {
+  return element("div", { className: "row" }, element("dt", { text: label }), element("dd", {}, ...content));
+}
+
+function ticketCard(ticket) {
+  const citizen = ticket.citizen || {};
+  const voice = ticket.voice || {};
+  const list = element("dl", { className: "ticket-card", "data-ticket": ticket.id });
+  list.append(row("工单号", ticket.id));
+  list.append(row("渠道", `${CHANNELS[ticket.channel] || ticket.channel}（队列 ${ticket.queue}）`));
+  list.append(row("市民", `${citizen.name || "未留姓名"}  ${citizen.phone || ""}`.trim()));
+  if (voice.called || ticket.ivr_path) list.append(row("呼入号码 / 按键路径", `${voice.called || "—"} / ${ticket.ivr_path || "—"}`));
+  list.append(row("等待时长", element("span", { "data-since": ticket.received_at })));
+  if (ticket.flags && ticket.flags.length) {
+    list.append(row("标记", ...ticket.flags.map((flag) => element("span", { className: "flag", text: flag }))));
+  }
+  if (ticket.address) list.append(row("地址", ticket.address));
+  list.append(row("诉求", element("p", { className: "text", text: ticket.text || "" })));
+  for (const attachment of ticket.attachments || []) {
+    if (attachment.kind === "recording") {
+      const seconds = attachment.seconds ? `${Math.round(attachment.seconds)} 秒` : "";
+      list.append(row("录音", `有录音 ${seconds}`.trim()));
+    }
+  }
+  if (ticket.channel === "voice" || (ticket.transcript && ticket.transcript.length)) {
+    const lines = (ticket.transcript || []).map((segment) =>
+      element("li", {
+        className: segment.final ? "segment" : "segment partial",
+        text: `${segment.speaker === "agent" ? "坐席" : "市民"}：${segment.text}`,
+      }),
+    );
+    list.append(row("实时转写", element("ol", { className: "transcript", "aria-live": "polite" }, ...lines)));
+  }
+  for (const message of ticket.messages || []) {
+    const who = message.direction === "in" ? "市民" : "回复";
+    list.append(row(who, element("p", { className: "message", text: message.text })));
+  }
+  return list;
+}
+
+document.addEventListener("DOMContentLoaded", boot);

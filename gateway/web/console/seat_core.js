@@ -1,0 +1,289 @@
+// The seat page's core: what the seat holds, decided from the server's frames and the agent's
+// commands, with no I/O (no DOM, no socket, no clock: `now` is passed in). Each step returns the new
+// state and the effects the shell carries out: frames to send, a ring to start or stop, a notice.
+// The same kind of thing as the terminal seat's core (gateway/clients/seat.py), over the frames of
+// docs/seat-protocol.md.
+
+export const STATES = Object.freeze({ ready: "示闲", busy: "示忙", wrap_up: "话后处理", away: "离开" });
+export const EDITABLE = Object.freeze(["text", "category", "address", "notes", "citizen_name", "citizen_phone"]);
+const MAX_SEGMENTS = 500; // transcript segments kept per ticket: a long call must not grow the page for ever
+const MAX_NOTICES = 5;
+
+export function initialState(now) {
+  return {
+    connection: "idle", // idle | connecting | open | closed
+    agent: "",
+    name: "",
+    queues: [],
+    state: "away",
+    stateSince: now,
+    offer: null, // {ticket, expiresAt}
+    tickets: {}, // claimed tickets by id
+    order: [], // claimed ids, oldest first
+    current: null, // the claimed ticket on screen
+    drafts: {}, // ticket id -> {field: value} not yet acknowledged
+    saving: {}, // ticket id -> "dirty" | "saving" | "saved" | "failed"
+    pending: {}, // frame id -> {kind, ticket, fields}
+    notices: [], // the latest messages for the agent, newest last
+    nextId: 1,
+  };
+}
+
+function step(state, ...effects) {
+  return { state, effects };
+}
+
+function noticed(state, text, level = "info") {
+  return { ...state, notices: [...state.notices, { text, level }].slice(-MAX_NOTICES) };
+}
+
+function withoutKey(object, key) {
+  const copy = { ...object };
+  delete copy[key];
+  return copy;
+}
+
+function dropTicket(state, id) {
+  const order = state.order.filter((other) => other !== id);
+  return {
+    ...state,
+    offer: state.offer && state.offer.ticket.id === id ? null : state.offer,
+    tickets: withoutKey(state.tickets, id),
+    order,
+    current: state.current === id ? order[0] ?? null : state.current,
+    drafts: withoutKey(state.drafts, id),
+    saving: withoutKey(state.saving, id),
+  };
+}
+
+function holdTicket(state, ticket) {
+  const order = state.order.includes(ticket.id) ? state.order : [...state.order, ticket.id];
+  return { ...state, tickets: { ...state.tickets, [ticket.id]: ticket }, order, current: state.current ?? ticket.id };
+}
+
+// --- sending -------------------------------------------------------------------------------------
+
+function request(state, kind, frame, extra = {}) {
+  const id = state.nextId;
+  const pending = { ...state.pending, [id]: { kind, ticket: frame.ticket ?? null, ...extra } };
+  return { state: { ...state, nextId: id + 1, pending }, effect: { send: { id, ...frame } } };
+}
+
+export function helloFrame(agent, token, state) {
+  return { type: "hello", v: 1, agent, token, state };
+}
+
+// --- server frames -------------------------------------------------------------------------------
+
+const FRAMES = {
+  welcome(state, frame, now) {
+    let next = {
+      ...state,
+      connection: "open",
+      agent: frame.agent,
+      name: frame.name || frame.agent,
+      queues: frame.queues,
+      state: frame.state,
+      stateSince: now,
+      offer: null,
+      tickets: {},
+      order: [],
+      current: null,
+      pending: {},
+    };
+    for (const ticket of frame.resumed) next = holdTicket(next, ticket);
+    if (state.current && next.tickets[state.current]) next = { ...next, current: state.current };
+    // Edits the server never acknowledged (the socket dropped first) are sent again.
+    const effects = [];
+    for (const id of next.order) {
+      if (next.drafts[id] && Object.keys(next.drafts[id]).length) {
+        const sent = saveDraft(next, id);
+        next = sent.state;
+        effects.push(...sent.effects);
+      }
+    }
+    if (frame.resumed.length) next = noticed(next, `已恢复处理中的工单 ${frame.resumed.length} 张`);
+    return step(next, ...effects);
+  },
+  offer(state, frame, now) {
+    const next = { ...state, offer: { ticket: frame.ticket, expiresAt: now + frame.expires_in * 1000 } };
+    return step(next, { ring: frame.ticket });
+  },
+  offer_revoked(state, frame) {
+    const next = noticed({ ...state, offer: null }, `工单 ${frame.ticket} 未及时接受，已转回队列`, "warn");
+    return step(next, { stopRing: true });
+  },
+  state(state, frame, now) {
+    const why = frame.reason === "missed_offer" ? "（未及时接受工单）" : "";
+    return step(noticed({ ...state, state: frame.state, stateSince: now }, `状态已改为${STATES[frame.state]}${why}`));
+  },
+  ticket(state, frame) {
+    const ticket = frame.ticket;
+    if (ticket.status !== "claimed") return step(noticed(dropTicket(state, ticket.id), `工单 ${ticket.id}：${ticket.status}`));
+    const wasOffer = state.offer && state.offer.ticket.id === ticket.id;
+    let next = holdTicket({ ...state, offer: wasOffer ? null : state.offer }, ticket);
+    if (wasOffer) next = { ...next, current: ticket.id };
+    return wasOffer ? step(next, { stopRing: true }) : step(next);
+  },
+  screen_pop(state, frame) {
+    return step(noticed(holdTicket(state, frame.ticket), `来电振铃，请接听（工单 ${frame.ticket.id}）`));
+  },
+  revoked(state, frame) {
+    return step(noticed(dropTicket(state, frame.ticket), `工单 ${frame.ticket} 已收回（${frame.reason}）`, "warn"), {
+      stopRing: true,
+    });
+  },
+  call_ended(state, frame) {
+    return step(noticed(state, `工单 ${frame.ticket} 的通话已结束，工单仍由您处理`));
+  },
+  transcript(state, frame) {
+    return step(withTicket(state, frame.ticket, (ticket) => ({ ...ticket, transcript: grown(ticket.transcript, frame.segment) })));
+  },
+  message(state, frame) {
+    return step(
+      withTicket(state, frame.ticket, (ticket) => ({ ...ticket, messages: [...(ticket.messages || []), frame.message] })),
+    );
+  },
+  delivery(state, frame) {
+    const mark = (message) => (message.id === frame.reply ? { ...message, status: frame.status, reason: frame.reason } : message);
+    return step(withTicket(state, frame.ticket, (ticket) => ({ ...ticket, messages: (ticket.messages || []).map(mark) })));
+  },
+  ack(state, frame, now) {
+    const asked = state.pending[frame.re];
+    const next = { ...state, pending: withoutKey(state.pending, frame.re) };
+    if (frame.status === "submitted") return step(noticed(dropTicket(next, frame.ticket), `已提交工单 ${frame.ticket}`));
+    if (frame.status === "declined") return step({ ...next, offer: null }, { stopRing: true });
+    if (frame.state) return step({ ...next, state: frame.state, stateSince: now });
+    if (asked && asked.kind === "update") return step(saved(next, asked));
+    return step(next);
+  },
+  error(state, frame) {
+    const asked = state.pending[frame.re];
+    let next = { ...state, pending: withoutKey(state.pending, frame.re) };
+    const detail = (frame.fields || []).map((field) => `${field.path}: ${field.message}`).join("；");
+    if (asked && asked.kind === "update") next = { ...next, saving: { ...next.saving, [asked.ticket]: "failed" } };
+    return step(noticed(next, `操作未完成：${frame.message}${detail ? `（${detail}）` : ""}`, "error"));
+  },
+  pong(state) {
+    return step(state);
+  },
+};
+
+function grown(segments, segment) {
+  const list = [...(segments || [])];
+  const last = list[list.length - 1];
+  // A partial result is replaced by the next result of the same speaker.
+  if (last && !last.final && last.speaker === segment.speaker) list.pop();
+  list.push(segment);
+  return list.slice(-MAX_SEGMENTS);
+}
+
+function withTicket(state, id, change) {
+  if (state.tickets[id]) return { ...state, tickets: { ...state.tickets, [id]: change(state.tickets[id]) } };
+  if (state.offer && state.offer.ticket.id === id) return { ...state, offer: { ...state.offer, ticket: change(state.offer.ticket) } };
+  return state;
+}
+
+function saved(state, asked) {
+  // Fields typed again since this update left keep their draft (the next save sends them).
+  const draft = { ...(state.drafts[asked.ticket] || {}) };
+  for (const [field, value] of Object.entries(asked.fields)) if (draft[field] === value) delete draft[field];
+  const dirty = Object.keys(draft).length > 0;
+  return {
+    ...state,
+    drafts: { ...state.drafts, [asked.ticket]: draft },
+    saving: { ...state.saving, [asked.ticket]: dirty ? "dirty" : "saved" },
+  };
+}
+
+export function onFrame(state, frame, now) {
+  const handle = FRAMES[frame.type];
+  return handle ? handle(state, frame, now) : step(state);
+}
+
+// --- the agent's commands ------------------------------------------------------------------------
+
+function saveDraft(state, id) {
+  const fields = { ...(state.drafts[id] || {}) };
+  if (!Object.keys(fields).length) return step(state);
+  const sent = request(state, "update", { type: "update", ticket: id, fields }, { fields });
+  return step({ ...sent.state, saving: { ...sent.state.saving, [id]: "saving" } }, sent.effect);
+}
+
+const COMMANDS = {
+  accept(state) {
+    if (!state.offer) return step(noticed(state, "没有待接受的工单", "warn"));
+    const sent = request(state, "accept", { type: "accept", ticket: state.offer.ticket.id });
+    return step(sent.state, sent.effect, { stopRing: true });
+  },
+  decline(state) {
+    if (!state.offer) return step(noticed(state, "没有待拒绝的工单", "warn"));
+    const sent = request(state, "decline", { type: "decline", ticket: state.offer.ticket.id });
+    return step(sent.state, sent.effect, { stopRing: true });
+  },
+  state(state, command) {
+    if (!STATES[command.state]) return step(state);
+    const sent = request(state, "state", { type: "state", state: command.state });
+    return step(sent.state, sent.effect);
+  },
+  edit(state, command) {
+    if (!state.tickets[command.ticket] || !EDITABLE.includes(command.field)) return step(state);
+    const draft = { ...(state.drafts[command.ticket] || {}), [command.field]: command.value };
+    return step({
+      ...state,
+      drafts: { ...state.drafts, [command.ticket]: draft },
+      saving: { ...state.saving, [command.ticket]: "dirty" },
+    });
+  },
+  save(state, command) {
+    return state.tickets[command.ticket] ? saveDraft(state, command.ticket) : step(state);
+  },
+  submit(state) {
+    const id = state.current;
+    if (!id || !state.tickets[id]) return step(noticed(state, "没有可提交的工单", "warn"));
+    // Edits not yet acknowledged go with the submit: nothing typed is lost.
+    const fields = { ...(state.drafts[id] || {}) };
+    const sent = request(state, "submit", { type: "submit", ticket: id, fields });
+    return step(sent.state, sent.effect);
+  },
+  select(state, command) {
+    return step(state.tickets[command.ticket] ? { ...state, current: command.ticket } : state);
+  },
+  connecting(state) {
+    return step({ ...state, connection: "connecting" });
+  },
+  disconnected(state) {
+    // Offers go back to the queue when a seat drops; claimed tickets wait for the reconnect.
+    const next = { ...state, connection: "closed", offer: null, pending: {} };
+    return step(next, { stopRing: true });
+  },
+};
+
+export function onCommand(state, command, now) {
+  const handle = COMMANDS[command.type];
+  return handle ? handle(state, command, now) : step(state);
+}
+
+// --- what the page shows (pure too) --------------------------------------------------------------
+
+export function fieldValue(state, id, field) {
+  const draft = state.drafts[id] || {};
+  if (field in draft) return draft[field];
+  const ticket = state.tickets[id] || {};
+  if (field === "citizen_name") return (ticket.citizen || {}).name || "";
+  if (field === "citizen_phone") return (ticket.citizen || {}).phone || "";
+  return ticket[field] || "";
+}
+
+export function clock(milliseconds) {
+  const seconds = Math.max(0, Math.floor(milliseconds / 1000));
+  const pad = (value) => String(value).padStart(2, "0");
+  const hours = Math.floor(seconds / 3600);
+  const rest = `${pad(Math.floor((seconds % 3600) / 60))}:${pad(seconds % 60)}`;
+  return hours ? `${hours}:${rest}` : rest;
+}
+
+export function backoff(attempt) {
+  // 0.5 s doubling to 10 s; the shell adds jitter so a gateway restart is not met by every seat at once.
+  return Math.min(10000, 500 * 2 ** Math.min(attempt, 5));
+}
