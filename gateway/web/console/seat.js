@@ -178,7 +178,10 @@ async function connect() {
     } catch {
       return;
     }
-    if (frame.type === "welcome") page.attempt = 0;
+    if (frame.type === "welcome") {
+      page.attempt = 0;
+      document.body.dataset.connects = String(Number(document.body.dataset.connects || 0) + 1);
+    }
     apply(onFrame(page.state, frame, Date.now()));
   };
   socket.onclose = (event) => {

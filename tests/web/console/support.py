@@ -11,10 +11,12 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from aiohttp import web
+from playwright.sync_api import Page
 
 from gateway.config import GatewayConfig
 from gateway.shell.app import Bound, Gateway
 from gateway.shell.embedded_redis import free_port
+from peers.gateway_config import AGENT_TOKENS
 from tests.helpers import post_intake, running_gateway
 
 T = TypeVar("T")
@@ -126,3 +128,11 @@ async def foreign_site() -> web.AppRunner:
 def site_url(runner: web.AppRunner) -> str:
     host, port = runner.addresses[0][:2]
     return f"http://{host}:{port}/"
+
+
+def log_in(page: Page, live: GatewayThread, agent: str = "a1", token: str | None = None) -> None:
+    """Log in through the console's own form, as an agent does."""
+    page.goto(f"{live.http}/console/")
+    page.get_by_label("工号").fill(agent)
+    page.get_by_label("令牌").fill(token or AGENT_TOKENS[agent])
+    page.get_by_role("button", name="登录").click()

@@ -10,14 +10,7 @@ from playwright.sync_api import BrowserContext, Cookie, Page, expect
 from gateway.web.console import COOKIE, digest
 from peers.gateway_config import AGENT_TOKENS
 from tests.redis_typed import texts
-from tests.web.console.support import GatewayThread, foreign_site, site_url
-
-
-def log_in(page: Page, live: GatewayThread, agent: str = "a1", token: str | None = None) -> None:
-    page.goto(f"{live.http}/console/")
-    page.get_by_label("工号").fill(agent)
-    page.get_by_label("令牌").fill(token or AGENT_TOKENS[agent])
-    page.get_by_role("button", name="登录").click()
+from tests.web.console.support import GatewayThread, foreign_site, log_in, site_url
 
 
 def session_cookie(context: BrowserContext) -> Cookie | None:

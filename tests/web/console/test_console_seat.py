@@ -1,0 +1,105 @@
+"""The seat page in a real Chromium against a real gateway and Redis: an offer rings and shows the
+ticket, accept, edits autosaved through a reload, submit; a voice ticket's live transcript; the
+seats' server restarted under the page."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from gateway.ticket import TranscriptSegment
+from gateway.voice.link import VoiceLink
+from tests.helpers import voice_ticket
+from tests.web.console.support import GatewayThread, log_in
+
+RINGING = re.compile(r"\bringing\b")
+
+
+def ready_seat(page: Page, live: GatewayThread) -> None:
+    log_in(page, live)
+    expect(page.locator("#connection")).to_have_text("已连接")
+    page.get_by_role("button", name="示闲").click()
+    expect(page.locator("#state-label")).to_have_text("示闲")
+
+
+def test_an_offer_rings_and_an_edit_survives_a_reload_until_it_is_submitted(live: GatewayThread, page: Page) -> None:
+    ready_seat(page, live)
+    citizen = {"phone": "13812345678", "name": "陈先生"}
+    ticket_id = live.intake({"citizen": citizen, "text": "幸福路12号路灯不亮已经三天了", "flags": ["urgent"]})
+    offer = page.locator("#offer")
+    expect(offer).to_be_visible()
+    expect(page.locator("body")).to_have_class(RINGING)
+    expect(page.locator("body")).to_have_attribute("data-rings", "1")
+    for shown in ("幸福路12号路灯不亮已经三天了", "陈先生", "13812345678", "urgent", ticket_id):
+        expect(offer).to_contain_text(shown)  # the agent sees the full number
+    page.keyboard.press("Alt+A")
+    current = page.locator("#current")
+    expect(current).to_be_visible()
+    expect(offer).to_be_hidden()
+    expect(page.locator("body")).not_to_have_class(RINGING)
+    page.get_by_label("地址").fill("芝罘区幸福路12号")
+    page.get_by_label("分类").fill("市政设施")
+    expect(page.locator("#save-state")).to_have_text("已保存")
+
+    page.reload()  # mid-ticket: the claimed ticket and its saved edits come back
+    expect(page.locator("#connection")).to_have_text("已连接")
+    expect(page.get_by_label("地址")).to_have_value("芝罘区幸福路12号")
+    expect(page.get_by_label("分类")).to_have_value("市政设施")
+    expect(page.get_by_label("联系电话")).to_have_value("13812345678")
+    page.get_by_label("备注").fill("已联系市政处理")
+    page.keyboard.press("Alt+S")  # the unsaved note goes with the submit
+    expect(page.locator("#notices")).to_contain_text(f"已提交工单 {ticket_id}")
+    expect(current).to_be_hidden()
+
+    stored = live.call(live.running.queue.get(ticket_id))
+    assert (stored.status, stored.agent) == ("submitted", "a1")
+    assert (stored.address, stored.category, stored.notes) == ("芝罘区幸福路12号", "市政设施", "已联系市政处理")
+
+
+def test_a_voice_tickets_transcript_grows_live_on_the_page(live: GatewayThread, page: Page) -> None:
+    ready_seat(page, live)
+    call = voice_ticket("call-console-1", called="12345", ivr_path="20")
+    live.call(live.running.queue.intake(call, "worker:w1"))
+    offer = page.locator("#offer")
+    expect(offer).to_contain_text("电话")
+    expect(offer).to_contain_text("12345 / 20")  # called number and IVR path
+    lines = offer.locator(".transcript li")
+    expect(lines).to_have_count(0)
+    voice = VoiceLink(live.running.queue)
+    partial = TranscriptSegment(text="我家门口", start=0, end=1, confidence=0.5, final=False)
+    live.call(voice.publish_transcript(call.id, partial))
+    expect(lines).to_have_text(["市民：我家门口"])
+    expect(lines.first).to_have_class(re.compile(r"\bpartial\b"))
+    said = TranscriptSegment(text="我家门口路灯坏了", start=0, end=1.5, confidence=0.9)
+    live.call(voice.publish_transcript(call.id, said))  # the final words replace the partial ones
+    expect(lines).to_have_text(["市民：我家门口路灯坏了"])
+    expect(lines.first).not_to_have_class(re.compile(r"\bpartial\b"))
+    live.call(voice.publish_transcript(call.id, TranscriptSegment(text="三天了", start=2, end=3, confidence=0.9)))
+    expect(lines).to_have_text(["市民：我家门口路灯坏了", "市民：三天了"])
+
+
+def test_the_page_reconnects_after_the_seats_server_restarts_and_shows_its_ticket(
+    live: GatewayThread, page: Page
+) -> None:
+    ready_seat(page, live)
+    ticket_id = live.intake({"citizen": {"phone": "13912345678"}, "text": "小区噪音扰民"})
+    expect(page.locator("#offer")).to_be_visible()
+    page.get_by_role("button", name="接受").click()
+    expect(page.locator("#current")).to_be_visible()
+    page.get_by_label("地址").fill("莱山区观海路8号")
+    expect(page.locator("#save-state")).to_have_text("已保存")
+    expect(page.locator("body")).to_have_attribute("data-connects", "1")
+
+    async def restart() -> None:
+        await live.running.seat_server.stop()  # every seat's socket drops (1001)
+        await live.running.seat_server.start()
+
+    live.call(restart())
+    expect(page.locator("body")).to_have_attribute("data-connects", "2")
+    expect(page.locator("#connection")).to_have_text("已连接")
+    expect(page.locator("#current .ticket-card")).to_contain_text(ticket_id)
+    expect(page.get_by_label("地址")).to_have_value("莱山区观海路8号")
+    expect(page.locator("#notices")).to_contain_text("已恢复处理中的工单 1 张")
+    stored = live.call(live.running.queue.get(ticket_id))
+    assert (stored.status, stored.agent, stored.address) == ("claimed", "a1", "莱山区观海路8号")
