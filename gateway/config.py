@@ -197,6 +197,15 @@ class ConversationsConfig(_Section):
     max_messages: int = Field(default=200, ge=1, le=10_000)
 
 
+class FollowupConfig(_Section):
+    """`[followup]` (回访): a ticket submitted with an answer for the citizen sends it with the
+    satisfaction question; their next message on that channel within `timeout` is the rating,
+    none by then is recorded as no answer (docs/channels.md, "回访")."""
+
+    enabled: bool = True
+    timeout: float = Field(default=48 * 3600.0, gt=0, le=30 * 86400)
+
+
 class WechatChannelConfig(_Section):
     enabled: bool = False
     app_id: str = ""
@@ -363,6 +372,7 @@ class GatewayConfig(_Section):
     api_clients: list[ApiClientConfig] = Field(default_factory=list)
     channels: ChannelsConfig = ChannelsConfig()
     conversations: ConversationsConfig = ConversationsConfig()
+    followup: FollowupConfig = FollowupConfig()
     console: ConsoleConfig = ConsoleConfig()
     voice: VoiceConfig = VoiceConfig()
     sipfront: KamailioConfig = KamailioConfig()

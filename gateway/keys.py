@@ -33,6 +33,16 @@ class Keys:
         """The open ticket a citizen's next message on a channel joins: `{ticket id} {last ms}`."""
         return f"{self.prefix}:conv:{channel}:{identity}"
 
+    def followup(self, channel: str, identity: str) -> str:
+        """String: `{ticket id} {asked at, ms}`, the ticket whose 回访 question this citizen's next
+        message on `channel` answers (SETTLE; read by JOIN, deleted by FOLLOWUP)."""
+        return f"{self.prefix}:followup:{channel}:{identity}"
+
+    @property
+    def followups(self) -> str:
+        """Sorted set: ticket ids whose 回访 question waits for its answer, by when it was asked."""
+        return f"{self.prefix}:followups"
+
     def idempotency(self, channel: str, message_id: str, client: str | None = None) -> str:
         """Where a channel message id is remembered. An API client's ids are its own (`form-0001`
         means something else to each client): its keys carry its id. The gateway's own ids (call

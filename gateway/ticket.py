@@ -19,10 +19,13 @@ CHANNELS: tuple[Channel, ...] = ("voice", "sms", "wechat", "telegram", "web")
 Status = Literal["draft", "queued", "offered", "claimed", "submitted", "abandoned"]
 
 # Lifecycle: draft -> queued -> offered -> claimed -> submitted, or abandoned from any open state.
-# Offered and claimed tickets return to queued (declined, offer timed out, agent gone). The queue's
-# Lua scripts enforce it (gateway/queue/scripts.py).
+# Offered and claimed tickets return to queued (declined, offer timed out, agent gone). A submitted
+# ticket returns to queued when the citizen answers its 回访 不满意 (重办: flagged `reopened`,
+# gateway/channels/followup.py). The queue's Lua scripts enforce it (gateway/queue/scripts.py).
 
 MAX_TEXT_CHARS = 4000
+# An answer for the citizen, sent with the 回访 question in one reply (at most 1000 characters).
+MAX_ANSWER_CHARS = 900
 MAX_PRIORITY = 9
 PRIORITY_NORMAL = 0
 PRIORITY_URGENT = 5
@@ -134,7 +137,11 @@ class Ticket(_Frozen):
     # Speech navigation (智能语音导航): the target the caller was routed to, and why.
     route: ShortText = ""
     route_evidence: Annotated[str, StringConstraints(max_length=256)] = ""
-    satisfaction: ShortText = ""  # the caller's post-call rating (the flow's rating names)
+    # The citizen's rating: the voice survey's (the flow's rating names), or their answer to the
+    # 回访 (satisfied, basic, unsatisfied; unrated: a comment; no_answer: none in time).
+    satisfaction: ShortText = ""
+    # What the agent answers the citizen: sent on submit with the 回访 question (gateway/channels/followup.py).
+    answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS)] = ""
     history: tuple[HistoryEntry, ...] = ()
     # A message channel's conversation, oldest first, at most `[conversations] max_messages`:
     # beyond, the oldest are dropped and counted (the first one is `text` anyway).
@@ -150,7 +157,7 @@ class Ticket(_Frozen):
 
 
 # The fields an agent may change with an `update` frame, and nothing else.
-EDITABLE_FIELDS = frozenset({"text", "category", "address", "notes", "citizen_name", "citizen_phone"})
+EDITABLE_FIELDS = frozenset({"text", "category", "address", "notes", "answer", "citizen_name", "citizen_phone"})
 
 
 def conversation_identity(ticket: Ticket) -> str | None:
@@ -163,6 +170,15 @@ def conversation_identity(ticket: Ticket) -> str | None:
         "telegram": None if citizen.telegram_chat_id is None else str(citizen.telegram_chat_id),
     }.get(ticket.channel)
     return identity or None
+
+
+def citizen_of(channel: Channel, identity: str) -> dict[str, object]:
+    """The ticket's citizen as a channel's identity names them (`conversation_identity`'s inverse)."""
+    if channel == "wechat":
+        return {"wechat_openid": identity}
+    if channel == "telegram":
+        return {"telegram_chat_id": int(identity)}
+    return {"phone": identity}
 
 
 def new_ticket_id(now: datetime) -> str:

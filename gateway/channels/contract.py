@@ -14,7 +14,7 @@ the `duplicate_window` it arrived in; a message is a redelivery when its fingerp
 the same window or the one before. So a redelivery is recognised up to one window after the
 original (at least), and a genuine repeat is a message of its own after at most two windows.
 
-The decisions are pure (`remembered_ids`, `citizen_of`, `intake_request`); `ChannelIntake` is the
+The decisions are pure (`remembered_ids`, `intake_request`); `ChannelIntake` is the
 adapter that runs them against the store.
 """
 
@@ -26,12 +26,13 @@ from datetime import datetime
 
 from redis.exceptions import RedisError
 
+from gateway.channels.followup_desk import FollowupDesk
 from gateway.config import LiveConfig
 from gateway.intake import IntakeRequest, clean_text, has_visible_text
 from gateway.messages import ConversationNews
 from gateway.queue.desk import IntakeDesk, Source
 from gateway.queue.store import TicketQueue
-from gateway.ticket import MAX_TEXT_CHARS, Channel, ConversationMessage, mask_phone
+from gateway.ticket import MAX_TEXT_CHARS, Channel, ConversationMessage, citizen_of, mask_phone
 
 log = logging.getLogger("gateway.channels")
 
@@ -56,7 +57,9 @@ class InboundMessage:
 @dataclass(frozen=True, slots=True)
 class Taken:
     ticket_id: str
-    outcome: str  # "created", "joined", "duplicate" or "empty" (nothing visible: not ticketed)
+    # "created", "joined", "answered" (a 回访's rating), "duplicate" or "empty" (nothing visible:
+    # not ticketed)
+    outcome: str
 
 
 def remembered_ids(message: InboundMessage, duplicate_window: float) -> tuple[str, ...]:
@@ -66,15 +69,6 @@ def remembered_ids(message: InboundMessage, duplicate_window: float) -> tuple[st
         return (message.message_id,)
     window = int(message.received_at.timestamp() // duplicate_window)
     return (f"{message.message_id}.{window}", f"{message.message_id}.{window - 1}")
-
-
-def citizen_of(channel: Channel, identity: str) -> dict[str, object]:
-    """The ticket's citizen as a channel's identity names them."""
-    if channel == "wechat":
-        return {"wechat_openid": identity}
-    if channel == "telegram":
-        return {"telegram_chat_id": int(identity)}
-    return {"phone": identity}
 
 
 def flags_of(message: InboundMessage) -> list[str]:
@@ -105,7 +99,8 @@ def conversation_message(message: InboundMessage, message_id: str) -> Conversati
 
 
 class ChannelIntake:
-    """Takes a channel's messages into tickets: a follow-up joins the citizen's open ticket on that
+    """Takes a channel's messages into tickets: the answer to a waiting 回访 question is recorded
+    on its ticket (within `[followup] timeout`), a follow-up joins the citizen's open ticket on that
     channel (within `[conversations] window`), any other message becomes a ticket through the one
     intake entry point."""
 
@@ -114,6 +109,7 @@ class ChannelIntake:
         self._queue = queue
         self._live = live
         self._duplicate_window = duplicate_window
+        self._followups = FollowupDesk(queue)
 
     async def take(self, message: InboundMessage) -> Taken:
         """Durably part of a ticket when this returns (see the module); raises when it is not."""
@@ -124,6 +120,14 @@ class ChannelIntake:
         said = conversation_message(message, ids[0])
         actor = f"channel:{message.channel}"
         joined = await self._queue.join(message.channel, message.identity, said, ids, actor)
+        if joined.outcome == "followup":
+            answered = await self._followups.answer(
+                joined.ticket_id, message.channel, message.identity, shown_text(message), message.received_at, ids
+            )
+            if answered in ("ok", "duplicate"):
+                return Taken(joined.ticket_id, "answered" if answered == "ok" else "duplicate")
+            # No question waits any more (recorded as unanswered meanwhile): an ordinary message.
+            joined = await self._queue.join(message.channel, message.identity, said, ids, actor, followup=False)
         if joined.outcome == "duplicate":
             return Taken(joined.ticket_id, "duplicate")
         if joined.outcome == "joined":

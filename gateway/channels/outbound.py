@@ -128,6 +128,7 @@ class Sender:
         except MalformedMessage as exc:
             log.warning("outbox %s: entry %s dropped: %s", self._channel, reply_id, exc.message)
             await self._queue.redis.xack(self._outbox, GROUP, reply_id)
+            await self._queue.redis.xdel(self._outbox, reply_id)  # else it counts against the bound
             return
         attempt = 0
         while True:

@@ -38,7 +38,7 @@ from gateway.web import seat_protocol as proto
 from gateway.web.seat_protocol import escape_controls, excerpt
 
 STATES = ("ready", "away", "busy", "wrap_up")
-HELP = "命令: a 接受  d 拒绝  s 提交  r 文字 回复市民  ready/away/busy/wrap_up  q 退出"
+HELP = "命令: a 接受  d 拒绝  s 提交  s 答复 提交并答复市民(回访)  r 文字 回复市民  ready/away/busy/wrap_up  q 退出"
 NO_COMMANDS = (
     "本坐席不读取命令 (标准输入不是终端, 或在后台运行): 用 fg 切到前台后输入命令, "
     "或以 --auto 启动自动接单提交; Ctrl-C 或 kill 退出"
@@ -73,10 +73,11 @@ def _indented(text: str) -> str:
 def describe(ticket: dict[str, Any]) -> str:
     citizen = ticket.get("citizen") or {}
     who = citizen.get("name") or citizen.get("phone") or citizen.get("wechat_openid") or "匿名"
+    reopened = "\n  重办: 市民对上次答复不满意 (见工单历史)" if "reopened" in (ticket.get("flags") or ()) else ""
     return (
         f"工单 {ticket['id']}  渠道 {ticket.get('channel', '?')}  队列 {ticket.get('queue', '?')}  "
         f"优先级 {ticket.get('priority', 0)}\n"
-        f"  来电/来信人: {_indented(str(who))}\n  诉求: {_indented(str(ticket.get('text', '')))}"
+        f"  来电/来信人: {_indented(str(who))}\n  诉求: {_indented(str(ticket.get('text', '')))}{reopened}"
     )
 
 
@@ -288,7 +289,9 @@ def on_command(view: SeatView, line: str) -> Step:
     if command == "s":
         if not view.claimed:
             return Step(view, ("没有可提交的工单",))
-        return Step(view, send=({"type": "submit", "ticket": view.claimed[0]},))
+        # `s 答复`: the answer goes to the citizen with the 回访 question (docs/seat-protocol.md).
+        fields = {"fields": {"answer": rest.strip()}} if rest.strip() else {}
+        return Step(view, send=({"type": "submit", "ticket": view.claimed[0], **fields},))
     if command == "r":
         if not view.claimed:
             return Step(view, ("没有可回复的工单",))

@@ -114,9 +114,11 @@ return {1, ARGV[1]}
 # KEYS: the conversation key, then the message's idempotency keys (the one it is remembered under
 #       first; then older ones it may have been remembered under: see gateway/channels/contract.py)
 # ARGV: key prefix, the message (JSON), its time (ms), conversation window (ms), max messages,
-#       history entry, idem ttl
-# Returns {'duplicate', ticket id} when the message was taken before (joined or a ticket of its
-# own), {'none'} when there is no open conversation to join (the caller files a new ticket), else
+#       history entry, idem ttl, the citizen's follow-up key ('' = none), follow-up timeout (ms)
+# Returns {'duplicate', ticket id} when the message was taken before (joined, a ticket of its own
+# or a follow-up's answer), {'followup', ticket id} when it answers that ticket's 回访 question
+# (asked within the timeout of the message's time: the caller records it, FOLLOWUP), {'none'}
+# when there is no open conversation to join (the caller files a new ticket), else
 # {'joined', ticket id, status, agent}. Beyond max messages the oldest are dropped and counted.
 JOIN = (
     _PRELUDE
@@ -124,6 +126,11 @@ JOIN = (
 for i = 2, #KEYS do
   local existing = redis.call('GET', KEYS[i])
   if existing then return {'duplicate', string.match(existing, '^(%S+)')} end
+end
+if ARGV[8] ~= '' then
+  local asked = redis.call('GET', ARGV[8])
+  local ftid, at = string.match(asked or '', '^(%S+) (%d+)$')
+  if ftid and tonumber(ARGV[3]) - tonumber(at) <= tonumber(ARGV[9]) then return {'followup', ftid} end
 end
 local current = redis.call('GET', KEYS[1])
 if not current then return {'none'} end
@@ -363,9 +370,16 @@ return 'ok'
 # KEYS: ticket, history, submitted stream, offers zset, today's stats hash, conversation list
 # ARGV: agent ('' = any, for system settlement), allowed statuses, final status, new doc ('' = keep),
 #       history entry, publish ('1' = append the whole final ticket to the submitted stream), group,
-#       submitted maxlen, ttl, key prefix, stats ttl
+#       submitted maxlen, ttl, key prefix, stats ttl, then the 回访 (follow-up):
+#       mode ('' = none, 'send' = the answer goes out with the question, 'none' = it cannot: the
+#       entry says why), its history entry, and for 'send': the outbox stream, outbox max, the
+#       message (JSON, its id "0-0": the entry id replaces it), max messages, the citizen's
+#       follow-up key, the follow-ups sorted set, the time asked (ms), the follow-up key's ttl
+#       (ms), then the outbox entry's field/value pairs
 # A settled ticket ends the citizen's conversation (when it is still theirs): their next message
-# opens a new ticket.
+# opens a new ticket. A follow-up is part of the same step: the answer is queued in the outbox
+# (refused, the ticket left as it was, while the outbox is full: 'outbox_full') and the citizen's
+# next message on that channel is read as their rating (JOIN, FOLLOWUP).
 SETTLE = (
     _PRELUDE
     + r"""
@@ -374,6 +388,7 @@ local status, owner, stream, entry =
 if not status then return 'not_found' end
 if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then return 'conflict' end
 if ARGV[1] ~= '' and owner ~= ARGV[1] then return 'conflict' end
+if ARGV[12] == 'send' and redis.call('XLEN', ARGV[14]) >= tonumber(ARGV[15]) then return 'outbox_full' end
 local tid = string.match(KEYS[1], ':t:(.+)$')
 redis.call('XACK', stream, ARGV[7], entry)
 redis.call('XDEL', stream, entry)
@@ -388,6 +403,14 @@ end
 count(KEYS[5], tonumber(ARGV[11]), queue_of(stream), ARGV[3], 1)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'doc', ARGV[4]) end
 redis.call('RPUSH', KEYS[2], ARGV[5])
+if ARGV[12] == 'send' then
+  local id = redis.call('XADD', ARGV[14], '*', unpack(ARGV, 22))
+  append_message(KEYS[1], (string.gsub(ARGV[16], '"id":"0%-0"', '"id":"' .. id .. '"', 1)), ARGV[17])
+  redis.call('HSET', KEYS[1], 'followup', 'asked')
+  redis.call('SET', ARGV[18], tid .. ' ' .. ARGV[20], 'PX', tonumber(ARGV[21]))
+  redis.call('ZADD', ARGV[19], tonumber(ARGV[20]), tid)
+end
+if ARGV[12] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[13]) end
 if ARGV[6] == '1' then
   -- The whole ticket, as the Ticket schema's JSON: the stored document (a JSON object without
   -- status, agent and history) closed with those three. Built here so the caller need not read
@@ -406,6 +429,56 @@ end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
 redis.call('EXPIRE', KEYS[6], tonumber(ARGV[9]))
+return 'ok'
+"""
+)
+
+# The citizen's 回访 answer (or none in time) recorded on a submitted ticket, once; 不满意 reopens it
+# (重办) to its queue, as a new entry of its stream, its keys kept again, the citizen's conversation
+# its own again.
+# KEYS: ticket, history, the follow-ups sorted set, then the answer's idempotency keys (none for
+#       no answer: a redelivery of the answer is then a duplicate, not a new ticket)
+# ARGV: ticket id, the doc read (the change is refused when it is not the doc now), the doc after,
+#       history entry, the citizen's follow-up key ('' = not known), reopen ('1' or ''), the
+#       reopen's history entry, the ticket's stream, group, wake channel, idem ttl, conversation
+#       window (ms), the message's time (ms)
+# Returns 'ok', 'duplicate' (the answer was taken before), 'closed' (no question waits on this
+# ticket: answered, or recorded as no answer, before), 'changed' (the doc changed since it was read:
+# read it again), 'not_found'.
+FOLLOWUP = (
+    _PRELUDE
+    + r"""
+for i = 4, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 'duplicate' end
+end
+local doc, asked, conv = unpack(redis.call('HMGET', KEYS[1], 'doc', 'followup', 'conv'))
+if not doc then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return 'not_found'
+end
+if asked ~= 'asked' then return 'closed' end
+if doc ~= ARGV[2] then return 'changed' end
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'followup', 'done')
+redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[5] ~= '' then
+  local current = redis.call('GET', ARGV[5])
+  if current and string.match(current, '^(%S+)') == ARGV[1] then redis.call('DEL', ARGV[5]) end
+end
+for i = 4, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'EX', tonumber(ARGV[11])) end
+redis.call('RPUSH', KEYS[2], ARGV[4])
+if ARGV[6] == '1' then
+  local entry = redis.call('XADD', ARGV[8], '*', 't', ARGV[1])
+  ensure_group(ARGV[8], ARGV[9])
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'agent', '', 'stream', ARGV[8], 'entry', entry)
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[1] .. ':m')
+  if conv and conv ~= '' then
+    redis.call('SET', conv, ARGV[1] .. ' ' .. ARGV[13], 'PX', tonumber(ARGV[12]))
+  end
+  redis.call('RPUSH', KEYS[2], ARGV[7])
+  redis.call('PUBLISH', ARGV[10], ARGV[8])
+end
 return 'ok'
 """
 )
@@ -432,6 +505,7 @@ return 0
 # - ACCEPT and SETTLE would answer `conflict` for what they just did;
 # - RELEASE would answer "not released" for a ticket it released;
 # - UPDATE would push a second `updated` line into the history;
-# - TAKE_EXPIRED_LEASE would answer 0, and nobody would return the lapsed agent's tickets.
+# - TAKE_EXPIRED_LEASE would answer 0, and nobody would return the lapsed agent's tickets;
+# - FOLLOWUP would answer 'duplicate' or 'closed' for the answer it just recorded.
 # Their callers try again at their own level (the dispatcher on its next pass, a seat on its error).
 REPEATABLE = frozenset({"INTAKE"})

@@ -25,6 +25,7 @@ from gateway.queue import scripts as queue_scripts
 from gateway.queue.batching import ScriptBatcher, once_more_on_stale
 from gateway.ticket import (
     MAX_PRIORITY,
+    Citizen,
     ConversationMessage,
     Status,
     Ticket,
@@ -80,18 +81,47 @@ def _recorded(result: Sequence[Any], ticket_id: str = "") -> Recorded:
 
 
 @dataclass(frozen=True, slots=True)
+class FollowupPlan:
+    """What a submit does for the 回访: send `text` to `identity` on `channel`'s outbox and wait for
+    their rating until `timeout`; or (`channel` None) record that nothing was sent, and why."""
+
+    channel: str | None
+    identity: str = ""
+    citizen: Citizen | None = None  # the citizen as the outbox entry names them (`Reply.citizen`)
+    text: str = ""
+    reason: str = ""
+    timeout: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FollowupRecord:
+    """A 回访's outcome for `record_followup`: the ticket after (`after`), what its history says,
+    and, when the citizen answered 不满意, the reopen's history entry; `remembered`: the answer's
+    idempotency ids (none for no answer)."""
+
+    after: Ticket
+    entry: str
+    identity_key: str = ""
+    reopen_entry: str = ""
+    remembered: tuple[str, ...] = ()
+    channel: str = ""
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Joined:
     """What became of a citizen's follow-up (`JOIN`): `joined` their open ticket (held by `agent`
-    when it is offered or claimed), a `duplicate` of a message taken before, or `none` (no open
+    when it is offered or claimed), a `duplicate` of a message taken before, the answer to the
+    `followup` question of `ticket_id` (not taken yet: `record_followup` does), or `none` (no open
     conversation: it needs a ticket of its own)."""
 
-    outcome: Literal["joined", "duplicate", "none"]
+    outcome: Literal["joined", "duplicate", "followup", "none"]
     ticket_id: str = ""
     status: str = ""
     agent: str = ""
 
 
-def _history_json(actor: str, action: str, now: datetime | None = None, **detail: str) -> str:
+def history_json(actor: str, action: str, now: datetime | None = None, **detail: str) -> str:
     return history_entry(actor, action, now or utcnow(), **detail).model_dump_json(exclude_defaults=True)
 
 
@@ -219,6 +249,7 @@ class TicketQueue:
                 "RELEASE",
                 "UPDATE",
                 "SETTLE",
+                "FOLLOWUP",
                 "TAKE_EXPIRED_LEASE",
             )
         }
@@ -282,7 +313,7 @@ class TicketQueue:
             [
                 ticket.id,
                 _doc_json(ticket),
-                _history_json(actor, "queued", queue=ticket.queue),
+                history_json(actor, "queued", queue=ticket.queue),
                 self._config.redis.idempotency_ttl,
                 self._config.redis.max_queue_length,
                 keys.wake,
@@ -306,12 +337,21 @@ class TicketQueue:
         return IntakeResult(ticket_id=ticket_id, created=code == 1 or ticket_id == ticket.id)
 
     async def join(
-        self, channel: str, identity: str, message: ConversationMessage, remembered: Sequence[str], actor: str
+        self,
+        channel: str,
+        identity: str,
+        message: ConversationMessage,
+        remembered: Sequence[str],
+        actor: str,
+        followup: bool = True,
     ) -> Joined:
         """Append a citizen's follow-up to their open ticket on this channel, once (`JOIN`);
-        `remembered`: the idempotency ids it is kept under (the first) or may have been (the rest)."""
+        `remembered`: the idempotency ids it is kept under (the first) or may have been (the rest).
+        With `followup`, the answer to a waiting 回访 question is found first (and left to
+        `record_followup`)."""
         keys = self.keys
         conversations = self._config.conversations
+        asking = self._config.followup
         result = await self._run(
             "JOIN",
             [keys.conversation(channel, identity), *(keys.idempotency(channel, id_) for id_ in remembered)],
@@ -321,15 +361,17 @@ class TicketQueue:
                 _ms(message.at),
                 int(conversations.window * 1000),
                 conversations.max_messages,
-                _history_json(actor, "message", message.at, message=message.id),
+                history_json(actor, "message", message.at, message=message.id),
                 self._config.redis.idempotency_ttl,
+                keys.followup(channel, identity) if followup and asking.enabled else "",
+                int(asking.timeout * 1000),
             ],
         )
         outcome, *rest = (_text(item) for item in result)
         if outcome == "joined":
             return Joined("joined", *rest)
-        if outcome == "duplicate":
-            return Joined("duplicate", rest[0])
+        if outcome in ("duplicate", "followup"):
+            return Joined(outcome, rest[0])  # type: ignore[arg-type]  # one of the two
         return Joined("none")
 
     async def offer(self, agent: str, queues: Sequence[str]) -> RawTicket | None:
@@ -341,7 +383,7 @@ class TicketQueue:
                 agent,
                 GROUP,
                 int(self._config.seats.offer_timeout * 1000),
-                _history_json("system", "offered", agent=agent),
+                history_json("system", "offered", agent=agent),
                 self.keys.prefix,
                 MAX_PRIORITY,
                 *queues,
@@ -359,7 +401,7 @@ class TicketQueue:
             [keys.ticket(ticket_id), keys.history(ticket_id), keys.offers, keys.stats(_today())],
             [
                 agent,
-                _history_json(f"agent:{agent}", "claimed"),
+                history_json(f"agent:{agent}", "claimed"),
                 STATS_TTL,
                 *(f"{q.name}={int(q.service_level * 1000)},{int(q.max_wait * 1000)}" for q in self._config.queues),
             ],
@@ -381,7 +423,7 @@ class TicketQueue:
                 agent,
                 statuses,
                 GROUP,
-                _history_json("system", "requeued", reason=reason, agent=agent),
+                history_json("system", "requeued", reason=reason, agent=agent),
                 keys.wake,
                 keys.prefix,
             ],
@@ -389,6 +431,10 @@ class TicketQueue:
         return _text(code) == "ok"
 
     async def get(self, ticket_id: str) -> Ticket:
+        return (await self.get_stored(ticket_id))[0]
+
+    async def get_stored(self, ticket_id: str) -> tuple[Ticket, str]:
+        """The ticket and its document as stored (what a change guarded by it compares)."""
         _known_shape(ticket_id)
         try:
             doc, status, agent, dropped, history, messages = await once_more_on_stale(
@@ -398,7 +444,7 @@ class TicketQueue:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
         if doc is None:
             raise NotFound(f"no ticket {ticket_id}")
-        return _assemble(doc, _text(status), _text(agent or ""), history, messages, dropped)
+        return _assemble(doc, _text(status), _text(agent or ""), history, messages, dropped), _text(doc)
 
     async def _read(self, ticket_id: str) -> tuple[Any, Any, Any, Any, Any, Any]:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -416,20 +462,103 @@ class TicketQueue:
             [
                 agent,
                 _doc_json(ticket),
-                _history_json(f"agent:{agent}", "updated", fields=",".join(sorted(changed))),
+                history_json(f"agent:{agent}", "updated", fields=",".join(sorted(changed))),
             ],
         )
         if _text(code) != "ok":
             self._raise_for(_text(code), ticket.id, "")
 
-    async def submit(self, ticket_id: str, agent: str, edited: Ticket | None = None) -> None:
-        """Close a claimed ticket (with the agent's last edits) and hand it, whole, to `submitted`."""
-        entry = _history_json(f"agent:{agent}", "submitted")
-        await self._settle(ticket_id, agent, "claimed", "submitted", entry, edited, publish=True)
+    async def submit(
+        self,
+        ticket_id: str,
+        agent: str,
+        edited: Ticket | None = None,
+        followup: FollowupPlan | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Close a claimed ticket (with the agent's last edits) and hand it, whole, to `submitted`;
+        with a `followup`, its answer goes out with the 回访 question in the same step (refused
+        with 503 while that channel's outbox is full: the ticket stays claimed)."""
+        now = now or utcnow()
+        entry = history_json(f"agent:{agent}", "submitted", now)
+        extra = self._followup_args(ticket_id, agent, followup, now) if followup else []
+        await self._settle(ticket_id, agent, "claimed", "submitted", entry, edited, publish=True, followup=extra)
+
+    def _followup_args(self, ticket_id: str, agent: str, plan: FollowupPlan, now: datetime) -> list[Any]:
+        """SETTLE's follow-up arguments (see the script)."""
+        if plan.channel is None:
+            return ["none", history_json("system", "followup_not_sent", now, reason=plan.reason)]
+        keys = self.keys
+        citizen = plan.citizen or Citizen()
+        fields = {
+            "ticket": ticket_id,
+            "channel": plan.channel,
+            "citizen": citizen.model_dump_json(exclude_none=True),
+            "text": plan.text,
+            "agent": agent,
+        }
+        said = ConversationMessage(direction="out", id="0-0", at=now, text=plan.text, status="queued")
+        return [
+            "send",
+            history_json(f"agent:{agent}", "followup_asked", now, channel=plan.channel),
+            keys.outbox(plan.channel),
+            self._config.redis.outbox_maxlen,
+            said.model_dump_json(exclude_defaults=True),
+            self._config.conversations.max_messages,
+            keys.followup(plan.channel, plan.identity),
+            keys.followups,
+            _ms(now),
+            int(plan.timeout * 1000),
+            *(item for pair in fields.items() for item in pair),
+        ]
+
+    async def record_followup(self, ticket_id: str, read_doc: str, record: FollowupRecord) -> str:
+        """A 回访's outcome on a submitted ticket, once (`FOLLOWUP`): 'ok', 'duplicate', 'closed',
+        'changed' (read the ticket again and decide again) or 'not_found'."""
+        keys = self.keys
+        after = record.after
+        at = record.at or utcnow()
+        result = await self._run(
+            "FOLLOWUP",
+            [
+                keys.ticket(ticket_id),
+                keys.history(ticket_id),
+                keys.followups,
+                *(keys.idempotency(record.channel, id_) for id_ in record.remembered),
+            ],
+            [
+                ticket_id,
+                read_doc,
+                _doc_json(after),
+                record.entry,
+                record.identity_key,
+                "1" if record.reopen_entry else "",
+                record.reopen_entry,
+                keys.stream(after.queue, after.priority),
+                GROUP,
+                keys.wake,
+                self._config.redis.idempotency_ttl,
+                int(self._config.conversations.window * 1000),
+                _ms(at),
+            ],
+        )
+        return _text(result)
+
+    async def asked_before(self, moment: datetime, batch: int = 200) -> list[str]:
+        """Tickets whose 回访 question was asked before `moment` and is still waiting."""
+        try:
+            found = await self._redis.zrangebyscore(self.keys.followups, "-inf", _ms(moment), start=0, num=batch)
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        return [_text(ticket_id) for ticket_id in found]
+
+    async def forget_followup(self, ticket_id: str) -> None:
+        """A waiting 回访 whose ticket is gone (expired): nothing left to record it on."""
+        await self._redis.zrem(self.keys.followups, ticket_id)
 
     async def abandon(self, ticket_id: str, reason: str) -> None:
         """The citizen went away (hung up while queued, say): settle the ticket as abandoned."""
-        entry = _history_json("system", "abandoned", reason=reason)
+        entry = history_json("system", "abandoned", reason=reason)
         await self._settle(ticket_id, "", "queued,offered,claimed", "abandoned", entry, None, publish=False)
 
     async def _settle(
@@ -441,6 +570,7 @@ class TicketQueue:
         entry: str,
         final: Ticket | None,
         publish: bool,
+        followup: Sequence[Any] = (),
     ) -> None:
         _known_shape(ticket_id)
         keys = self.keys
@@ -466,8 +596,14 @@ class TicketQueue:
                 self._config.redis.ticket_ttl,
                 keys.prefix,
                 STATS_TTL,
+                *(followup or [""]),
             ],
         )
+        if _text(code) == "outbox_full":
+            limit = self._config.redis.outbox_maxlen
+            raise ServiceUnavailable(
+                f"the outbox for the 回访 is full ({limit} replies wait); the ticket stays yours, submit it again later"
+            )
         if _text(code) != "ok":
             self._raise_for(_text(code), ticket_id, "")
 
@@ -486,7 +622,7 @@ class TicketQueue:
                     changed = change(ticket)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(key, "doc", _doc_json(changed))
-                    pipe.rpush(self.keys.history(ticket_id), _history_json(actor, action))
+                    pipe.rpush(self.keys.history(ticket_id), history_json(actor, action))
                     await pipe.execute()
                     return changed
                 except WatchError:
@@ -498,7 +634,7 @@ class TicketQueue:
     async def note(self, ticket_id: str, actor: str, action: str, **detail: str) -> None:
         """Append a line to a ticket's history (what a worker did with the call)."""
         try:
-            entry = _history_json(actor, action, None, **detail)
+            entry = history_json(actor, action, None, **detail)
             await self._redis.rpush(self.keys.history(ticket_id), entry)
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
@@ -534,7 +670,7 @@ class TicketQueue:
             [self.keys.outbox(ticket.channel), self.keys.ticket(ticket.id), self.keys.history(ticket.id)],
             [
                 limit,
-                _history_json(f"agent:{agent}", "replied", now, text=text),
+                history_json(f"agent:{agent}", "replied", now, text=text),
                 self._config.conversations.max_messages,
                 said.model_dump_json(exclude_defaults=True),
                 *(item for pair in fields.items() for item in pair),
@@ -567,7 +703,7 @@ class TicketQueue:
                 sent.ticket_id,
                 len(sent.peer_ids),
                 ttl,
-                _history_json(f"channel:{sent.channel}", state, None, **detail),
+                history_json(f"channel:{sent.channel}", state, None, **detail),
                 state,
                 _reason_suffix(sent.reason),
             ],
@@ -591,7 +727,7 @@ class TicketQueue:
                 reply_id,
                 outcome,
                 "" if delivered else _reason_suffix(reason),
-                _history_json(f"channel:{channel}", outcome, None, **detail),
+                history_json(f"channel:{channel}", outcome, None, **detail),
             ],
         )
         return _recorded(result, ticket_id)

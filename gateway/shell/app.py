@@ -3,9 +3,9 @@
 `Gateway` is built from a validated config and a Redis client (both made in `main()`), so tests
 build it the same way against their own Redis. Its services (`gateway.shell.services`): supervised
 loops (the dispatcher, a Pub/Sub listener for wake-ups and logins from other processes, the reaper
-of lapsed offers, leases and dead workers, the lease refresher for seats connected here), the HTTP
-API and the seats' websocket server; channel adapters join with `Gateway.add`. `/readyz` reports
-each one's health.
+of lapsed offers, leases, dead workers and unanswered 回访 questions, the lease refresher for seats
+connected here), the HTTP API and the seats' websocket server; channel adapters join with
+`Gateway.add`. `/readyz` reports each one's health.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from websockets.asyncio.server import Server, serve
 
 from gateway import messages
 from gateway.channels.contract import ChannelIntake
+from gateway.channels.followup_desk import FollowupDesk
 from gateway.channels.sms_channel import SmsChannel
 from gateway.config import GatewayConfig, LiveConfig, RedisConfig, split_listen
 from gateway.errors import ServiceUnavailable
@@ -33,6 +34,7 @@ from gateway.queue import TicketQueue
 from gateway.shell.services import Health, Loop, Report, Service, Services
 from gateway.shell.supervisor import RUN_ID_ENV
 from gateway.shell.tasks import Tasks, stop_if_cancelled
+from gateway.ticket import utcnow
 from gateway.voice.link import VoiceLink
 from gateway.web.http import start_http
 from gateway.web.http_server import throttle_accept_errors
@@ -158,6 +160,7 @@ class Gateway:
         self.voice = VoiceLink(self.queue)
         self.desk = self.voice.desk
         self.tasks = Tasks()
+        self.followups = FollowupDesk(self.queue)  # 回访: the reaper records unanswered questions
         self.dispatcher = Dispatcher(self.queue, config, self.tasks)
         self.seats = SeatServer(config, self.queue, self.dispatcher, self.tasks)
         self.http = HttpService(self.live, self.queue, self.report)
@@ -261,6 +264,7 @@ class Gateway:
             try:
                 returned = await self.queue.reap()
                 settled = await self.voice.settle_dead_workers(self.config.voice.callback_priority)
+                unanswered = await self.followups.expire(utcnow())
             except (ServiceUnavailable, RedisError, OSError):
                 log.warning("reaper: redis unavailable")
                 continue
@@ -268,6 +272,8 @@ class Gateway:
                 log.info("reaper returned %d ticket(s) to their queues", returned)
             if settled:
                 log.info("reaper settled %d call(s) of dead media workers", settled)
+            if unanswered:
+                log.info("reaper recorded %d 回访 question(s) as unanswered", unanswered)
 
     async def _hold_leases(self) -> None:
         grace = self.config.seats.reconnect_grace

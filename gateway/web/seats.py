@@ -25,6 +25,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from gateway import messages
+from gateway.channels.followup_desk import FollowupDesk
 from gateway.config import AgentConfig, GatewayConfig
 from gateway.errors import Conflict, GatewayError, InvalidRequest, PeerError, ServiceUnavailable
 from gateway.queue import RawTicket, TicketQueue
@@ -239,6 +240,7 @@ class SeatServer:
         self._config = config
         self._queue = queue
         self._voice = VoiceLink(queue)
+        self._followups = FollowupDesk(queue)
         self._dispatcher = dispatcher
         self._tasks = tasks
         self._agents = {agent.id: agent for agent in config.agents}
@@ -535,9 +537,11 @@ class SeatServer:
     async def _on_submit(self, session: SeatSession, frame: proto.Submit) -> None:
         if frame.ticket not in session.claimed:
             await self._refuse(frame.ticket, "you have not claimed this ticket")
-        # Without last edits, nothing needs reading back: Redis closes and publishes it as stored.
-        final = edited(await self._queue.get(frame.ticket), frame.fields) if frame.fields else None
-        await self._queue.submit(frame.ticket, session.agent.id, final)
+        # Read for its 回访 (an answer written earlier goes out with the question); Redis closes
+        # and publishes it as stored unless there are last edits.
+        final = edited(await self._queue.get(frame.ticket), frame.fields)
+        plan = self._followups.plan(final)
+        await self._queue.submit(frame.ticket, session.agent.id, final if frame.fields else None, plan)
         session.claimed.discard(frame.ticket)
         session.idle_since = asyncio.get_running_loop().time()
         session.send(proto.Ack(frame.id, ticket=frame.ticket, status="submitted"))
