@@ -6,7 +6,7 @@ import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import pytest
 import redis.asyncio as aioredis
@@ -43,8 +43,14 @@ def key_prefix() -> str:
 
 
 
+class ConfigFactory(Protocol):
+    """The `config_factory` fixture: this test's config, with `make_raw_config`'s overrides."""
+
+    def __call__(self, **overrides: Any) -> GatewayConfig: ...
+
+
 @pytest.fixture
-def config_factory(redis_server: EmbeddedRedis, key_prefix: str, tmp_path: Path) -> Any:
+def config_factory(redis_server: EmbeddedRedis, key_prefix: str, tmp_path: Path) -> ConfigFactory:
     def build(**overrides: Any) -> GatewayConfig:
         return parse_config(make_raw_config(key_prefix, redis_server.url, **overrides), tmp_path)
 
@@ -52,8 +58,8 @@ def config_factory(redis_server: EmbeddedRedis, key_prefix: str, tmp_path: Path)
 
 
 @pytest.fixture
-def config(config_factory: Any) -> GatewayConfig:
-    return config_factory()  # type: ignore[no-any-return]
+def config(config_factory: ConfigFactory) -> GatewayConfig:
+    return config_factory()
 
 
 @pytest.fixture

@@ -64,11 +64,11 @@ class Seat:
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    frame = json.loads(await self.ws.recv())
-                    parse_server_frame(frame)  # every frame a test sees is one of the protocol's types
-                    if frame["type"] == kind:
-                        return frame  # type: ignore[no-any-return]
-                    self.frames.append(frame)
+                    received: dict[str, Any] = json.loads(await self.ws.recv())
+                    parse_server_frame(received)  # every frame a test sees is one of the protocol's types
+                    if received["type"] == kind:
+                        return received
+                    self.frames.append(received)
         except TimeoutError:
             # Still a TimeoutError (`nothing` relies on it), but one that says what did arrive.
             seen = [frame.get("type") for frame in self.frames]

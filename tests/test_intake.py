@@ -13,6 +13,7 @@ from gateway.errors import Forbidden, InvalidRequest
 from gateway.intake import IntakeRequest, clean_text, fingerprint, has_visible_text, parse_intake, route, to_ticket
 from gateway.jsonwire import MAX_DEPTH
 from gateway.ticket import Citizen
+from tests.conftest import ConfigFactory
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
@@ -23,7 +24,7 @@ def test_parse_reports_every_field() -> None:
     assert {f.path for f in caught.value.fields} == {"text", "channel", "citizen.phone"}
 
 
-def test_route_by_queue_channel_default_and_flags(config_factory) -> None:  # type: ignore[no-untyped-def]
+def test_route_by_queue_channel_default_and_flags(config_factory: ConfigFactory) -> None:
     config: GatewayConfig = config_factory(routing={"default_queue": "general", "by_channel": {"sms": "housing"}})
     assert route(IntakeRequest(text="x"), config) == ("general", 0)
     assert route(IntakeRequest(text="x", channel="sms"), config) == ("housing", 0)

@@ -13,6 +13,7 @@ import pytest
 import tomli_w
 
 from gateway.errors import ConfigError
+from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.shell.preflight import Address, RunLock, address_problems, holder_of, in_use, socket_inodes
 from peers.gateway_config import make_raw_config
 
@@ -93,7 +94,7 @@ def test_the_run_lock_is_exclusive_and_released_when_its_holder_is_killed(tmp_pa
     lock.release()
 
 
-def test_run_refuses_at_once_beside_a_run_holding_its_data_dir(tmp_path: Path, redis_server: object) -> None:
+def test_run_refuses_at_once_beside_a_run_holding_its_data_dir(tmp_path: Path, redis_server: EmbeddedRedis) -> None:
     raw = make_raw_config("pre", "redis://unused", redis={"url": None, "embedded": {"dir": str(tmp_path / "redis")}})
     raw["redis"] = {"key_prefix": "pre", "embedded": {"dir": str(tmp_path / "redis"), "port": 1}}
     path = tmp_path / "gateway.toml"
@@ -114,9 +115,9 @@ def test_run_refuses_at_once_beside_a_run_holding_its_data_dir(tmp_path: Path, r
 
 
 def test_run_refuses_when_its_http_port_is_held_and_names_the_holder(
-    tmp_path: Path, redis_server: object, held_tcp: Address
+    tmp_path: Path, redis_server: EmbeddedRedis, held_tcp: Address
 ) -> None:
-    url: str = redis_server.url  # type: ignore[attr-defined]
+    url: str = redis_server.url
     raw = make_raw_config("pre", url, http={"listen": f"127.0.0.1:{held_tcp.port}"})
     path = tmp_path / "gateway.toml"
     path.write_text(tomli_w.dumps(raw))

@@ -24,6 +24,7 @@ from gateway.shell.app import Bound
 from gateway.shell.embedded_redis import EmbeddedRedis, free_port
 from gateway.ticket import Ticket
 from peers.gateway_config import API_KEY, make_raw_config
+from tests.conftest import ConfigFactory
 from tests.helpers import GatewayProcess, running_gateway
 from tests.redis_typed import stream_entries
 
@@ -154,7 +155,9 @@ def holder_violations(ticket: Ticket) -> list[str]:
     return found
 
 
-async def test_thousand_tickets_with_chaotic_seats(config_factory, key_prefix: str, redis_client) -> None:  # type: ignore[no-untyped-def]
+async def test_thousand_tickets_with_chaotic_seats(
+    config_factory: ConfigFactory, key_prefix: str, redis_client: aioredis.Redis
+) -> None:
     config = config_factory(
         agents=worker_agents(),
         seats={

@@ -16,6 +16,7 @@ import tomli_w
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.queue import TicketQueue
+from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.ticket import Ticket, VoiceCall, new_ticket_id, utcnow
 from gateway.voice.link import VoiceLink
 from tests.redis_typed import stream_entries
@@ -140,9 +141,9 @@ async def test_a_live_process_at_the_same_address_is_left_alone(link: VoiceLink)
 
 
 async def test_media_worker_with_an_id_in_use_elsewhere_exits_2_before_binding_and_retires_nothing(
-    tmp_path: Path, redis_server: object, key_prefix: str, link: VoiceLink
+    tmp_path: Path, redis_server: EmbeddedRedis, key_prefix: str, link: VoiceLink
 ) -> None:
-    redis_url: str = redis_server.url  # type: ignore[attr-defined]
+    redis_url: str = redis_server.url
     raw = raw_front_config(
         tmp_path, redis_url, key_prefix, tmp_path, tmp_path, 5060, workers=1, calls_per_worker=4,
         trunks=["127.0.0.1/32"], agent_phones={}, worker_base=5070, front={"enabled": False},

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.shell.embedded_redis import EmbeddedRedis
 from peers.audio import write_tone_wav
 from tests.conftest import missing
 from tests.logscan import register_secrets
-from tests.sipfront.front_stack import PHONE_PASSWORDS, phone_env
+from tests.sipfront.front_stack import PHONE_PASSWORDS, StackArgs, phone_env
 from tests.voice.conftest import (  # noqa: F401 (fixtures)
     baresip_available,
     pcap_playback,
@@ -41,16 +42,16 @@ def run_dir() -> Iterator[Path]:
 @pytest.fixture
 def stack_args(
     tmp_path: Path,
-    redis_server: object,
+    redis_server: EmbeddedRedis,
     key_prefix: str,
     prompts_dir: Path,  # noqa: F811 (the fixture imported above)
     run_dir: Path,
     kamailio_available: None,
-) -> dict[str, object]:
+) -> StackArgs:
     """`front_stack`'s arguments from the fixtures."""
     return {
         "tmp_path": tmp_path,
-        "redis_url": redis_server.url,  # type: ignore[attr-defined]
+        "redis_url": redis_server.url,
         "key_prefix": key_prefix,
         "prompts_dir": prompts_dir,
         "run_dir": run_dir,

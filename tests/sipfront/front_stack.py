@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import redis.asyncio as aioredis
 import tomli_w
@@ -42,6 +42,17 @@ PHONE_PASSWORDS = {"1001": "pw-1001-" + "q" * 16, "1002": "pw-1002-" + "r" * 16}
 
 def phone_env(user: str) -> str:
     return f"HG_TEST_SIP_PASSWORD_{user}"
+
+
+class StackArgs(TypedDict):
+    """What `front_stack` needs from the test session (the `stack_args` fixture):
+    `front_stack(**stack_args, ...)`."""
+
+    tmp_path: Path
+    redis_url: str
+    key_prefix: str
+    prompts_dir: Path
+    run_dir: Path
 
 
 @dataclass

@@ -13,21 +13,20 @@ import re
 import pytest
 
 from peers.sip import Peers, uac_scenario, uas_reject_scenario
-from tests.sipfront.front_stack import FrontStack, front_stack
+from tests.sipfront.front_stack import FrontStack, StackArgs, front_stack
 
 pytestmark = pytest.mark.slow
 
-StackArgs = dict[str, object]
 
 
 async def test_a_worker_marked_down_by_a_failed_call_is_named_in_kamailios_log(
     stack_args: StackArgs, peers: Peers, sipp_available: None
 ) -> None:
     tmp = stack_args["tmp_path"]
-    failing = uas_reject_scenario(tmp, 503, "Service Unavailable")  # type: ignore[arg-type]
+    failing = uas_reject_scenario(tmp, 503, "Service Unavailable")
     worker = await peers.sipp(failing, calls=100, extra_args=["-aa"])
     front = {"workers": [worker.address], "failover_tries": 1}
-    async with front_stack(**stack_args, workers=0, front=front) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, workers=0, front=front) as stack:
         caller = uac_scenario(stack.recordings.parent, audio_pcap=None, pause_ms_before=100, hold_ms_after=100)
         result = await (await peers.sipp(caller, target=stack.front, service="12345")).wait(15)
         assert dict(result.statuses) == {503: 1}, str(result)

@@ -23,11 +23,10 @@ from gateway.ticket import Ticket
 from peers import audio
 from peers.sip import Peers, dtmf_scenario, uac_scenario
 from tests.helpers import Seat
-from tests.sipfront.front_stack import PHONE_PASSWORDS, FrontStack, front_stack
+from tests.sipfront.front_stack import PHONE_PASSWORDS, FrontStack, StackArgs, front_stack
 
 pytestmark = pytest.mark.slow
 
-StackArgs = dict[str, object]
 
 
 def actions(ticket: Ticket) -> list[str]:
@@ -42,7 +41,7 @@ async def _metric(stack: FrontStack, name: str) -> int:
 async def test_calls_spread_over_the_workers_by_load_and_the_one_over_capacity_gets_503_from_kamailio(
     stack_args: StackArgs, peers: Peers, sipp_available: None
 ) -> None:
-    async with front_stack(**stack_args, workers=3) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, workers=3) as stack:
         scenario = uac_scenario(stack.recordings.parent, audio_pcap=None, pause_ms_before=5000, hold_ms_after=100)
         sipp = await peers.sipp(scenario, target=stack.front, service="12345", calls=7, concurrency=7, rate=20)
 
@@ -73,7 +72,7 @@ async def test_invite_from_an_untrusted_address_gets_403_and_no_worker_sees_it(
     stack_args: StackArgs, peers: Peers, sipp_available: None
 ) -> None:
     # Only 127.0.0.2 may send calls; SIPp calls from 127.0.0.1.
-    async with front_stack(**stack_args, trunks=("127.0.0.2/32",)) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, trunks=("127.0.0.2/32",)) as stack:
         scenario = uac_scenario(stack.recordings.parent, audio_pcap=None, pause_ms_before=100, hold_ms_after=100)
         sipp = await peers.sipp(scenario, target=stack.front, service="12345", calls=2, concurrency=2, rate=10)
         result = await sipp.wait(15)
@@ -87,7 +86,7 @@ async def test_caller_through_the_front_presses_0_and_is_bridged_to_the_register
     stack_args: StackArgs, peers: Peers, tone_wav: Path, caller_wav: Path, baresip_available: None
 ) -> None:
     phones = {"a1": "1001", "boss": "1002"}
-    async with front_stack(**stack_args, workers=2, agent_phones=phones) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, workers=2, agent_phones=phones) as stack:
         assert stack.config.agents[0].sip_uri == f"sip:1001@{stack.front}"
         phone = await peers.agent(
             tone_wav, user="1001", registrar=stack.front, auth_pass=PHONE_PASSWORDS["1001"], regint=60
@@ -145,7 +144,7 @@ async def test_caller_through_the_front_presses_0_and_is_bridged_to_the_register
 async def test_worker_killed_under_load_is_settled_marked_down_and_new_calls_flow_to_the_others(
     stack_args: StackArgs, peers: Peers, pcap_playback: None
 ) -> None:
-    async with front_stack(**stack_args, workers=3) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, workers=3) as stack:
         probe = stack.config.sipfront.probe_interval
         fr_timer = stack.config.sipfront.fr_timer
         # Three callers press 0 and wait in the queue, one per worker.
@@ -206,7 +205,7 @@ async def _tickets(stack: FrontStack, check: Callable[[Ticket], bool], n: int) -
 async def test_agent_phone_not_registered_gets_480_and_the_caller_goes_back_to_the_queue(
     stack_args: StackArgs, peers: Peers, pcap_playback: None
 ) -> None:
-    async with front_stack(**stack_args, agent_phones={"a1": "1001"}) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, agent_phones={"a1": "1001"}) as stack:
         scenario = dtmf_scenario("0", pause_ms_before=1000, hold_ms_after=8000, out_dir=stack.recordings.parent)
         sipp = await peers.sipp(scenario, target=stack.front, service="12345")
         seat = await Seat.connect(stack.bound, "a1")

@@ -31,6 +31,7 @@ import tomli_w
 
 from gateway.config import GatewayConfig, load_config
 from gateway.queue import TicketQueue
+from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.sipfront.kamailio import front_paths
 from gateway.sipfront.rpc import FrontRpc, Target
 from gateway.sipfront.status import worker_rows
@@ -149,7 +150,7 @@ class Hotline:
 
 async def test_two_hosts_worker_groups_on_their_own_addresses_share_the_front_and_redis(
     tmp_path: Path,
-    redis_server: object,
+    redis_server: EmbeddedRedis,
     key_prefix: str,
     prompts_dir: Path,
     run_dir: Path,
@@ -159,7 +160,7 @@ async def test_two_hosts_worker_groups_on_their_own_addresses_share_the_front_an
     sipp_available: None,
     pcap_playback: None,
 ) -> None:
-    redis_url: str = redis_server.url  # type: ignore[attr-defined]
+    redis_url: str = redis_server.url
     front_port = free_port(udp=True, tcp=False)
     a_base, b_base = _free_range(2, A_HOST), _free_range(2, B_HOST)
     sips = {
@@ -303,10 +304,10 @@ async def _beats_if(
 
 
 async def test_a_worker_whose_id_beats_from_another_host_refuses_to_start_and_the_first_keeps_it(
-    tmp_path: Path, redis_server: object, key_prefix: str, prompts_dir: Path, run_dir: Path
+    tmp_path: Path, redis_server: EmbeddedRedis, key_prefix: str, prompts_dir: Path, run_dir: Path
 ) -> None:
     # Two hosts both left at the default prefix: both would name their first worker w1.
-    redis_url: str = redis_server.url  # type: ignore[attr-defined]
+    redis_url: str = redis_server.url
     a_base, b_base = _free_range(1, A_HOST), _free_range(1, B_HOST)
     path = _write_host(tmp_path / "h", redis_url, key_prefix, prompts_dir, run_dir, 5060, host=A_HOST, prefix="",
                        base=a_base, front={"enabled": False})  # fmt: skip

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sipfront.front_stack import FrontStack, front_stack
+from tests.sipfront.front_stack import FrontStack, StackArgs, front_stack
 from tests.sipfront.udp_client import UdpClient
 
 pytestmark = pytest.mark.slow
@@ -18,10 +18,10 @@ def _client(stack: FrontStack, source: str) -> UdpClient:
 
 
 async def test_oversized_request_gets_513_and_a_flood_from_one_untrusted_address_is_cut(
-    stack_args: dict[str, object],
+    stack_args: StackArgs,
 ) -> None:
     front = {"max_message_bytes": 2048, "pike_requests": 10, "pike_window": 2}
-    async with front_stack(**stack_args, workers=0, front=front) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, workers=0, front=front) as stack:
         big = _client(stack, "127.0.0.3")
         big.request("OPTIONS", body="x" * 1500)
         big.request("OPTIONS", body="x" * 3000)
@@ -48,8 +48,8 @@ async def test_oversized_request_gets_513_and_a_flood_from_one_untrusted_address
         trunk.close()
 
 
-async def test_invite_from_a_loopback_alias_that_is_no_trunk_gets_403(stack_args: dict[str, object]) -> None:
-    async with front_stack(**stack_args, workers=0) as stack:  # type: ignore[arg-type]
+async def test_invite_from_a_loopback_alias_that_is_no_trunk_gets_403(stack_args: StackArgs) -> None:
+    async with front_stack(**stack_args, workers=0) as stack:
         stranger = _client(stack, "127.0.0.3")
         stranger.request("INVITE", user="12345")
         assert await stranger.statuses(1) == [403], stack.kamailio_log()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.ticket import Ticket
 from peers import audio
 from peers.sip import Peers, dtmf_scenario
@@ -39,7 +40,7 @@ async def _recorded(stack: FrontStack, n: int) -> list[Ticket] | None:
 
 async def test_40_callers_spread_2_per_worker_all_recorded_and_the_41st_gets_503(
     tmp_path: Path,
-    redis_server: object,
+    redis_server: EmbeddedRedis,
     key_prefix: str,
     prompts_dir: Path,
     run_dir: Path,
@@ -48,7 +49,7 @@ async def test_40_callers_spread_2_per_worker_all_recorded_and_the_41st_gets_503
     pcap_playback: None,
 ) -> None:
     async with front_stack(
-        tmp_path, redis_server.url, key_prefix, prompts_dir, run_dir,  # type: ignore[attr-defined]
+        tmp_path, redis_server.url, key_prefix, prompts_dir, run_dir,
         workers=WORKERS, asr={"enabled": False, "navigation_enabled": False}, deadline=240,
     ) as stack:  # fmt: skip
         # Each caller speaks (pcap), presses 0 (queued: no agent is logged in), holds, hangs up.

@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from peers.sip import PeerError, Peers
-from tests.sipfront.front_stack import PHONE_PASSWORDS, FrontStack, front_stack
+from tests.sipfront.front_stack import PHONE_PASSWORDS, FrontStack, StackArgs, front_stack
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +22,7 @@ async def _register(peers: Peers, stack: FrontStack, wav: Path, user: str, passw
 
 
 async def test_agent_phone_registers_with_digest_auth_and_a_wrong_password_gets_no_binding(
-    stack_args: dict[str, Any], peers: Peers, tone_wav: Path, baresip_available: None
+    stack_args: StackArgs, peers: Peers, tone_wav: Path, baresip_available: None
 ) -> None:
     async with front_stack(**stack_args, workers=0) as stack:
         assert stack.rpc is not None
@@ -42,7 +41,7 @@ async def test_agent_phone_registers_with_digest_auth_and_a_wrong_password_gets_
 
 
 async def test_killed_kamailio_is_restarted_and_registrations_are_lost_until_the_phone_registers_again(
-    stack_args: dict[str, Any], peers: Peers, tone_wav: Path, baresip_available: None
+    stack_args: StackArgs, peers: Peers, tone_wav: Path, baresip_available: None
 ) -> None:
     async with front_stack(**stack_args, workers=0) as stack:
         assert stack.rpc is not None and stack.kamailio is not None

@@ -18,11 +18,10 @@ import pytest
 
 from gateway.sipfront.rpc import Target
 from peers.sip import Peers, uac_scenario
-from tests.sipfront.front_stack import FrontStack, front_stack
+from tests.sipfront.front_stack import FrontStack, StackArgs, front_stack
 
 pytestmark = pytest.mark.slow
 
-StackArgs = dict[str, object]
 NO_ASR = {"enabled": False, "navigation_enabled": False}  # the front is under test, not speech
 
 
@@ -42,7 +41,7 @@ def _loads(targets: dict[str, Target]) -> dict[str, int]:
 async def test_a_restarted_front_counts_the_calls_the_workers_hold_and_frees_each_when_it_ends(
     stack_args: StackArgs, peers: Peers, sipp_available: None, baresip_available: None, caller_wav: Path
 ) -> None:
-    async with front_stack(**stack_args, workers=4, asr=NO_ASR, deadline=150) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, workers=4, asr=NO_ASR, deadline=150) as stack:
         assert stack.running is not None and stack.kamailio is not None and stack.rpc is not None
         # 8 callers fill the 4 workers (2 each): one baresip caller that hangs up on cue, 7 SIPp ones.
         caller = await peers.caller(caller_wav, user="13812345678")

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from peers.sip import Peers
-from tests.sipfront.front_stack import front_stack
+from tests.sipfront.front_stack import FrontStack, StackArgs, front_stack
 
 pytestmark = pytest.mark.slow
 
-StackArgs = dict[str, object]
 NO_ASR = {"enabled": False, "navigation_enabled": False}
 HOLD_MS = 3000  # the uac scenario's pause between ACK and BYE: the worker would resend its 200 at
 # 0.5, 1.5 and 3.5 s (T1 doubling) if no ACK reached it
@@ -46,7 +45,7 @@ def received(log: str, status: int, method: str) -> list[str]:
 async def test_ack_and_bye_without_route_headers_reach_the_worker(
     stack_args: StackArgs, peers: Peers, sipp_available: None
 ) -> None:
-    async with front_stack(**stack_args, asr=NO_ASR) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, asr=NO_ASR) as stack:
         scenario = builtin_uac(stack.recordings.parent)
         sipp = await peers.sipp(
             scenario, target=stack.front, service="12345", trace_messages=True, extra_args=["-d", str(HOLD_MS)]
@@ -64,6 +63,6 @@ async def test_ack_and_bye_without_route_headers_reach_the_worker(
         await stack.wait_targets(lambda t: all(x.load == 0 for x in t.values()), 2, "the load back to 0")
 
 
-async def _no_callers(stack: object) -> bool:
-    info = await stack.worker_info()  # type: ignore[attr-defined]
+async def _no_callers(stack: FrontStack) -> bool:
+    info = await stack.worker_info()
     return all(i.get("callers") == "0" for i in info.values())

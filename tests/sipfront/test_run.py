@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 import tomli_w
 
 from gateway.cli import main
+from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.sipfront.rpc import FrontRpc, Target
 from gateway.sipfront.status import gather
 from peers.sip import Peers, free_port, free_port_range, uac_scenario
@@ -54,7 +55,7 @@ def _alive(pid: int) -> bool:
 
 async def test_run_starts_kamailio_and_the_pool_status_shows_them_and_sigterm_ends_everything(
     tmp_path: Path,
-    redis_server: object,
+    redis_server: EmbeddedRedis,
     key_prefix: str,
     prompts_dir: Path,
     run_dir: Path,
@@ -63,7 +64,7 @@ async def test_run_starts_kamailio_and_the_pool_status_shows_them_and_sigterm_en
     kamailio_available: None,
     sipp_available: None,
 ) -> None:
-    redis_url: str = redis_server.url  # type: ignore[attr-defined]
+    redis_url: str = redis_server.url
     path = _write_config(tmp_path, redis_url, key_prefix, prompts_dir, run_dir)
     gateway = GatewayProcess(str(path), redis_url)
     await gateway.start(30)
@@ -95,7 +96,7 @@ async def test_run_starts_kamailio_and_the_pool_status_shows_them_and_sigterm_en
 
 def test_sipfront_render_command(
     tmp_path: Path,
-    redis_server: object,
+    redis_server: EmbeddedRedis,
     key_prefix: str,
     prompts_dir: Path,
     run_dir: Path,
@@ -103,7 +104,7 @@ def test_sipfront_render_command(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path = _write_config(tmp_path, redis_server.url, key_prefix, prompts_dir, run_dir)  # type: ignore[attr-defined]
+    path = _write_config(tmp_path, redis_server.url, key_prefix, prompts_dir, run_dir)
     monkeypatch.delenv(phone_env("1001"), raising=False)
     assert main(["sipfront", "render", "--config", str(path)]) == 0
     captured = capsys.readouterr()
@@ -136,7 +137,7 @@ async def _pool_view(config_path: Path, redis_url: str) -> PoolView:
 
 async def test_the_pool_grows_when_callers_fill_it_and_shrinks_back_after_they_leave(
     tmp_path: Path,
-    redis_server: object,
+    redis_server: EmbeddedRedis,
     key_prefix: str,
     prompts_dir: Path,
     run_dir: Path,
@@ -145,7 +146,7 @@ async def test_the_pool_grows_when_callers_fill_it_and_shrinks_back_after_they_l
     kamailio_available: None,
     sipp_available: None,
 ) -> None:
-    redis_url: str = redis_server.url  # type: ignore[attr-defined]
+    redis_url: str = redis_server.url
     raw = raw_front_config(
         tmp_path, redis_url, key_prefix, prompts_dir, run_dir, free_port(udp=True, tcp=False),
         workers=1, calls_per_worker=4, trunks=["127.0.0.1/32"], agent_phones={},

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 import tomli_w
 
 from gateway.keys import Keys
+from gateway.shell.embedded_redis import EmbeddedRedis
 from peers.flows import DEFAULT_FLOW
 from peers.gateway_config import make_raw_config
 
@@ -61,9 +62,9 @@ async def _a_worker_beats(redis_url: str, key_prefix: str) -> None:
     ids=["disabled", "enabled-not-running"],
 )
 async def test_status_says_plainly_that_the_front_is_off(
-    tmp_path: Path, redis_server: object, key_prefix: str, run_dir: Path, front: dict[str, Any], says: str
+    tmp_path: Path, redis_server: EmbeddedRedis, key_prefix: str, run_dir: Path, front: dict[str, Any], says: str
 ) -> None:
-    redis_url: str = redis_server.url  # type: ignore[attr-defined]
+    redis_url: str = redis_server.url
     await _a_worker_beats(redis_url, key_prefix)
     text = await _status(tmp_path, redis_url, key_prefix, {**front, "dir": str(run_dir)})
     assert "w1  127.0.0.1:5070  7" in text, text  # the workers are still shown

@@ -14,12 +14,11 @@ from __future__ import annotations
 import pytest
 
 from peers.sip import Peers, uac_scenario
-from tests.sipfront.front_stack import FrontStack, front_stack
+from tests.sipfront.front_stack import FrontStack, StackArgs, front_stack
 from tests.sipfront.udp_client import UdpClient
 
 pytestmark = pytest.mark.slow
 
-StackArgs = dict[str, object]
 NO_ASR = {"enabled": False, "navigation_enabled": False}
 
 ESCRURI_CALL_ID = "escruri.23940-asdfhj-aje3br-234q098w-fawerh2q-h4n5"
@@ -108,7 +107,7 @@ async def _a_normal_call_completes(stack: FrontStack, peers: Peers) -> None:
 async def test_escruri_gets_400_from_the_front_and_a_normal_call_follows(
     stack_args: StackArgs, peers: Peers, sipp_available: None
 ) -> None:
-    async with front_stack(**stack_args, asr=NO_ASR) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, asr=NO_ASR) as stack:
         trunk = UdpClient("127.0.0.1", stack.front)
         trunk.send(ESCRURI.format(via=trunk.via))
         (answer,) = await trunk.answers(ESCRURI_CALL_ID)
@@ -121,7 +120,7 @@ async def test_escruri_gets_400_from_the_front_and_a_normal_call_follows(
 async def test_wsinv_is_dropped_by_kamailios_parser_and_a_normal_call_follows(
     stack_args: StackArgs, peers: Peers, sipp_available: None
 ) -> None:
-    async with front_stack(**stack_args, asr=NO_ASR) as stack:  # type: ignore[arg-type]
+    async with front_stack(**stack_args, asr=NO_ASR) as stack:
         trunk = UdpClient("127.0.0.1", stack.front)
         trunk.send(WSINV.format(via=trunk.via))
         dropped = f"core parsing of SIP message failed ({trunk.via}/1)"

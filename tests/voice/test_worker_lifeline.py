@@ -65,7 +65,9 @@ async def test_a_worker_whose_redis_stops_lets_its_caller_finish_then_exits_and_
     log = capfd.readouterr().err
     about_redis = [line for line in worker_lines(log) if "redis" in line.lower()]
     assert len(about_redis) == 2, log[-3000:]  # taking no new calls; then stopping
-    lost_for = float(re.search(r"redis unreachable for ([\d.]+) s", about_redis[0])[1])  # type: ignore[index]
+    lost = re.search(r"redis unreachable for ([\d.]+) s", about_redis[0])
+    assert lost is not None, about_redis[0]
+    lost_for = float(lost[1])
     assert lost_for >= BOUND and "taking no new calls; 1 call(s) may finish within 63 s" in about_redis[0]
     assert "stopping with 0 call(s)" in about_redis[1], "the caller was not cut off"
     assert "Traceback" not in log, log[-3000:]

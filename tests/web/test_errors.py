@@ -10,10 +10,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.config import GatewayConfig
+from gateway.shell.app import Bound
+from tests.conftest import ConfigFactory
 from tests.helpers import Seat, post_intake, running_gateway
 
 
-async def test_http_errors_are_clear_and_lose_nothing(config_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_http_errors_are_clear_and_lose_nothing(config_factory: ConfigFactory) -> None:
     config: GatewayConfig = config_factory(http={"listen": "127.0.0.1:0", "max_body_bytes": 2048})
     async with running_gateway(config) as (gateway, bound):
         status, good = await post_intake(bound, {"text": "先收下的诉求"})
@@ -68,7 +70,7 @@ async def test_health_and_readiness(config: GatewayConfig) -> None:
             assert response.status == 401
 
 
-async def _closed_with(bound, frames: list[str]) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+async def _closed_with(bound: Bound, frames: list[str]) -> tuple[int, str]:
     ws = await connect(f"ws://{bound.seats[0]}:{bound.seats[1]}")
     for frame in frames:
         await ws.send(frame)
@@ -87,7 +89,7 @@ async def test_wrong_token_unknown_agent_and_first_frame(config: GatewayConfig) 
         assert wrong_token == unknown == not_hello == (4001, "authentication failed")
 
 
-async def test_wrong_version_and_auth_timeout(config_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_wrong_version_and_auth_timeout(config_factory: ConfigFactory) -> None:
     from peers.gateway_config import AGENT_TOKENS
 
     config = config_factory(seats={"listen": "127.0.0.1:0", "auth_timeout": 0.3})
@@ -99,7 +101,7 @@ async def test_wrong_version_and_auth_timeout(config_factory) -> None:  # type: 
         assert code == 4002 and "hello" in reason
 
 
-async def test_bad_frames_get_error_frames_and_the_seat_lives(config_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_frames_get_error_frames_and_the_seat_lives(config_factory: ConfigFactory) -> None:
     config = config_factory(seats={"listen": "127.0.0.1:0", "max_frame_bytes": 1024})
     async with running_gateway(config) as (_gateway, bound):
         seat = await Seat.connect(bound, "a1")

@@ -11,6 +11,7 @@ import pytest
 from gateway.config import GatewayConfig, hash_secret
 from gateway.ticket import new_ticket_id, utcnow
 from peers.gateway_config import API_KEY
+from tests.conftest import ConfigFactory
 from tests.web.http_support import HttpServer, http_server, raw_exchange, split_response
 
 GRID_KEY = "key-grid-app-" + "g" * 32
@@ -19,9 +20,9 @@ SMS_KEY = "key-sms-gw-" + "s" * 32
 
 
 @pytest.fixture
-def clients_config(config_factory: Any) -> GatewayConfig:
+def clients_config(config_factory: ConfigFactory) -> GatewayConfig:
     """The web form and the grid workers' app both post `web` tickets; a reader; an SMS gateway."""
-    return config_factory(  # type: ignore[no-any-return]
+    return config_factory(
         api_clients=[
             {"id": "webform", "key_hash": hash_secret(API_KEY), "channels": ["web", "wechat"]},
             {"id": "grid", "key_hash": hash_secret(GRID_KEY), "channels": ["web"]},

@@ -6,13 +6,13 @@ import asyncio
 import errno
 import json
 import logging
-from typing import Any
 
 import aiohttp
 import pytest
 
 from gateway.web.http_server import Throttled, throttle_accept_errors
 from peers.gateway_config import API_KEY
+from tests.conftest import ConfigFactory
 from tests.web.http_support import HttpServer, http_server, split_response
 
 # Short timeouts so a test can outlast them; a keep-alive timeout far beyond them, so what closes
@@ -28,7 +28,7 @@ async def closed_by_server(reader: asyncio.StreamReader) -> bytes:
         return await reader.read()
 
 
-async def test_a_slowloris_is_cut_after_the_header_timeout(config_factory: Any) -> None:
+async def test_a_slowloris_is_cut_after_the_header_timeout(config_factory: ConfigFactory) -> None:
     async with http_server(config_factory(http={**LISTEN, **FAST})) as server:
         reader, writer = await asyncio.open_connection(*server.address)
         writer.write(b"POST /api/v1/intake HTTP/1.1\r\nHost: x\r\n")
@@ -48,14 +48,14 @@ async def test_a_slowloris_is_cut_after_the_header_timeout(config_factory: Any) 
         assert server.acceptor.open_connections == 0
 
 
-async def test_a_connection_that_sends_nothing_is_cut(config_factory: Any) -> None:
+async def test_a_connection_that_sends_nothing_is_cut(config_factory: ConfigFactory) -> None:
     async with http_server(config_factory(http={**LISTEN, **FAST})) as server:
         reader, writer = await asyncio.open_connection(*server.address)
         assert await closed_by_server(reader) == b""
         writer.close()
 
 
-async def test_the_next_request_on_a_kept_alive_connection_is_timed_too(config_factory: Any) -> None:
+async def test_the_next_request_on_a_kept_alive_connection_is_timed_too(config_factory: ConfigFactory) -> None:
     async with http_server(config_factory(http={**LISTEN, **FAST})) as server:
         reader, writer = await asyncio.open_connection(*server.address)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -70,7 +70,7 @@ async def test_the_next_request_on_a_kept_alive_connection_is_timed_too(config_f
         writer.close()
 
 
-async def test_a_slow_body_gets_a_408_and_the_connection_closes(config_factory: Any) -> None:
+async def test_a_slow_body_gets_a_408_and_the_connection_closes(config_factory: ConfigFactory) -> None:
     async with http_server(config_factory(http={**LISTEN, **FAST})) as server:
         reader, writer = await asyncio.open_connection(*server.address)
         writer.write(
@@ -91,7 +91,7 @@ async def post(session: aiohttp.ClientSession, server: HttpServer, text: str) ->
         return response.status
 
 
-async def test_beyond_the_connection_limit_intake_waits_and_is_served(config_factory: Any) -> None:
+async def test_beyond_the_connection_limit_intake_waits_and_is_served(config_factory: ConfigFactory) -> None:
     limits = {"max_connections": 3, "header_timeout": 1.0, "keepalive_timeout": 60.0}
     async with (
         http_server(config_factory(http={**LISTEN, **limits})) as server,

@@ -22,6 +22,7 @@ from gateway.shell.app import Bound
 from gateway.ticket import Citizen, TranscriptSegment
 from gateway.voice.link import VoiceLink
 from peers.gateway_config import AGENT_TOKENS, make_raw_config
+from tests.conftest import ConfigFactory
 from tests.helpers import post_intake, queued_ticket, running_gateway, voice_ticket
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +59,7 @@ def agents_with_phones() -> list[dict[str, Any]]:
     return [{**agent, "sip_uri": f"sip:{agent['id']}@127.0.0.1:5999"} for agent in agents]
 
 
-async def test_the_client_follows_every_frame_of_a_voice_ticket(config_factory: Any) -> None:
+async def test_the_client_follows_every_frame_of_a_voice_ticket(config_factory: ConfigFactory) -> None:
     config: GatewayConfig = config_factory(
         seats={"listen": "127.0.0.1:0", "offer_timeout": 3}, agents=agents_with_phones()
     )
@@ -125,7 +126,7 @@ async def read_until(stream: asyncio.StreamReader, fragment: str, timeout: float
     return text
 
 
-async def test_a_seat_without_a_terminal_shows_offers_safely_and_runs_until_told(config_factory: Any) -> None:
+async def test_a_seat_without_a_terminal_shows_offers_safely_and_runs_until_told(config_factory: ConfigFactory) -> None:
     config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "offer_timeout": 30})
     async with running_gateway(config) as (gateway, bound):
         seat = await seat_process(bound)  # stdin is /dev/null: before, it exited at once, silently
@@ -226,7 +227,7 @@ def seat_line(bound: Bound, token: str = AGENT_TOKENS["a1"]) -> str:
     return f'"$PY" -m gateway.cli seat --url {seat_url(bound)} --agent a1 --token {token}'
 
 
-async def test_the_tour_seat_in_the_background_shows_offers_and_fg_answers_them(config_factory: Any) -> None:
+async def test_the_tour_seat_in_the_background_shows_offers_and_fg_answers_them(config_factory: ConfigFactory) -> None:
     config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "offer_timeout": 30})
     async with running_gateway(config) as (_, bound), shell() as sh:
         sh.type(seat_line(bound) + " &\n")  # as the README tour has it

@@ -14,10 +14,11 @@ from websockets.exceptions import ConnectionClosed
 from gateway import messages
 from gateway.config import GatewayConfig
 from peers.gateway_config import AGENT_TOKENS
+from tests.conftest import ConfigFactory
 from tests.helpers import Seat, post_intake, running_gateway
 
 
-async def test_unanswered_offer_goes_to_the_next_seat(config_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_unanswered_offer_goes_to_the_next_seat(config_factory: ConfigFactory) -> None:
     config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "offer_timeout": 0.4})
     async with running_gateway(config) as (_gateway, bound):
         sleepy = await Seat.connect(bound, "a1")
@@ -113,7 +114,7 @@ async def test_a_seat_that_pipelines_requests_is_slowed_not_closed(config: Gatew
         await seat.close()
 
 
-async def test_a_seat_that_never_reads_is_dropped_and_does_not_stall_others(config_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_a_seat_that_never_reads_is_dropped_and_does_not_stall_others(config_factory: ConfigFactory) -> None:
     config = config_factory(seats={"listen": "127.0.0.1:0", "send_queue": 8})
     async with running_gateway(config) as (gateway, bound):
         sock = socket.socket()

@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway.config import GatewayConfig
 from gateway.shell.app import Bound
 from peers.gateway_config import AGENT_TOKENS
+from tests.conftest import ConfigFactory
 from tests.helpers import Seat, post_intake, running_gateway, voice_ticket
 
 PENDING_TOTAL = 12
@@ -44,7 +45,7 @@ async def still_open(ws: ClientConnection) -> bool:
 
 
 async def test_idle_sockets_from_one_address_do_not_keep_an_agent_out(
-    config_factory: Any,
+    config_factory: ConfigFactory,
 ) -> None:
     # Before: idle sockets counted against max_connections, so the agent got 1013.
     config: GatewayConfig = config_factory(
@@ -64,7 +65,7 @@ async def test_idle_sockets_from_one_address_do_not_keep_an_agent_out(
 
 
 async def test_idle_sockets_from_many_addresses_do_not_keep_an_agent_out(
-    config_factory: Any,
+    config_factory: ConfigFactory,
 ) -> None:
     config: GatewayConfig = config_factory(
         seats={"listen": "127.0.0.1:0", "auth_timeout": 30, "max_connections": 4, **SMALL_WAITING_ROOM}
@@ -84,7 +85,7 @@ async def test_idle_sockets_from_many_addresses_do_not_keep_an_agent_out(
         await agent.close()
 
 
-async def test_only_logged_in_seats_count_against_the_seat_cap(config_factory: Any) -> None:
+async def test_only_logged_in_seats_count_against_the_seat_cap(config_factory: ConfigFactory) -> None:
     config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "auth_timeout": 30, "max_connections": 2})
     async with running_gateway(config) as (_, bound):
         idle = [await idle_socket(bound, "127.0.0.1") for _ in range(10)]
@@ -127,7 +128,7 @@ async def test_deeply_nested_json_is_refused_without_a_traceback(
     assert tracebacks(caplog.records) == []
 
 
-async def test_the_frame_limit_counts_bytes(config_factory: Any) -> None:
+async def test_the_frame_limit_counts_bytes(config_factory: ConfigFactory) -> None:
     config: GatewayConfig = config_factory(seats={"listen": "127.0.0.1:0", "max_frame_bytes": 1024})
     async with running_gateway(config) as (_, bound):
         seat = await Seat.connect(bound, "a1")
