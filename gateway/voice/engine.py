@@ -145,7 +145,8 @@ class Leg(pj.Call):  # type: ignore[misc]
             self.listener.on_digit(self, digit)
 
     def parties(self) -> tuple[str, str]:
-        info = self.getInfo()
+        with media_errors("the leg's dialog"):  # its INVITE session may have ended already
+            info = self.getInfo()
         return str(info.remoteUri), str(info.localUri)
 
     def accept(self, status: int = 200) -> None:

@@ -53,7 +53,7 @@ class CallLeg(Protocol):
     def disconnected(self) -> bool: ...
 
     def parties(self) -> tuple[str, str]:
-        """(remote URI, local URI) of its dialog."""
+        """(remote URI, local URI) of its dialog; MediaError when its INVITE session is over."""
 
     def accept(self, status: int = 200) -> None: ...
 

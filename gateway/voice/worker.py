@@ -39,7 +39,7 @@ from gateway.ticket import Ticket, mask_phone
 from gateway.voice.engine import Engine, EngineSettings, uri_user
 from gateway.voice.lifeline import Lifeline, Verdict, drain_seconds
 from gateway.voice.link import VoiceLink
-from gateway.voice.media import CallLeg, LegListener, MediaEngine, Scheduler
+from gateway.voice.media import CallLeg, LegListener, MediaEngine, MediaError, Scheduler
 from gateway.voice.prompts import prompt_files, render_missing
 from gateway.voice.session import CallSession, StoreFailure, refusal_of
 from gateway.voice.speech import LiveSpeech, speech_summary
@@ -242,19 +242,24 @@ class MediaWorker:
         ]
 
     def _incoming(self, leg: CallLeg, request_uri: str) -> None:
-        remote, local = leg.parties()
+        if self.callers >= self.caller_capacity or self.lifeline.draining or self._spooled >= self.spool.max_entries:
+            # Full, or draining (Redis lost: callers go to workers that have it), or a spool that
+            # keeps the limit of calls nobody could file yet. Decided before the leg's dialog is
+            # read: a refused INVITE without an offer may already have ended it.
+            self.count(**{"voice.rejected_full": 1})
+            leg.hang_up(SIP_SERVICE_UNAVAILABLE)
+            return
+        try:
+            remote, local = leg.parties()
+        except MediaError as exc:
+            log.info("incoming call gone before it was taken (%s)", exc)
+            return
         called = uri_user(request_uri) or uri_user(local)
         voice = self.config.voice
         flow_id = voice.numbers.get(called, voice.default_flow)
         if flow_id is None or flow_id not in self.config.ivr:
             log.info("call to unknown number %s refused (404)", mask_phone(called))
             leg.hang_up(SIP_NOT_FOUND)
-            return
-        if self.callers >= self.caller_capacity or self.lifeline.draining or self._spooled >= self.spool.max_entries:
-            # Full, or draining (Redis lost: callers go to workers that have it), or a spool that
-            # keeps the limit of calls nobody could file yet.
-            self.count(**{"voice.rejected_full": 1})
-            leg.hang_up(SIP_SERVICE_UNAVAILABLE)
             return
         session = CallSession(self, leg, self.config.ivr[flow_id], uri_user(remote), called)
         listener: LegListener = session
