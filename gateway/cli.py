@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-from gateway.config import GatewayConfig, hash_secret, load_config, parse_config, read_toml
+from gateway.config import CREDENTIAL_FIELDS, GatewayConfig, hash_secret, load_config, parse_config, read_toml
 from gateway.errors import ConfigError, GatewayError
 from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.shell.preflight import Address, RunLock, check_addresses, in_use
@@ -234,7 +234,7 @@ def cmd_seat(args: argparse.Namespace) -> int:
 
 
 def cmd_init_credentials(args: argparse.Namespace) -> int:
-    """Give every agent and API client without a hash a fresh random secret.
+    """Give every agent, supervisor and API client without a hash a fresh random secret.
 
     Hashes go to the config's credentials file; the secrets themselves are written once, readable
     by the owner only, to a tokens file beside it, for the admin to hand out.
@@ -247,9 +247,10 @@ def cmd_init_credentials(args: argparse.Namespace) -> int:
         return 2
     cred_path = (path.resolve().parent / cred_name).resolve()
     existing = read_toml(cred_path) if cred_path.exists() else {}
-    hashes: dict[str, dict[str, str]] = {s: dict(existing.get(s, {})) for s in ("agents", "api_clients")}
+    sections = [section for section, _ in CREDENTIAL_FIELDS]
+    hashes: dict[str, dict[str, str]] = {s: dict(existing.get(s, {})) for s in sections}
     issued: list[str] = []
-    for section, field in (("agents", "token_hash"), ("api_clients", "key_hash")):
+    for section, field in CREDENTIAL_FIELDS:
         for item in raw.get(section, []):
             item_id = str(item.get("id"))
             if item.get(field) or item_id in hashes[section]:
@@ -259,7 +260,7 @@ def cmd_init_credentials(args: argparse.Namespace) -> int:
             issued.append(f"{section[:-1]} {item_id} {secret}")
     cred_path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# Written by `hotline-gateway init-credentials`: hashes only. Keep out of git."]
-    for section in ("agents", "api_clients"):
+    for section in sections:
         lines.append(f"[{section}]")
         lines += [f'"{key}" = "{value}"' for key, value in sorted(hashes[section].items())]
     cred_path.write_text("\n".join(lines) + "\n")
@@ -270,7 +271,7 @@ def cmd_init_credentials(args: argparse.Namespace) -> int:
             handle.write("\n".join(issued) + "\n")
         print(f"issued {len(issued)} new secret(s); they are in {tokens} (mode 600)")
     else:
-        print("every agent and API client already has credentials")
+        print("every agent, supervisor and API client already has credentials")
     parse_config(tomllib.loads(path.read_text()), path.resolve().parent, str(path))
     return 0
 
@@ -325,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     seat.add_argument("--count", type=int, default=0, help="exit after this many submitted tickets (0: never)")
     seat.set_defaults(func=cmd_seat)
 
-    creds = sub.add_parser("init-credentials", help="issue secrets for agents and API clients lacking one")
+    creds = sub.add_parser("init-credentials", help="issue secrets for agents, supervisors and API clients lacking one")
     _config_option(creds)
     creds.set_defaults(func=cmd_init_credentials)
 

@@ -155,6 +155,15 @@ class AgentConfig(_Section):
     max_concurrent: int = Field(default=1, ge=1, le=50)
 
 
+class SupervisorConfig(_Section):
+    """`[[supervisors]]`: who may watch the wallboard. Their own credentials, never an agent's
+    token; `init-credentials` issues them as it does agents'."""
+
+    id: AgentId
+    name: str = ""
+    token_hash: SecretHash | None = None
+
+
 class ApiClientConfig(_Section):
     id: AgentId
     key_hash: SecretHash | None = None
@@ -369,6 +378,7 @@ class GatewayConfig(_Section):
     routing: RoutingConfig = RoutingConfig()
     queues: list[QueueConfig] = Field(min_length=1)
     agents: list[AgentConfig] = Field(default_factory=list)
+    supervisors: list[SupervisorConfig] = Field(default_factory=list)
     api_clients: list[ApiClientConfig] = Field(default_factory=list)
     channels: ChannelsConfig = ChannelsConfig()
     conversations: ConversationsConfig = ConversationsConfig()
@@ -514,6 +524,11 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
             ]
         if agent.token_hash is None:
             errors.append(FieldError(f"agents[{index}].token_hash", "missing; run `hotline-gateway init-credentials`"))
+    for index, supervisor in enumerate(config.supervisors):
+        if supervisor.token_hash is None:
+            errors.append(
+                FieldError(f"supervisors[{index}].token_hash", "missing; run `hotline-gateway init-credentials`")
+            )
     errors += voice_errors(config)
     errors += sms_errors(config.channels.sms)
     errors += front_errors(config)
@@ -606,9 +621,13 @@ def environment_errors(config: GatewayConfig, environ: Mapping[str, str]) -> lis
     return errors
 
 
+# Each section whose items carry a secret's hash, and that field (`init-credentials` fills them).
+CREDENTIAL_FIELDS = (("agents", "token_hash"), ("supervisors", "token_hash"), ("api_clients", "key_hash"))
+
+
 def _merge_credentials(raw: dict[str, Any], credentials: dict[str, Any]) -> None:
     """Fill missing hashes from the credentials file (`[agents] "1001" = "sha256:..."`)."""
-    for section, field in (("agents", "token_hash"), ("api_clients", "key_hash")):
+    for section, field in CREDENTIAL_FIELDS:
         hashes = credentials.get(section, {})
         for item in raw.get(section, []):
             if isinstance(item, dict) and not item.get(field) and str(item.get("id")) in hashes:

@@ -119,6 +119,22 @@ class Keys:
         """A one-time seat ticket (its SHA-256): the agent it logs in, taken with GETDEL."""
         return f"{self.prefix}:console:ticket:{digest}"
 
+    # --- the supervisors' wallboard (gateway/web/wallboard.py) -----------------------------------
+
+    def seat_presence(self, agent: str) -> str:
+        """Hash: a connected agent's seat as its process sees it (`state`, `since` ms, `host`),
+        written on each change, expiring when no process refreshes it (the seat left, the process died)."""
+        return f"{self.prefix}:wallboard:seat:{agent}"
+
+    def intake_hours(self, day: str) -> str:
+        """Hash: `{channel}:{hour}` -> tickets created that hour of `day` (YYYYMMDD, local time)."""
+        return f"{self.prefix}:wallboard:intake:{day}"
+
+    @property
+    def processes(self) -> str:
+        """Hash: `{host}:{pid}` -> `{config version} {last beat ms}` for each live gateway process."""
+        return f"{self.prefix}:wallboard:processes"
+
     # --- media workers (gateway/voice/link.py) and the SIP front ------------------------------
 
     @property

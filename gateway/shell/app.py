@@ -39,6 +39,7 @@ from gateway.voice.link import VoiceLink
 from gateway.web.http import start_http
 from gateway.web.http_server import throttle_accept_errors
 from gateway.web.seats import Dispatcher, SeatServer
+from gateway.web.wallboard import Wallboard
 
 log = logging.getLogger("gateway")
 
@@ -72,14 +73,17 @@ class HttpService:
 
     name = "http"
 
-    def __init__(self, live: LiveConfig, queue: TicketQueue, report: Callable[[], Report]) -> None:
+    def __init__(
+        self, live: LiveConfig, queue: TicketQueue, report: Callable[[], Report], wallboard: Wallboard | None = None
+    ) -> None:
         self._live = live
         self._queue = queue
         self._report = report
+        self._wallboard = wallboard
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self.runner = await start_http(self._live, self._queue, self._report)
+        self.runner = await start_http(self._live, self._queue, self._report, self._wallboard)
         throttle_accept_errors(asyncio.get_running_loop(), self._live.current.http.report_interval)
 
     async def stop(self) -> None:
@@ -163,7 +167,9 @@ class Gateway:
         self.followups = FollowupDesk(self.queue)  # 回访: the reaper records unanswered questions
         self.dispatcher = Dispatcher(self.queue, config, self.tasks)
         self.seats = SeatServer(config, self.queue, self.dispatcher, self.tasks)
-        self.http = HttpService(self.live, self.queue, self.report)
+        # The supervisors' wall: one computation for every supervisor watching this process.
+        self.wallboard = Wallboard(self.live, self.queue, self._seat_states)
+        self.http = HttpService(self.live, self.queue, self.report, self.wallboard)
         self.seat_server = SeatsService(self.live, self.seats)
         self.services = Services(
             [
@@ -171,6 +177,8 @@ class Gateway:
                 Loop("pubsub", self._listen),
                 Loop("reaper", self._reap),
                 Loop("leases", self._hold_leases),
+                Loop("wallboard", self.wallboard.run),
+                Loop("wallboard-intake", self.wallboard.count_intake),
             ]
         )
         self._tail: list[Service] = [self.http, self.seat_server]
@@ -189,6 +197,10 @@ class Gateway:
     @property
     def config(self) -> GatewayConfig:
         return self.live.current
+
+    def _seat_states(self) -> dict[str, str]:
+        """The seats connected to this process, agent -> state (the wallboard writes them to Redis)."""
+        return {agent: seat.state for agent, seat in self.dispatcher.sessions.items() if not seat.closed}
 
     def add(self, service: Service) -> None:
         """A service of this process (a channel's connection), started after the loops, before

@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from redis.exceptions import RedisError
 
 from gateway import jsonwire
-from gateway.config import AgentConfig, GatewayConfig, hash_secret, split_listen, verify_secret
+from gateway.config import AgentConfig, GatewayConfig, SupervisorConfig, hash_secret, split_listen, verify_secret
 from gateway.errors import FieldError, Forbidden, InvalidRequest, ServiceUnavailable, Unauthorized
 from gateway.keys import Keys
 from gateway.web.http_server import json_response
@@ -46,6 +46,11 @@ STATIC_FILES = {
     "seat.js": "text/javascript",
     "seat_core.js": "text/javascript",
     "seat.css": "text/css",
+    "page.js": "text/javascript",
+    "wallboard.html": "text/html",
+    "wallboard.js": "text/javascript",
+    "wallboard_core.js": "text/javascript",
+    "wallboard.css": "text/css",
 }
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 _LOOPBACK_NAMES = {"127.0.0.1": ("127.0.0.1", "localhost"), "localhost": ("127.0.0.1", "localhost")}
@@ -103,9 +108,9 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def token_valid(agent: AgentConfig | None, token: str) -> bool:
-    """The agent's token, compared in constant time; an unknown agent costs the same hash, so
-    timing does not tell which part was wrong."""
+def token_valid(agent: AgentConfig | SupervisorConfig | None, token: str) -> bool:
+    """The agent's (or supervisor's) token, compared in constant time; an unknown one costs the
+    same hash, so timing does not tell which part was wrong."""
     valid = verify_secret(token, agent.token_hash if agent else _UNKNOWN_AGENT_HASH)
     return valid and agent is not None
 
@@ -154,6 +159,12 @@ class LoginRequest(BaseModel):
     token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
+class SupervisorLoginRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    supervisor: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
 @dataclass(frozen=True, slots=True)
 class ConsoleSession:
     key: str
@@ -161,6 +172,16 @@ class ConsoleSession:
     csrf: str
 
 
+@dataclass(frozen=True, slots=True)
+class SupervisorSession:
+    """A supervisor's login: the wallboard only (an agent's session is never one)."""
+
+    key: str
+    supervisor: SupervisorConfig
+    csrf: str
+
+
+_Login = TypeVar("_Login", LoginRequest, SupervisorLoginRequest)
 BodyReader = Callable[[web.Request, int, float], Awaitable[bytes]]
 
 
@@ -176,6 +197,9 @@ class ConsoleContext:
 
     def agent(self, agent_id: str) -> AgentConfig | None:
         return next((agent for agent in self.config().agents if agent.id == agent_id), None)
+
+    def supervisor(self, supervisor_id: str) -> SupervisorConfig | None:
+        return next((one for one in self.config().supervisors if one.id == supervisor_id), None)
 
 
 CONSOLE = web.AppKey("console", ConsoleContext)
@@ -211,7 +235,8 @@ def _check_origin(request: web.Request) -> None:
         raise Forbidden("this request must come from the console's own page")
 
 
-async def _session(request: web.Request) -> ConsoleSession:
+async def _session_fields(request: web.Request) -> tuple[str, dict[str, str]]:
+    """The session the cookie names: its key and fields (none: it expired or was logged out)."""
     cookie = request.cookies.get(COOKIE)
     if not cookie:
         raise Unauthorized("log in first")
@@ -221,7 +246,23 @@ async def _session(request: web.Request) -> ConsoleSession:
         stored = await context.redis.hgetall(key)
     except (RedisError, OSError):
         raise ServiceUnavailable("the session store is unreachable; retry") from None
-    fields = {_text(name): _text(value) for name, value in stored.items()}
+    return key, {_text(name): _text(value) for name, value in stored.items()}
+
+
+async def supervisor_session(request: web.Request) -> SupervisorSession:
+    """A supervisor's live session (the wallboard's pages and socket); an agent's is refused."""
+    key, fields = await _session_fields(request)
+    if "agent" in fields:
+        raise Forbidden("the wallboard is for supervisors; log in with a supervisor's credentials")
+    supervisor = request.app[CONSOLE].supervisor(fields.get("supervisor", ""))
+    if supervisor is None or "csrf" not in fields:
+        raise SessionExpired("the session expired; log in again")
+    return SupervisorSession(key, supervisor, fields["csrf"])
+
+
+async def _session(request: web.Request) -> ConsoleSession:
+    key, fields = await _session_fields(request)
+    context = request.app[CONSOLE]
     agent = context.agent(fields.get("agent", ""))
     if agent is None or "csrf" not in fields:
         raise SessionExpired("the session expired; log in again")
@@ -232,10 +273,13 @@ async def _changing(request: web.Request) -> ConsoleSession:
     """The session of a state-changing request: allowed origin, live session, its CSRF token."""
     _check_origin(request)
     session = await _session(request)
-    sent = request.headers.get(CSRF_HEADER, "")
-    if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
-        raise Forbidden(f"the {CSRF_HEADER} header is missing or wrong")
+    _check_csrf(request, session.csrf)
     return session
+
+
+def _check_csrf(request: web.Request, csrf: str) -> None:
+    if not hmac.compare_digest(request.headers.get(CSRF_HEADER, "").encode(), csrf.encode()):
+        raise Forbidden(f"the {CSRF_HEADER} header is missing or wrong")
 
 
 def _described(request: web.Request, session: ConsoleSession) -> dict[str, object]:
@@ -255,15 +299,41 @@ def _json(body: object, status: int = 200) -> web.Response:
 
 
 async def _login_request(request: web.Request) -> LoginRequest:
+    return await _login_body(request, LoginRequest, "agent")
+
+
+async def _login_body(request: web.Request, model: type[_Login], who: str) -> _Login:
     context = request.app[CONSOLE]
     http = context.config().http
     body = await context.read_body(request, http.max_body_bytes, http.body_timeout)
     try:
-        return LoginRequest.model_validate(jsonwire.loads(body))
+        return model.model_validate(jsonwire.loads(body))
     except (ValueError, ValidationError):
         raise InvalidRequest(
-            "the body must be JSON: {agent, token}", (FieldError("", "agent and token are required"),)
+            f"the body must be JSON: {{{who}, token}}", (FieldError("", f"{who} and token are required"),)
         ) from None
+
+
+async def _open_session(request: web.Request, role: str, who: str) -> tuple[str, str, str]:
+    """A new session of `who` as `role` (agent, supervisor): (its cookie, its key, its CSRF token)."""
+    context = request.app[CONSOLE]
+    cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    key = context.keys.console_session(digest(cookie))
+    try:
+        async with context.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={role: who, "csrf": csrf})
+            pipe.expire(key, int(context.config().console.session_ttl))
+            await pipe.execute()
+    except (RedisError, OSError):
+        raise ServiceUnavailable("the session store is unreachable; retry") from None
+    return cookie, key, csrf
+
+
+def _set_cookie(request: web.Request, response: web.Response, cookie: str) -> None:
+    ttl = int(request.app[CONSOLE].config().console.session_ttl)
+    response.set_cookie(
+        COOKIE, cookie, max_age=ttl, path="/console", httponly=True, samesite="Strict", secure=request.secure
+    )
 
 
 async def login(request: web.Request) -> web.Response:
@@ -274,21 +344,10 @@ async def login(request: web.Request) -> web.Response:
     if not token_valid(agent, asked.token) or agent is None:
         log.info("console login failed")
         raise Unauthorized("wrong agent id or token")
-    cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    ttl = int(context.config().console.session_ttl)
-    key = context.keys.console_session(digest(cookie))
-    try:
-        async with context.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"agent": agent.id, "csrf": csrf})
-            pipe.expire(key, ttl)
-            await pipe.execute()
-    except (RedisError, OSError):
-        raise ServiceUnavailable("the session store is unreachable; retry") from None
+    cookie, key, csrf = await _open_session(request, "agent", agent.id)
     log.info("console login of agent %s", agent.id)
     response = _json(_described(request, ConsoleSession(key, agent, csrf)))
-    response.set_cookie(
-        COOKIE, cookie, max_age=ttl, path="/console", httponly=True, samesite="Strict", secure=request.secure
-    )
+    _set_cookie(request, response, cookie)
     return response
 
 
@@ -300,11 +359,15 @@ async def whoami(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     session = await _changing(request)
+    log.info("console logout of agent %s", session.agent.id)
+    return await _end_session(request, session.key)
+
+
+async def _end_session(request: web.Request, key: str) -> web.Response:
     try:
-        await request.app[CONSOLE].redis.delete(session.key)
+        await request.app[CONSOLE].redis.delete(key)
     except (RedisError, OSError):
         raise ServiceUnavailable("the session store is unreachable; retry") from None
-    log.info("console logout of agent %s", session.agent.id)
     response = _json({"status": "logged_out"})
     response.del_cookie(COOKIE, path="/console")
     return response
@@ -323,6 +386,40 @@ async def seat_ticket(request: web.Request) -> web.Response:
     return _json({"ticket": ticket, "agent": session.agent.id, "expires_in": ttl})
 
 
+# --- supervisors (the wallboard) ------------------------------------------------------------------
+
+
+async def supervisor_login(request: web.Request) -> web.Response:
+    """A supervisor's own id and token (an agent's token logs no supervisor in)."""
+    _check_origin(request)
+    asked = await _login_body(request, SupervisorLoginRequest, "supervisor")
+    supervisor = request.app[CONSOLE].supervisor(asked.supervisor)
+    if not token_valid(supervisor, asked.token) or supervisor is None:
+        log.info("console supervisor login failed")
+        raise Unauthorized("wrong supervisor id or token")
+    cookie, key, csrf = await _open_session(request, "supervisor", supervisor.id)
+    log.info("console login of supervisor %s", supervisor.id)
+    response = _json(_supervisor_described(SupervisorSession(key, supervisor, csrf)))
+    _set_cookie(request, response, cookie)
+    return response
+
+
+def _supervisor_described(session: SupervisorSession) -> dict[str, object]:
+    return {"supervisor": session.supervisor.id, "name": session.supervisor.name, "csrf": session.csrf}
+
+
+async def supervisor_whoami(request: web.Request) -> web.Response:
+    return _json(_supervisor_described(await supervisor_session(request)))
+
+
+async def supervisor_logout(request: web.Request) -> web.Response:
+    _check_origin(request)
+    session = await supervisor_session(request)
+    _check_csrf(request, session.csrf)
+    log.info("console logout of supervisor %s", session.supervisor.id)
+    return await _end_session(request, session.key)
+
+
 def add_console(app: web.Application, context: ConsoleContext) -> None:
     """The console's routes on the gateway's HTTP app."""
     app[CONSOLE] = context
@@ -333,6 +430,9 @@ def add_console(app: web.Application, context: ConsoleContext) -> None:
     app.router.add_get("/console/api/session", whoami)
     app.router.add_post("/console/api/logout", logout)
     app.router.add_post("/console/api/seat-ticket", seat_ticket)
+    app.router.add_post("/console/api/supervisor/login", supervisor_login)
+    app.router.add_get("/console/api/supervisor/session", supervisor_whoami)
+    app.router.add_post("/console/api/supervisor/logout", supervisor_logout)
 
 
 def read_files(directory: Path = STATIC_DIR) -> dict[str, bytes]:

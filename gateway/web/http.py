@@ -36,6 +36,7 @@ from gateway.queue.desk import IntakeDesk, IntakeUnavailable, Source
 from gateway.shell.services import Report
 from gateway.web.console import ConsoleContext, add_console, read_files
 from gateway.web.http_server import SERVER_NAME, error_response, internal_error, json_response, serve_guarded
+from gateway.web.wallboard import Wallboard, add_wallboard
 
 log = logging.getLogger("gateway.http")
 
@@ -190,9 +191,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(
-    config: GatewayConfig | LiveConfig, queue: TicketQueue, services: Callable[[], Report] | None = None
+    config: GatewayConfig | LiveConfig,
+    queue: TicketQueue,
+    services: Callable[[], Report] | None = None,
+    wallboard: Wallboard | None = None,
 ) -> web.Application:
-    """`services` reports the process's services for `/readyz` (the gateway's; None: Redis only)."""
+    """`services` reports the process's services for `/readyz` (the gateway's; None: Redis only);
+    `wallboard` is the process's shared wallboard (None: no `/console/ws/wallboard`)."""
     live = LiveConfig.of(config)
     # aiohttp's own limit is a backstop above ours (bound at start), so our 413 (with a JSON body) is
     # what clients see.
@@ -208,15 +213,20 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     add_console(app, ConsoleContext(lambda: live.current, queue.redis, queue.keys, read_files(), read_body))
+    if wallboard is not None:
+        add_wallboard(app, wallboard)
     return app
 
 
 async def start_http(
-    config: GatewayConfig | LiveConfig, queue: TicketQueue, services: Callable[[], Report] | None = None
+    config: GatewayConfig | LiveConfig,
+    queue: TicketQueue,
+    services: Callable[[], Report] | None = None,
+    wallboard: Wallboard | None = None,
 ) -> web.AppRunner:
     """Serve the HTTP API on `http.listen` (its limits bound at start); the runner's cleanup stops it."""
     live = LiveConfig.of(config)
-    runner = web.AppRunner(create_app(live, queue, services), access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_app(live, queue, services, wallboard), access_log=None, handle_signals=False)
     await runner.setup()
     await serve_guarded(runner, live.current)
     return runner

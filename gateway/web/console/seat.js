@@ -14,6 +14,7 @@ import {
   clock,
   backoff,
 } from "./seat_core.js";
+import { $, element, callApi } from "./page.js";
 
 const SAVE_DELAY_MS = 600; // autosave after the agent pauses typing this long
 const CHANNELS = { web: "网页", voice: "电话", sms: "短信", wechat: "微信", telegram: "Telegram", app: "App" };
@@ -49,33 +50,10 @@ const page = {
   leaving: false,
 };
 
-const $ = (id) => document.getElementById(id);
-
-function element(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (name === "text") node.textContent = value;
-    else if (name === "className") node.className = value;
-    else node.setAttribute(name, value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
 // --- HTTP ----------------------------------------------------------------------------------------
 
 async function api(path, body, changing = true) {
-  const headers = { "Content-Type": "application/json" };
-  if (changing && page.session) headers["X-CSRF-Token"] = page.session.csrf;
-  const response = await fetch(`/console/api/${path}`, {
-    method: body === undefined ? "GET" : "POST",
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "same-origin",
-    cache: "no-store",
-  });
-  const data = await response.json().catch(() => ({}));
-  return { status: response.status, data };
+  return callApi(path, body, changing && page.session ? page.session.csrf : undefined);
 }
 
 function showLogin(message = "") {

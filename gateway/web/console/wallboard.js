@@ -1,0 +1,197 @@
+// The wallboard's shell: a supervisor's login, the wall's websocket (reconnecting with back-off),
+// and drawing what wallboard_core.js made of the latest frame. Peer strings reach the page as text
+// (textContent), never as markup; the chart is SVG built node by node. The CSRF token lives in this
+// module's memory only.
+
+import { backoff } from "./seat_core.js";
+import { $, element, callApi } from "./page.js";
+import { queueRows, agentRows, agentCounts, chartBars, channelName } from "./wallboard_core.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+const CHART = { width: 480, height: 160, labels: 16 };
+const QUEUE_FIELDS = ["waiting", "oldest", "with_agents", "service_level", "average_answer", "abandoned", "handled"];
+
+const page = { session: null, frame: null, socket: null, attempt: 0, timer: null, leaving: false };
+
+function svg(tag, attributes = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  return node;
+}
+
+async function api(path, body) {
+  return callApi(`supervisor/${path}`, body, page.session ? page.session.csrf : undefined);
+}
+
+// --- views ---------------------------------------------------------------------------------------
+
+function showLogin(message = "") {
+  page.session = null;
+  page.leaving = true;
+  if (page.socket) page.socket.close(1000, "logout");
+  $("wall-view").hidden = true;
+  $("login-view").hidden = false;
+  $("login-error").textContent = message;
+  $("login-supervisor").focus();
+}
+
+function showWall(session) {
+  page.session = session;
+  page.leaving = false;
+  $("login-view").hidden = true;
+  $("wall-view").hidden = false;
+  $("supervisor-name").textContent = `班长 ${session.name || session.supervisor}（${session.supervisor}）`;
+  connect();
+}
+
+async function login(event) {
+  event.preventDefault();
+  const supervisor = $("login-supervisor").value.trim();
+  const tokenInput = $("login-token");
+  const token = tokenInput.value;
+  tokenInput.value = ""; // the token is not kept anywhere once sent
+  let answer;
+  try {
+    answer = await api("login", { supervisor, token });
+  } catch {
+    $("login-error").textContent = "无法连接服务器，请稍后再试";
+    return;
+  }
+  if (answer.status === 200) showWall(answer.data);
+  else if (answer.status === 401) $("login-error").textContent = "班长工号或令牌不正确，请重新输入";
+  else if (answer.status === 403) $("login-error").textContent = "请从本系统的登录页登录";
+  else $("login-error").textContent = "登录失败：服务暂不可用，请稍后再试";
+}
+
+async function logout() {
+  await api("logout", {}).catch(() => null);
+  showLogin("已退出登录");
+}
+
+// --- the socket ------------------------------------------------------------------------------------
+
+function connect() {
+  clearTimeout(page.timer);
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/console/ws/wallboard`);
+  page.socket = socket;
+  $("connection").textContent = "连接中…";
+  socket.addEventListener("open", () => {
+    page.attempt = 0;
+    $("connection").textContent = "已连接";
+  });
+  socket.addEventListener("message", (event) => {
+    const frame = JSON.parse(event.data);
+    if (frame.type !== "board") return;
+    frame.received = Date.now();
+    page.frame = frame;
+    draw();
+  });
+  socket.addEventListener("close", () => {
+    if (page.socket !== socket || page.leaving) return;
+    $("connection").textContent = "连接断开，正在重连…";
+    page.attempt += 1;
+    page.timer = setTimeout(reconnect, backoff(page.attempt) * (0.5 + Math.random() / 2));
+  });
+}
+
+async function reconnect() {
+  // The upgrade's refusal is not readable from a WebSocket: ask whether the session still holds.
+  const { status } = await api("session").catch(() => ({ status: 0 }));
+  if (status === 401 || status === 403) showLogin("登录已过期，请重新登录");
+  else connect();
+}
+
+// --- drawing ---------------------------------------------------------------------------------------
+
+function fill(tbody, rows) {
+  tbody.replaceChildren(...rows);
+}
+
+function draw() {
+  const frame = page.frame;
+  if (!frame) return;
+  const now = Date.now();
+  document.body.dataset.seq = String(frame.seq);
+  $("wall-day").textContent = frame.day;
+  fill(
+    $("queues").tBodies[0],
+    queueRows(frame, now).map((row) =>
+      element(
+        "tr",
+        { "data-queue": row.name },
+        element("th", { scope: "row", text: row.label }),
+        ...QUEUE_FIELDS.map((field) =>
+          element("td", { className: field === "oldest" && row.late ? "number late" : "number", "data-field": field, text: row[field] }),
+        ),
+      ),
+    ),
+  );
+  $("agent-counts").textContent = agentCounts(frame);
+  fill(
+    $("agents").tBodies[0],
+    agentRows(frame, now).map((row) =>
+      element(
+        "tr",
+        { "data-agent": row.id },
+        element("th", { scope: "row", text: `${row.name}（${row.id}）` }),
+        element("td", { className: `state-${row.state}`, "data-field": "state", text: row.label }),
+        element("td", { className: "number", "data-field": "since", text: row.since }),
+      ),
+    ),
+  );
+  fill(
+    $("nodes").tBodies[0],
+    Object.entries(frame.nodes).map(([node, calls]) =>
+      element("tr", { "data-node": node }, element("th", { scope: "row", text: node }), element("td", { className: "number", text: String(calls) })),
+    ),
+  );
+  fill(
+    $("processes").tBodies[0],
+    frame.processes.map((process) =>
+      element("tr", {}, element("th", { scope: "row", text: process.process }), element("td", { className: "number", text: `v${process.config_version}` })),
+    ),
+  );
+  drawChart(frame.intake);
+}
+
+function drawChart(intake) {
+  const { bars, top, channels } = chartBars(intake, CHART.width, CHART.height);
+  const chart = svg("svg", { viewBox: `0 0 ${CHART.width} ${CHART.height + CHART.labels}`, role: "img" });
+  const total = channels.reduce((sum, c) => sum + intake[c].reduce((a, b) => a + b, 0), 0);
+  chart.setAttribute("aria-label", `今日受理 ${total} 件，最多的一小时 ${top} 件`);
+  chart.append(svg("line", { class: "axis", x1: 0, y1: CHART.height, x2: CHART.width, y2: CHART.height }));
+  for (const bar of bars) {
+    const rect = svg("rect", { class: `channel-${bar.index}`, x: bar.x, y: bar.y, width: bar.width, height: bar.height });
+    rect.dataset.hour = String(bar.hour);
+    rect.dataset.channel = bar.channel;
+    rect.dataset.count = String(bar.count);
+    const title = svg("title");
+    title.textContent = `${String(bar.hour).padStart(2, "0")} 时 ${channelName(bar.channel)} ${bar.count} 件`;
+    rect.append(title);
+    chart.append(rect);
+  }
+  for (let hour = 0; hour < 24; hour += 3) {
+    const label = svg("text", { x: (hour * CHART.width) / 24 + 2, y: CHART.height + CHART.labels - 3 });
+    label.textContent = `${hour}时`;
+    chart.append(label);
+  }
+  $("intake-chart").replaceChildren(chart);
+  $("intake-legend").replaceChildren(
+    ...channels.map((channel, index) =>
+      element("li", { "data-channel": channel }, element("span", { className: `swatch channel-${Math.min(index, 5)}` }), `${channelName(channel)} ${intake[channel].reduce((a, b) => a + b, 0)}`),
+    ),
+  );
+}
+
+async function boot() {
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
+  setInterval(draw, 1000); // the clocks age between frames
+  const { status, data } = await api("session").catch(() => ({ status: 0, data: {} }));
+  if (status === 200) showWall(data);
+  else if (status === 403) showLogin("此账号不是班长账号，请用班长工号登录");
+  else showLogin(data.error && data.error.code === "session_expired" ? "登录已过期，请重新登录" : "");
+}
+
+boot();

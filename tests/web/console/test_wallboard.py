@@ -1,0 +1,146 @@
+"""The supervisors' wallboard in a real Chromium against a real gateway and Redis: a supervisor
+logs in and sees the queues; intakes, a websocket seat's accept and submit, and its state changes
+reach the wall (values asserted); an agent's credentials and session cannot open it; two
+supervisors get the same frames from one computation; the counters survive a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from gateway.config import hash_secret
+from peers.gateway_config import AGENT_TOKENS
+from tests.helpers import Seat
+from tests.web.console.support import GatewayThread, console_listen, log_in
+
+SUPERVISOR_TOKEN = "token-s1-" + "q" * 24
+SUPERVISORS = [{"id": "s1", "name": "赵班长", "token_hash": hash_secret(SUPERVISOR_TOKEN)}]
+CONTACT = {"citizen": {"phone": "13812345678", "name": "陈先生"}, "text": "幸福路路灯不亮"}
+
+
+@pytest.fixture
+def wall_config(config_factory: Any) -> Any:
+    return config_factory(**console_listen(), supervisors=SUPERVISORS)
+
+
+@pytest.fixture
+def wall(wall_config: Any) -> Iterator[GatewayThread]:
+    """A gateway with a supervisor; requested before `page`, so the page closes first."""
+    with GatewayThread(wall_config) as gateway:
+        yield gateway
+
+
+def open_wall(page: Page, live: GatewayThread, supervisor: str = "s1", token: str = SUPERVISOR_TOKEN) -> None:
+    page.goto(f"{live.http}/console/wallboard.html")
+    page.get_by_label("班长工号").fill(supervisor)
+    page.get_by_label("令牌").fill(token)
+    page.get_by_role("button", name="登录").click()
+
+
+def cell(page: Page, queue: str, field: str) -> Any:
+    return page.locator(f'#queues tr[data-queue="{queue}"] td[data-field="{field}"]')
+
+
+def agent_state(page: Page, agent: str) -> Any:
+    return page.locator(f'#agents tr[data-agent="{agent}"] td[data-field="state"]')
+
+
+def test_the_wall_follows_intakes_a_seats_accept_and_submit_and_its_states(wall: GatewayThread, page: Page) -> None:
+    open_wall(page, wall)
+    expect(page.locator("#connection")).to_have_text("已连接")
+    for queue in ("general", "housing", "enterprise"):
+        expect(cell(page, queue, "waiting")).to_have_text("0")
+    expect(page.locator('#queues tr[data-queue="general"] th')).to_have_text("综合受理")
+    expect(cell(page, "general", "service_level")).to_have_text("—")
+    expect(agent_state(page, "a1")).to_have_text("离线")
+
+    first, second = wall.intake(CONTACT), wall.intake({**CONTACT, "text": "第二件"})
+    expect(cell(page, "general", "waiting")).to_have_text("2")
+    expect(cell(page, "general", "oldest")).not_to_have_text("—")
+    expect(page.locator('#intake-legend li[data-channel="web"]')).to_have_text("网页 2")
+    expect(page.locator("#intake-chart rect[data-channel='web']")).to_have_count(1)  # both in this hour
+
+    assert wall.bound is not None
+    seat = wall.call(Seat.connect(wall.bound, "a1", state="away"))
+    try:
+        expect(agent_state(page, "a1")).to_have_text("离开")
+        wall.call(seat.send(type="state", state="ready"))
+        offer = wall.call(seat.expect("offer"))
+        assert offer["ticket"]["id"] == first
+        expect(agent_state(page, "a1")).to_have_text("示闲")
+        wall.call(seat.send(type="accept", ticket=first))
+        wall.call(seat.expect("ticket"))
+        expect(cell(page, "general", "waiting")).to_have_text("1")  # the second still waits
+        expect(cell(page, "general", "with_agents")).to_have_text("1")
+        expect(cell(page, "general", "service_level")).to_have_text("100%")  # answered within 20 s
+        expect(cell(page, "general", "handled")).to_have_text("0")
+        wall.call(seat.send(type="submit", ticket=first, fields={"notes": "已派单"}))
+        expect(cell(page, "general", "handled")).to_have_text("1")
+        wall.call(seat.send(type="state", state="busy"))
+        expect(agent_state(page, "a1")).to_have_text("示忙")
+    finally:
+        wall.call(seat.close())
+    expect(agent_state(page, "a1")).to_have_text("离线")  # the seat left: off the wall
+    assert second != first
+    stats = wall.call(wall.running.queue.stats())["general"]
+    assert (stats.answered, stats.in_service_level, stats.submitted) == (1, 1, 1)
+
+
+def test_an_agents_token_or_session_cannot_open_the_wallboard(wall: GatewayThread, page: Page) -> None:
+    open_wall(page, wall, supervisor="a1", token=AGENT_TOKENS["a1"])
+    expect(page.locator("#login-error")).to_have_text("班长工号或令牌不正确，请重新输入")
+    expect(page.locator("#wall-view")).to_be_hidden()
+
+    log_in(page, wall)  # a real agent session, on the seat page
+    expect(page.locator("#connection")).to_have_text("已连接")
+    page.goto(f"{wall.http}/console/wallboard.html")
+    expect(page.locator("#login-error")).to_have_text("此账号不是班长账号，请用班长工号登录")
+    refused = page.evaluate(
+        """() => new Promise((resolve) => {
+            const socket = new WebSocket(`ws://${location.host}/console/ws/wallboard`);
+            socket.onmessage = () => resolve("frame");
+            socket.onclose = () => resolve("closed");
+        })"""
+    )
+    assert refused == "closed"
+    assert wall.running.wallboard.frames == 0  # nothing was computed for the agent
+
+
+def test_two_supervisors_get_the_same_frames_from_one_computation(wall: GatewayThread, browser: Browser) -> None:
+    contexts = [browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN") for _ in range(2)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        for page in pages:
+            open_wall(page, wall)
+            expect(page.locator("#connection")).to_have_text("已连接")
+        board = wall.running.wallboard
+        for expected in ("1", "2"):
+            wall.intake(CONTACT)
+            for page in pages:
+                expect(cell(page, "general", "waiting")).to_have_text(expected)
+            seqs = {page.locator("body").get_attribute("data-seq") for page in pages}
+            assert len(seqs) == 1, seqs  # the same frame: one computation's number
+        # Each tick computes once for both (twice would be one per supervisor).
+        assert 0 < board.computations <= board.ticks
+        assert int(seqs.pop() or 0) <= board.computations
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def test_the_days_counters_survive_a_gateway_restart(wall_config: Any, page: Page) -> None:
+    with GatewayThread(wall_config) as first:
+        first.intake(CONTACT)
+        first.intake(CONTACT)
+        open_wall(page, first)
+        expect(page.locator('#intake-legend li[data-channel="web"]')).to_have_text("网页 2")
+        page.close()
+    with GatewayThread(wall_config) as again:
+        page = page.context.new_page()
+        page.goto(f"{again.http}/console/wallboard.html")  # the login (in Redis) outlived the restart too
+        expect(cell(page, "general", "waiting")).to_have_text("2")
+        expect(page.locator('#intake-legend li[data-channel="web"]')).to_have_text("网页 2")  # counted once
+        page.close()
