@@ -13,6 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def reply_text(value: object) -> str:
+    """A value Redis sent back (a key, a field, a stream id: bytes from a client without
+    decode_responses), as text: the way back of what this module names."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str

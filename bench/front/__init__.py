@@ -59,6 +59,7 @@ from bench.voice.meter import Meter, Series, children_named, descendants, proces
 from bench.voice.pcap import load_speech
 from bench.voice.setup import KEY_PREFIX, NUMBER, check_tools, render_prompts, sipp_version, source_state
 from gateway.errors import GatewayError
+from gateway.keys import reply_text
 from gateway.queue import TicketQueue
 from gateway.shell.embedded_redis import EmbeddedRedis, free_port
 from peers.sip import UAS_TRIVIAL, Sipp, SippResult
@@ -356,10 +357,6 @@ def pss_by_component(pids: dict[str, int], trees: tuple[str, ...]) -> dict[str, 
     return {group: round(kib / 1024, 1) for group, kib in totals.items()}
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def join_calls(client: aioredis.Redis, configs: Configs, captured: SipCaptured, raw: Raw) -> None:
     """Each call from the capture, with its ticket, recording and live-audio frame stats."""
     calls = calls_from_sip(captured.sip)
@@ -396,7 +393,7 @@ async def settle(client: aioredis.Redis, queue: TicketQueue, calls: int) -> None
 
 async def metrics(client: aioredis.Redis) -> dict[str, str]:
     values = await client.hgetall(f"{KEY_PREFIX}:metrics")
-    return {_text(k): _text(v) for k, v in values.items()}
+    return {reply_text(k): reply_text(v) for k, v in values.items()}
 
 
 def worker_warnings(workers: list[Worker], limit: int = 8) -> list[str]:

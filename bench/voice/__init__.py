@@ -51,6 +51,7 @@ from bench.voice.setup import (
 )
 from gateway.config import load_config
 from gateway.errors import GatewayError
+from gateway.keys import reply_text
 from gateway.queue import TicketQueue
 from gateway.shell.embedded_redis import EmbeddedRedis, free_port
 from gateway.ticket import Ticket
@@ -235,12 +236,8 @@ async def settle(client: aioredis.Redis, queue: TicketQueue, calls: int) -> None
     progress(f"not every call settled within {SETTLE_S:g} s; going on")
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def all_tickets(client: aioredis.Redis, queue: TicketQueue) -> list[Ticket]:
-    keys = [key for key in map(_text, await client.keys(f"{KEY_PREFIX}:t:*")) if not key.endswith(":h")]
+    keys = [key for key in map(reply_text, await client.keys(f"{KEY_PREFIX}:t:*")) if not key.endswith((":h", ":m"))]
     tickets = []
     for key in keys:
         with contextlib.suppress(GatewayError):
@@ -262,13 +259,13 @@ async def join_tickets(client: aioredis.Redis, queue: TicketQueue, calls: Iterab
     tickets = {t.voice.caller: t for t in await all_tickets(client, queue) if t.voice is not None}
     frames = {}
     for _, fields in await client.xrange(f"{KEY_PREFIX}:voice:frames") or []:
-        stats = {_text(k): _text(v) for k, v in (fields or {}).items()}
+        stats = {reply_text(k): reply_text(v) for k, v in (fields or {}).items()}
         frames[stats.get("call", "")] = stats
     for call in calls:
         ticket = tickets.get(call.caller)
         if ticket is None:
             continue
-        entry = _text(await client.hget(f"{KEY_PREFIX}:t:{ticket.id}", "entry") or "")
+        entry = reply_text(await client.hget(f"{KEY_PREFIX}:t:{ticket.id}", "entry") or "")
         add_ticket(call, ticket, int(entry.split("-")[0]) if entry else None)
         if ticket.voice is not None and ticket.voice.call_id in frames:
             add_frames(call, frames[ticket.voice.call_id])

@@ -28,6 +28,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.errors import ServiceUnavailable
+from gateway.keys import reply_text
 from gateway.messages import ConversationNews, MalformedMessage, Reply
 from gateway.queue.store import Recorded, SentReply, TicketQueue
 from gateway.ticket import Channel
@@ -120,7 +121,7 @@ class Sender:
         return [entry for entry in result[1] if entry[1]]  # deleted entries come back empty
 
     async def _deliver_all(self, entries: list[tuple[Any, Any]]) -> None:
-        await asyncio.gather(*(self._deliver(_text(entry_id), fields) for entry_id, fields in entries))
+        await asyncio.gather(*(self._deliver(reply_text(entry_id), fields) for entry_id, fields in entries))
 
     async def _deliver(self, reply_id: str, fields: Any) -> None:
         try:
@@ -182,7 +183,3 @@ async def tell_seat(queue: TicketQueue, recorded: Recorded) -> None:
         await queue.redis.publish(queue.keys.news, news.serialize())
     except (RedisError, OSError) as exc:
         log.warning("ticket %s: the seat was not told of a delivery (%s)", recorded.ticket_id, type(exc).__name__)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError, WatchError
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Conflict, NotFound, QueueFull, ServiceUnavailable
 from gateway.keys import Keys as Keys  # re-exported: gateway.queue exports it
+from gateway.keys import reply_text
 from gateway.queue import scripts as queue_scripts
 from gateway.queue.batching import ScriptBatcher, once_more_on_stale
 from gateway.ticket import (
@@ -73,7 +74,7 @@ def _reason_suffix(reason: str | None) -> str:
 
 
 def _recorded(result: Sequence[Any], ticket_id: str = "") -> Recorded:
-    outcome, *rest = (_text(item) for item in result)
+    outcome, *rest = (reply_text(item) for item in result)
     if outcome != "ok":
         return Recorded(outcome, ticket_id)
     message = ConversationMessage.model_validate_json(rest[0]) if rest[0] else None
@@ -185,9 +186,9 @@ def _raw(payload: Sequence[Any]) -> RawTicket:
     """A ticket from the scripts' `ticket_payload`: doc, status, agent, history, messages, dropped."""
     doc, status, agent, history, messages, dropped = payload
     data = _with_beside(doc, history, messages, dropped)
-    data["status"] = _text(status)
+    data["status"] = reply_text(status)
     if agent:
-        data["agent"] = _text(agent)
+        data["agent"] = reply_text(agent)
     return RawTicket(id=data["id"], data=data)
 
 
@@ -223,10 +224,6 @@ def _known_shape(ticket_id: str) -> None:
     ticket's history, read as a hash: an error, not an answer); the answer is the unknown id's."""
     if not is_ticket_id(ticket_id):
         raise NotFound("no such ticket")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class TicketQueue:
@@ -328,7 +325,7 @@ class TicketQueue:
                 first.model_dump_json(exclude_defaults=True) if identity else "",
             ],
         )
-        code, ticket_id = int(result[0]), _text(result[1])
+        code, ticket_id = int(result[0]), reply_text(result[1])
         if code < 0:
             raise QueueFull(f"queue {ticket.queue} is full; try again later")
         if code == 2:
@@ -367,7 +364,7 @@ class TicketQueue:
                 int(asking.timeout * 1000),
             ],
         )
-        outcome, *rest = (_text(item) for item in result)
+        outcome, *rest = (reply_text(item) for item in result)
         if outcome == "joined":
             return Joined("joined", *rest)
         if outcome in ("duplicate", "followup"):
@@ -406,9 +403,9 @@ class TicketQueue:
                 *(f"{q.name}={int(q.service_level * 1000)},{int(q.max_wait * 1000)}" for q in self._config.queues),
             ],
         )
-        code = _text(result[0])
+        code = reply_text(result[0])
         if code != "ok":
-            self._raise_for(code, ticket_id, _text(result[1]))
+            self._raise_for(code, ticket_id, reply_text(result[1]))
         return _raw(result[1:])
 
     async def release(self, ticket_id: str, agent: str, reason: str, statuses: str = "offered") -> bool:
@@ -428,7 +425,7 @@ class TicketQueue:
                 keys.prefix,
             ],
         )
-        return _text(code) == "ok"
+        return reply_text(code) == "ok"
 
     async def get(self, ticket_id: str) -> Ticket:
         return (await self.get_stored(ticket_id))[0]
@@ -444,7 +441,7 @@ class TicketQueue:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
         if doc is None:
             raise NotFound(f"no ticket {ticket_id}")
-        return _assemble(doc, _text(status), _text(agent or ""), history, messages, dropped), _text(doc)
+        return _assemble(doc, reply_text(status), reply_text(agent or ""), history, messages, dropped), reply_text(doc)
 
     async def _read(self, ticket_id: str) -> tuple[Any, Any, Any, Any, Any, Any]:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -465,8 +462,8 @@ class TicketQueue:
                 history_json(f"agent:{agent}", "updated", fields=",".join(sorted(changed))),
             ],
         )
-        if _text(code) != "ok":
-            self._raise_for(_text(code), ticket.id, "")
+        if reply_text(code) != "ok":
+            self._raise_for(reply_text(code), ticket.id, "")
 
     async def submit(
         self,
@@ -542,7 +539,7 @@ class TicketQueue:
                 _ms(at),
             ],
         )
-        return _text(result)
+        return reply_text(result)
 
     async def asked_before(self, moment: datetime, batch: int = 200) -> list[str]:
         """Tickets whose 回访 question was asked before `moment` and is still waiting."""
@@ -550,7 +547,7 @@ class TicketQueue:
             found = await self._redis.zrangebyscore(self.keys.followups, "-inf", _ms(moment), start=0, num=batch)
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
-        return [_text(ticket_id) for ticket_id in found]
+        return [reply_text(ticket_id) for ticket_id in found]
 
     async def forget_followup(self, ticket_id: str) -> None:
         """A waiting 回访 whose ticket is gone (expired): nothing left to record it on."""
@@ -599,13 +596,13 @@ class TicketQueue:
                 *(followup or [""]),
             ],
         )
-        if _text(code) == "outbox_full":
+        if reply_text(code) == "outbox_full":
             limit = self._config.redis.outbox_maxlen
             raise ServiceUnavailable(
                 f"the outbox for the 回访 is full ({limit} replies wait); the ticket stays yours, submit it again later"
             )
-        if _text(code) != "ok":
-            self._raise_for(_text(code), ticket_id, "")
+        if reply_text(code) != "ok":
+            self._raise_for(reply_text(code), ticket_id, "")
 
     async def amend(self, ticket_id: str, change: Callable[[Ticket], Ticket], actor: str, action: str) -> Ticket:
         """A system actor (a media worker) changes a ticket's document, whoever holds it.
@@ -642,7 +639,7 @@ class TicketQueue:
     async def position(self, ticket_id: str, queue: str) -> int:
         """How many waiting tickets of `queue` are offered before this one (priority, then age)."""
         fields = await self._redis.hmget(self.keys.ticket(ticket_id), "stream", "entry", "status")
-        stream, entry, status = (_text(f) if f is not None else "" for f in fields)
+        stream, entry, status = (reply_text(f) if f is not None else "" for f in fields)
         if status != "queued" or not stream:
             return 0
         mine = int(stream.rsplit(":", 1)[1])
@@ -678,7 +675,7 @@ class TicketQueue:
         )
         if entry_id is None:
             raise ServiceUnavailable(f"the {ticket.channel} outbox is full ({limit} replies wait); try again later")
-        return _text(entry_id)
+        return reply_text(entry_id)
 
     async def record_sent(self, sent: SentReply, group: str, ttl: int) -> Recorded:
         """A reply the peer took (`peer_ids`, one per part) or refused for good (`reason`):
@@ -714,10 +711,10 @@ class TicketQueue:
         """The peer's receipt on one part of a reply (`RECEIPT`); `unknown` when no reply has it."""
         keys = self.keys
         reply_id = await self._redis.get(keys.receipt(channel, peer_id))
-        ticket_id = await self._redis.hget(keys.reply(channel, _text(reply_id)), "ticket") if reply_id else None
+        ticket_id = await self._redis.hget(keys.reply(channel, reply_text(reply_id)), "ticket") if reply_id else None
         if reply_id is None or ticket_id is None:
             return Recorded("unknown")
-        reply_id, ticket_id = _text(reply_id), _text(ticket_id)
+        reply_id, ticket_id = reply_text(reply_id), reply_text(ticket_id)
         outcome = "delivered" if delivered else "failed"
         detail = {"reply": reply_id} if delivered else {"reply": reply_id, "reason": reason}
         result = await self._run(
@@ -738,7 +735,7 @@ class TicketQueue:
 
     async def tickets_of(self, agent: str) -> list[Ticket]:
         """What an agent holds (offered or claimed), e.g. to resume a seat after a reconnect."""
-        ids = sorted(_text(item) for item in await self._redis.smembers(self.keys.agent_tickets(agent)))
+        ids = sorted(reply_text(item) for item in await self._redis.smembers(self.keys.agent_tickets(agent)))
         tickets = []
         for ticket_id in ids:
             try:
@@ -768,17 +765,17 @@ class TicketQueue:
         cutoff = now_ms - int(offer_grace * 1000)
         expired = await self._redis.zrangebyscore(self.keys.offers, "-inf", cutoff, start=0, num=batch)
         for ticket_id in expired:
-            if await self.release(_text(ticket_id), "", "offer_timeout"):
+            if await self.release(reply_text(ticket_id), "", "offer_timeout"):
                 returned += 1
             else:
-                await self._redis.zrem(self.keys.offers, _text(ticket_id))
+                await self._redis.zrem(self.keys.offers, reply_text(ticket_id))
         lapsed = await self._redis.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=batch)
         for raw_agent in lapsed:
-            agent = _text(raw_agent)
+            agent = reply_text(raw_agent)
             if not await self.take_expired(self.keys.leases, agent):
                 continue
             for ticket_id in await self._redis.smembers(self.keys.agent_tickets(agent)):
-                if await self.release(_text(ticket_id), agent, "agent_gone", "offered,claimed"):
+                if await self.release(reply_text(ticket_id), agent, "agent_gone", "offered,claimed"):
                     returned += 1
         return returned
 
@@ -791,7 +788,7 @@ class TicketQueue:
         raw = await self._redis.hgetall(self.keys.stats(day or _today()))
         counters: dict[str, dict[str, int]] = {q.name: {} for q in self._config.queues}
         for field, value in raw.items():
-            queue, _, counter = _text(field).rpartition(":")
+            queue, _, counter = reply_text(field).rpartition(":")
             counters.setdefault(queue, {})[counter] = int(value)
         names = set(QueueStats.__dataclass_fields__)
         return {queue: QueueStats(**{k: v for k, v in got.items() if k in names}) for queue, got in counters.items()}

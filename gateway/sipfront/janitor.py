@@ -20,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.keys import reply_text
 from gateway.shell.tasks import stop_if_cancelled
 from gateway.sipfront.kamailio import SipFrontError
 from gateway.sipfront.rpc import FrontRpc
@@ -28,10 +29,6 @@ log = logging.getLogger("gateway.sipfront")
 
 BLOCK_MS = 1000  # below any client socket timeout
 RETRY_S = 1.0
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class DialogJanitor:
@@ -52,8 +49,8 @@ class DialogJanitor:
             stop_if_cancelled()
             for _, entries in found or []:
                 for entry_id, raw in entries:
-                    last_id = _text(entry_id)
-                    fields = {_text(k): _text(v) for k, v in raw.items()}
+                    last_id = reply_text(entry_id)
+                    fields = {reply_text(k): reply_text(v) for k, v in raw.items()}
                     await self.end_calls(fields.get("worker", ""), fields.get("sip", ""))
 
     async def end_calls(self, worker_id: str, sip: str) -> int:

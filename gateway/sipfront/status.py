@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway.keys import Keys
+from gateway.keys import Keys, reply_text
 from gateway.sipfront.kamailio import SipFrontError, front_paths
 from gateway.sipfront.rpc import FrontRpc, Target
 
@@ -43,10 +43,6 @@ class Report:
     runs: dict[str, str] = field(default_factory=dict)  # host -> the id of the `run` serving there now
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def worker_rows(redis: aioredis.Redis, prefix: str) -> list[WorkerRow]:
     keys = Keys(prefix)
     seconds, micros = await redis.time()
@@ -54,9 +50,9 @@ async def worker_rows(redis: aioredis.Redis, prefix: str) -> list[WorkerRow]:
     rows = []
     entries: Any = await redis.zrange(keys.workers, 0, -1, withscores=True)
     for member, expiry in entries:
-        worker_id = _text(member)
+        worker_id = reply_text(member)
         info = await redis.hgetall(keys.worker(worker_id))
-        decoded = {_text(k): _text(v) for k, v in info.items()}
+        decoded = {reply_text(k): reply_text(v) for k, v in info.items()}
         rows.append(WorkerRow(worker_id, decoded, (float(expiry) - now_ms) / 1000, int(expiry)))
     return sorted(rows, key=lambda row: row.worker_id)
 
@@ -65,11 +61,11 @@ async def gather(config: GatewayConfig, redis: aioredis.Redis) -> Report:
     keys = Keys(config.redis.key_prefix)
     report = Report(workers=await worker_rows(redis, keys.prefix))
     pool: Any = await redis.hgetall(keys.pool)
-    report.pool = {_text(k): _text(v) for k, v in pool.items()}
+    report.pool = {reply_text(k): reply_text(v) for k, v in pool.items()}
     for host in sorted({row.info.get("host", "") for row in report.workers} - {""}):
         run_id = await redis.get(keys.run(host))
         if run_id is not None:
-            report.runs[host] = _text(run_id)
+            report.runs[host] = reply_text(run_id)
     front = config.sipfront
     if not front.enabled:
         report.front_problem = "the SIP front is not enabled ([sipfront] enabled = false)"

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 
 from gateway import messages
 from gateway.errors import ConfigError, Conflict, FieldError, NotFound
-from gateway.keys import Keys
+from gateway.keys import Keys, reply_text
 from gateway.queue import TicketQueue
 from gateway.queue.desk import IntakeDesk, Source
 from gateway.ticket import Attachment, Ticket, TranscriptSegment, utcnow
@@ -46,10 +46,6 @@ DEAD_MAXLEN = 1000
 
 # An inbox entry's id and its command, or why it is none.
 InboxEntry = tuple[str, messages.WorkerCommand | messages.MalformedMessage]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # A worker's first heartbeat, atomic: refused (the holder's address and host are returned, nothing
@@ -146,7 +142,9 @@ class VoiceLink:
         would no longer show, and its calls would never be settled nor ended through the front.
         """
         host = host or socket.gethostname()
-        info = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.keys.worker(worker_id))).items()}
+        info = {
+            reply_text(k): reply_text(v) for k, v in (await self.redis.hgetall(self.keys.worker(worker_id))).items()
+        }
         expiry = await self.redis.zscore(self.keys.workers, worker_id)
         if expiry is None:
             return
@@ -167,7 +165,7 @@ class VoiceLink:
         args = [worker_id, str(int(ttl * 1000)), info["sip"], info.get("host", ""), *fields]
         held: Any = await self.redis.eval(_CLAIM, 2, self.keys.workers, self.keys.worker(worker_id), *args)
         if held:
-            other, other_host = (_text(value) for value in held)
+            other, other_host = (reply_text(value) for value in held)
             raise worker_id_in_use(worker_id, _where(other, other_host), _where(info["sip"], info.get("host", "")))
 
     async def retire(self, worker_id: str) -> None:
@@ -194,7 +192,7 @@ class VoiceLink:
                     command: messages.WorkerCommand | messages.MalformedMessage = messages.parse_worker_command(fields)
                 except messages.MalformedMessage as exc:
                     command = exc
-                commands.append((_text(entry_id), command))
+                commands.append((reply_text(entry_id), command))
         return commands
 
     async def tell_seat(self, kind: messages.CallEventKind, agent: str, ticket_id: str, reason: str = "") -> None:
@@ -237,7 +235,7 @@ class VoiceLink:
     async def pending(self, limit: int = 100) -> list[tuple[str, dict[str, str]]]:
         """(member, entry) of the oldest recordings waiting to be transcribed."""
         members = await self.redis.zrange(self.keys.pending, 0, limit - 1)
-        return [(_text(raw), json.loads(_text(raw))) for raw in members]
+        return [(reply_text(raw), json.loads(reply_text(raw))) for raw in members]
 
     async def done_pending(self, member: str) -> None:
         await self.redis.zrem(self.keys.pending, member)
@@ -264,9 +262,9 @@ class VoiceLink:
         ids = await self.redis.zrangebyscore(self.keys.workers, now_ms, "+inf")
         workers = {}
         for raw in ids:
-            worker_id = _text(raw)
+            worker_id = reply_text(raw)
             info = await self.redis.hgetall(self.keys.worker(worker_id))
-            workers[worker_id] = {_text(k): _text(v) for k, v in info.items()}
+            workers[worker_id] = {reply_text(k): reply_text(v) for k, v in info.items()}
         return workers
 
     async def settle_dead_workers(self, callback_priority: int, only: str | None = None) -> int:
@@ -276,7 +274,7 @@ class VoiceLink:
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         settled = 0
         for raw in await self.redis.zrangebyscore(self.keys.workers, "-inf", now_ms):
-            worker_id = _text(raw)
+            worker_id = reply_text(raw)
             if only is not None and worker_id != only:
                 continue
             taken = await self.queue.take_expired(self.keys.workers, worker_id)
@@ -284,12 +282,12 @@ class VoiceLink:
                 continue
             log.warning("media worker %s stopped answering; settling its calls", worker_id)
             members = await self.redis.smembers(self.keys.worker_tickets(worker_id))
-            settled += await self.settle_calls([_text(m) for m in members], "worker_died", callback_priority)
+            settled += await self.settle_calls([reply_text(m) for m in members], "worker_died", callback_priority)
             sip = await self.redis.hget(self.keys.worker(worker_id), "sip")
             # The SIP front ends the dead worker's dialogs (BYE to its callers and agent phones).
             await self.redis.xadd(
                 self.keys.dead_workers,
-                {"worker": worker_id, "sip": _text(sip or "")},
+                {"worker": worker_id, "sip": reply_text(sip or "")},
                 maxlen=DEAD_MAXLEN,
                 approximate=True,
             )
