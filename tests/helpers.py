@@ -207,7 +207,7 @@ def voice_ticket(call_id: str, caller: str = "13812345678", **fields: Any) -> Ti
 
 
 async def stored_ticket_ids(client: aioredis.Redis, prefix: str) -> list[str]:
-    """The ids of the tickets under `prefix` (their hashes, not their histories), sorted: for tests
+    """The ids of the tickets under `prefix` (their hashes, not their histories or conversations), sorted: for tests
     whose tickets another process files."""
     keys = texts(await client.keys(f"{prefix}:t:*"))
-    return sorted(key.rsplit(":", 1)[1] for key in keys if not key.endswith(":h"))
+    return sorted(key.rsplit(":", 1)[1] for key in keys if not key.endswith((":h", ":m")))
