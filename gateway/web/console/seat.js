@@ -48,6 +48,9 @@ const page = {
   saveTimers: {},
   audio: null,
   leaving: false,
+  role: "leader", // "follower" while another tab of this agent leads (several tabs, below)
+  channel: null, // BroadcastChannel to this agent's other tabs
+  releaseLead: null, // frees the leader's Web Lock (logout)
 };
 
 // --- HTTP ----------------------------------------------------------------------------------------
@@ -60,6 +63,7 @@ function showLogin(message = "") {
   page.session = null;
   page.leaving = true;
   closeSocket();
+  leaveTabs();
   $("seat-view").hidden = true;
   $("login-view").hidden = false;
   $("login-error").textContent = message;
@@ -72,7 +76,7 @@ function showSeat(session) {
   $("login-view").hidden = true;
   $("seat-view").hidden = false;
   $("agent-name").textContent = `${session.name || session.agent}（${session.agent}）`;
-  connect();
+  lead(session);
 }
 
 async function boot() {
@@ -184,6 +188,63 @@ function send(frame) {
   if (page.socket && page.socket.readyState === WebSocket.OPEN) page.socket.send(JSON.stringify(frame));
 }
 
+// --- several tabs --------------------------------------------------------------------------------
+// One tab per agent leads: it holds a Web Lock while it lives, and it alone opens the seat's socket,
+// rings and notifies. The others follow: they draw the leader's state (BroadcastChannel) and send
+// their agent's clicks, keys and edits to it, so no second socket replaces the first. Closing the
+// leader frees the lock; the next tab takes it and connects, its hello keeps the agent's state,
+// and the server offers again what was ringing (a closed seat's offers go back to the queue).
+
+function lead(session) {
+  leaveTabs();
+  const name = `hg-seat:${session.agent}`;
+  if (!navigator.locks || !window.BroadcastChannel) {
+    setRole("leader"); // an old browser: every tab is its own seat (the newest replaces the others)
+    connect();
+    return;
+  }
+  page.channel = new BroadcastChannel(name);
+  page.channel.onmessage = (event) => onTabMessage(event.data);
+  setRole("follower");
+  page.channel.postMessage({ type: "sync" });
+  navigator.locks.request(name, () => {
+    if (page.leaving) return undefined;
+    setRole("leader");
+    connect();
+    return new Promise((resolve) => {
+      page.releaseLead = resolve; // held until this tab closes or logs out
+    });
+  });
+}
+
+function leaveTabs() {
+  if (page.releaseLead) page.releaseLead();
+  page.releaseLead = null;
+  if (page.channel) page.channel.close();
+  page.channel = null;
+}
+
+function setRole(role) {
+  page.role = role;
+  document.body.dataset.role = role;
+  $("tab-role").textContent = role === "leader" ? "本页为主页面" : "跟随中：另一个标签页正在接收工单，本页同步显示";
+  if (role === "leader") broadcast();
+}
+
+function onTabMessage(message) {
+  if (page.role === "leader") {
+    if (message.type === "sync") broadcast();
+    else if (message.type === "command") command(message.what);
+  } else if (message.type === "state") {
+    page.state = message.state;
+    draw();
+  }
+}
+
+function broadcast() {
+  if (page.role === "leader" && page.channel) page.channel.postMessage({ type: "state", state: page.state });
+}
+
 // --- effects -------------------------------------------------------------------------------------
 
 function apply({ state, effects }) {
@@ -197,6 +258,10 @@ function apply({ state, effects }) {
 }
 
 function command(what) {
+  if (page.role === "follower") {
+    page.channel.postMessage({ type: "command", what }); // the leading tab holds the seat
+    return;
+  }
   apply(onCommand(page.state, what, Date.now()));
 }
 
@@ -315,6 +380,7 @@ function draw() {
   drawCurrent(state);
   drawNotices(state);
   drawClocks();
+  broadcast();
 }
 
 function drawOffer(state) {
