@@ -32,7 +32,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Forbidden
-from gateway.keys import Keys
+from gateway.keys import Keys, reply_text
 from gateway.queue import TicketQueue
 from gateway.queue.store import GROUP
 from gateway.ticket import MAX_PRIORITY
@@ -306,43 +306,39 @@ def json_dumps(body: Mapping[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _texts(raw: Any) -> dict[str, str]:
     if not isinstance(raw, dict):
         return {}
-    return {_text(name): _text(value) for name, value in raw.items()}
+    return {reply_text(name): reply_text(value) for name, value in raw.items()}
 
 
 def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
     """XREADGROUP's reply (a list of [stream, entries]) as (entry id, fields) pairs."""
-    return [(_text(entry_id), _texts(fields)) for _, found in reply or [] for entry_id, fields in found]
+    return [(reply_text(entry_id), _texts(fields)) for _, found in reply or [] for entry_id, fields in found]
 
 
 def _counts(length: Any, pending: Any) -> tuple[int, int, int]:
     """(entries, delivered, returned to the pool) of one stream; a missing stream or group: none."""
     if not isinstance(length, int) or not isinstance(pending, dict):
         return 0, 0, 0
-    pooled = sum(int(c["pending"]) for c in pending.get("consumers") or [] if _text(c["name"]) == POOL)
+    pooled = sum(int(c["pending"]) for c in pending.get("consumers") or [] if reply_text(c["name"]) == POOL)
     return length, int(pending.get("pending") or 0), pooled
 
 
 def _last_delivered(info: Any) -> str:
     if isinstance(info, list):
         for group in info:
-            if _text(group.get("name", b"")) == GROUP:
-                return _text(group.get("last-delivered-id", b"0-0"))
+            if reply_text(group.get("name", b"")) == GROUP:
+                return reply_text(group.get("last-delivered-id", b"0-0"))
     return "0-0"
 
 
 def _first_id(reply: Any) -> str | None:
-    return _text(reply[0][0]) if isinstance(reply, list) and reply else None
+    return reply_text(reply[0][0]) if isinstance(reply, list) and reply else None
 
 
 def _first_pending(reply: Any) -> str | None:
-    return _text(reply[0]["message_id"]) if isinstance(reply, list) and reply else None
+    return reply_text(reply[0]["message_id"]) if isinstance(reply, list) and reply else None
 
 
 def _presences(agents: list[str], replies: list[Any]) -> dict[str, Presence]:
