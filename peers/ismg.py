@@ -21,7 +21,8 @@ What it does, as a carrier's ISMG does:
   (`terminated`); `active_test()` is a round trip a test can use as a barrier.
 - On demand: flow control (`throttle(n)`: Result 8 for the next n SUBMITs; `fail_submits` for any
   other Result), a dropped connection (`drop()` now, `drop_on_submit()` when the next SUBMIT
-  arrives, unanswered), a SUBMIT left unanswered (`swallow(n)`), malformed bytes (`send_raw`, with
+  arrives, unanswered; `drop_after_answers(n)` once n DELIVER_RESPs were read, the rest of what
+  came with them lost), a SUBMIT left unanswered (`swallow(n)`), malformed bytes (`send_raw`, with
   `malformed(kind)` to build them).
 
 Every wait is awaitable and bounded (`until` and the views built on it); nothing here sleeps to

@@ -102,6 +102,7 @@ class PeerServer(Generic[M, K, D, C]):
         self._failing: tuple[int, int] = (0, 0)  # the status for the next submits, how many
         self._swallow = 0
         self._drop_on_submit = False
+        self._drop_after_answers = 0  # 0: never
         self._log = logging.getLogger(f"peers.{self.NAME.lower()}")
 
     # --- the subclass's part -----------------------------------------------------------------
@@ -173,6 +174,12 @@ class PeerServer(Generic[M, K, D, C]):
         """Close every connection now."""
         self._close_all()
 
+    def drop_after_answers(self, count: int) -> None:
+        """Close the connection once the gateway's next `count` answers to deliveries were read on
+        it: what it wrote after them is never read (answers lost on the way), and the deliveries they
+        would have answered are owed again, sent first after the next login."""
+        self._drop_after_answers = count
+
     async def send_raw(self, data: bytes) -> None:
         """Write bytes as they are to the logged-in gateway."""
         client = self._bound_client()
@@ -240,6 +247,11 @@ class PeerServer(Generic[M, K, D, C]):
         self.deliver_results.setdefault(owed.name, []).append(status)
         if status != 0:
             self._retry(owed)
+        if self._drop_after_answers:
+            self._drop_after_answers -= 1
+            if not self._drop_after_answers:
+                self._close(client)  # the rest of what was read is dropped with the connection
+                return
         self._flush(owed.account)
 
     def _timed_out(self, client: C, sequence: int) -> None:

@@ -23,7 +23,8 @@ What it does, as an SMSC does:
 - enquire_link is answered (and sent on demand: `enquire_link`); unbind is answered and noted.
 - On demand: throttling (`throttle(n)`: ESME_RTHROTTLED for the next n submit_sm), other refusals
   (`fail_submits`), a dropped connection (`drop()` now, `drop_on_submit()` when the next submit_sm
-  arrives, unanswered and unrecorded), submits left unanswered (`swallow(n)`), malformed bytes
+  arrives, unanswered and unrecorded; `drop_after_answers(n)` once n deliver_sm_resp were read, the
+  rest of what came with them lost), submits left unanswered (`swallow(n)`), malformed bytes
   (`send_malformed(kind)`, which awaits and returns the generic_nack).
 
 Every wait is awaitable and bounded (`until`); nothing here sleeps to synchronise.
