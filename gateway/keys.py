@@ -99,6 +99,11 @@ class Keys:
         """The reply a part the peer named `peer_id` belongs to (its receipt names the part)."""
         return f"{self.prefix}:receipt:{channel}:{peer_id}"
 
+    def long_sms(self, source: str, dest: str, ref: int, total: int) -> str:
+        """Hash: part number -> digest of each part of a long SMS taken (a ticket has it), so the
+        parts the peer delivers again after their answers were lost are not taken twice."""
+        return f"{self.prefix}:sms:long:{source}:{dest}:{ref}:{total}"
+
     @property
     def wake(self) -> str:
         return f"{self.prefix}:wake"

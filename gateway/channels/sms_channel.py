@@ -5,29 +5,37 @@ The session is `gateway/channels/sms/` (its public interface only: `SmsLink` and
 its settings built from `[channels.sms]` (the one place), a citizen's SMS handed to the channel
 intake and awaited before the session answers the peer, and the link's health as the service's
 (`/readyz`: not ready while the link is not bound, with the reason).
+
+A long SMS whose parts were only partly answered (the connection dropped between the answers, or
+the gateway died between them) comes again as the parts not answered, which the session hands over
+after its reassembly timeout as an incomplete message. Taking a long message records its parts
+(`hg:sms:long:…`: each part's digest, kept as long as a message id is); an incomplete message all of
+whose parts were taken is that rest, answered without a ticket (`taken_before`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from gateway.channels.contract import ChannelIntake, InboundMessage
 from gateway.channels.outbound import Refused, Sender
 from gateway.channels.sms.cmpp_session import CmppLink, CmppSettings
-from gateway.channels.sms.link import InboundSms, LinkHealth, OutboundSms, SmsRejected
+from gateway.channels.sms.link import Concatenation, InboundSms, LinkHealth, OutboundSms, SmsRejected
 from gateway.channels.sms.smpp_session import SmppLink, SmppSettings
 from gateway.channels.sms.text import Receipt
 from gateway.config import SmsChannelConfig, split_listen
 from gateway.messages import Reply
 from gateway.queue.store import TicketQueue
 from gateway.shell.services import Health, Loop, State
-from gateway.ticket import utcnow
+from gateway.ticket import mask_phone, utcnow
 
 log = logging.getLogger("gateway.channels.sms")
+
+LONG_SMS_TAKEN_BEFORE = "SMS: parts %s of a long message from %s came again after it was taken; answered, not ticketed"
 
 # How the link's state reads on /readyz.
 _STATES: dict[str, State] = {"bound": "up", "connecting": "starting", "auth_failed": "failed", "down": "restarting"}
@@ -74,6 +82,13 @@ def inbound_message(sms: InboundSms, fingerprinted: bool, now: datetime) -> Inbo
     )
 
 
+def taken_before(held: Sequence[bytes | str | None], long_sms: Concatenation) -> bool:
+    """Whether every part of an incomplete long message was taken before: `held` is what the
+    record of its concatenation holds for its part numbers, in order (None where nothing)."""
+    digests = [value.decode() if isinstance(value, bytes) else value for value in held]
+    return bool(long_sms.parts) and digests == [digest for _, digest in long_sms.parts]
+
+
 def service_health(link: LinkHealth, loop: Health) -> Health:
     """The service's health: the supervising loop's while it is not up, else the link's."""
     if not loop.ready:
@@ -109,6 +124,7 @@ class SmsChannel:
     ) -> None:
         self._config = config
         self._intake = intake
+        self._queue = queue
         self._outbound = Sender(queue, "sms", self._submit)
         self.sender = Loop("sms-sender", self._outbound.run)
         self._clock = clock
@@ -139,7 +155,31 @@ class SmsChannel:
 
     async def _on_message(self, sms: InboundSms) -> None:
         """Durably taken before the session answers the peer (it redelivers when this raises)."""
+        long_sms = sms.concatenation
+        if long_sms is not None and not sms.complete and await self._taken_before(long_sms):
+            numbers = ",".join(str(number) for number, _ in long_sms.parts)
+            log.info(LONG_SMS_TAKEN_BEFORE, numbers, mask_phone(sms.source))
+            return
         await self._intake.take(inbound_message(sms, self._config.protocol == "smpp", self._clock()))
+        if long_sms is not None:
+            await self._record_taken(long_sms)
+
+    def _long_sms_key(self, long_sms: Concatenation) -> str:
+        key = long_sms.key
+        return self._queue.keys.long_sms(key.source, key.dest, key.ref, key.total)
+
+    async def _taken_before(self, long_sms: Concatenation) -> bool:
+        held = await self._queue.redis.hmget(self._long_sms_key(long_sms), [str(n) for n, _ in long_sms.parts])
+        return taken_before(held, long_sms)
+
+    async def _record_taken(self, long_sms: Concatenation) -> None:
+        """Before the parts are answered: a crash before this leaves them all unanswered (the peer
+        delivers the whole message again, a duplicate the intake knows)."""
+        key = self._long_sms_key(long_sms)
+        async with self._queue.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={str(number): digest for number, digest in long_sms.parts})
+            pipe.expire(key, self._queue.live.current.redis.idempotency_ttl)
+            await pipe.execute()
 
     async def _on_receipt(self, receipt: Receipt) -> None:
         """Recorded before the session answers the peer (it sends the receipt again if this raises)."""

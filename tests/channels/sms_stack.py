@@ -137,6 +137,10 @@ def the_sms_channel(gateway: Gateway) -> SmsChannel:
 
 
 async def bound(gateway: Gateway) -> None:
-    link = the_sms_channel(gateway).link
-    while link.health().state != "bound":
-        await link.changed()
+    await channel_bound(the_sms_channel(gateway))
+
+
+async def channel_bound(channel: SmsChannel) -> None:
+    """Until the channel's link is bound."""
+    while channel.link.health().state != "bound":
+        await channel.link.changed()

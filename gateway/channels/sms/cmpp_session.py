@@ -25,9 +25,11 @@ message says, which receipt a status report makes); the classes below only do I/
   echoed, Result 0) only after the callback returned; when it raised, with Result 8, so the ISMG
   delivers it again later (the message keeps its Msg_Id, hence its `message_id`). The parts of a
   long message are all answered once the whole message (or what the reassembly timeout delivers)
-  was handed over. Callbacks run beside the reading (a slow one never delays a SUBMIT_RESP), one
-  source number's in order, at most `max_callbacks` at once: past that a DELIVER is answered
-  Result 8 at once.
+  was handed over; a part of one taken already that comes again (the answer to it was lost) is
+  answered at once (`text.HandedOver`), and each message names its concatenation so that the
+  adapter knows such parts after a restart. Callbacks run beside the reading (a slow one never
+  delays a SUBMIT_RESP), one source number's in order, at most `max_callbacks` at once: past that
+  a DELIVER is answered Result 8 at once.
 - `stop()` lets running callbacks and awaited responses finish, sends CMPP_TERMINATE, waits for
   its response: all within `stop_timeout`.
 
@@ -85,7 +87,7 @@ from gateway.channels.sms.session import (
     Outcome,
     Session,
 )
-from gateway.channels.sms.text import Complete, Incomplete, PartKey, Receipt
+from gateway.channels.sms.text import Complete, Incomplete, PartKey, Receipt, part_digest
 
 log = logging.getLogger("gateway.sms.cmpp")
 
@@ -196,6 +198,11 @@ class InPart:
     msg_fmt: int
     body: bytes
     answers: tuple[Answer, ...]
+
+    @property
+    def digest(self) -> str:
+        """What the part held (a redelivered part has the same)."""
+        return part_digest(TEXT_CODINGS[self.msg_fmt], self.body)
 
 
 def inbound_part(deliver: Deliver, answer: Answer) -> tuple[PartKey, int, InPart]:

@@ -3,6 +3,9 @@
 The session answers the peer's deliver PDU(s) only after `on_message` / `on_receipt` returned (the
 adapter writes durably in it); when the callback raises, it answers with a transient error so the
 peer redelivers, and logs one line. `InboundSms.message_id` is stable across such a redelivery.
+A long message names its concatenation (`InboundSms.concatenation`): when the answers to some of
+its parts were lost, the peer delivers only those again, and they come as an incomplete message of
+the same concatenation, which the adapter answers without taking it twice.
 """
 
 from __future__ import annotations
@@ -11,8 +14,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from gateway.channels.sms.text import Receipt
+from gateway.channels.sms.text import PartKey, Receipt
 from gateway.errors import GatewayError
+
+
+@dataclass(frozen=True, slots=True)
+class Concatenation:
+    """Which long message an `InboundSms`'s parts were, and what each held: how the adapter knows
+    the rest of a message it took when the peer delivers only some of its parts again (their
+    answers were lost)."""
+
+    key: PartKey  # source, destination, reference and part count
+    parts: tuple[tuple[int, str], ...]  # (part number, `text.part_digest`) of each part present
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +39,7 @@ class InboundSms:
     text: str
     complete: bool  # False: the reassembly timeout delivered what arrived
     missing: tuple[int, ...] = ()  # part numbers that never came
+    concatenation: Concatenation | None = None  # a long message's: its key and its parts' digests
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ link's state and counters, and handing inbound messages to the adapter before an
   writes messages, matches responses to requests by sequence number, sends a request again after
   each response timeout as many times as the protocol tries.
 - `Session`: the skeleton of a link (connect, log in, serve, read, keep alive, reconnect with
-  back-off; the window, pacing and throttling of submits; handing over reassembled messages) with
+  back-off; the window, pacing and throttling of submits; handing over reassembled messages, and
+  answering at once a part of a long message it handed over that comes again) with
   the protocol's differences as a few hooks: how it logs in, says goodbye, keeps the link alive,
   handles a message, answers a malformed one, sends a part, names what it reassembled.
 """
@@ -30,10 +31,12 @@ import random
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import ClassVar, Generic, Literal, Protocol, TypeVar
 
 from gateway.channels.sms.framing import SmsDecodeError
 from gateway.channels.sms.link import (
+    Concatenation,
     InboundSms,
     LinkCounters,
     LinkHealth,
@@ -42,7 +45,7 @@ from gateway.channels.sms.link import (
     OnReceipt,
     SmsRejected,
 )
-from gateway.channels.sms.text import Complete, Incomplete, PartKey, Reassembler, ReassemblyFull
+from gateway.channels.sms.text import Complete, HandedOver, Incomplete, PartKey, Reassembler, ReassemblyFull
 from gateway.ticket import mask_phone
 
 READ_SIZE = 64 * 1024  # bytes asked of the socket at once; the decoder holds one PDU beyond it
@@ -349,13 +352,25 @@ class Answer(Protocol):
 
 
 class Held(Protocol):
-    """A part of a citizen's message as the reassembler holds it: the deliveries to answer."""
+    """A part of a citizen's message as the reassembler holds it: the deliveries to answer, and what
+    it held (`text.part_digest`)."""
 
     @property
     def answers(self) -> tuple[Answer, ...]: ...
 
+    @property
+    def digest(self) -> str: ...
+
 
 P = TypeVar("P", bound=Held)
+
+
+def concatenation_of(done: Complete[P] | Incomplete[P]) -> Concatenation | None:
+    """A long message's concatenation: its key, and each present part's number and digest."""
+    if done.key.total == 1:
+        return None
+    numbers = done.present if isinstance(done, Incomplete) else range(1, done.key.total + 1)
+    return Concatenation(done.key, tuple(zip(numbers, (part.digest for part in done.parts), strict=True)))
 
 
 class CommonSettings(Protocol):
@@ -440,6 +455,8 @@ class Session(ABC, Generic[S, M, P]):
             timeout=settings.reassembly_timeout, max_pending=settings.max_pending_messages
         )
         self._parts_added = asyncio.Event()
+        # Long messages taken lately: a part of one that comes again is answered at once.
+        self._handed_over = HandedOver(settings.max_pending_messages)
         self._connection: Connection[M] | None = None
         self._stopping = asyncio.Event()
         self._status = LinkStatus(self.PROTOCOL, log)
@@ -703,7 +720,11 @@ class Session(ABC, Generic[S, M, P]):
         can read); hand the message over once whole."""
         try:
             key, seq, part = locate()
-            done = self._reassembler.add(key, seq, self._merged(self._reassembler.part(key, seq), part), now())
+            held = self._reassembler.part(key, seq)
+            if held is None and self._handed_over.holds(key, seq, part.digest):
+                self._taken_before(answer, key, seq)
+                return
+            done = self._reassembler.add(key, seq, self._merged(held, part), now())
         except ReassemblyFull as error:
             self._log.warning("%s: %s", self.PROTOCOL, error)
             answer.send("again")
@@ -718,8 +739,19 @@ class Session(ABC, Generic[S, M, P]):
         else:
             self._deliver_message(done)
 
+    def _taken_before(self, answer: Answer, key: PartKey, seq: int) -> None:
+        """A part of a message taken already came again (the answer to it was lost): answered."""
+        self._log.info(
+            "%s: part %d/%d of a message from %s taken before came again; answered",
+            self.PROTOCOL,
+            seq,
+            key.total,
+            mask_phone(key.source),
+        )
+        answer.send("ok")
+
     def _deliver_message(self, done: Complete[P] | Incomplete[P]) -> None:
-        message = self._message_of(done)
+        message = replace(self._message_of(done), concatenation=concatenation_of(done))
         if not message.complete:
             self._log.warning(
                 "%s: message %s from %s handed over without parts %s (reassembly timeout)",
@@ -729,7 +761,13 @@ class Session(ABC, Generic[S, M, P]):
                 ",".join(map(str, message.missing)),
             )
         answers = [answer for part in done.parts for answer in part.answers]
-        self._hand_over(message.source, lambda: self._on_message(message), answers, "messages_in")
+
+        async def take() -> None:
+            await self._on_message(message)
+            if message.concatenation is not None:  # taken: its parts are known from now on
+                self._handed_over.add(done.key, message.concatenation.parts)
+
+        self._hand_over(message.source, take, answers, "messages_in")
 
     def _hand_over(
         self, source: str, call: Callable[[], Awaitable[None]], answers: Sequence[Answer], counter: str

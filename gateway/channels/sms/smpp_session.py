@@ -26,8 +26,11 @@ what a reassembled message says); the classes below only do I/O:
   not change). The parts of a long message are all answered once the whole message (or what the
   reassembly timeout delivers) was handed over: keep `reassembly_timeout` below the SMSC's
   response timeout, and expect an SMSC whose window is smaller than a message's parts to wait for
-  that timeout. Callbacks run beside the reading, one source's in order, at most `max_callbacks`
-  at once: past that a deliver_sm is answered ESME_RX_T_APPN at once (the SMSC retries).
+  that timeout. A part of a long message taken already that comes again (the answer to it was
+  lost) is answered at once (`text.HandedOver`); each message names its concatenation so that the
+  adapter knows such parts after a restart. Callbacks run beside the reading, one source's in
+  order, at most `max_callbacks` at once: past that a deliver_sm is answered ESME_RX_T_APPN at
+  once (the SMSC retries).
 - `stop()` lets running callbacks and awaited responses finish, unbinds and waits for unbind_resp,
   all within `stop_timeout`.
 
@@ -80,6 +83,7 @@ from gateway.channels.sms.text import (
     encode,
     is_text_coding,
     parse_udh,
+    part_digest,
 )
 
 log = logging.getLogger("gateway.channels.sms.smpp")
@@ -177,6 +181,11 @@ class InPart:
     body: bytes
     fingerprint: str
     answers: tuple[Answer, ...]
+
+    @property
+    def digest(self) -> str:
+        """What the part held (a redelivered part has the same)."""
+        return part_digest(self.data_coding, self.body)
 
 
 def inbound_part(pdu: DeliverSm, answer: Answer) -> tuple[PartKey, int, InPart]:

@@ -8,6 +8,8 @@
   among the UDH's elements and returns the body after the header.
 - `Reassembler` joins the parts of long messages (bounded; time is an argument, never read) and
   hands over, after its timeout, what arrived of a message whose parts did not all come.
+- `HandedOver` remembers the parts of the latest long messages handed over (`part_digest` each),
+  so a part the peer delivers again after its message was taken is known at once (bounded).
 - `parse_receipt(text)` reads a delivery receipt's text (SMPP 3.4 Appendix B), fields in any order.
 
 Numbers used by SMPP's `data_coding` and CMPP's `Msg_Fmt`: 0 GSM default alphabet (SMPP; CMPP's
@@ -16,9 +18,10 @@ Msg_Fmt 0 means ASCII, which its codec passes here as 1), 1 IA5/ASCII, 3 Latin-1
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Literal, TypeVar
@@ -350,6 +353,40 @@ class Reassembler(Generic[F]):
             missing = tuple(number for number in range(1, key.total + 1) if number not in pending.parts)
             expired.append(Incomplete(key, tuple(pending.parts[number] for number in present), present, missing))
         return expired
+
+
+def part_digest(coding: int, body: bytes) -> str:
+    """What a part of a long message held (its coding and bytes, the UDH left out): a redelivered
+    part has the same, a part of another message with the same reference almost never."""
+    return hashlib.sha256(bytes([coding & 0xFF]) + body).hexdigest()[:16]
+
+
+class HandedOver:
+    """The long messages handed over lately, each part as its `part_digest`: a part the peer
+    delivers again after its message was taken (the answer to it was lost) is known at once.
+    Pure; bounded: the `limit` latest messages (the oldest forgotten)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("remember at least one message")
+        self._limit = limit
+        self._messages: OrderedDict[PartKey, dict[int, str]] = OrderedDict()  # oldest first
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def add(self, key: PartKey, parts: Iterable[tuple[int, str]]) -> None:
+        """The message `key`'s parts (number, digest) were handed over and taken."""
+        held = self._messages.pop(key, {})
+        held.update(parts)
+        self._messages[key] = held
+        while len(self._messages) > self._limit:
+            self._messages.popitem(last=False)
+
+    def holds(self, key: PartKey, seq: int, digest: str) -> bool:
+        """Whether this part, as it is, belongs to a message handed over."""
+        held = self._messages.get(key)
+        return held is not None and held.get(seq) == digest
 
 
 # --- Delivery receipts ------------------------------------------------------------------------

@@ -86,7 +86,10 @@ async def test_a_three_part_chinese_sms_out_of_order_is_one_message() -> None:
         msg_ids = await ismg.deliver(CITIZEN, HOTLINE, COMPLAINT, order=[3, 1, 2])
         assert len(msg_ids) == 3
         message = await inbox.message()
-        assert message == InboundSms(format_msg_id(msg_ids[0]), CITIZEN, HOTLINE, COMPLAINT, True, ())
+        whole = message.concatenation  # its key and its parts' digests (the ISMG chose the reference)
+        assert message == InboundSms(format_msg_id(msg_ids[0]), CITIZEN, HOTLINE, COMPLAINT, True, (), whole)
+        assert whole is not None and (whole.key.source, whole.key.dest, whole.key.total) == (CITIZEN, HOTLINE, 3)
+        assert [number for number, _ in whole.parts] == [1, 2, 3]
         for msg_id in msg_ids:  # every part answered, once, Result 0
             assert await ismg.results_of(msg_id) == [Result.OK]
         assert inbox.messages.empty()
