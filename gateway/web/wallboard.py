@@ -31,7 +31,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.config import GatewayConfig, LiveConfig
-from gateway.errors import Forbidden
+from gateway.errors import Forbidden, ServiceUnavailable, Unauthorized
 from gateway.keys import Keys, reply_text
 from gateway.queue import TicketQueue
 from gateway.queue.store import GROUP
@@ -49,6 +49,7 @@ INTAKE_GROUP = "wallboard"
 INTAKE_BATCH = 200
 INTAKE_TTL = 35 * 86400  # s: as the day's queue counters
 POOL = "_pool"  # the consumer holding tickets given back (gateway/queue/store.py)
+CLOSE_SESSION_ENDED = 4001  # the supervisor's session expired or was logged out
 MAX_INBOUND = 1024  # bytes: supervisors send nothing; anything big is not one of ours
 # Delete a seat's presence only if this process wrote it (the seat may have moved to another).
 _FORGET = "if redis.call('HGET', KEYS[1], 'host') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -105,11 +106,13 @@ class Wallboard:
         self.process = process_id()
         self._written: dict[str, Presence] = {}
         self._refreshed = 0.0
+        self._beaten = 0  # the config version last written to `processes`
         self._subscribers: set[Subscription] = set()
         self.sockets: set[web.WebSocketResponse] = set()  # the supervisors' sockets served here
         self._nudge = asyncio.Event()
         self._board: dict[str, object] | None = None
         self._frame: str | None = None
+        self.session_check = 30.0  # s: how often an open wall's session is checked again
         self.ticks = 0
         self.computations = 0  # one per tick with watchers, however many they are
         self.frames = 0  # boards that changed, each sent to every watcher
@@ -158,7 +161,8 @@ class Wallboard:
 
     async def _write_presence(self, ms: int) -> None:
         held, changed, gone = board.presence_changes(self._written, self._seats(), ms)
-        refresh = time.monotonic() - self._refreshed >= REFRESH_EVERY
+        # Everything is written again every REFRESH_EVERY, and at once after a config reload.
+        refresh = time.monotonic() - self._refreshed >= REFRESH_EVERY or self._beaten != self._live.version
         if not (changed or gone or refresh):
             return
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -173,7 +177,7 @@ class Wallboard:
             await pipe.execute()
         self._written = held
         if refresh:
-            self._refreshed = time.monotonic()
+            self._refreshed, self._beaten = time.monotonic(), self._live.version
 
     async def _forget_all(self) -> None:
         """A clean stop takes this process's seats and beat off the wall at once."""
@@ -366,7 +370,7 @@ async def wallboard_socket(request: web.Request) -> web.WebSocketResponse:
     await socket_.prepare(request)
     log.info("wallboard opened by supervisor %s", session.supervisor.id)
     subscription = wall.subscribe()
-    sender = asyncio.create_task(_send_frames(socket_, subscription))
+    sender = asyncio.create_task(_send_frames(request, socket_, subscription))
     wall.sockets.add(socket_)
     try:
         async for message in socket_:
@@ -381,10 +385,28 @@ async def wallboard_socket(request: web.Request) -> web.WebSocketResponse:
     return socket_
 
 
-async def _send_frames(socket_: web.WebSocketResponse, subscription: Subscription) -> None:
+async def _send_frames(request: web.Request, socket_: web.WebSocketResponse, subscription: Subscription) -> None:
+    """Each new frame, and every `session_check` seconds the session again: a supervisor logged out or
+    expired loses the wall (closed 4001) within that time, not at the next reconnect."""
     with contextlib.suppress(ConnectionResetError):
         while not socket_.closed:
-            await socket_.send_str(await subscription.next())
+            try:
+                frame = await asyncio.wait_for(subscription.next(), request.app[WALLBOARD].session_check)
+            except TimeoutError:
+                if not await _still_logged_in(request):
+                    await socket_.close(code=CLOSE_SESSION_ENDED, message=b"session ended")
+                continue
+            await socket_.send_str(frame)
+
+
+async def _still_logged_in(request: web.Request) -> bool:
+    try:
+        await supervisor_session(request)
+    except (Unauthorized, Forbidden):
+        return False
+    except ServiceUnavailable:
+        return True  # Redis away for a moment: the wall stays, its next check decides
+    return True
 
 
 async def _close_sockets(app: web.Application) -> None:

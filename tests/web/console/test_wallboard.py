@@ -109,6 +109,19 @@ def test_an_agents_token_or_session_cannot_open_the_wallboard(wall: GatewayThrea
     assert wall.running.wallboard.frames == 0  # nothing was computed for the agent
 
 
+def test_a_wall_whose_session_ended_closes_and_asks_for_a_login(wall: GatewayThread, page: Page) -> None:
+    board = wall.running.wallboard
+    board.session_check = 0.2  # checked every 0.2 s here (30 s in service)
+    open_wall(page, wall)
+    expect(page.locator("#connection")).to_have_text("已连接")
+    redis, keys = wall.running.redis, wall.running.queue.keys
+    sessions = wall.call(redis.keys(keys.console_session("*")))
+    assert len(sessions) == 1
+    wall.call(redis.delete(*sessions))  # expired, or logged out from another tab
+    expect(page.locator("#login-error")).to_have_text("登录已过期，请重新登录")
+    expect(page.locator("#wall-view")).to_be_hidden()
+
+
 def test_two_supervisors_get_the_same_frames_from_one_computation(wall: GatewayThread, browser: Browser) -> None:
     contexts = [browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN") for _ in range(2)]
     try:
