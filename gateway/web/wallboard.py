@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +48,8 @@ PRESENCE_TTL = 30  # s: a seat whose process stopped refreshing it leaves the wa
 REFRESH_EVERY = 10.0  # s: presence and the process's beat are renewed this often
 INTAKE_GROUP = "wallboard"
 INTAKE_BATCH = 200
+ORPHAN_SWEEP = 60.0  # s: how often entries a dead reader left pending are taken over
+ORPHAN_IDLE = 30_000  # ms: pending this long, an entry's reader is gone (counting takes milliseconds)
 INTAKE_TTL = 35 * 86400  # s: as the day's queue counters
 POOL = "_pool"  # the consumer holding tickets given back (gateway/queue/store.py)
 CLOSE_SESSION_ENDED = 4001  # the supervisor's session expired or was logged out
@@ -56,7 +59,9 @@ _FORGET = "if redis.call('HGET', KEYS[1], 'host') == ARGV[1] then return redis.c
 
 
 def process_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This wallboard's name: its host and pid, and a suffix, as two gateways in one process (tests)
+    are two writers."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
 def now_ms() -> int:
@@ -266,25 +271,35 @@ class Wallboard:
     # --- intake per channel and hour ----------------------------------------------------------------
 
     async def count_intake(self) -> None:
-        """Count `hg:created` per channel and hour: this process's pending entries first (a crash
-        between read and count), then new ones. Count and acknowledgement are one transaction."""
+        """Count `hg:created` per channel and hour as entries come. Count and acknowledgement are
+        one transaction, so an entry stays pending only if its reader died in between: every
+        ORPHAN_SWEEP this reader takes such entries over (idle ORPHAN_IDLE) and counts them."""
         await self._ensure_intake_group()
-        backlog = True
+        swept = -ORPHAN_SWEEP
         while True:
+            if time.monotonic() - swept >= ORPHAN_SWEEP:
+                await self._count_orphans()
+                swept = time.monotonic()
             reply = await self._redis.xreadgroup(
-                INTAKE_GROUP,
-                self.process,
-                {self.keys.created: "0" if backlog else ">"},
-                count=INTAKE_BATCH,
-                block=None if backlog else int(TICK * 1000),
+                INTAKE_GROUP, self.process, {self.keys.created: ">"}, count=INTAKE_BATCH, block=int(TICK * 1000)
             )
             entries = _entries(reply)
-            if backlog and not entries:
-                backlog = False
-                continue
             if entries:
                 await self._count(entries)
                 self.nudge()
+
+    async def _count_orphans(self) -> None:
+        start = "0-0"
+        while True:
+            reply = await self._redis.xautoclaim(
+                self.keys.created, INTAKE_GROUP, self.process, ORPHAN_IDLE, start_id=start, count=INTAKE_BATCH
+            )
+            entries = [(reply_text(entry_id), _texts(fields)) for entry_id, fields in reply[1] if fields is not None]
+            if entries:
+                await self._count(entries)
+            start = reply_text(reply[0])
+            if start == "0-0":
+                return
 
     async def _ensure_intake_group(self) -> None:
         try:

@@ -157,3 +157,23 @@ def test_the_days_counters_survive_a_gateway_restart(wall_config: Any, page: Pag
         expect(cell(page, "general", "waiting")).to_have_text("2")
         expect(page.locator('#intake-legend li[data-channel="web"]')).to_have_text("网页 2")  # counted once
         page.close()
+
+
+def test_a_seat_on_another_process_and_both_processes_config_versions_reach_the_wall(
+    wall: GatewayThread, config_factory: Any, page: Page
+) -> None:
+    with GatewayThread(config_factory(**console_listen(), supervisors=SUPERVISORS)) as other:
+        assert other.bound is not None
+        seat = other.call(Seat.connect(other.bound, "a2", state="busy"))  # its websocket reached the other process
+        try:
+            open_wall(page, wall)
+            expect(agent_state(page, "a2")).to_have_text("示忙")
+            expect(page.locator("#processes tbody tr")).to_have_count(2)
+            expect(page.locator("#processes tbody td")).to_have_text(["v1", "v1"])
+            other.intake(CONTACT)  # counted once, by whichever process's reader took it
+            expect(page.locator('#intake-legend li[data-channel="web"]')).to_have_text("网页 1")
+            expect(cell(page, "general", "waiting")).to_have_text("1")
+        finally:
+            other.call(seat.close())
+        expect(agent_state(page, "a2")).to_have_text("离线")
+    expect(page.locator("#processes tbody tr")).to_have_count(1)  # a stopped process leaves the wall
