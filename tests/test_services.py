@@ -117,7 +117,17 @@ async def test_the_gateways_readyz_names_each_service_and_a_crashing_one_makes_i
         status, body = await readyz(bound)
         assert status == 503 and body["status"] == "unavailable" and body["redis"] == "ok"
         services = body["services"]
-        assert list(services) == ["dispatcher", "pubsub", "reaper", "leases", "sms", "http", "seats"]
+        assert list(services) == [
+            "dispatcher",
+            "pubsub",
+            "reaper",
+            "leases",
+            "wallboard",
+            "wallboard-intake",
+            "sms",
+            "http",
+            "seats",
+        ]
         assert services["sms"] == {"state": "restarting", "restarts": 1, "detail": "RuntimeError: a bug in a channel"}
         assert all(services[name]["state"] == "up" for name in services if name != "sms")
     finally:
@@ -131,7 +141,7 @@ async def test_a_gateway_with_every_service_up_is_ready(config: GatewayConfig) -
         status, body = await readyz(bound)
     assert status == 200 and body["status"] == "ready" and body["config_version"] == 1
     assert {name: s["state"] for name, s in body["services"].items()} == dict.fromkeys(
-        ["dispatcher", "pubsub", "reaper", "leases", "http", "seats"], "up"
+        ["dispatcher", "pubsub", "reaper", "leases", "wallboard", "wallboard-intake", "http", "seats"], "up"
     )
 
 
