@@ -280,8 +280,10 @@ class Wallboard:
             if time.monotonic() - swept >= ORPHAN_SWEEP:
                 await self._count_orphans()
                 swept = time.monotonic()
+            # Blocked well within the command timeout, which would otherwise end the read as a failure.
+            block = int(min(TICK, self.config.redis.command_timeout / 2) * 1000)
             reply = await self._redis.xreadgroup(
-                INTAKE_GROUP, self.process, {self.keys.created: ">"}, count=INTAKE_BATCH, block=int(TICK * 1000)
+                INTAKE_GROUP, self.process, {self.keys.created: ">"}, count=INTAKE_BATCH, block=max(block, 1)
             )
             entries = _entries(reply)
             if entries:
