@@ -132,8 +132,9 @@ def test_two_supervisors_get_the_same_frames_from_one_computation(wall: GatewayT
         board = wall.running.wallboard
         for expected in ("1", "2"):
             wall.intake(CONTACT)
-            for page in pages:
+            for page in pages:  # the board once both counters moved (intake is counted a moment later)
                 expect(cell(page, "general", "waiting")).to_have_text(expected)
+                expect(page.locator('#intake-legend li[data-channel="web"]')).to_have_text(f"网页 {expected}")
             seqs = {page.locator("body").get_attribute("data-seq") for page in pages}
             assert len(seqs) == 1, seqs  # the same frame: one computation's number
         # Each tick computes once for both (twice would be one per supervisor).
