@@ -18,7 +18,8 @@ $(BIN)/hotline-gateway: pyproject.toml requirements.lock gateway/voice/_pjnative
 
 install: $(BIN)/hotline-gateway
 
-var/credentials.toml: | install
+# Rerun when the config names someone new (init-credentials issues only what is missing).
+var/credentials.toml: $(CONFIG) | install
 	$(BIN)/hotline-gateway init-credentials --config $(CONFIG)
 
 # `make run SMS=smpp` (or cmpp) also starts a faithful SMSC (ISMG) and points [channels.sms] at it.

@@ -54,7 +54,8 @@ def test_example_config_is_valid_with_credentials(tmp_path: Path) -> None:
     a, b = (hash_secret(letter * 20) for letter in "ab")
     raw = tomllib.loads(text)
     clients = "".join(f'{client["id"]} = "{hash_secret(client["id"] * 4)}"\n' for client in raw["api_clients"])
-    creds.write_text(f'[agents]\n"1001" = "{a}"\n"1002" = "{b}"\n[api_clients]\n{clients}')
+    supervisors = "".join(f'{sup["id"]} = "{hash_secret(sup["id"] * 8)}"\n' for sup in raw["supervisors"])
+    creds.write_text(f'[agents]\n"1001" = "{a}"\n"1002" = "{b}"\n[api_clients]\n{clients}[supervisors]\n{supervisors}')
     text = text.replace('credentials_file = "../var/credentials.toml"', f'credentials_file = "{creds}"')
     text = text.replace('flows = ["flows/12345.toml"]', f'flows = ["{ROOT / "config" / "flows" / "12345.toml"}"]')
     config = load_config(write(tmp_path, text), environ={})
@@ -65,6 +66,7 @@ def test_example_config_is_valid_with_credentials(tmp_path: Path) -> None:
     assert not verify_secret("a" * 19, config.agents[0].token_hash)
     reader = next(client for client in config.api_clients if client.id == "reader")
     assert reader.read_only and set(reader.channels) == {"voice", "sms", "wechat", "telegram", "web"}
+    assert [s.id for s in config.supervisors] == ["s1"] and verify_secret("s1" * 8, config.supervisors[0].token_hash)
 
 
 def test_every_error_is_listed_by_path(tmp_path: Path) -> None:

@@ -30,7 +30,11 @@ def test_every_agent_and_client_of_the_example_gets_a_secret_once(tmp_path: Path
     assert stat.S_IMODE(tokens.stat().st_mode) == 0o600
     issued = {tuple(line.split()[:2]): line.split()[2] for line in tokens.read_text().splitlines()}
     raw = tomllib.loads(config.read_text())
-    expected = {("agent", a["id"]) for a in raw["agents"]} | {("api_client", c["id"]) for c in raw["api_clients"]}
+    expected = (
+        {("agent", a["id"]) for a in raw["agents"]}
+        | {("api_client", c["id"]) for c in raw["api_clients"]}
+        | {("supervisor", s["id"]) for s in raw["supervisors"]}
+    )
     assert set(issued) == expected
     # The tour's read key reads every channel's tickets (voice included) and submits none.
     loaded = load_config(config, environ={})
