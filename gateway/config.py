@@ -399,6 +399,10 @@ class GatewayConfig(_Section):
                 return queue
         raise KeyError(name)
 
+    def agent(self, agent_id: str) -> AgentConfig | None:
+        """The agent with this id, if the config has one."""
+        return next((agent for agent in self.agents if agent.id == agent_id), None)
+
     def queues_for_skills(self, skills: list[str]) -> list[QueueConfig]:
         """The queues an agent with these skills serves: any shared skill is enough."""
         return [q for q in self.queues if set(q.skills) & set(skills)]

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+from websockets.exceptions import ConnectionClosed
 
 from gateway.config import GatewayConfig, LiveConfig, hash_secret, parse_config
 from peers.gateway_config import make_raw_config
-from tests.helpers import post_intake, running_gateway
+from tests.helpers import Seat, post_intake, running_gateway
 
 NEW_KEY = "key-miniprogram-" + "m" * 32
 
@@ -45,3 +47,26 @@ async def test_a_swapped_config_changes_what_the_http_api_accepts_without_a_rest
         assert status == 400 and body["error"]["fields"][0]["path"] == "queue"
         async with aiohttp.ClientSession() as http, http.get(f"http://{bound.http[0]}:{bound.http[1]}/readyz") as ready:
             assert (await ready.json())["config_version"] == 2
+
+
+async def test_a_swapped_config_changes_who_may_take_a_seat_and_its_offer_timeout_without_a_restart(
+    config: GatewayConfig, key_prefix: str, tmp_path: Path, redis_server: Any
+) -> None:
+    token = "token-a9-" + "q" * 24
+    async with running_gateway(config) as (gateway, bound):
+        with pytest.raises(ConnectionClosed) as refused:  # refused today: no agent a9
+            await Seat.connect(bound, "a9", token)
+        assert refused.value.rcvd is not None and refused.value.rcvd.code == 4001
+        raw = make_raw_config(key_prefix, redis_server.url)
+        raw["agents"].append({"id": "a9", "name": "新坐席", "skills": ["general"], "token_hash": hash_secret(token)})
+        raw["seats"]["offer_timeout"] = 1
+        assert gateway.live.swap(parse_config(raw, tmp_path)) == 2
+        seat = await Seat.connect(bound, "a9", token)
+        status, body = await post_intake(bound, {"text": "换配置后的诉求"})
+        assert status == 202, body
+        offer = await seat.expect("offer")
+        assert offer["ticket"]["id"] == body["ticket_id"]
+        # Not accepted: the new 1 s offer timeout (not the old one) sends it back to the queue.
+        revoked = await seat.expect("offer_revoked", timeout=5)
+        assert revoked["ticket"] == body["ticket_id"]
+        await seat.ws.close()

@@ -165,8 +165,8 @@ class Gateway:
         self.desk = self.voice.desk
         self.tasks = Tasks()
         self.followups = FollowupDesk(self.queue)  # 回访: the reaper records unanswered questions
-        self.dispatcher = Dispatcher(self.queue, config, self.tasks)
-        self.seats = SeatServer(config, self.queue, self.dispatcher, self.tasks)
+        self.dispatcher = Dispatcher(self.queue, self.live, self.tasks)
+        self.seats = SeatServer(self.live, self.queue, self.dispatcher, self.tasks)
         # The supervisors' wall: one computation for every supervisor watching this process.
         self.wallboard = Wallboard(self.live, self.queue, self._seat_states)
         self.http = HttpService(self.live, self.queue, self.report, self.wallboard)

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway import messages
 from gateway.channels.followup_desk import FollowupDesk
-from gateway.config import AgentConfig, GatewayConfig
+from gateway.config import AgentConfig, GatewayConfig, LiveConfig
 from gateway.errors import Conflict, GatewayError, InvalidRequest, PeerError, ServiceUnavailable
 from gateway.queue import RawTicket, TicketQueue
 from gateway.shell.tasks import Tasks
@@ -141,12 +141,17 @@ class SeatSession:
 class Dispatcher:
     """Matches this process's ready seats with waiting tickets; Redis arbitrates between processes."""
 
-    def __init__(self, queue: TicketQueue, config: GatewayConfig, tasks: Tasks) -> None:
+    def __init__(self, queue: TicketQueue, config: GatewayConfig | LiveConfig, tasks: Tasks) -> None:
         self._queue = queue
-        self._config = config
+        self._live = LiveConfig.of(config)
         self._tasks = tasks
         self.sessions: dict[str, SeatSession] = {}
         self._wake = asyncio.Event()
+
+    @property
+    def _config(self) -> GatewayConfig:
+        """The config now (read at each use: a swapped config takes effect without a restart)."""
+        return self._live.current
 
     def wake(self) -> None:
         self._wake.set()
@@ -236,14 +241,16 @@ class Dispatcher:
 class SeatServer:
     """The websocket handler: one coroutine per connected seat."""
 
-    def __init__(self, config: GatewayConfig, queue: TicketQueue, dispatcher: Dispatcher, tasks: Tasks) -> None:
-        self._config = config
+    def __init__(
+        self, config: GatewayConfig | LiveConfig, queue: TicketQueue, dispatcher: Dispatcher, tasks: Tasks
+    ) -> None:
+        self._live = LiveConfig.of(config)
+        config = self._live.current
         self._queue = queue
         self._voice = VoiceLink(queue)
         self._followups = FollowupDesk(queue)
         self._dispatcher = dispatcher
         self._tasks = tasks
-        self._agents = {agent.id: agent for agent in config.agents}
         # Connections that have not sent their hello yet, bounded apart from the seats.
         self._waiting = WaitingRoom(
             PendingLimits(config.seats.max_pending_logins, config.seats.max_pending_logins_per_address)
@@ -259,6 +266,11 @@ class SeatServer:
             proto.Ping: self._on_ping,
             proto.Hello: self._on_second_hello,
         }
+
+    @property
+    def _config(self) -> GatewayConfig:
+        """The config now (read at each use: a swapped config takes effect without a restart)."""
+        return self._live.current
 
     async def handle(self, ws: ServerConnection) -> None:
         login = await self._wait_for_login(ws)
@@ -304,7 +316,7 @@ class SeatServer:
             log.info("seat connection from a page of another origin refused")
             await ws.close(proto.CLOSE_AUTH_FAILED, "authentication failed")
             return None
-        agent = self._agents.get(frame.agent)
+        agent = self._config.agent(frame.agent)
         # The agent's token, else a console seat ticket (gateway/web/console.py), timed alike.
         valid = await console.seat_login_valid(self._queue.redis, self._queue.keys, agent, frame.agent, frame.token)
         if agent is None or not valid:
