@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from gateway.asr.settings import AsrSettings
 from gateway.errors import ConfigError, FieldError
+from gateway.ivr.calendar import Calendar
 from gateway.ivr.flow import IvrConfig
 from gateway.sipfront.config import KamailioConfig, front_errors, password_errors
 from gateway.ticket import MAX_PRIORITY, Channel
@@ -371,6 +372,29 @@ class ConsoleConfig(_Section):
     )
 
 
+_OFFICE_DAY = ("08:30-12:00", "13:30-17:30")
+
+
+def _office_calendar() -> Calendar:
+    return Calendar.model_validate({"weekly": dict.fromkeys(("mon", "tue", "wed", "thu", "fri"), _OFFICE_DAY)})
+
+
+class DeadlinesConfig(_Section):
+    """`[deadlines]` (红黄绿三色预警, gateway/triage/deadlines.py): a clock turns yellow once this
+    share of its time is used; working-day limits count on `calendar` (the departments' office
+    hours, holidays and 调休 make-up working days; list each year's State Council notice)."""
+
+    yellow_share: float = Field(default=0.8, gt=0, lt=1)
+    calendar: Calendar = Field(default_factory=_office_calendar)
+
+    @field_validator("calendar")
+    @classmethod
+    def _has_working_days(cls, value: Calendar) -> Calendar:
+        if value.always_open:
+            raise ValueError("working days need office hours: always_open counts no working day")
+        return value
+
+
 class GatewayConfig(_Section):
     http: HttpConfig = HttpConfig()
     seats: SeatsConfig = SeatsConfig()
@@ -387,6 +411,7 @@ class GatewayConfig(_Section):
     voice: VoiceConfig = VoiceConfig()
     sipfront: KamailioConfig = KamailioConfig()
     asr: AsrConfig = AsrConfig()
+    deadlines: DeadlinesConfig = DeadlinesConfig()
     credentials_file: str | None = None
     # Filled by `parse_config` from the files `voice.flows` names (flow id -> flow and calendars).
     ivr: dict[str, IvrConfig] = Field(default_factory=dict, exclude=True)

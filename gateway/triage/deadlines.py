@@ -1,0 +1,184 @@
+"""Deadlines (红黄绿三色预警) as pure functions of the clocks and a time passed in.
+
+A limit is the catalogue's deadline class: ``"2h"``/``"24h"`` run on the wall clock (a gas leak does
+not wait for Monday), ``"3wd"``/``"5wd"``/``"15wd"`` count working days on the business calendar
+(:mod:`gateway.ivr.calendar`: weekly hours, holidays, 调休 make-up working days). Working days are
+counted as the law counts periods: the day a ticket arrives does not count, so ``"3wd"`` is due when
+the third working day after it closes (received Friday: due Wednesday's close).
+
+The enterprise line's 2110 rule gives a ticket three clocks: contact within 2 hours, a reply within
+1 working day, resolved within 10 working days (or the category's own limit when it is shorter).
+
+A clock is green, then yellow once ``yellow_share`` of its time is used, then red when overdue. An
+overdue clock not met escalates (督办): a reminder when the working day after its due day opens and
+a report 5 working days after that. Nothing here reads a clock or stores state: the caller passes
+``now`` and keeps which events it already sent (an event's ``key`` names it once).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Literal
+
+from gateway.ivr.calendar import Calendar, hours_on, local_time
+
+Colour = Literal["green", "yellow", "red"]
+ClockName = Literal["contact", "reply", "resolve"]
+EscalationKind = Literal["reminder", "report"]
+
+COLOUR_ORDER: dict[Colour, int] = {"green": 0, "yellow": 1, "red": 2}
+REPORT_AFTER_WORKING_DAYS = 5
+# A calendar with no working day in this many days is a configuration error, not a loop for ever.
+MAX_DAYS_SEARCHED = 366
+
+_LIMIT = re.compile(r"^([1-9][0-9]{0,2})(h|wd)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A deadline class: ``amount`` wall-clock hours or working days."""
+
+    amount: int
+    unit: Literal["h", "wd"]
+
+    @classmethod
+    def parse(cls, text: str) -> Limit:
+        """``"24h"`` or ``"5wd"``; anything else is a ValueError naming the text."""
+        match = _LIMIT.match(text)
+        if match is None:
+            raise ValueError(f"deadline class {text!r}: expected hours ('2h') or working days ('5wd')")
+        unit: Literal["h", "wd"] = "h" if match[2] == "h" else "wd"
+        return cls(int(match[1]), unit)
+
+    def __str__(self) -> str:
+        return f"{self.amount}{self.unit}"
+
+
+ENTERPRISE_CONTACT = Limit(2, "h")
+ENTERPRISE_REPLY = Limit(1, "wd")
+ENTERPRISE_RESOLVE = Limit(10, "wd")
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """One deadline on a ticket; ``met_at`` is when what it asks for was done (None: not yet)."""
+
+    name: ClockName
+    limit: Limit
+    received_at: datetime
+    due: datetime
+    met_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """A 督办 step owed for an overdue clock: sent once, at or after ``at``."""
+
+    clock: ClockName
+    kind: EscalationKind
+    at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.clock}:{self.kind}"
+
+
+def is_working_day(calendar: Calendar, day: date) -> bool:
+    return bool(hours_on(calendar, day))
+
+
+def next_working_day(calendar: Calendar, day: date) -> date:
+    """The first working day strictly after ``day``."""
+    for offset in range(1, MAX_DAYS_SEARCHED + 1):
+        candidate = day + timedelta(days=offset)
+        if is_working_day(calendar, candidate):
+            return candidate
+    raise ValueError(f"the calendar has no working day in the {MAX_DAYS_SEARCHED} days after {day}")
+
+
+def add_working_days(calendar: Calendar, day: date, count: int) -> date:
+    """The ``count``-th working day after ``day`` (``day`` itself never counts)."""
+    for _ in range(count):
+        day = next_working_day(calendar, day)
+    return day
+
+
+def _at(calendar: Calendar, day: date, minute: int, like: datetime) -> datetime:
+    """Local ``day`` + ``minute`` as a datetime aware (or naive) as ``like`` is."""
+    local = datetime.combine(day, time()) + timedelta(minutes=minute)
+    if like.tzinfo is None:
+        return local
+    return local.replace(tzinfo=timezone(timedelta(hours=calendar.utc_offset_hours)))
+
+
+def closing(calendar: Calendar, day: date, like: datetime) -> datetime:
+    """When a working day's last open range ends."""
+    return _at(calendar, day, max(r.end for r in hours_on(calendar, day)), like)
+
+
+def opening(calendar: Calendar, day: date, like: datetime) -> datetime:
+    """When a working day's first open range starts."""
+    return _at(calendar, day, min(r.start for r in hours_on(calendar, day)), like)
+
+
+def deadline(received_at: datetime, deadline_class: Limit | str, calendar: Calendar) -> datetime:
+    """When a limit counted from ``received_at`` runs out."""
+    limit = deadline_class if isinstance(deadline_class, Limit) else Limit.parse(deadline_class)
+    if limit.unit == "h":
+        return received_at + timedelta(hours=limit.amount)
+    received_day = local_time(calendar, received_at).date()
+    return closing(calendar, add_working_days(calendar, received_day, limit.amount), received_at)
+
+
+def colour(now: datetime, received_at: datetime, due: datetime, yellow_share: float) -> Colour:
+    """Red from ``due`` on, yellow once ``yellow_share`` of the time from received to due is used."""
+    if now >= due:
+        return "red"
+    if now - received_at >= (due - received_at) * yellow_share:
+        return "yellow"
+    return "green"
+
+
+def clock_colour(clock: Clock, now: datetime, yellow_share: float) -> Colour:
+    """A met clock keeps the colour it had when it was met (met late stays red)."""
+    at = now if clock.met_at is None or clock.met_at > now else clock.met_at
+    return colour(at, clock.received_at, clock.due, yellow_share)
+
+
+def ticket_clocks(
+    received_at: datetime, deadline_class: Limit | str, enterprise: bool, calendar: Calendar
+) -> tuple[Clock, ...]:
+    """A ticket's clocks: one (resolve) for its category's class, three on the enterprise line (2110)."""
+    limit = deadline_class if isinstance(deadline_class, Limit) else Limit.parse(deadline_class)
+    resolve = Clock("resolve", limit, received_at, deadline(received_at, limit, calendar))
+    if not enterprise:
+        return (resolve,)
+    enterprise_resolve = Clock(
+        "resolve", ENTERPRISE_RESOLVE, received_at, deadline(received_at, ENTERPRISE_RESOLVE, calendar)
+    )
+    return (
+        Clock("contact", ENTERPRISE_CONTACT, received_at, deadline(received_at, ENTERPRISE_CONTACT, calendar)),
+        Clock("reply", ENTERPRISE_REPLY, received_at, deadline(received_at, ENTERPRISE_REPLY, calendar)),
+        min(resolve, enterprise_resolve, key=lambda clock: clock.due),
+    )
+
+
+def escalations(clocks: tuple[Clock, ...], now: datetime, calendar: Calendar) -> tuple[Escalation, ...]:
+    """The 督办 events due by ``now``: for each clock overdue and not met by its due time, a reminder
+    when the next working day opens, and a report when the 5th working day after that opens."""
+    events: list[Escalation] = []
+    for clock in clocks:
+        if clock.met_at is not None and clock.met_at <= clock.due:
+            continue
+        due_day = local_time(calendar, clock.due).date()
+        reminder_day = next_working_day(calendar, due_day)
+        report_day = add_working_days(calendar, reminder_day, REPORT_AFTER_WORKING_DAYS)
+        owed = (
+            Escalation(clock.name, "reminder", opening(calendar, reminder_day, clock.due)),
+            Escalation(clock.name, "report", opening(calendar, report_day, clock.due)),
+        )
+        # A clock met late stops escalating from when it was met.
+        events += [event for event in owed if event.at <= now and (clock.met_at is None or event.at < clock.met_at)]
+    return tuple(events)
