@@ -30,6 +30,7 @@ from gateway.ivr.calendar import Calendar
 from gateway.ivr.flow import IvrConfig
 from gateway.sipfront.config import KamailioConfig, front_errors, password_errors
 from gateway.ticket import MAX_PRIORITY, Channel
+from gateway.triage.sensitive import SensitiveWord, normalise
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 AgentId = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -395,6 +396,24 @@ class DeadlinesConfig(_Section):
         return value
 
 
+class SensitiveConfig(_Section):
+    """`[sensitive]` (敏感词库, gateway/triage/sensitive.py): the words, each with its category,
+    severity, pinyin spellings and the harmless phrases around it; a match quotes `context_chars`
+    of the text on each side; a scan reports at most `max_matches`."""
+
+    words: list[SensitiveWord] = Field(default_factory=list, max_length=100_000)
+    context_chars: int = Field(default=20, ge=0, le=200)
+    max_matches: int = Field(default=32, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SensitiveConfig:
+        forms = Counter(normalise(word.word).text for word in self.words)
+        twice = sorted(form for form, count in forms.items() if count > 1)
+        if twice:
+            raise ValueError(f"words: listed twice (after folding width, case and spaces): {', '.join(twice)}")
+        return self
+
+
 class GatewayConfig(_Section):
     http: HttpConfig = HttpConfig()
     seats: SeatsConfig = SeatsConfig()
@@ -412,6 +431,7 @@ class GatewayConfig(_Section):
     sipfront: KamailioConfig = KamailioConfig()
     asr: AsrConfig = AsrConfig()
     deadlines: DeadlinesConfig = DeadlinesConfig()
+    sensitive: SensitiveConfig = SensitiveConfig()
     credentials_file: str | None = None
     # Filled by `parse_config` from the files `voice.flows` names (flow id -> flow and calendars).
     ivr: dict[str, IvrConfig] = Field(default_factory=dict, exclude=True)
