@@ -443,6 +443,20 @@ class TicketQueue:
             raise NotFound(f"no ticket {ticket_id}")
         return _assemble(doc, reply_text(status), reply_text(agent or ""), history, messages, dropped), reply_text(doc)
 
+    async def get_document(self, ticket_id: str) -> Ticket:
+        """The ticket without what is kept beside its document (history, conversation): one HMGET,
+        for the hot paths that change only the document (a submit's last edits and its 回访)."""
+        _known_shape(ticket_id)
+        try:
+            doc, status, agent = await once_more_on_stale(
+                self._redis, lambda: self._redis.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent")
+            )
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        if doc is None:
+            raise NotFound(f"no ticket {ticket_id}")
+        return _assemble(doc, reply_text(status), reply_text(agent or ""), (), (), 0)
+
     async def _read(self, ticket_id: str) -> tuple[Any, Any, Any, Any, Any, Any]:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent", "dropped")

@@ -23,6 +23,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -312,12 +313,17 @@ class Wallboard:
 
     async def _count(self, entries: list[tuple[str, dict[str, str]]]) -> None:
         oldest_day = (datetime.now() - timedelta(seconds=INTAKE_TTL)).astimezone().strftime("%Y%m%d")
+        # One HINCRBY per channel and hour of the batch (not per entry): a burst of intake costs
+        # the wall a few commands, not two per ticket.
+        slots: Counter[tuple[str, str]] = Counter()
+        for entry_id, fields in entries:
+            day, hour = intake_slot(entry_id)
+            if day >= oldest_day:  # older than any wall shows: acknowledged, not counted
+                slots[(day, f"{fields.get('c', 'unknown')}:{hour}")] += 1
         async with self._redis.pipeline(transaction=True) as pipe:
-            for entry_id, fields in entries:
-                day, hour = intake_slot(entry_id)
-                if day < oldest_day:
-                    continue  # older than any wall shows: acknowledged, not counted
-                pipe.hincrby(self.keys.intake_hours(day), f"{fields.get('c', 'unknown')}:{hour}", 1)
+            for (day, field), count in slots.items():
+                pipe.hincrby(self.keys.intake_hours(day), field, count)
+            for day in {day for day, _ in slots}:
                 pipe.expire(self.keys.intake_hours(day), INTAKE_TTL)
             pipe.xack(self.keys.created, INTAKE_GROUP, *[entry_id for entry_id, _ in entries])
             await pipe.execute()
