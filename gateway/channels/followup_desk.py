@@ -45,6 +45,10 @@ class FollowupDesk:
     def _config(self) -> GatewayConfig:
         return self._queue.live.current
 
+    @property
+    def enabled(self) -> bool:
+        return self._config.followup.enabled
+
     def plan(self, ticket: Ticket) -> FollowupPlan | None:
         """What submitting `ticket` does for its 回访; None when there is none (no answer written,
         or `[followup]` disabled)."""

@@ -443,6 +443,18 @@ class TicketQueue:
             raise NotFound(f"no ticket {ticket_id}")
         return _assemble(doc, reply_text(status), reply_text(agent or ""), history, messages, dropped), reply_text(doc)
 
+    async def answer_of(self, ticket_id: str) -> str:
+        """The answer written on the ticket for its citizen, "" when none: read from the stored
+        document without building the ticket (a submit asks this first; most have no 回访)."""
+        _known_shape(ticket_id)
+        try:
+            doc = await once_more_on_stale(self._redis, lambda: self._redis.hget(self.keys.ticket(ticket_id), "doc"))
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        if doc is None:
+            raise NotFound(f"no ticket {ticket_id}")
+        return str(json.loads(doc).get("answer") or "")
+
     async def get_document(self, ticket_id: str) -> Ticket:
         """The ticket without what is kept beside its document (history, conversation): one HMGET,
         for the hot paths that change only the document (a submit's last edits and its 回访)."""

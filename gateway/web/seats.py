@@ -549,11 +549,13 @@ class SeatServer:
     async def _on_submit(self, session: SeatSession, frame: proto.Submit) -> None:
         if frame.ticket not in session.claimed:
             await self._refuse(frame.ticket, "you have not claimed this ticket")
-        # Read for its 回访 (an answer written earlier goes out with the question); Redis closes
-        # and publishes it as stored unless there are last edits. The document alone: neither the
-        # 回访 nor the edits need the history (a full read doubled a submit's cost).
-        final = edited(await self._queue.get_document(frame.ticket), frame.fields)
-        plan = self._followups.plan(final)
+        # Redis closes and publishes the ticket as stored unless there are last edits. A 回访 (an
+        # answer written earlier goes out with the question) needs the ticket; most submits have
+        # neither, and skip building it (the document alone when they do: not the history).
+        final, plan = None, None
+        if frame.fields or (self._followups.enabled and await self._queue.answer_of(frame.ticket)):
+            final = edited(await self._queue.get_document(frame.ticket), frame.fields)
+            plan = self._followups.plan(final)
         await self._queue.submit(frame.ticket, session.agent.id, final if frame.fields else None, plan)
         session.claimed.discard(frame.ticket)
         session.idle_since = asyncio.get_running_loop().time()
