@@ -96,6 +96,19 @@ class HistoryEntry(_Frozen):
     detail: dict[str, str] = Field(default_factory=dict)
 
 
+class Suggestion(_Frozen):
+    """A dispatch suggestion (分派目录, gateway/triage/dispatch.py): a catalogue category, its
+    department, a score in [0, 1] and the words of the contact that weighed most."""
+
+    category: ShortText
+    department: ShortText
+    score: float = Field(ge=0, le=1)
+    evidence: tuple[ShortText, ...] = ()
+
+
+MAX_SUGGESTIONS = 3
+
+
 Direction = Literal["in", "out"]
 DeliveryStatus = Literal["queued", "sent", "delivered", "failed"]
 MAX_MESSAGES = 200  # the default of `[conversations] max_messages`
@@ -147,6 +160,9 @@ class Ticket(_Frozen):
     # beyond, the oldest are dropped and counted (the first one is `text` anyway).
     messages: tuple[ConversationMessage, ...] = ()
     messages_dropped: int = Field(default=0, ge=0)
+    # Triage's dispatch suggestions, best first (written once by the triage consumer; the agent
+    # still chooses `category`).
+    suggestions: Annotated[tuple[Suggestion, ...], Field(max_length=MAX_SUGGESTIONS)] = ()
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_defaults=True).encode()

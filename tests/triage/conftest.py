@@ -1,0 +1,27 @@
+"""The triage tests read the example catalogue from ../shared/triage beside the project (or
+TRIAGE_DATA): it is never copied into the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.triage.catalogue import Category, load_catalogue
+from tests.conftest import missing
+
+SHARED_TRIAGE = Path(os.environ.get("TRIAGE_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "triage"))
+
+
+@pytest.fixture(scope="session")
+def catalogue_path() -> Path:
+    path = SHARED_TRIAGE / "catalogue.toml"
+    if not path.exists():
+        missing(f"the example dispatch catalogue is not at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def catalogue(catalogue_path: Path) -> tuple[Category, ...]:
+    return load_catalogue(catalogue_path)
