@@ -145,8 +145,8 @@ async def measure(tmp: Path, options: Options) -> Raw:
         await start_workers(tmp / "workers", configs, server.url, workers, parallel=4)
         raw.workers_start_s = time.monotonic() - began
         progress(f"workers ready in {raw.workers_start_s:.0f} s; starting Kamailio")
-        front = await start_front(configs)
-        stack.push_async_callback(front.kamailio.stop)
+        front = await start_front(configs, server.url)
+        stack.push_async_callback(front.stop)
         probe = configs.config.sipfront.probe_interval
         await wait_all_active(front, options.workers, timeout=3 * probe + 10)
 
@@ -169,7 +169,7 @@ async def measure(tmp: Path, options: Options) -> Raw:
         raw.kamailio_down = front.log_count(r"sipfront: worker \S+ is down")
         raw.worker_exits = await asyncio.to_thread(stop_workers, workers)
         raw.worker_warnings = worker_warnings(workers)
-        await front.kamailio.stop()
+        await front.stop()
         core.stop()
         raw.core_exit = core.process.returncode
     if options.baseline:

@@ -25,6 +25,7 @@ from bench.voice.pcap import caller_stream, load_speech, write_pcap
 from bench.voice.setup import FLOW, KEY_PREFIX, NUMBER, flow_queues, worker_command
 from bench.voice.setup import _toml as toml_value
 from gateway.config import GatewayConfig, load_config
+from gateway.sipfront.commands import RunningFront
 from gateway.sipfront.kamailio import front_paths, write_front
 from gateway.sipfront.pool import worker_specs
 from gateway.sipfront.process import KamailioCommand, KamailioProcess
@@ -184,8 +185,12 @@ def stop_workers(workers: list[Worker], timeout: float = 30.0) -> dict[str, int 
 @dataclass
 class Front:
     kamailio: KamailioProcess
+    running: RunningFront
     rpc: FrontRpc
     log_path: Path
+
+    async def stop(self) -> None:
+        await self.running.stop()
 
     @property
     def pid(self) -> int | None:
@@ -200,16 +205,19 @@ class Front:
         return len(re.findall(pattern, self.log_path.read_text(errors="replace")))
 
 
-async def start_front(configs: Configs) -> Front:
-    """Render kamailio.cfg and the dispatcher list from the config and start Kamailio (the caller
-    stops it: `front.kamailio.stop()`)."""
+async def start_front(configs: Configs, redis_url: str, timeout: float = 30.0) -> Front:
+    """Render kamailio.cfg and the dispatcher list from the config and start Kamailio as `run`
+    keeps it (`RunningFront`: the calls the workers hold put into its load before it routes
+    callers, which it refuses with 503 until then); the caller stops it: `front.stop()`."""
     config = configs.config
     write_front(config, str(configs.path))
     paths = front_paths(config)
     command = KamailioCommand.for_paths(config.sipfront, paths)
     kamailio = KamailioProcess(command, log_path=paths.log, env=dict(os.environ))
-    front = Front(kamailio, FrontRpc(config.sipfront.kamcmd, paths.ctl_socket, timeout=10.0), paths.log)
-    await kamailio.start()
+    running = RunningFront(kamailio, config, paths, redis_url)
+    front = Front(kamailio, running, FrontRpc(config.sipfront.kamcmd, paths.ctl_socket, timeout=10.0), paths.log)
+    await running.start()
+    await running.wait_routing(timeout)
     return front
 
 
