@@ -371,8 +371,9 @@ return 'ok'
 # ARGV: agent ('' = any, for system settlement), allowed statuses, final status, new doc ('' = keep),
 #       history entry, publish ('1' = append the whole final ticket to the submitted stream), group,
 #       submitted maxlen, ttl, key prefix, stats ttl, then the 回访 (follow-up):
-#       mode ('' = none, 'send' = the answer goes out with the question, 'none' = it cannot: the
-#       entry says why), its history entry, and for 'send': the outbox stream, outbox max, the
+#       mode ('' = none, 'check' = none unless the document names an answer: then nothing is
+#       done and 'plan_followup' is answered, 'send' = the answer goes out with the question,
+#       'none' = it cannot: the entry says why), its history entry, and for 'send': the outbox stream, outbox max, the
 #       message (JSON, its id "0-0": the entry id replaces it), max messages, the citizen's
 #       follow-up key, the follow-ups sorted set, the time asked (ms), the follow-up key's ttl
 #       (ms), then the outbox entry's field/value pairs
@@ -389,6 +390,11 @@ if not status then return 'not_found' end
 if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then return 'conflict' end
 if ARGV[1] ~= '' and owner ~= ARGV[1] then return 'conflict' end
 if ARGV[12] == 'send' and redis.call('XLEN', ARGV[14]) >= tonumber(ARGV[15]) then return 'outbox_full' end
+if ARGV[12] == 'check' then
+  -- The stored document names an answer only when it has one (defaults are left out of it).
+  local current = ARGV[4] ~= '' and ARGV[4] or redis.call('HGET', KEYS[1], 'doc')
+  if current and string.find(current, '"answer":"', 1, true) then return 'plan_followup' end
+end
 local tid = string.match(KEYS[1], ':t:(.+)$')
 redis.call('XACK', stream, ARGV[7], entry)
 redis.call('XDEL', stream, entry)
@@ -410,7 +416,7 @@ if ARGV[12] == 'send' then
   redis.call('SET', ARGV[18], tid .. ' ' .. ARGV[20], 'PX', tonumber(ARGV[21]))
   redis.call('ZADD', ARGV[19], tonumber(ARGV[20]), tid)
 end
-if ARGV[12] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[13]) end
+if ARGV[12] == 'send' or ARGV[12] == 'none' then redis.call('RPUSH', KEYS[2], ARGV[13]) end
 if ARGV[6] == '1' then
   -- The whole ticket, as the Ticket schema's JSON: the stored document (a JSON object without
   -- status, agent and history) closed with those three. Built here so the caller need not read

@@ -443,18 +443,6 @@ class TicketQueue:
             raise NotFound(f"no ticket {ticket_id}")
         return _assemble(doc, reply_text(status), reply_text(agent or ""), history, messages, dropped), reply_text(doc)
 
-    async def answer_of(self, ticket_id: str) -> str:
-        """The answer written on the ticket for its citizen, "" when none: read from the stored
-        document without building the ticket (a submit asks this first; most have no 回访)."""
-        _known_shape(ticket_id)
-        try:
-            doc = await once_more_on_stale(self._redis, lambda: self._redis.hget(self.keys.ticket(ticket_id), "doc"))
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
-        if doc is None:
-            raise NotFound(f"no ticket {ticket_id}")
-        return str(json.loads(doc).get("answer") or "")
-
     async def get_document(self, ticket_id: str) -> Ticket:
         """The ticket without what is kept beside its document (history, conversation): one HMGET,
         for the hot paths that change only the document (a submit's last edits and its 回访)."""
@@ -506,6 +494,16 @@ class TicketQueue:
         entry = history_json(f"agent:{agent}", "submitted", now)
         extra = self._followup_args(ticket_id, agent, followup, now) if followup else []
         await self._settle(ticket_id, agent, "claimed", "submitted", entry, edited, publish=True, followup=extra)
+
+    async def submit_unless_answered(self, ticket_id: str, agent: str, now: datetime | None = None) -> bool:
+        """`submit` as stored, in one step, unless the ticket names an answer for its citizen: then
+        nothing changes and False says its 回访 must be planned first (most submits have none, and
+        skip reading the ticket)."""
+        now = now or utcnow()
+        entry = history_json(f"agent:{agent}", "submitted", now)
+        return await self._settle(
+            ticket_id, agent, "claimed", "submitted", entry, None, publish=True, followup=["check"]
+        )
 
     def _followup_args(self, ticket_id: str, agent: str, plan: FollowupPlan, now: datetime) -> list[Any]:
         """SETTLE's follow-up arguments (see the script)."""
@@ -594,7 +592,8 @@ class TicketQueue:
         final: Ticket | None,
         publish: bool,
         followup: Sequence[Any] = (),
-    ) -> None:
+    ) -> bool:
+        """True once settled; False only in the 'check' follow-up mode, when a 回访 must be planned."""
         _known_shape(ticket_id)
         keys = self.keys
         code = await self._run(
@@ -622,6 +621,8 @@ class TicketQueue:
                 *(followup or [""]),
             ],
         )
+        if reply_text(code) == "plan_followup":
+            return False
         if reply_text(code) == "outbox_full":
             limit = self._config.redis.outbox_maxlen
             raise ServiceUnavailable(
@@ -629,6 +630,7 @@ class TicketQueue:
             )
         if reply_text(code) != "ok":
             self._raise_for(reply_text(code), ticket_id, "")
+        return True
 
     async def amend(self, ticket_id: str, change: Callable[[Ticket], Ticket], actor: str, action: str) -> Ticket:
         """A system actor (a media worker) changes a ticket's document, whoever holds it.

@@ -549,18 +549,26 @@ class SeatServer:
     async def _on_submit(self, session: SeatSession, frame: proto.Submit) -> None:
         if frame.ticket not in session.claimed:
             await self._refuse(frame.ticket, "you have not claimed this ticket")
-        # Redis closes and publishes the ticket as stored unless there are last edits. A 回访 (an
-        # answer written earlier goes out with the question) needs the ticket; most submits have
-        # neither, and skip building it (the document alone when they do: not the history).
-        final, plan = None, None
-        if frame.fields or (self._followups.enabled and await self._queue.answer_of(frame.ticket)):
+        if not await self._submit_as_stored(frame, session.agent.id):
+            # Last edits, or an answer for the citizen (its 回访 goes out with the question): the
+            # ticket's document is read (not its history) and planned.
             final = edited(await self._queue.get_document(frame.ticket), frame.fields)
             plan = self._followups.plan(final)
-        await self._queue.submit(frame.ticket, session.agent.id, final if frame.fields else None, plan)
+            await self._queue.submit(frame.ticket, session.agent.id, final if frame.fields else None, plan)
         session.claimed.discard(frame.ticket)
         session.idle_since = asyncio.get_running_loop().time()
         session.send(proto.Ack(frame.id, ticket=frame.ticket, status="submitted"))
         self._dispatcher.wake()
+
+    async def _submit_as_stored(self, frame: proto.Submit, agent: str) -> bool:
+        """Most submits carry no last edits and no answer: Redis closes and publishes the ticket as
+        stored in one step, without it being read here. False: it was not (edits, or an answer)."""
+        if frame.fields:
+            return False
+        if not self._followups.enabled:
+            await self._queue.submit(frame.ticket, agent)
+            return True
+        return await self._queue.submit_unless_answered(frame.ticket, agent)
 
     async def _on_reply(self, session: SeatSession, frame: proto.Reply) -> None:
         ticket = await self._claimed_ticket(session, frame.ticket)

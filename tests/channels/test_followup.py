@@ -277,3 +277,34 @@ async def test_a_full_outbox_refuses_the_submit_and_the_ticket_stays_claimed(
             assert (kept.status, kept.answer, actions(kept)[-1]) == ("claimed", "", "replied")
             assert await gateway.redis.zcard(gateway.queue.keys.followups) == 0
             await seat.close()
+
+
+async def test_an_answer_saved_before_a_plain_submit_still_goes_out_and_a_submit_without_one_reads_nothing(
+    config_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with sms_gateway("smpp", config_factory, monkeypatch) as (peer, gateway, bound_at):
+        seat = await Seat.connect(bound_at, "a1")
+        await peer.deliver("路灯坏了")
+        ticket_id = str((await seat.expect("offer"))["ticket"]["id"])
+        await seat.send(type="accept", ticket=ticket_id)
+        await seat.expect("ticket")
+        await seat.send(type="update", ticket=ticket_id, fields={"answer": ANSWER})  # autosaved earlier
+        await seat.expect("ticket")
+        await seat.send(type="submit", ticket=ticket_id)  # no last edits: Redis finds the answer
+        while (await seat.expect("ack")).get("status") != "submitted":
+            pass
+        ((text, _, _),) = await peer.sent_to(CITIZEN)
+        assert text == question(ANSWER)
+        assert actions(await gateway.queue.get(ticket_id))[-2:] == ["submitted", "followup_asked"]
+
+        await peer.deliver("另一件事", source="13900000001")  # another citizen: no answer written
+        other = str((await seat.expect("offer"))["ticket"]["id"])
+        await seat.send(type="accept", ticket=other)
+        await seat.expect("ticket")
+        await seat.send(type="submit", ticket=other)
+        while (await seat.expect("ack")).get("status") != "submitted":
+            pass
+        plain = await gateway.queue.get(other)
+        assert plain.status == "submitted" and plain.answer == ""
+        assert not [a for a in actions(plain) if a.startswith("followup")]  # no 回访 asked, none refused
+        await seat.close()
