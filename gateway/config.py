@@ -414,6 +414,28 @@ class SensitiveConfig(_Section):
         return self
 
 
+class TriageConfig(_Section):
+    """`[triage]` (gateway/triage/service.py): the consumer that suggests each new ticket's
+    categories (分派目录) beside intake. `catalogue` is the dispatch catalogue (TOML, required when
+    enabled) and `examples` the labelled contacts it learns from ('': the set shipped with the
+    gateway), both relative to the config file. Each read takes up to `batch` tickets; every
+    `claim_every` seconds, tickets a stopped consumer left unacknowledged for `claim_idle` seconds
+    are taken over."""
+
+    enabled: bool = False
+    catalogue: str = ""
+    examples: str = ""
+    batch: int = Field(default=100, ge=1, le=1000)
+    claim_idle: float = Field(default=30.0, ge=0, le=86400)
+    claim_every: Seconds = 60.0
+
+    @model_validator(mode="after")
+    def _catalogue_when_enabled(self) -> TriageConfig:
+        if self.enabled and not self.catalogue:
+            raise ValueError("catalogue: required when triage is enabled (the dispatch catalogue's TOML file)")
+        return self
+
+
 class GatewayConfig(_Section):
     http: HttpConfig = HttpConfig()
     seats: SeatsConfig = SeatsConfig()
@@ -432,6 +454,7 @@ class GatewayConfig(_Section):
     asr: AsrConfig = AsrConfig()
     deadlines: DeadlinesConfig = DeadlinesConfig()
     sensitive: SensitiveConfig = SensitiveConfig()
+    triage: TriageConfig = TriageConfig()
     credentials_file: str | None = None
     # Filled by `parse_config` from the files `voice.flows` names (flow id -> flow and calendars).
     ivr: dict[str, IvrConfig] = Field(default_factory=dict, exclude=True)

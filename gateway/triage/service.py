@@ -1,0 +1,174 @@
+"""The triage consumer (issue #15, item 1): suggests each new ticket's categories beside intake.
+
+Intake appends every new ticket to `hg:created` in the script that stores it and waits for
+nothing more. This service reads that stream with the consumer group `triage`: each gateway
+process with `[triage] enabled` is one consumer, and Redis gives each entry to one of them. For
+each ticket it suggests the dispatch categories from its text (and transcript, when there is one)
+and amends the ticket once: `suggestions` and a history line (`triage`, `triaged`) in one write;
+then it acknowledges the entries it handled.
+
+Exactly once in effect: a consumer that stops between the amend and the acknowledgement leaves the
+entry pending, and another consumer (or itself) takes it over once it has been idle `claim_idle`
+seconds. The amend is guarded: a ticket whose history already says it was triaged is not written
+again (the check and the write are one optimistic transaction), so a repeat is acknowledged and
+nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from gateway.config import GatewayConfig, LiveConfig
+from gateway.errors import Conflict, NotFound, ServiceUnavailable
+from gateway.keys import reply_text
+from gateway.queue import TicketQueue
+from gateway.shell.tasks import stop_if_cancelled
+from gateway.ticket import Ticket
+from gateway.triage.catalogue import LABELLED, load_catalogue, load_examples
+from gateway.triage.dispatch import DispatchModel, suggest, train
+from gateway.web.wallboard import process_id
+
+log = logging.getLogger("gateway.triage")
+
+GROUP = "triage"
+ACTOR = "triage"
+ACTION = "triaged"
+RETRY_AFTER = 1.0  # s: a read or write that found Redis away is tried again after this
+
+
+class AlreadyTriaged(Conflict):
+    """The ticket's history already has the triage line: a repeat after a crash, nothing to write."""
+
+
+def dispatch_model(config: GatewayConfig) -> DispatchModel:
+    """The suggestion's model, trained from the configured catalogue and labelled contacts
+    (`ConfigError` naming the file when one cannot be read)."""
+    settings = config.triage
+    categories = load_catalogue(config.resolve(settings.catalogue))
+    examples = load_examples(config.resolve(settings.examples) if settings.examples else LABELLED, categories)
+    return train(categories, examples)
+
+
+def ticket_text(ticket: Ticket) -> str:
+    """What the citizen said: the ticket's text and what the caller said in its transcript."""
+    said = [segment.text for segment in ticket.transcript if segment.speaker == "caller" and segment.final]
+    return "\n".join([ticket.text, *said]).strip()
+
+
+def with_suggestions(ticket: Ticket, model: DispatchModel) -> Ticket:
+    """The amend's change: the suggestions set, unless triage already wrote this ticket."""
+    if any(entry.actor == ACTOR and entry.action == ACTION for entry in ticket.history):
+        raise AlreadyTriaged(f"ticket {ticket.id} was triaged before")
+    return ticket.model_copy(update={"suggestions": suggest(model, ticket_text(ticket))})
+
+
+class Triage:
+    """One consumer of the group `triage` on `hg:created`; `run` is its supervised loop."""
+
+    def __init__(self, live: LiveConfig, queue: TicketQueue, model: DispatchModel, name: str | None = None) -> None:
+        self._live = live
+        self._queue = queue
+        self._redis = queue.redis
+        self._stream = queue.keys.created
+        self._model = model
+        self.name = name or process_id()
+        self.handled = 0  # entries acknowledged: triaged, found triaged before, or with nothing to do
+        self.triaged = 0
+        self.repeats = 0
+        self._progress = asyncio.Condition()
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self._live.current
+
+    async def run(self) -> None:
+        await self.ensure_group()
+        swept = float("-inf")
+        while True:
+            try:
+                if time.monotonic() - swept >= self.config.triage.claim_every:
+                    await self.claim_orphans()
+                    swept = time.monotonic()
+                entries = await self.read_new()
+                stop_if_cancelled()  # redis-py may swallow a cancellation that lands in the blocking read
+                await self.handle(entries)
+            except (ServiceUnavailable, RedisError, OSError):
+                stop_if_cancelled()  # or turn it into a connection error
+                log.warning("triage: redis unavailable; what was read stays pending and is read again")
+                await asyncio.sleep(RETRY_AFTER)
+
+    async def ensure_group(self) -> None:
+        """The group, from the stream's start: a first triage reads what intake kept (it is bounded
+        by `created_maxlen`), so nothing created before the group existed is missed."""
+        try:
+            await self._redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_new(self) -> list[tuple[str, str]]:
+        """Entries never delivered to the group, (entry id, ticket id), blocking for at most half
+        of the command timeout (a longer block would end as a failed command)."""
+        block = int(min(1.0, self.config.redis.command_timeout / 2) * 1000)
+        reply: Any = await self._redis.xreadgroup(
+            GROUP, self.name, {self._stream: ">"}, count=self.config.triage.batch, block=max(block, 1)
+        )
+        return [_entry(entry_id, fields) for _, found in reply or [] for entry_id, fields in found]
+
+    async def claim_orphans(self) -> int:
+        """Take over and handle the entries other consumers left pending `claim_idle` seconds."""
+        settings = self.config.triage
+        start, claimed = "0-0", 0
+        while True:
+            reply: Any = await self._redis.xautoclaim(
+                self._stream, GROUP, self.name, int(settings.claim_idle * 1000), start_id=start, count=settings.batch
+            )
+            # An entry trimmed from the stream since is claimed without fields: nothing to triage.
+            entries = [_entry(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
+            await self.handle(entries)
+            claimed += len(entries)
+            start = reply_text(reply[0])
+            if start == "0-0":
+                return claimed
+
+    async def handle(self, entries: list[tuple[str, str]]) -> None:
+        """Triage each entry's ticket, then acknowledge them all (a ticket the store could not
+        reach raises before the acknowledgement: every entry of the batch is read again)."""
+        if not entries:
+            return
+        for _, ticket_id in entries:
+            await self.triage(ticket_id)
+        await self.acknowledge([entry_id for entry_id, _ in entries])
+
+    async def triage(self, ticket_id: str) -> None:
+        try:
+            await self._queue.amend(ticket_id, lambda ticket: with_suggestions(ticket, self._model), ACTOR, ACTION)
+            self.triaged += 1
+        except AlreadyTriaged:
+            self.repeats += 1
+        except NotFound:
+            log.info("triage: ticket %s is gone; skipped", ticket_id)
+        except Conflict as exc:  # it kept changing under twenty tries: an agent's edits come first
+            log.warning("triage: %s; left without suggestions", exc.message)
+
+    async def acknowledge(self, entry_ids: list[str]) -> None:
+        await self._redis.xack(self._stream, GROUP, *entry_ids)
+        async with self._progress:
+            self.handled += len(entry_ids)
+            self._progress.notify_all()
+
+    async def handled_at_least(self, count: int) -> None:
+        """Wait until this consumer has acknowledged `count` entries."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.handled >= count)
+
+
+def _entry(entry_id: Any, fields: Any) -> tuple[str, str]:
+    """(entry id, ticket id) of a `hg:created` entry (`t`: the ticket id)."""
+    ticket = fields.get(b"t", fields.get("t", b"")) if isinstance(fields, dict) else b""
+    return reply_text(entry_id), reply_text(ticket)

@@ -1,0 +1,181 @@
+"""The triage consumer against a real Redis: tickets posted through HTTP get their suggestions
+beside intake; a consumer stopped between its amend and its acknowledgement, or cancelled anywhere
+mid-stream, leaves work that another consumer finishes, and no ticket is triaged twice."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.config import GatewayConfig
+from gateway.errors import ConfigError
+from gateway.queue import TicketQueue
+from gateway.shell.app import Gateway
+from gateway.shell.tasks import stop_task
+from gateway.ticket import Ticket, TranscriptSegment
+from gateway.triage.dispatch import DispatchModel
+from gateway.triage.service import ACTION, ACTOR, GROUP, Triage, dispatch_model, ticket_text, with_suggestions
+from tests.conftest import ConfigFactory
+from tests.helpers import post_intake, queued_ticket, running_gateway
+
+CONTACTS = [
+    ("我家燃气报警器一直响，屋里一股煤气味", "gas_leak"),
+    ("楼下饭店油烟直接排到我家窗户", "pollution"),
+    ("包工头拖欠我们农民工工资半年了", "wage_arrears"),
+    ("孩子明年上小学，我们小区划片到哪个学校", "education"),
+    ("暖气一点都不热，室温才十四度", "heating"),
+]
+
+
+@pytest.fixture
+def triage_config(config_factory: ConfigFactory, catalogue_path: Path) -> GatewayConfig:
+    return config_factory(triage={"enabled": True, "catalogue": str(catalogue_path), "batch": 5, "claim_idle": 0})
+
+
+def triage_lines(ticket: Ticket) -> int:
+    return sum(1 for entry in ticket.history if entry.actor == ACTOR and entry.action == ACTION)
+
+
+async def intake(queue: TicketQueue, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        ticket = queued_ticket(f"m{i}", text=CONTACTS[i % len(CONTACTS)][0])
+        ids.append((await queue.intake(ticket, "test")).ticket_id)
+    return ids
+
+
+async def tickets(
+    config: GatewayConfig, client: aioredis.Redis, count: int
+) -> tuple[TicketQueue, DispatchModel, list[str]]:
+    """A queue with `count` new tickets on its ticket-created stream, and the suggestion's model."""
+    queue = TicketQueue(client, config)
+    return queue, dispatch_model(config), await intake(queue, count)
+
+
+async def test_tickets_posted_through_http_get_suggestions(triage_config: GatewayConfig) -> None:
+    async with running_gateway(triage_config) as (gateway, bound):
+        assert gateway.triage is not None
+        assert "triage" in gateway.report().services
+        ids = []
+        for text, _ in CONTACTS:
+            status, body = await post_intake(bound, {"text": text})
+            assert status == 202, body
+            ids.append(body["ticket_id"])
+        async with asyncio.timeout(10):
+            await gateway.triage.handled_at_least(len(CONTACTS))
+        for ticket_id, (_, category) in zip(ids, CONTACTS, strict=True):
+            ticket = await gateway.queue.get(ticket_id)
+            assert len(ticket.suggestions) == 3
+            assert ticket.suggestions[0].category == category
+            assert ticket.suggestions[0].evidence
+            assert triage_lines(ticket) == 1
+            assert ticket.status == "queued"  # triage changes the document, never the ticket's place
+
+
+async def test_a_consumer_stopped_between_amend_and_ack_leaves_work_another_finishes_once(
+    triage_config: GatewayConfig, redis_client: aioredis.Redis
+) -> None:
+    queue, model, ids = await tickets(triage_config, redis_client, 12)
+    first = Triage(queue.live, queue, model, name="first")
+    await first.ensure_group()
+    entries = await first.read_new()
+    assert len(entries) == 5  # one batch
+    for _, ticket_id in entries:
+        await first.triage(ticket_id)  # amended ... and the consumer dies before its XACK
+    assert first.triaged == 5 and first.handled == 0
+
+    second = Triage(queue.live, queue, model, name="second")
+    assert await second.claim_orphans() == 5
+    assert second.repeats == 5 and second.triaged == 0  # found done: nothing written again
+    while len(batch := await second.read_new()) > 0:
+        await second.handle(batch)
+    assert second.triaged == 7 and second.handled == 12
+    assert (await redis_client.xpending(queue.keys.created, GROUP))["pending"] == 0
+    for ticket_id in ids:
+        ticket = await queue.get(ticket_id)
+        assert triage_lines(ticket) == 1
+        assert len(ticket.suggestions) == 3
+
+
+class DiesBeforeItsThirdAck(Triage):
+    """A consumer whose task is cancelled in its third batch, after the amends, before the XACK:
+    where a crash would hurt most."""
+
+    async def acknowledge(self, entry_ids: list[str]) -> None:
+        if self.handled == 10:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)  # the cancellation lands here
+        await super().acknowledge(entry_ids)
+
+
+async def test_a_consumer_cancelled_mid_stream_every_ticket_triaged_once(
+    triage_config: GatewayConfig, redis_client: aioredis.Redis
+) -> None:
+    queue, model, ids = await tickets(triage_config, redis_client, 40)
+    first = DiesBeforeItsThirdAck(queue.live, queue, model, name="first")
+    dying = asyncio.create_task(first.run())
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(10):
+            await dying
+    assert (first.handled, first.triaged) == (10, 15)  # two batches acknowledged, a third amended only
+
+    second = Triage(queue.live, queue, model, name="second")
+    running = asyncio.create_task(second.run())
+    try:
+        async with asyncio.timeout(10):
+            await second.handled_at_least(len(ids) - first.handled)
+    finally:
+        await stop_task(running)
+    assert second.repeats == 5  # the third batch, claimed: found triaged, acknowledged
+    assert first.triaged + second.triaged == len(ids)  # every amend that was written, written once
+    assert (await redis_client.xpending(queue.keys.created, GROUP))["pending"] == 0
+    for ticket_id in ids:
+        assert triage_lines(await queue.get(ticket_id)) == 1
+
+
+async def test_a_repeated_triage_writes_nothing_twice(
+    triage_config: GatewayConfig, redis_client: aioredis.Redis
+) -> None:
+    queue, model, [ticket_id] = await tickets(triage_config, redis_client, 1)
+    consumer = Triage(queue.live, queue, model, name="only")
+    await consumer.triage(ticket_id)
+    once = await queue.get(ticket_id)
+    await consumer.triage(ticket_id)
+    assert await queue.get(ticket_id) == once
+    assert (consumer.triaged, consumer.repeats) == (1, 1)
+
+
+async def test_a_ticket_gone_is_acknowledged_and_skipped(
+    triage_config: GatewayConfig, redis_client: aioredis.Redis
+) -> None:
+    queue, model, [ticket_id] = await tickets(triage_config, redis_client, 1)
+    consumer = Triage(queue.live, queue, model, name="only")
+    await redis_client.delete(queue.keys.ticket(ticket_id))
+    await consumer.ensure_group()
+    await consumer.handle(await consumer.read_new())
+    assert (consumer.handled, consumer.triaged) == (1, 0)
+
+
+def test_the_text_read_is_the_tickets_and_what_the_caller_said(triage_config: GatewayConfig) -> None:
+    said = (
+        TranscriptSegment(speaker="caller", text="我们楼停水两天了", start=0, end=2, confidence=0.9),
+        TranscriptSegment(speaker="agent", text="您好请讲", start=2, end=3, confidence=0.9),
+    )
+    ticket = queued_ticket("v1", channel="voice", transcript=said)
+    assert ticket_text(ticket) == "我们楼停水两天了"
+    suggested = with_suggestions(ticket, dispatch_model(triage_config))
+    assert suggested.suggestions[0].category == "water_outage"
+    assert suggested.history == ticket.history  # the history line is the amend's, in the same write
+
+
+def test_triage_enabled_needs_a_catalogue_that_exists(config_factory: ConfigFactory, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="catalogue: required when triage is enabled"):
+        config_factory(triage={"enabled": True})
+    config = config_factory(triage={"enabled": True, "catalogue": "nowhere.toml"})
+    with pytest.raises(ConfigError, match=r"nowhere\.toml"):
+        Gateway(config, aioredis.Redis())
