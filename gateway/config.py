@@ -420,7 +420,8 @@ class TriageConfig(_Section):
     enabled) and `examples` the labelled contacts it learns from ('': the set shipped with the
     gateway), both relative to the config file. Each read takes up to `batch` tickets; every
     `claim_every` seconds, tickets a stopped consumer left unacknowledged for `claim_idle` seconds
-    are taken over."""
+    are taken over. Submitted tickets' categories are kept as labelled contacts, the newest
+    `labels_maxlen`."""
 
     enabled: bool = False
     catalogue: str = ""
@@ -428,6 +429,8 @@ class TriageConfig(_Section):
     batch: int = Field(default=100, ge=1, le=1000)
     claim_idle: float = Field(default=30.0, ge=0, le=86400)
     claim_every: Seconds = 60.0
+    # Agents' final categories kept as labelled contacts (`hg:triage:labels`, MAXLEN ~).
+    labels_maxlen: int = Field(default=100_000, gt=0)
 
     @model_validator(mode="after")
     def _catalogue_when_enabled(self) -> TriageConfig:

@@ -130,6 +130,14 @@ class Keys:
         """A one-time seat ticket (its SHA-256): the agent it logs in, taken with GETDEL."""
         return f"{self.prefix}:console:ticket:{digest}"
 
+    # --- triage (gateway/triage/service.py) ----------------------------------------------------------
+
+    @property
+    def triage_labels(self) -> str:
+        """Stream: agents' final categories on submitted tickets, as labelled contacts (`t`,
+        `category`, `text`, `suggested`), for the dispatch suggestion to learn from."""
+        return f"{self.prefix}:triage:labels"
+
     # --- the supervisors' wallboard (gateway/web/wallboard.py) -----------------------------------
 
     def seat_presence(self, agent: str) -> str:

@@ -188,6 +188,7 @@ class Gateway:
         if config.triage.enabled:
             self.triage = Triage(self.live, self.queue, dispatch_model(config))
             self.add(Loop("triage", self.triage.run))
+            self.add(Loop("triage-labels", self.triage.learn))
         self.sms = self._sms_channel(os.environ if environ is None else environ)
 
     def _sms_channel(self, environ: Mapping[str, str]) -> SmsChannel | None:

@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.config import GatewayConfig, LiveConfig
@@ -36,6 +38,7 @@ from gateway.web.wallboard import process_id
 log = logging.getLogger("gateway.triage")
 
 GROUP = "triage"
+LABELS_GROUP = "triage-labels"  # on hg:submitted
 ACTOR = "triage"
 ACTION = "triaged"
 RETRY_AFTER = 1.0  # s: a read or write that found Redis away is tried again after this
@@ -67,19 +70,27 @@ def with_suggestions(ticket: Ticket, model: DispatchModel) -> Ticket:
     return ticket.model_copy(update={"suggestions": suggest(model, ticket_text(ticket))})
 
 
+Entries = list[tuple[str, dict[str, str]]]  # (entry id, fields) of a stream's entries
+Handler = Callable[[Entries], Awaitable[None]]
+
+
 class Triage:
-    """One consumer of the group `triage` on `hg:created`; `run` is its supervised loop."""
+    """One consumer of the group `triage` on `hg:created` (`run`: its supervised loop) and of the
+    group `triage-labels` on `hg:submitted` (`learn`: the agents' final categories recorded as
+    labelled contacts, item 3 of the issue)."""
 
     def __init__(self, live: LiveConfig, queue: TicketQueue, model: DispatchModel, name: str | None = None) -> None:
         self._live = live
         self._queue = queue
         self._redis = queue.redis
-        self._stream = queue.keys.created
+        self._keys = queue.keys
         self._model = model
+        self._known = frozenset(category.id for category in model.categories)
         self.name = name or process_id()
         self.handled = 0  # entries acknowledged: triaged, found triaged before, or with nothing to do
         self.triaged = 0
         self.repeats = 0
+        self.labelled = 0  # submitted tickets recorded as labelled contacts
         self._progress = asyncio.Condition()
 
     @property
@@ -87,62 +98,73 @@ class Triage:
         return self._live.current
 
     async def run(self) -> None:
-        await self.ensure_group()
+        await self._consume(self._keys.created, GROUP, self.handle)
+
+    async def learn(self) -> None:
+        await self._consume(self._keys.submitted, LABELS_GROUP, self.record_labels)
+
+    async def _consume(self, stream: str, group: str, handle: Handler) -> None:
+        await self.ensure_group(stream, group)
         swept = float("-inf")
         while True:
             try:
                 if time.monotonic() - swept >= self.config.triage.claim_every:
-                    await self.claim_orphans()
+                    await self.claim_orphans(stream, group, handle)
                     swept = time.monotonic()
-                entries = await self.read_new()
+                entries = await self.read_new(stream, group)
                 stop_if_cancelled()  # redis-py may swallow a cancellation that lands in the blocking read
-                await self.handle(entries)
+                await handle(entries)
             except (ServiceUnavailable, RedisError, OSError):
                 stop_if_cancelled()  # or turn it into a connection error
                 log.warning("triage: redis unavailable; what was read stays pending and is read again")
                 await asyncio.sleep(RETRY_AFTER)
 
-    async def ensure_group(self) -> None:
-        """The group, from the stream's start: a first triage reads what intake kept (it is bounded
-        by `created_maxlen`), so nothing created before the group existed is missed."""
+    async def ensure_group(self, stream: str | None = None, group: str = GROUP) -> None:
+        """The group, from the stream's start: a first triage reads what the stream kept (bounded
+        by its MAXLEN), so nothing written before the group existed is missed."""
         try:
-            await self._redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
+            await self._redis.xgroup_create(stream or self._keys.created, group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read_new(self) -> list[tuple[str, str]]:
-        """Entries never delivered to the group, (entry id, ticket id), blocking for at most half
-        of the command timeout (a longer block would end as a failed command)."""
+    async def read_new(self, stream: str | None = None, group: str = GROUP) -> Entries:
+        """Entries never delivered to the group, blocking for at most half of the command timeout
+        (a longer block would end as a failed command)."""
         block = int(min(1.0, self.config.redis.command_timeout / 2) * 1000)
         reply: Any = await self._redis.xreadgroup(
-            GROUP, self.name, {self._stream: ">"}, count=self.config.triage.batch, block=max(block, 1)
+            group, self.name, {stream or self._keys.created: ">"}, count=self.config.triage.batch, block=max(block, 1)
         )
         return [_entry(entry_id, fields) for _, found in reply or [] for entry_id, fields in found]
 
-    async def claim_orphans(self) -> int:
+    async def claim_orphans(self, stream: str | None = None, group: str = GROUP, handle: Handler | None = None) -> int:
         """Take over and handle the entries other consumers left pending `claim_idle` seconds."""
         settings = self.config.triage
         start, claimed = "0-0", 0
         while True:
             reply: Any = await self._redis.xautoclaim(
-                self._stream, GROUP, self.name, int(settings.claim_idle * 1000), start_id=start, count=settings.batch
+                stream or self._keys.created,
+                group,
+                self.name,
+                int(settings.claim_idle * 1000),
+                start_id=start,
+                count=settings.batch,
             )
-            # An entry trimmed from the stream since is claimed without fields: nothing to triage.
+            # An entry trimmed from the stream since is claimed without fields: nothing to do.
             entries = [_entry(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
-            await self.handle(entries)
+            await (handle or self.handle)(entries)
             claimed += len(entries)
             start = reply_text(reply[0])
             if start == "0-0":
                 return claimed
 
-    async def handle(self, entries: list[tuple[str, str]]) -> None:
+    async def handle(self, entries: Entries) -> None:
         """Triage each entry's ticket, then acknowledge them all (a ticket the store could not
         reach raises before the acknowledgement: every entry of the batch is read again)."""
         if not entries:
             return
-        for _, ticket_id in entries:
-            await self.triage(ticket_id)
+        for _, fields in entries:
+            await self.triage(fields.get("t", ""))
         await self.acknowledge([entry_id for entry_id, _ in entries])
 
     async def triage(self, ticket_id: str) -> None:
@@ -157,18 +179,50 @@ class Triage:
             log.warning("triage: %s; left without suggestions", exc.message)
 
     async def acknowledge(self, entry_ids: list[str]) -> None:
-        await self._redis.xack(self._stream, GROUP, *entry_ids)
+        await self._redis.xack(self._keys.created, GROUP, *entry_ids)
+        await self._progressed(len(entry_ids))
+
+    async def _progressed(self, count: int) -> None:
         async with self._progress:
-            self.handled += len(entry_ids)
+            self.handled += count
             self._progress.notify_all()
 
     async def handled_at_least(self, count: int) -> None:
-        """Wait until this consumer has acknowledged `count` entries."""
+        """Wait until this consumer has acknowledged `count` entries (of either stream)."""
         async with self._progress:
             await self._progress.wait_for(lambda: self.handled >= count)
 
+    async def record_labels(self, entries: Entries) -> None:
+        """Each submitted ticket the agent filed under a catalogue category becomes a labelled
+        contact on `triage_labels` (bounded); the appends and the acknowledgement are one
+        transaction, so a ticket is recorded once however often its entry is read."""
+        if not entries:
+            return
+        labels = [label for _, fields in entries if (label := self._label(fields.get("ticket", ""))) is not None]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for label in labels:
+                pipe.xadd(self._keys.triage_labels, label, maxlen=self.config.triage.labels_maxlen, approximate=True)
+            pipe.xack(self._keys.submitted, LABELS_GROUP, *[entry_id for entry_id, _ in entries])
+            await pipe.execute()
+        self.labelled += len(labels)
+        await self._progressed(len(entries))
 
-def _entry(entry_id: Any, fields: Any) -> tuple[str, str]:
-    """(entry id, ticket id) of a `hg:created` entry (`t`: the ticket id)."""
-    ticket = fields.get(b"t", fields.get("t", b"")) if isinstance(fields, dict) else b""
-    return reply_text(entry_id), reply_text(ticket)
+    def _label(self, document: str) -> dict[Any, Any] | None:
+        """The labelled contact of a submitted ticket: id, the agent's category, the text and what
+        triage had suggested first; None when the category is not the catalogue's or nothing was said."""
+        try:
+            ticket = Ticket.from_json(document)
+        except ValidationError:
+            log.warning("triage: a submitted entry is not a ticket; not recorded")
+            return None
+        text = ticket_text(ticket)
+        if ticket.category not in self._known or not text:
+            return None
+        suggested = ticket.suggestions[0].category if ticket.suggestions else ""
+        return {"t": ticket.id, "category": ticket.category, "text": text, "suggested": suggested}
+
+
+def _entry(entry_id: Any, fields: Any) -> tuple[str, dict[str, str]]:
+    """(entry id, fields as text) of a stream entry."""
+    found = fields if isinstance(fields, dict) else {}
+    return reply_text(entry_id), {reply_text(name): reply_text(value) for name, value in found.items()}

@@ -17,9 +17,19 @@ from gateway.shell.app import Gateway
 from gateway.shell.tasks import stop_task
 from gateway.ticket import Ticket, TranscriptSegment
 from gateway.triage.dispatch import DispatchModel
-from gateway.triage.service import ACTION, ACTOR, GROUP, Triage, dispatch_model, ticket_text, with_suggestions
+from gateway.triage.service import (
+    ACTION,
+    ACTOR,
+    GROUP,
+    LABELS_GROUP,
+    Triage,
+    dispatch_model,
+    ticket_text,
+    with_suggestions,
+)
 from tests.conftest import ConfigFactory
 from tests.helpers import post_intake, queued_ticket, running_gateway
+from tests.redis_typed import stream_entries
 
 CONTACTS = [
     ("我家燃气报警器一直响，屋里一股煤气味", "gas_leak"),
@@ -83,8 +93,8 @@ async def test_a_consumer_stopped_between_amend_and_ack_leaves_work_another_fini
     await first.ensure_group()
     entries = await first.read_new()
     assert len(entries) == 5  # one batch
-    for _, ticket_id in entries:
-        await first.triage(ticket_id)  # amended ... and the consumer dies before its XACK
+    for _, fields in entries:
+        await first.triage(fields["t"])  # amended ... and the consumer dies before its XACK
     assert first.triaged == 5 and first.handled == 0
 
     second = Triage(queue.live, queue, model, name="second")
@@ -179,3 +189,35 @@ def test_triage_enabled_needs_a_catalogue_that_exists(config_factory: ConfigFact
     config = config_factory(triage={"enabled": True, "catalogue": "nowhere.toml"})
     with pytest.raises(ConfigError, match=r"nowhere\.toml"):
         Gateway(config, aioredis.Redis())
+
+
+async def test_agents_final_categories_are_recorded_once_as_labelled_contacts(
+    triage_config: GatewayConfig, redis_client: aioredis.Redis
+) -> None:
+    queue, model, _ = await tickets(triage_config, redis_client, 0)
+    keys = queue.keys
+    submitted = [
+        queued_ticket("s1", text="暖气片不热", status="submitted", category="heating"),
+        queued_ticket("s2", text="咨询一下", status="submitted"),  # no category chosen: nothing learnt
+        queued_ticket("s3", text="别的", status="submitted", category="not_in_the_catalogue"),
+        queued_ticket("s4", channel="voice", status="submitted", category="water_outage"),  # nothing said
+    ]
+    for ticket in submitted:
+        await redis_client.xadd(keys.submitted, {"ticket": ticket.to_json()})
+    first = Triage(queue.live, queue, model, name="first")
+    await first.ensure_group(keys.submitted, LABELS_GROUP)
+    assert len(await first.read_new(keys.submitted, LABELS_GROUP)) == 4  # ... and it dies unacknowledged
+
+    second = Triage(queue.live, queue, model, name="second")
+    running = asyncio.create_task(second.learn())
+    try:
+        async with asyncio.timeout(10):
+            await second.handled_at_least(4)  # claimed from the first
+    finally:
+        await stop_task(running)
+    labels = stream_entries(await redis_client.xrange(keys.triage_labels))
+    assert [fields for _, fields in labels] == [
+        {"t": submitted[0].id, "category": "heating", "text": "暖气片不热", "suggested": ""}
+    ]
+    assert second.labelled == 1
+    assert (await redis_client.xpending(keys.submitted, LABELS_GROUP))["pending"] == 0
