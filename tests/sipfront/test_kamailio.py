@@ -344,8 +344,10 @@ def test_the_commented_example_in_gateway_toml_is_a_valid_section() -> None:
     from gateway.sipfront.config import KamailioConfig
 
     text = (Path(__file__).resolve().parents[2] / "config" / "gateway.toml").read_text(encoding="utf-8")
-    block = text[text.index("# [sipfront]") :].splitlines()
-    uncommented = "\n".join(line.removeprefix("# ") for line in block if line.startswith("# "))
+    lines = text[text.index("# [sipfront]") :].splitlines()
+    # The commented block only: up to the first line that is not a comment (other sections follow).
+    block = list(itertools.takewhile(lambda line: line.startswith("# "), lines))
+    uncommented = "\n".join(line.removeprefix("# ") for line in block)
     section = tomllib.loads(uncommented)["sipfront"]
     front = KamailioConfig.model_validate(section)
     assert front.enabled and front.phones["1001"] == "HG_SIP_PASSWORD_1001"
