@@ -10,7 +10,17 @@ which learns the ticket from the conversation key, names its conversation list (
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from dataclasses import dataclass
+
+
+def process_id() -> str:
+    """This process's name among Redis consumers and writers (a consumer group's consumer, a
+    wallboard's presence): its host and pid, and a suffix, as two gateways in one process (tests)
+    are two writers."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
 def reply_text(value: object) -> str:

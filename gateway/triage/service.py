@@ -27,13 +27,12 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
-from gateway.keys import reply_text
+from gateway.keys import process_id, reply_text
 from gateway.queue import TicketQueue
 from gateway.shell.tasks import stop_if_cancelled
 from gateway.ticket import Ticket
 from gateway.triage.catalogue import LABELLED, load_catalogue, load_examples
 from gateway.triage.dispatch import DispatchModel, suggest, train
-from gateway.web.wallboard import process_id
 
 log = logging.getLogger("gateway.triage")
 

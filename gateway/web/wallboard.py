@@ -19,9 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import secrets
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -34,7 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Forbidden, ServiceUnavailable, Unauthorized
-from gateway.keys import Keys, reply_text
+from gateway.keys import Keys, process_id, reply_text
 from gateway.queue import TicketQueue
 from gateway.queue.store import GROUP
 from gateway.ticket import MAX_PRIORITY
@@ -57,12 +54,6 @@ CLOSE_SESSION_ENDED = 4001  # the supervisor's session expired or was logged out
 MAX_INBOUND = 1024  # bytes: supervisors send nothing; anything big is not one of ours
 # Delete a seat's presence only if this process wrote it (the seat may have moved to another).
 _FORGET = "if redis.call('HGET', KEYS[1], 'host') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
-
-def process_id() -> str:
-    """This wallboard's name: its host and pid, and a suffix, as two gateways in one process (tests)
-    are two writers."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
 def now_ms() -> int:
