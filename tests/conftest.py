@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -21,7 +22,6 @@ pytest_plugins = ["tests.logscan"]
 _prefixes = itertools.count()
 
 
-
 def pytest_configure(config: pytest.Config) -> None:
     from tests.logscan import register_secrets  # after pytest loaded it as a plugin (assert rewriting)
 
@@ -37,10 +37,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A redis-server of this test's own, to stop, freeze or restart (same port, same data): the
+    session's must not be."""
+    server = EmbeddedRedis(port=free_port(), data_dir=tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        if server._process is not None and server._process.poll() is None:
+            os.kill(server._process.pid, signal.SIGCONT)  # a test that froze it may have failed
+        server.stop()
+
+
+@pytest.fixture
 def key_prefix() -> str:
     return f"t{next(_prefixes)}"
-
-
 
 
 class ConfigFactory(Protocol):

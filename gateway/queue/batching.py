@@ -8,8 +8,13 @@ the scripts are independent atomic steps, so batching changes no semantics (`tra
 Stale connections: after Redis restarts, every pooled connection is dead, and the first batch sent
 on one fails as a whole. A failed connection means the others opened before it are as dead, so
 the idle ones are dropped at once, and the calls whose script is safe to repeat
-(`queue_scripts.REPEATABLE`) are sent once more, on a fresh connection. The others fail (503): a
-repeat of them could do twice what the first attempt may have done.
+(`queue_scripts.REPEATABLE`) are sent again, up to `STALE_ATTEMPTS` times in all: a connection in
+use while the idle ones were dropped may be dead as well, and is only found out by using it. The
+others fail (503): a repeat of them could do twice what the first attempt may have done.
+
+Scripts unknown to the server (it restarted, or SCRIPT FLUSH): a call answered NOSCRIPT did not
+run, so every such call of a batch is sent again, as one batch, after the scripts were loaded once,
+whatever their script (the same stale-connection rule applies to that second batch).
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 
 T = TypeVar("T")
+
+# Sends in all of a repeatable call (or a read) while its connection turns out dead: the first, and
+# the retries on fresh connections. Three: the dead connections in use when the idle ones were
+# dropped are each found out by one failure of their own user, rarely of ours twice.
+STALE_ATTEMPTS = 3
 
 
 @dataclass
@@ -50,16 +60,17 @@ async def drop_idle_connections(client: aioredis.Redis) -> None:
     await client.connection_pool.disconnect(inuse_connections=False)
 
 
-async def once_more_on_stale(client: aioredis.Redis, attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run `attempt`; if its connection was stale, drop the idle ones and run it once more. Only for
-    what is safe to repeat (reads, idempotent writes)."""
-    try:
-        return await attempt()
-    except RedisConnectionError as exc:
-        if not is_stale_connection(exc):
-            raise
-    with contextlib.suppress(RedisError, OSError):  # closing a dead socket may fail as well
-        await drop_idle_connections(client)
+async def again_on_stale(client: aioredis.Redis, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt`; while its connection was stale, drop the idle ones and run it again (up to
+    `STALE_ATTEMPTS` runs). Only for what is safe to repeat (reads, idempotent writes)."""
+    for _ in range(STALE_ATTEMPTS - 1):
+        try:
+            return await attempt()
+        except RedisConnectionError as exc:
+            if not is_stale_connection(exc):
+                raise
+        with contextlib.suppress(RedisError, OSError):  # closing a dead socket may fail as well
+            await drop_idle_connections(client)
     return await attempt()
 
 
@@ -103,7 +114,9 @@ class ScriptBatcher:
         if batch:
             asyncio.get_running_loop().create_task(self._send(batch))
 
-    async def _send(self, batch: list[_Call], retry: bool = True) -> None:
+    async def _send(self, batch: list[_Call], attempts: int = STALE_ATTEMPTS, loaded: bool = False) -> None:
+        """Send `batch` and answer each call. `attempts`: sends left to a repeatable call while
+        connections turn out stale; `loaded`: the scripts were just loaded for these calls."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for call in batch:
@@ -113,39 +126,47 @@ class ScriptBatcher:
             # Every caller gets an answer, whatever went wrong (a cancelled send included): a future
             # left pending would hang its caller, and with it a seat's handler or a shutdown.
             failure = exc if isinstance(exc, RedisError | OSError) else RedisError(f"batch failed: {exc!r}")
-            stale = retry and isinstance(exc, Exception) and is_stale_connection(exc)
+            stale = attempts > 1 and isinstance(exc, Exception) and is_stale_connection(exc)
             again = [call for call in batch if stale and call.repeatable]
             _fail([call for call in batch if not (stale and call.repeatable)], failure)
             if not isinstance(exc, Exception):
                 raise
             if again:
-                await self._send_again(again, failure)
+                await self._send_again(again, failure, attempts - 1, loaded)
             return
+        unknown: list[_Call] = []
         for call, result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):
-                # Redis restarted (or SCRIPT FLUSH): the script object loads it and runs it alone.
-                asyncio.get_running_loop().create_task(self._alone(call))
+            if isinstance(result, NoScriptError) and not loaded:
+                unknown.append(call)  # it did not run: safe to send again, once its script is loaded
             elif isinstance(result, Exception):
                 call.future.set_exception(result)
             elif not call.future.done():
                 call.future.set_result(result)
+        if unknown:
+            await self._load_and_send(unknown, attempts)
 
-    async def _send_again(self, calls: list[_Call], failure: BaseException) -> None:
+    async def _send_again(self, calls: list[_Call], failure: BaseException, attempts: int, loaded: bool) -> None:
         try:
             with contextlib.suppress(RedisError, OSError):  # closing a dead socket may fail as well
                 await drop_idle_connections(self._redis)
         except BaseException:  # cancelled: these calls still get their answer
             _fail(calls, failure)
             raise
-        await self._send(calls, retry=False)
+        await self._send(calls, attempts, loaded)
 
-    @staticmethod
-    async def _alone(call: _Call) -> None:
+    async def _load_and_send(self, calls: list[_Call], attempts: int) -> None:
+        """Load each script these calls run (idempotent), then send them again as one batch."""
+        sources = {call.script.sha: call.script.script for call in calls}.values()
+
+        async def load() -> None:
+            for source in sources:
+                await self._redis.script_load(source)
+
         try:
-            result = await call.script(keys=list(call.keys), args=list(call.args))
-        except (RedisError, OSError) as exc:
-            if not call.future.done():
-                call.future.set_exception(exc)
+            await again_on_stale(self._redis, load)
+        except BaseException as exc:
+            _fail(calls, exc if isinstance(exc, RedisError | OSError) else RedisError(f"script load failed: {exc!r}"))
+            if not isinstance(exc, Exception):
+                raise
             return
-        if not call.future.done():
-            call.future.set_result(result)
+        await self._send(calls, attempts, loaded=True)

@@ -23,7 +23,7 @@ from gateway.errors import Conflict, NotFound, QueueFull, ServiceUnavailable
 from gateway.keys import Keys as Keys  # re-exported: gateway.queue exports it
 from gateway.keys import reply_text
 from gateway.queue import scripts as queue_scripts
-from gateway.queue.batching import ScriptBatcher, once_more_on_stale
+from gateway.queue.batching import ScriptBatcher, again_on_stale
 from gateway.ticket import (
     MAX_PRIORITY,
     Citizen,
@@ -434,7 +434,7 @@ class TicketQueue:
         """The ticket and its document as stored (what a change guarded by it compares)."""
         _known_shape(ticket_id)
         try:
-            doc, status, agent, dropped, history, messages = await once_more_on_stale(
+            doc, status, agent, dropped, history, messages = await again_on_stale(
                 self._redis, lambda: self._read(ticket_id)
             )
         except (RedisError, OSError) as exc:
@@ -448,7 +448,7 @@ class TicketQueue:
         for the hot paths that change only the document (a submit's last edits and its 回访)."""
         _known_shape(ticket_id)
         try:
-            doc, status, agent = await once_more_on_stale(
+            doc, status, agent = await again_on_stale(
                 self._redis, lambda: self._redis.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent")
             )
         except (RedisError, OSError) as exc:

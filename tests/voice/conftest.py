@@ -4,14 +4,14 @@ flow's prompts rendered once, and what `voice_stack` needs."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.ivr.flow import parse_ivr_toml
-from gateway.shell.embedded_redis import EmbeddedRedis, free_port
+from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.voice.prompts import prompt_files, render_missing
 from peers.audio import write_tone_wav
 from peers.flows import DEFAULT_FLOW
@@ -90,12 +90,3 @@ StackArgs = dict[str, Any]
 def stack_args(tmp_path: Path, redis_server: EmbeddedRedis, key_prefix: str, prompts_dir: Path) -> StackArgs:
     """What `voice_stack` needs from the test session: `voice_stack(**stack_args, ...)`."""
     return {"tmp_path": tmp_path, "redis_url": redis_server.url, "key_prefix": key_prefix, "prompts_dir": prompts_dir}
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis of this test's own, to stop under a worker (and start again: same port, same data)."""
-    server = EmbeddedRedis(port=free_port(), data_dir=tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,23 +16,10 @@ import redis.asyncio as aioredis
 
 from gateway.config import GatewayConfig, parse_config
 from gateway.shell.app import Gateway, redis_client
-from gateway.shell.embedded_redis import EmbeddedRedis, free_port
+from gateway.shell.embedded_redis import EmbeddedRedis
 from peers.gateway_config import API_KEY, make_raw_config
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A redis-server of this test's own (the session's must not be frozen or restarted)."""
-    server = EmbeddedRedis(port=free_port(), data_dir=tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        if server._process is not None and server._process.poll() is None:
-            os.kill(server._process.pid, signal.SIGCONT)
-        server.stop()
 
 
 @asynccontextmanager
