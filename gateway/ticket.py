@@ -155,6 +155,9 @@ class Ticket(_Frozen):
     satisfaction: ShortText = ""
     # What the agent answers the citizen: sent on submit with the 回访 question (gateway/channels/followup.py).
     answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS)] = ""
+    # The knowledge-base entry (知识库, gateway/knowledge/) the agent answered from directly, when
+    # they did: what the 直办率 counts.
+    answered_from: Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")] = ""
     history: tuple[HistoryEntry, ...] = ()
     # A message channel's conversation, oldest first, at most `[conversations] max_messages`:
     # beyond, the oldest are dropped and counted (the first one is `text` anyway).
@@ -173,7 +176,9 @@ class Ticket(_Frozen):
 
 
 # The fields an agent may change with an `update` frame, and nothing else.
-EDITABLE_FIELDS = frozenset({"text", "category", "address", "notes", "answer", "citizen_name", "citizen_phone"})
+EDITABLE_FIELDS = frozenset(
+    {"text", "category", "address", "notes", "answer", "answered_from", "citizen_name", "citizen_phone"}
+)
 
 
 def conversation_identity(ticket: Ticket) -> str | None:
