@@ -240,9 +240,11 @@ class ChannelsConfig(_Section):
 class RoutingConfig(_Section):
     default_queue: Name = "general"
     by_channel: dict[Channel, Name] = Field(default_factory=dict)
-    # Flags that raise a ticket's priority to at least the given level (urgent, enterprise, ...).
+    # Flags that raise a ticket's priority to at least the given level (urgent, enterprise, ...):
+    # at intake, and when triage flags sensitive words (`sensitive_high`: severity 2,
+    # `sensitive_critical`: severity 3; gateway/triage/assess.py).
     flag_priority: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")], int] = Field(
-        default_factory=lambda: {"urgent": 5, "enterprise": 7}
+        default_factory=lambda: {"urgent": 5, "enterprise": 7, "sensitive_high": 6, "sensitive_critical": 9}
     )
 
 
