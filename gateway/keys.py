@@ -193,6 +193,16 @@ class Keys:
         return f"{self.prefix}:transcripts"
 
     @property
+    def alerts(self) -> str:
+        """Stream of sensitive-word alerts (`Alerted`), for the supervisors' wallboard."""
+        return f"{self.prefix}:alerts"
+
+    @property
+    def alert_news(self) -> str:
+        """Pub/Sub twin of `alerts`, for the seat holding the ticket."""
+        return f"{self.prefix}:alerts:news"
+
+    @property
     def pending(self) -> str:
         """Recordings that live recognition missed, for `transcribe --pending`."""
         return f"{self.prefix}:asr:pending"

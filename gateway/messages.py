@@ -11,6 +11,7 @@ Where each one travels (docs/redis-keys.md lists them with their fields):
   kind, then its fields as words separated by single spaces;
 - `{prefix}:transcripts` (Pub/Sub): `Transcript`, JSON;
 - `{prefix}:news` (Pub/Sub): `ConversationNews`, JSON;
+- `{prefix}:alerts:news` (Pub/Sub) and `{prefix}:alerts` (stream, field `m`): `Alerted`, JSON;
 - `{prefix}:worker:{id}:inbox` (stream): `ConnectAgent`, its `op` naming the command;
 - `{prefix}:workers:dead` (stream): `DeadWorker`;
 - `{prefix}:asr:pending` (sorted set): `PendingRecording`, JSON, the member itself;
@@ -35,7 +36,7 @@ from pydantic import ConfigDict, Json, StringConstraints, TypeAdapter, Validatio
 from gateway import jsonwire
 from gateway.config import AgentId, format_path
 from gateway.errors import InvalidRequest
-from gateway.ticket import Channel, Citizen, ConversationMessage, Ticket, TranscriptSegment
+from gateway.ticket import Channel, Citizen, ConversationMessage, SensitiveAlert, Ticket, TranscriptSegment
 
 TicketId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[0-9A-Za-z]+$")]
 # A word of a control line: printable ASCII, no space (the line's separator).
@@ -243,6 +244,27 @@ class ConversationNews(_Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Alerted(_Message):
+    """Sensitive words triage found on a ticket (gateway/triage/assess.py), for the seat holding it
+    (`{prefix}:alerts:news`) and the supervisors (`{prefix}:alerts`, the entry's field `m`)."""
+
+    ticket: TicketId
+    queue: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    priority: int
+    alerts: tuple[SensitiveAlert, ...]
+
+    def serialize(self) -> bytes:
+        alerts = [alert.model_dump(mode="json") for alert in self.alerts]
+        raw = _dumps({"ticket": self.ticket, "queue": self.queue, "priority": self.priority, "alerts": alerts})
+        self.parse(raw)
+        return raw
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Self:
+        return validated(cls, _json_object(raw, "alert"), "alert")
+
+
+@dataclass(frozen=True, slots=True)
 class PendingRecording(_Message):
     """A recording live recognition missed, waiting for `transcribe --pending` (the sorted set's
     member is this JSON itself; its score is when it was added)."""
@@ -370,6 +392,7 @@ MESSAGES: tuple[type[_Message], ...] = (
     CallEnded,
     Transcript,
     ConversationNews,
+    Alerted,
     PendingRecording,
     ConnectAgent,
     DeadWorker,

@@ -109,6 +109,36 @@ class Suggestion(_Frozen):
 MAX_SUGGESTIONS = 3
 
 
+AlertSource = Literal["text", "transcript", "message"]
+MAX_ALERTS = 32
+
+
+class SensitiveAlert(_Frozen):
+    """A sensitive word (敏感词, gateway/triage/sensitive.py) in what the citizen wrote or said:
+    the word as listed, its category and severity (1-3), the words around it as written, where it
+    was found, and when triage found it."""
+
+    word: ShortText
+    category: ShortText
+    severity: int = Field(ge=1, le=3)
+    context: Annotated[str, StringConstraints(max_length=512)]
+    source: AlertSource = "text"
+    at: datetime
+
+
+ClockName = Literal["contact", "reply", "resolve"]
+
+
+class DeadlineClock(_Frozen):
+    """One deadline (红黄绿三色预警, gateway/triage/deadlines.py): what must be done (contact the
+    citizen, reply, resolve), its limit as the catalogue names it ("2h", "5wd"), and when it runs
+    out. Its colour is not stored: it depends on the time it is looked at."""
+
+    name: ClockName
+    limit: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,2}(h|wd)$")]
+    due: datetime
+
+
 Direction = Literal["in", "out"]
 DeliveryStatus = Literal["queued", "sent", "delivered", "failed"]
 MAX_MESSAGES = 200  # the default of `[conversations] max_messages`
@@ -166,6 +196,10 @@ class Ticket(_Frozen):
     # Triage's dispatch suggestions, best first (written once by the triage consumer; the agent
     # still chooses `category`).
     suggestions: Annotated[tuple[Suggestion, ...], Field(max_length=MAX_SUGGESTIONS)] = ()
+    # Sensitive words triage found (the ticket is flagged `sensitive`, and its priority raised per
+    # severity), and its deadlines: by the category the agent chose, else the best suggestion's.
+    alerts: Annotated[tuple[SensitiveAlert, ...], Field(max_length=MAX_ALERTS)] = ()
+    clocks: tuple[DeadlineClock, ...] = Field(default=(), max_length=3)
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_defaults=True).encode()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from gateway import messages as m
 from gateway.config import GatewayConfig
 from gateway.queue import TicketQueue
-from gateway.ticket import CHANNELS, Citizen, Ticket, TranscriptSegment, new_ticket_id
+from gateway.ticket import CHANNELS, Citizen, SensitiveAlert, Ticket, TranscriptSegment, new_ticket_id
 from gateway.voice.link import VoiceLink
 from tests.channels.strategies import conversation_messages
 from tests.helpers import queued_ticket, voice_ticket
@@ -68,6 +68,16 @@ def submitted_tickets(draw: st.DrawFn) -> Ticket:
     )
 
 
+sensitive_alerts = st.builds(
+    SensitiveAlert,
+    word=st.text(min_size=1, max_size=16),
+    category=st.sampled_from(["self_harm", "violence", "mass_incident"]),
+    severity=st.integers(min_value=1, max_value=3),
+    context=st.text(max_size=60),
+    source=st.sampled_from(["text", "transcript", "message"]),
+    at=st.datetimes(timezones=st.just(UTC)),
+)
+
 MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.Login: st.builds(m.Login, agents, words),
     m.ScreenPop: st.builds(m.ScreenPop, agents, tickets),
@@ -75,6 +85,13 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.CallEnded: st.builds(m.CallEnded, agents, tickets, reasons),
     m.Transcript: st.builds(m.Transcript, tickets, segments),
     m.ConversationNews: st.builds(m.ConversationNews, tickets, agents, conversation_messages),
+    m.Alerted: st.builds(
+        m.Alerted,
+        tickets,
+        st.text(min_size=1, max_size=64),
+        st.integers(min_value=0, max_value=9),
+        st.lists(sensitive_alerts, max_size=3).map(tuple),
+    ),
     m.PendingRecording: st.builds(m.PendingRecording, tickets, st.text(min_size=1, max_size=512), reasons),
     m.ConnectAgent: st.builds(
         m.ConnectAgent, tickets, agents, st.from_regex(r"sips?:[\x21-\x7e]{1,200}", fullmatch=True)

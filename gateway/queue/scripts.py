@@ -489,6 +489,25 @@ return 'ok'
 """
 )
 
+# A queued ticket joins another stream of its queue (its priority was raised): the new entry is
+# its place from now on, and the old one goes (acknowledged too: a ticket given back waits pending).
+# KEYS: ticket; ARGV: stream, ticket id, wake channel, group
+REQUEUE = (
+    _PRELUDE
+    + r"""
+local old_stream, old_entry = unpack(redis.call('HMGET', KEYS[1], 'stream', 'entry'))
+if old_stream and old_entry then
+  redis.call('XACK', old_stream, ARGV[4], old_entry)
+  redis.call('XDEL', old_stream, old_entry)
+end
+local entry = redis.call('XADD', ARGV[1], '*', 't', ARGV[2])
+ensure_group(ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[1], 'stream', ARGV[1], 'entry', entry)
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return entry
+"""
+)
+
 # Take an expired lease: only if its score is still in the past (the agent did not come back).
 # KEYS: leases zset; ARGV: agent
 TAKE_EXPIRED_LEASE = (

@@ -632,11 +632,20 @@ class TicketQueue:
             self._raise_for(reply_text(code), ticket_id, "")
         return True
 
-    async def amend(self, ticket_id: str, change: Callable[[Ticket], Ticket], actor: str, action: str) -> Ticket:
-        """A system actor (a media worker) changes a ticket's document, whoever holds it.
+    async def amend(
+        self,
+        ticket_id: str,
+        change: Callable[[Ticket], Ticket],
+        actor: str,
+        action: str,
+        also: Callable[[Any, Ticket], None] | None = None,
+    ) -> Ticket:
+        """A system actor (a media worker, triage) changes a ticket's document, whoever holds it.
+        `also` adds its own commands (what the change announces) to the same transaction.
 
         Optimistic: WATCH the ticket, change it, write it back in MULTI; retry if anyone else
-        wrote in between. Status and owner are left alone.
+        wrote in between. Status and owner are left alone. A queued ticket whose priority the
+        change raised moves to its queue's stream of that priority (REQUEUE), the dispatchers woken.
         """
         key = self.keys.ticket(ticket_id)
         for _ in range(20):
@@ -648,6 +657,10 @@ class TicketQueue:
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(key, "doc", _doc_json(changed))
                     pipe.rpush(self.keys.history(ticket_id), history_json(actor, action))
+                    if ticket.status == "queued" and changed.priority > ticket.priority:
+                        self._requeue(pipe, changed)
+                    if also is not None:
+                        also(pipe, changed)
                     await pipe.execute()
                     return changed
                 except WatchError:
@@ -655,6 +668,12 @@ class TicketQueue:
                 except (RedisError, OSError) as exc:
                     raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
         raise Conflict(f"ticket {ticket_id} kept changing; amend gave up")
+
+    def _requeue(self, pipe: Any, ticket: Ticket) -> None:
+        """Queue `ticket` again at its priority, inside the caller's MULTI (its group exists: every
+        configured queue's streams get theirs at start, `ensure_groups`)."""
+        stream = self.keys.stream(ticket.queue, ticket.priority)
+        pipe.eval(queue_scripts.REQUEUE, 1, self.keys.ticket(ticket.id), stream, ticket.id, self.keys.wake, GROUP)
 
     async def note(self, ticket_id: str, actor: str, action: str, **detail: str) -> None:
         """Append a line to a ticket's history (what a worker did with the call)."""

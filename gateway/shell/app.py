@@ -35,7 +35,7 @@ from gateway.shell.services import Health, Loop, Report, Service, Services
 from gateway.shell.supervisor import RUN_ID_ENV
 from gateway.shell.tasks import Tasks, stop_if_cancelled
 from gateway.ticket import utcnow
-from gateway.triage.service import Triage, dispatch_model
+from gateway.triage.service import Triage, build_triager
 from gateway.voice.link import VoiceLink
 from gateway.web.http import start_http
 from gateway.web.http_server import throttle_accept_errors
@@ -186,7 +186,7 @@ class Gateway:
         # Dispatch suggestions beside intake (its own consumer group on the ticket-created stream).
         self.triage: Triage | None = None
         if config.triage.enabled:
-            self.triage = Triage(self.live, self.queue, dispatch_model(config))
+            self.triage = Triage(self.live, self.queue, build_triager(config))
             self.add(Loop("triage", self.triage.run))
             self.add(Loop("triage-labels", self.triage.learn))
         self.sms = self._sms_channel(os.environ if environ is None else environ)

@@ -23,9 +23,9 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 
 from gateway.ivr.calendar import Calendar, hours_on, local_time
+from gateway.ticket import ClockName
 
 Colour = Literal["green", "yellow", "red"]
-ClockName = Literal["contact", "reply", "resolve"]
 EscalationKind = Literal["reminder", "report"]
 
 COLOUR_ORDER: dict[Colour, int] = {"green": 0, "yellow": 1, "red": 2}

@@ -28,45 +28,40 @@ from redis.exceptions import RedisError, ResponseError
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
 from gateway.keys import process_id, reply_text
+from gateway.messages import Alerted
 from gateway.queue import TicketQueue
 from gateway.shell.tasks import stop_if_cancelled
-from gateway.ticket import Ticket
+from gateway.ticket import Ticket, utcnow
+from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, ticket_text
 from gateway.triage.catalogue import LABELLED, load_catalogue, load_examples
-from gateway.triage.dispatch import DispatchModel, suggest, train
+from gateway.triage.dispatch import train
+from gateway.triage.sensitive import SensitiveMatcher
 
 log = logging.getLogger("gateway.triage")
 
 GROUP = "triage"
 LABELS_GROUP = "triage-labels"  # on hg:submitted
-ACTOR = "triage"
-ACTION = "triaged"
 RETRY_AFTER = 1.0  # s: a read or write that found Redis away is tried again after this
+ALERTS_MAXLEN = 10_000  # `hg:alerts`: the supervisors' recent alerts (MAXLEN ~)
 
 
-class AlreadyTriaged(Conflict):
-    """The ticket's history already has the triage line: a repeat after a crash, nothing to write."""
-
-
-def dispatch_model(config: GatewayConfig) -> DispatchModel:
-    """The suggestion's model, trained from the configured catalogue and labelled contacts
-    (`ConfigError` naming the file when one cannot be read)."""
+def build_triager(config: GatewayConfig) -> Triager:
+    """What triage decides with: the dispatch model trained from the configured catalogue and
+    labelled contacts (`ConfigError` naming the file when one cannot be read), the sensitive
+    words, the deadline calendar and the flags' priorities."""
     settings = config.triage
     categories = load_catalogue(config.resolve(settings.catalogue))
     examples = load_examples(config.resolve(settings.examples) if settings.examples else LABELLED, categories)
-    return train(categories, examples)
-
-
-def ticket_text(ticket: Ticket) -> str:
-    """What the citizen said: the ticket's text and what the caller said in its transcript."""
-    said = [segment.text for segment in ticket.transcript if segment.speaker == "caller" and segment.final]
-    return "\n".join([ticket.text, *said]).strip()
-
-
-def with_suggestions(ticket: Ticket, model: DispatchModel) -> Ticket:
-    """The amend's change: the suggestions set, unless triage already wrote this ticket."""
-    if any(entry.actor == ACTOR and entry.action == ACTION for entry in ticket.history):
-        raise AlreadyTriaged(f"ticket {ticket.id} was triaged before")
-    return ticket.model_copy(update={"suggestions": suggest(model, ticket_text(ticket))})
+    sensitive = config.sensitive
+    return Triager(
+        model=train(categories, examples),
+        matcher=SensitiveMatcher(
+            sensitive.words, context_chars=sensitive.context_chars, max_matches=sensitive.max_matches
+        ),
+        categories={category.id: category for category in categories},
+        calendar=config.deadlines.calendar,
+        flag_priority=dict(config.routing.flag_priority),
+    )
 
 
 Entries = list[tuple[str, dict[str, str]]]  # (entry id, fields) of a stream's entries
@@ -78,13 +73,13 @@ class Triage:
     group `triage-labels` on `hg:submitted` (`learn`: the agents' final categories recorded as
     labelled contacts, item 3 of the issue)."""
 
-    def __init__(self, live: LiveConfig, queue: TicketQueue, model: DispatchModel, name: str | None = None) -> None:
+    def __init__(self, live: LiveConfig, queue: TicketQueue, triager: Triager, name: str | None = None) -> None:
         self._live = live
         self._queue = queue
         self._redis = queue.redis
         self._keys = queue.keys
-        self._model = model
-        self._known = frozenset(category.id for category in model.categories)
+        self._triager = triager
+        self._known = frozenset(triager.categories)
         self.name = name or process_id()
         self.handled = 0  # entries acknowledged: triaged, found triaged before, or with nothing to do
         self.triaged = 0
@@ -168,14 +163,29 @@ class Triage:
 
     async def triage(self, ticket_id: str) -> None:
         try:
-            await self._queue.amend(ticket_id, lambda ticket: with_suggestions(ticket, self._model), ACTOR, ACTION)
+            triaged = await self._queue.amend(
+                ticket_id, lambda ticket: assess(ticket, self._triager, utcnow()), ACTOR, ACTION, self._announce
+            )
             self.triaged += 1
+            if triaged.alerts:  # categories and severity only: the words quote the citizen
+                worst = max(alert.severity for alert in triaged.alerts)
+                found = ",".join(sorted({alert.category for alert in triaged.alerts}))
+                log.warning("triage: ticket %s has sensitive words (%s, severity %d)", ticket_id, found, worst)
         except AlreadyTriaged:
             self.repeats += 1
         except NotFound:
             log.info("triage: ticket %s is gone; skipped", ticket_id)
         except Conflict as exc:  # it kept changing under twenty tries: an agent's edits come first
             log.warning("triage: %s; left without suggestions", exc.message)
+
+    def _announce(self, pipe: Any, ticket: Ticket) -> None:
+        """In the amend's transaction: the alerts found, for the supervisors (stream, kept) and
+        the seat holding the ticket (Pub/Sub)."""
+        if not ticket.alerts:
+            return
+        news = Alerted(ticket.id, ticket.queue, ticket.priority, ticket.alerts).serialize()
+        pipe.xadd(self._keys.alerts, {"m": news}, maxlen=ALERTS_MAXLEN, approximate=True)
+        pipe.publish(self._keys.alert_news, news)
 
     async def acknowledge(self, entry_ids: list[str]) -> None:
         await self._redis.xack(self._keys.created, GROUP, *entry_ids)

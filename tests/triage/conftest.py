@@ -4,12 +4,17 @@ TRIAGE_DATA): it is never copied into the repo."""
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from gateway.triage.catalogue import Category, load_catalogue
 from tests.conftest import missing
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "gateway.toml"
+# The example config's `[sensitive]` words, raw (a config factory's `sensitive=`).
+SHIPPED_SENSITIVE = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))["sensitive"]
 
 SHARED_TRIAGE = Path(os.environ.get("TRIAGE_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "triage"))
 

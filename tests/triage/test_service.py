@@ -12,24 +12,22 @@ import redis.asyncio as aioredis
 
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
+from gateway.messages import Alerted
 from gateway.queue import TicketQueue
 from gateway.shell.app import Gateway
 from gateway.shell.tasks import stop_task
-from gateway.ticket import Ticket, TranscriptSegment
-from gateway.triage.dispatch import DispatchModel
+from gateway.ticket import Ticket, TranscriptSegment, utcnow
+from gateway.triage.assess import ACTION, ACTOR, Triager, assess, ticket_text
 from gateway.triage.service import (
-    ACTION,
-    ACTOR,
     GROUP,
     LABELS_GROUP,
     Triage,
-    dispatch_model,
-    ticket_text,
-    with_suggestions,
+    build_triager,
 )
 from tests.conftest import ConfigFactory
 from tests.helpers import post_intake, queued_ticket, running_gateway
 from tests.redis_typed import stream_entries
+from tests.triage.conftest import SHIPPED_SENSITIVE
 
 CONTACTS = [
     ("我家燃气报警器一直响，屋里一股煤气味", "gas_leak"),
@@ -42,7 +40,10 @@ CONTACTS = [
 
 @pytest.fixture
 def triage_config(config_factory: ConfigFactory, catalogue_path: Path) -> GatewayConfig:
-    return config_factory(triage={"enabled": True, "catalogue": str(catalogue_path), "batch": 5, "claim_idle": 0})
+    return config_factory(
+        triage={"enabled": True, "catalogue": str(catalogue_path), "batch": 5, "claim_idle": 0},
+        sensitive=SHIPPED_SENSITIVE,
+    )
 
 
 def triage_lines(ticket: Ticket) -> int:
@@ -59,10 +60,10 @@ async def intake(queue: TicketQueue, count: int) -> list[str]:
 
 async def tickets(
     config: GatewayConfig, client: aioredis.Redis, count: int
-) -> tuple[TicketQueue, DispatchModel, list[str]]:
-    """A queue with `count` new tickets on its ticket-created stream, and the suggestion's model."""
+) -> tuple[TicketQueue, Triager, list[str]]:
+    """A queue with `count` new tickets on its ticket-created stream, and what triage decides with."""
     queue = TicketQueue(client, config)
-    return queue, dispatch_model(config), await intake(queue, count)
+    return queue, build_triager(config), await intake(queue, count)
 
 
 async def test_tickets_posted_through_http_get_suggestions(triage_config: GatewayConfig) -> None:
@@ -178,7 +179,7 @@ def test_the_text_read_is_the_tickets_and_what_the_caller_said(triage_config: Ga
     )
     ticket = queued_ticket("v1", channel="voice", transcript=said)
     assert ticket_text(ticket) == "我们楼停水两天了"
-    suggested = with_suggestions(ticket, dispatch_model(triage_config))
+    suggested = assess(ticket, build_triager(triage_config), utcnow())
     assert suggested.suggestions[0].category == "water_outage"
     assert suggested.history == ticket.history  # the history line is the amend's, in the same write
 
@@ -221,3 +222,29 @@ async def test_agents_final_categories_are_recorded_once_as_labelled_contacts(
     ]
     assert second.labelled == 1
     assert (await redis_client.xpending(keys.submitted, LABELS_GROUP))["pending"] == 0
+
+
+async def test_a_threat_is_raised_ahead_of_older_tickets_and_alerted_once(
+    triage_config: GatewayConfig, redis_client: aioredis.Redis
+) -> None:
+    queue, triager, [older] = await tickets(triage_config, redis_client, 1)
+    threat = (await queue.intake(queued_ticket("t1", text="工资再不给我就跳楼"), "test")).ticket_id
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(queue.keys.alert_news)
+    consumer = Triage(queue.live, queue, triager, name="only")
+    await consumer.triage(older)
+    await consumer.triage(threat)
+    await consumer.triage(threat)  # a repeat after a crash: nothing written twice
+    raised = await queue.get(threat)
+    assert raised.priority == 9 and "sensitive_critical" in raised.flags
+    assert await queue.waiting("general") == 2, "the ticket moved: it is not queued twice"
+    offered = await queue.offer("a1", ["general"])
+    assert offered is not None and offered.id == threat, "the threat is offered before the older ticket"
+    entries = stream_entries(await redis_client.xrange(queue.keys.alerts))
+    assert [Alerted.parse(fields["m"]).ticket for _, fields in entries] == [threat]
+    news = None
+    while news is None:
+        news = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+    alerted = Alerted.parse(news["data"])
+    assert (alerted.ticket, alerted.priority, [a.word for a in alerted.alerts]) == (threat, 9, ["跳楼"])
+    await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,141 @@
+"""What triage decides about one ticket: pure, over the ticket and what triage was built from.
+
+`assess(ticket, triager, now)` returns the ticket amended once with
+- its dispatch suggestions (分派目录, `dispatch.suggest`) from what the citizen wrote and said;
+- the sensitive words (敏感词库, `sensitive.SensitiveMatcher`) in its text, in what the caller said
+  (final transcript segments) and in the citizen's later messages, each an alert with its context;
+  the ticket is flagged `sensitive` and, per the worst severity, `sensitive_high` (2) or
+  `sensitive_critical` (3); `[routing] flag_priority` turns those flags into a higher priority, as it
+  does for `urgent` and `enterprise` at intake;
+- its deadlines (红黄绿, `deadlines.ticket_clocks`): by the category the agent chose, else the best
+  suggestion's; the enterprise line's 2110 clocks when the ticket is flagged `enterprise` or its
+  category is an enterprise one.
+
+A ticket whose history already has triage's line raises `AlreadyTriaged`: a repeat after a crash
+writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.errors import Conflict
+from gateway.ivr.calendar import Calendar
+from gateway.ticket import (
+    MAX_ALERTS,
+    MAX_PRIORITY,
+    AlertSource,
+    DeadlineClock,
+    SensitiveAlert,
+    Ticket,
+)
+from gateway.triage.catalogue import Category
+from gateway.triage.deadlines import ticket_clocks
+from gateway.triage.dispatch import DispatchModel, suggest
+from gateway.triage.sensitive import SensitiveMatcher
+
+ACTOR = "triage"
+ACTION = "triaged"
+SENSITIVE_FLAG = "sensitive"
+SEVERITY_FLAGS: Mapping[int, str] = {2: "sensitive_high", 3: "sensitive_critical"}
+ENTERPRISE_FLAG = "enterprise"
+
+
+class AlreadyTriaged(Conflict):
+    """The ticket's history already has the triage line: a repeat after a crash, nothing to write."""
+
+
+@dataclass(frozen=True, slots=True)
+class Triager:
+    """What triage was built from: the dispatch model, the sensitive-word matcher, the catalogue by
+    id, the working-day calendar and the flags' priorities (`[routing] flag_priority`)."""
+
+    model: DispatchModel
+    matcher: SensitiveMatcher
+    categories: Mapping[str, Category]
+    calendar: Calendar
+    flag_priority: Mapping[str, int]
+
+
+def said(ticket: Ticket) -> Iterator[tuple[AlertSource, str]]:
+    """What the citizen wrote or said, piece by piece, with where each piece is on the ticket. The
+    conversation's first message is the ticket's text, so it is not read twice."""
+    if ticket.text:
+        yield "text", ticket.text
+    for segment in ticket.transcript:
+        if segment.speaker == "caller" and segment.final and segment.text:
+            yield "transcript", segment.text
+    for message in ticket.messages:
+        if message.direction == "in" and message.id != ticket.message_id and message.text:
+            yield "message", message.text
+
+
+def ticket_text(ticket: Ticket) -> str:
+    """What the citizen said, as one text: what the dispatch suggestion reads."""
+    return "\n".join(text for _, text in said(ticket)).strip()
+
+
+def sensitive_alerts(ticket: Ticket, matcher: SensitiveMatcher, now: datetime) -> tuple[SensitiveAlert, ...]:
+    """Every sensitive word in what the citizen wrote or said (the same word in the same words
+    once), worst first, at most `MAX_ALERTS`."""
+    found: dict[tuple[str, str], SensitiveAlert] = {}
+    for source, text in said(ticket):
+        for match in matcher.scan(text):
+            alert = SensitiveAlert(
+                word=match.word,
+                category=match.category,
+                severity=match.severity,
+                context=match.context,
+                source=source,
+                at=now,
+            )
+            found.setdefault((match.word, match.context), alert)
+    return tuple(sorted(found.values(), key=lambda alert: -alert.severity)[:MAX_ALERTS])
+
+
+def alert_flags(alerts: tuple[SensitiveAlert, ...]) -> tuple[str, ...]:
+    """`sensitive` for any alert, and the worst severity's own flag when it has one."""
+    if not alerts:
+        return ()
+    worst = SEVERITY_FLAGS.get(max(alert.severity for alert in alerts))
+    return (SENSITIVE_FLAG,) if worst is None else (SENSITIVE_FLAG, worst)
+
+
+def raised_priority(priority: int, flags: tuple[str, ...], flag_priority: Mapping[str, int]) -> int:
+    """The priority a ticket's flags ask for, never below what it has."""
+    return min(max([priority, *(flag_priority.get(flag, 0) for flag in flags)]), MAX_PRIORITY)
+
+
+def deadline_clocks(ticket: Ticket, category: Category | None, calendar: Calendar) -> tuple[DeadlineClock, ...]:
+    """The ticket's clocks from its category's deadline class (none without a category), on the
+    enterprise line when it is flagged or its category is an enterprise one."""
+    if category is None:
+        return ()
+    enterprise = ENTERPRISE_FLAG in ticket.flags or category.enterprise
+    clocks = ticket_clocks(ticket.received_at, category.deadline, enterprise, calendar)
+    return tuple(DeadlineClock(name=clock.name, limit=str(clock.limit), due=clock.due) for clock in clocks)
+
+
+def was_triaged(ticket: Ticket) -> bool:
+    return any(entry.actor == ACTOR and entry.action == ACTION for entry in ticket.history)
+
+
+def assess(ticket: Ticket, triager: Triager, now: datetime) -> Ticket:
+    """The ticket with everything triage decides about it (see the module's docstring)."""
+    if was_triaged(ticket):
+        raise AlreadyTriaged(f"ticket {ticket.id} was triaged before")
+    suggestions = suggest(triager.model, ticket_text(ticket))
+    alerts = sensitive_alerts(ticket, triager.matcher, now)
+    flags = tuple(dict.fromkeys([*ticket.flags, *alert_flags(alerts)]))
+    chosen = ticket.category or (suggestions[0].category if suggestions else "")
+    return ticket.model_copy(
+        update={
+            "suggestions": suggestions,
+            "alerts": alerts,
+            "flags": flags,
+            "priority": raised_priority(ticket.priority, flags, triager.flag_priority),
+            "clocks": deadline_clocks(ticket, triager.categories.get(chosen), triager.calendar),
+        }
+    )

@@ -1,0 +1,103 @@
+"""What triage decides about one ticket (pure): alerts from every piece of what the citizen said,
+flags and the priority they ask for, deadlines by the chosen or suggested category."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway.config import DeadlinesConfig, SensitiveConfig
+from gateway.ticket import ConversationMessage, HistoryEntry, Ticket, TranscriptSegment
+from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, raised_priority, said
+from gateway.triage.catalogue import LABELLED, Category, load_examples
+from gateway.triage.dispatch import train
+from gateway.triage.sensitive import SensitiveMatcher
+from tests.conftest import ConfigFactory
+from tests.helpers import queued_ticket
+from tests.triage.conftest import SHIPPED_SENSITIVE
+
+SHIPPED = SensitiveConfig.model_validate(SHIPPED_SENSITIVE)
+PRIORITIES = {"urgent": 5, "enterprise": 7, "sensitive_high": 6, "sensitive_critical": 9}
+# Wednesday 2026-12-02, 10:00 in Shandong (UTC+8).
+WEDNESDAY = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def triager(catalogue: tuple[Category, ...]) -> Triager:
+    calendar = DeadlinesConfig().calendar  # office hours Monday to Friday, Shandong's UTC+8
+    return Triager(
+        model=train(catalogue, load_examples(LABELLED, catalogue)),
+        matcher=SensitiveMatcher(SHIPPED.words, context_chars=SHIPPED.context_chars),
+        categories={category.id: category for category in catalogue},
+        calendar=calendar,
+        flag_priority=PRIORITIES,
+    )
+
+
+def test_a_threat_in_the_text_flags_the_ticket_and_raises_it_to_the_top(triager: Triager) -> None:
+    ticket = queued_ticket("m1", text="拖欠工资半年了，再不给钱我就跳 楼给你们看", received_at=WEDNESDAY)
+    triaged = assess(ticket, triager, WEDNESDAY)
+    assert [(a.word, a.severity, a.source) for a in triaged.alerts] == [("跳楼", 3, "text")]
+    assert "跳 楼给你们看" in triaged.alerts[0].context, "the context quotes the text as written"
+    assert {"sensitive", "sensitive_critical"} <= set(triaged.flags)
+    assert triaged.priority == 9
+    assert triaged.suggestions[0].category == "wage_arrears"
+
+
+def test_a_near_miss_raises_nothing(triager: Triager) -> None:
+    ticket = queued_ticket("m1", text="商场搞跳楼价大甩卖，噪音太大", received_at=WEDNESDAY)
+    triaged = assess(ticket, triager, WEDNESDAY)
+    assert triaged.alerts == () and "sensitive" not in triaged.flags and triaged.priority == ticket.priority
+
+
+def test_alerts_come_from_what_the_caller_said_and_the_citizens_later_messages(triager: Triager) -> None:
+    segments = (
+        TranscriptSegment(speaker="agent", text="您别激动 不想活了这种话别说", start=0, end=1, confidence=0.9),
+        TranscriptSegment(speaker="caller", text="我真的不想活了", start=1, end=2, confidence=0.8),
+    )
+    voice = queued_ticket("v1", channel="voice", transcript=segments, received_at=WEDNESDAY)
+    assert [(a.source, a.word) for a in assess(voice, triager, WEDNESDAY).alerts] == [("transcript", "不想活了")]
+    messages = (
+        ConversationMessage(direction="in", id="m1", at=WEDNESDAY, text="暖气不热"),
+        ConversationMessage(direction="out", id="1-0", at=WEDNESDAY, text="我们已转供热公司", status="sent"),
+        ConversationMessage(direction="in", id="m2", at=WEDNESDAY, text="再不来修我就去喝农药"),
+    )
+    sms = queued_ticket("m1", channel="sms", text="暖气不热", messages=messages, received_at=WEDNESDAY)
+    assert [(a.source, a.word) for a in assess(sms, triager, WEDNESDAY).alerts] == [("message", "喝农药")]
+    assert [source for source, _ in said(sms)] == ["text", "message"], "the first message is the text"
+
+
+def test_priority_is_raised_never_lowered() -> None:
+    assert raised_priority(0, ("sensitive", "sensitive_high"), PRIORITIES) == 6
+    assert raised_priority(8, ("sensitive", "sensitive_high"), PRIORITIES) == 8
+    assert raised_priority(3, ("sensitive",), PRIORITIES) == 3
+
+
+def test_deadlines_follow_the_chosen_category_else_the_best_suggestion(triager: Triager) -> None:
+    gas = assess(queued_ticket("m1", text="楼道里好大一股煤气味", received_at=WEDNESDAY), triager, WEDNESDAY)
+    assert gas.suggestions[0].category == "gas_leak"
+    assert [(c.name, c.limit, c.due) for c in gas.clocks] == [("resolve", "2h", WEDNESDAY + timedelta(hours=2))]
+    chosen = queued_ticket("m2", text="楼道里好大一股煤气味", category="social_insurance", received_at=WEDNESDAY)
+    clocks = assess(chosen, triager, WEDNESDAY).clocks
+    # Received Wednesday: the 3rd working day after is Monday, due when its office closes.
+    assert [(c.limit, c.due.astimezone(UTC).date().isoformat()) for c in clocks] == [("3wd", "2026-12-07")]
+
+
+def test_the_enterprise_line_carries_the_2110_clocks(triager: Triager) -> None:
+    ticket = queued_ticket("m1", text="我们公司办营业执照变更卡住了", flags=("enterprise",), received_at=WEDNESDAY)
+    clocks = assess(ticket, triager, WEDNESDAY).clocks
+    assert [(c.name, c.limit) for c in clocks][:2] == [("contact", "2h"), ("reply", "1wd")]
+    assert clocks[0].due == WEDNESDAY + timedelta(hours=2) and clocks[2].name == "resolve"
+
+
+def test_a_ticket_triaged_before_is_not_assessed_again(triager: Triager) -> None:
+    entry = HistoryEntry(at=WEDNESDAY, actor=ACTOR, action=ACTION)
+    ticket: Ticket = queued_ticket("m1", text="我要跳楼", history=(entry,))
+    with pytest.raises(AlreadyTriaged):
+        assess(ticket, triager, WEDNESDAY)
+
+
+def test_the_example_configs_flags_raise_as_documented(config_factory: ConfigFactory) -> None:
+    routing = config_factory().routing.flag_priority
+    assert routing["sensitive_critical"] > routing["sensitive_high"] > routing["urgent"]
