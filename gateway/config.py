@@ -441,6 +441,22 @@ class TriageConfig(_Section):
         return self
 
 
+class KnowledgeConfig(_Section):
+    """`[knowledge]` (知识库, gateway/knowledge/): the knowledge base the mini program's self-service
+    search (`GET /api/v1/knowledge/search`) answers from. `database` is its SQLite file and
+    `entries` a JSONL or CSV file imported when the database has no version yet ('': none), both
+    relative to the config file; `synonyms` adds groups of words to the built-in table (one group a
+    line, ''/none: the built-in table only). A search answers at most `limit` entries; a query
+    longer than `max_query_chars` is refused (400)."""
+
+    enabled: bool = False
+    database: str = "var/knowledge.sqlite3"
+    entries: str = ""
+    synonyms: str = ""
+    limit: int = Field(default=3, ge=1, le=20)
+    max_query_chars: int = Field(default=200, ge=1, le=4000)
+
+
 class GatewayConfig(_Section):
     http: HttpConfig = HttpConfig()
     seats: SeatsConfig = SeatsConfig()
@@ -460,6 +476,7 @@ class GatewayConfig(_Section):
     deadlines: DeadlinesConfig = DeadlinesConfig()
     sensitive: SensitiveConfig = SensitiveConfig()
     triage: TriageConfig = TriageConfig()
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     credentials_file: str | None = None
     # Filled by `parse_config` from the files `voice.flows` names (flow id -> flow and calendars).
     ivr: dict[str, IvrConfig] = Field(default_factory=dict, exclude=True)

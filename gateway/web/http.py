@@ -36,6 +36,7 @@ from gateway.queue.desk import IntakeDesk, IntakeUnavailable, Source
 from gateway.shell.services import Report
 from gateway.web.console import ConsoleContext, add_console, read_files
 from gateway.web.http_server import SERVER_NAME, error_response, internal_error, json_response, serve_guarded
+from gateway.web.knowledge_api import add_knowledge
 from gateway.web.wallboard import Wallboard, add_wallboard
 
 log = logging.getLogger("gateway.http")
@@ -213,6 +214,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     add_console(app, ConsoleContext(lambda: live.current, queue.redis, queue.keys, read_files(), read_body))
+    add_knowledge(app, live, authenticate)
     if wallboard is not None:
         add_wallboard(app, wallboard)
     return app
