@@ -24,7 +24,14 @@ from gateway import jsonwire
 from gateway.config import format_path
 from gateway.errors import FieldError, GatewayError, InvalidRequest, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from gateway.messages import TicketId, adapter, fields_of
-from gateway.ticket import EDITABLE_FIELDS, ConversationMessage, DeliveryStatus, Ticket, TranscriptSegment
+from gateway.ticket import (
+    EDITABLE_FIELDS,
+    ConversationMessage,
+    DeliveryStatus,
+    SensitiveAlert,
+    Ticket,
+    TranscriptSegment,
+)
 
 PROTOCOL_VERSION = 1
 
@@ -432,11 +439,21 @@ class Delivery(ServerFrame):
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class AlertFrame(ServerFrame):
+    """Triage found sensitive words in a ticket the seat holds (also the ticket's `alerts`)."""
+
+    TYPE: ClassVar[str] = "alert"
+    ticket: TicketId
+    priority: int
+    alerts: tuple[SensitiveAlert, ...]
+
+
 SERVER_FRAMES: dict[str, type[ServerFrame]] = {
     cls.TYPE: cls
     for cls in (
         Welcome, Offer, OfferRevoked, StateFrame, TicketFrame, ScreenPop, Revoked, CallEnded, Ack, ErrorFrame, Pong,
-        Transcript, MessageFrame, Delivery,
+        Transcript, MessageFrame, Delivery, AlertFrame,
     )
 }  # fmt: skip
 

@@ -405,6 +405,13 @@ class SeatServer:
         elif said.status is not None:
             session.send(proto.Delivery(news.ticket, said.id, said.status, said.reason))
 
+    def on_alert(self, data: bytes | str) -> None:
+        """Sensitive words triage found in a ticket a seat here holds (offered or claimed)."""
+        alerted = _parsed(messages.Alerted, data)
+        for session in self._dispatcher.sessions.values() if alerted else ():
+            if alerted and session.holds(alerted.ticket):
+                session.send(proto.AlertFrame(alerted.ticket, alerted.priority, alerted.alerts))
+
     def on_transcript(self, data: bytes | str) -> None:
         """Live speech of a caller whose ticket a seat here holds (offered or claimed)."""
         message = _parsed(messages.Transcript, data)
@@ -590,7 +597,7 @@ def edited(ticket: Ticket, fields: dict[str, Any]) -> Ticket:
         raise InvalidRequest("cannot apply these edits", proto.edit_errors(exc)) from None
 
 
-P = TypeVar("P", messages.ConversationNews, messages.Transcript)
+P = TypeVar("P", messages.ConversationNews, messages.Transcript, messages.Alerted)
 
 
 def _parsed(kind: type[P], data: bytes | str) -> P | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import ConfigError
 from gateway.messages import Alerted
 from gateway.queue import TicketQueue
@@ -25,7 +25,7 @@ from gateway.triage.service import (
     build_triager,
 )
 from tests.conftest import ConfigFactory
-from tests.helpers import post_intake, queued_ticket, running_gateway
+from tests.helpers import Seat, post_intake, queued_ticket, running_gateway
 from tests.redis_typed import stream_entries
 from tests.triage.conftest import SHIPPED_SENSITIVE
 
@@ -58,9 +58,7 @@ async def intake(queue: TicketQueue, count: int) -> list[str]:
     return ids
 
 
-async def tickets(
-    config: GatewayConfig, client: aioredis.Redis, count: int
-) -> tuple[TicketQueue, Triager, list[str]]:
+async def tickets(config: GatewayConfig, client: aioredis.Redis, count: int) -> tuple[TicketQueue, Triager, list[str]]:
     """A queue with `count` new tickets on its ticket-created stream, and what triage decides with."""
     queue = TicketQueue(client, config)
     return queue, build_triager(config), await intake(queue, count)
@@ -248,3 +246,26 @@ async def test_a_threat_is_raised_ahead_of_older_tickets_and_alerted_once(
     alerted = Alerted.parse(news["data"])
     assert (alerted.ticket, alerted.priority, [a.word for a in alerted.alerts]) == (threat, 9, ["跳楼"])
     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_the_seat_holding_a_ticket_is_alerted_as_triage_finds_a_threat(
+    config_factory: ConfigFactory, catalogue_path: Path, redis_client: aioredis.Redis
+) -> None:
+    # The gateway serves the seat; triage runs beside it (another process would do the same),
+    # after the agent took the ticket: the alert reaches the seat that holds it.
+    config = config_factory(sensitive=SHIPPED_SENSITIVE)
+    async with running_gateway(config) as (gateway, bound):
+        seat = await Seat.connect(bound, "a1")
+        status, body = await post_intake(bound, {"text": "物业欺负人，逼急了我就去跳楼"})
+        assert status == 202, body
+        offer = await seat.expect("offer")
+        assert offer["ticket"]["id"] == body["ticket_id"] and "alerts" not in offer["ticket"]
+        triage_config = config.model_copy(
+            update={"triage": config.triage.model_copy(update={"catalogue": str(catalogue_path)})}
+        )
+        consumer = Triage(LiveConfig(triage_config), gateway.queue, build_triager(triage_config), name="beside")
+        await consumer.triage(body["ticket_id"])
+        alert = await seat.expect("alert")
+        assert (alert["ticket"], alert["priority"]) == (body["ticket_id"], 9)
+        assert [(a["word"], a["severity"], a["source"]) for a in alert["alerts"]] == [("跳楼", 3, "text")]
+        await seat.close()

@@ -21,6 +21,7 @@ from gateway.ticket import Ticket, TranscriptSegment, apply_edits, utcnow
 from gateway.web import seat_protocol as proto
 from gateway.web.seats import PendingLimits, WaitingRoom, displaced_by_newcomer
 from tests.channels.strategies import conversation_messages
+from tests.test_messages import sensitive_alerts
 
 
 def test_controls_are_escaped_and_plain_text_is_kept() -> None:
@@ -245,6 +246,10 @@ FRAME_STRATEGIES: dict[type[proto.ServerFrame], st.SearchStrategy[proto.ServerFr
         st.sampled_from(["queued", "sent", "delivered", "failed"]), st.text(max_size=40),
     ),
     proto.Transcript: st.builds(proto.Transcript, ticket_ids, segments),
+    proto.AlertFrame: st.builds(
+        proto.AlertFrame, ticket_ids, st.integers(min_value=0, max_value=9),
+        st.lists(sensitive_alerts, max_size=3).map(tuple),
+    ),
 }  # fmt: skip
 
 
