@@ -31,10 +31,10 @@ from gateway.knowledge.text import (
     Synonyms,
     build_query,
     build_synonyms,
+    index_words,
     matched,
     query_words,
     segmenter,
-    words,
 )
 
 QUESTION_WEIGHT = 4.0
@@ -145,6 +145,9 @@ class KnowledgeBase:
         # How many rows hold each word: the query keeps the rarest words of a long text.
         return {term: count for term, count in self._db.execute("SELECT term, doc FROM fts_vocab")}
 
+    def _index_text(self, text: str) -> str:
+        return " ".join(index_words(self.segment, text, self.synonyms))
+
     # -- versions --------------------------------------------------------------------------------
 
     def versions(self) -> list[Version]:
@@ -194,8 +197,7 @@ class KnowledgeBase:
         """A new version: the newest one's entries, with these added or replacing theirs by id."""
         batch = list(entries)
         # Segmenting is the slow part: done before the transaction, outside the lock.
-        indexed = {entry.id: (" ".join(words(self.segment, entry.question)),
-                              " ".join(words(self.segment, entry.answer))) for entry in batch}  # fmt: skip
+        indexed = {entry.id: (self._index_text(entry.question), self._index_text(entry.answer)) for entry in batch}
         stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
         with self._lock:
             db = self._db

@@ -101,6 +101,19 @@ BUILTIN_SYNONYMS: tuple[tuple[str, ...], ...] = (
     ("补贴", "补助", "津贴"),
     ("疫苗", "打针", "预防针"),
     ("鞭炮", "烟花爆竹", "放炮"),
+    ("灵活就业", "打零工", "零工", "自由职业", "打短工"),
+    ("年龄", "岁数", "几岁", "多大"),
+    ("打印", "打出来", "开具", "开个"),
+    ("新生儿", "刚生", "刚出生的"),
+    ("药店", "药房", "药铺"),
+    ("提取", "提出来", "取出来", "拿出来"),
+    ("买房", "购房", "买了房", "买房子"),
+    ("商贷", "商业贷款"),
+    ("房贷", "月供", "按揭"),
+    ("什么时候", "啥时候", "几号", "哪天", "何时", "时候"),
+    ("燃气味", "煤气味", "天然气味", "燃气泄漏", "漏气"),
+    ("顶楼", "顶层"),
+    ("漏水", "漏雨"),
 )
 
 
@@ -148,6 +161,20 @@ def words(segment: Segment, text: str) -> list[str]:
     return [token for token in (normalise(t) for t in segment(normalise(text))) if _wordlike(token)]
 
 
+def contained(text: str, synonyms: Synonyms) -> list[str]:
+    """The synonym table's words (two characters or more) written in the text, however jieba cuts
+    it (电动自行车 -> 电动 / 自行车; 公基金, a speech homophone, -> 公 / 基金)."""
+    flat = normalise(text)
+    return [word for word in synonyms.table if len(word) > 1 and word in flat]
+
+
+def index_words(segment: Segment, text: str, synonyms: Synonyms) -> list[str]:
+    """An entry's words for the index: jieba's, and the synonym table's words it contains."""
+    own = words(segment, text)
+    present = set(own)
+    return own + [word for word in contained(text, synonyms) if word not in present]
+
+
 def query_words(segment: Segment, text: str, synonyms: Synonyms) -> list[str]:
     """The text's distinct meaningful words, in order: no stop words, no lone characters but a few
     (and those with synonyms: 交 / 缴)."""
@@ -157,12 +184,8 @@ def query_words(segment: Segment, text: str, synonyms: Synonyms) -> list[str]:
         if token in STOP_WORDS or single:
             continue
         seen.setdefault(token, None)
-    # A synonym written in the text but cut otherwise by jieba (公基金 -> 公 / 基金, an ASR
-    # homophone) still counts: the table's words are looked for in the text itself.
-    flat = normalise(text)
-    for word in synonyms.table:
-        if len(word) > 1 and word in flat:
-            seen.setdefault(word, None)
+    for word in contained(text, synonyms):
+        seen.setdefault(word, None)
     return list(seen)
 
 
