@@ -297,7 +297,8 @@ class ServerFrame:
 
 @dataclass(frozen=True, slots=True)
 class Welcome(ServerFrame):
-    """After a good `hello`; `resumed`: the tickets the agent had claimed when it dropped."""
+    """After a good `hello`; `resumed`: the tickets the agent had claimed when it dropped;
+    `yellow_share`: a deadline clock turns yellow once this share of its time is used."""
 
     TYPE: ClassVar[str] = "welcome"
     v: int
@@ -307,6 +308,7 @@ class Welcome(ServerFrame):
     session: str
     state: AgentState
     resumed: tuple[TicketJson, ...]
+    yellow_share: float = 0.8
 
 
 @dataclass(frozen=True, slots=True)

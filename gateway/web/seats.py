@@ -357,7 +357,14 @@ class SeatServer:
         self._dispatcher.sessions[agent.id] = session
         resumed_json = tuple(proto.ticket_json(ticket) for ticket in resumed)
         welcome = proto.Welcome(
-            proto.PROTOCOL_VERSION, agent.id, agent.name, tuple(queues), session.session_id, session.state, resumed_json
+            proto.PROTOCOL_VERSION,
+            agent.id,
+            agent.name,
+            tuple(queues),
+            session.session_id,
+            session.state,
+            resumed_json,
+            self._config.deadlines.yellow_share,
         )
         session.send(welcome)
         log.info("seat %s connected (session %s, %d resumed)", agent.id, session.session_id, len(resumed))

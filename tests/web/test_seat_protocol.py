@@ -221,7 +221,7 @@ FRAME_STRATEGIES: dict[type[proto.ServerFrame], st.SearchStrategy[proto.ServerFr
     proto.Welcome: st.builds(
         proto.Welcome, st.just(1), st.text(max_size=32), st.text(max_size=32),
         st.lists(st.text(max_size=20)).map(tuple), st.text(max_size=16), states,
-        st.lists(tickets_json, max_size=3).map(tuple),
+        st.lists(tickets_json, max_size=3).map(tuple), st.floats(min_value=0.01, max_value=0.99),
     ),
     proto.Offer: st.builds(proto.Offer, tickets_json, st.floats(allow_nan=False, allow_infinity=False)),
     proto.OfferRevoked: st.builds(proto.OfferRevoked, ticket_ids, reasons),

@@ -12,7 +12,11 @@ import {
   helloFrame,
   fieldValue,
   clock,
+  clockColour,
   backoff,
+  FLAG_LABELS,
+  CLOCK_LABELS,
+  ALERT_CATEGORIES,
 } from "./seat_core.js";
 import { $, element, callApi } from "./page.js";
 
@@ -359,6 +363,9 @@ function drawClocks() {
   for (const node of document.querySelectorAll("[data-since]")) {
     node.textContent = clock(now - Date.parse(node.dataset.since));
   }
+  for (const node of document.querySelectorAll("[data-due]")) {
+    node.dataset.colour = clockColour(Date.parse(node.dataset.due), Date.parse(node.dataset.received), now, state.yellowShare);
+  }
   const countdown = $("offer-countdown");
   if (state.offer && countdown) countdown.textContent = `${Math.max(0, Math.ceil((state.offer.expiresAt - now) / 1000))} 秒`;
 }
@@ -476,7 +483,24 @@ function ticketCard(ticket) {
   if (voice.called || ticket.ivr_path) list.append(row("呼入号码 / 按键路径", `${voice.called || "—"} / ${ticket.ivr_path || "—"}`));
   list.append(row("等待时长", element("span", { "data-since": ticket.received_at })));
   if (ticket.flags && ticket.flags.length) {
-    list.append(row("标记", ...ticket.flags.map((flag) => element("span", { className: "flag", text: flag }))));
+    const flags = ticket.flags.map((flag) => element("span", { className: `flag flag-${flag}`, text: FLAG_LABELS[flag] || flag }));
+    list.append(row("标记", ...flags));
+  }
+  for (const alert of ticket.alerts || []) {
+    const kind = ALERT_CATEGORIES[alert.category] || alert.category;
+    const text = `${kind}（${alert.severity}级）“${alert.word}”：${alert.context}`;
+    list.append(row("敏感词预警", element("p", { className: `alert severity-${alert.severity}`, text })));
+  }
+  for (const deadline of ticket.clocks || []) {
+    const due = new Date(deadline.due);
+    const label = `${deadline.limit.replace("wd", " 个工作日").replace("h", " 小时")}，${due.toLocaleString("zh-CN")} 前`;
+    const shown = element("span", {
+      className: "deadline",
+      "data-due": deadline.due,
+      "data-received": ticket.received_at,
+      text: label,
+    });
+    list.append(row(CLOCK_LABELS[deadline.name] || deadline.name, shown));
   }
   if (ticket.address) list.append(row("地址", ticket.address));
   list.append(row("诉求", element("p", { className: "text", text: ticket.text || "" })));

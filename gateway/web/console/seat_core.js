@@ -8,6 +8,22 @@ export const STATES = Object.freeze({ ready: "示闲", busy: "示忙", wrap_up: 
 export const EDITABLE = Object.freeze(["text", "category", "address", "notes", "citizen_name", "citizen_phone"]);
 const MAX_SEGMENTS = 500; // transcript segments kept per ticket: a long call must not grow the page for ever
 const MAX_NOTICES = 5;
+export const FLAG_LABELS = Object.freeze({
+  urgent: "紧急",
+  enterprise: "政企通",
+  sensitive: "敏感词",
+  sensitive_high: "高风险",
+  sensitive_critical: "极高风险",
+});
+export const CLOCK_LABELS = Object.freeze({ contact: "联系时限", reply: "答复时限", resolve: "办结时限" });
+export const ALERT_CATEGORIES = Object.freeze({
+  self_harm: "自伤自杀",
+  violence: "暴力伤害",
+  mass_incident: "群体性事件",
+  public_safety: "公共安全",
+  extreme_demand: "极端诉求",
+  minor_at_risk: "未成年人风险",
+});
 
 export function initialState(now) {
   return {
@@ -15,6 +31,7 @@ export function initialState(now) {
     agent: "",
     name: "",
     queues: [],
+    yellowShare: 0.8, // a deadline clock is yellow once this share of its time is used
     state: "away",
     stateSince: now,
     offer: null, // {ticket, expiresAt}
@@ -83,6 +100,7 @@ const FRAMES = {
       agent: frame.agent,
       name: frame.name || frame.agent,
       queues: frame.queues,
+      yellowShare: frame.yellow_share ?? 0.8,
       state: frame.state,
       stateSince: now,
       offer: null,
@@ -143,6 +161,13 @@ const FRAMES = {
     return step(
       withTicket(state, frame.ticket, (ticket) => ({ ...ticket, messages: [...(ticket.messages || []), frame.message] })),
     );
+  },
+  alert(state, frame) {
+    const change = (ticket) => ({ ...ticket, alerts: frame.alerts, priority: frame.priority });
+    const worst = Math.max(...frame.alerts.map((alert) => alert.severity));
+    const kinds = [...new Set(frame.alerts.map((alert) => ALERT_CATEGORIES[alert.category] || alert.category))];
+    const text = `敏感词预警（${kinds.join("、")}，${worst}级）：工单 ${frame.ticket}，请立即关注`;
+    return step(noticed(withTicket(state, frame.ticket, change), text, worst >= 2 ? "error" : "warn"));
   },
   delivery(state, frame) {
     const mark = (message) => (message.id === frame.reply ? { ...message, status: frame.status, reason: frame.reason } : message);
@@ -273,6 +298,13 @@ export function fieldValue(state, id, field) {
   if (field === "citizen_name") return (ticket.citizen || {}).name || "";
   if (field === "citizen_phone") return (ticket.citizen || {}).phone || "";
   return ticket[field] || "";
+}
+
+// A deadline clock's colour at `now` (ms): red from its due time, yellow once `yellowShare` of the
+// time from the ticket's arrival to it is used (gateway/triage/deadlines.py `colour`).
+export function clockColour(dueAt, receivedAt, now, yellowShare) {
+  if (now >= dueAt) return "red";
+  return now - receivedAt >= (dueAt - receivedAt) * yellowShare ? "yellow" : "green";
 }
 
 export function clock(milliseconds) {

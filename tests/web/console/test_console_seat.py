@@ -5,12 +5,14 @@ seats' server restarted under the page."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from playwright.sync_api import Page, expect
 
-from gateway.ticket import TranscriptSegment
+from gateway.messages import Alerted
+from gateway.ticket import DeadlineClock, SensitiveAlert, TranscriptSegment, utcnow
 from gateway.voice.link import VoiceLink
-from tests.helpers import voice_ticket
+from tests.helpers import queued_ticket, voice_ticket
 from tests.web.console.support import GatewayThread, log_in
 
 RINGING = re.compile(r"\bringing\b")
@@ -31,7 +33,7 @@ def test_an_offer_rings_and_an_edit_survives_a_reload_until_it_is_submitted(live
     expect(offer).to_be_visible()
     expect(page.locator("body")).to_have_class(RINGING)
     expect(page.locator("body")).to_have_attribute("data-rings", "1")
-    for shown in ("幸福路12号路灯不亮已经三天了", "陈先生", "13812345678", "urgent", ticket_id):
+    for shown in ("幸福路12号路灯不亮已经三天了", "陈先生", "13812345678", "紧急", ticket_id):
         expect(offer).to_contain_text(shown)  # the agent sees the full number
     page.keyboard.press("Alt+A")
     current = page.locator("#current")
@@ -103,3 +105,29 @@ def test_the_page_reconnects_after_the_seats_server_restarts_and_shows_its_ticke
     expect(page.locator("#notices")).to_contain_text("已恢复处理中的工单 1 张")
     stored = live.call(live.running.queue.get(ticket_id))
     assert (stored.status, stored.agent, stored.address) == ("claimed", "a1", "莱山区观海路8号")
+
+
+def test_deadline_colours_and_a_sensitive_word_alert_show_on_the_seat(live: GatewayThread, page: Page) -> None:
+    ready_seat(page, live)
+    now = utcnow()
+    clocks = (  # received an hour ago: a third of 3 h used, 6/7 of 70 min, and overdue
+        DeadlineClock(name="contact", limit="2h", due=now + timedelta(hours=2)),
+        DeadlineClock(name="reply", limit="1wd", due=now + timedelta(minutes=10)),
+        DeadlineClock(name="resolve", limit="5wd", due=now - timedelta(minutes=1)),
+    )
+    ticket = queued_ticket(
+        "m-alert", text="公司被拖欠货款", flags=("enterprise",), clocks=clocks, received_at=now - timedelta(hours=1)
+    )
+    live.call(live.running.queue.intake(ticket, "client:test"))
+    offer = page.locator("#offer")
+    expect(offer).to_contain_text("政企通")
+    deadlines = offer.locator(".deadline")
+    expect(deadlines).to_have_count(3)
+    for index, colour in enumerate(("green", "yellow", "red")):
+        expect(deadlines.nth(index)).to_have_attribute("data-colour", colour)
+    expect(offer).to_contain_text("联系时限")
+    alert = SensitiveAlert(word="跳楼", category="self_harm", severity=3, context="再不给钱我就跳楼", at=now)
+    news = Alerted(ticket.id, "general", 9, (alert,)).serialize()
+    live.call(live.running.queue.redis.publish(live.running.queue.keys.alert_news, news))
+    expect(page.locator("#notices")).to_contain_text("敏感词预警（自伤自杀，3级）")
+    expect(offer.locator(".alert")).to_have_text("自伤自杀（3级）“跳楼”：再不给钱我就跳楼")
