@@ -127,7 +127,7 @@ class KnowledgeBase:
         max_text_chars: int = MAX_TEXT_CHARS,
     ) -> None:
         self.path = Path(path)
-        self.synonyms = synonyms or build_synonyms(BUILTIN_SYNONYMS)
+        self.synonyms = build_synonyms(BUILTIN_SYNONYMS) if synonyms is None else synonyms
         self.segment = segment or segmenter()
         self.max_terms = max_terms
         self.max_text_chars = max_text_chars
@@ -140,6 +140,12 @@ class KnowledgeBase:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _load_doc_freq(self) -> dict[str, int]:
         # How many rows hold each word: the query keeps the rarest words of a long text.
