@@ -23,7 +23,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 
 from gateway.ivr.calendar import Calendar, hours_on, local_time
-from gateway.ticket import ClockName
+from gateway.ticket import ClockName, Ticket
 
 Colour = Literal["green", "yellow", "red"]
 EscalationKind = Literal["reminder", "report"]
@@ -182,3 +182,37 @@ def escalations(clocks: tuple[Clock, ...], now: datetime, calendar: Calendar) ->
         # A clock met late stops escalating from when it was met.
         events += [event for event in owed if event.at <= now and (clock.met_at is None or event.at < clock.met_at)]
     return tuple(events)
+
+
+# What meets each clock, by the ticket's history: an agent taking the ticket contacts the citizen
+# (the call is answered, the message read), a reply or the submit replies, the submit resolves.
+MET_BY: dict[ClockName, frozenset[str]] = {
+    "contact": frozenset({"claimed", "replied", "submitted"}),
+    "reply": frozenset({"replied", "submitted"}),
+    "resolve": frozenset({"submitted"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClockState:
+    """A ticket's clock as it stands at a moment: what the HTTP API and the wallboard show."""
+
+    name: ClockName
+    limit: str
+    due: datetime
+    colour: Colour
+    met_at: datetime | None
+
+    def as_dict(self) -> dict[str, str]:
+        shown = {"name": self.name, "limit": self.limit, "due": self.due.isoformat(), "colour": self.colour}
+        return shown if self.met_at is None else {**shown, "met_at": self.met_at.isoformat()}
+
+
+def clock_states(ticket: Ticket, now: datetime, yellow_share: float) -> tuple[ClockState, ...]:
+    """Each of the ticket's clocks at ``now``: met when its history first shows what meets it."""
+    states = []
+    for stored in ticket.clocks:
+        met_at = next((entry.at for entry in ticket.history if entry.action in MET_BY[stored.name]), None)
+        clock = Clock(stored.name, Limit.parse(stored.limit), ticket.received_at, stored.due, met_at)
+        states.append(ClockState(stored.name, stored.limit, stored.due, clock_colour(clock, now, yellow_share), met_at))
+    return tuple(states)

@@ -34,6 +34,8 @@ from gateway.intake import parse_intake
 from gateway.queue import TicketQueue
 from gateway.queue.desk import IntakeDesk, IntakeUnavailable, Source
 from gateway.shell.services import Report
+from gateway.ticket import utcnow
+from gateway.triage.deadlines import clock_states
 from gateway.web.console import ConsoleContext, add_console, read_files
 from gateway.web.http_server import SERVER_NAME, error_response, internal_error, json_response, serve_guarded
 from gateway.web.knowledge_api import add_knowledge
@@ -165,7 +167,11 @@ async def get_ticket(request: web.Request) -> web.Response:
         raise NotFound("no such ticket") from None
     if ticket.channel not in client.channels:
         raise NotFound("no such ticket")
-    return json_response(ticket.model_dump(mode="json", exclude_defaults=True))
+    body = ticket.model_dump(mode="json", exclude_defaults=True)
+    if ticket.clocks:  # their colours now (红黄绿): the stored clocks only say when each is due
+        yellow = request.app[VIEW].config.deadlines.yellow_share
+        body["deadlines"] = [state.as_dict() for state in clock_states(ticket, utcnow(), yellow)]
+    return json_response(body)
 
 
 async def healthz(request: web.Request) -> web.Response:

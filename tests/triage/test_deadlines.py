@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from gateway.config import DeadlinesConfig
 from gateway.ivr.calendar import ALWAYS_OPEN, Calendar
+from gateway.ticket import DeadlineClock, HistoryEntry
 from gateway.triage.deadlines import (
     COLOUR_ORDER,
     Clock,
     Limit,
     clock_colour,
+    clock_states,
     colour,
     deadline,
     escalations,
@@ -24,6 +26,7 @@ from gateway.triage.deadlines import (
 )
 
 # 2026: holidays and 调休 days from the State Council notice; office hours 08:30-17:30.
+from tests.helpers import queued_ticket
 from tests.ivr.test_calendar import HOLIDAYS_2026, MAKEUP_2026, OFFICE
 
 CST = timezone(timedelta(hours=8))
@@ -199,3 +202,21 @@ def test_colour_never_goes_back(
     before = colour(received + first, received, due, share)
     after = colour(received + first + later, received, due, share)
     assert COLOUR_ORDER[before] <= COLOUR_ORDER[after]
+
+
+def test_a_tickets_clocks_turn_colour_with_time_and_stop_when_its_history_meets_them() -> None:
+    received = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    clocks = (
+        DeadlineClock(name="contact", limit="2h", due=received + timedelta(hours=2)),
+        DeadlineClock(name="resolve", limit="24h", due=received + timedelta(hours=24)),
+    )
+    claimed = HistoryEntry(at=received + timedelta(hours=1), actor="agent:a1", action="claimed")
+    ticket = queued_ticket("m1", received_at=received, clocks=clocks)
+    at = received + timedelta(hours=1, minutes=45)  # 87.5 % of the contact clock, 7 % of resolve
+    assert [(s.name, s.colour) for s in clock_states(ticket, at, 0.8)] == [("contact", "yellow"), ("resolve", "green")]
+    late = received + timedelta(hours=30)
+    assert [s.colour for s in clock_states(ticket, late, 0.8)] == ["red", "red"]
+    met = ticket.model_copy(update={"history": (claimed,)})
+    states = clock_states(met, late, 0.8)
+    assert [(s.colour, s.met_at) for s in states] == [("green", claimed.at), ("red", None)], "met in time stays green"
+    assert states[0].as_dict()["met_at"] == claimed.at.isoformat() and "met_at" not in states[1].as_dict()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 
 from gateway.config import GatewayConfig, hash_secret
-from gateway.ticket import new_ticket_id, utcnow
+from gateway.ticket import DeadlineClock, new_ticket_id, utcnow
 from peers.gateway_config import API_KEY
 from tests.conftest import ConfigFactory
+from tests.helpers import queued_ticket
 from tests.web.http_support import HttpServer, http_server, raw_exchange, split_response
 
 GRID_KEY = "key-grid-app-" + "g" * 32
@@ -167,3 +169,23 @@ async def test_errors_are_json_without_echo_or_banner(config: GatewayConfig) -> 
             assert error["code"] == "invalid"
             for echoed in (b"secret", b"vvvv", b"BREW", b"pot"):
                 assert echoed not in payload, (raw[:40], payload)
+
+
+async def test_a_tickets_deadlines_come_with_their_colour_now(config: GatewayConfig) -> None:
+    now = utcnow()
+    clocks = (  # received an hour ago: the contact clock met by the claim, the resolve clock overdue
+        DeadlineClock(name="contact", limit="2h", due=now + timedelta(hours=1)),
+        DeadlineClock(name="resolve", limit="24h", due=now - timedelta(minutes=5)),
+    )
+    async with http_server(config) as server:
+        ticket = queued_ticket("m-clocks", clocks=clocks, received_at=now - timedelta(hours=1))
+        await server.queue.intake(ticket, "client:webform", "webform")
+        offered = await server.queue.offer("a1", ["general"])
+        assert offered is not None and offered.id == ticket.id
+        await server.queue.accept(ticket.id, "a1")
+        status, _, body = await call(server, "GET", f"/api/v1/tickets/{ticket.id}")
+    assert status == 200, body
+    assert [(d["name"], d["limit"], d["colour"], "met_at" in d) for d in body["deadlines"]] == [
+        ("contact", "2h", "green", True),
+        ("resolve", "24h", "red", False),
+    ]
