@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.config import GatewayConfig
+from gateway.messages import Alerted
 from gateway.queue.store import QueueStats
 
 HOURS = 24
@@ -156,6 +157,31 @@ class Counters:
     intake: Mapping[str, str]
     metrics: Mapping[str, str]
     processes: list[dict[str, object]]
+    alerts: tuple[Alerted, ...] = ()  # the newest first (`hg:alerts`)
+
+
+ALERTS_SHOWN = 20  # the newest sensitive-word alerts on the wall
+
+
+def alert_rows(alerts: Iterable[Alerted]) -> list[dict[str, object]]:
+    """One row per alerted ticket, newest first: its worst severity, its categories and the words
+    around the worst match (the supervisor decides whether to listen in or call back)."""
+    rows: list[dict[str, object]] = []
+    for alerted in alerts:
+        if not alerted.alerts:
+            continue
+        worst = max(alerted.alerts, key=lambda alert: alert.severity)
+        rows.append(
+            {
+                "ticket": alerted.ticket,
+                "queue": alerted.queue,
+                "severity": worst.severity,
+                "categories": sorted({alert.category for alert in alerted.alerts}),
+                "context": worst.context,
+                "at": worst.at.isoformat(),
+            }
+        )
+    return rows[:ALERTS_SHOWN]
 
 
 def board(config: GatewayConfig, counters: Counters, day: str) -> dict[str, object]:
@@ -170,4 +196,5 @@ def board(config: GatewayConfig, counters: Counters, day: str) -> dict[str, obje
         "intake": intake_series(counters.intake),
         "nodes": node_calls(counters.metrics),
         "processes": counters.processes,
+        "alerts": alert_rows(counters.alerts),
     }

@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError, ResponseError
 
+from gateway import messages
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Forbidden, ServiceUnavailable, Unauthorized
 from gateway.keys import Keys, process_id, reply_text
@@ -206,9 +207,10 @@ class Wallboard:
             pipe.hgetall(self.keys.intake_hours(day))
             pipe.hgetall(self.keys.metrics)
             pipe.hgetall(self.keys.processes)
+            pipe.xrevrange(self.keys.alerts, count=board.ALERTS_SHOWN)
             for agent in self.config.agents:
                 pipe.hgetall(self.keys.seat_presence(agent.id))
-            intake, metrics, beats, *seats = await pipe.execute()
+            intake, metrics, beats, alerts, *seats = await pipe.execute()
         processes, stale = board.live_processes(_texts(beats), now_ms())
         if stale:
             await self._redis.hdel(self.keys.processes, *stale)
@@ -219,6 +221,7 @@ class Wallboard:
             intake=_texts(intake),
             metrics=_texts(metrics),
             processes=processes,
+            alerts=_alerts(alerts),
         )
 
     async def _stream_figures(self) -> dict[str, list[StreamFigures]]:
@@ -341,6 +344,17 @@ def _counts(length: Any, pending: Any) -> tuple[int, int, int]:
         return 0, 0, 0
     pooled = sum(int(c["pending"]) for c in pending.get("consumers") or [] if reply_text(c["name"]) == POOL)
     return length, int(pending.get("pending") or 0), pooled
+
+
+def _alerts(reply: Any) -> tuple[messages.Alerted, ...]:
+    """The alerts of an XREVRANGE of `hg:alerts`; an entry that cannot be read is logged and left out."""
+    found = []
+    for _, raw in reply or []:
+        try:
+            found.append(messages.Alerted.parse(_texts(raw).get("m", "")))
+        except messages.MalformedMessage as exc:
+            log.warning("wallboard: an alert entry: %s; not shown", exc.message)
+    return tuple(found)
 
 
 def _last_delivered(info: Any) -> str:

@@ -3,7 +3,7 @@
 // (textContent), never as markup; the chart is SVG built node by node. The CSRF token lives in this
 // module's memory only.
 
-import { backoff } from "./seat_core.js";
+import { backoff, ALERT_CATEGORIES } from "./seat_core.js";
 import { $, element, callApi } from "./page.js";
 import { queueRows, agentRows, agentCounts, chartBars, channelName } from "./wallboard_core.js";
 
@@ -144,6 +144,20 @@ function draw() {
     $("nodes").tBodies[0],
     Object.entries(frame.nodes).map(([node, calls]) =>
       element("tr", { "data-node": node }, element("th", { scope: "row", text: node }), element("td", { className: "number", text: String(calls) })),
+    ),
+  );
+  fill(
+    $("alerts").tBodies[0],
+    (frame.alerts || []).map((alert) =>
+      element(
+        "tr",
+        { className: `alert severity-${alert.severity}`, "data-ticket": alert.ticket },
+        element("td", { text: new Date(alert.at).toLocaleTimeString("zh-CN") }),
+        element("th", { scope: "row", text: alert.ticket }),
+        element("td", { className: "number", text: `${alert.severity}级` }),
+        element("td", { text: alert.categories.map((category) => ALERT_CATEGORIES[category] || category).join("、") }),
+        element("td", { text: alert.context }),
+      ),
     ),
   );
   fill(

@@ -12,6 +12,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from gateway.config import hash_secret
+from gateway.messages import Alerted
+from gateway.ticket import SensitiveAlert, utcnow
 from peers.gateway_config import AGENT_TOKENS
 from tests.helpers import Seat
 from tests.web.console.support import GatewayThread, console_listen, log_in
@@ -178,3 +180,26 @@ def test_a_seat_on_another_process_and_both_processes_config_versions_reach_the_
             other.call(seat.close())
         expect(agent_state(page, "a2")).to_have_text("离线")
     expect(page.locator("#processes tbody tr")).to_have_count(1)  # a stopped process leaves the wall
+
+
+def test_sensitive_word_alerts_reach_the_wall_newest_first(wall: GatewayThread, page: Page) -> None:
+    open_wall(page, wall)
+    expect(page.locator("#connection")).to_have_text("已连接")
+    rows = page.locator("#alerts tbody tr")
+    expect(rows).to_have_count(0)
+    queue = wall.running.queue
+    now = utcnow()
+    for ticket, severity, word, context in (
+        ("01ALERTFIRST", 2, "砸了", "再不解决我就把物业办公室砸了"),
+        ("01ALERTSECOND", 3, "跳楼", "工资不给我就去跳楼"),
+    ):
+        found = SensitiveAlert(word=word, category="violence" if severity == 2 else "self_harm", severity=severity,
+                               context=context, at=now)  # fmt: skip
+        news = Alerted(ticket, "general", 9, (found,)).serialize()
+        wall.call(queue.redis.xadd(queue.keys.alerts, {"m": news}))
+    wall.call(queue.redis.xadd(queue.keys.alerts, {"m": b"not an alert"}))  # logged, not shown
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_have_attribute("data-ticket", "01ALERTSECOND")
+    expect(rows.nth(0)).to_contain_text("3级")
+    expect(rows.nth(0)).to_contain_text("自伤自杀")
+    expect(rows.nth(1)).to_contain_text("再不解决我就把物业办公室砸了")
