@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "front": "bench.front",
     "asr": "bench.asr",
     "sms": "bench.sms",
+    "knowledge": "bench.knowledge",
 }
 
 

@@ -202,19 +202,27 @@ def build_query(
     synonyms: Synonyms,
     doc_freq: Mapping[str, int],
     max_terms: int,
+    max_postings: int | None = None,
 ) -> Query | None:
-    """OR of the text's words and their synonyms that the index holds, at most `max_terms` of them:
-    the text's own words before synonyms, the rarest (lowest `doc_freq`) first. None: nothing to
-    search (every word unknown to the index)."""
-    own = [term for term in terms if doc_freq.get(term, 0) > 0]
-    own.sort(key=lambda term: doc_freq[term])
-    chosen: dict[str, None] = dict.fromkeys(own[:max_terms])
+    """OR of the text's words and their synonyms that the index holds: the text's own words before
+    synonyms, the rarest (lowest `doc_freq`) first, at most `max_terms` of them and, after the
+    rarest, no more than `max_postings` rows matched in all (None: no bound). A search costs about
+    one bm25 score per matched row, and common words add rows but little rank (their idf is near
+    zero), so the bound keeps searches fast at scale. None: nothing to search."""
+    own = sorted((term for term in terms if doc_freq.get(term, 0) > 0), key=lambda term: doc_freq[term])
     extra = sorted(
-        {alt for term in terms for alt in synonyms.of(term) if doc_freq.get(alt, 0) > 0} - set(chosen),
+        {alt for term in terms for alt in synonyms.of(term) if doc_freq.get(alt, 0) > 0} - set(own),
         key=lambda term: (doc_freq[term], term),
     )
-    for alt in extra[: max(0, max_terms - len(chosen))]:
-        chosen[alt] = None
+    chosen: list[str] = []
+    postings = 0
+    for term in own + extra:
+        if len(chosen) >= max_terms:
+            break
+        if chosen and max_postings is not None and postings + doc_freq[term] > max_postings:
+            continue
+        chosen.append(term)
+        postings += doc_freq[term]
     if not chosen:
         return None
     return Query(tuple(chosen), " OR ".join(f'"{term}"' for term in chosen))

@@ -130,6 +130,11 @@ def test_query_building_is_capped_rarest_first() -> None:
     query = build_query(["社保"], synonyms, doc_freq, max_terms=3)
     assert query is not None and query.terms == ("社保", "社会保险")
     assert build_query(["未知"], synonyms, doc_freq, max_terms=3) is None
+    # Bounded rows: after the rarest word, words that would pass the bound are left out.
+    query = build_query(["社保", "补缴", "断缴"], synonyms, doc_freq, max_terms=9, max_postings=20)
+    assert query is not None and query.terms == ("断缴", "补缴", "社会保险")
+    query = build_query(["社保"], synonyms, doc_freq, max_terms=9, max_postings=5)
+    assert query is not None and query.terms == ("社保",)
 
 
 def test_query_words_drop_stop_words_and_punctuation() -> None:
