@@ -450,7 +450,7 @@ class KnowledgeConfig(_Section):
     longer than `max_query_chars` is refused (400)."""
 
     enabled: bool = False
-    database: str = "var/knowledge.sqlite3"
+    database: str = "../var/knowledge.sqlite3"
     entries: str = ""
     synonyms: str = ""
     limit: int = Field(default=3, ge=1, le=20)
