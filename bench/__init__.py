@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "asr": "bench.asr",
     "sms": "bench.sms",
     "knowledge": "bench.knowledge",
+    "triage": "bench.triage",
 }
 
 

@@ -12,6 +12,7 @@ seed counted as KEYWORD_WEIGHT examples, so a category with few examples stays r
 words named as evidence are the text's n-grams that favour the category most, weighted by their
 inverse document frequency over the categories, so that a phrase every category uses (我们那个,
 到现在) is not named. A BM25 ranking blended in measured worse (docs/triage.md), so it is not.
+The scores are one matrix product (numpy) over the text's known n-grams.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from gateway.ticket import Suggestion
 from gateway.triage.catalogue import Category, Example
@@ -51,9 +55,18 @@ def grams(text: str, smallest: int = 1) -> Counter[str]:
 
 @dataclass(frozen=True, slots=True)
 class DispatchModel:
+    """One row per n-gram seen in training (`vocabulary`, `rows`), one column per category."""
+
     categories: tuple[Category, ...]
-    log_likelihood: Mapping[str, tuple[float, ...]]  # n-gram -> log P(n-gram | category), per category
-    idf: Mapping[str, float]  # n-gram -> log(categories / categories whose words have it)
+    vocabulary: tuple[str, ...]
+    rows: Mapping[str, int]  # n-gram -> its row
+    # log P(n-gram | category): a text's scores are one matrix product over its known n-grams,
+    # not a Python loop over them and the categories.
+    log_likelihood: npt.NDArray[np.float64]
+    # How much each n-gram (2-3 characters) favours each category over the average one, times its
+    # inverse document frequency over the categories; 0 where it does not favour it: what the
+    # evidence is ranked by.
+    leaning: npt.NDArray[np.float64]
 
 
 def train(categories: tuple[Category, ...], examples: Iterable[Example]) -> DispatchModel:
@@ -61,14 +74,18 @@ def train(categories: tuple[Category, ...], examples: Iterable[Example]) -> Disp
     counts: list[Counter[str]] = [_catalogue_grams(category) for category in categories]
     for example in examples:
         counts[index[example.category]].update(grams(normalise(example.text)))
-    vocabulary: set[str] = set().union(*counts)
+    vocabulary = tuple(sorted(set().union(*counts)))
     totals = [sum(c.values()) + ALPHA * len(vocabulary) for c in counts]
-    log_likelihood = {
-        gram: tuple(math.log((c[gram] + ALPHA) / total) for c, total in zip(counts, totals, strict=True))
-        for gram in vocabulary
-    }
-    idf = {gram: math.log(len(counts) / sum(1 for c in counts if gram in c)) for gram in vocabulary}
-    return DispatchModel(categories, log_likelihood, idf)
+    log_likelihood = np.array(
+        [[math.log((c[gram] + ALPHA) / total) for c, total in zip(counts, totals, strict=True)] for gram in vocabulary],
+        dtype=np.float64,
+    )
+    idf = np.array([math.log(len(counts) / sum(1 for c in counts if gram in c)) for gram in vocabulary])
+    above = log_likelihood - log_likelihood.mean(axis=1, keepdims=True)
+    leaning = np.where(above > 0, above * idf[:, None], 0.0)
+    leaning[[len(gram) < 2 for gram in vocabulary]] = 0.0  # a single character is no evidence
+    rows = {gram: row for row, gram in enumerate(vocabulary)}
+    return DispatchModel(categories, vocabulary, rows, log_likelihood, leaning)
 
 
 def _catalogue_grams(category: Category) -> Counter[str]:
@@ -84,52 +101,43 @@ def suggest(model: DispatchModel, text: str, top: int = TOP) -> tuple[Suggestion
     counted = grams(normalise(text))
     if not counted:
         return ()
-    scores = _naive_bayes(model, counted)
-    ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[:top]
+    found = [(row, n) for gram, n in counted.items() if (row := model.rows.get(gram)) is not None]
+    rows = np.array([row for row, _ in found], dtype=np.intp)
+    scores = _naive_bayes(model, rows, [n for _, n in found], sum(counted.values()))
+    leaning = model.leaning[rows]
     return tuple(
         Suggestion(
             category=model.categories[i].id,
             department=model.categories[i].department,
-            score=round(scores[i], 3),
-            evidence=_evidence(model, counted, i),
+            score=round(float(scores[i]), 3),
+            evidence=_evidence(model, rows, leaning[:, i]),
         )
-        for i in ranked
+        for i in np.argsort(-scores, kind="stable")[:top].tolist()
     )
 
 
-def _naive_bayes(model: DispatchModel, counted: Counter[str]) -> list[float]:
+def _naive_bayes(
+    model: DispatchModel, rows: npt.NDArray[np.intp], times: list[int], size: int
+) -> npt.NDArray[np.float64]:
     """P(category | text) with equal priors, the likelihood tempered per n-gram so that a long
-    text is not certain of everything (naive Bayes' independence overcounts overlapping n-grams)."""
-    scores = [0.0] * len(model.categories)
-    for gram, n in counted.items():
-        row = model.log_likelihood.get(gram)
-        if row is None:
-            continue  # never seen anywhere: tells no category from another
-        for i, value in enumerate(row):
-            scores[i] += n * value
-    size = sum(counted.values())
-    return _softmax([score * TEMPERATURE / size for score in scores])
+    text is not certain of everything (naive Bayes' independence overcounts overlapping n-grams).
+    An n-gram never seen anywhere tells no category from another."""
+    if not len(rows):
+        return np.full(len(model.categories), 1 / len(model.categories))
+    logits = np.asarray(times, dtype=np.float64) @ model.log_likelihood[rows] * (TEMPERATURE / size)
+    exps = np.exp(logits - logits.max())
+    result: npt.NDArray[np.float64] = exps / exps.sum()
+    return result
 
 
-def _softmax(values: list[float]) -> list[float]:
-    top = max(values)
-    exps = [math.exp(value - top) for value in values]
-    total = sum(exps)
-    return [value / total for value in exps]
-
-
-def _evidence(model: DispatchModel, counted: Counter[str], category: int) -> tuple[str, ...]:
-    """The text's n-grams (2-3 characters) that favour this category most over the average one,
-    weighted by their idf; an n-gram inside one already named is not named again."""
-    weights = []
-    for gram in counted:
-        row = model.log_likelihood.get(gram)
-        if len(gram) >= 2 and row is not None:
-            weights.append(((row[category] - sum(row) / len(row)) * model.idf[gram], gram))
+def _evidence(model: DispatchModel, rows: npt.NDArray[np.intp], leaning: npt.NDArray[np.float64]) -> tuple[str, ...]:
+    """The text's n-grams that favour this category most (`leaning`, its column for the text's
+    rows); an n-gram inside one already named is not named again."""
     chosen: list[str] = []
-    for weight, gram in sorted(weights, reverse=True):
-        if weight <= 0 or len(chosen) == EVIDENCE:
+    for j in np.argsort(-leaning, kind="stable").tolist():
+        if leaning[j] <= 0 or len(chosen) == EVIDENCE:
             break
+        gram = model.vocabulary[rows[j]]
         if not any(gram in other or other in gram for other in chosen):
             chosen.append(gram)
     return tuple(chosen)
