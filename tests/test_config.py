@@ -42,10 +42,21 @@ token_hash = "sha256:00"
 """
 
 
+GENERAL = '[[queues]]\nname = "general"\nskills = ["general"]\n'  # the one queue most configs here need
+ZERO_HASH = 'token_hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"\n'
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "gateway.toml"
     path.write_text(text)
     return path
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    """What `load_config` refuses this config for, one line a field, in its order."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    return [str(field) for field in caught.value.fields]
 
 
 def test_example_config_is_valid_with_credentials(tmp_path: Path) -> None:
@@ -84,22 +95,8 @@ def test_every_error_is_listed_by_path(tmp_path: Path) -> None:
 
 
 def test_semantic_errors_after_structure_is_valid(tmp_path: Path) -> None:
-    text = """
-[[queues]]
-name = "general"
-skills = ["general"]
-[[queues]]
-name = "general"
-skills = ["general"]
-[[agents]]
-id = "1001"
-skills = ["plumbing"]
-[routing]
-default_queue = "nope"
-"""
-    with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, text), environ={})
-    messages = {str(field) for field in caught.value.fields}
+    text = GENERAL + GENERAL + '[[agents]]\nid = "1001"\nskills = ["plumbing"]\n[routing]\ndefault_queue = "nope"\n'
+    messages = problems(tmp_path, text)
     assert "queues[0]: duplicate 'general'" in messages
     assert "routing.default_queue: no queue named 'nope'" in messages
     assert any(m.startswith("agents[0].skills: match no queue") for m in messages)
@@ -108,12 +105,8 @@ default_queue = "nope"
 
 def test_enabled_channel_needs_its_secret_in_the_environment(tmp_path: Path) -> None:
     sms = '[channels.sms]\nenabled = true\nsystem_id = "hotline"\nsource_addr = "12345"\n'
-    text = '[[queues]]\nname = "general"\nskills = ["general"]\n' + sms
-    with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, text), environ={})
-    assert [str(f) for f in caught.value.fields] == [
-        "channels.sms.password_env: environment variable HG_SMPP_PASSWORD is not set"
-    ]
+    text = GENERAL + sms
+    assert problems(tmp_path, text) == ["channels.sms.password_env: environment variable HG_SMPP_PASSWORD is not set"]
     assert load_config(write(tmp_path, text), environ={"HG_SMPP_PASSWORD": "s3cr-env"})  # SMPP: 8 at most
 
 
@@ -129,13 +122,8 @@ def test_voice_flow_errors_name_the_file_and_field(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text(
         flow.replace('queue = "enterprise"', 'queue = "nowhere"').replace("max_retries = 1", "max_retries = 99")
     )
-    text = (
-        '[[queues]]\nname = "general"\nskills = ["general"]\n'
-        '[voice]\nenabled = true\nflows = ["bad.toml", "absent.toml"]\nnumbers = { "12345" = "other" }\n'
-    )
-    with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, text), environ={})
-    messages = [str(f) for f in caught.value.fields]
+    text = GENERAL + '[voice]\nenabled = true\nflows = ["bad.toml", "absent.toml"]\nnumbers = { "12345" = "other" }\n'
+    messages = problems(tmp_path, text)
     assert any(m.startswith("voice.flows[0] (bad.toml): flow.nodes.main_menu.menu.max_retries") for m in messages), (
         messages
     )
@@ -159,9 +147,7 @@ def test_check_config_and_run_refuse_with_the_same_message(tmp_path: Path) -> No
 
 def test_problems_across_fields_are_listed_beside_problems_of_form(tmp_path: Path) -> None:
     """One run of check-config lists both kinds (a user fixing one kind should not meet the other after)."""
-    with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, BAD), environ={})
-    messages = [str(field) for field in caught.value.fields]
+    messages = problems(tmp_path, BAD)
     assert "queues[2].max_wait: Input should be greater than 0" in messages
     assert any(m.startswith("seats.colour: Extra inputs are not permitted (unknown key") for m in messages)
     assert "queues[0]: duplicate 'general'" in messages
@@ -174,65 +160,34 @@ def test_problems_across_fields_are_listed_beside_problems_of_form(tmp_path: Pat
 
 
 def test_an_entry_missing_a_required_field_is_set_aside_and_the_rest_checked(tmp_path: Path) -> None:
-    text = """
-[[queues]]
-name = "general"
-skills = ["general"]
-[[queues]]
-label = "no name"
-skills = ["tax"]
-[[agents]]
-id = "1001"
-skills = ["general"]
-token_hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
-[routing]
-default_queue = "nope"
-by_channel = { fax = "general" }
-"""
-    with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, text), environ={})
-    messages = [str(field) for field in caught.value.fields]
+    text = (
+        GENERAL
+        + '[[queues]]\nlabel = "no name"\nskills = ["tax"]\n'
+        + '[[agents]]\nid = "1001"\nskills = ["general"]\n'
+        + ZERO_HASH
+        + '[routing]\ndefault_queue = "nope"\nby_channel = { fax = "general" }\n'
+    )
+    messages = problems(tmp_path, text)
     assert any(m.startswith("queues[1].name: Field required") for m in messages)
     assert any(m.startswith("routing.by_channel.fax") for m in messages)
     assert "routing.default_queue: no queue named 'nope'" in messages
 
 
 def test_when_nothing_is_left_to_check_against_the_later_checks_say_they_were_skipped(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, '[routing]\ndefault_queue = "nope"\n'), environ={})
-    messages = [str(field) for field in caught.value.fields]
+    messages = problems(tmp_path, '[routing]\ndefault_queue = "nope"\n')
     assert messages[0].startswith("queues: Field required")
     assert messages[-1] == "(checks across fields skipped: fix the problems above first)"
 
 
 def test_every_skill_of_an_agent_must_be_a_queues_skill(tmp_path: Path) -> None:
-    text = """
-[[queues]]
-name = "general"
-skills = ["general"]
-[[queues]]
-name = "housing"
-skills = ["housing"]
-[[agents]]
-id = "1001"
-skills = ["general", "housng"]
-token_hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
-"""
-    with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, text), environ={})
-    assert [str(f) for f in caught.value.fields] == ["agents[0].skills[1]: no queue has the skill 'housng' (a typo?)"]
+    text = GENERAL + '[[queues]]\nname = "housing"\nskills = ["housing"]\n[[agents]]\nid = "1001"\n'
+    text += 'skills = ["general", "housng"]\n' + ZERO_HASH
+    assert problems(tmp_path, text) == ["agents[0].skills[1]: no queue has the skill 'housng' (a typo?)"]
 
 
 def test_check_config_refuses_what_run_refuses_for_the_sip_front(tmp_path: Path) -> None:
     """The front's checks and its phones' passwords are the config's own: check-config lists them."""
-    text = """
-[[queues]]
-name = "general"
-skills = ["general"]
-[sipfront]
-enabled = true
-phones = { "1001" = "HG_TEST_NO_SUCH_PASSWORD" }
-"""
+    text = GENERAL + '[sipfront]\nenabled = true\nphones = { "1001" = "HG_TEST_NO_SUCH_PASSWORD" }\n'
     path = write(tmp_path, text)
     check = subprocess.run([*CLI, "check-config", str(path)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 2
