@@ -10,17 +10,24 @@ once: GETDEL) and sends it as its `hello` token; the seats redeem it (`seat_logi
 
 Pages are plain files (no build step, no CDN) served with a strict Content-Security-Policy: scripts,
 styles and images from the gateway only, connections to it and to the seats' websocket only.
-The pure parts (`allowed_origins`, `seats_url`, `content_security_policy`) read settings only.
+The pure parts (`allowed_origins`, `seats_url`, `content_security_policy`, `knowledge_query`) read
+settings or a ticket only.
+
+The seat page also reads, with the agent's session (GETs: nothing changes): the dispatch catalogue
+(`/console/api/catalogue`, read once per config: `CatalogueCache`, which the seats' submit check
+shares) and knowledge-base suggestions for a ticket the agent holds (`/console/api/knowledge`, from
+the base the HTTP app opened: gateway/web/knowledge_api.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -31,9 +38,13 @@ from redis.exceptions import RedisError
 
 from gateway import jsonwire
 from gateway.config import AgentConfig, GatewayConfig, SupervisorConfig, hash_secret, split_listen, verify_secret
-from gateway.errors import FieldError, Forbidden, InvalidRequest, ServiceUnavailable, Unauthorized
+from gateway.errors import FieldError, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
 from gateway.keys import Keys
+from gateway.knowledge.base import KnowledgeBase
+from gateway.ticket import Ticket
+from gateway.triage.catalogue import Category, load_catalogue
 from gateway.web.http_server import json_response
+from gateway.web.knowledge_api import KNOWLEDGE
 
 log = logging.getLogger("gateway.console")
 
@@ -115,6 +126,63 @@ def token_valid(agent: AgentConfig | SupervisorConfig | None, token: str) -> boo
     return valid and agent is not None
 
 
+KNOWLEDGE_QUERY_CHARS = 600  # what a ticket's knowledge suggestions are searched with, at most
+
+
+def knowledge_query(ticket: Ticket, limit: int = KNOWLEDGE_QUERY_CHARS) -> str:
+    """What to search the knowledge base with for `ticket`: its text, then what the citizen said
+    since, newest first (final speech of the caller, their later messages), at most `limit`
+    characters (the newest words are the ones the agent is hearing about now)."""
+    said = [segment.text for segment in ticket.transcript if segment.final and segment.speaker != "agent"]
+    said += [message.text for message in ticket.messages if message.direction == "in"]
+    parts = [ticket.text] + [text for text in reversed(said) if text and text != ticket.text]
+    return "\n".join(part.strip() for part in parts if part.strip())[:limit]
+
+
+class CatalogueCache:
+    """The dispatch catalogue `[triage]` names, read once per config (a swapped config, a new object,
+    reads it again): none while triage is off."""
+
+    def __init__(self) -> None:
+        self._config: GatewayConfig | None = None
+        self._categories: tuple[Category, ...] = ()
+        self._ids: frozenset[str] = frozenset()
+
+    def _load(self, config: GatewayConfig) -> None:
+        if self._config is config:
+            return
+        triage = config.triage
+        categories = load_catalogue(config.resolve(triage.catalogue)) if triage.enabled and triage.catalogue else ()
+        self._config, self._categories = config, categories
+        self._ids = frozenset(category.id for category in categories)
+
+    def categories(self, config: GatewayConfig) -> tuple[Category, ...]:
+        self._load(config)
+        return self._categories
+
+    def ids(self, config: GatewayConfig) -> frozenset[str]:
+        """The category ids a submit must choose from; empty: no catalogue, any category goes."""
+        self._load(config)
+        return self._ids
+
+
+class KnowledgeSources:
+    """Each entry's source (出处) by id, read once per knowledge-base version (a search hit carries
+    none)."""
+
+    def __init__(self) -> None:
+        self._version = -1
+        self._sources: dict[str, str] = {}
+
+    async def of(self, base: KnowledgeBase) -> dict[str, str]:
+        current = base.current()
+        number = current.number if current else 0
+        if number != self._version:
+            entries = await asyncio.to_thread(base.entries, number)
+            self._sources, self._version = {entry.id: entry.source for entry in entries}, number
+        return self._sources
+
+
 # --- seat tickets (the seats' side) -----------------------------------------------------------
 
 
@@ -194,6 +262,8 @@ class ConsoleContext:
     keys: Keys
     files: dict[str, bytes]
     read_body: BodyReader  # the HTTP app's own (its limits and errors)
+    catalogue: CatalogueCache = field(default_factory=CatalogueCache)
+    sources: KnowledgeSources = field(default_factory=KnowledgeSources)
 
     def agent(self, agent_id: str) -> AgentConfig | None:
         return next((agent for agent in self.config().agents if agent.id == agent_id), None)
@@ -386,6 +456,70 @@ async def seat_ticket(request: web.Request) -> web.Response:
     return _json({"ticket": ticket, "agent": session.agent.id, "expires_in": ttl})
 
 
+# --- the seat page's reference data -----------------------------------------------------------
+
+
+async def _agent_session(request: web.Request) -> ConsoleSession:
+    """An agent's live session (the seat page's reads); a supervisor's is refused."""
+    key, fields = await _session_fields(request)
+    if "supervisor" in fields:
+        raise Forbidden("the seat page is for agents; log in with an agent's credentials")
+    agent = request.app[CONSOLE].agent(fields.get("agent", ""))
+    if agent is None or "csrf" not in fields:
+        raise SessionExpired("the session expired; log in again")
+    return ConsoleSession(key, agent, fields["csrf"])
+
+
+async def catalogue(request: web.Request) -> web.Response:
+    """The dispatch catalogue's categories for the seat page's category choice (none: triage off)."""
+    await _agent_session(request)
+    context = request.app[CONSOLE]
+    categories = context.catalogue.categories(context.config())
+    listed = [{"id": one.id, "name": one.name, "department": one.department} for one in categories]
+    return _json({"categories": listed})
+
+
+async def _held_ticket(request: web.Request, session: ConsoleSession) -> Ticket:
+    """The ticket `?ticket=` names, when the session's agent holds it (offered or claimed); any
+    other (unknown, someone else's, closed) is the same 404."""
+    from gateway.web.http import QUEUE  # the HTTP app's queue (http.py imports this module)
+
+    ticket_id = request.query.get("ticket", "")
+    try:
+        ticket = await request.app[QUEUE].get(ticket_id) if 0 < len(ticket_id) <= 64 else None
+    except NotFound:
+        ticket = None
+    if ticket is None or ticket.status not in ("offered", "claimed") or ticket.agent != session.agent.id:
+        raise NotFound("no such ticket among yours")
+    return ticket
+
+
+async def knowledge(request: web.Request) -> web.Response:
+    """Knowledge-base suggestions for a ticket the agent holds: its text and what the citizen said
+    since (`knowledge_query`), the base's best `[knowledge] limit` entries valid today."""
+    session = await _agent_session(request)
+    base = request.app[KNOWLEDGE].base
+    if base is None:
+        return _json({"enabled": False, "results": []})
+    ticket = await _held_ticket(request, session)
+    config = request.app[CONSOLE].config()
+    today = request.app[KNOWLEDGE].today()
+    hits = await asyncio.to_thread(base.search, knowledge_query(ticket), today, config.knowledge.limit)
+    sources = await request.app[CONSOLE].sources.of(base)
+    results = [
+        {
+            "id": hit.id,
+            "question": hit.question,
+            "answer": hit.answer,
+            "category": hit.category,
+            "source": sources.get(hit.id, ""),
+            "score": hit.score,
+        }
+        for hit in hits
+    ]
+    return _json({"enabled": True, "results": results})
+
+
 # --- supervisors (the wallboard) ------------------------------------------------------------------
 
 
@@ -430,6 +564,8 @@ def add_console(app: web.Application, context: ConsoleContext) -> None:
     app.router.add_get("/console/api/session", whoami)
     app.router.add_post("/console/api/logout", logout)
     app.router.add_post("/console/api/seat-ticket", seat_ticket)
+    app.router.add_get("/console/api/catalogue", catalogue)
+    app.router.add_get("/console/api/knowledge", knowledge)
     app.router.add_post("/console/api/supervisor/login", supervisor_login)
     app.router.add_get("/console/api/supervisor/session", supervisor_whoami)
     app.router.add_post("/console/api/supervisor/logout", supervisor_logout)

@@ -205,6 +205,19 @@ def check_editable(fields: dict[str, Any]) -> None:
         )
 
 
+def check_category(category: str, catalogue: frozenset[str]) -> None:
+    """With a dispatch catalogue (`catalogue`: its ids; empty: none configured) a ticket is submitted
+    with one of its categories, never an empty or free-typed one."""
+    if not catalogue or category in catalogue:
+        return
+    why = (
+        "required: a category of the dispatch catalogue" if not category else "not a category of the dispatch catalogue"
+    )
+    raise InvalidRequest(
+        "cannot submit without a category of the dispatch catalogue", (FieldError("fields.category", why),)
+    )
+
+
 def edit_errors(exc: ValidationError) -> tuple[FieldError, ...]:
     """What is wrong with an agent's edits, by the names the agent used (`fields.citizen_phone`):
     the ticket's own paths (`citizen.phone`) and pydantic's wording stay inside."""

@@ -249,6 +249,7 @@ class SeatServer:
         self._queue = queue
         self._voice = VoiceLink(queue)
         self._followups = FollowupDesk(queue)
+        self._catalogue = console.CatalogueCache()  # the submit check's category ids, per config
         self._dispatcher = dispatcher
         self._tasks = tasks
         # Connections that have not sent their hello yet, bounded apart from the seats.
@@ -563,10 +564,17 @@ class SeatServer:
     async def _on_submit(self, session: SeatSession, frame: proto.Submit) -> None:
         if frame.ticket not in session.claimed:
             await self._refuse(frame.ticket, "you have not claimed this ticket")
-        if not await self._submit_as_stored(frame, session.agent.id):
+        final: Ticket | None = None
+        catalogue = self._catalogue.ids(self._config)
+        if catalogue:
+            # A dispatch catalogue is configured: the ticket's category after these edits must be
+            # one of it; refused (nothing changed) otherwise.
+            final = edited(await self._queue.get_document(frame.ticket), frame.fields)
+            proto.check_category(final.category, catalogue)
+        if final is not None or not await self._submit_as_stored(frame, session.agent.id):
             # Last edits, or an answer for the citizen (its 回访 goes out with the question): the
             # ticket's document is read (not its history) and planned.
-            final = edited(await self._queue.get_document(frame.ticket), frame.fields)
+            final = final or edited(await self._queue.get_document(frame.ticket), frame.fields)
             plan = self._followups.plan(final)
             await self._queue.submit(frame.ticket, session.agent.id, final if frame.fields else None, plan)
         session.claimed.discard(frame.ticket)
