@@ -24,6 +24,12 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def spawn_logged(command: list[str], out_path: Path, err_path: Path) -> subprocess.Popen[bytes]:
+    """Start `command` with no stdin, its output and errors written to these files, dying with the bench."""
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=die_with_parent)
+
+
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     if process.poll() is not None:
         return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,17 @@ from bench.common.stats import machine
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 _RESULT = re.compile(r"^<!-- bench-result (?P<name>[a-z0-9_]+) (?P<json>\{.*\}) -->$", re.MULTILINE)
+DISTURBED_PCT = 30.0  # CPU used by unrelated processes above which a run's figures are suspect
+
+
+def met(flag: bool) -> str:
+    """A target's verdict in a figure table."""
+    return "**met**" if flag else "**not met**"
+
+
+def disturbed(others_pct: float, warning: str) -> list[str]:
+    """The warning paragraph of a run the rest of the machine disturbed (none below DISTURBED_PCT)."""
+    return [] if others_pct < DISTURBED_PCT else [warning, ""]
 
 
 def figure_table(rows: list[tuple[str, str, str, str]]) -> list[str]:
@@ -26,6 +37,27 @@ def figure_table(rows: list[tuple[str, str, str, str]]) -> list[str]:
         "|---|---|---|---|",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
     ]
+
+
+Part = Callable[[dict[str, Any]], list[str]]
+
+
+def load_section(
+    result: dict[str, Any],
+    intro: Part,
+    figures: Callable[[dict[str, Any]], list[tuple[str, str, str, str]]],
+    disturbance: Part,
+    cost: Part,
+    method: Part,
+    checks: Callable[[dict[str, Any]], str],
+    how_to_run: Callable[[dict[str, Any]], str],
+) -> str:
+    """A load benchmark's section (voice, front), each part rendered from its result: what ran, its
+    figures, what disturbed it, what it cost, how it was measured, whether the measurement is
+    valid, how to run it."""
+    parts = [*intro(result), "", *figure_table(figures(result)), "", *disturbance(result), *cost(result)]
+    parts += ["", *method(result), "", checks(result), "", how_to_run(result)]
+    return "\n".join(parts)
 
 
 def previous_results(path: Path = DOC) -> dict[str, dict[str, Any]]:

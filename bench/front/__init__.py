@@ -52,7 +52,7 @@ from bench.front.setup import (
     write_configs,
 )
 from bench.intake.setup import start_gateway
-from bench.voice import all_tickets, join_tickets, start_sipp, wait_sipp
+from bench.voice import join_tickets, settle, start_sipp, wait_sipp
 from bench.voice import warnings as log_warnings
 from bench.voice.calls import calls_from_sip
 from bench.voice.meter import Meter, Series, children_named, descendants, processes
@@ -369,7 +369,7 @@ async def join_calls(client: aioredis.Redis, configs: Configs, captured: SipCapt
             raw.final_ns.setdefault(packet.call_id, packet.at_ns)
     queue = TicketQueue(client, configs.config)
     answered = sum(1 for c in calls.values() if c.final_status == 200 and c.caller.startswith(CALLER_PREFIX))
-    await settle(client, queue, answered)
+    await settle(client, queue, answered, within=SETTLE_S, poll=0.5, say=progress)
     for call in calls.values():
         if call.answer_ns and call.bye_ns:
             call.media_s = round((call.bye_ns - call.answer_ns) / 1e9, 3)
@@ -377,18 +377,6 @@ async def join_calls(client: aioredis.Redis, configs: Configs, captured: SipCapt
     raw.calls = sorted(calls.values(), key=lambda call: call.invite_ns)
     recordings_dir = configs.config.resolve(configs.config.voice.recordings_dir)
     raw.wav_files = sum(1 for _ in recordings_dir.rglob("*.wav")) if recordings_dir.exists() else 0
-
-
-async def settle(client: aioredis.Redis, queue: TicketQueue, calls: int) -> None:
-    """Wait until every answered call's ticket has its recording and its frame stats are written."""
-    deadline = time.monotonic() + SETTLE_S
-    while time.monotonic() < deadline:
-        tickets = await all_tickets(client, queue)
-        attached = sum(1 for t in tickets if any(h.action == "recordings" for h in t.history))
-        if attached >= calls and await client.xlen(f"{KEY_PREFIX}:voice:frames") >= calls:
-            return
-        await asyncio.sleep(0.5)
-    progress(f"not every call settled within {SETTLE_S:g} s; going on")
 
 
 async def metrics(client: aioredis.Redis) -> dict[str, str]:

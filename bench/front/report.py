@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common.report import figure_table
+from bench.common.report import disturbed, load_section, met
 
-DISTURBED_PCT = 30.0  # CPU used by unrelated processes above which a run's figures are suspect
 LABELS = {
     "workers": "media workers (sum)",
     "kamailio": "Kamailio (all its processes)",
@@ -14,10 +13,6 @@ LABELS = {
     "redis": "redis-server",
     "sipp_uac": "SIPp UAC (the load)",
 }
-
-
-def _met(flag: bool) -> str:
-    return "**met**" if flag else "**not met**"
 
 
 def _ms(s: dict[str, float]) -> str:
@@ -30,20 +25,7 @@ def _num(value: float | None, unit: str = "") -> str:
 
 def render(result: dict[str, Any]) -> str:
     """The markdown section of docs/benchmarks.md for one front result."""
-    table = figure_table(_figure_rows(result))
-    parts = [
-        *_intro(result),
-        "",
-        *table,
-        "",
-        *_disturbance(result),
-        *_cost_table(result),
-        "",
-        *_method(result),
-        "",
-        _checks(result),
-    ]
-    return "\n".join([*parts, "", _how_to_run(result)])
+    return load_section(result, _intro, _figure_rows, _disturbance, _cost_table, _method, _checks, _how_to_run)
 
 
 def _intro(r: dict[str, Any]) -> list[str]:
@@ -135,18 +117,18 @@ def _figure_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = [
         (f"Concurrent answered calls, each recorded, queued by its digit and carrying RTP both ways, up together "
          f"for {r['held']['window_s']:g} s", f"{t['concurrent_recorded_calls']['measured']} of {n}",
-         f"≥ {t['concurrent_recorded_calls']['target']}", _met(t["concurrent_recorded_calls"]["met"])),
+         f"≥ {t['concurrent_recorded_calls']['target']}", met(t["concurrent_recorded_calls"]["met"])),
         ("New calls answered per second during the ramp (SIPp `-r`)",
          f"{t['calls_per_s']['measured']:g} /s ({calls['answered']} of {n} answered)",
-         f"≥ {t['calls_per_s']['target']:g} /s", _met(t["calls_per_s"]["met"])),
+         f"≥ {t['calls_per_s']['target']:g} /s", met(t["calls_per_s"]["met"])),
         ("Failed calls below capacity (not answered, cut off, or failing a check below)",
          f"{calls['failed']}" + (f": {_reasons(calls['failure_reasons'])}" if calls["failed"] else ""),
-         "0", _met(t["failed_below_capacity"]["met"])),
+         "0", met(t["failed_below_capacity"]["met"])),
         ("Calls over capacity answered 503 by Kamailio (INVITE → 503 p50 / max)",
          f"{surplus['got_503']} of {surplus['placed']} ({_statuses(surplus['statuses'])}; "
          f"{surplus['reply_ms']['p50']:g} / {surplus['reply_ms']['max']:g} ms); workers' own 503s: "
          f"{r['rejected_by_workers']}", f"{surplus['placed']} of {surplus['placed']}, from Kamailio",
-         _met(t["clean_503_above"]["met"])),
+         met(t["clean_503_above"]["met"])),
         ("First failure point", _first_failure(r), "", ""),
         ("The machine's CPU ran out (≥ 95 % of every core busy, whoever used it)", _saturation(r), "", ""),
         ("INVITE → 200 OK through Kamailio, p50 / p99 / max", _ms(r["answer_ms"]), "", ""),
@@ -201,13 +183,11 @@ def _statuses(statuses: dict[str, int]) -> str:
 
 def _disturbance(r: dict[str, Any]) -> list[str]:
     other = r["cost"]["other"]["cpu_pct"]
-    if other < DISTURBED_PCT:
-        return []
-    return [
+    return disturbed(
+        other,
         f"**This run was disturbed**: other processes on the machine used {other:g} % of one core while every "
         "call was up (`every other process` below), so CPU was scarcer than the stack alone would make it.",
-        "",
-    ]
+    )
 
 
 def _cost_table(r: dict[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BenchError
-from bench.common.procs import die_with_parent, stop_process, tail
+from bench.common.procs import spawn_logged, stop_process, tail
 from bench.voice.pcap import caller_stream, load_speech, write_pcap
 from bench.voice.setup import FLOW, KEY_PREFIX, NUMBER, flow_queues, worker_command
 from bench.voice.setup import _toml as toml_value
@@ -132,11 +132,7 @@ def _spawn_worker(directory: Path, config: Path, redis_url: str, worker_id: str,
     out_path, err_path = directory / f"{worker_id}.out", directory / f"{worker_id}.err"
     command = worker_command(config, redis_url, sip)
     command[command.index("--id") + 1] = worker_id
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=die_with_parent
-        )
-    return Worker(worker_id, sip, process, out_path, err_path)
+    return Worker(worker_id, sip, spawn_logged(command, out_path, err_path), out_path, err_path)
 
 
 async def start_workers(

@@ -118,14 +118,30 @@ class Running:
 def start_all(stack: contextlib.ExitStack, options: Options) -> Running:
     """Redis, gateway, agents, load generator; each stop is registered before its start."""
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-intake-")))
-    server = EmbeddedRedis(port=free_port(), data_dir=tmp / "redis", appendfsync="everysec")
+    server, client = start_redis(stack, tmp)
+    creds = Credentials.fresh(options.agents)
+    gateway = start_gateway(tmp, write_config(tmp, server.url, creds), server.url, options.cprofile)
+    stack.callback(stop_gateway, gateway)
+    agents, load = start_agents_and_load(stack, gateway, creds)
+    return Running(server, client, gateway, agents, load)
+
+
+def start_redis(stack: contextlib.ExitStack, directory: Path) -> tuple[EmbeddedRedis, redis.Redis]:
+    """An embedded Redis (AOF, fsync every second) under `directory` and a client of it; the stack
+    stops both."""
+    server = EmbeddedRedis(port=free_port(), data_dir=directory / "redis", appendfsync="everysec")
     stack.callback(stop_redis, server)
     server.start()
     client = redis.Redis.from_url(server.url)
     stack.callback(client.close)
-    creds = Credentials.fresh(options.agents)
-    gateway = start_gateway(tmp, write_config(tmp, server.url, creds), server.url, options.cprofile)
-    stack.callback(stop_gateway, gateway)
+    return server, client
+
+
+def start_agents_and_load(
+    stack: contextlib.ExitStack, gateway: GatewayProcess, creds: Credentials
+) -> tuple[Worker, Worker]:
+    """The agents' and the load generator's processes against this gateway, returned once every
+    agent is ready; the stack stops them."""
     agents = Worker("agents", agents_process, gateway.seats_url, creds.agents)
     stack.callback(agents.stop)
     load = Worker("loadgen", load_process, gateway.http_url, creds.api_key)
@@ -133,7 +149,7 @@ def start_all(stack: contextlib.ExitStack, options: Options) -> Running:
     agents.start()
     load.start()
     agents.call({"op": "ready", "timeout": 20.0}, timeout=30)
-    return Running(server, client, gateway, agents, load)
+    return agents, load
 
 
 def measure(stack: contextlib.ExitStack, options: Options) -> Raw:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BenchError
-from bench.common.procs import die_with_parent, stop_process, tail
+from bench.common.procs import spawn_logged, stop_process, tail
 from gateway.config import hash_secret, load_config
 
 READY = re.compile(r"hotline-gateway ready http=(?P<http>http://\S+:\d+) seats=(?P<seats>ws://\S+:\d+)")
@@ -95,11 +95,7 @@ def start_gateway(
 ) -> GatewayProcess:
     """Start `hotline-gateway run` and wait for its ready line; the caller must stop() it."""
     out_path, err_path = directory / "gateway.out", directory / "gateway.err"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        process = subprocess.Popen(
-            gateway_command(config, redis_url, cprofile),
-            stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=die_with_parent,
-        )  # fmt: skip
+    process = spawn_logged(gateway_command(config, redis_url, cprofile), out_path, err_path)
     try:
         match = _wait_ready(process, out_path, err_path, timeout)
     except BaseException:

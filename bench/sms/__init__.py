@@ -28,20 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench import BenchError
 from bench.common.procs import CpuMeter
 from bench.common.stats import machine, summary_ms
 from bench.common.workers import Worker
-from bench.intake import redis_cpu_seconds, stop_gateway, stop_redis
-from bench.intake.agents import agents_process, reply_text
-from bench.intake.load import load_process
+from bench.intake import redis_cpu_seconds, start_agents_and_load, start_redis, stop_gateway
+from bench.intake.agents import reply_text
 from bench.intake.setup import Credentials, config_toml, start_gateway
 from bench.sms.peer import Protocol, carrier_process
 from bench.sms.report import render as render
 from gateway.config import load_config
-from gateway.shell.embedded_redis import EmbeddedRedis, free_port
 
 NAME = "sms"
 TITLE = "SMS: a citizen's message → offered ticket (SMPP, CMPP), and the reply round trip"
@@ -98,11 +94,7 @@ def run_protocol(protocol: Protocol, options: Options) -> dict[str, Any]:
     progress(f"{protocol}: starting redis, the carrier, the gateway and {options.agents} seats")
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-sms-{protocol}-")))
-        server = EmbeddedRedis(port=free_port(), data_dir=tmp / "redis", appendfsync="everysec")
-        stack.callback(stop_redis, server)
-        server.start()
-        client = redis.Redis.from_url(server.url)
-        stack.callback(client.close)
+        server, client = start_redis(stack, tmp)
         secret = secrets.token_hex(4)  # SMPP 3.4: a password of at most 8 characters
         os.environ[SECRET_ENV] = secret
         carrier = Worker("carrier", carrier_process, protocol, ACCOUNTS[protocol], secret, NUMBERS[protocol])
@@ -114,13 +106,7 @@ def run_protocol(protocol: Protocol, options: Options) -> dict[str, Any]:
         gateway = start_gateway(tmp, config, server.url)
         stack.callback(stop_gateway, gateway)
         carrier.call({"op": "bound", "timeout": 20.0}, timeout=30)
-        agents = Worker("agents", agents_process, gateway.seats_url, creds.agents)
-        stack.callback(agents.stop)
-        load = Worker("loadgen", load_process, gateway.http_url, creds.api_key)
-        stack.callback(load.stop)
-        agents.start()
-        load.start()
-        agents.call({"op": "ready", "timeout": 20.0}, timeout=30)
+        agents, load = start_agents_and_load(stack, gateway, creds)
         pids = {"gateway": gateway.process.pid, "carrier": carrier.pid, "agents": agents.pid, "loadgen": load.pid}
         meter = CpuMeter(pids, {"redis": lambda: redis_cpu_seconds(client)})
         return phases(protocol, options, carrier, agents, load, meter)

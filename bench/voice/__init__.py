@@ -22,7 +22,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -224,16 +224,25 @@ def captured_calls(captured: Captured) -> dict[str, Call]:
     return calls_from_sip(captured.sip)
 
 
-async def settle(client: aioredis.Redis, queue: TicketQueue, calls: int) -> None:
-    """Wait until every call's ticket has its recording attached and its frame stats are written."""
-    deadline = time.monotonic() + SETTLE_S
+async def settle(
+    client: aioredis.Redis,
+    queue: TicketQueue,
+    calls: int,
+    *,
+    within: float = SETTLE_S,
+    poll: float = 0.2,
+    say: Callable[[str], None] = progress,
+) -> None:
+    """Wait (at most `within` seconds, looking every `poll`) until every call's ticket has its
+    recording attached and its frame stats are written."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         tickets = await all_tickets(client, queue)
         attached = sum(1 for t in tickets if any(h.action == "recordings" for h in t.history))
         if attached >= calls and await client.xlen(f"{KEY_PREFIX}:voice:frames") >= calls:
             return
-        await asyncio.sleep(0.2)
-    progress(f"not every call settled within {SETTLE_S:g} s; going on")
+        await asyncio.sleep(poll)
+    say(f"not every call settled within {within:g} s; going on")
 
 
 async def all_tickets(client: aioredis.Redis, queue: TicketQueue) -> list[Ticket]:

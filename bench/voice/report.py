@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common.report import figure_table
-
-DISTURBED_PCT = 30.0  # CPU used by unrelated processes above which a run's figures are suspect
-
-
-def _met(flag: bool) -> str:
-    return "**met**" if flag else "**not met**"
+from bench.common.report import DISTURBED_PCT, disturbed, load_section, met
 
 
 def _ms(s: dict[str, float]) -> str:
@@ -26,16 +20,16 @@ def _figure_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     base = r["baseline"]
     n = calls["planned"]
     return [
-        ("Calls placed / failed", f"{n} / {calls['failed']}", "0 failed", _met(t["failed_calls"]["met"])),
+        ("Calls placed / failed", f"{n} / {calls['failed']}", "0 failed", met(t["failed_calls"]["met"])),
         (f"INVITE → first greeting audio from the worker, p50 / p99 / max ({r['first_prompt_ms']['n']} calls)",
-         _ms(r["first_prompt_ms"]), f"≤ {t['first_prompt_ms']['target']:g} ms", _met(t["first_prompt_ms"]["met"])),
+         _ms(r["first_prompt_ms"]), f"≤ {t['first_prompt_ms']['target']:g} ms", met(t["first_prompt_ms"]["met"])),
         ("Live-audio frame gap p99, worst call (median call)",
          f"{f['gap_p99_ms']:g} ms ({f['gap_p99_median_call_ms']:g} ms)",
-         f"≤ {t['frame_gap_p99_ms']['target']:g} ms", _met(t["frame_gap_p99_ms"]["met"])),
+         f"≤ {t['frame_gap_p99_ms']['target']:g} ms", met(t["frame_gap_p99_ms"]["met"])),
         ("Recordings complete and non-silent",
          f"{min(rec['complete'], rec['non_silent'])} of {n} (length − answer-to-BYE: "
          f"{rec['diff_s_min']:+.2f} … {rec['diff_s_max']:+.2f} s; RMS ≥ {rec['rms_min']:g})",
-         f"{n} of {n}", _met(rec["complete"] == rec["non_silent"] == n)),
+         f"{n} of {n}", met(rec["complete"] == rec["non_silent"] == n)),
         ("Digit 0 → hold prompt audio from the worker, p50 / p99 / max", _ms(r["digit_to_hold_ms"]), "", ""),
         ("Digit 0 → ticket in its queue (Redis stream entry), p50 / p99 / max", _ms(r["digit_to_queued_ms"]), "", ""),
         ("INVITE → 200 OK, p50 / p99 / max", _ms(r["answer_ms"]), "", ""),
@@ -67,20 +61,7 @@ def _stalls(r: dict[str, Any]) -> str:
 
 def render(result: dict[str, Any]) -> str:
     """The markdown section of docs/benchmarks.md for one voice result."""
-    table = figure_table(_figure_rows(result))
-    parts = [
-        *_intro(result),
-        "",
-        *table,
-        "",
-        *_disturbance(result),
-        *_cost_table(result),
-        "",
-        *_method(result),
-        "",
-        _checks(result),
-    ]
-    return "\n".join([*parts, "", _how_to_run()])
+    return load_section(result, _intro, _figure_rows, _disturbance, _cost_table, _method, _checks, _how_to_run)
 
 
 def _intro(r: dict[str, Any]) -> list[str]:
@@ -139,13 +120,11 @@ def _processes(r: dict[str, Any]) -> str:
 
 def _disturbance(r: dict[str, Any]) -> list[str]:
     other = r.get("load_cpu_pct", {}).get("other", 0.0)
-    if other < DISTURBED_PCT:
-        return []
-    return [
+    return disturbed(
+        other,
         f"**This run was disturbed**: other processes on the machine used {other:g} % of one core during the "
         "load (`everything else` below), so latencies and gaps may be worse than the worker alone would show.",
-        "",
-    ]
+    )
 
 
 def _cost_table(r: dict[str, Any]) -> list[str]:
@@ -201,7 +180,7 @@ def _checks(r: dict[str, Any]) -> str:
     )
 
 
-def _how_to_run() -> str:
+def _how_to_run(_result: dict[str, Any]) -> str:
     return (
         "Run: `sudo .venv/bin/python -m bench voice` (root or CAP_NET_RAW: SIPp's pcap playback and the "
         "capture use raw sockets; needs `sip-tester`, `espeak-ng`, `sox`, `redis-server`). "
