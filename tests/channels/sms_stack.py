@@ -17,7 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.shell.app import Bound, Gateway
 from peers.ismg import Ismg
 from peers.smsc import Smsc
-from tests.helpers import running_gateway
+from tests.helpers import Seat, running_gateway
 from tests.logscan import register_secrets
 
 Protocol = Literal["smpp", "cmpp"]
@@ -129,6 +129,33 @@ async def sms_gateway(
         monkeypatch.setenv(PASSWORD_ENV, secret or the_peer.secret)
         async with running_gateway(sms_config(config_factory, the_peer)) as (gateway, bound_at):
             yield the_peer, gateway, bound_at
+
+
+@dataclass(frozen=True)
+class SmsDesk:
+    """A peer, a gateway whose SMS channel is logged in to it, and agent a1's seat on that gateway."""
+
+    peer: Peer
+    gateway: Gateway
+    seat: Seat
+
+
+@asynccontextmanager
+async def sms_desk(protocol: Protocol, config_factory: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SmsDesk]:
+    """`sms_gateway` with seat a1 connected (closed again when the test's body is done)."""
+    async with sms_gateway(protocol, config_factory, monkeypatch) as (peer, gateway, bound_at):
+        seat = await Seat.connect(bound_at, "a1")
+        yield SmsDesk(peer, gateway, seat)
+        await seat.close()
+
+
+async def claimed_sms_ticket(peer: Peer, seat: Seat, text: str = "路灯坏了") -> str:
+    """A citizen's SMS, offered to the seat and accepted; its ticket id."""
+    await peer.deliver(text)
+    ticket_id = str((await seat.expect("offer"))["ticket"]["id"])
+    await seat.send(type="accept", ticket=ticket_id)
+    await seat.expect("ticket")
+    return ticket_id
 
 
 def the_sms_channel(gateway: Gateway) -> SmsChannel:

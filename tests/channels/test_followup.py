@@ -19,7 +19,18 @@ from gateway.messages import ConversationNews
 from gateway.queue.desk import Source
 from gateway.shell.app import Gateway
 from gateway.ticket import Channel, Ticket, utcnow
-from tests.channels.sms_stack import CITIZEN, PASSWORD_ENV, PROTOCOLS, Peer, Protocol, sms_gateway, sms_peer
+from tests.channels.sms_stack import (
+    CITIZEN,
+    PASSWORD_ENV,
+    PROTOCOLS,
+    Peer,
+    Protocol,
+    SmsDesk,
+    claimed_sms_ticket,
+    sms_desk,
+    sms_gateway,
+    sms_peer,
+)
 from tests.helpers import Seat, running_gateway
 
 ANSWER = "您反映的幸福路路灯已由市政部门修复, 感谢您的监督。"
@@ -138,41 +149,36 @@ def actions(ticket: Ticket) -> list[str]:
     return [entry.action for entry in ticket.history]
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_the_answer_goes_out_with_the_question_and_3_reopens_the_ticket_with_its_history(
-    protocol: Protocol, config_factory: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with sms_gateway(protocol, config_factory, monkeypatch) as (peer, gateway, bound_at):
-        seat = await Seat.connect(bound_at, "a1")
-        async with news_of(gateway) as news:
-            ticket_id = await sms_ticket_answered(peer, seat)
-            ((text, part_ids, _),) = await peer.sent_to(CITIZEN)
-            assert text == question(ANSWER) and "1 满意" in text and "3 不满意" in text
-            sent = await delivery_news(news, "sent")
-            for part_id in part_ids:
-                peer.receipt(part_id)
-            assert (await delivery_news(news, "delivered")).message.id == sent.message.id
-        answered = await gateway.queue.get(ticket_id)
-        assert answered.status == "submitted" and answered.answer == ANSWER
-        (out,) = [m for m in answered.messages if m.direction == "out"]
-        assert (out.text, out.status) == (question(ANSWER), "delivered")
-        assert actions(answered)[-4:] == ["submitted", "followup_asked", "sent", "delivered"]
+async def test_the_answer_goes_out_with_the_question_and_3_reopens_the_ticket_with_its_history(desk: SmsDesk) -> None:
+    peer, gateway, seat = desk.peer, desk.gateway, desk.seat
+    async with news_of(gateway) as news:
+        ticket_id = await sms_ticket_answered(peer, seat)
+        ((text, part_ids, _),) = await peer.sent_to(CITIZEN)
+        assert text == question(ANSWER) and "1 满意" in text and "3 不满意" in text
+        sent = await delivery_news(news, "sent")
+        for part_id in part_ids:
+            peer.receipt(part_id)
+        assert (await delivery_news(news, "delivered")).message.id == sent.message.id
+    answered = await gateway.queue.get(ticket_id)
+    assert answered.status == "submitted" and answered.answer == ANSWER
+    (out,) = [m for m in answered.messages if m.direction == "out"]
+    assert (out.text, out.status) == (question(ANSWER), "delivered")
+    assert actions(answered)[-4:] == ["submitted", "followup_asked", "sent", "delivered"]
 
-        await peer.deliver("３")
-        offer = (await seat.expect("offer"))["ticket"]
-        assert offer["id"] == ticket_id and offer["status"] == "offered"
-        assert "reopened" in offer["flags"] and offer["satisfaction"] == "unsatisfied"
-        offered = Ticket.model_validate(offer)
-        assert actions(offered)[-3:] == ["followup_answered", "reopened", "offered"]
-        assert offered.history[-2].detail == {"reason": "followup_unsatisfied", "answer": ANSWER}
-        assert offered.history[-3].detail == {"rating": "unsatisfied", "text": "３"}
-        assert offered.answer == "" and "submitted" in actions(offered)  # its whole history
-        assert await gateway.redis.xlen(gateway.queue.keys.created) == 1  # the answer is no new ticket
-        assert [m.text for m in offered.messages if m.direction == "in"] == ["路灯坏了"]  # nor a message
+    await peer.deliver("３")
+    offer = (await seat.expect("offer"))["ticket"]
+    assert offer["id"] == ticket_id and offer["status"] == "offered"
+    assert "reopened" in offer["flags"] and offer["satisfaction"] == "unsatisfied"
+    offered = Ticket.model_validate(offer)
+    assert actions(offered)[-3:] == ["followup_answered", "reopened", "offered"]
+    assert offered.history[-2].detail == {"reason": "followup_unsatisfied", "answer": ANSWER}
+    assert offered.history[-3].detail == {"rating": "unsatisfied", "text": "３"}
+    assert offered.answer == "" and "submitted" in actions(offered)  # its whole history
+    assert await gateway.redis.xlen(gateway.queue.keys.created) == 1  # the answer is no new ticket
+    assert [m.text for m in offered.messages if m.direction == "in"] == ["路灯坏了"]  # nor a message
 
-        await peer.deliver("在幸福路十二号")  # the reopened ticket is the citizen's conversation again
-        assert (await seat.expect("message"))["ticket"] == ticket_id
-        await seat.close()
+    await peer.deliver("在幸福路十二号")  # the reopened ticket is the citizen's conversation again
+    assert (await seat.expect("message"))["ticket"] == ticket_id
 
 
 @pytest.mark.parametrize(
@@ -182,8 +188,8 @@ async def test_the_answer_goes_out_with_the_question_and_3_reopens_the_ticket_wi
 async def test_a_rating_or_a_comment_is_recorded_once_and_the_next_message_is_a_new_ticket(
     protocol: Protocol, reply: str, outcome: Outcome, config_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with sms_gateway(protocol, config_factory, monkeypatch) as (peer, gateway, bound_at):
-        seat = await Seat.connect(bound_at, "a1")
+    async with sms_desk(protocol, config_factory, monkeypatch) as desk:
+        peer, gateway, seat = desk.peer, desk.gateway, desk.seat
         ticket_id = await sms_ticket_answered(peer, seat)
         await peer.sent_to(CITIZEN)
         await peer.deliver(reply)
@@ -197,12 +203,11 @@ async def test_a_rating_or_a_comment_is_recorded_once_and_the_next_message_is_a_
         offer = (await seat.expect("offer"))["ticket"]
         assert offer["id"] != ticket_id and offer["text"] == "另外, 小区门口的垃圾没人清"
         assert (await gateway.queue.get(ticket_id)).history == rated.history
-        await seat.close()
 
 
 async def test_no_answer_is_recorded_after_the_timeout(config_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with sms_gateway("smpp", config_factory, monkeypatch) as (peer, gateway, bound_at):
-        seat = await Seat.connect(bound_at, "a1")
+    async with sms_desk("smpp", config_factory, monkeypatch) as desk:
+        peer, gateway, seat = desk.peer, desk.gateway, desk.seat
         asked = utcnow()
         ticket_id = await sms_ticket_answered(peer, seat)
         timeout = gateway.config.followup.timeout
@@ -216,7 +221,6 @@ async def test_no_answer_is_recorded_after_the_timeout(config_factory: Any, monk
         await peer.deliver("1")  # too late: an ordinary message
         assert (await seat.expect("offer"))["ticket"]["text"] == "1"
         assert (await gateway.queue.get(ticket_id)).satisfaction == "no_answer"
-        await seat.close()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -262,10 +266,7 @@ async def test_a_full_outbox_refuses_the_submit_and_the_ticket_stays_claimed(
         config = config_factory(channels={"sms": peer.channel_config()}, redis={"outbox_maxlen": 1})
         async with running_gateway(config) as (gateway, bound_at):
             seat = await Seat.connect(bound_at, "a1")
-            await peer.deliver("路灯坏了")
-            ticket_id = str((await seat.expect("offer"))["ticket"]["id"])
-            await seat.send(type="accept", ticket=ticket_id)
-            await seat.expect("ticket")
+            ticket_id = await claimed_sms_ticket(peer, seat)
             await peer.server.close()  # the reply below waits in the outbox: it is full
             await seat.send(type="reply", ticket=ticket_id, text="收到, 已转市政")
             while "outbox" not in await seat.expect("ack"):
@@ -282,12 +283,9 @@ async def test_a_full_outbox_refuses_the_submit_and_the_ticket_stays_claimed(
 async def test_an_answer_saved_before_a_plain_submit_still_goes_out_and_a_submit_without_one_reads_nothing(
     config_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with sms_gateway("smpp", config_factory, monkeypatch) as (peer, gateway, bound_at):
-        seat = await Seat.connect(bound_at, "a1")
-        await peer.deliver("路灯坏了")
-        ticket_id = str((await seat.expect("offer"))["ticket"]["id"])
-        await seat.send(type="accept", ticket=ticket_id)
-        await seat.expect("ticket")
+    async with sms_desk("smpp", config_factory, monkeypatch) as desk:
+        peer, gateway, seat = desk.peer, desk.gateway, desk.seat
+        ticket_id = await claimed_sms_ticket(peer, seat)
         await seat.send(type="update", ticket=ticket_id, fields={"answer": ANSWER})  # autosaved earlier
         await seat.expect("ticket")
         await seat.send(type="submit", ticket=ticket_id)  # no last edits: Redis finds the answer
@@ -307,4 +305,3 @@ async def test_an_answer_saved_before_a_plain_submit_still_goes_out_and_a_submit
         plain = await gateway.queue.get(other)
         assert plain.status == "submitted" and plain.answer == ""
         assert not [a for a in actions(plain) if a.startswith("followup")]  # no 回访 asked, none refused
-        await seat.close()
