@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "sms": "bench.sms",
     "knowledge": "bench.knowledge",
     "triage": "bench.triage",
+    "console": "bench.console",
 }
 
 
