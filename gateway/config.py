@@ -30,6 +30,7 @@ from gateway.ivr.calendar import Calendar
 from gateway.ivr.flow import IvrConfig
 from gateway.sipfront.config import KamailioConfig, front_errors, password_errors
 from gateway.ticket import MAX_PRIORITY, Channel
+from gateway.triage.merge import MergeSettings
 from gateway.triage.sensitive import SensitiveWord, normalise
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
@@ -423,7 +424,7 @@ class TriageConfig(_Section):
     gateway), both relative to the config file. Each read takes up to `batch` tickets; every
     `claim_every` seconds, tickets a stopped consumer left unacknowledged for `claim_idle` seconds
     are taken over. Submitted tickets' categories are kept as labelled contacts, the newest
-    `labels_maxlen`."""
+    `labels_maxlen`. `merge`: 主单 + 子单 and the gazetteer (docs/triage.md)."""
 
     enabled: bool = False
     catalogue: str = ""
@@ -433,6 +434,9 @@ class TriageConfig(_Section):
     claim_every: Seconds = 60.0
     # Agents' final categories kept as labelled contacts (`hg:triage:labels`, MAXLEN ~).
     labels_maxlen: int = Field(default=100_000, gt=0)
+    # 主单 + 子单 (gateway/triage/merge.py): similar tickets of one category on one street within
+    # a window become 子单 of the first; the gazetteer (`[[triage.merge.districts]]`) names places.
+    merge: MergeSettings = MergeSettings()
 
     @model_validator(mode="after")
     def _catalogue_when_enabled(self) -> TriageConfig:

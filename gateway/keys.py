@@ -148,6 +148,17 @@ class Keys:
         `category`, `text`, `suggested`), for the dispatch suggestion to learn from."""
         return f"{self.prefix}:triage:labels"
 
+    def merge_bucket(self, category: str, place: str) -> str:
+        """Sorted set: the tickets of one category at one street-level place that may become a
+        主单 (`{id} {signature}`, scored by when each was received), trimmed to `[triage.merge]`
+        window and `max_bucket` (gateway/triage/merge.py)."""
+        return f"{self.prefix}:merge:{category}:{place}"
+
+    def citizen_tickets(self, identity: str) -> str:
+        """Sorted set: a citizen's tickets (`phone:…`, `wechat:…`, `telegram:…`) by when each was
+        received, the newest `[triage.merge] max_citizen` within its window (一人多诉)."""
+        return f"{self.prefix}:citizen:{identity}"
+
     # --- the supervisors' wallboard (gateway/web/wallboard.py) -----------------------------------
 
     def seat_presence(self, agent: str) -> str:

@@ -109,6 +109,9 @@ class Suggestion(_Frozen):
 MAX_SUGGESTIONS = 3
 
 
+MAX_CHILDREN = 1000  # a 主单's 子单 (`[triage.merge] max_children`, at most this)
+MAX_RELATED = 100  # the citizen's other open tickets linked (`[triage.merge] max_related`, at most this)
+
 AlertSource = Literal["text", "transcript", "message"]
 MAX_ALERTS = 32
 
@@ -200,6 +203,17 @@ class Ticket(_Frozen):
     # severity), and its deadlines: by the category the agent chose, else the best suggestion's.
     alerts: Annotated[tuple[SensitiveAlert, ...], Field(max_length=MAX_ALERTS)] = ()
     clocks: tuple[DeadlineClock, ...] = Field(default=(), max_length=3)
+    # 主单 + 子单 (gateway/triage/merge.py), written by the triage consumer: where the contact is
+    # (`district/street` or `district` of the gazetteer); the 主单 this ticket is a 子单 of, and
+    # whether an agent confirmed it; a 主单's 子单 (answered with it); the same citizen's other
+    # open tickets when it came in (一人多诉: a link, not a merge). `parent`, `merge_confirmed` and
+    # `children` are kept beside the document (gateway/queue/store.py), so an agent's edit of the
+    # document cannot lose a link written meanwhile.
+    place: Annotated[str, StringConstraints(max_length=72)] = ""
+    parent: Annotated[str, StringConstraints(max_length=26)] = ""
+    merge_confirmed: bool = False
+    children: tuple[str, ...] = Field(default=(), max_length=MAX_CHILDREN)
+    related: tuple[str, ...] = Field(default=(), max_length=MAX_RELATED)
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_defaults=True).encode()

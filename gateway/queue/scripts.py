@@ -62,11 +62,15 @@ local function set_status(mkey, id, status, suffix)
   end
   return nil
 end
--- A ticket as a seat is sent it: doc, status, agent, history, conversation, messages dropped.
+-- A ticket as a seat is sent it: doc, status, agent, history, conversation, messages dropped,
+-- then its merge links (主单 + 子单): parent, confirmed, children (ids separated by spaces).
 local function ticket_payload(tkey, hkey)
-  local fields = redis.call('HMGET', tkey, 'doc', 'status', 'agent', 'dropped')
+  local fields = redis.call('HMGET', tkey, 'doc', 'status', 'agent', 'dropped', 'parent', 'confirmed', 'children')
   return {fields[1], fields[2], fields[3] or '', redis.call('LRANGE', hkey, 0, -1),
-    redis.call('LRANGE', tkey .. ':m', 0, -1), fields[4] or '0'}
+    redis.call('LRANGE', tkey .. ':m', 0, -1), fields[4] or '0', fields[5] or '', fields[6] or '', fields[7] or ''}
+end
+local function is_open(status)
+  return status == 'queued' or status == 'offered' or status == 'claimed'
 end
 """
 
@@ -368,7 +372,9 @@ return 'ok'
 )
 
 # KEYS: ticket, history, submitted stream, offers zset, today's stats hash, conversation list
-# ARGV: agent ('' = any, for system settlement), allowed statuses, final status, new doc ('' = keep),
+# ARGV: agent ('' = any, for system settlement; 'parent:{id}' = any, for a 子单 answered with its
+#       主单 {id}: 'conflict' unless the ticket is still that 主单's 子单), allowed statuses,
+#       final status, new doc ('' = keep),
 #       history entry, publish ('1' = append the whole final ticket to the submitted stream), group,
 #       submitted maxlen, ttl, key prefix, stats ttl, then the 回访 (follow-up):
 #       mode ('' = none, 'check' = none unless the document names an answer: then nothing is
@@ -388,7 +394,10 @@ local status, owner, stream, entry =
   unpack(redis.call('HMGET', KEYS[1], 'status', 'agent', 'stream', 'entry'))
 if not status then return 'not_found' end
 if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then return 'conflict' end
-if ARGV[1] ~= '' and owner ~= ARGV[1] then return 'conflict' end
+local expected = string.match(ARGV[1], '^parent:(.+)$')
+if expected then
+  if redis.call('HGET', KEYS[1], 'parent') ~= expected then return 'conflict' end
+elseif ARGV[1] ~= '' and owner ~= ARGV[1] then return 'conflict' end
 if ARGV[12] == 'send' and redis.call('XLEN', ARGV[14]) >= tonumber(ARGV[15]) then return 'outbox_full' end
 if ARGV[12] == 'check' then
   -- The stored document names an answer only when it has one (defaults are left out of it).
@@ -429,6 +438,14 @@ if ARGV[6] == '1' then
   if #said > 0 then tail = tail .. ',"messages":[' .. table.concat(said, ',') .. ']' end
   local dropped = tonumber(redis.call('HGET', KEYS[1], 'dropped') or '0')
   if dropped > 0 then tail = tail .. ',"messages_dropped":' .. dropped end
+  local parent, confirmed, children = unpack(redis.call('HMGET', KEYS[1], 'parent', 'confirmed', 'children'))
+  if parent and parent ~= '' then tail = tail .. ',"parent":' .. cjson.encode(parent) end
+  if confirmed == '1' then tail = tail .. ',"merge_confirmed":true' end
+  if children and children ~= '' then
+    local ids = {}
+    for id in string.gmatch(children, '%S+') do table.insert(ids, cjson.encode(id)) end
+    tail = tail .. ',"children":[' .. table.concat(ids, ',') .. ']'
+  end
   tail = tail .. '}'
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[8]), '*', 'ticket', string.sub(doc, 1, -2) .. tail)
 end
@@ -505,6 +522,103 @@ ensure_group(ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[1], 'stream', ARGV[1], 'entry', entry)
 redis.call('PUBLISH', ARGV[3], ARGV[1])
 return entry
+"""
+)
+
+# 主单 + 子单 (gateway/triage/merge.py), run inside the triage amend's MULTI: the ticket becomes a
+# 子单 of the parent when that is still open, is no 子单 itself, has room (`max children`) and the
+# ticket is neither a 子单 nor a 主单; otherwise (or without a parent) the ticket joins its bucket as
+# a possible 主单. Either way it joins its citizen's tickets (一人多诉). Both tickets' links and
+# history lines are written in this one step; a repeat writes no child twice.
+# KEYS: ticket, history
+# ARGV: ticket id, parent id ('' = none), parent's key, the ticket's history entry, the parent's
+#       history entry, max children, bucket key ('' = none), bucket member, received (ms), window
+#       (ms), max bucket, max citizen, then the citizen's keys
+# Returns 'linked', 'indexed' (in its bucket) or 'alone'.
+MERGE = (
+    _PRELUDE
+    + r"""
+local at, window = tonumber(ARGV[9]), tonumber(ARGV[10])
+local outcome = 'alone'
+if ARGV[2] ~= '' then
+  local pstatus, pparent, children = unpack(redis.call('HMGET', ARGV[3], 'status', 'parent', 'children'))
+  local mine, theirs = unpack(redis.call('HMGET', KEYS[1], 'parent', 'children'))
+  children = children or ''
+  local count, present = 0, false
+  for id in string.gmatch(children, '%S+') do
+    count = count + 1
+    if id == ARGV[1] then present = true end
+  end
+  if is_open(pstatus) and (pparent or '') == '' and (mine or '') == '' and (theirs or '') == ''
+    and (present or count < tonumber(ARGV[6])) then
+    if not present then
+      redis.call('HSET', ARGV[3], 'children', children == '' and ARGV[1] or (children .. ' ' .. ARGV[1]))
+      redis.call('RPUSH', ARGV[3] .. ':h', ARGV[5])
+    end
+    redis.call('HSET', KEYS[1], 'parent', ARGV[2])
+    redis.call('RPUSH', KEYS[2], ARGV[4])
+    outcome = 'linked'
+  end
+end
+if outcome ~= 'linked' and ARGV[7] ~= '' then
+  redis.call('ZADD', ARGV[7], at, ARGV[8])
+  redis.call('ZREMRANGEBYSCORE', ARGV[7], '-inf', '(' .. (at - window))
+  redis.call('ZREMRANGEBYRANK', ARGV[7], 0, -(tonumber(ARGV[11]) + 1))
+  redis.call('PEXPIRE', ARGV[7], window)
+  outcome = 'indexed'
+end
+for i = 13, #ARGV do
+  redis.call('ZADD', ARGV[i], at, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', ARGV[i], '-inf', '(' .. (at - window))
+  redis.call('ZREMRANGEBYRANK', ARGV[i], 0, -(tonumber(ARGV[12]) + 1))
+  redis.call('PEXPIRE', ARGV[i], window)
+end
+return outcome
+"""
+)
+
+# An agent confirms a suggested merge: the 子单 stays under its 主单, marked confirmed.
+# KEYS: the 子单, its history; ARGV: its history entry, the 主单's history entry, key prefix
+# Returns 'ok' (a repeat writes nothing), 'not_merged' (no 主单), 'not_found'.
+CONFIRM_MERGE = (
+    _PRELUDE
+    + r"""
+local status, parent, confirmed = unpack(redis.call('HMGET', KEYS[1], 'status', 'parent', 'confirmed'))
+if not status then return 'not_found' end
+if not parent or parent == '' then return 'not_merged' end
+if confirmed == '1' then return 'ok' end
+redis.call('HSET', KEYS[1], 'confirmed', '1')
+redis.call('RPUSH', KEYS[2], ARGV[1])
+local pkey = ARGV[3] .. ':t:' .. parent
+if redis.call('EXISTS', pkey) == 1 then redis.call('RPUSH', pkey .. ':h', ARGV[2]) end
+return 'ok'
+"""
+)
+
+# An agent splits a 子单 from its 主单: it is a ticket of its own again, the 主单 no longer answers it.
+# KEYS: the 子单, its history; ARGV: its id, its history entry, the 主单's history entry, key prefix
+# Returns {'ok', parent id}, {'not_merged'}, {'closed'} (answered or abandoned: too late), {'not_found'}.
+SPLIT = (
+    _PRELUDE
+    + r"""
+local status, parent = unpack(redis.call('HMGET', KEYS[1], 'status', 'parent'))
+if not status then return {'not_found'} end
+if not parent or parent == '' then return {'not_merged'} end
+if not is_open(status) then return {'closed'} end
+redis.call('HDEL', KEYS[1], 'parent', 'confirmed')
+redis.call('RPUSH', KEYS[2], ARGV[2])
+local pkey = ARGV[4] .. ':t:' .. parent
+local children = redis.call('HGET', pkey, 'children')
+if children then
+  local kept = {}
+  for id in string.gmatch(children, '%S+') do
+    if id ~= ARGV[1] then table.insert(kept, id) end
+  end
+  if #kept > 0 then redis.call('HSET', pkey, 'children', table.concat(kept, ' '))
+  else redis.call('HDEL', pkey, 'children') end
+  redis.call('RPUSH', pkey .. ':h', ARGV[3])
+end
+return {'ok', parent}
 """
 )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -82,6 +82,23 @@ def _recorded(result: Sequence[Any], ticket_id: str = "") -> Recorded:
 
 
 @dataclass(frozen=True, slots=True)
+class MergePlan:
+    """What the MERGE script does with a triaged ticket: link it under `parent` (with its
+    `similarity`), else put it in `bucket` ('' = none) as `signature`; add it to `citizens`."""
+
+    parent: str
+    similarity: float
+    bucket: str
+    signature: str
+    received_at: datetime
+    citizens: tuple[str, ...]
+    window: float
+    max_children: int
+    max_bucket: int
+    max_citizen: int
+
+
+@dataclass(frozen=True, slots=True)
 class FollowupPlan:
     """What a submit does for the 回访: send `text` to `identity` on `channel`'s outbox and wait for
     their rating until `timeout`; or (`channel` None) record that nothing was sent, and why."""
@@ -126,8 +143,15 @@ def history_json(actor: str, action: str, now: datetime | None = None, **detail:
     return history_entry(actor, action, now or utcnow(), **detail).model_dump_json(exclude_defaults=True)
 
 
-# Kept beside the document: status and agent as hash fields, history and conversation as lists.
-_BESIDE = frozenset({"status", "agent", "history", "messages", "messages_dropped"})
+# Kept beside the document: status and agent as hash fields, history and conversation as lists,
+# the merge links (主单 + 子单) as hash fields (`parent`, `confirmed`, `children`: ids separated by
+# spaces), written by their own scripts only (MERGE, CONFIRM_MERGE, SPLIT).
+_BESIDE = frozenset(
+    {"status", "agent", "history", "messages", "messages_dropped", "parent", "merge_confirmed", "children"}
+)
+
+
+_LINKS = ("parent", "confirmed", "children")  # the hash fields of a ticket's merge links
 
 
 def _doc_json(ticket: Ticket) -> str:
@@ -140,7 +164,11 @@ def _ms(moment: datetime) -> int:
 
 
 def _with_beside(
-    doc: str | bytes, history: Iterable[str | bytes], messages: Iterable[str | bytes], dropped: Any
+    doc: str | bytes,
+    history: Iterable[str | bytes],
+    messages: Iterable[str | bytes],
+    dropped: Any,
+    links: Sequence[Any] = (),
 ) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(doc)
     data["history"] = [json.loads(item) for item in history]
@@ -149,6 +177,13 @@ def _with_beside(
         data["messages"] = said
     if dropped and int(dropped):
         data["messages_dropped"] = int(dropped)
+    parent, confirmed, children = (reply_text(item) if item else "" for item in (*links, None, None, None)[:3])
+    if parent:
+        data["parent"] = parent
+    if confirmed == "1":
+        data["merge_confirmed"] = True
+    if children:
+        data["children"] = children.split()
     return data
 
 
@@ -159,8 +194,9 @@ def _assemble(
     history: Iterable[str | bytes],
     messages: Iterable[str | bytes],
     dropped: Any,
+    links: Sequence[Any] = (),
 ) -> Ticket:
-    data = _with_beside(doc, history, messages, dropped)
+    data = _with_beside(doc, history, messages, dropped, links)
     data["status"] = status
     data["agent"] = agent or None
     return Ticket.model_validate(data)
@@ -183,9 +219,10 @@ class RawTicket:
 
 
 def _raw(payload: Sequence[Any]) -> RawTicket:
-    """A ticket from the scripts' `ticket_payload`: doc, status, agent, history, messages, dropped."""
-    doc, status, agent, history, messages, dropped = payload
-    data = _with_beside(doc, history, messages, dropped)
+    """A ticket from the scripts' `ticket_payload`: doc, status, agent, history, messages, dropped,
+    then its merge links."""
+    doc, status, agent, history, messages, dropped, *links = payload
+    data = _with_beside(doc, history, messages, dropped, links)
     data["status"] = reply_text(status)
     if agent:
         data["agent"] = reply_text(agent)
@@ -248,6 +285,8 @@ class TicketQueue:
                 "SETTLE",
                 "FOLLOWUP",
                 "TAKE_EXPIRED_LEASE",
+                "CONFIRM_MERGE",
+                "SPLIT",
             )
         }
         self._batcher = ScriptBatcher(client)
@@ -434,36 +473,39 @@ class TicketQueue:
         """The ticket and its document as stored (what a change guarded by it compares)."""
         _known_shape(ticket_id)
         try:
-            doc, status, agent, dropped, history, messages = await again_on_stale(
+            (doc, status, agent, dropped, *links), history, messages = await again_on_stale(
                 self._redis, lambda: self._read(ticket_id)
             )
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
         if doc is None:
             raise NotFound(f"no ticket {ticket_id}")
-        return _assemble(doc, reply_text(status), reply_text(agent or ""), history, messages, dropped), reply_text(doc)
+        ticket = _assemble(doc, reply_text(status), reply_text(agent or ""), history, messages, dropped, links)
+        return ticket, reply_text(doc)
 
     async def get_document(self, ticket_id: str) -> Ticket:
         """The ticket without what is kept beside its document (history, conversation): one HMGET,
         for the hot paths that change only the document (a submit's last edits and its 回访)."""
         _known_shape(ticket_id)
         try:
-            doc, status, agent = await again_on_stale(
-                self._redis, lambda: self._redis.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent")
+            doc, status, agent, *links = await again_on_stale(
+                self._redis,
+                lambda: self._redis.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent", *_LINKS),
             )
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
         if doc is None:
             raise NotFound(f"no ticket {ticket_id}")
-        return _assemble(doc, reply_text(status), reply_text(agent or ""), (), (), 0)
+        return _assemble(doc, reply_text(status), reply_text(agent or ""), (), (), 0, links)
 
-    async def _read(self, ticket_id: str) -> tuple[Any, Any, Any, Any, Any, Any]:
+    async def _read(self, ticket_id: str) -> tuple[list[Any], Any, Any]:
+        """The ticket's fields (doc, status, agent, dropped, then its merge links), history, conversation."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent", "dropped")
+            pipe.hmget(self.keys.ticket(ticket_id), "doc", "status", "agent", "dropped", *_LINKS)
             pipe.lrange(self.keys.history(ticket_id), 0, -1)
             pipe.lrange(self.keys.messages(ticket_id), 0, -1)
-            (doc, status, agent, dropped), history, messages = await pipe.execute()
-        return doc, status, agent, dropped, history, messages
+            fields, history, messages = await pipe.execute()
+        return fields, history, messages
 
     async def update(self, ticket: Ticket, agent: str, changed: Iterable[str]) -> None:
         keys = self.keys
@@ -505,8 +547,29 @@ class TicketQueue:
             ticket_id, agent, "claimed", "submitted", entry, None, publish=True, followup=["check"]
         )
 
-    def _followup_args(self, ticket_id: str, agent: str, plan: FollowupPlan, now: datetime) -> list[Any]:
-        """SETTLE's follow-up arguments (see the script)."""
+    async def answer_child(
+        self, child: Ticket, parent: Ticket, followup: FollowupPlan | None, now: datetime | None = None
+    ) -> bool:
+        """Submit a 子单 with its 主单's answer, by the system (history `system`, `answered_by_parent`),
+        its citizen sent the answer with the 回访 question on their own channel as an agent's
+        submit sends it (`followup`, planned for `child` as `FollowupDesk.plan` plans a seat's).
+        One SETTLE: False, nothing written, when it is no longer that 主单's open 子单 (answered,
+        submitted, abandoned or split before: a repeat after a crash answers nobody twice)."""
+        now = now or utcnow()
+        entry = history_json("system", "answered_by_parent", now, parent=parent.id)
+        extra = self._followup_args(child.id, "system", followup, now, actor="system") if followup else []
+        try:
+            await self._settle(
+                child.id, f"parent:{parent.id}", "queued,offered,claimed", "submitted", entry, child, True, extra
+            )
+        except Conflict:
+            return False
+        return True
+
+    def _followup_args(
+        self, ticket_id: str, agent: str, plan: FollowupPlan, now: datetime, actor: str = ""
+    ) -> list[Any]:
+        """SETTLE's follow-up arguments (see the script); `actor`: who asks ('': the agent)."""
         if plan.channel is None:
             return ["none", history_json("system", "followup_not_sent", now, reason=plan.reason)]
         keys = self.keys
@@ -521,7 +584,7 @@ class TicketQueue:
         said = ConversationMessage(direction="out", id="0-0", at=now, text=plan.text, status="queued")
         return [
             "send",
-            history_json(f"agent:{agent}", "followup_asked", now, channel=plan.channel),
+            history_json(actor or f"agent:{agent}", "followup_asked", now, channel=plan.channel),
             keys.outbox(plan.channel),
             self._config.redis.outbox_maxlen,
             said.model_dump_json(exclude_defaults=True),
@@ -668,6 +731,121 @@ class TicketQueue:
                 except (RedisError, OSError) as exc:
                     raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
         raise Conflict(f"ticket {ticket_id} kept changing; amend gave up")
+
+    async def merge_lookup(
+        self, buckets: Sequence[str], citizens: Sequence[str], since: datetime, limit: int
+    ) -> tuple[list[list[tuple[str, str, datetime]]], list[str]]:
+        """Each bucket's possible 主单 received since `since` (id, signature, received), newest
+        first, at most `limit` a bucket; and the tickets of the citizen's identities in that time,
+        newest first. One round trip."""
+        floor = _ms(since)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for bucket in buckets:
+                    pipe.zrevrangebyscore(bucket, "+inf", floor, start=0, num=limit, withscores=True)
+                for key in citizens:
+                    pipe.zrevrangebyscore(key, "+inf", floor)
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        found: list[list[tuple[str, str, datetime]]] = []
+        for reply in replies[: len(buckets)]:
+            members = [(reply_text(member).partition(" "), score) for member, score in reply]
+            found.append(
+                [(tid, sig, datetime.fromtimestamp(float(score) / 1000, UTC)) for (tid, _, sig), score in members]
+            )
+        theirs = [reply_text(ticket_id) for reply in replies[len(buckets) :] for ticket_id in reply]
+        return found, list(dict.fromkeys(theirs))
+
+    async def links(self, ticket_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Each ticket's status and parent ('' when gone: no status)."""
+        if not ticket_ids:
+            return {}
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for ticket_id in ticket_ids:
+                    pipe.hmget(self.keys.ticket(ticket_id), "status", "parent")
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        return {
+            ticket_id: (reply_text(status or ""), reply_text(parent or ""))
+            for ticket_id, (status, parent) in zip(ticket_ids, replies, strict=True)
+        }
+
+    def merge(self, pipe: Any, ticket_id: str, plan: MergePlan) -> None:
+        """Inside the triage amend's MULTI: link the ticket to its 主单, or put it in its bucket, and
+        in its citizen's tickets (MERGE)."""
+        keys = self.keys
+        now = utcnow()
+        mine = history_json("triage", "merged", now, parent=plan.parent, similarity=f"{plan.similarity:.2f}")
+        theirs = history_json("triage", "child_linked", now, child=ticket_id, similarity=f"{plan.similarity:.2f}")
+        pipe.eval(
+            queue_scripts.MERGE,
+            2,
+            keys.ticket(ticket_id),
+            keys.history(ticket_id),
+            ticket_id,
+            plan.parent,
+            keys.ticket(plan.parent) if plan.parent else "",
+            mine,
+            theirs,
+            plan.max_children,
+            plan.bucket,
+            f"{ticket_id} {plan.signature}",
+            _ms(plan.received_at),
+            int(plan.window * 1000),
+            plan.max_bucket,
+            plan.max_citizen,
+            *plan.citizens,
+        )
+
+    async def confirm_merge(self, child_id: str, agent: str) -> None:
+        """An agent confirms that a 子单 belongs under its 主单 (a history line on each; a repeat
+        writes nothing); `Conflict` when it is no 子单, `NotFound` when it is gone."""
+        _known_shape(child_id)
+        keys = self.keys
+        now = utcnow()
+        code = reply_text(
+            await self._run(
+                "CONFIRM_MERGE",
+                [keys.ticket(child_id), keys.history(child_id)],
+                [
+                    history_json(f"agent:{agent}", "merge_confirmed", now),
+                    history_json(f"agent:{agent}", "merge_confirmed", now, child=child_id),
+                    keys.prefix,
+                ],
+            )
+        )
+        if code == "not_found":
+            raise NotFound(f"no ticket {child_id}")
+        if code != "ok":
+            raise Conflict(f"ticket {child_id} is not a 子单 of another ticket")
+
+    async def split(self, child_id: str, agent: str) -> str:
+        """An agent splits a 子单 from its 主单: both tickets changed in one step, a history line on
+        each; the former 主单's id. `Conflict` when it is no 子单 or no longer open."""
+        _known_shape(child_id)
+        keys = self.keys
+        now = utcnow()
+        result = await self._run(
+            "SPLIT",
+            [keys.ticket(child_id), keys.history(child_id)],
+            [
+                child_id,
+                history_json(f"agent:{agent}", "split", now),
+                history_json(f"agent:{agent}", "child_split", now, child=child_id),
+                keys.prefix,
+            ],
+        )
+        code, *rest = (reply_text(item) for item in result)
+        if code == "not_found":
+            raise NotFound(f"no ticket {child_id}")
+        if code == "not_merged":
+            raise Conflict(f"ticket {child_id} is not a 子单 of another ticket")
+        if code != "ok":
+            raise Conflict(f"ticket {child_id} is closed; it cannot be split any more")
+        return rest[0]
 
     def _requeue(self, pipe: Any, ticket: Ticket) -> None:
         """Queue `ticket` again at its priority, inside the caller's MULTI (its group exists: every

@@ -9,7 +9,9 @@
   does for `urgent` and `enterprise` at intake;
 - its deadlines (红黄绿, `deadlines.ticket_clocks`): by the category the agent chose, else the best
   suggestion's; the enterprise line's 2110 clocks when the ticket is flagged `enterprise` or its
-  category is an enterprise one.
+  category is an enterprise one;
+- its place (`merge.Gazetteer`): the district and street named in what the citizen said or in the
+  address, which the merge step (主单 + 子单, `merge.merge_target`) buckets it by.
 
 A ticket whose history already has triage's line raises `AlreadyTriaged`: a repeat after a crash
 writes nothing.
@@ -18,7 +20,7 @@ writes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.errors import Conflict
@@ -34,6 +36,7 @@ from gateway.ticket import (
 from gateway.triage.catalogue import Category
 from gateway.triage.deadlines import ticket_clocks
 from gateway.triage.dispatch import DispatchModel, suggest
+from gateway.triage.merge import Gazetteer, MergeSettings
 from gateway.triage.sensitive import SensitiveMatcher
 
 ACTOR = "triage"
@@ -50,13 +53,16 @@ class AlreadyTriaged(Conflict):
 @dataclass(frozen=True, slots=True)
 class Triager:
     """What triage was built from: the dispatch model, the sensitive-word matcher, the catalogue by
-    id, the working-day calendar and the flags' priorities (`[routing] flag_priority`)."""
+    id, the working-day calendar, the flags' priorities (`[routing] flag_priority`), and the
+    merge settings with their gazetteer (`[triage.merge]`)."""
 
     model: DispatchModel
     matcher: SensitiveMatcher
     categories: Mapping[str, Category]
     calendar: Calendar
     flag_priority: Mapping[str, int]
+    merge: MergeSettings = field(default_factory=MergeSettings)
+    gazetteer: Gazetteer = field(default_factory=lambda: Gazetteer(()))
 
 
 def said(ticket: Ticket) -> Iterator[tuple[AlertSource, str]]:
@@ -126,7 +132,8 @@ def assess(ticket: Ticket, triager: Triager, now: datetime) -> Ticket:
     """The ticket with everything triage decides about it (see the module's docstring)."""
     if was_triaged(ticket):
         raise AlreadyTriaged(f"ticket {ticket.id} was triaged before")
-    suggestions = suggest(triager.model, ticket_text(ticket))
+    text = ticket_text(ticket)
+    suggestions = suggest(triager.model, text)
     alerts = sensitive_alerts(ticket, triager.matcher, now)
     flags = tuple(dict.fromkeys([*ticket.flags, *alert_flags(alerts)]))
     chosen = ticket.category or (suggestions[0].category if suggestions else "")
@@ -137,5 +144,6 @@ def assess(ticket: Ticket, triager: Triager, now: datetime) -> Ticket:
             "flags": flags,
             "priority": raised_priority(ticket.priority, flags, triager.flag_priority),
             "clocks": deadline_clocks(ticket, triager.categories.get(chosen), triager.calendar),
+            "place": triager.gazetteer.place(f"{ticket.address}\n{text}"),
         }
     )

@@ -12,6 +12,16 @@ entry pending, and another consumer (or itself) takes it over once it has been i
 seconds. The amend is guarded: a ticket whose history already says it was triaged is not written
 again (the check and the write are one optimistic transaction), so a repeat is acknowledged and
 nothing is duplicated.
+
+主单 + 子单 (item 5, `gateway/triage/merge.py`): before the amend, the ticket's bucket (its category
+at its street) and its citizen's tickets are read; the amend's transaction then links it under
+the most similar open 主单 (MERGE: both tickets' links and history lines), or puts it in its
+bucket, and records its citizen's other open tickets as `related`. The `triaged` guard covers the
+link: a repeat writes nothing. On `hg:submitted` (the group `triage-labels`), a 主单 submitted with
+an answer has each open 子单 submitted with that answer by the system, each citizen sent it on
+their own channel as an agent's submit would (`FollowupDesk.plan`, SETTLE); a 子单 answered before
+is not answered again, so a consumer that stops half way leaves the rest to the one that takes
+the entry over.
 """
 
 from __future__ import annotations
@@ -20,21 +30,38 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
+from gateway.channels.followup_desk import FollowupDesk
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
 from gateway.keys import process_id, reply_text
 from gateway.messages import Alerted
 from gateway.queue import TicketQueue
+from gateway.queue.store import MergePlan
 from gateway.shell.tasks import stop_if_cancelled
 from gateway.ticket import Ticket, utcnow
-from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, ticket_text
+from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, ticket_text, was_triaged
 from gateway.triage.catalogue import LABELLED, load_catalogue, load_examples
 from gateway.triage.dispatch import train
+from gateway.triage.merge import (
+    OPEN,
+    Candidate,
+    Gazetteer,
+    categories_of,
+    category_of,
+    category_weights,
+    identities,
+    is_street,
+    merge_target,
+    related,
+    signature,
+    similarity,
+)
 from gateway.triage.sensitive import SensitiveMatcher
 
 log = logging.getLogger("gateway.triage")
@@ -61,6 +88,8 @@ def build_triager(config: GatewayConfig) -> Triager:
         categories={category.id: category for category in categories},
         calendar=config.deadlines.calendar,
         flag_priority=dict(config.routing.flag_priority),
+        merge=settings.merge,
+        gazetteer=Gazetteer(settings.merge.districts),
     )
 
 
@@ -85,6 +114,10 @@ class Triage:
         self.triaged = 0
         self.repeats = 0
         self.labelled = 0  # submitted tickets recorded as labelled contacts
+        self.answered = 0  # 子单 answered with their 主单
+        self._followups = FollowupDesk(queue)
+        # 2-grams weigh by how particular they are to one category; one never seen weighs most.
+        self._measure = category_weights(triager.model)
         self._progress = asyncio.Condition()
 
     @property
@@ -95,7 +128,7 @@ class Triage:
         await self._consume(self._keys.created, GROUP, self.handle)
 
     async def learn(self) -> None:
-        await self._consume(self._keys.submitted, LABELS_GROUP, self.record_labels)
+        await self._consume(self._keys.submitted, LABELS_GROUP, self.on_submitted)
 
     async def _consume(self, stream: str, group: str, handle: Handler) -> None:
         await self.ensure_group(stream, group)
@@ -163,9 +196,23 @@ class Triage:
 
     async def triage(self, ticket_id: str) -> None:
         try:
-            triaged = await self._queue.amend(
-                ticket_id, lambda ticket: assess(ticket, self._triager, utcnow()), ACTOR, ACTION, self._announce
-            )
+            ticket = await self._queue.get(ticket_id)
+            if was_triaged(ticket):
+                raise AlreadyTriaged(f"ticket {ticket_id} was triaged before")
+            now = utcnow()
+            assessed = assess(ticket, self._triager, now)
+            plan, linked = await self._merge_plan(assessed)
+
+            def change(current: Ticket) -> Ticket:
+                fresh = assessed if current == ticket else assess(current, self._triager, now)
+                return fresh.model_copy(update={"related": linked})
+
+            def also(pipe: Any, changed: Ticket) -> None:
+                self._announce(pipe, changed)
+                if plan is not None:
+                    self._queue.merge(pipe, ticket_id, plan)
+
+            triaged = await self._queue.amend(ticket_id, change, ACTOR, ACTION, also)
             self.triaged += 1
             if triaged.alerts:  # categories and severity only: the words quote the citizen
                 worst = max(alert.severity for alert in triaged.alerts)
@@ -177,6 +224,81 @@ class Triage:
             log.info("triage: ticket %s is gone; skipped", ticket_id)
         except Conflict as exc:  # it kept changing under twenty tries: an agent's edits come first
             log.warning("triage: %s; left without suggestions", exc.message)
+
+    async def _merge_plan(self, ticket: Ticket) -> tuple[MergePlan | None, tuple[str, ...]]:
+        """What the amend's MERGE does with `ticket` (None: merging is off) and its citizen's other
+        open tickets (一人多诉), from its bucket and its citizen's tickets as they are now."""
+        settings = self._triager.merge
+        if not settings.enabled:
+            return None, ()
+        street = is_street(ticket.place)
+        own = signature(ticket_text(ticket), self._triager.gazetteer)
+        looked = categories_of(ticket) if street and own else ()
+        filed = category_of(ticket)
+        bucket = self._keys.merge_bucket(filed, ticket.place) if street and filed else ""
+        citizens = tuple(self._keys.citizen_tickets(identity) for identity in identities(ticket))
+        since = ticket.received_at - timedelta(seconds=settings.window)
+        buckets = [self._keys.merge_bucket(category, ticket.place) for category in looked]
+        found, theirs = await self._queue.merge_lookup(buckets, citizens, since, settings.max_bucket)
+        measure = self._measure
+        alike = [
+            (category, ticket_id, sig, at)
+            for category, members in zip(looked, found, strict=True)
+            for ticket_id, sig, at in members
+            if similarity(own, sig, measure.weights, measure.unseen) >= settings.threshold
+        ]
+        theirs = [other for other in theirs if other != ticket.id][: settings.max_related * 2]
+        states = await self._queue.links(list(dict.fromkeys([ticket_id for _, ticket_id, _, _ in alike] + theirs)))
+        candidates = [
+            Candidate(ticket_id, category, ticket.place, sig, at, *states.get(ticket_id, ("", "")))
+            for category, ticket_id, sig, at in alike
+        ]
+        target = merge_target(ticket, own, candidates, settings, measure)
+        plan = MergePlan(
+            parent=target[0] if target else "",
+            similarity=target[1] if target else 0.0,
+            bucket=bucket,
+            signature=own,
+            received_at=ticket.received_at,
+            citizens=citizens,
+            window=settings.window,
+            max_children=settings.max_children,
+            max_bucket=settings.max_bucket,
+            max_citizen=settings.max_citizen,
+        )
+        linked = related(ticket.id, ((other, states.get(other, ("", ""))[0]) for other in theirs), settings.max_related)
+        return plan, linked
+
+    async def on_submitted(self, entries: Entries) -> None:
+        """Each submitted 主单 with an answer has its open 子单 answered (`answer_children`); then
+        the agents' final categories are recorded (`record_labels`, which acknowledges)."""
+        for _, fields in entries:
+            try:
+                ticket = Ticket.from_json(fields.get("ticket", ""))
+            except ValidationError:
+                continue  # `record_labels` logs it
+            if ticket.children and ticket.answer and ticket.status == "submitted":
+                await self.answer_children(ticket)
+        await self.record_labels(entries)
+
+    async def answer_children(self, parent: Ticket) -> int:
+        """Submit each open 子单 of `parent` with its answer, each citizen sent it on their own
+        channel (see the module); how many were answered now."""
+        answered = 0
+        for child_id in parent.children:
+            try:
+                child = await self._queue.get_document(child_id)
+            except NotFound:
+                continue
+            if child.parent != parent.id or child.status not in OPEN:
+                continue
+            final = child.model_copy(update={"answer": parent.answer, "category": child.category or parent.category})
+            if await self._queue.answer_child(final, parent, self._followups.plan(final)):
+                answered += 1
+        if answered:
+            log.info("triage: ticket %s answered %d of its 子单", parent.id, answered)
+        self.answered += answered
+        return answered
 
     def _announce(self, pipe: Any, ticket: Ticket) -> None:
         """In the amend's transaction: the alerts found, for the supervisors (stream, kept) and
