@@ -11,6 +11,7 @@ import pytest
 
 from gateway.shell.embedded_redis import EmbeddedRedis
 from peers.audio import write_tone_wav
+from peers.sip import Peers
 from tests.conftest import missing
 from tests.logscan import register_secrets
 from tests.sipfront.front_stack import PHONE_PASSWORDS, StackArgs, phone_env
@@ -63,6 +64,12 @@ def passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent phones' SIP passwords in the environment, as Kamailio reads them at start."""
     for user, password in PHONE_PASSWORDS.items():
         monkeypatch.setenv(phone_env(user), password)
+
+
+@pytest.fixture
+def callers(peers: Peers, passwords: None, sipp_available: None) -> Peers:  # noqa: F811 (fixtures imported above)
+    """SIPp and the other peers, to call through the front, the agent phones' passwords set."""
+    return peers
 
 
 @pytest.fixture

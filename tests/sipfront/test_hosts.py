@@ -39,7 +39,7 @@ from gateway.ticket import Ticket
 from peers import audio
 from peers.sip import Peers, dtmf_scenario, free_port, free_port_range
 from tests.helpers import GatewayProcess, WorkerProcess, stored_ticket_ids
-from tests.sipfront.front_stack import raw_front_config
+from tests.sipfront.front_stack import StackArgs, raw_front_config
 
 pytestmark = pytest.mark.slow
 
@@ -149,18 +149,10 @@ class Hotline:
 
 
 async def test_two_hosts_worker_groups_on_their_own_addresses_share_the_front_and_redis(
-    tmp_path: Path,
-    redis_server: EmbeddedRedis,
-    key_prefix: str,
-    prompts_dir: Path,
-    run_dir: Path,
-    passwords: None,
-    peers: Peers,
-    kamailio_available: None,
-    sipp_available: None,
-    pcap_playback: None,
+    stack_args: StackArgs, callers: Peers, pcap_playback: None
 ) -> None:
-    redis_url: str = redis_server.url
+    tmp_path, redis_url = stack_args["tmp_path"], stack_args["redis_url"]
+    key_prefix, prompts_dir, run_dir = stack_args["key_prefix"], stack_args["prompts_dir"], stack_args["run_dir"]
     front_port = free_port(udp=True, tcp=False)
     a_base, b_base = _free_range(2, A_HOST), _free_range(2, B_HOST)
     sips = {
@@ -191,7 +183,7 @@ async def test_two_hosts_worker_groups_on_their_own_addresses_share_the_front_an
 
         # 9 callers at once: each speaks, presses 0 (queued: no agent logged in) and holds.
         scenario = dtmf_scenario("0", pause_ms_before=1000, hold_ms_after=HOLD_MS, out_dir=tmp_path)
-        first = await peers.sipp(scenario, target=front, service="12345", calls=CALLERS + 1,
+        first = await callers.sipp(scenario, target=front, service="12345", calls=CALLERS + 1,
                                  concurrency=CALLERS + 1, rate=20, trace_messages=True)  # fmt: skip
         targets = await _until(lambda: _targets_if(hotline, lambda t: sum(x.load for x in t.values()) == CALLERS),
                                15, f"{CALLERS} calls up")  # fmt: skip
@@ -252,7 +244,7 @@ async def test_two_hosts_worker_groups_on_their_own_addresses_share_the_front_an
         await _until(lambda: _targets_if(hotline, lambda t: t[sips["b-w2"]].active), 10, "b-w2 active again")
         back_s = time.monotonic() - killed_at
         more = dtmf_scenario("0", pause_ms_before=1000, hold_ms_after=1500, out_dir=tmp_path)
-        second = await peers.sipp(more, target=front, service="12345", calls=2, concurrency=2, rate=10)
+        second = await callers.sipp(more, target=front, service="12345", calls=2, concurrency=2, rate=10)
         result = await second.wait(20)
         assert result.successful == 2, str(result)
         known = {t.id for t in others}

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.ticket import Ticket
 from peers import audio
 from peers.sip import Peers, dtmf_scenario
-from tests.sipfront.front_stack import FrontStack, front_stack
+from tests.sipfront.front_stack import FrontStack, StackArgs, front_stack
 
 pytestmark = pytest.mark.slow
 
@@ -39,19 +38,11 @@ async def _recorded(stack: FrontStack, n: int) -> list[Ticket] | None:
 
 
 async def test_40_callers_spread_2_per_worker_all_recorded_and_the_41st_gets_503(
-    tmp_path: Path,
-    redis_server: EmbeddedRedis,
-    key_prefix: str,
-    prompts_dir: Path,
-    run_dir: Path,
-    kamailio_available: None,
-    peers: Peers,
-    pcap_playback: None,
+    stack_args: StackArgs, peers: Peers, pcap_playback: None
 ) -> None:
-    async with front_stack(
-        tmp_path, redis_server.url, key_prefix, prompts_dir, run_dir,
-        workers=WORKERS, asr={"enabled": False, "navigation_enabled": False}, deadline=240,
-    ) as stack:  # fmt: skip
+    tmp_path = stack_args["tmp_path"]
+    asr = {"enabled": False, "navigation_enabled": False}
+    async with front_stack(**stack_args, workers=WORKERS, asr=asr, deadline=240) as stack:
         # Each caller speaks (pcap), presses 0 (queued: no agent is logged in), holds, hangs up.
         scenario = dtmf_scenario("0", pause_ms_before=SPEECH_MS, hold_ms_after=HOLD_MS, out_dir=tmp_path)
         sipp = await peers.sipp(

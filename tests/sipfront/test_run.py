@@ -8,31 +8,38 @@ import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 import tomli_w
 
 from gateway.cli import main
-from gateway.shell.embedded_redis import EmbeddedRedis
 from gateway.sipfront.rpc import FrontRpc, Target
 from gateway.sipfront.status import gather
 from peers.sip import Peers, free_port, free_port_range, uac_scenario
 from tests.helpers import GatewayProcess
-from tests.sipfront.front_stack import phone_env, raw_front_config
+from tests.sipfront.front_stack import StackArgs, phone_env, raw_front_config
 
 pytestmark = pytest.mark.slow
 
 
-def _write_config(tmp_path: Path, redis_url: str, key_prefix: str, prompts_dir: Path, run_dir: Path) -> Path:
-    raw = raw_front_config(
-        tmp_path, redis_url, key_prefix, prompts_dir, run_dir, free_port(udp=True, tcp=False),
-        workers=2, calls_per_worker=4, trunks=["127.0.0.1/32"], agent_phones={"a1": "1001"},
-        worker_base=free_port_range(2, even=False), front={},
+def _raw_config(stack_args: StackArgs, *, workers: int, agent_phones: dict[str, str], ports: int) -> dict[str, Any]:
+    """A front config of `workers` workers with room for `ports` of them, as the tests here start it."""
+    return raw_front_config(
+        **stack_args, front_port=free_port(udp=True, tcp=False), workers=workers, calls_per_worker=4,
+        trunks=["127.0.0.1/32"], agent_phones=agent_phones, worker_base=free_port_range(ports, even=False), front={},
     )  # fmt: skip
-    path = tmp_path / "gateway.toml"
+
+
+def _written(stack_args: StackArgs, raw: dict[str, Any]) -> Path:
+    path = stack_args["tmp_path"] / "gateway.toml"
     path.write_text(tomli_w.dumps(raw))
     return path
+
+
+def _write_config(stack_args: StackArgs) -> Path:
+    return _written(stack_args, _raw_config(stack_args, workers=2, agent_phones={"a1": "1001"}, ports=2))
 
 
 async def _status(path: Path, redis_url: str) -> str:
@@ -54,18 +61,10 @@ def _alive(pid: int) -> bool:
 
 
 async def test_run_starts_kamailio_and_the_pool_status_shows_them_and_sigterm_ends_everything(
-    tmp_path: Path,
-    redis_server: EmbeddedRedis,
-    key_prefix: str,
-    prompts_dir: Path,
-    run_dir: Path,
-    passwords: None,
-    peers: Peers,
-    kamailio_available: None,
-    sipp_available: None,
+    stack_args: StackArgs, callers: Peers
 ) -> None:
-    redis_url: str = redis_server.url
-    path = _write_config(tmp_path, redis_url, key_prefix, prompts_dir, run_dir)
+    tmp_path, redis_url, run_dir = stack_args["tmp_path"], stack_args["redis_url"], stack_args["run_dir"]
+    path = _write_config(stack_args)
     gateway = GatewayProcess(str(path), redis_url)
     await gateway.start(30)
     try:
@@ -83,7 +82,7 @@ async def test_run_starts_kamailio_and_the_pool_status_shows_them_and_sigterm_en
 
         front = tomllib.loads(path.read_text())["sipfront"]["listen"]
         scenario = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=1500, hold_ms_after=100)
-        sipp = await peers.sipp(scenario, target=front, service="12345", calls=2, concurrency=2, rate=10)
+        sipp = await callers.sipp(scenario, target=front, service="12345", calls=2, concurrency=2, rate=10)
         result = await sipp.wait(20)
         assert result.successful == 2, str(result)
         worker_pids = [int(line.split()[2]) for line in text.splitlines() if line.strip().startswith("w")]
@@ -95,16 +94,10 @@ async def test_run_starts_kamailio_and_the_pool_status_shows_them_and_sigterm_en
 
 
 def test_sipfront_render_command(
-    tmp_path: Path,
-    redis_server: EmbeddedRedis,
-    key_prefix: str,
-    prompts_dir: Path,
-    run_dir: Path,
-    kamailio_available: None,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    stack_args: StackArgs, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = _write_config(tmp_path, redis_server.url, key_prefix, prompts_dir, run_dir)
+    run_dir = stack_args["run_dir"]
+    path = _write_config(stack_args)
     monkeypatch.delenv(phone_env("1001"), raising=False)
     assert main(["sipfront", "render", "--config", str(path)]) == 0
     captured = capsys.readouterr()
@@ -136,25 +129,12 @@ async def _pool_view(config_path: Path, redis_url: str) -> PoolView:
 
 
 async def test_the_pool_grows_when_callers_fill_it_and_shrinks_back_after_they_leave(
-    tmp_path: Path,
-    redis_server: EmbeddedRedis,
-    key_prefix: str,
-    prompts_dir: Path,
-    run_dir: Path,
-    passwords: None,
-    peers: Peers,
-    kamailio_available: None,
-    sipp_available: None,
+    stack_args: StackArgs, callers: Peers
 ) -> None:
-    redis_url: str = redis_server.url
-    raw = raw_front_config(
-        tmp_path, redis_url, key_prefix, prompts_dir, run_dir, free_port(udp=True, tcp=False),
-        workers=1, calls_per_worker=4, trunks=["127.0.0.1/32"], agent_phones={},
-        worker_base=free_port_range(3, even=False), front={},
-    )  # fmt: skip
+    tmp_path, redis_url, run_dir = stack_args["tmp_path"], stack_args["redis_url"], stack_args["run_dir"]
+    raw = _raw_config(stack_args, workers=1, agent_phones={}, ports=3)
     raw["voice"]["pool"] = {"max_workers": 3, "spare_callers": 1, "scale_down_after": 2, "check_interval": 0.25}
-    path = tmp_path / "gateway.toml"
-    path.write_text(tomli_w.dumps(raw))
+    path = _written(stack_args, raw)
     front = raw["sipfront"]["listen"]
     gateway = GatewayProcess(str(path), redis_url)
     await gateway.start(30)
@@ -183,13 +163,13 @@ async def test_the_pool_grows_when_callers_fill_it_and_shrinks_back_after_they_l
         # Two held callers fill w1 (2 callers per worker): one spare slot is wanted, so w2 starts and
         # is switched on once it beats; w3 stays off.
         held = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=12000, hold_ms_after=100)
-        first = await peers.sipp(held, target=front, service="12345", calls=2, concurrency=2, rate=10)
+        first = await callers.sipp(held, target=front, service="12345", calls=2, concurrency=2, rate=10)
         targets, pool, beats = await until(lambda t, p, b: p.get("w2") == "serving" and t["w2"].active, "w2 on")
         assert beats["w1"]["callers"] == "2", beats
         assert pool["w3"] == "stopped" and targets["w3"].flags.startswith("D"), (pool, targets)
 
         # The next caller can only go to the new worker.
-        third = await peers.sipp(held, target=front, service="12345", calls=1, concurrency=1, rate=10)
+        third = await callers.sipp(held, target=front, service="12345", calls=1, concurrency=1, rate=10)
         _, _, beats = await until(lambda t, p, b: b.get("w2", {}).get("callers") == "1", "a caller on w2")
         assert beats["w1"]["callers"] == "2"
         assert (await first.wait(30)).successful == 2
