@@ -91,6 +91,27 @@ async def stack(
     await built.worker.stop()  # calls still up end as at SIGTERM
 
 
+@pytest.fixture
+async def own_stack(own_redis: EmbeddedRedis, key_prefix: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A stack on a Redis of the test's own, which it may stop and start (commands time out in 5 s)."""
+    client = aioredis.Redis.from_url(own_redis.url, socket_timeout=5)
+    built = await make_stack(voice_config(key_prefix, own_redis.url, tmp_path), client)
+    try:
+        yield built
+    finally:
+        await built.worker.stop()
+        await client.aclose()
+
+
+async def zero_pressed_with_redis_gone(stack: Stack, own_redis: EmbeddedRedis) -> tuple[FakeLeg, CallSession]:
+    """A caller in the main menu presses 0 just after the stack's Redis stopped."""
+    leg, session = await in_the_menu(stack)
+    own_redis.stop()
+    leg.press("0")
+    await session.idle()
+    return leg, session
+
+
 async def in_the_menu(stack: Stack, caller: str = "13812345678") -> tuple[FakeLeg, CallSession]:
     leg = stack.engine.call_in(caller)
     assert leg.answered_with == 200
@@ -278,61 +299,45 @@ async def test_the_caller_hanging_up_while_the_phone_rings_drops_it_and_abandons
 
 
 async def test_redis_stopped_mid_call_the_caller_hears_the_apology_and_ends_up_as_one_ticket(
-    own_redis: EmbeddedRedis, key_prefix: str, tmp_path: Path
+    own_stack: Stack, own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    client = aioredis.Redis.from_url(own_redis.url, socket_timeout=5)
-    stack = await make_stack(voice_config(key_prefix, own_redis.url, tmp_path), client)
-    try:
-        leg, session = await in_the_menu(stack)
-        own_redis.stop()
-        leg.press("0")
-        await session.idle()
-        assert session.machine.refused == "unavailable" and session.ticket_id is None
-        assert stack.engine.now_playing(leg) == "unavailable", "the apology"
-        stack.engine.finish_prompt(leg)
-        assert stack.engine.recording("message") is not None, "then the caller leaves a message"
-        await ended(leg, session)
-        [entry] = stack.worker.spool.entries()
-        assert entry.parent == tmp_path / "recordings" / "spool"
+    stack = own_stack
+    leg, session = await zero_pressed_with_redis_gone(stack, own_redis)
+    assert session.machine.refused == "unavailable" and session.ticket_id is None
+    assert stack.engine.now_playing(leg) == "unavailable", "the apology"
+    stack.engine.finish_prompt(leg)
+    assert stack.engine.recording("message") is not None, "then the caller leaves a message"
+    await ended(leg, session)
+    [entry] = stack.worker.spool.entries()
+    assert entry.parent == tmp_path / "recordings" / "spool"
 
-        own_redis.start()  # the same data: what Redis had before stays
-        assert await stack.worker.file_spool() == 1
-        assert stack.worker.spool.entries() == []
-        [ticket] = await stack.tickets()
-        assert ticket.message_id == session.call_id and "callback" in ticket.flags
-        assert ticket.notes == "回拨原因: voice_message" and ticket.citizen.phone == "13812345678"
-        assert Path(ticket.attachments[-1].path or "").name == f"{session.call_id}-message.wav"
-    finally:
-        await stack.worker.stop()
-        await client.aclose()
+    own_redis.start()  # the same data: what Redis had before stays
+    assert await stack.worker.file_spool() == 1
+    assert stack.worker.spool.entries() == []
+    [ticket] = await stack.tickets()
+    assert ticket.message_id == session.call_id and "callback" in ticket.flags
+    assert ticket.notes == "回拨原因: voice_message" and ticket.citizen.phone == "13812345678"
+    assert Path(ticket.attachments[-1].path or "").name == f"{session.call_id}-message.wav"
 
 
 async def test_a_restarted_worker_files_the_spool_once_even_when_the_store_already_had_it(
-    own_redis: EmbeddedRedis, key_prefix: str, tmp_path: Path
+    own_stack: Stack, own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    client = aioredis.Redis.from_url(own_redis.url, socket_timeout=5)
-    stack = await make_stack(voice_config(key_prefix, own_redis.url, tmp_path), client)
-    try:
-        leg, session = await in_the_menu(stack)
-        own_redis.stop()
-        leg.press("0")
-        await session.idle()
-        assert stack.engine.now_playing(leg) == "unavailable"
-        await ended(leg, session)  # hung up during the apology: no message, still a callback
-        [entry] = stack.worker.spool.entries()
-        kept = tmp_path / "entry-copy.json"
-        shutil.copy(entry, kept)
-        own_redis.start()
-        assert await stack.restarted().file_spool() == 1
-        # A worker that died between the store's answer and deleting the entry files it again.
-        shutil.copy(kept, entry)
-        assert await stack.restarted().file_spool() == 1
-        [ticket] = await stack.tickets()
-        assert ticket.message_id == session.call_id and ticket.notes == "回拨原因: store_unavailable"
-        assert stack.worker.spool.entries() == []
-    finally:
-        await stack.worker.stop()
-        await client.aclose()
+    stack = own_stack
+    leg, session = await zero_pressed_with_redis_gone(stack, own_redis)
+    assert stack.engine.now_playing(leg) == "unavailable"
+    await ended(leg, session)  # hung up during the apology: no message, still a callback
+    [entry] = stack.worker.spool.entries()
+    kept = tmp_path / "entry-copy.json"
+    shutil.copy(entry, kept)
+    own_redis.start()
+    assert await stack.restarted().file_spool() == 1
+    # A worker that died between the store's answer and deleting the entry files it again.
+    shutil.copy(kept, entry)
+    assert await stack.restarted().file_spool() == 1
+    [ticket] = await stack.tickets()
+    assert ticket.message_id == session.call_id and ticket.notes == "回拨原因: store_unavailable"
+    assert stack.worker.spool.entries() == []
 
 
 async def test_a_worker_that_loses_redis_drains_then_stops_and_spools_the_waiting_callers_message(
