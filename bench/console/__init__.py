@@ -1,4 +1,5 @@
-"""Console benchmark: an offer frame's arrival in the seat page to the ticket visible on screen.
+"""Console benchmark: an offer frame's arrival in the seat page to the ticket visible on screen; the
+wallboard under load (bench/console/wall.py).
 
 A real gateway (in this process, on its own loop: `tests/web/console/support.GatewayThread`) on an
 embedded redis-server, and the seat page in Debian's chromium (headless, 1366x768) logged in as an
@@ -14,8 +15,10 @@ accepted (Alt+A) and submitted (Alt+S), so the next one is offered to the same s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from bench import BenchError
 from bench.common.stats import machine, summary_ms
+from bench.console import wall
 from bench.console.report import render as render
 from gateway.config import parse_config
 from gateway.shell.embedded_redis import EmbeddedRedis, free_port
@@ -34,6 +38,7 @@ from tests.web.console.support import CHROMIUM, CHROMIUM_ARGS, GatewayThread, co
 NAME = "console"
 TITLE = "Console: offer frame → ticket visible in the seat page"
 TARGET_P99_MS = 100.0
+TARGET_BROWSER_SHARE = 0.05  # of a core, the wallboard's page under 100 events/s
 # Run in the page before its own scripts: timestamps only, nothing the page reads.
 INSTRUMENT = """
 window.__bench = { arrived: {}, painted: {}, visible: {} };
@@ -65,15 +70,23 @@ new MutationObserver(() => {
 @dataclass(frozen=True)
 class Options:
     offers: int = 200
+    rate: int = 100  # wallboard: events per second
+    seconds: float = 10.0  # wallboard: each measurement
+    supervisors: tuple[int, ...] = (0, 1, 10, 50)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | None) -> Options:
-        return cls() if args is None else cls(args.console_offers)
+        if args is None:
+            return cls()
+        return cls(args.console_offers, args.wall_rate, args.wall_seconds)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("console")
-    group.add_argument("--console-offers", type=int, default=Options().offers, help="tickets offered (%(default)s)")
+    defaults = Options()
+    group.add_argument("--console-offers", type=int, default=defaults.offers, help="tickets offered (%(default)s)")
+    group.add_argument("--wall-rate", type=int, default=defaults.rate, help="wallboard events/s (%(default)s)")
+    group.add_argument("--wall-seconds", type=float, default=defaults.seconds, help="per measurement (%(default)s)")
 
 
 def progress(message: str) -> None:
@@ -86,26 +99,35 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
         raise BenchError("--console-offers must be at least 1")
     if not Path(CHROMIUM).exists():
         raise BenchError(f"{CHROMIUM} is missing: apt-get install chromium fonts-wqy-microhei")
-    with tempfile.TemporaryDirectory(prefix="hg-bench-console-") as scratch:
-        server = EmbeddedRedis(port=free_port(), data_dir=Path(scratch) / "redis")
-        server.start()
+    with tempfile.TemporaryDirectory(prefix="hg-bench-console-") as scratch, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            config = parse_config(make_raw_config("bc", server.url, **console_listen()), Path(scratch))
-            with GatewayThread(config) as live, sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-                try:
+            with redis_server(Path(scratch) / "seat") as url:
+                config = parse_config(make_raw_config("bc", url, **console_listen()), Path(scratch))
+                with GatewayThread(config) as live:
                     # bypass_csp: the page forbids eval, which waiting on its marks needs (the page is unchanged).
                     page = browser.new_page(viewport={"width": 1366, "height": 768}, locale="zh-CN", bypass_csp=True)
                     marks = offers(page, live, options.offers)
-                finally:
-                    browser.close()
+                    page.close()
+            with redis_server(Path(scratch) / "wall") as url:
+                config = wall.wall_config(url, Path(scratch))
+                with GatewayThread(config) as live:
+                    progress(f"wallboard: {wall.AGENTS} agents, {wall.QUEUES} queues, {options.rate} events/s")
+                    walls = wall.measure(live, config, browser, options.rate, options.seconds, options.supervisors)
         finally:
-            server.stop()
+            browser.close()
     visible = [round((marks["visible"][i] - marks["arrived"][i]) * 1e6) for i in marks["arrived"]]
     painted = [round((marks["painted"][i] - marks["arrived"][i]) * 1e6) for i in marks["arrived"]]
     summary = summary_ms(visible)
     baseline = summary_ms(painted)
     progress(f"offer → visible p99 {summary['p99']} ms (next paint alone: p99 {baseline['p99']} ms)")
+    idle = walls["0"]["gateway_cpu_share"]
+    per_supervisor = {
+        count: round((walls[count]["gateway_cpu_share"] - idle) / int(count), 5)
+        for count in walls
+        if count not in {"0", "browser"}
+    }
+    progress(f"wallboard: browser {walls['browser']['cpu_share']:.1%} of a core; per supervisor {per_supervisor}")
     return {
         "bench": NAME,
         **machine(),
@@ -113,9 +135,33 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
         "visible_ms": summary,
         "next_paint_ms": baseline,
         "ratio_p50": round(summary["p50"] / baseline["p50"], 2) if baseline["p50"] else None,
-        "targets": {"visible_p99_ms": {"target": TARGET_P99_MS, "met": summary["p99"] <= TARGET_P99_MS}},
+        "wall": {
+            "agents": wall.AGENTS,
+            "queues": wall.QUEUES,
+            "rate": options.rate,
+            "seconds": options.seconds,
+            "runs": walls,
+            "per_supervisor_cpu_share": per_supervisor,
+        },
+        "targets": {
+            "visible_p99_ms": {"target": TARGET_P99_MS, "met": summary["p99"] <= TARGET_P99_MS},
+            "browser_cpu_share": {
+                "target": TARGET_BROWSER_SHARE,
+                "met": walls["browser"]["cpu_share"] < TARGET_BROWSER_SHARE,
+            },
+        },
         "ok": True,
     }
+
+
+@contextlib.contextmanager
+def redis_server(data_dir: Path) -> Iterator[str]:
+    server = EmbeddedRedis(port=free_port(), data_dir=data_dir)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 def offers(page: Page, live: GatewayThread, count: int) -> dict[str, dict[str, float]]:

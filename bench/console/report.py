@@ -19,6 +19,27 @@ def render(result: dict[str, Any]) -> str:
         ("baseline in the same run: frame arrival → the next paint with no work", _ms(result["next_paint_ms"]), "", ""),
         ("ratio of the medians (visible / next paint)", f"{result['ratio_p50']}", "", ""),
     ]  # fmt: skip
+    wall = result["wall"]
+    runs = wall["runs"]
+    browser = result["targets"]["browser_cpu_share"]
+    rows += [
+        (f"**wallboard page's CPU** ({wall['agents']} agents, {wall['queues']} queues, {wall['rate']} events/s; "
+         "all of Chromium's processes)", f"{runs['browser']['cpu_share']:.1%} of a core",
+         f"< {browser['target']:.0%}", "**met**" if browser["met"] else "**not met**"),
+        ("gateway's CPU with no supervisor watching (the baseline: intake counting, presence, the tick)",
+         f"{runs['0']['gateway_cpu_share']:.1%} of a core at {runs['0']['events_per_s']:g} events/s", "", ""),
+    ]  # fmt: skip
+    for count, share in wall["per_supervisor_cpu_share"].items():
+        run = runs[count]
+        rows.append(
+            (
+                f"gateway's fan-out cost per supervisor, {count} supervisor(s) ({run['frames_per_s']:g} frames/s "
+                f"read in all; {run['gateway_cpu_share']:.1%} of a core in all)",
+                f"{share:.2%} of a core",
+                "",
+                "",
+            )
+        )
     return "\n".join(
         [
             f"Measured {result['date']} on {result['nproc']} × {result['cpu']}, Python {result['python']}: the seat "
@@ -32,8 +53,11 @@ def render(result: dict[str, Any]) -> str:
             "animation frame after the arrival. Each ticket is posted to the HTTP intake, offered, shown, "
             "accepted (Alt+A) and submitted (Alt+S) before the next.",
             "",
-            "Not measured yet: the wallboard with 200 agents and 50 queues at 100 events/s (the browser's CPU, "
-            "the gateway's fan-out cost for 1, 10 and 50 supervisors).",
+            "Wallboard: a gateway with 200 agents and 50 queues, tickets stored into random queues at the "
+            "rate from a thread of their own; the gateway's CPU is its event loop thread's (`/proc`); for 0, "
+            "1, 10 and 50 supervisors' sockets (each its own login), the same load for the same time; the cost "
+            "per supervisor is (CPU with N - CPU with none) / N. One supervisor's page in Chromium watches "
+            "meanwhile for the browser's share (every Chromium process summed).",
             "",
             "How to run: `.venv/bin/python -m bench console` (about a minute; `--console-offers`).",
         ]

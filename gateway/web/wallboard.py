@@ -42,7 +42,11 @@ from gateway.web.console import CONSOLE, allowed_origins, supervisor_session
 
 log = logging.getLogger("gateway.wallboard")
 
-TICK = 1.0  # the board is recomputed at most this often (and a change reaches the wall within 2 s)
+TICK = 1.0  # the board is recomputed at least this often (and a change reaches the wall within 2 s)
+# ... and at most this often: a nudge (an intake counted, a supervisor come) brings the next
+# computation forward, but never closer than this to the last one: under 100 events/s the wall
+# gets two frames a second, not one per event batch (each costs every supervisor's browser a redraw).
+MIN_GAP = 0.5
 PRESENCE_TTL = 30  # s: a seat whose process stopped refreshing it leaves the wall
 REFRESH_EVERY = 10.0  # s: presence and the process's beat are renewed this often
 INTAKE_GROUP = "wallboard"
@@ -144,7 +148,9 @@ class Wallboard:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._nudge.wait(), TICK)
                 self._nudge.clear()
+                started = time.monotonic()
                 await self._tick()
+                await asyncio.sleep(max(0.0, started + MIN_GAP - time.monotonic()))
         finally:
             await self._forget_all()
 

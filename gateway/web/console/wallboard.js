@@ -11,7 +11,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const CHART = { width: 480, height: 160, labels: 16 };
 const QUEUE_FIELDS = ["waiting", "oldest", "with_agents", "service_level", "average_answer", "abandoned", "handled"];
 
-const page = { session: null, frame: null, socket: null, attempt: 0, timer: null, leaving: false };
+const page = { session: null, frame: null, socket: null, attempt: 0, timer: null, leaving: false, chart: "" };
 
 function svg(tag, attributes = {}) {
   const node = document.createElementNS(SVG, tag);
@@ -103,9 +103,38 @@ async function reconnect() {
 }
 
 // --- drawing ---------------------------------------------------------------------------------------
+// A frame changes a few cells: rows are kept by key and only what changed is written, so a wall
+// under 100 events/s costs the browser little (docs/benchmarks.md, "Console").
 
-function fill(tbody, rows) {
-  tbody.replaceChildren(...rows);
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function setClass(node, name) {
+  if (node.className !== name) node.className = name;
+}
+
+function patchRows(tbody, items, keyOf, build, update) {
+  const existing = new Map([...tbody.rows].map((row) => [row.dataset.key, row]));
+  let previous = null;
+  for (const item of items) {
+    const key = keyOf(item);
+    let row = existing.get(key);
+    if (row) existing.delete(key);
+    else {
+      row = build(item);
+      row.dataset.key = key;
+    }
+    update(row, item);
+    const expected = previous ? previous.nextSibling : tbody.firstChild;
+    if (row !== expected) tbody.insertBefore(row, expected);
+    previous = row;
+  }
+  for (const row of existing.values()) row.remove();
+}
+
+function cells(row) {
+  return row.cells;
 }
 
 function draw() {
@@ -113,42 +142,59 @@ function draw() {
   if (!frame) return;
   const now = Date.now();
   document.body.dataset.seq = String(frame.seq);
-  $("wall-day").textContent = frame.day;
-  fill(
+  setText($("wall-day"), frame.day);
+  patchRows(
     $("queues").tBodies[0],
-    queueRows(frame, now).map((row) =>
+    queueRows(frame, now),
+    (row) => row.name,
+    (row) =>
       element(
         "tr",
         { "data-queue": row.name },
-        element("th", { scope: "row", text: row.label }),
-        ...QUEUE_FIELDS.map((field) =>
-          element("td", { className: field === "oldest" && row.late ? "number late" : "number", "data-field": field, text: row[field] }),
-        ),
+        element("th", { scope: "row" }),
+        ...QUEUE_FIELDS.map((field) => element("td", { "data-field": field })),
       ),
-    ),
+    (tr, row) => {
+      setText(cells(tr)[0], row.label);
+      QUEUE_FIELDS.forEach((field, index) => {
+        const cell = cells(tr)[index + 1];
+        setText(cell, String(row[field]));
+        setClass(cell, field === "oldest" && row.late ? "number late" : "number");
+      });
+    },
   );
-  $("agent-counts").textContent = agentCounts(frame);
-  fill(
+  setText($("agent-counts"), agentCounts(frame));
+  patchRows(
     $("agents").tBodies[0],
-    agentRows(frame, now).map((row) =>
+    agentRows(frame, now),
+    (row) => row.id,
+    (row) =>
       element(
         "tr",
         { "data-agent": row.id },
-        element("th", { scope: "row", text: `${row.name}（${row.id}）` }),
-        element("td", { className: `state-${row.state}`, "data-field": "state", text: row.label }),
-        element("td", { className: "number", "data-field": "since", text: row.since }),
+        element("th", { scope: "row" }),
+        element("td", { "data-field": "state" }),
+        element("td", { className: "number", "data-field": "since" }),
       ),
-    ),
+    (tr, row) => {
+      setText(cells(tr)[0], `${row.name}（${row.id}）`);
+      setText(cells(tr)[1], row.label);
+      setClass(cells(tr)[1], `state-${row.state}`);
+      setText(cells(tr)[2], row.since);
+    },
   );
-  fill(
+  patchRows(
     $("nodes").tBodies[0],
-    Object.entries(frame.nodes).map(([node, calls]) =>
-      element("tr", { "data-node": node }, element("th", { scope: "row", text: node }), element("td", { className: "number", text: String(calls) })),
-    ),
+    Object.entries(frame.nodes),
+    ([node]) => node,
+    ([node]) => element("tr", { "data-node": node }, element("th", { scope: "row", text: node }), element("td", { className: "number" })),
+    (tr, [, calls]) => setText(cells(tr)[1], String(calls)),
   );
-  fill(
+  patchRows(
     $("alerts").tBodies[0],
-    (frame.alerts || []).map((alert) =>
+    frame.alerts || [],
+    (alert) => `${alert.ticket}@${alert.at}`,
+    (alert) =>
       element(
         "tr",
         { className: `alert severity-${alert.severity}`, "data-ticket": alert.ticket },
@@ -158,15 +204,20 @@ function draw() {
         element("td", { text: alert.categories.map((category) => ALERT_CATEGORIES[category] || category).join("、") }),
         element("td", { text: alert.context }),
       ),
-    ),
+    () => {},
   );
-  fill(
+  patchRows(
     $("processes").tBodies[0],
-    frame.processes.map((process) =>
-      element("tr", {}, element("th", { scope: "row", text: process.process }), element("td", { className: "number", text: `v${process.config_version}` })),
-    ),
+    frame.processes,
+    (process) => process.process,
+    (process) => element("tr", {}, element("th", { scope: "row", text: process.process }), element("td", { className: "number" })),
+    (tr, process) => setText(cells(tr)[1], `v${process.config_version}`),
   );
-  drawChart(frame.intake);
+  const intake = JSON.stringify(frame.intake);
+  if (intake !== page.chart) {
+    page.chart = intake;
+    drawChart(frame.intake);
+  }
 }
 
 function drawChart(intake) {
