@@ -126,19 +126,11 @@ def worker_files(
 
 @asynccontextmanager
 async def voice_stack(
-    tmp_path: Path,
-    redis_url: str,
-    key_prefix: str,
-    prompts_dir: Path,
-    agent_uris: dict[str, str] | None = None,
-    flow_replacements: dict[str, str] | None = None,
-    asr: dict[str, Any] | None = None,
-    redis: dict[str, Any] | None = None,
-    **voice: Any,
+    tmp_path: Path, redis_url: str, key_prefix: str, prompts_dir: Path, **options: Any
 ) -> AsyncIterator[VoiceStack]:
-    files = worker_files(
-        tmp_path, redis_url, key_prefix, prompts_dir, agent_uris, flow_replacements, asr, redis, **voice
-    )
+    """The core and one media worker process, on the files `worker_files` writes with these
+    `options` (agent_uris, flow_replacements, asr, redis, [voice] settings)."""
+    files = worker_files(tmp_path, redis_url, key_prefix, prompts_dir, **options)
     worker = files.process(redis_url)
     client = aioredis.Redis.from_url(redis_url)
     gateway = Gateway(files.config, client)
