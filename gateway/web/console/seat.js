@@ -17,6 +17,12 @@ import {
   FLAG_LABELS,
   CLOCK_LABELS,
   ALERT_CATEGORIES,
+  FIELD_LIMITS,
+  MAX_REPLY_CHARS,
+  categoryLabel,
+  conversation,
+  isConversation,
+  knowledgeKey,
 } from "./seat_core.js";
 import { $, element, callApi } from "./page.js";
 
@@ -29,7 +35,11 @@ const FIELD_LABELS = {
   notes: "备注",
   citizen_name: "市民姓名",
   citizen_phone: "联系电话",
+  answer: "答复市民",
+  answered_from: "知识库条目",
 };
+const KNOWLEDGE_EVERY_MS = 3000; // suggestions asked again at most this often while the transcript grows
+const REPLIES_KEY = "hg-seat-replies"; // sessionStorage: replies typed and not yet sent (text only)
 const SAVING = { dirty: "未保存…", saving: "保存中…", saved: "已保存", failed: "保存失败" };
 const SHORTCUTS = [
   ["Alt+A", "接受工单", { type: "accept" }],
@@ -41,7 +51,10 @@ const SHORTCUTS = [
   ["Alt+L", "离开", { type: "state", state: "away" }],
   ["Alt+T", "转到诉求内容", { focus: "text" }],
   ["Alt+N", "转到备注", { focus: "notes" }],
+  ["Alt+M", "转到回复框", { focus: "reply" }],
 ];
+// Keys that act inside one box only (listed with the others).
+const BOX_SHORTCUTS = [["Ctrl+Enter", "发送回复（在回复框中）"]];
 
 const page = {
   session: null, // {agent, name, csrf, seats_url}: memory only
@@ -55,6 +68,8 @@ const page = {
   role: "leader", // "follower" while another tab of this agent leads (several tabs, below)
   channel: null, // BroadcastChannel to this agent's other tabs
   releaseLead: null, // frees the leader's Web Lock (logout)
+  knowledge: { asked: "", at: 0, timer: null, busy: false }, // the last suggestions asked for
+  keptReplies: "", // what sessionStorage holds now (JSON)
 };
 
 // --- HTTP ----------------------------------------------------------------------------------------
@@ -83,6 +98,42 @@ function showSeat(session) {
   lead(session);
 }
 
+function takeLead(session) {
+  // The leading tab holds the seat: it brings back the replies this tab kept and reads the catalogue.
+  setRole("leader");
+  apply(onCommand(page.state, { type: "restoreReplies", replies: keptReplies(session.agent) }, Date.now()));
+  loadCatalogue();
+  connect();
+}
+
+async function loadCatalogue() {
+  const answer = await api("catalogue", undefined, false).catch(() => null);
+  if (answer && answer.status === 200) command({ type: "catalogue", categories: answer.data.categories });
+}
+
+// --- replies kept through a reload (sessionStorage: this tab only, text only, never a token) -----
+
+function keptReplies(agent) {
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(REPLIES_KEY) || "{}");
+    return kept.agent === agent && kept.replies && typeof kept.replies === "object" ? kept.replies : {};
+  } catch {
+    return {};
+  }
+}
+
+function keepReplies() {
+  if (page.role !== "leader" || !page.session) return;
+  const kept = JSON.stringify({ agent: page.session.agent, replies: page.state.replies });
+  if (kept === page.keptReplies) return;
+  page.keptReplies = kept;
+  try {
+    sessionStorage.setItem(REPLIES_KEY, kept);
+  } catch {
+    // storage full or refused: the reply stays on the page, it just does not survive a reload
+  }
+}
+
 async function boot() {
   drawShortcuts();
   drawStateButtons();
@@ -91,6 +142,17 @@ async function boot() {
   $("accept").addEventListener("click", () => command({ type: "accept" }));
   $("decline").addEventListener("click", () => command({ type: "decline" }));
   $("submit").addEventListener("click", submit);
+  $("reply-send").addEventListener("click", sendReply);
+  $("reply-text").maxLength = MAX_REPLY_CHARS;
+  $("reply-text").addEventListener("input", () => {
+    if (page.state.current) command({ type: "replyDraft", ticket: page.state.current, text: $("reply-text").value });
+  });
+  $("reply-text").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.ctrlKey && !event.altKey && !event.metaKey) {
+      event.preventDefault();
+      sendReply();
+    }
+  });
   document.addEventListener("keydown", onKey);
   window.addEventListener("pagehide", flushAll);
   setInterval(drawClocks, 1000);
@@ -122,6 +184,8 @@ async function login(event) {
 
 async function logout() {
   flushAll();
+  sessionStorage.removeItem(REPLIES_KEY);
+  page.keptReplies = "";
   await api("logout", {}).catch(() => null);
   page.state = initialState(Date.now());
   draw();
@@ -203,8 +267,7 @@ function lead(session) {
   leaveTabs();
   const name = `hg-seat:${session.agent}`;
   if (!navigator.locks || !window.BroadcastChannel) {
-    setRole("leader"); // an old browser: every tab is its own seat (the newest replaces the others)
-    connect();
+    takeLead(session); // an old browser: every tab is its own seat (the newest replaces the others)
     return;
   }
   page.channel = new BroadcastChannel(name);
@@ -213,8 +276,7 @@ function lead(session) {
   page.channel.postMessage({ type: "sync" });
   navigator.locks.request(name, () => {
     if (page.leaving) return undefined;
-    setRole("leader");
-    connect();
+    takeLead(session);
     return new Promise((resolve) => {
       page.releaseLead = resolve; // held until this tab closes or logs out
     });
@@ -258,7 +320,9 @@ function apply({ state, effects }) {
     if (effect.ring) ring(effect.ring);
     if (effect.stopRing) document.body.classList.remove("ringing");
   }
+  keepReplies();
   draw();
+  askKnowledge();
 }
 
 function command(what) {
@@ -325,12 +389,63 @@ function onKey(event) {
   event.preventDefault();
   const what = shortcut[2];
   if (what.focus) {
-    const input = document.querySelector(`[data-field="${what.focus}"]`);
+    const input = what.focus === "reply" ? $("reply-text") : document.querySelector(`[data-field="${what.focus}"]`);
     if (input) input.focus();
     return;
   }
   if (what.type === "submit") submit();
   else command(what);
+}
+
+function sendReply() {
+  if (page.state.current) command({ type: "reply", ticket: page.state.current });
+}
+
+function adopt(ticketId, hit) {
+  command({ type: "adopt", ticket: ticketId, entry: hit.id, answer: hit.answer });
+  clearTimeout(page.saveTimers[ticketId]);
+  command({ type: "save", ticket: ticketId });
+}
+
+function chooseCategory(ticketId, category) {
+  clearTimeout(page.saveTimers[ticketId]);
+  command({ type: "edit", ticket: ticketId, field: "category", value: category });
+  command({ type: "save", ticket: ticketId });
+}
+
+// --- knowledge suggestions (知识库) ----------------------------------------------------------------
+// Asked for the ticket on screen, and again when what the citizen said grows, at most every
+// KNOWLEDGE_EVERY_MS; the leading tab asks, the others draw what it got.
+
+function askKnowledge() {
+  const state = page.state;
+  const ticket = state.current ? state.tickets[state.current] : null;
+  if (page.role !== "leader" || !ticket || page.knowledge.busy) return;
+  const key = knowledgeKey(ticket);
+  if (key === page.knowledge.asked) return;
+  const wait = page.knowledge.at + KNOWLEDGE_EVERY_MS - Date.now();
+  const sameTicket = page.knowledge.asked.startsWith(`${ticket.id}:`);
+  clearTimeout(page.knowledge.timer);
+  if (sameTicket && wait > 0) {
+    page.knowledge.timer = setTimeout(askKnowledge, wait);
+    return;
+  }
+  page.knowledge.asked = key;
+  page.knowledge.at = Date.now();
+  page.knowledge.busy = true;
+  api(`knowledge?ticket=${encodeURIComponent(ticket.id)}`, undefined, false)
+    .then((answer) => {
+      if (answer.status === 200) {
+        command({ type: "knowledge", ticket: ticket.id, enabled: answer.data.enabled, results: answer.data.results });
+      }
+    })
+    .catch(() => {
+      page.knowledge.asked = ""; // asked again at the next change
+    })
+    .finally(() => {
+      page.knowledge.busy = false;
+      askKnowledge();
+    });
 }
 
 function submit() {
@@ -344,7 +459,9 @@ function submit() {
 
 function drawShortcuts() {
   const list = $("shortcuts-list");
-  for (const [keys, label] of SHORTCUTS) list.append(element("dt", { text: keys }), element("dd", { text: label }));
+  for (const [keys, label] of [...SHORTCUTS, ...BOX_SHORTCUTS]) {
+    list.append(element("dt", { text: keys }), element("dd", { text: label }));
+  }
 }
 
 function drawStateButtons() {
@@ -431,31 +548,151 @@ function drawCurrent(state) {
     section.dataset.ticket = "";
     return;
   }
+  const formFor = `${id}:${state.catalogue.length}`;
+  if (section.dataset.form !== formFor) {
+    section.dataset.form = formFor;
+    $("current-form").replaceChildren(...EDITABLE.map((field) => fieldInput(state, id, field)));
+  }
   if (section.dataset.ticket !== id) {
     section.dataset.ticket = id;
-    $("current-form").replaceChildren(...EDITABLE.map((field) => fieldInput(id, field)));
+    $("reply-text").value = state.replies[id] || "";
   }
   const drawn = JSON.stringify(ticket);
   if ($("current-ticket").dataset.drawn !== drawn) {
-    $("current-ticket").replaceChildren(ticketCard(ticket));
+    $("current-ticket").replaceChildren(ticketCard(ticket, { conversation: false }));
     $("current-ticket").dataset.drawn = drawn;
   }
   for (const input of $("current-form").querySelectorAll("[data-field]")) {
     const value = fieldValue(state, id, input.dataset.field);
+    if (input.tagName === "SELECT") syncCategory(state, input, value);
     if (document.activeElement !== input && input.value !== value) input.value = value;
   }
+  drawSuggestions(state, ticket);
+  drawConversation(state, ticket);
+  drawKnowledge(state, ticket);
   const saving = state.saving[id];
   $("save-state").textContent = saving ? SAVING[saving] : "";
   $("save-state").dataset.saving = saving || "";
 }
 
-function fieldInput(id, field) {
+function fieldInput(state, id, field) {
   const inputId = `field-${field}`;
-  const multiline = field === "text" || field === "notes";
+  if (field === "category" && state.catalogue.length) {
+    // With a dispatch catalogue the category is one of it: 名称（承办单位）.
+    const select = element("select", { id: inputId, "data-field": field });
+    select.append(element("option", { value: "", text: "请选择分类（分派目录）" }));
+    for (const item of state.catalogue) select.append(element("option", { value: item.id, text: categoryLabel(state, item.id) }));
+    select.addEventListener("change", () => chooseCategory(id, select.value));
+    return element("div", { className: "field" }, element("label", { for: inputId, text: FIELD_LABELS[field] }), select);
+  }
+  const multiline = field === "text" || field === "notes" || field === "answer";
   const input = element(multiline ? "textarea" : "input", { id: inputId, "data-field": field, rows: "3" });
   if (!multiline) input.removeAttribute("rows");
+  input.maxLength = FIELD_LIMITS[field];
   input.addEventListener("input", () => onEdit(id, field, input.value));
-  return element("div", { className: "field" }, element("label", { for: inputId, text: FIELD_LABELS[field] }), input);
+  return element("div", { className: `field field-${field}` }, element("label", { for: inputId, text: FIELD_LABELS[field] }), input);
+}
+
+function syncCategory(state, select, value) {
+  // A category typed before the catalogue came (or dropped from it) is shown as such, not lost.
+  const stray = select.querySelector("option[data-stray]");
+  if (stray && stray.value !== value) stray.remove();
+  if (value && !state.catalogue.some((item) => item.id === value) && !select.querySelector("option[data-stray]")) {
+    select.append(element("option", { value, "data-stray": "1", text: `${value}（不在分派目录中）` }));
+  }
+}
+
+function drawSuggestions(state, ticket) {
+  const box = $("suggestions");
+  const suggestions = state.catalogue.length ? ticket.suggestions || [] : [];
+  box.hidden = !suggestions.length;
+  const drawn = JSON.stringify([suggestions, fieldValue(state, ticket.id, "category")]);
+  if (box.dataset.drawn === drawn) return;
+  box.dataset.drawn = drawn;
+  const chosen = fieldValue(state, ticket.id, "category");
+  const buttons = suggestions.map((suggestion) => {
+    const score = `${Math.round(suggestion.score * 100)}%`;
+    const evidence = (suggestion.evidence || []).length ? `，依据：${suggestion.evidence.join("、")}` : "";
+    const button = element("button", {
+      type: "button",
+      className: "suggestion",
+      "data-category": suggestion.category,
+      "aria-pressed": String(chosen === suggestion.category),
+      title: `${suggestion.department}${evidence}`,
+      text: `建议分类：${categoryLabel(state, suggestion.category)} ${score}`,
+    });
+    button.addEventListener("click", () => chooseCategory(ticket.id, suggestion.category));
+    const why = element("span", { className: "evidence", text: evidence.slice(1) });
+    return element("li", {}, button, why);
+  });
+  box.replaceChildren(element("span", { className: "label", text: "分类建议" }), element("ul", {}, ...buttons));
+}
+
+function timeOf(at) {
+  const when = new Date(at);
+  return Number.isNaN(when.getTime()) ? "" : when.toLocaleString("zh-CN", { hour12: false, month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+}
+
+function drawConversation(state, ticket) {
+  const box = $("conversation");
+  box.hidden = !isConversation(ticket);
+  if (box.hidden) return;
+  const drawn = JSON.stringify(ticket.messages || []);
+  if ($("conversation-list").dataset.drawn !== drawn) {
+    $("conversation-list").dataset.drawn = drawn;
+    const items = conversation(ticket).map((message) =>
+      element(
+        "li",
+        { className: message.out ? "said out" : "said in", "data-message": message.id },
+        element("span", { className: "who", text: `${message.who} ${timeOf(message.at)}` }),
+        element("p", { className: "message", text: message.text }),
+        message.out ? element("span", { className: "delivery", "data-delivery": message.state, text: message.status }) : null,
+      ),
+    );
+    $("conversation-list").replaceChildren(...items);
+    $("conversation-list").scrollTop = $("conversation-list").scrollHeight;
+  }
+  const reply = $("reply-text");
+  const typed = state.replies[ticket.id] || "";
+  // Typing stays the agent's; a reply that went out empties the box even while it has the focus.
+  const sentOut = typed === "" && reply.dataset.kept !== "";
+  if (reply.value !== typed && (document.activeElement !== reply || sentOut)) reply.value = typed;
+  reply.dataset.kept = typed;
+  $("reply-send").disabled = Boolean(state.sending[ticket.id]);
+  $("reply-count").textContent = `${reply.value.length} / ${MAX_REPLY_CHARS}`;
+}
+
+function drawKnowledge(state, ticket) {
+  const panel = $("knowledge");
+  const known = state.knowledge;
+  panel.dataset.answered = known.ticket || ""; // the ticket the last answer was for (enabled or not)
+  panel.hidden = !known.enabled;
+  if (panel.hidden) return;
+  const results = known.ticket === ticket.id ? known.results : [];
+  const adopted = fieldValue(state, ticket.id, "answered_from");
+  const drawn = JSON.stringify([ticket.id, results, adopted]);
+  if (panel.dataset.drawn === drawn) return;
+  panel.dataset.drawn = drawn;
+  const items = results.map((hit) => {
+    const used = adopted === hit.id;
+    const button = element("button", {
+      type: "button",
+      className: used ? "adopt used" : "adopt",
+      "aria-pressed": String(used),
+      text: used ? "已采用" : "采用此答案",
+    });
+    button.addEventListener("click", () => adopt(ticket.id, hit));
+    return element(
+      "li",
+      { className: "hit", "data-entry": hit.id },
+      element("p", { className: "question", text: hit.question }),
+      element("p", { className: "answer", text: hit.answer }),
+      element("p", { className: "source", text: `出处：${hit.source || "知识库"}（${hit.id}）` }),
+      button,
+    );
+  });
+  $("knowledge-list").replaceChildren(...items);
+  $("knowledge-empty").hidden = results.length > 0;
 }
 
 function drawNotices(state) {
@@ -473,7 +710,7 @@ function row(label, ...content) {
   return element("div", { className: "row" }, element("dt", { text: label }), element("dd", {}, ...content));
 }
 
-function ticketCard(ticket) {
+function ticketCard(ticket, { conversation: withMessages = true } = {}) {
   const citizen = ticket.citizen || {};
   const voice = ticket.voice || {};
   const list = element("dl", { className: "ticket-card", "data-ticket": ticket.id });
@@ -519,7 +756,7 @@ function ticketCard(ticket) {
     );
     list.append(row("实时转写", element("ol", { className: "transcript", "aria-live": "polite" }, ...lines)));
   }
-  for (const message of ticket.messages || []) {
+  for (const message of withMessages ? ticket.messages || [] : []) {
     const who = message.direction === "in" ? "市民" : "回复";
     list.append(row(who, element("p", { className: "message", text: message.text })));
   }

@@ -5,9 +5,35 @@
 // docs/seat-protocol.md.
 
 export const STATES = Object.freeze({ ready: "示闲", busy: "示忙", wrap_up: "话后处理", away: "离开" });
-export const EDITABLE = Object.freeze(["text", "category", "address", "notes", "citizen_name", "citizen_phone"]);
+export const EDITABLE = Object.freeze([
+  "text",
+  "category",
+  "address",
+  "notes",
+  "citizen_name",
+  "citizen_phone",
+  "answer",
+  "answered_from",
+]);
+// Each field's size limit (gateway/ticket.py): the page refuses more before the server does.
+export const FIELD_LIMITS = Object.freeze({
+  text: 4000,
+  category: 128,
+  address: 256,
+  notes: 4000,
+  citizen_name: 64,
+  citizen_phone: 21,
+  answer: 900,
+  answered_from: 64,
+});
+export const MAX_REPLY_CHARS = 1000; // a `reply` frame's text (docs/seat-protocol.md)
+export const MESSAGE_CHANNELS = Object.freeze(["sms", "wechat", "telegram"]);
+export const DELIVERY_LABELS = Object.freeze({ queued: "排队中", sent: "已发送", delivered: "已送达", failed: "发送失败" });
 const MAX_SEGMENTS = 500; // transcript segments kept per ticket: a long call must not grow the page for ever
 const MAX_NOTICES = 5;
+const MAX_EARLY_DELIVERIES = 50; // delivery news that came before its reply's ack, kept until it comes
+const MAX_CATEGORIES = 2000;
+const MAX_KNOWLEDGE = 10;
 export const FLAG_LABELS = Object.freeze({
   urgent: "紧急",
   enterprise: "政企通",
@@ -43,6 +69,11 @@ export function initialState(now) {
     pending: {}, // frame id -> {kind, ticket, fields}
     notices: [], // the latest messages for the agent, newest last
     nextId: 1,
+    replies: {}, // ticket id -> the reply typed and not yet sent (kept by the shell through a reload)
+    sending: {}, // ticket id -> true while its reply waits for the server's answer
+    early: {}, // reply id -> {status, reason}: delivery news that came before the reply's ack
+    catalogue: [], // the dispatch catalogue's categories [{id, name, department}]; [] when none
+    knowledge: { enabled: false, ticket: null, results: [] }, // suggestions for the ticket on screen
   };
 }
 
@@ -70,6 +101,8 @@ function dropTicket(state, id) {
     current: state.current === id ? order[0] ?? null : state.current,
     drafts: withoutKey(state.drafts, id),
     saving: withoutKey(state.saving, id),
+    replies: withoutKey(state.replies, id),
+    sending: withoutKey(state.sending, id),
   };
 }
 
@@ -110,6 +143,9 @@ const FRAMES = {
       pending: {},
     };
     for (const ticket of frame.resumed) next = holdTicket(next, ticket);
+    // A reply typed for a ticket this agent no longer holds is dropped with it.
+    const replies = Object.fromEntries(Object.entries(state.replies).filter(([id]) => next.tickets[id]));
+    next = { ...next, replies, sending: {} };
     if (state.current && next.tickets[state.current]) next = { ...next, current: state.current };
     // Edits the server never acknowledged (the socket dropped first) are sent again.
     const effects = [];
@@ -170,7 +206,16 @@ const FRAMES = {
     return step(noticed(withTicket(state, frame.ticket, change), text, worst >= 2 ? "error" : "warn"));
   },
   delivery(state, frame) {
-    const mark = (message) => (message.id === frame.reply ? { ...message, status: frame.status, reason: frame.reason } : message);
+    const held = state.tickets[frame.ticket] || (state.offer && state.offer.ticket.id === frame.ticket ? state.offer.ticket : null);
+    const known = held && (held.messages || []).some((message) => message.id === frame.reply);
+    if (held && !known) {
+      // The news outran the reply's ack: kept until the ack names the reply.
+      const early = { ...state.early, [frame.reply]: { status: frame.status, reason: frame.reason || "" } };
+      const kept = Object.keys(early).slice(-MAX_EARLY_DELIVERIES);
+      return step({ ...state, early: Object.fromEntries(kept.map((id) => [id, early[id]])) });
+    }
+    const mark = (message) =>
+      message.id === frame.reply ? { ...message, status: later(message.status, frame.status), reason: frame.reason || "" } : message;
     return step(withTicket(state, frame.ticket, (ticket) => ({ ...ticket, messages: (ticket.messages || []).map(mark) })));
   },
   ack(state, frame, now) {
@@ -180,13 +225,24 @@ const FRAMES = {
     if (frame.status === "declined") return step({ ...next, offer: null }, { stopRing: true });
     if (frame.state) return step({ ...next, state: frame.state, stateSince: now });
     if (asked && asked.kind === "update") return step(saved(next, asked));
+    if (asked && asked.kind === "reply" && frame.outbox) return step(replied(next, asked, frame.outbox));
     return step(next);
   },
   error(state, frame) {
     const asked = state.pending[frame.re];
     let next = { ...state, pending: withoutKey(state.pending, frame.re) };
-    const detail = (frame.fields || []).map((field) => `${field.path}: ${field.message}`).join("；");
+    const fields = frame.fields || [];
     if (asked && asked.kind === "update") next = { ...next, saving: { ...next.saving, [asked.ticket]: "failed" } };
+    if (asked && asked.kind === "reply") {
+      // The reply stays in its box to be sent again.
+      next = { ...next, sending: withoutKey(next.sending, asked.ticket) };
+      const why = frame.code === "unavailable" ? "发送通道繁忙，请稍后重试" : frame.message;
+      return step(noticed(next, `回复未发送：${why}`, "error"));
+    }
+    if (asked && asked.kind === "submit" && fields.some((field) => field.path === "fields.category")) {
+      return step(noticed(next, `提交未完成：${CATEGORY_REQUIRED}`, "error"));
+    }
+    const detail = fields.map((field) => `${field.path}: ${field.message}`).join("；");
     return step(noticed(next, `操作未完成：${frame.message}${detail ? `（${detail}）` : ""}`, "error"));
   },
   pong(state) {
@@ -207,6 +263,35 @@ function withTicket(state, id, change) {
   if (state.tickets[id]) return { ...state, tickets: { ...state.tickets, [id]: change(state.tickets[id]) } };
   if (state.offer && state.offer.ticket.id === id) return { ...state, offer: { ...state.offer, ticket: change(state.offer.ticket) } };
   return state;
+}
+
+const DELIVERY_ORDER = { queued: 0, sent: 1, delivered: 2, failed: 2 };
+
+function later(was, now) {
+  // A late `sent` never takes back a `delivered` or `failed`.
+  return (DELIVERY_ORDER[now] ?? 0) >= (DELIVERY_ORDER[was] ?? 0) ? now : was;
+}
+
+function replied(state, asked, outbox) {
+  // The reply is now the last of its ticket's conversation; the box empties unless typed in since.
+  const early = state.early[outbox];
+  const said = {
+    direction: "out",
+    id: outbox,
+    at: asked.at,
+    text: asked.text,
+    status: early ? early.status : "queued",
+    reason: early ? early.reason : "",
+  };
+  const add = (ticket) =>
+    (ticket.messages || []).some((message) => message.id === outbox) ? ticket : { ...ticket, messages: [...(ticket.messages || []), said] };
+  const replies = state.replies[asked.ticket] === asked.draft ? withoutKey(state.replies, asked.ticket) : state.replies;
+  return {
+    ...withTicket(state, asked.ticket, add),
+    replies,
+    sending: withoutKey(state.sending, asked.ticket),
+    early: withoutKey(state.early, outbox),
+  };
 }
 
 function saved(state, asked) {
@@ -266,10 +351,55 @@ const COMMANDS = {
   submit(state) {
     const id = state.current;
     if (!id || !state.tickets[id]) return step(noticed(state, "没有可提交的工单", "warn"));
+    if (!categoryAllowed(state, fieldValue(state, id, "category"))) {
+      return step(noticed(state, `不能提交：${CATEGORY_REQUIRED}`, "error"));
+    }
     // Edits not yet acknowledged go with the submit: nothing typed is lost.
     const fields = { ...(state.drafts[id] || {}) };
     const sent = request(state, "submit", { type: "submit", ticket: id, fields });
     return step(sent.state, sent.effect);
+  },
+  replyDraft(state, command) {
+    if (!state.tickets[command.ticket]) return step(state);
+    const text = String(command.text).slice(0, MAX_REPLY_CHARS);
+    const replies = text ? { ...state.replies, [command.ticket]: text } : withoutKey(state.replies, command.ticket);
+    return step({ ...state, replies });
+  },
+  reply(state, command, now) {
+    const id = command.ticket;
+    const text = (state.replies[id] || "").trim();
+    if (!state.tickets[id]) return step(noticed(state, "没有可回复的工单", "warn"));
+    if (!text) return step(noticed(state, "请先输入回复内容", "warn"));
+    if (state.sending[id]) return step(state); // one reply at a time: no double send
+    const at = new Date(now).toISOString();
+    const sent = request(state, "reply", { type: "reply", ticket: id, text }, { text, draft: state.replies[id], at });
+    return step({ ...sent.state, sending: { ...sent.state.sending, [id]: true } }, sent.effect);
+  },
+  restoreReplies(state, command) {
+    // Replies kept through a reload: only text, bounded; the welcome drops those of tickets gone.
+    const replies = { ...state.replies };
+    for (const [id, text] of Object.entries(command.replies || {}).slice(0, 50)) {
+      if (typeof text === "string" && text && !(id in replies)) replies[id] = text.slice(0, MAX_REPLY_CHARS);
+    }
+    return step({ ...state, replies });
+  },
+  catalogue(state, command) {
+    const categories = (command.categories || [])
+      .slice(0, MAX_CATEGORIES)
+      .map((item) => ({ id: String(item.id), name: String(item.name), department: String(item.department) }));
+    return step({ ...state, catalogue: categories });
+  },
+  knowledge(state, command) {
+    const results = (command.results || []).slice(0, MAX_KNOWLEDGE);
+    return step({ ...state, knowledge: { enabled: Boolean(command.enabled), ticket: command.ticket, results } });
+  },
+  adopt(state, command) {
+    // 采用此答案: the entry's answer and its id, as edits like any other (autosaved by `save`).
+    const id = command.ticket;
+    if (!state.tickets[id]) return step(state);
+    const answer = String(command.answer).slice(0, FIELD_LIMITS.answer);
+    const draft = { ...(state.drafts[id] || {}), answer, answered_from: String(command.entry) };
+    return step({ ...state, drafts: { ...state.drafts, [id]: draft }, saving: { ...state.saving, [id]: "dirty" } });
   },
   select(state, command) {
     return step(state.tickets[command.ticket] ? { ...state, current: command.ticket } : state);
@@ -290,6 +420,39 @@ export function onCommand(state, command, now) {
 }
 
 // --- what the page shows (pure too) --------------------------------------------------------------
+
+export const CATEGORY_REQUIRED = "请从分派目录中选择分类（可点“建议分类”）";
+
+// With a dispatch catalogue a ticket is submitted with one of its categories (the server checks too).
+export function categoryAllowed(state, category) {
+  return !state.catalogue.length || state.catalogue.some((item) => item.id === category);
+}
+
+export function categoryLabel(state, id) {
+  const item = state.catalogue.find((category) => category.id === id);
+  return item ? `${item.name}（${item.department}）` : id;
+}
+
+export function isConversation(ticket) {
+  return MESSAGE_CHANNELS.includes(ticket.channel) || (ticket.messages || []).length > 0;
+}
+
+// A ticket's conversation as the page lists it: who, when, what, and how far a reply got.
+export function conversation(ticket) {
+  return (ticket.messages || []).map((message) => {
+    const out = message.direction === "out";
+    const status = out ? DELIVERY_LABELS[message.status] || DELIVERY_LABELS.queued : "";
+    const failed = out && message.status === "failed" && message.reason ? `：${message.reason}` : "";
+    return { id: message.id, who: out ? "坐席回复" : "市民", at: message.at, text: message.text, out, state: message.status || "", status: status + failed };
+  });
+}
+
+// What the knowledge suggestions of a ticket depend on: they are asked again when it changes.
+export function knowledgeKey(ticket) {
+  const said = (ticket.transcript || []).filter((segment) => segment.final && segment.speaker !== "agent").length;
+  const wrote = (ticket.messages || []).filter((message) => message.direction === "in").length;
+  return `${ticket.id}:${(ticket.text || "").length}:${said}:${wrote}`;
+}
 
 export function fieldValue(state, id, field) {
   const draft = state.drafts[id] || {};
