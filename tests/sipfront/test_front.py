@@ -24,6 +24,7 @@ from peers import audio
 from peers.sip import Peers, dtmf_scenario, uac_scenario
 from tests.helpers import Seat
 from tests.sipfront.front_stack import PHONE_PASSWORDS, FrontStack, StackArgs, front_stack
+from tests.voice.voice_stack import accepted_then_revoked
 
 pytestmark = pytest.mark.slow
 
@@ -208,12 +209,9 @@ async def test_agent_phone_not_registered_gets_480_and_the_caller_goes_back_to_t
     async with front_stack(**stack_args, agent_phones={"a1": "1001"}) as stack:
         scenario = dtmf_scenario("0", pause_ms_before=1000, hold_ms_after=8000, out_dir=stack.recordings.parent)
         sipp = await peers.sipp(scenario, target=stack.front, service="12345")
-        seat = await Seat.connect(stack.bound, "a1")
-        offer = await seat.expect("offer", 10)
-        await seat.send(type="accept", ticket=offer["ticket"]["id"])
-        revoked = await seat.expect("revoked", 10)
+        seat, ticket_id, revoked = await accepted_then_revoked(stack.bound)
         assert revoked["reason"] == "agent_failed_480", revoked
-        ticket = await stack.gateway.queue.get(offer["ticket"]["id"])
+        ticket = await stack.gateway.queue.get(ticket_id)
         assert ticket.status == "queued" and "requeued" in actions(ticket)
         await sipp.close()
         await seat.close()

@@ -27,7 +27,7 @@ from peers import audio
 from peers.sip import Baresip, Peers, dtmf_scenario, uac_scenario, uas_reject_scenario
 from tests.helpers import Seat, queued_ticket, stored_ticket_ids
 from tests.voice.conftest import StackArgs
-from tests.voice.voice_stack import VoiceStack, voice_stack, worker_files
+from tests.voice.voice_stack import VoiceStack, accepted_then_revoked, voice_stack, worker_files
 
 pytestmark = pytest.mark.slow
 
@@ -247,10 +247,7 @@ async def test_agent_phone_refusing_the_call_requeues_with_its_status(
     async with voice_stack(**stack_args, agent_uris={"a1": f"sip:1001@{busy.address}"}) as stack:
         scenario = dtmf_scenario("0", pause_ms_before=1000, hold_ms_after=15000, out_dir=stack_args["tmp_path"])
         sipp = await peers.sipp(scenario, target=stack.sip, service="12345")
-        seat = await Seat.connect(stack.bound, "a1")
-        offer = await seat.expect("offer", 10)
-        await seat.send(type="accept", ticket=offer["ticket"]["id"])
-        revoked = await seat.expect("revoked", 10)
+        seat, _, revoked = await accepted_then_revoked(stack.bound)
         assert revoked["reason"] == "agent_failed_486", revoked
         await sipp.close()
         await seat.close()

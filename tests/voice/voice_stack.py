@@ -23,7 +23,7 @@ from gateway.voice.link import VoiceLink
 from peers.flows import FAST, write_flow
 from peers.gateway_config import make_raw_config
 from peers.sip import free_port, free_port_range
-from tests.helpers import WorkerProcess, stored_ticket_ids
+from tests.helpers import Seat, WorkerProcess, stored_ticket_ids
 
 
 @dataclass
@@ -142,3 +142,13 @@ async def voice_stack(
         await worker.stop()
         await gateway.stop()
         await client.aclose()
+
+
+async def accepted_then_revoked(bound: Bound) -> tuple[Seat, str, dict[str, Any]]:
+    """Agent a1's seat takes the caller's offer and accepts it; when the agent's phone fails, the
+    offer is revoked: the seat, the ticket's id and the revocation."""
+    seat = await Seat.connect(bound, "a1")
+    offer = await seat.expect("offer", 10)
+    ticket_id = str(offer["ticket"]["id"])
+    await seat.send(type="accept", ticket=ticket_id)
+    return seat, ticket_id, await seat.expect("revoked", 10)
