@@ -41,6 +41,7 @@ from gateway.config import AgentConfig, GatewayConfig, SupervisorConfig, hash_se
 from gateway.errors import FieldError, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
 from gateway.keys import Keys
 from gateway.knowledge.base import KnowledgeBase
+from gateway.queue import TicketQueue
 from gateway.ticket import Ticket
 from gateway.triage.catalogue import Category, load_catalogue
 from gateway.web.http_server import json_response
@@ -258,12 +259,19 @@ class ConsoleContext:
     """What the console's handlers need; the config is read live, the files once at start."""
 
     config: Callable[[], GatewayConfig]
-    redis: aioredis.Redis
-    keys: Keys
+    queue: TicketQueue
     files: dict[str, bytes]
     read_body: BodyReader  # the HTTP app's own (its limits and errors)
     catalogue: CatalogueCache = field(default_factory=CatalogueCache)
     sources: KnowledgeSources = field(default_factory=KnowledgeSources)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.queue.redis
+
+    @property
+    def keys(self) -> Keys:
+        return self.queue.keys
 
     def agent(self, agent_id: str) -> AgentConfig | None:
         return next((agent for agent in self.config().agents if agent.id == agent_id), None)
@@ -482,11 +490,9 @@ async def catalogue(request: web.Request) -> web.Response:
 async def _held_ticket(request: web.Request, session: ConsoleSession) -> Ticket:
     """The ticket `?ticket=` names, when the session's agent holds it (offered or claimed); any
     other (unknown, someone else's, closed) is the same 404."""
-    from gateway.web.http import QUEUE  # the HTTP app's queue (http.py imports this module)
-
     ticket_id = request.query.get("ticket", "")
     try:
-        ticket = await request.app[QUEUE].get(ticket_id) if 0 < len(ticket_id) <= 64 else None
+        ticket = await request.app[CONSOLE].queue.get(ticket_id) if 0 < len(ticket_id) <= 64 else None
     except NotFound:
         ticket = None
     if ticket is None or ticket.status not in ("offered", "claimed") or ticket.agent != session.agent.id:
@@ -521,6 +527,43 @@ async def knowledge(request: web.Request) -> web.Response:
 
 
 # --- supervisors (the wallboard) ------------------------------------------------------------------
+
+
+async def recording(request: web.Request) -> web.FileResponse:
+    """`?ticket=&n=`: the ticket's n-th recording (0 the first), for the agent holding the ticket
+    (offered or claimed) or a supervisor. Seekable: aiohttp answers `Range` with 206 and the bytes
+    asked (the browser's audio element seeks that way). Only a file inside `voice.recordings_dir`
+    is served: a path that leads elsewhere is the same 404 as no recording."""
+    ticket = await _listenable_ticket(request)
+    recordings = [a for a in ticket.attachments if a.kind == "recording" and a.path]
+    index = request.query.get("n", "0")
+    if not index.isdigit() or int(index) >= len(recordings):
+        raise NotFound("no such recording")
+    path = recording_path(request.app[CONSOLE].config(), recordings[int(index)].path or "")
+    if path is None:
+        log.warning("ticket %s names a recording outside the recordings directory; not served", ticket.id)
+        raise NotFound("no such recording")
+    headers = {"Content-Type": "audio/wav", "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+    return web.FileResponse(path, headers=headers)
+
+
+def recording_path(config: GatewayConfig, stored: str) -> Path | None:
+    """The file a recording attachment names, when it is a file inside `voice.recordings_dir`."""
+    root = config.resolve(config.voice.recordings_dir).resolve()
+    path = (root / stored).resolve()  # an absolute `stored` stays itself
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
+async def _listenable_ticket(request: web.Request) -> Ticket:
+    """The ticket `?ticket=` names: for a supervisor, any; for an agent, one they hold."""
+    try:
+        await supervisor_session(request)
+    except Forbidden:  # an agent's session
+        return await _held_ticket(request, await _agent_session(request))
+    ticket_id = request.query.get("ticket", "")
+    if not 0 < len(ticket_id) <= 64:
+        raise NotFound("no such ticket")
+    return await request.app[CONSOLE].queue.get(ticket_id)  # NotFound names only the id asked
 
 
 async def supervisor_login(request: web.Request) -> web.Response:
@@ -566,6 +609,7 @@ def add_console(app: web.Application, context: ConsoleContext) -> None:
     app.router.add_post("/console/api/seat-ticket", seat_ticket)
     app.router.add_get("/console/api/catalogue", catalogue)
     app.router.add_get("/console/api/knowledge", knowledge)
+    app.router.add_get("/console/api/recording", recording)
     app.router.add_post("/console/api/supervisor/login", supervisor_login)
     app.router.add_get("/console/api/supervisor/session", supervisor_whoami)
     app.router.add_post("/console/api/supervisor/logout", supervisor_logout)

@@ -219,7 +219,7 @@ def create_app(
     app.router.add_get("/api/v1/tickets/{ticket_id}", get_ticket)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    add_console(app, ConsoleContext(lambda: live.current, queue.redis, queue.keys, read_files(), read_body))
+    add_console(app, ConsoleContext(lambda: live.current, queue, read_files(), read_body))
     add_knowledge(app, live, authenticate)
     if wallboard is not None:
         add_wallboard(app, wallboard)

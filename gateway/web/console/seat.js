@@ -741,12 +741,14 @@ function ticketCard(ticket, { conversation: withMessages = true } = {}) {
   }
   if (ticket.address) list.append(row("地址", ticket.address));
   list.append(row("诉求", element("p", { className: "text", text: ticket.text || "" })));
-  for (const attachment of ticket.attachments || []) {
-    if (attachment.kind === "recording") {
-      const seconds = attachment.seconds ? `${Math.round(attachment.seconds)} 秒` : "";
-      list.append(row("录音", `有录音 ${seconds}`.trim()));
-    }
-  }
+  const recordings = (ticket.attachments || []).filter((attachment) => attachment.kind === "recording" && attachment.path);
+  recordings.forEach((attachment, index) => {
+    // Seekable: the browser asks for byte ranges; the server checks this agent holds the ticket.
+    const source = `/console/api/recording?ticket=${encodeURIComponent(ticket.id)}&n=${index}`;
+    const seconds = attachment.seconds ? `（${Math.round(attachment.seconds)} 秒）` : "";
+    const player = element("audio", { controls: "", preload: "none", src: source, "aria-label": `通话录音${seconds}` });
+    list.append(row(`录音${seconds}`, player));
+  });
   if (ticket.channel === "voice" || (ticket.transcript && ticket.transcript.length)) {
     const lines = (ticket.transcript || []).map((segment) =>
       element("li", {

@@ -10,7 +10,7 @@ from datetime import timedelta
 from playwright.sync_api import Page, expect
 
 from gateway.messages import Alerted
-from gateway.ticket import DeadlineClock, SensitiveAlert, TranscriptSegment, utcnow
+from gateway.ticket import Attachment, DeadlineClock, SensitiveAlert, TranscriptSegment, utcnow
 from gateway.voice.link import VoiceLink
 from tests.helpers import queued_ticket, voice_ticket
 from tests.web.console.support import GatewayThread, log_in
@@ -131,3 +131,24 @@ def test_deadline_colours_and_a_sensitive_word_alert_show_on_the_seat(live: Gate
     live.call(live.running.queue.redis.publish(live.running.queue.keys.alert_news, news))
     expect(page.locator("#notices")).to_contain_text("敏感词预警（自伤自杀，3级）")
     expect(offer.locator(".alert")).to_have_text("自伤自杀（3级）“跳楼”：再不给钱我就跳楼")
+
+
+def test_a_calls_recording_plays_from_the_seat_page(live: GatewayThread, page: Page) -> None:
+    recordings = live.config.resolve(live.config.voice.recordings_dir)
+    recordings.mkdir(parents=True, exist_ok=True)
+    audio = bytes(range(256)) * 32
+    (recordings / "call-console-rec.wav").write_bytes(audio)
+    attachment = Attachment(
+        kind="recording", path=str(recordings / "call-console-rec.wav"), mime="audio/wav", seconds=2
+    )
+    ready_seat(page, live)
+    call = voice_ticket("call-console-rec", attachments=(attachment,))
+    live.call(live.running.queue.intake(call, "worker:w1"))
+    player = page.locator("#offer audio")
+    expect(player).to_have_attribute("src", f"/console/api/recording?ticket={call.id}&n=0")
+    expect(page.locator("#offer")).to_contain_text("录音（2 秒）")
+    # What the audio element asks when it seeks: a range, with the page's own session.
+    part = page.request.get(
+        f"{live.http}/console/api/recording?ticket={call.id}&n=0", headers={"Range": "bytes=512-1023"}
+    )
+    assert (part.status, part.body()) == (206, audio[512:1024])
