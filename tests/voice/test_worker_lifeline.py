@@ -21,13 +21,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.queue import TicketQueue
 from gateway.shell.embedded_redis import EmbeddedRedis
 from peers import audio
 from peers.sip import free_port_range
-from tests.helpers import stored_ticket_ids
 from tests.voice.sip_wire import SipWire
-from tests.voice.voice_stack import worker_files
+from tests.voice.voice_stack import filed_callback_ticket, worker_files
 
 pytestmark = pytest.mark.slow
 
@@ -78,16 +76,10 @@ async def test_a_worker_whose_redis_stops_lets_its_caller_finish_then_exits_and_
     client = aioredis.Redis.from_url(own_redis.url)
     try:
         await again.start()  # a new worker files what its predecessor kept
-        queue = TicketQueue(client, files.config)
-        async with asyncio.timeout(20):
-            while entry.exists():
-                await asyncio.sleep(0.1)  # another process files it: nothing to await here
-        [ticket] = [await queue.get(ticket_id) for ticket_id in await stored_ticket_ids(client, key_prefix)]
+        ticket = await filed_callback_ticket(client, files.config, key_prefix, entry)
     finally:
         await again.stop()
         await client.aclose()
-    assert ticket.voice is not None and ticket.message_id == ticket.voice.call_id, "the call's one ticket"
-    assert "callback" in ticket.flags and ticket.notes == "回拨原因: voice_message"
     message = next(Path(a.path or "") for a in ticket.attachments if (a.path or "").endswith("-message.wav"))
     assert audio.duration(message) >= 2.5, "the whole 3 s message was recorded"
 

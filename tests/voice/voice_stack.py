@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 import tomli_w
 
 from gateway.config import GatewayConfig, parse_config
+from gateway.queue import TicketQueue
 from gateway.shell.app import Bound, Gateway
 from gateway.ticket import Ticket
 from gateway.voice.link import VoiceLink
@@ -152,3 +153,16 @@ async def accepted_then_revoked(bound: Bound) -> tuple[Seat, str, dict[str, Any]
     ticket_id = str(offer["ticket"]["id"])
     await seat.send(type="accept", ticket=ticket_id)
     return seat, ticket_id, await seat.expect("revoked", 10)
+
+
+async def filed_callback_ticket(client: aioredis.Redis, config: GatewayConfig, key_prefix: str, entry: Path) -> Ticket:
+    """Once a worker (another process: polled) filed the spool `entry` of a call that left a voice
+    message while Redis was gone, the one ticket stored: that call's callback ticket."""
+    async with asyncio.timeout(20):
+        while entry.exists():
+            await asyncio.sleep(0.1)
+    queue = TicketQueue(client, config)
+    [ticket] = [await queue.get(ticket_id) for ticket_id in await stored_ticket_ids(client, key_prefix)]
+    assert ticket.voice is not None and ticket.message_id == ticket.voice.call_id, "the call's one ticket"
+    assert "callback" in ticket.flags and ticket.notes == "回拨原因: voice_message"
+    return ticket
