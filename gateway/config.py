@@ -147,6 +147,9 @@ class QueueConfig(_Section):
     priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
     max_wait: Seconds = 300.0
     service_level: Seconds = 20.0
+    # 话后处理: the longest an agent stays in after-call work after this queue's tickets; then the
+    # seat goes back to the state it had before (gateway/web/seats.py). 0: no limit.
+    wrap_up_limit: float = Field(default=120.0, ge=0, le=3600)
 
 
 class AgentConfig(_Section):

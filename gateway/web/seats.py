@@ -109,6 +109,10 @@ class SeatSession:
     close: Callable[[int, str], None]
     offers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     claimed: set[str] = field(default_factory=set)
+    queue_of: dict[str, str] = field(default_factory=dict)  # claimed ticket -> its queue
+    last_queue: str = ""  # the queue of the ticket submitted last
+    before_wrap_up: proto.AgentState = "ready"  # where after-call work returns to
+    wrap_up_timer: asyncio.TimerHandle | None = None
     idle_since: float = 0.0
     not_before: float = 0.0
     closed: bool = False
@@ -392,6 +396,7 @@ class SeatServer:
             if timer is not None:
                 timer.cancel()
             session.claimed.discard(event.ticket)
+            session.queue_of.pop(event.ticket, None)
             session.send(proto.Revoked(event.ticket, event.reason))
             if event.reason.startswith("agent_"):
                 # Redirect on no answer: the phone did not pick up, so this seat is not really ready.
@@ -506,11 +511,31 @@ class SeatServer:
         session.send(proto.ErrorFrame("invalid", "already authenticated", frame.id))
 
     async def _on_state(self, session: SeatSession, frame: proto.SetState) -> None:
+        if session.wrap_up_timer is not None:
+            session.wrap_up_timer.cancel()
+            session.wrap_up_timer = None
+        if frame.state == "wrap_up" and session.state != "wrap_up":
+            session.before_wrap_up = session.state
+            limit = wrap_up_limit(self._config, session.queues, session.last_queue)
+            if limit:
+                loop = asyncio.get_running_loop()
+                session.wrap_up_timer = loop.call_later(limit, self._wrap_up_over, session)
         session.state = frame.state
         if frame.state == "ready":
             session.idle_since = asyncio.get_running_loop().time()
             self._dispatcher.wake()
         session.send(proto.Ack(frame.id, state=frame.state))
+
+    def _wrap_up_over(self, session: SeatSession) -> None:
+        """After-call work ran out its time: back to the state before it, and the seat told why."""
+        session.wrap_up_timer = None
+        if session.closed or session.state != "wrap_up":
+            return
+        session.state = session.before_wrap_up
+        if session.state == "ready":
+            session.idle_since = asyncio.get_running_loop().time()
+            self._dispatcher.wake()
+        session.send(proto.StateFrame(session.state, "wrap_up_ended"))
 
     async def _refuse(self, ticket_id: str, why: str) -> NoReturn:
         """A ticket this seat may not change: `not_found` when there is no such ticket at all."""
@@ -525,6 +550,7 @@ class SeatServer:
         timer.cancel()
         session.offers.pop(frame.ticket, None)
         session.claimed.add(frame.ticket)
+        session.queue_of[frame.ticket] = str(claimed.data.get("queue", ""))
         session.send(proto.Ack(frame.id, ticket=frame.ticket, status="claimed"))
         session.send(proto.TicketFrame(claimed.data))
         if claimed.is_voice:
@@ -535,6 +561,7 @@ class SeatServer:
         """A voice ticket: the worker holding the caller now rings this agent's phone."""
         if session.agent.sip_uri is None:
             session.claimed.discard(ticket.id)
+            session.queue_of.pop(ticket.id, None)
             await self._queue.release(ticket.id, session.agent.id, "agent_has_no_phone", "claimed")
             raise Conflict("this seat has no phone (agents.sip_uri); the call went back to the queue")
         await self._voice.connect_agent(ticket, session.agent.id, session.agent.sip_uri)
@@ -578,6 +605,7 @@ class SeatServer:
             plan = self._followups.plan(final)
             await self._queue.submit(frame.ticket, session.agent.id, final if frame.fields else None, plan)
         session.claimed.discard(frame.ticket)
+        session.last_queue = session.queue_of.pop(frame.ticket, session.last_queue)
         session.idle_since = asyncio.get_running_loop().time()
         session.send(proto.Ack(frame.id, ticket=frame.ticket, status="submitted"))
         self._dispatcher.wake()
@@ -610,6 +638,16 @@ def edited(ticket: Ticket, fields: dict[str, Any]) -> Ticket:
         return apply_edits(ticket, fields)
     except ValidationError as exc:
         raise InvalidRequest("cannot apply these edits", proto.edit_errors(exc)) from None
+
+
+def wrap_up_limit(config: GatewayConfig, queues: list[str], last_queue: str) -> float:
+    """How long after-call work may last (0: no limit): the limit of the queue whose ticket the
+    agent submitted last, else the longest of the seat's queues' (it may be wrapping up any)."""
+    limits = {queue.name: queue.wrap_up_limit for queue in config.queues}
+    if last_queue in limits:
+        return limits[last_queue]
+    mine = [limits[name] for name in queues if name in limits]
+    return 0.0 if not mine or 0.0 in mine else max(mine)
 
 
 P = TypeVar("P", messages.ConversationNews, messages.Transcript, messages.Alerted)

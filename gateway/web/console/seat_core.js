@@ -168,7 +168,7 @@ const FRAMES = {
     return step(next, { stopRing: true });
   },
   state(state, frame, now) {
-    const why = frame.reason === "missed_offer" ? "（未及时接受工单）" : "";
+    const why = { missed_offer: "（未及时接受工单）", wrap_up_ended: "（话后处理时限已到）" }[frame.reason] || "";
     return step(noticed({ ...state, state: frame.state, stateSince: now }, `状态已改为${STATES[frame.state]}${why}`));
   },
   ticket(state, frame) {
