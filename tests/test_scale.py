@@ -155,18 +155,14 @@ def holder_violations(ticket: Ticket) -> list[str]:
     return found
 
 
+# Offers that lapse, seats that drop and come back, declines: quick, so the chaos turns over often.
+CHAOS_SEATS = {"listen": "127.0.0.1:0", "offer_timeout": 0.5, "reconnect_grace": 0.5, "decline_cooldown": 0.2}
+
+
 async def test_thousand_tickets_with_chaotic_seats(
     config_factory: ConfigFactory, key_prefix: str, redis_client: aioredis.Redis
 ) -> None:
-    config = config_factory(
-        agents=worker_agents(),
-        seats={
-            "listen": "127.0.0.1:0",
-            "offer_timeout": 0.5,
-            "reconnect_grace": 0.5,
-            "decline_cooldown": 0.2,
-        },
-    )
+    config = config_factory(agents=worker_agents(), seats=CHAOS_SEATS)
     async with running_gateway(config) as (gateway, bound):
         ledger = Ledger()
         acked = await post_many([bound], 1000)
@@ -200,17 +196,7 @@ def write_config(tmp_path: Path, raw: dict[str, Any], name: str = "gateway.toml"
 async def test_two_gateway_processes_never_double_offer(
     redis_server: EmbeddedRedis, key_prefix: str, tmp_path: Path, redis_client: aioredis.Redis
 ) -> None:
-    raw = make_raw_config(
-        key_prefix,
-        redis_server.url,
-        agents=worker_agents(),
-        seats={
-            "listen": "127.0.0.1:0",
-            "offer_timeout": 0.5,
-            "reconnect_grace": 0.5,
-            "decline_cooldown": 0.2,
-        },
-    )
+    raw = make_raw_config(key_prefix, redis_server.url, agents=worker_agents(), seats=CHAOS_SEATS)
     path = write_config(tmp_path, raw)
     gateways = [GatewayProcess(path), GatewayProcess(path)]
     try:
