@@ -136,6 +136,16 @@ async def claimed_by_a1(stack: Stack, session: CallSession) -> str:
     return offered.id
 
 
+async def a1_dialled(stack: Stack) -> tuple[FakeLeg, CallSession, str, FakeLeg]:
+    """A queued caller whose ticket a1's seat accepted, and a1's phone dialled for it: the caller's
+    leg, the session, the ticket id and the phone's leg."""
+    leg, session = await queued(stack)
+    ticket_id = await claimed_by_a1(stack, session)
+    session.dial_agent(ticket_id, "a1", AGENT_URI)
+    [(_, phone)] = stack.engine.dialled
+    return leg, session, ticket_id, phone
+
+
 async def ended(leg: FakeLeg, session: CallSession) -> None:
     """The caller hangs up; the call is settled."""
     leg.far_end_hangs_up()
@@ -246,10 +256,7 @@ async def test_an_agent_phone_that_rings_out_is_dropped_and_the_ticket_requeued_
 
 
 async def test_an_agent_phone_refusing_the_call_requeues_with_its_status(stack: Stack) -> None:
-    leg, session = await queued(stack)
-    ticket_id = await claimed_by_a1(stack, session)
-    session.dial_agent(ticket_id, "a1", AGENT_URI)
-    [(_, phone)] = stack.engine.dialled
+    leg, session, ticket_id, phone = await a1_dialled(stack)
     phone.refuse(486)
     await session.idle()
     ticket = await stack.queue.get(ticket_id)
@@ -260,10 +267,7 @@ async def test_an_agent_phone_refusing_the_call_requeues_with_its_status(stack: 
 
 
 async def test_the_agent_answers_talks_hangs_up_and_the_caller_rates(stack: Stack) -> None:
-    leg, session = await queued(stack)
-    ticket_id = await claimed_by_a1(stack, session)
-    session.dial_agent(ticket_id, "a1", AGENT_URI)
-    [(_, phone)] = stack.engine.dialled
+    leg, session, ticket_id, phone = await a1_dialled(stack)
     phone.ring()
     phone.pick_up()
     assert (leg.media, phone.media) in stack.engine.connections and (phone.media, leg.media) in stack.engine.connections
@@ -285,10 +289,7 @@ async def test_the_agent_answers_talks_hangs_up_and_the_caller_rates(stack: Stac
 
 
 async def test_the_caller_hanging_up_while_the_phone_rings_drops_it_and_abandons(stack: Stack) -> None:
-    leg, session = await queued(stack)
-    ticket_id = await claimed_by_a1(stack, session)
-    session.dial_agent(ticket_id, "a1", AGENT_URI)
-    [(_, phone)] = stack.engine.dialled
+    leg, session, ticket_id, phone = await a1_dialled(stack)
     await ended(leg, session)
     assert phone.hung_up_with is not None
     ticket = await stack.queue.get(ticket_id)
