@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.channels.contract import ChannelIntake, InboundMessage, remembered_ids
+from gateway.channels.contract import ChannelIntake, InboundMessage, Taken, remembered_ids
 from gateway.config import GatewayConfig
 from gateway.queue import TicketQueue
 from gateway.queue.desk import IntakeDesk
@@ -29,12 +29,23 @@ async def channel_intake(client: aioredis.Redis, config: GatewayConfig) -> tuple
     return ChannelIntake(IntakeDesk(queue, queue.live), queue, queue.live, 600.0), queue
 
 
-async def test_a_follow_up_within_the_window_joins_the_open_ticket(
-    redis_client: aioredis.Redis, config: GatewayConfig
-) -> None:
-    intake, queue = await channel_intake(redis_client, config)
+async def first_report(intake: ChannelIntake) -> tuple[datetime, Taken]:
+    """The citizen's first SMS (路灯坏了), taken now: its time and what the intake made of it."""
     start = utcnow()
-    first = await intake.take(sms("路灯坏了", "m-1", start))
+    return start, await intake.take(sms("路灯坏了", "m-1", start))
+
+
+@pytest.fixture
+async def desk(redis_client: aioredis.Redis, config: GatewayConfig) -> tuple[ChannelIntake, TicketQueue]:
+    """The channels' intake on the test's config, and the queue it files into."""
+    return await channel_intake(redis_client, config)
+
+
+async def test_a_follow_up_within_the_window_joins_the_open_ticket(
+    desk: tuple[ChannelIntake, TicketQueue], redis_client: aioredis.Redis
+) -> None:
+    intake, queue = desk
+    start, first = await first_report(intake)
     second = await intake.take(sms("在幸福路十二号", "m-2", start + timedelta(hours=23)))
     assert first.outcome == "created" and second == type(second)(first.ticket_id, "joined")
     ticket = await queue.get(first.ticket_id)
@@ -47,22 +58,18 @@ async def test_a_follow_up_within_the_window_joins_the_open_ticket(
     assert await redis_client.xlen(queue.keys.created) == 1
 
 
-async def test_a_message_after_the_window_opens_a_new_ticket(
-    redis_client: aioredis.Redis, config: GatewayConfig
-) -> None:
-    intake, _ = await channel_intake(redis_client, config)
-    start = utcnow()
-    first = await intake.take(sms("路灯坏了", "m-1", start))
+async def test_a_message_after_the_window_opens_a_new_ticket(desk: tuple[ChannelIntake, TicketQueue]) -> None:
+    intake, _ = desk
+    start, first = await first_report(intake)
     later = await intake.take(sms("又坏了", "m-2", start + timedelta(hours=24, seconds=1)))
     assert later.outcome == "created" and later.ticket_id != first.ticket_id
     following = await intake.take(sms("还是没人修", "m-3", start + timedelta(hours=25)))
     assert following.ticket_id == later.ticket_id and following.outcome == "joined"  # the newest is open
 
 
-async def test_a_redelivered_follow_up_is_appended_once(redis_client: aioredis.Redis, config: GatewayConfig) -> None:
-    intake, queue = await channel_intake(redis_client, config)
-    start = utcnow()
-    first = await intake.take(sms("路灯坏了", "m-1", start))
+async def test_a_redelivered_follow_up_is_appended_once(desk: tuple[ChannelIntake, TicketQueue]) -> None:
+    intake, queue = desk
+    start, first = await first_report(intake)
     follow_up = sms("在幸福路十二号", "m-2", start + timedelta(minutes=5))
     assert (await intake.take(follow_up)).outcome == "joined"
     assert (await intake.take(follow_up)).outcome == "duplicate"
@@ -72,11 +79,10 @@ async def test_a_redelivered_follow_up_is_appended_once(redis_client: aioredis.R
 
 
 async def test_another_citizen_or_a_settled_ticket_is_not_joined(
-    redis_client: aioredis.Redis, config: GatewayConfig
+    desk: tuple[ChannelIntake, TicketQueue], redis_client: aioredis.Redis
 ) -> None:
-    intake, queue = await channel_intake(redis_client, config)
-    start = utcnow()
-    first = await intake.take(sms("路灯坏了", "m-1", start))
+    intake, queue = desk
+    start, first = await first_report(intake)
     other = await intake.take(sms("噪音扰民", "m-2", start, source="13900139000"))
     assert other.outcome == "created" and other.ticket_id != first.ticket_id
     await queue.abandon(first.ticket_id, "test")
@@ -103,8 +109,7 @@ async def test_the_offer_carries_the_conversation_and_the_holding_seat_gets_each
 ) -> None:
     async with running_gateway(config) as (gateway, bound):
         intake = ChannelIntake(gateway.desk, gateway.queue, gateway.live, 600.0)
-        start = utcnow()
-        first = await intake.take(sms("路灯坏了", "m-1", start))
+        start, first = await first_report(intake)
         await intake.take(sms("在幸福路十二号", "m-2", start + timedelta(seconds=1)))
         seat = await Seat.connect(bound, "a1")
         offer = (await seat.expect("offer"))["ticket"]
