@@ -4,7 +4,7 @@ its state (SMPP and CMPP links are both `session.Session`s)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -12,6 +12,7 @@ from gateway.channels.sms.link import LinkHealth, LinkState
 from gateway.channels.sms.session import Session
 
 LinkT = TypeVar("LinkT", bound=Session[Any, Any, Any])
+T = TypeVar("T")
 
 
 async def wait_state(link: Session[Any, Any, Any], state: LinkState, timeout: float = 10.0) -> LinkHealth:
@@ -35,3 +36,21 @@ async def running(link: LinkT, *, bound: bool, timeout: float = 10.0) -> AsyncIt
         await link.stop()
         async with asyncio.timeout(10):
             await task
+
+
+async def read_next(
+    reader: asyncio.StreamReader,
+    next_one: Callable[[], T | None],
+    feed: Callable[[bytes], None],
+    peer: str,
+    timeout: float = 10.0,
+) -> T:
+    """The next whole PDU a hand-written client's decoder (`next_one`, `feed`) makes of what `peer`
+    sends; ConnectionError when the peer closes first."""
+    async with asyncio.timeout(timeout):
+        while (message := next_one()) is None:
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError(f"the {peer} closed the connection")
+            feed(data)
+    return message

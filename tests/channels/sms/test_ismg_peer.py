@@ -41,7 +41,7 @@ from tests.channels.sms.cmpp_support import (
     linked,
     settings,
 )
-from tests.channels.sms.support import running
+from tests.channels.sms.support import read_next, running
 from tests.logscan import assert_no_leaks
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -273,13 +273,7 @@ class RawSp:
         self.writer.write(encode(frame))
 
     async def frame(self) -> Frame:
-        async with asyncio.timeout(10):
-            while (frame := self.decoder.next_frame()) is None:
-                data = await self.reader.read(4096)
-                if not data:
-                    raise ConnectionError("the ISMG closed the connection")
-                self.decoder.feed(data)
-        return frame
+        return await read_next(self.reader, self.decoder.next_frame, self.decoder.feed, "ISMG")
 
 
 async def test_the_ismg_authenticates_itself_and_refuses_a_version_above_3_0() -> None:

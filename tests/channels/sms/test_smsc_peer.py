@@ -38,7 +38,7 @@ from gateway.channels.sms.smpp_session import SmppLink, SmppSettings
 from gateway.channels.sms.text import Receipt, encode, parse_receipt
 from gateway.shell.embedded_redis import free_port
 from peers.smsc import Smsc, malformed
-from tests.channels.sms.support import wait_state
+from tests.channels.sms.support import read_next, wait_state
 from tests.logscan import assert_no_leaks
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -59,13 +59,7 @@ class BareEsme:
         self.writer.write(smpp.encode(pdu))
 
     async def next_pdu(self, timeout: float = 10.0) -> Pdu:
-        async with asyncio.timeout(timeout):
-            while (pdu := self.decoder.next_pdu()) is None:
-                data = await self.reader.read(65536)
-                if not data:
-                    raise ConnectionError("the SMSC closed the connection")
-                self.decoder.feed(data)
-        return pdu
+        return await read_next(self.reader, self.decoder.next_pdu, self.decoder.feed, "SMSC", timeout)
 
     async def closed(self, timeout: float = 10.0) -> bool:
         async with asyncio.timeout(timeout):
