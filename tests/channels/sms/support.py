@@ -4,11 +4,11 @@ its state (SMPP and CMPP links are both `session.Session`s)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from gateway.channels.sms.link import LinkHealth, LinkState
+from gateway.channels.sms.link import InboundSms, LinkHealth, LinkState
 from gateway.channels.sms.session import Session
 
 LinkT = TypeVar("LinkT", bound=Session[Any, Any, Any])
@@ -54,3 +54,16 @@ async def read_next(
                 raise ConnectionError(f"the {peer} closed the connection")
             feed(data)
     return message
+
+
+def failing_once(error: Exception) -> tuple[list[InboundSms], Callable[[InboundSms], Awaitable[None]]]:
+    """A handler of inbound messages that raises `error` for the first one (the store down, say),
+    and the list of every message it was given."""
+    seen: list[InboundSms] = []
+
+    async def handler(message: InboundSms) -> None:
+        seen.append(message)
+        if len(seen) == 1:
+            raise error
+
+    return seen, handler

@@ -41,7 +41,7 @@ from tests.channels.sms.cmpp_support import (
     linked,
     settings,
 )
-from tests.channels.sms.support import read_next, running
+from tests.channels.sms.support import failing_once, read_next, running
 from tests.logscan import assert_no_leaks
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -117,13 +117,7 @@ async def test_the_deliver_is_answered_only_after_the_callback_returned() -> Non
 async def test_a_callback_that_raises_gets_the_message_again_under_the_same_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    seen: list[InboundSms] = []
-
-    async def fail_once(message: InboundSms) -> None:
-        seen.append(message)
-        if len(seen) == 1:
-            raise ConnectionError("redis went away")
-
+    seen, fail_once = failing_once(ConnectionError("redis went away"))
     inbox = Inbox(before=fail_once)
     async with Ismg({SP_ID: SECRET}) as ismg, linked(ismg, inbox) as link:
         msg_ids = await ismg.deliver(CITIZEN, HOTLINE, COMPLAINT, order=[2, 3, 1])

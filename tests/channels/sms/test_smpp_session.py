@@ -29,7 +29,7 @@ from gateway.channels.sms.smpp_session import (
 from gateway.channels.sms.text import Complete, Incomplete, PartKey, Receipt
 from gateway.shell.embedded_redis import free_port
 from peers.smsc import Smsc
-from tests.channels.sms.support import running, wait_state
+from tests.channels.sms.support import failing_once, running, wait_state
 
 CITIZEN = "13800138000"
 HOTLINE = "12345"
@@ -267,14 +267,7 @@ async def test_deliver_sm_resp_waits_for_the_callback_to_return(smsc: Smsc, rece
 async def test_a_failing_callback_makes_the_smsc_redeliver_under_the_same_id(
     smsc: Smsc, received: Received, caplog: pytest.LogCaptureFixture
 ) -> None:
-    seen: list[InboundSms] = []
-
-    async def fail_first(message: InboundSms) -> None:
-        seen.append(message)
-        if len(seen) == 1:
-            raise RuntimeError("the store is down")
-
-    received.before_message = fail_first
+    seen, received.before_message = failing_once(RuntimeError("the store is down"))
     async with link_to(smsc, received) as link:
         names = await smsc.deliver(CITIZEN, HOTLINE, LONG_CHINESE, order=[2, 1, 3])
         await received.until(1)
