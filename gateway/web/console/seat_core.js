@@ -157,6 +157,11 @@ const FRAMES = {
       }
     }
     if (frame.resumed.length) next = noticed(next, `已恢复处理中的工单 ${frame.resumed.length} 张`);
+    // What this page held and the server no longer gives back went away while the page was
+    // disconnected (the caller hung up, the claim ran out of its grace): said, not silently dropped.
+    for (const id of state.order.filter((held) => !next.tickets[held])) {
+      next = noticed(next, `工单 ${id} 在断线期间已收回或关闭`, "warn");
+    }
     return step(next, ...effects);
   },
   offer(state, frame, now) {

@@ -152,3 +152,25 @@ def test_a_calls_recording_plays_from_the_seat_page(live: GatewayThread, page: P
         f"{live.http}/console/api/recording?ticket={call.id}&n=0", headers={"Range": "bytes=512-1023"}
     )
     assert (part.status, part.body()) == (206, audio[512:1024])
+
+
+def test_a_ticket_taken_back_while_the_page_was_disconnected_is_said_not_dropped(
+    live: GatewayThread, page: Page
+) -> None:
+    ready_seat(page, live)
+    ticket_id = live.intake({"citizen": {"phone": "13912345678"}, "text": "楼道灯不亮"})
+    expect(page.locator("#offer")).to_be_visible()
+    page.get_by_role("button", name="接受").click()
+    expect(page.locator("#current")).to_be_visible()
+    page.get_by_role("button", name="示忙").click()  # no offer of it again after the reconnect
+    expect(page.locator("#state-label")).to_have_text("示忙")
+
+    async def taken_back_meanwhile() -> None:
+        await live.running.seat_server.stop()
+        await live.running.queue.release(ticket_id, "a1", "agent_gone", "claimed")
+        await live.running.seat_server.start()
+
+    live.call(taken_back_meanwhile())
+    expect(page.locator("body")).to_have_attribute("data-connects", "2")
+    expect(page.locator("#notices")).to_contain_text(f"工单 {ticket_id} 在断线期间已收回或关闭")
+    expect(page.locator("#current")).to_be_hidden()
