@@ -121,6 +121,18 @@ def _has_speech_route(config: GatewayConfig) -> bool:
     return any(node.type == "speech_route" for ivr in config.ivr.values() for node in ivr.flow.nodes.values())
 
 
+def _hand_over(
+    event: StreamEvent, sessions: dict[str, CallSession], deliver: Callable[[CallSession, StreamEvent], None]
+) -> None:
+    """A recognizer's event to the session of its call, if it still has one; a closed stream's call
+    is forgotten."""
+    session = sessions.get(event.call_id)
+    if session is not None:
+        deliver(session, event)
+    if event.closed:
+        sessions.pop(event.call_id, None)
+
+
 class MediaWorker:
     def __init__(
         self,
@@ -203,18 +215,10 @@ class MediaWorker:
         return rendered
 
     def _on_speech(self, event: StreamEvent) -> None:
-        session = self.listening.get(event.call_id)
-        if session is not None:
-            session.on_speech(event)
-        if event.closed:
-            self.listening.pop(event.call_id, None)
+        _hand_over(event, self.listening, CallSession.on_speech)
 
     def _on_navigation(self, event: StreamEvent) -> None:
-        session = self.routing.get(event.call_id)
-        if session is not None:
-            session.on_navigation(event)
-        if event.closed:
-            self.routing.pop(event.call_id, None)
+        _hand_over(event, self.routing, CallSession.on_navigation)
 
     async def start(self) -> None:
         # The id first: while another worker (another host) has it, nothing is bound or written.
