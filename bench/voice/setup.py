@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError
-from bench.common.procs import die_with_parent, stop_process, tail
+from bench.common.procs import spawn_logged, stop_process, tail
 from bench.voice.pcap import caller_stream, load_speech, write_pcap
 from gateway.config import load_config
 from gateway.ivr.flow import QueueNode, parse_ivr_toml
@@ -161,11 +161,7 @@ def worker_command(config: Path, redis_url: str, sip: str) -> list[str]:
 def start_worker(directory: Path, config: Path, redis_url: str, sip: str, timeout: float = 30.0) -> WorkerProcess:
     """Start `hotline-gateway media-worker` and wait for its ready line; the caller must stop() it."""
     out_path, err_path = directory / "worker.out", directory / "worker.err"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        process = subprocess.Popen(
-            worker_command(config, redis_url, sip),
-            stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=die_with_parent,
-        )  # fmt: skip
+    process = spawn_logged(worker_command(config, redis_url, sip), out_path, err_path)
     worker = WorkerProcess(process, sip, err_path)
     try:
         deadline = time.monotonic() + timeout
