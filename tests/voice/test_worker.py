@@ -10,7 +10,8 @@ import asyncio
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -416,15 +417,24 @@ def spoken(tmp_path: Path, name: str, text: str, lead_silence: float, times: int
 NAVIGATION = {"enabled": False, "navigation_enabled": True, "pool": {"workers": 1, "streams_per_worker": 2}}
 
 
-async def test_speech_navigation_routes_a_housing_request_to_the_housing_queue(
-    stack_args: StackArgs, peers: Peers, tmp_path: Path, baresip_available: None
-) -> None:
-    # Silence through the greeting and the menu (3 = 语音导航) and its prompt, then the request.
-    request = spoken(tmp_path, "housing", "我要办理住房业务", lead_silence=9.0)
+@asynccontextmanager
+async def navigating(
+    stack_args: StackArgs, peers: Peers, name: str, request: str
+) -> AsyncIterator[tuple[VoiceStack, Baresip]]:
+    """A worker with speech navigation, and a caller on it who picks 3 (语音导航) in the main menu
+    and then says `request`: silence through the greeting, the menu and the navigation prompt."""
+    speech = spoken(stack_args["tmp_path"], name, request, lead_silence=9.0)
     async with voice_stack(**stack_args, asr=NAVIGATION) as stack:
-        caller = await dial_in(peers, stack, request)
+        caller = await dial_in(peers, stack, speech)
         await asyncio.sleep(4.0)  # the menu prompt is playing
         await caller.send_dtmf("3")
+        yield stack, caller
+
+
+async def test_speech_navigation_routes_a_housing_request_to_the_housing_queue(
+    stack_args: StackArgs, peers: Peers, baresip_available: None
+) -> None:
+    async with navigating(stack_args, peers, "housing", "我要办理住房业务") as (stack, caller):
         await asyncio.sleep(8.5)  # the navigation prompt, then the request; an unsure grammar asks to confirm
         await caller.send_dtmf("1")  # yes (ignored when the route was already accepted)
         ticket = await stack.ticket_where(lambda t: t.channel == "voice", 20)
@@ -434,13 +444,9 @@ async def test_speech_navigation_routes_a_housing_request_to_the_housing_queue(
 
 
 async def test_speech_navigation_sends_out_of_domain_speech_to_the_general_queue(
-    stack_args: StackArgs, peers: Peers, tmp_path: Path, baresip_available: None
+    stack_args: StackArgs, peers: Peers, baresip_available: None
 ) -> None:
-    request = spoken(tmp_path, "weather", "今天天气怎么样", lead_silence=9.0)
-    async with voice_stack(**stack_args, asr=NAVIGATION) as stack:
-        caller = await dial_in(peers, stack, request)
-        await asyncio.sleep(4.0)
-        await caller.send_dtmf("3")
+    async with navigating(stack_args, peers, "weather", "今天天气怎么样") as (stack, _):
         ticket = await stack.ticket_where(lambda t: t.channel == "voice", 30)
         assert ticket.queue == "general", "not a random department"
         assert ticket.route_evidence.startswith(("reject", "timeout")), ticket.route_evidence
