@@ -577,6 +577,41 @@ return outcome
 """
 )
 
+# What the merge step reads before it decides (read only): each bucket's possible 主单 received
+# since a time, newest first, at most `limit` a bucket, each with its status and parent now; then
+# the citizen's tickets in that time with their status.
+# KEYS: the buckets, then the citizen's keys; ARGV: bucket count, since (ms), limit, key prefix
+# Returns one list per bucket (member, score, status, parent, ...), then the citizen's (id, status, ...).
+MERGE_LOOKUP = (
+    _PRELUDE
+    + r"""
+local buckets, since, limit, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local out = {}
+for i = 1, buckets do
+  local found = {}
+  local members = redis.call('ZREVRANGEBYSCORE', KEYS[i], '+inf', since, 'WITHSCORES', 'LIMIT', 0, limit)
+  for j = 1, #members, 2 do
+    local tid = string.match(members[j], '^(%S+)')
+    local status, parent = unpack(redis.call('HMGET', prefix .. ':t:' .. tid, 'status', 'parent'))
+    table.insert(found, members[j])
+    table.insert(found, members[j + 1])
+    table.insert(found, status or '')
+    table.insert(found, parent or '')
+  end
+  table.insert(out, found)
+end
+local theirs = {}
+for i = buckets + 1, #KEYS do
+  for _, tid in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[i], '+inf', since, 'LIMIT', 0, limit)) do
+    table.insert(theirs, tid)
+    table.insert(theirs, redis.call('HGET', prefix .. ':t:' .. tid, 'status') or '')
+  end
+end
+table.insert(out, theirs)
+return out
+"""
+)
+
 # An agent confirms a suggested merge: the 子单 stays under its 主单, marked confirmed.
 # KEYS: the 子单, its history; ARGV: its history entry, the 主单's history entry, key prefix
 # Returns 'ok' (a repeat writes nothing), 'not_merged' (no 主单), 'not_found'.
@@ -647,4 +682,6 @@ return 0
 # - TAKE_EXPIRED_LEASE would answer 0, and nobody would return the lapsed agent's tickets;
 # - FOLLOWUP would answer 'duplicate' or 'closed' for the answer it just recorded.
 # Their callers try again at their own level (the dispatcher on its next pass, a seat on its error).
-REPEATABLE = frozenset({"INTAKE"})
+# MERGE_LOOKUP only reads. (MERGE, CONFIRM_MERGE, SPLIT: MERGE runs inside triage's MULTI, whose
+# repeat the `triaged` guard refuses; CONFIRM_MERGE answers 'ok' again; SPLIT would answer `not_merged`.)
+REPEATABLE = frozenset({"INTAKE", "MERGE_LOOKUP"})

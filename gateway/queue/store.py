@@ -10,7 +10,7 @@ entries, so it keeps its place. Every transition is one Lua script (`queue_scrip
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -287,6 +287,7 @@ class TicketQueue:
                 "TAKE_EXPIRED_LEASE",
                 "CONFIRM_MERGE",
                 "SPLIT",
+                "MERGE_LOOKUP",
             )
         }
         self._batcher = ScriptBatcher(client)
@@ -702,9 +703,12 @@ class TicketQueue:
         actor: str,
         action: str,
         also: Callable[[Any, Ticket], None] | None = None,
+        prepare: Callable[[Ticket], Awaitable[None]] | None = None,
     ) -> Ticket:
         """A system actor (a media worker, triage) changes a ticket's document, whoever holds it.
-        `also` adds its own commands (what the change announces) to the same transaction.
+        `also` adds its own commands (what the change announces) to the same transaction;
+        `prepare` reads what the change needs (triage: its merge candidates) once the ticket is
+        read, under the same WATCH, so a ticket is read once per attempt.
 
         Optimistic: WATCH the ticket, change it, write it back in MULTI; retry if anyone else
         wrote in between. Status and owner are left alone. A queued ticket whose priority the
@@ -716,6 +720,8 @@ class TicketQueue:
                 try:
                     await pipe.watch(key)
                     ticket = await self.get(ticket_id)
+                    if prepare is not None:
+                        await prepare(ticket)
                     changed = change(ticket)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(key, "doc", _doc_json(changed))
@@ -734,44 +740,26 @@ class TicketQueue:
 
     async def merge_lookup(
         self, buckets: Sequence[str], citizens: Sequence[str], since: datetime, limit: int
-    ) -> tuple[list[list[tuple[str, str, datetime]]], list[str]]:
-        """Each bucket's possible 主单 received since `since` (id, signature, received), newest
-        first, at most `limit` a bucket; and the tickets of the citizen's identities in that time,
-        newest first. One round trip."""
-        floor = _ms(since)
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for bucket in buckets:
-                    pipe.zrevrangebyscore(bucket, "+inf", floor, start=0, num=limit, withscores=True)
-                for key in citizens:
-                    pipe.zrevrangebyscore(key, "+inf", floor)
-                replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
-        found: list[list[tuple[str, str, datetime]]] = []
-        for reply in replies[: len(buckets)]:
-            members = [(reply_text(member).partition(" "), score) for member, score in reply]
-            found.append(
-                [(tid, sig, datetime.fromtimestamp(float(score) / 1000, UTC)) for (tid, _, sig), score in members]
-            )
-        theirs = [reply_text(ticket_id) for reply in replies[len(buckets) :] for ticket_id in reply]
-        return found, list(dict.fromkeys(theirs))
-
-    async def links(self, ticket_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """Each ticket's status and parent ('' when gone: no status)."""
-        if not ticket_ids:
-            return {}
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for ticket_id in ticket_ids:
-                    pipe.hmget(self.keys.ticket(ticket_id), "status", "parent")
-                replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
-        return {
-            ticket_id: (reply_text(status or ""), reply_text(parent or ""))
-            for ticket_id, (status, parent) in zip(ticket_ids, replies, strict=True)
-        }
+    ) -> tuple[list[list[tuple[str, str, datetime, str, str]]], list[tuple[str, str]]]:
+        """Each bucket's possible 主单 received since `since`, newest first, at most `limit` a
+        bucket, with their status and parent as they are now; and the tickets of the citizen's
+        identities in that time with their status (`(id, status)`, newest first). A bucket's
+        member: (id, signature, received, status, parent). One script, read only (MERGE_LOOKUP)."""
+        reply = await self._run(
+            "MERGE_LOOKUP", [*buckets, *citizens], [len(buckets), _ms(since), limit, self.keys.prefix]
+        )
+        found: list[list[tuple[str, str, datetime, str, str]]] = []
+        for members in reply[: len(buckets)]:
+            texts = [reply_text(item) for item in members]
+            bucket: list[tuple[str, str, datetime, str, str]] = []
+            for at in range(0, len(texts), 4):
+                member, score, status, parent = texts[at : at + 4]
+                ticket_id, _, signature = member.partition(" ")
+                received = datetime.fromtimestamp(float(score) / 1000, UTC)
+                bucket.append((ticket_id, signature, received, status, parent))
+            found.append(bucket)
+        theirs = [reply_text(item) for item in reply[len(buckets)]]
+        return found, list(dict.fromkeys(zip(theirs[::2], theirs[1::2], strict=True)))
 
     def merge(self, pipe: Any, ticket_id: str, plan: MergePlan) -> None:
         """Inside the triage amend's MULTI: link the ticket to its 主单, or put it in its bucket, and

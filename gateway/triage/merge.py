@@ -165,18 +165,26 @@ def bigrams(signature: str) -> frozenset[str]:
     return frozenset(signature[i : i + 2] for i in range(len(signature) - 1))
 
 
+Profile = tuple[frozenset[str], float]  # a signature's 2-grams and their total weight
+
+
+def profile(signature: str, weights: Mapping[str, float], unseen: float) -> Profile:
+    grams = bigrams(signature)
+    return grams, sum(weights.get(gram, unseen) for gram in grams)
+
+
+def overlap(first: Profile, second: Profile, weights: Mapping[str, float], unseen: float) -> float:
+    """The weight two profiles share over the smaller one's total."""
+    smaller = min(first[1], second[1])
+    if smaller <= 0:
+        return 0.0
+    return sum(weights.get(gram, unseen) for gram in first[0] & second[0]) / smaller
+
+
 def similarity(a: str, b: str, weights: Mapping[str, float], unseen: float) -> float:
     """The weighted overlap of two signatures' 2-grams, 0 to 1 (see the module); `unseen`: the
     weight of a 2-gram `weights` does not have."""
-    first, second = bigrams(a), bigrams(b)
-    if not first or not second:
-        return 0.0
-
-    def weight(grams: Iterable[str]) -> float:
-        return sum(weights.get(gram, unseen) for gram in grams)
-
-    smaller = min(weight(first), weight(second))
-    return weight(first & second) / smaller if smaller > 0 else 0.0
+    return overlap(profile(a, weights, unseen), profile(b, weights, unseen), weights, unseen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +243,8 @@ def merge_target(
     if not settings.enabled or not categories or not is_street(ticket.place) or not own:
         return None
     window = timedelta(seconds=settings.window)
+    weights, unseen = measure.weights, measure.unseen
+    mine = profile(own, weights, unseen)
     best: tuple[float, datetime, str] | None = None
     for candidate in candidates:
         if (
@@ -246,7 +256,7 @@ def merge_target(
             or abs(candidate.at - ticket.received_at) > window
         ):
             continue
-        score = similarity(own, candidate.signature, measure.weights, measure.unseen)
+        score = overlap(mine, profile(candidate.signature, weights, unseen), weights, unseen)
         if score < settings.threshold:
             continue
         if best is None or (score, -candidate.at.timestamp()) > (best[0], -best[1].timestamp()):

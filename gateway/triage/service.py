@@ -30,6 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -45,7 +46,7 @@ from gateway.queue import TicketQueue
 from gateway.queue.store import MergePlan
 from gateway.shell.tasks import stop_if_cancelled
 from gateway.ticket import Ticket, utcnow
-from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, ticket_text, was_triaged
+from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, ticket_text
 from gateway.triage.catalogue import LABELLED, load_catalogue, load_examples
 from gateway.triage.dispatch import train
 from gateway.triage.merge import (
@@ -60,7 +61,6 @@ from gateway.triage.merge import (
     merge_target,
     related,
     signature,
-    similarity,
 )
 from gateway.triage.sensitive import SensitiveMatcher
 
@@ -196,23 +196,24 @@ class Triage:
 
     async def triage(self, ticket_id: str) -> None:
         try:
-            ticket = await self._queue.get(ticket_id)
-            if was_triaged(ticket):
-                raise AlreadyTriaged(f"ticket {ticket_id} was triaged before")
             now = utcnow()
-            assessed = assess(ticket, self._triager, now)
-            plan, linked = await self._merge_plan(assessed)
+            decided = _Decided()
 
-            def change(current: Ticket) -> Ticket:
-                fresh = assessed if current == ticket else assess(current, self._triager, now)
-                return fresh.model_copy(update={"related": linked})
+            async def prepare(ticket: Ticket) -> None:  # the ticket as read under the amend's WATCH
+                assessed = assess(ticket, self._triager, now)
+                decided.plan, linked = await self._merge_plan(assessed)
+                decided.ticket = assessed.model_copy(update={"related": linked}) if linked else assessed
+
+            def change(_: Ticket) -> Ticket:
+                assert decided.ticket is not None  # prepare ran first
+                return decided.ticket
 
             def also(pipe: Any, changed: Ticket) -> None:
                 self._announce(pipe, changed)
-                if plan is not None:
-                    self._queue.merge(pipe, ticket_id, plan)
+                if decided.plan is not None:
+                    self._queue.merge(pipe, ticket_id, decided.plan)
 
-            triaged = await self._queue.amend(ticket_id, change, ACTOR, ACTION, also)
+            triaged = await self._queue.amend(ticket_id, change, ACTOR, ACTION, also, prepare)
             self.triaged += 1
             if triaged.alerts:  # categories and severity only: the words quote the citizen
                 worst = max(alert.severity for alert in triaged.alerts)
@@ -241,17 +242,10 @@ class Triage:
         buckets = [self._keys.merge_bucket(category, ticket.place) for category in looked]
         found, theirs = await self._queue.merge_lookup(buckets, citizens, since, settings.max_bucket)
         measure = self._measure
-        alike = [
-            (category, ticket_id, sig, at)
-            for category, members in zip(looked, found, strict=True)
-            for ticket_id, sig, at in members
-            if similarity(own, sig, measure.weights, measure.unseen) >= settings.threshold
-        ]
-        theirs = [other for other in theirs if other != ticket.id][: settings.max_related * 2]
-        states = await self._queue.links(list(dict.fromkeys([ticket_id for _, ticket_id, _, _ in alike] + theirs)))
         candidates = [
-            Candidate(ticket_id, category, ticket.place, sig, at, *states.get(ticket_id, ("", "")))
-            for category, ticket_id, sig, at in alike
+            Candidate(ticket_id, category, ticket.place, sig, at, status, parent)
+            for category, members in zip(looked, found, strict=True)
+            for ticket_id, sig, at, status, parent in members
         ]
         target = merge_target(ticket, own, candidates, settings, measure)
         plan = MergePlan(
@@ -266,7 +260,7 @@ class Triage:
             max_bucket=settings.max_bucket,
             max_citizen=settings.max_citizen,
         )
-        linked = related(ticket.id, ((other, states.get(other, ("", ""))[0]) for other in theirs), settings.max_related)
+        linked = related(ticket.id, theirs, settings.max_related)
         return plan, linked
 
     async def on_submitted(self, entries: Entries) -> None:
@@ -351,6 +345,14 @@ class Triage:
             return None
         suggested = ticket.suggestions[0].category if ticket.suggestions else ""
         return {"t": ticket.id, "category": ticket.category, "text": text, "suggested": suggested}
+
+
+@dataclass
+class _Decided:
+    """What one triage attempt decided under the amend's WATCH: the ticket after, its merge."""
+
+    ticket: Ticket | None = None
+    plan: MergePlan | None = None
 
 
 def _entry(entry_id: Any, fields: Any) -> tuple[str, dict[str, str]]:
