@@ -24,6 +24,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Self
 
+from gateway.asr.resample import Resampler
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -150,6 +151,44 @@ class PcmFramer:
         tail = bytes(self._pending[: len(self._pending) - len(self._pending) % SAMPLE_WIDTH])
         self._pending.clear()
         return tail
+
+
+class FramedStream(Stream):
+    """A stream whose engine takes fixed-size frames at its model's rate: the caller's audio is
+    counted, resampled and cut into frames here, and each frame handed to `_frame`."""
+
+    def __init__(self, sample_rate: int, model_rate: int, frame_bytes: int) -> None:
+        self.sample_rate = sample_rate
+        self._resampler = Resampler(sample_rate, model_rate) if sample_rate != model_rate else None
+        self._framer = PcmFramer(frame_bytes)
+        self._bytes_in = 0
+
+    @property
+    @abc.abstractmethod
+    def finished(self) -> bool:
+        """`finish` was called: the stream takes no more audio."""
+
+    @abc.abstractmethod
+    def _frame(self, frame: bytes) -> list[Segment]:
+        """One frame at the model's rate to the engine; the segments it made available."""
+
+    @property
+    def seconds_fed(self) -> float:
+        return self._bytes_in / 2 / self.sample_rate
+
+    def feed(self, pcm: bytes) -> list[Segment]:
+        if self.finished:
+            raise RuntimeError("stream is finished")
+        self._bytes_in += len(pcm)
+        return self._frames(self._resampler.process(pcm) if self._resampler else pcm)
+
+    def _flush(self) -> tuple[list[Segment], bytes]:
+        """At the end: the segments of the resampler's last audio, and what is left short of a frame."""
+        segments = self._frames(self._resampler.finish() if self._resampler else b"")
+        return segments, self._framer.rest()
+
+    def _frames(self, audio: bytes) -> list[Segment]:
+        return [segment for frame in self._framer.push(audio) for segment in self._frame(frame)]
 
 
 def load_recognizer(settings: AsrSettings) -> Recognizer:

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from gateway.asr.engine import AsrUnavailable, PcmFramer, Recognizer, Segment, Stream, check_rate
+from gateway.asr.engine import AsrUnavailable, FramedStream, Recognizer, Segment, check_rate
 from gateway.asr.grammar import Grammar, build_grammar, is_filler
-from gateway.asr.resample import Resampler
 from gateway.asr.settings import AsrSettings
 
 if TYPE_CHECKING:
@@ -207,47 +206,30 @@ class PocketSphinxRecognizer(Recognizer):
         return None
 
 
-class PocketSphinxStream(Stream):
+class PocketSphinxStream(FramedStream):
     def __init__(self, recognizer: PocketSphinxRecognizer, pair: DecoderPair, sample_rate: int) -> None:
         ps = _import_pocketsphinx()
         settings = recognizer.settings
-        self.sample_rate = sample_rate
         self._recognizer = recognizer
         self._pair: DecoderPair | None = pair
-        self._resampler = Resampler(sample_rate, MODEL_RATE) if sample_rate != MODEL_RATE else None
         self._endpointer: Endpointer = ps.Endpointer(
             window=settings.endpoint_window, ratio=settings.endpoint_ratio, sample_rate=MODEL_RATE
         )
-        self._framer = PcmFramer(self._endpointer.frame_bytes)
+        super().__init__(sample_rate, MODEL_RATE, self._endpointer.frame_bytes)
         self._chunk_bytes = MODEL_RATE * 2 * settings.chunk_ms // 1000
         self._speech = bytearray()
         self._in_utterance = False
         self._utterance_start = 0.0
         self._last_partial = ""
-        self._bytes_in = 0
 
     @property
-    def seconds_fed(self) -> float:
-        return self._bytes_in / 2 / self.sample_rate
-
-    def feed(self, pcm: bytes) -> list[Segment]:
-        if self._pair is None:
-            raise RuntimeError("stream is finished")
-        self._bytes_in += len(pcm)
-        audio = self._resampler.process(pcm) if self._resampler else pcm
-        out: list[Segment] = []
-        for frame in self._framer.push(audio):
-            out += self._frame(frame)
-        return out
+    def finished(self) -> bool:
+        return self._pair is None
 
     def finish(self) -> list[Segment]:
         if self._pair is None:
             return []
-        tail = self._resampler.finish() if self._resampler else b""
-        out: list[Segment] = []
-        for frame in self._framer.push(tail):
-            out += self._frame(frame)
-        rest = self._framer.rest()
+        out, rest = self._flush()
         if self._endpointer.in_speech:
             # end_stream rejects an empty buffer; one silent sample flushes the same queue.
             speech = self._endpointer.end_stream(rest or b"\x00\x00")

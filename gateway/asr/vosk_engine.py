@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from gateway.asr.engine import AsrUnavailable, PcmFramer, Recognizer, Segment, Stream, check_rate
-from gateway.asr.resample import Resampler
+from gateway.asr.engine import AsrUnavailable, FramedStream, Recognizer, Segment, check_rate
 from gateway.asr.settings import AsrSettings
 from gateway.asr.text import join_tokens, normalize
 
@@ -194,50 +193,33 @@ class VoskRecognizer(Recognizer):
         return VoskStream(kaldi, sample_rate, self.rate, self.settings.chunk_ms)
 
 
-class VoskStream(Stream):
+class VoskStream(FramedStream):
     """Feeds a KaldiRecognizer in chunk_ms frames at the model's rate (resampled here, not by Kaldi)."""
 
     def __init__(self, kaldi: Any, sample_rate: int, rate: int, chunk_ms: int) -> None:
-        self.sample_rate = sample_rate
+        super().__init__(sample_rate, rate, rate * 2 * chunk_ms // 1000)
         self._kaldi = kaldi
         self._rate = rate
-        self._resampler = Resampler(sample_rate, rate) if sample_rate != rate else None
-        self._framer = PcmFramer(rate * 2 * chunk_ms // 1000)
-        self._bytes_in = 0
         self._model_bytes = 0
         self._utterance_start = 0.0
         self._last_partial = ""
         self._done = False
 
     @property
-    def seconds_fed(self) -> float:
-        return self._bytes_in / 2 / self.sample_rate
-
-    def feed(self, pcm: bytes) -> list[Segment]:
-        if self._done:
-            raise RuntimeError("stream is finished")
-        self._bytes_in += len(pcm)
-        audio = self._resampler.process(pcm) if self._resampler else pcm
-        out: list[Segment] = []
-        for frame in self._framer.push(audio):
-            out += self._accept(frame)
-        return out
+    def finished(self) -> bool:
+        return self._done
 
     def finish(self) -> list[Segment]:
         if self._done:
             return []
-        tail = self._resampler.finish() if self._resampler else b""
-        out: list[Segment] = []
-        for frame in self._framer.push(tail):
-            out += self._accept(frame)
-        rest = self._framer.rest()
+        out, rest = self._flush()
         if rest:
-            out += self._accept(rest)
+            out += self._frame(rest)
         self._done = True
         final = parse_result(self._kaldi.FinalResult(), self._utterance_start)
         return out + ([final] if final else [])
 
-    def _accept(self, frame: bytes) -> list[Segment]:
+    def _frame(self, frame: bytes) -> list[Segment]:
         self._model_bytes += len(frame)
         now = self._model_bytes / 2 / self._rate
         if self._kaldi.AcceptWaveform(frame):
