@@ -7,15 +7,18 @@
    (typed and ASR-style, some long) and long rambling texts made of several, with a sensitive-word
    library of 10,000 words (the shipped ones and generated ones); tickets/s and the p99 of one call.
 3. Consumer (Redis): N tickets stored through `TicketQueue.intake` on an embedded redis-server
-   (AOF everysec, as in production); one `Triage` consumer then reads `hg:created` and amends each
-   ticket (WATCH/MULTI, alerts written when found) and acknowledges: tickets/s and the p99 of one
-   ticket's amend. Baseline in the same run: the same reads, amends and acknowledgements with the
-   ticket written back unchanged (nothing assessed), so the ratio shows what deciding costs beside
-   the store's own work.
+   (AOF everysec, as in production), half of them naming a street of the example gazetteer; the
+   merge buckets full, as a history of any length leaves them (every category x street of the
+   gazetteer holds its `max_bucket` newest possible 主单, each a stored ticket); one `Triage` consumer then
+   reads `hg:created` and handles each batch as the service does (`Triage.handle`: lanes at the same
+   time, each ticket assessed, its merge candidates looked up and weighed, amended in WATCH/MULTI)
+   and acknowledges: tickets/s, and the p99 of a ticket's wait from the batch's read to its amend.
+   Baseline in the same run: the same reads, amends and acknowledgements with the ticket written
+   back unchanged (nothing assessed, nothing looked up), so the ratio shows what deciding costs
+   beside the store's own work.
 
-Not measured yet: merge-candidate search against a history of 300,000 tickets (主单+子单 is being
-built), and intake throughput with triage running beside it (triage runs in the gateway's process
-today; the ratio needs it in a process of its own).
+Not measured yet: intake throughput with triage running beside it (triage runs in the gateway's
+process today; the ratio needs it in a process of its own).
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from bench import BenchError
 from bench.common.stats import machine, summary_ms
 from bench.triage.report import render as render
-from gateway.config import DeadlinesConfig, LiveConfig, SensitiveConfig, parse_config
+from gateway.config import DeadlinesConfig, GatewayConfig, LiveConfig, SensitiveConfig, parse_config
 from gateway.queue import TicketQueue
 from gateway.shell.app import redis_client
 from gateway.shell.embedded_redis import EmbeddedRedis, free_port
@@ -42,8 +46,9 @@ from gateway.ticket import Ticket, new_ticket_id, utcnow
 from gateway.triage.assess import Triager, assess
 from gateway.triage.catalogue import LABELLED, Category, Example, load_catalogue, load_examples, split
 from gateway.triage.dispatch import suggest, train
+from gateway.triage.merge import signature
 from gateway.triage.sensitive import SensitiveMatcher, SensitiveWord
-from gateway.triage.service import Triage
+from gateway.triage.service import Triage, build_triager
 from peers.gateway_config import make_raw_config
 from tests.triage.conftest import SHARED_TRIAGE
 
@@ -146,22 +151,85 @@ def _ticket(message_id: str, text: str, now: Any) -> Ticket:
                   queue="general", status="queued")  # fmt: skip
 
 
-async def consumer_run(triager: Triager, bodies: list[str], scratch: Path) -> dict[str, Any]:
+class TimedTriage(Triage):
+    """The service's consumer, each ticket's triage timed: from its batch's read (`read_at`) and
+    on its own (its call, waits for the loop and Redis included)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_at = 0
+        self.own: list[int] = []
+        self.waited: list[int] = []
+
+    async def triage(self, ticket_id: str) -> None:
+        begin = time.perf_counter_ns()
+        await super().triage(ticket_id)
+        end = time.perf_counter_ns()
+        self.own.append(end - begin)
+        self.waited.append(end - self.read_at)
+
+
+def bench_config(url: str, scratch: Path, words: list[SensitiveWord]) -> GatewayConfig:
+    example = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    triage = {"enabled": True, "catalogue": str(SHARED_TRIAGE / "catalogue.toml"), "merge": example["triage"]["merge"]}
+    sensitive = {"words": [word.model_dump() for word in words]}
+    return parse_config(make_raw_config("bt", url, triage=triage, sensitive=sensitive), scratch)
+
+
+def streets(config: GatewayConfig) -> list[tuple[str, str]]:
+    return [(district.name, street) for district in config.triage.merge.districts for street in district.streets]
+
+
+async def fill_buckets(queue: TicketQueue, triager: Triager, places: list[tuple[str, str]], bodies: list[str]) -> int:
+    """Every category x street bucket full of possible 主单 (`max_bucket` each, received within the
+    window, open), each a ticket hash with its status, as a long history leaves them."""
+    settings = triager.merge
+    now = utcnow()
+    count = 0
+    for category in triager.categories:
+        async with queue.redis.pipeline(transaction=False) as pipe:
+            for district, street in places:
+                bucket = queue.keys.merge_bucket(category, f"{district}/{street}")
+                for n in range(settings.max_bucket):
+                    ticket_id = new_ticket_id(now)
+                    at = now - timedelta(seconds=settings.window * n / (2 * settings.max_bucket))
+                    sig = signature(bodies[(count + n) % len(bodies)], triager.gazetteer)
+                    pipe.zadd(bucket, {f"{ticket_id} {sig}": int(at.timestamp() * 1000)})
+                    pipe.hset(queue.keys.ticket(ticket_id), mapping={"status": "queued", "doc": "{}"})
+                count += settings.max_bucket
+            await pipe.execute()
+    return count
+
+
+async def consumer_run(
+    words: list[SensitiveWord], bodies: list[str], scratch: Path, rng: random.Random
+) -> dict[str, Any]:
     server = EmbeddedRedis(port=free_port(), data_dir=scratch / "redis", appendfsync="everysec")
     server.start()
     try:
-        config = parse_config(make_raw_config("bt", server.url), scratch)
+        config = bench_config(server.url, scratch, words)
+        triager = build_triager(config)
+        places = streets(config)
+        placed = [
+            f"{body}。地址：{d}{st}" if rng.random() < 0.5 else body
+            for body in bodies
+            for d, st in [rng.choice(places)]
+        ]
         client = redis_client(server.url, config.redis)
         try:
             queue = TicketQueue(client, config)
             await queue.ensure_groups()
-            baseline = await _drain(queue, config, triager, await _store(queue, bodies, "base"), assessed=False)
-            measured = await _drain(queue, config, triager, await _store(queue, bodies, "t"), assessed=True)
+            started = time.perf_counter()
+            history = await fill_buckets(queue, triager, places, bodies)
+            progress(f"buckets filled: {history:,} possible 主单 in {time.perf_counter() - started:.0f} s")
+            baseline = await _baseline(queue, config, triager, await _store(queue, placed, "base"))
+            measured = await _measure(queue, config, triager, await _store(queue, placed, "t"))
         finally:
             await client.aclose()
     finally:
         server.stop()
-    return {"baseline": baseline, "triage": measured, "ratio": round(measured["per_s"] / baseline["per_s"], 3)}
+    ratio = round(measured["per_s"] / baseline["per_s"], 3)
+    return {"history": history, "baseline": baseline, "triage": measured, "ratio": ratio}
 
 
 async def _store(queue: TicketQueue, bodies: list[str], tag: str) -> int:
@@ -173,33 +241,56 @@ async def _store(queue: TicketQueue, bodies: list[str], tag: str) -> int:
     return len(bodies)
 
 
-async def _drain(queue: TicketQueue, config: Any, triager: Triager, count: int, assessed: bool) -> dict[str, Any]:
-    """Read `count` entries of `hg:created` with a fresh consumer group and handle each: assessed and
-    amended (`Triage.triage`), or amended unchanged (the baseline)."""
-    group = "triage" if assessed else "bench-baseline"
+async def _read(queue: TicketQueue, group: str, done: int, count: int) -> list[tuple[str, dict[str, str]]]:
+    reply: Any = await queue.redis.xreadgroup(group, "bench", {queue.keys.created: ">"}, count=100, block=1000)
+    entries = [(entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})
+               for _, found in reply or [] for entry_id, fields in found]  # fmt: skip
+    if not entries:
+        raise BenchError(f"the stream ran dry after {done} of {count} entries")
+    return entries
+
+
+async def _baseline(queue: TicketQueue, config: GatewayConfig, triager: Triager, count: int) -> dict[str, Any]:
+    """Each entry's ticket written back unchanged through the same amend, one after another."""
     consumer = Triage(LiveConfig(config), queue, triager, name="bench")
-    await consumer.ensure_group(group=group)
-    durations: list[int] = []
+    await consumer.ensure_group(group="bench-baseline")
+    done, durations = 0, []
+    started = time.perf_counter_ns()
+    while done < count:
+        entries = await _read(queue, "bench-baseline", done, count)
+        for _, fields in entries:
+            begin = time.perf_counter_ns()
+            await queue.amend(fields["t"], lambda ticket: ticket, "bench", "unchanged")
+            durations.append(time.perf_counter_ns() - begin)
+        await queue.redis.xack(queue.keys.created, "bench-baseline", *[entry_id for entry_id, _ in entries])
+        done += len(entries)
+    elapsed = (time.perf_counter_ns() - started) / 1e9
+    return {"tickets": done, "per_s": round(done / elapsed, 1), "latency_ms": summary_ms(durations)}
+
+
+async def _measure(queue: TicketQueue, config: GatewayConfig, triager: Triager, count: int) -> dict[str, Any]:
+    """The service's own batch handling (`Triage.handle`) over `count` entries of the group `triage`."""
+    consumer = TimedTriage(LiveConfig(config), queue, triager, name="bench")
+    await consumer.ensure_group()
     done = 0
     started = time.perf_counter_ns()
     while done < count:
-        reply: Any = await queue.redis.xreadgroup(group, "bench", {queue.keys.created: ">"}, count=100, block=1000)
-        entries = [(entry_id, fields) for _, found in reply or [] for entry_id, fields in found]
+        consumer.read_at = time.perf_counter_ns()
+        entries = await consumer.read_new()
         if not entries:
             raise BenchError(f"the stream ran dry after {done} of {count} entries")
-        for _, fields in entries:
-            begin = time.perf_counter_ns()
-            if assessed:
-                await consumer.triage(fields[b"t"].decode())
-            else:
-                await queue.amend(fields[b"t"].decode(), lambda ticket: ticket, "bench", "unchanged")
-            durations.append(time.perf_counter_ns() - begin)
-        await queue.redis.xack(queue.keys.created, group, *[entry_id for entry_id, _ in entries])
+        await consumer.handle(entries)
         done += len(entries)
     elapsed = (time.perf_counter_ns() - started) / 1e9
-    if assessed and consumer.triaged != count:
+    if consumer.triaged != count:
         raise BenchError(f"{consumer.triaged} of {count} tickets triaged")
-    return {"tickets": done, "per_s": round(done / elapsed, 1), "latency_ms": summary_ms(durations)}
+    return {
+        "tickets": done,
+        "per_s": round(done / elapsed, 1),
+        "latency_ms": summary_ms(consumer.own),
+        "from_read_ms": summary_ms(consumer.waited),
+        "merged": consumer.merged if hasattr(consumer, "merged") else None,
+    }
 
 
 def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
@@ -228,7 +319,7 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
     pure = assess_run(triager, texts(rng, examples, options.tickets))
     progress(f"assess: {pure['per_s']:,.0f} tickets/s, p99 {pure['latency_ms']['p99']} ms")
     with tempfile.TemporaryDirectory(prefix="hg-bench-triage-") as scratch:
-        stored = asyncio.run(consumer_run(triager, texts(rng, examples, options.stored), Path(scratch)))
+        stored = asyncio.run(consumer_run(words, texts(rng, examples, options.stored), Path(scratch), rng))
     progress(f"consumer: {stored['triage']['per_s']:,.0f} tickets/s (baseline {stored['baseline']['per_s']:,.0f})")
     return {
         "bench": NAME,

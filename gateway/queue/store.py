@@ -484,6 +484,20 @@ class TicketQueue:
         ticket = _assemble(doc, reply_text(status), reply_text(agent or ""), history, messages, dropped, links)
         return ticket, reply_text(doc)
 
+    async def documents(self, ticket_ids: Sequence[str]) -> list[Ticket | None]:
+        """Several tickets' documents in one round trip (without history or conversation); None
+        for an id no ticket has (any more)."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for ticket_id in ticket_ids:
+                    # An id of another shape is never made into a key (`_known_shape`): an empty answer.
+                    key = self.keys.ticket(ticket_id) if is_ticket_id(ticket_id) else self.keys.ticket("-")
+                    pipe.hget(key, "doc")
+                found = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        return [Ticket.from_json(doc) if doc else None for doc in found]
+
     async def get_document(self, ticket_id: str) -> Ticket:
         """The ticket without what is kept beside its document (history, conversation): one HMGET,
         for the hot paths that change only the document (a submit's last edits and its 回访)."""

@@ -19,9 +19,9 @@ open ticket a new one joins, and the same citizen's other open tickets.
   tickets out of order), open (queued, offered, claimed), not itself a 子单, similarity at least
   `threshold`; the most similar wins, the older on a tie. A possible
   parent is filed under one category (`category_of`: the agent's, else triage's first
-  suggestion); a new ticket looks under the agent's category, else under each of its suggestions
-  (`categories_of`): the same 井盖 worded as 塌陷 or 什么时候修 is suggested to 安全隐患 or 供水
-  first and 市政设施 second, and still joins the others.
+  suggestion); a new ticket looks under the agent's category, else under its first two
+  suggestions (`categories_of`): the same 井盖 worded as 塌陷 or 什么时候修 is suggested to 安全隐患
+  or 供水 first and 市政设施 second, and still joins the others.
 - **一人多诉** (`identities`, `related`): the citizen's other open tickets (same phone, WeChat
   openid or Telegram chat id) are linked as `related`, newest first: a link, never a merge.
 """
@@ -32,7 +32,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -74,7 +74,7 @@ class MergeSettings(BaseModel):
     enabled: bool = True
     window: float = Field(default=3 * 86400.0, gt=0, le=31 * 86400)
     threshold: float = Field(default=0.1, gt=0, le=1)
-    max_bucket: int = Field(default=100, ge=1, le=1000)
+    max_bucket: int = Field(default=30, ge=1, le=1000)
     max_children: int = Field(default=200, ge=1, le=1000)
     max_related: int = Field(default=10, ge=0, le=100)
     max_citizen: int = Field(default=20, ge=1, le=200)
@@ -187,12 +187,26 @@ def similarity(a: str, b: str, weights: Mapping[str, float], unseen: float) -> f
     return overlap(profile(a, weights, unseen), profile(b, weights, unseen), weights, unseen)
 
 
+PROFILES_KEPT = 4096  # candidates' profiles kept (about 20 MB at most): a bucket's are met again and again
+
+
 @dataclass(frozen=True, slots=True)
 class Similarity:
-    """What the text measure needs: each 2-gram's weight and the weight of one never seen."""
+    """What the text measure needs: each 2-gram's weight and the weight of one never seen; and the
+    profiles of signatures met before (a bucket's candidates are compared with every new ticket of
+    that category and street), kept up to `PROFILES_KEPT`, then forgotten all at once."""
 
     weights: Mapping[str, float]
     unseen: float
+    _profiles: dict[str, Profile] = field(default_factory=dict, compare=False, repr=False)
+
+    def profile(self, signature: str) -> Profile:
+        found = self._profiles.get(signature)
+        if found is None:
+            if len(self._profiles) >= PROFILES_KEPT:
+                self._profiles.clear()
+            found = self._profiles[signature] = profile(signature, self.weights, self.unseen)
+        return found
 
 
 def category_weights(model: DispatchModel) -> Similarity:
@@ -214,11 +228,15 @@ def category_of(ticket: Ticket) -> str:
     return ticket.category or (ticket.suggestions[0].category if ticket.suggestions else "")
 
 
+LOOKED_UNDER = 2  # suggestions a ticket without the agent's category looks for its parent under
+
+
 def categories_of(ticket: Ticket) -> tuple[str, ...]:
-    """The categories a ticket looks for its parent under: the agent's, else every suggestion's."""
+    """The categories a ticket looks for its parent under: the agent's, else its first two
+    suggestions' (every category looked under is a bucket's signatures compared)."""
     if ticket.category:
         return (ticket.category,)
-    return tuple(dict.fromkeys(suggestion.category for suggestion in ticket.suggestions))
+    return tuple(dict.fromkeys(suggestion.category for suggestion in ticket.suggestions[:LOOKED_UNDER]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +274,7 @@ def merge_target(
             or abs(candidate.at - ticket.received_at) > window
         ):
             continue
-        score = overlap(mine, profile(candidate.signature, weights, unseen), weights, unseen)
+        score = overlap(mine, measure.profile(candidate.signature), weights, unseen)
         if score < settings.threshold:
             continue
         if best is None or (score, -candidate.at.timestamp()) > (best[0], -best[1].timestamp()):
@@ -279,3 +297,30 @@ def related(ticket_id: str, others: Iterable[tuple[str, str]], limit: int) -> tu
     """The citizen's other open tickets among `others` ((id, status), newest first), at most `limit`."""
     found = [other for other, status in others if other != ticket_id and status in OPEN]
     return tuple(dict.fromkeys(found))[:limit]
+
+
+def lanes(keyed: Sequence[tuple[str, tuple[str, ...]]]) -> list[list[str]]:
+    """A batch's tickets (id, the keys that tie it to others: `lane_keys`) in lanes that may be
+    triaged at the same time: tickets sharing a key are in one lane, in their order, so the one
+    triaged second sees the first as a merge candidate or a related ticket, as it would one by one."""
+    lane_of: dict[str, int] = {}
+    found: list[list[str]] = []
+    for ticket_id, keys in keyed:
+        joined = sorted({lane_of[key] for key in keys if key in lane_of})
+        if not joined:
+            joined = [len(found)]
+            found.append([])
+        into = joined[0]
+        for other in joined[1:]:  # this ticket ties two lanes: they become one
+            found[into].extend(found[other])
+            found[other] = []
+            lane_of.update({key: into for key, lane in lane_of.items() if lane == other})
+        found[into].append(ticket_id)
+        lane_of.update({key: into for key in keys})
+    return [lane for lane in found if lane]
+
+
+def lane_keys(ticket: Ticket, text: str, gazetteer: Gazetteer) -> tuple[str, ...]:
+    """What ties a ticket to others of its batch: its citizen, and the street it names."""
+    place = gazetteer.place(f"{ticket.address}\n{text}")
+    return (*identities(ticket), *((f"street:{place}",) if is_street(place) else ()))

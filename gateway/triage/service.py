@@ -58,6 +58,8 @@ from gateway.triage.merge import (
     category_weights,
     identities,
     is_street,
+    lane_keys,
+    lanes,
     merge_target,
     related,
     signature,
@@ -69,6 +71,9 @@ log = logging.getLogger("gateway.triage")
 GROUP = "triage"
 LABELS_GROUP = "triage-labels"  # on hg:submitted
 RETRY_AFTER = 1.0  # s: a read or write that found Redis away is tried again after this
+# Tickets one consumer triages at once (their round trips to Redis overlap); tickets that could
+# merge with each other or share a citizen wait for one another (`merge.lanes`).
+PARALLEL = 16
 ALERTS_MAXLEN = 10_000  # `hg:alerts`: the supervisors' recent alerts (MAXLEN ~)
 
 
@@ -190,9 +195,36 @@ class Triage:
         reach raises before the acknowledgement: every entry of the batch is read again)."""
         if not entries:
             return
-        for _, fields in entries:
-            await self.triage(fields.get("t", ""))
+        gate = asyncio.Semaphore(PARALLEL)
+
+        async def run(lane: list[str]) -> None:
+            async with gate:
+                for ticket_id in lane:
+                    await self.triage(ticket_id)
+
+        ids = [fields.get("t", "") for _, fields in entries]
+        failed = [
+            outcome
+            for outcome in await asyncio.gather(*(run(lane) for lane in await self._lanes(ids)), return_exceptions=True)
+            if isinstance(outcome, BaseException)
+        ]
+        if failed:  # every lane ran to its end or its failure; the batch is read again
+            raise failed[0]
         await self.acknowledge([entry_id for entry_id, _ in entries])
+
+    async def _lanes(self, ids: list[str]) -> list[list[str]]:
+        """The batch in lanes to run at the same time (`merge.lanes`): one ticket each when merging
+        is off; else tickets of one citizen or one street in one lane, read for that in one round."""
+        if not self._triager.merge.enabled:
+            return [[ticket_id] for ticket_id in ids]
+        documents = await self._queue.documents(ids)
+        gazetteer = self._triager.gazetteer
+        return lanes(
+            [
+                (ticket_id, lane_keys(ticket, ticket_text(ticket), gazetteer) if ticket else ())
+                for ticket_id, ticket in zip(ids, documents, strict=True)
+            ]
+        )
 
     async def triage(self, ticket_id: str) -> None:
         try:

@@ -25,6 +25,7 @@ from gateway.triage.merge import (
     category_of,
     category_weights,
     identities,
+    lanes,
     merge_target,
     related,
     signature,
@@ -220,3 +221,17 @@ def test_settings_are_bounded() -> None:
     with pytest.raises(ValueError, match="max_bucket"):
         MergeSettings(max_bucket=0)
     assert Path(EXAMPLE_CONFIG).exists()
+
+
+def test_lanes_keep_tickets_that_could_merge_or_share_a_citizen_in_order() -> None:
+    keyed = [
+        ("t1", ("street:芝罘区/南大街",)),
+        ("t2", ("phone:13800000001",)),
+        ("t3", ()),
+        ("t4", ("phone:13800000002", "street:芝罘区/南大街")),
+        ("t5", ("phone:13800000001", "street:莱山区/观海路")),
+        ("t6", ("phone:13800000002", "street:莱山区/观海路")),  # ties t4's lane and t5's lane
+        ("t7", ("street:福山区/福海路",)),
+    ]
+    assert lanes(keyed) == [["t1", "t4", "t2", "t5", "t6"], ["t3"], ["t7"]]
+    assert lanes([("a", ()), ("b", ())]) == [["a"], ["b"]], "tied to nothing: a lane each"
