@@ -209,9 +209,10 @@ class Keys:
         return f"{self.prefix}:alerts"
 
     @property
-    def alert_news(self) -> str:
-        """Pub/Sub twin of `alerts`, for the seat holding the ticket."""
-        return f"{self.prefix}:alerts:news"
+    def triage_news(self) -> str:
+        """Pub/Sub: what triage decided about a ticket, or did with it (`TriageNews`), for the seat
+        holding it."""
+        return f"{self.prefix}:triage:news"
 
     @property
     def pending(self) -> str:

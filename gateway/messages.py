@@ -11,7 +11,8 @@ Where each one travels (docs/redis-keys.md lists them with their fields):
   kind, then its fields as words separated by single spaces;
 - `{prefix}:transcripts` (Pub/Sub): `Transcript`, JSON;
 - `{prefix}:news` (Pub/Sub): `ConversationNews`, JSON;
-- `{prefix}:alerts:news` (Pub/Sub) and `{prefix}:alerts` (stream, field `m`): `Alerted`, JSON;
+- `{prefix}:alerts` (stream, field `m`): `Alerted`, JSON;
+- `{prefix}:triage:news` (Pub/Sub): `TriageNews`, JSON;
 - `{prefix}:worker:{id}:inbox` (stream): `ConnectAgent`, its `op` naming the command;
 - `{prefix}:workers:dead` (stream): `DeadWorker`;
 - `{prefix}:asr:pending` (sorted set): `PendingRecording`, JSON, the member itself;
@@ -36,7 +37,16 @@ from pydantic import ConfigDict, Json, StringConstraints, TypeAdapter, Validatio
 from gateway import jsonwire
 from gateway.config import AgentId, format_path
 from gateway.errors import InvalidRequest
-from gateway.ticket import Channel, Citizen, ConversationMessage, SensitiveAlert, Ticket, TranscriptSegment
+from gateway.ticket import (
+    Channel,
+    Citizen,
+    ConversationMessage,
+    DeadlineClock,
+    SensitiveAlert,
+    Suggestion,
+    Ticket,
+    TranscriptSegment,
+)
 
 TicketId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[0-9A-Za-z]+$")]
 # A word of a control line: printable ASCII, no space (the line's separator).
@@ -245,8 +255,8 @@ class ConversationNews(_Message):
 
 @dataclass(frozen=True, slots=True)
 class Alerted(_Message):
-    """Sensitive words triage found on a ticket (gateway/triage/assess.py), for the seat holding it
-    (`{prefix}:alerts:news`) and the supervisors (`{prefix}:alerts`, the entry's field `m`)."""
+    """Sensitive words triage found on a ticket (gateway/triage/assess.py), for the supervisors
+    (`{prefix}:alerts`, the entry's field `m`)."""
 
     ticket: TicketId
     queue: Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -262,6 +272,54 @@ class Alerted(_Message):
     @classmethod
     def parse(cls, raw: bytes | str) -> Self:
         return validated(cls, _json_object(raw, "alert"), "alert")
+
+
+NewsKind = Literal["triaged", "answered_by_parent"]
+
+
+@dataclass(frozen=True, slots=True)
+class TriageNews(_Message):
+    """For the seat holding a ticket (`{prefix}:triage:news`): what triage decided about it
+    (`triaged`: its priority, flags, suggestions, alerts, clocks, its 主单 and the citizen's other
+    open tickets), or that its 主单's answer closed it (`answered_by_parent`)."""
+
+    ticket: TicketId
+    kind: NewsKind
+    priority: int = 0
+    flags: tuple[Annotated[str, StringConstraints(max_length=32)], ...] = ()
+    suggestions: tuple[Suggestion, ...] = ()
+    alerts: tuple[SensitiveAlert, ...] = ()
+    clocks: tuple[DeadlineClock, ...] = ()
+    parent: Annotated[str, StringConstraints(max_length=40)] = ""
+    related: tuple[Annotated[str, StringConstraints(max_length=40)], ...] = ()
+
+    @classmethod
+    def of(cls, ticket: Ticket, parent: str = "") -> TriageNews:
+        return cls(
+            ticket.id, "triaged", ticket.priority, ticket.flags, ticket.suggestions, ticket.alerts, ticket.clocks,
+            parent, ticket.related,
+        )  # fmt: skip
+
+    def serialize(self) -> bytes:
+        raw = _dumps(
+            {
+                "ticket": self.ticket,
+                "kind": self.kind,
+                "priority": self.priority,
+                "flags": list(self.flags),
+                "suggestions": [item.model_dump(mode="json") for item in self.suggestions],
+                "alerts": [item.model_dump(mode="json") for item in self.alerts],
+                "clocks": [item.model_dump(mode="json") for item in self.clocks],
+                "parent": self.parent,
+                "related": list(self.related),
+            }
+        )
+        self.parse(raw)
+        return raw
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Self:
+        return validated(cls, _json_object(raw, "triage news"), "triage news")
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +451,7 @@ MESSAGES: tuple[type[_Message], ...] = (
     Transcript,
     ConversationNews,
     Alerted,
+    TriageNews,
     PendingRecording,
     ConnectAgent,
     DeadWorker,

@@ -92,6 +92,18 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         st.integers(min_value=0, max_value=9),
         st.lists(sensitive_alerts, max_size=3).map(tuple),
     ),
+    m.TriageNews: st.builds(
+        m.TriageNews,
+        tickets,
+        st.sampled_from(["triaged", "answered_by_parent"]),
+        st.integers(min_value=0, max_value=9),
+        st.lists(st.sampled_from(["sensitive", "enterprise", "urgent"]), max_size=3).map(tuple),
+        st.just(()),
+        st.lists(sensitive_alerts, max_size=2).map(tuple),
+        st.just(()),
+        st.one_of(st.just(""), tickets),
+        st.lists(tickets, max_size=3).map(tuple),
+    ),
     m.PendingRecording: st.builds(m.PendingRecording, tickets, st.text(min_size=1, max_size=512), reasons),
     m.ConnectAgent: st.builds(
         m.ConnectAgent, tickets, agents, st.from_regex(r"sips?:[\x21-\x7e]{1,200}", fullmatch=True)

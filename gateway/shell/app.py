@@ -240,7 +240,7 @@ class Gateway:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(keys.wake, keys.control, keys.transcripts, keys.news, keys.alert_news)
+                await pubsub.subscribe(keys.wake, keys.control, keys.transcripts, keys.news, keys.triage_news)
                 self.dispatcher.wake()  # anything queued while we were not listening
                 while True:
                     # get_message with a timeout, not listen(): listen() retries internally, so a
@@ -257,8 +257,8 @@ class Gateway:
                         self._on_control(message["data"])
                     elif channel == keys.news:
                         self.seats.on_news(message["data"])
-                    elif channel == keys.alert_news:
-                        self.seats.on_alert(message["data"])
+                    elif channel == keys.triage_news:
+                        self.seats.on_triage_news(message["data"])
                     else:
                         self.seats.on_transcript(message["data"])
             except (RedisError, OSError):

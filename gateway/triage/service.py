@@ -41,7 +41,7 @@ from gateway.channels.followup_desk import FollowupDesk
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
 from gateway.keys import process_id, reply_text
-from gateway.messages import Alerted
+from gateway.messages import Alerted, TriageNews
 from gateway.queue import TicketQueue
 from gateway.queue.store import MergePlan
 from gateway.shell.tasks import stop_if_cancelled
@@ -247,6 +247,7 @@ class Triage:
 
             triaged = await self._queue.amend(ticket_id, change, ACTOR, ACTION, also, prepare)
             self.triaged += 1
+            await self._tell_seat(triaged, decided.plan.parent if decided.plan else "")
             if triaged.alerts:  # categories and severity only: the words quote the citizen
                 worst = max(alert.severity for alert in triaged.alerts)
                 found = ",".join(sorted({alert.category for alert in triaged.alerts}))
@@ -321,19 +322,26 @@ class Triage:
             final = child.model_copy(update={"answer": parent.answer, "category": child.category or parent.category})
             if await self._queue.answer_child(final, parent, self._followups.plan(final)):
                 answered += 1
+                await self._redis.publish(
+                    self._keys.triage_news, TriageNews(child_id, "answered_by_parent").serialize()
+                )
         if answered:
             log.info("triage: ticket %s answered %d of its 子单", parent.id, answered)
         self.answered += answered
         return answered
 
+    async def _tell_seat(self, ticket: Ticket, proposed: str) -> None:
+        """What triage decided, for the seat that may hold the ticket by now (Pub/Sub: a seat that
+        misses it reads the same on the ticket); its 主单 as the MERGE script left it."""
+        parent = reply_text(await self._redis.hget(self._keys.ticket(ticket.id), "parent") or "") if proposed else ""
+        await self._redis.publish(self._keys.triage_news, TriageNews.of(ticket, parent).serialize())
+
     def _announce(self, pipe: Any, ticket: Ticket) -> None:
-        """In the amend's transaction: the alerts found, for the supervisors (stream, kept) and
-        the seat holding the ticket (Pub/Sub)."""
+        """In the amend's transaction: the alerts found, for the supervisors (a stream, kept)."""
         if not ticket.alerts:
             return
         news = Alerted(ticket.id, ticket.queue, ticket.priority, ticket.alerts).serialize()
         pipe.xadd(self._keys.alerts, {"m": news}, maxlen=ALERTS_MAXLEN, approximate=True)
-        pipe.publish(self._keys.alert_news, news)
 
     async def acknowledge(self, entry_ids: list[str]) -> None:
         await self._redis.xack(self._keys.created, GROUP, *entry_ids)

@@ -23,12 +23,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from gateway import jsonwire
 from gateway.config import format_path
 from gateway.errors import FieldError, GatewayError, InvalidRequest, PayloadTooLarge, ServiceUnavailable, Unauthorized
-from gateway.messages import TicketId, adapter, fields_of
+from gateway.messages import TicketId, TriageNews, adapter, fields_of
 from gateway.ticket import (
     EDITABLE_FIELDS,
     ConversationMessage,
+    DeadlineClock,
     DeliveryStatus,
     SensitiveAlert,
+    Suggestion,
     Ticket,
     TranscriptSegment,
 )
@@ -104,15 +106,32 @@ class Reply(_Frame):
     text: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
 
+class ConfirmMerge(_Frame):
+    """The agent confirms that a 子单 (`ticket`) belongs under its 主单."""
+
+    type: Literal["confirm_merge"]
+    ticket: TicketId
+
+
+class Split(_Frame):
+    """The agent takes a 子单 (`ticket`) out from under its 主单: it is handled on its own."""
+
+    type: Literal["split"]
+    ticket: TicketId
+
+
 class Ping(_Frame):
     type: Literal["ping"]
 
 
 ClientFrame = Annotated[
-    Hello | SetState | Accept | Decline | Update | Submit | Reply | Ping, Field(discriminator="type")
+    Hello | SetState | Accept | Decline | Update | Submit | Reply | ConfirmMerge | Split | Ping,
+    Field(discriminator="type"),
 ]
 _CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
-CLIENT_TYPES = frozenset({"hello", "state", "accept", "decline", "update", "submit", "reply", "ping"})
+CLIENT_TYPES = frozenset(
+    {"hello", "state", "accept", "decline", "update", "submit", "reply", "confirm_merge", "split", "ping"}
+)
 
 
 class UnknownFrame(InvalidRequest):
@@ -397,7 +416,7 @@ class Ack(ServerFrame):
     TYPE: ClassVar[str] = "ack"
     re: RequestId
     ticket: TicketId | None = None
-    status: Literal["claimed", "declined", "submitted"] | None = None
+    status: Literal["claimed", "declined", "submitted", "merge_confirmed", "split"] | None = None
     state: AgentState | None = None
     outbox: str | None = None
 
@@ -455,6 +474,24 @@ class Delivery(ServerFrame):
 
 
 @dataclass(frozen=True, slots=True)
+class TriagedFrame(ServerFrame):
+    """What triage decided about a ticket the seat holds (also on the ticket once read again)."""
+
+    TYPE: ClassVar[str] = "triaged"
+    ticket: TicketId
+    priority: int
+    flags: tuple[str, ...]
+    suggestions: tuple[Suggestion, ...]
+    clocks: tuple[DeadlineClock, ...]
+    parent: str = ""
+    related: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, news: TriageNews) -> TriagedFrame:
+        return cls(news.ticket, news.priority, news.flags, news.suggestions, news.clocks, news.parent, news.related)
+
+
+@dataclass(frozen=True, slots=True)
 class AlertFrame(ServerFrame):
     """Triage found sensitive words in a ticket the seat holds (also the ticket's `alerts`)."""
 
@@ -468,7 +505,7 @@ SERVER_FRAMES: dict[str, type[ServerFrame]] = {
     cls.TYPE: cls
     for cls in (
         Welcome, Offer, OfferRevoked, StateFrame, TicketFrame, ScreenPop, Revoked, CallEnded, Ack, ErrorFrame, Pong,
-        Transcript, MessageFrame, Delivery, AlertFrame,
+        Transcript, MessageFrame, Delivery, AlertFrame, TriagedFrame,
     )
 }  # fmt: skip
 

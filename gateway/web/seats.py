@@ -268,6 +268,8 @@ class SeatServer:
             proto.Update: self._on_update,
             proto.Submit: self._on_submit,
             proto.Reply: self._on_reply,
+            proto.ConfirmMerge: self._on_confirm_merge,
+            proto.Split: self._on_split,
             proto.Ping: self._on_ping,
             proto.Hello: self._on_second_hello,
         }
@@ -418,12 +420,29 @@ class SeatServer:
         elif said.status is not None:
             session.send(proto.Delivery(news.ticket, said.id, said.status, said.reason))
 
-    def on_alert(self, data: bytes | str) -> None:
-        """Sensitive words triage found in a ticket a seat here holds (offered or claimed)."""
-        alerted = _parsed(messages.Alerted, data)
-        for session in self._dispatcher.sessions.values() if alerted else ():
-            if alerted and session.holds(alerted.ticket):
-                session.send(proto.AlertFrame(alerted.ticket, alerted.priority, alerted.alerts))
+    def on_triage_news(self, data: bytes | str) -> None:
+        """What triage decided about a ticket a seat here holds (a `triaged` frame, and an `alert`
+        frame when it found sensitive words), or that its 主单's answer closed it (`revoked`)."""
+        news = _parsed(messages.TriageNews, data)
+        for session in self._dispatcher.sessions.values() if news else ():
+            if not (news and session.holds(news.ticket)):
+                continue
+            if news.kind == "answered_by_parent":
+                self._closed_under_seat(session, news.ticket, news.kind)
+                continue
+            session.send(proto.TriagedFrame.of(news))
+            if news.alerts:
+                session.send(proto.AlertFrame(news.ticket, news.priority, news.alerts))
+
+    def _closed_under_seat(self, session: SeatSession, ticket_id: str, reason: str) -> None:
+        """A ticket the seat held was closed by someone else: it no longer holds it, and is told."""
+        timer = session.offers.pop(ticket_id, None)
+        if timer is not None:
+            timer.cancel()
+        session.claimed.discard(ticket_id)
+        session.queue_of.pop(ticket_id, None)
+        session.send(proto.Revoked(ticket_id, reason))
+        self._dispatcher.wake()
 
     def on_transcript(self, data: bytes | str) -> None:
         """Live speech of a caller whose ticket a seat here holds (offered or claimed)."""
@@ -620,6 +639,24 @@ class SeatServer:
             return True
         return await self._queue.submit_unless_answered(frame.ticket, agent)
 
+    async def _merged_child(self, session: SeatSession, child_id: str) -> None:
+        """A 子单 the seat may decide about: it holds the 子单 or its 主单."""
+        child = await self._queue.get(child_id)
+        if not child.parent:
+            raise_conflict(child_id, "not a 子单 of any 主单")
+        if not (session.holds(child_id) or session.holds(child.parent)):
+            raise_conflict(child_id, "you hold neither this 子单 nor its 主单")
+
+    async def _on_confirm_merge(self, session: SeatSession, frame: proto.ConfirmMerge) -> None:
+        await self._merged_child(session, frame.ticket)
+        await self._queue.confirm_merge(frame.ticket, session.agent.id)
+        session.send(proto.Ack(frame.id, ticket=frame.ticket, status="merge_confirmed"))
+
+    async def _on_split(self, session: SeatSession, frame: proto.Split) -> None:
+        await self._merged_child(session, frame.ticket)
+        await self._queue.split(frame.ticket, session.agent.id)
+        session.send(proto.Ack(frame.id, ticket=frame.ticket, status="split"))
+
     async def _on_reply(self, session: SeatSession, frame: proto.Reply) -> None:
         ticket = await self._claimed_ticket(session, frame.ticket)
         entry = await self._queue.reply(ticket, session.agent.id, frame.text)
@@ -650,7 +687,7 @@ def wrap_up_limit(config: GatewayConfig, queues: list[str], last_queue: str) -> 
     return 0.0 if not mine or 0.0 in mine else max(mine)
 
 
-P = TypeVar("P", messages.ConversationNews, messages.Transcript, messages.Alerted)
+P = TypeVar("P", messages.ConversationNews, messages.Transcript, messages.TriageNews)
 
 
 def _parsed(kind: type[P], data: bytes | str) -> P | None:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import ConfigError
-from gateway.messages import Alerted
+from gateway.messages import Alerted, TriageNews
 from gateway.queue import TicketQueue
 from gateway.shell.app import Gateway
 from gateway.shell.tasks import stop_task
@@ -228,7 +228,7 @@ async def test_a_threat_is_raised_ahead_of_older_tickets_and_alerted_once(
     queue, triager, [older] = await tickets(triage_config, redis_client, 1)
     threat = (await queue.intake(queued_ticket("t1", text="工资再不给我就跳楼"), "test")).ticket_id
     pubsub = redis_client.pubsub()
-    await pubsub.subscribe(queue.keys.alert_news)
+    await pubsub.subscribe(queue.keys.triage_news)
     consumer = Triage(queue.live, queue, triager, name="only")
     await consumer.triage(older)
     await consumer.triage(threat)
@@ -240,11 +240,15 @@ async def test_a_threat_is_raised_ahead_of_older_tickets_and_alerted_once(
     assert offered is not None and offered.id == threat, "the threat is offered before the older ticket"
     entries = stream_entries(await redis_client.xrange(queue.keys.alerts))
     assert [Alerted.parse(fields["m"]).ticket for _, fields in entries] == [threat]
-    news = None
-    while news is None:
-        news = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-    alerted = Alerted.parse(news["data"])
-    assert (alerted.ticket, alerted.priority, [a.word for a in alerted.alerts]) == (threat, 9, ["跳楼"])
+    said: list[TriageNews] = []
+    while len(said) < 2:  # the older ticket's news, then the threat's (the repeat says nothing)
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+        if message is not None:
+            said.append(TriageNews.parse(message["data"]))
+    assert [(news.ticket, news.kind) for news in said] == [(older, "triaged"), (threat, "triaged")]
+    alerted = said[1]
+    assert (alerted.priority, [a.word for a in alerted.alerts]) == (9, ["跳楼"])
+    assert alerted.suggestions and alerted.clocks and "sensitive_critical" in alerted.flags
     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
@@ -265,6 +269,9 @@ async def test_the_seat_holding_a_ticket_is_alerted_as_triage_finds_a_threat(
         )
         consumer = Triage(LiveConfig(triage_config), gateway.queue, build_triager(triage_config), name="beside")
         await consumer.triage(body["ticket_id"])
+        triaged = await seat.expect("triaged")
+        assert triaged["ticket"] == body["ticket_id"] and triaged["priority"] == 9
+        assert len(triaged["suggestions"]) == 3 and triaged["clocks"][0]["name"] == "resolve"
         alert = await seat.expect("alert")
         assert (alert["ticket"], alert["priority"]) == (body["ticket_id"], 9)
         assert [(a["word"], a["severity"], a["source"]) for a in alert["alerts"]] == [("跳楼", 3, "text")]

@@ -176,6 +176,7 @@ def documented_frames(heading: str) -> dict[str, dict[str, bool]]:
 def test_the_documents_client_frames_are_the_models() -> None:
     declared = {}
     for model in (proto.Hello, proto.SetState, proto.Accept, proto.Decline, proto.Update, proto.Submit, proto.Reply,
+                  proto.ConfirmMerge, proto.Split,
                   proto.Ping):  # fmt: skip
         kind = model.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
         fields = {
@@ -246,6 +247,11 @@ FRAME_STRATEGIES: dict[type[proto.ServerFrame], st.SearchStrategy[proto.ServerFr
         st.sampled_from(["queued", "sent", "delivered", "failed"]), st.text(max_size=40),
     ),
     proto.Transcript: st.builds(proto.Transcript, ticket_ids, segments),
+    proto.TriagedFrame: st.builds(
+        proto.TriagedFrame, ticket_ids, st.integers(min_value=0, max_value=9),
+        st.lists(st.sampled_from(["sensitive", "enterprise"]), max_size=2).map(tuple), st.just(()), st.just(()),
+        st.one_of(st.just(""), ticket_ids), st.lists(ticket_ids, max_size=2).map(tuple),
+    ),
     proto.AlertFrame: st.builds(
         proto.AlertFrame, ticket_ids, st.integers(min_value=0, max_value=9),
         st.lists(sensitive_alerts, max_size=3).map(tuple),

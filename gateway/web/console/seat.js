@@ -710,6 +710,12 @@ function row(label, ...content) {
   return element("div", { className: "row" }, element("dt", { text: label }), element("dd", {}, ...content));
 }
 
+function mergeButton(ticket, action, label) {
+  const button = element("button", { type: "button", className: "merge", text: label });
+  button.addEventListener("click", () => command({ type: "merge", action, ticket }));
+  return button;
+}
+
 function ticketCard(ticket, { conversation: withMessages = true } = {}) {
   const citizen = ticket.citizen || {};
   const voice = ticket.voice || {};
@@ -727,6 +733,18 @@ function ticketCard(ticket, { conversation: withMessages = true } = {}) {
     const kind = ALERT_CATEGORIES[alert.category] || alert.category;
     const text = `${kind}（${alert.severity}级）“${alert.word}”：${alert.context}`;
     list.append(row("敏感词预警", element("p", { className: `alert severity-${alert.severity}`, text })));
+  }
+  if (ticket.parent) {
+    const controls = element("span", {}, `主单 ${ticket.parent}${ticket.merge_confirmed ? "（已确认）" : ""} `);
+    if (!ticket.merge_confirmed) controls.append(mergeButton(ticket.id, "confirm_merge", "确认合并"));
+    controls.append(mergeButton(ticket.id, "split", "拆分"));
+    list.append(row("子单", controls));
+  }
+  if (ticket.children && ticket.children.length) {
+    list.append(row("主单", `含子单 ${ticket.children.length} 张：答复本单即答复全部子单`));
+  }
+  if (ticket.related && ticket.related.length) {
+    list.append(row("同一市民其他工单", ticket.related.join("、")));
   }
   for (const deadline of ticket.clocks || []) {
     const due = new Date(deadline.due);

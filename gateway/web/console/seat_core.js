@@ -41,6 +41,12 @@ export const FLAG_LABELS = Object.freeze({
   sensitive_high: "高风险",
   sensitive_critical: "极高风险",
 });
+const REVOKED = Object.freeze({
+  answered_by_parent: "已随主单答复",
+  caller_hung_up: "来电人已挂机",
+  worker_died: "通话中断",
+  agent_no_answer: "坐席话机未接听",
+});
 export const CLOCK_LABELS = Object.freeze({ contact: "联系时限", reply: "答复时限", resolve: "办结时限" });
 export const ALERT_CATEGORIES = Object.freeze({
   self_harm: "自伤自杀",
@@ -188,9 +194,15 @@ const FRAMES = {
     return step(noticed(holdTicket(state, frame.ticket), `来电振铃，请接听（工单 ${frame.ticket.id}）`));
   },
   revoked(state, frame) {
-    return step(noticed(dropTicket(state, frame.ticket), `工单 ${frame.ticket} 已收回（${frame.reason}）`, "warn"), {
+    const why = REVOKED[frame.reason] || frame.reason;
+    return step(noticed(dropTicket(state, frame.ticket), `工单 ${frame.ticket} 已收回（${why}）`, "warn"), {
       stopRing: true,
     });
+  },
+  triaged(state, frame) {
+    const fields = ["priority", "flags", "suggestions", "clocks", "parent", "related"];
+    const change = (ticket) => ({ ...ticket, ...Object.fromEntries(fields.map((name) => [name, frame[name] ?? ticket[name]])) });
+    return step(withTicket(state, frame.ticket, change));
   },
   call_ended(state, frame) {
     return step(noticed(state, `工单 ${frame.ticket} 的通话已结束，工单仍由您处理`));
@@ -228,6 +240,13 @@ const FRAMES = {
     const next = { ...state, pending: withoutKey(state.pending, frame.re) };
     if (frame.status === "submitted") return step(noticed(dropTicket(next, frame.ticket), `已提交工单 ${frame.ticket}`));
     if (frame.status === "declined") return step({ ...next, offer: null }, { stopRing: true });
+    if (frame.status === "split") {
+      const alone = withTicket(next, frame.ticket, (ticket) => ({ ...ticket, parent: "", merge_confirmed: false }));
+      return step(noticed(alone, `工单 ${frame.ticket} 已拆分为独立工单`));
+    }
+    if (frame.status === "merge_confirmed") {
+      return step(noticed(withTicket(next, frame.ticket, (ticket) => ({ ...ticket, merge_confirmed: true })), "已确认合并"));
+    }
     if (frame.state) return step({ ...next, state: frame.state, stateSince: now });
     if (asked && asked.kind === "update") return step(saved(next, asked));
     if (asked && asked.kind === "reply" && frame.outbox) return step(replied(next, asked, frame.outbox));
@@ -326,6 +345,11 @@ function saveDraft(state, id) {
 }
 
 const COMMANDS = {
+  merge(state, command) {
+    if (!["confirm_merge", "split"].includes(command.action)) return step(state);
+    const sent = request(state, command.action, { type: command.action, ticket: command.ticket });
+    return step(sent.state, sent.effect);
+  },
   accept(state) {
     if (!state.offer) return step(noticed(state, "没有待接受的工单", "warn"));
     const sent = request(state, "accept", { type: "accept", ticket: state.offer.ticket.id });

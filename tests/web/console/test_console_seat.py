@@ -9,10 +9,16 @@ from datetime import timedelta
 
 from playwright.sync_api import Page, expect
 
-from gateway.messages import Alerted
+from gateway.config import LiveConfig, TriageConfig
+from gateway.messages import TriageNews
 from gateway.ticket import Attachment, DeadlineClock, SensitiveAlert, TranscriptSegment, utcnow
+from gateway.triage.merge import MergeSettings
+from gateway.triage.service import Triage, build_triager
 from gateway.voice.link import VoiceLink
 from tests.helpers import queued_ticket, voice_ticket
+from tests.triage.conftest import SHARED_TRIAGE
+from tests.triage.merge_contacts import MANHOLE
+from tests.triage.test_merge_service import MERGE, citizen_ticket
 from tests.web.console.support import GatewayThread, log_in
 
 RINGING = re.compile(r"\bringing\b")
@@ -127,8 +133,8 @@ def test_deadline_colours_and_a_sensitive_word_alert_show_on_the_seat(live: Gate
         expect(deadlines.nth(index)).to_have_attribute("data-colour", colour)
     expect(offer).to_contain_text("联系时限")
     alert = SensitiveAlert(word="跳楼", category="self_harm", severity=3, context="再不给钱我就跳楼", at=now)
-    news = Alerted(ticket.id, "general", 9, (alert,)).serialize()
-    live.call(live.running.queue.redis.publish(live.running.queue.keys.alert_news, news))
+    news = TriageNews(ticket.id, "triaged", 9, ("enterprise", "sensitive", "sensitive_critical"), alerts=(alert,))
+    live.call(live.running.queue.redis.publish(live.running.queue.keys.triage_news, news.serialize()))
     expect(page.locator("#notices")).to_contain_text("敏感词预警（自伤自杀，3级）")
     expect(offer.locator(".alert")).to_have_text("自伤自杀（3级）“跳楼”：再不给钱我就跳楼")
 
@@ -174,3 +180,27 @@ def test_a_ticket_taken_back_while_the_page_was_disconnected_is_said_not_dropped
     expect(page.locator("body")).to_have_attribute("data-connects", "2")
     expect(page.locator("#notices")).to_contain_text(f"工单 {ticket_id} 在断线期间已收回或关闭")
     expect(page.locator("#current")).to_be_hidden()
+
+
+def test_a_child_ticket_shows_its_parent_and_is_split_from_the_page(live: GatewayThread, page: Page) -> None:
+    merge = TriageConfig(enabled=True, catalogue=str(SHARED_TRIAGE / "catalogue.toml"), merge=MergeSettings(**MERGE))
+    config = live.config.model_copy(update={"triage": merge})
+    queue = live.running.queue
+    older, newer = (citizen_ticket(n, MANHOLE[n], "web") for n in range(2))
+    child, parent = (live.call(queue.intake(ticket, "test")).ticket_id for ticket in (older, newer))
+    consumer = Triage(LiveConfig(config), queue, build_triager(config), name="beside")
+    live.call(consumer.triage(parent))  # triaged first: the 主单; the older one joins it
+    live.call(consumer.triage(child))
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    ready_seat(page, live)
+    offer = page.locator("#offer")
+    expect(offer).to_contain_text(f"主单 {parent}")  # the oldest waiting is offered first: the 子单
+    page.keyboard.press("Alt+A")
+    current = page.locator("#current")
+    expect(current).to_contain_text(f"主单 {parent}")
+    current.get_by_role("button", name="拆分").click()
+    expect(page.locator("#notices")).to_contain_text(f"工单 {child} 已拆分为独立工单")
+    expect(current.get_by_role("button", name="拆分")).to_have_count(0)
+    assert live.call(queue.get(child)).parent == ""
+    assert not errors, errors
