@@ -209,6 +209,11 @@ class Keys:
         return f"{self.prefix}:alerts"
 
     @property
+    def clocks(self) -> str:
+        """Sorted set: open tickets with a resolve deadline, scored by when it turns yellow (ms)."""
+        return f"{self.prefix}:clocks"
+
+    @property
     def triage_news(self) -> str:
         """Pub/Sub: what triage decided about a ticket, or did with it (`TriageNews`), for the seat
         holding it."""

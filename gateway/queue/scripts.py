@@ -408,6 +408,7 @@ local tid = string.match(KEYS[1], ':t:(.+)$')
 redis.call('XACK', stream, ARGV[7], entry)
 redis.call('XDEL', stream, entry)
 redis.call('ZREM', KEYS[4], tid)
+redis.call('ZREM', ARGV[10] .. ':clocks', tid)  -- closed: off the supervisors' red/yellow list
 if owner and owner ~= '' then redis.call('SREM', ARGV[10] .. ':agent:' .. owner .. ':tickets', tid) end
 redis.call('HSET', KEYS[1], 'status', ARGV[3])
 local conv = redis.call('HGET', KEYS[1], 'conv')

@@ -337,7 +337,14 @@ class Triage:
         await self._redis.publish(self._keys.triage_news, TriageNews.of(ticket, parent).serialize())
 
     def _announce(self, pipe: Any, ticket: Ticket) -> None:
-        """In the amend's transaction: the alerts found, for the supervisors (a stream, kept)."""
+        """In the amend's transaction: the ticket on the red/yellow list by when its resolve clock
+        turns yellow (the wallboard lists those past it; closing the ticket takes it off), and the
+        alerts found, for the supervisors (a stream, kept)."""
+        resolve = next((clock for clock in ticket.clocks if clock.name == "resolve"), None)
+        if resolve is not None and ticket.status in OPEN:
+            share = self.config.deadlines.yellow_share
+            yellow_at = ticket.received_at + (resolve.due - ticket.received_at) * share
+            pipe.zadd(self._keys.clocks, {ticket.id: int(yellow_at.timestamp() * 1000)})
         if not ticket.alerts:
             return
         news = Alerted(ticket.id, ticket.queue, ticket.priority, ticket.alerts).serialize()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from gateway.config import GatewayConfig
 from gateway.messages import Alerted
 from gateway.queue.store import QueueStats
+from gateway.ticket import Ticket
 
 HOURS = 24
 NODE_PREFIX = "voice.node."  # the media workers' per-IVR-node counters in `hg:metrics`
@@ -158,9 +160,27 @@ class Counters:
     metrics: Mapping[str, str]
     processes: list[dict[str, object]]
     alerts: tuple[Alerted, ...] = ()  # the newest first (`hg:alerts`)
+    late: tuple[Ticket, ...] = ()  # open tickets past the yellow of their resolve clock (`hg:clocks`)
 
 
 ALERTS_SHOWN = 20  # the newest sensitive-word alerts on the wall
+LATE_SHOWN = 30  # red and yellow tickets on the wall, the longest yellow first
+
+
+def late_rows(tickets: Iterable[Ticket], now: datetime) -> list[dict[str, object]]:
+    """One row per open ticket whose resolve clock is yellow or red: red (overdue) first, then the
+    nearest due; with its queue, category (the agent's, else triage's first suggestion) and due."""
+    rows: list[dict[str, object]] = []
+    for ticket in tickets:
+        resolve = next((clock for clock in ticket.clocks if clock.name == "resolve"), None)
+        if resolve is None:
+            continue
+        category = ticket.category or (ticket.suggestions[0].category if ticket.suggestions else "")
+        colour = "red" if now >= resolve.due else "yellow"
+        rows.append({"ticket": ticket.id, "queue": ticket.queue, "category": category, "limit": resolve.limit,
+                     "due": resolve.due.isoformat(), "colour": colour})  # fmt: skip
+    rows.sort(key=lambda row: (row["colour"] != "red", str(row["due"])))
+    return rows[:LATE_SHOWN]
 
 
 def alert_rows(alerts: Iterable[Alerted]) -> list[dict[str, object]]:
@@ -184,8 +204,9 @@ def alert_rows(alerts: Iterable[Alerted]) -> list[dict[str, object]]:
     return rows[:ALERTS_SHOWN]
 
 
-def board(config: GatewayConfig, counters: Counters, day: str) -> dict[str, object]:
-    """The wall's content (without its sequence number and time: equal boards are one frame)."""
+def board(config: GatewayConfig, counters: Counters, day: str, now: datetime) -> dict[str, object]:
+    """The wall's content (without its sequence number and time: equal boards are one frame);
+    `now` colours the deadlines."""
     return {
         "day": day,
         "queues": [
@@ -197,4 +218,5 @@ def board(config: GatewayConfig, counters: Counters, day: str) -> dict[str, obje
         "nodes": node_calls(counters.metrics),
         "processes": counters.processes,
         "alerts": alert_rows(counters.alerts),
+        "late": late_rows(counters.late, now),
     }

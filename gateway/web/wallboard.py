@@ -35,7 +35,7 @@ from gateway.errors import Forbidden, ServiceUnavailable, Unauthorized
 from gateway.keys import Keys, process_id, reply_text
 from gateway.queue import TicketQueue
 from gateway.queue.store import GROUP
-from gateway.ticket import MAX_PRIORITY
+from gateway.ticket import MAX_PRIORITY, utcnow
 from gateway.web import board
 from gateway.web.board import Counters, Presence, StreamFigures
 from gateway.web.console import CONSOLE, allowed_origins, supervisor_session
@@ -196,7 +196,7 @@ class Wallboard:
     async def _compute(self) -> None:
         self.computations += 1
         day = local_day()
-        computed = board.board(self.config, await self.read_counters(day), day)
+        computed = board.board(self.config, await self.read_counters(day), day, utcnow())
         if computed == self._board:
             return
         self._board = computed
@@ -214,9 +214,10 @@ class Wallboard:
             pipe.hgetall(self.keys.metrics)
             pipe.hgetall(self.keys.processes)
             pipe.xrevrange(self.keys.alerts, count=board.ALERTS_SHOWN)
+            pipe.zrangebyscore(self.keys.clocks, "-inf", now_ms(), start=0, num=board.LATE_SHOWN)
             for agent in self.config.agents:
                 pipe.hgetall(self.keys.seat_presence(agent.id))
-            intake, metrics, beats, alerts, *seats = await pipe.execute()
+            intake, metrics, beats, alerts, late, *seats = await pipe.execute()
         processes, stale = board.live_processes(_texts(beats), now_ms())
         if stale:
             await self._redis.hdel(self.keys.processes, *stale)
@@ -228,6 +229,7 @@ class Wallboard:
             metrics=_texts(metrics),
             processes=processes,
             alerts=_alerts(alerts),
+            late=tuple(ticket for ticket in await self._queue.documents([reply_text(t) for t in late]) if ticket),
         )
 
     async def _stream_figures(self) -> dict[str, list[StreamFigures]]:

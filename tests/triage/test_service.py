@@ -235,6 +235,10 @@ async def test_a_threat_is_raised_ahead_of_older_tickets_and_alerted_once(
     await consumer.triage(threat)  # a repeat after a crash: nothing written twice
     raised = await queue.get(threat)
     assert raised.priority == 9 and "sensitive_critical" in raised.flags
+    resolve = raised.clocks[-1]
+    yellow_at = raised.received_at + (resolve.due - raised.received_at) * triage_config.deadlines.yellow_share
+    score = await redis_client.zscore(queue.keys.clocks, threat)
+    assert score == int(yellow_at.timestamp() * 1000), "on the red/yellow list from when it turns yellow"
     assert await queue.waiting("general") == 2, "the ticket moved: it is not queued twice"
     offered = await queue.offer("a1", ["general"])
     assert offered is not None and offered.id == threat, "the threat is offered before the older ticket"

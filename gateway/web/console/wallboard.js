@@ -191,6 +191,26 @@ function draw() {
     (tr, [, calls]) => setText(cells(tr)[1], String(calls)),
   );
   patchRows(
+    $("late").tBodies[0],
+    frame.late || [],
+    (late) => late.ticket,
+    (late) =>
+      element(
+        "tr",
+        { "data-ticket": late.ticket },
+        element("th", { scope: "row", text: late.ticket }),
+        element("td", { text: late.queue }),
+        element("td", { text: late.category }),
+        element("td", { text: late.limit.replace("wd", " 个工作日").replace("h", " 小时") }),
+        element("td", { "data-field": "due" }),
+      ),
+    (tr, late) => {
+      setClass(tr, `deadline-${late.colour}`);
+      tr.dataset.colour = late.colour;
+      setText(cells(tr)[4], `${new Date(late.due).toLocaleString("zh-CN")}${late.colour === "red" ? "（已超时）" : ""}`);
+    },
+  );
+  patchRows(
     $("alerts").tBodies[0],
     frame.alerts || [],
     (alert) => `${alert.ticket}@${alert.at}`,

@@ -6,6 +6,7 @@ supervisors get the same frames from one computation; the counters survive a res
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,9 +14,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from gateway.config import hash_secret
 from gateway.messages import Alerted
-from gateway.ticket import SensitiveAlert, utcnow
+from gateway.ticket import DeadlineClock, SensitiveAlert, utcnow
 from peers.gateway_config import AGENT_TOKENS
-from tests.helpers import Seat
+from tests.helpers import Seat, queued_ticket
 from tests.web.console.support import GatewayThread, console_listen, log_in
 
 SUPERVISOR_TOKEN = "token-s1-" + "q" * 24
@@ -203,3 +204,29 @@ def test_sensitive_word_alerts_reach_the_wall_newest_first(wall: GatewayThread, 
     expect(rows.nth(0)).to_contain_text("3级")
     expect(rows.nth(0)).to_contain_text("自伤自杀")
     expect(rows.nth(1)).to_contain_text("再不解决我就把物业办公室砸了")
+
+
+def test_red_and_yellow_tickets_reach_the_wall_and_leave_it_when_closed(wall: GatewayThread, page: Page) -> None:
+    queue = wall.running.queue
+    now = utcnow()
+    received = now - timedelta(hours=3)
+    clocks = {  # received 3 h ago: overdue; an eighth of 24 h used; 9/10 of 3 h 20 min used
+        "red": DeadlineClock(name="resolve", limit="2h", due=now - timedelta(hours=1)),
+        "green": DeadlineClock(name="resolve", limit="24h", due=now + timedelta(hours=21)),
+        "yellow": DeadlineClock(name="resolve", limit="24h", due=received + timedelta(hours=3, minutes=20)),
+    }
+    ids = {}
+    for colour, clock in clocks.items():
+        ticket = queued_ticket(f"late-{colour}", text="路灯不亮", clocks=(clock,), received_at=received)
+        ids[colour] = wall.call(queue.intake(ticket, "test")).ticket_id
+        yellow_at = received + (clock.due - received) * 0.8
+        wall.call(queue.redis.zadd(queue.keys.clocks, {ids[colour]: int(yellow_at.timestamp() * 1000)}))
+    open_wall(page, wall)
+    rows = page.locator("#late tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_have_attribute("data-ticket", ids["red"])
+    expect(rows.nth(0)).to_contain_text("已超时")
+    expect(rows.nth(1)).to_have_attribute("data-colour", "yellow")
+    wall.call(queue.abandon(ids["red"], "caller_hung_up"))  # closed: off the list
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0)).to_have_attribute("data-ticket", ids["yellow"])

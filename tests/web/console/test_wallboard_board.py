@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -58,7 +59,7 @@ def test_an_entry_counts_in_the_local_hour_of_its_id() -> None:
 
 def test_the_board_lists_every_queue_and_agent(config: GatewayConfig) -> None:
     counters = Counters(streams={}, stats={}, seats={"a1": Presence("busy", 7)}, intake={}, metrics={}, processes=[])
-    computed = board.board(config, counters, "20261203")
+    computed = board.board(config, counters, "20261203", datetime(2026, 12, 3, 2, 0, tzinfo=UTC))
     queues = cast(list[dict[str, object]], computed["queues"])
     assert [q["name"] for q in queues] == [q.name for q in config.queues]
     agents = {a["id"]: (a["state"], a["since_ms"]) for a in cast(list[dict[str, object]], computed["agents"])}
