@@ -147,6 +147,11 @@ class QueueConfig(_Section):
     priority: int = Field(default=0, ge=0, le=MAX_PRIORITY)
     max_wait: Seconds = 300.0
     service_level: Seconds = 20.0
+    # Flags every ticket queued here carries (the 政企通 queue: `enterprise`, so its tickets get the
+    # enterprise line's priority and 2110 clocks whichever way they came).
+    flags: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]] = Field(
+        default_factory=list, max_length=8
+    )
     # 话后处理: the longest an agent stays in after-call work after this queue's tickets; then the
     # seat goes back to the state it had before (gateway/web/seats.py). 0: no limit.
     wrap_up_limit: float = Field(default=120.0, ge=0, le=3600)
@@ -249,6 +254,14 @@ class RoutingConfig(_Section):
     # `sensitive_critical`: severity 3; gateway/triage/assess.py).
     flag_priority: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")], int] = Field(
         default_factory=lambda: {"urgent": 5, "enterprise": 7, "sensitive_high": 6, "sensitive_critical": 9}
+    )
+    # A flagged ticket with no queue of its own goes to this flag's queue (`enterprise`: the 政企通
+    # queue, on its own skill).
+    flag_queue: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")], Name] = Field(default_factory=dict)
+    # The enterprise line (政企通, 四优先): contacts from these numbers are flagged `enterprise`
+    # (a registered company's phones; the mini program flags its own, a DID its flow's queue).
+    enterprise_phones: list[Annotated[str, StringConstraints(pattern=r"^\+?[0-9]{5,20}$")]] = Field(
+        default_factory=list, max_length=100_000
     )
 
 
@@ -610,6 +623,9 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
     for channel, queue in config.routing.by_channel.items():
         if queue not in names:
             errors.append(FieldError(f"routing.by_channel.{channel}", f"no queue named {queue!r}"))
+    for flag, queue in config.routing.flag_queue.items():
+        if queue not in names:
+            errors.append(FieldError(f"routing.flag_queue.{flag}", f"no queue named {queue!r}"))
     for index, queue_config in enumerate(config.queues):
         if queue_config.service_level > queue_config.max_wait:
             errors.append(FieldError(f"queues[{index}].service_level", "must be <= max_wait"))

@@ -182,19 +182,28 @@ def fingerprint(request: IntakeRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def route(request: IntakeRequest, config: GatewayConfig) -> tuple[str, int]:
-    """Pick the queue and the priority: explicit queue, else the channel's, else the default.
+def route(request: IntakeRequest, config: GatewayConfig) -> tuple[str, int, tuple[str, ...]]:
+    """Pick the queue, the priority and the flags.
 
-    Priority is the highest of the queue's own, the request's, and what its flags imply
-    (`urgent`, `enterprise`: the 政企通 priority line), so flagged tickets are offered first.
+    Flags: the request's, `enterprise` for a number on `[routing] enterprise_phones` (the 政企通
+    line), then the chosen queue's own (`[[queues]] flags`). Queue: the explicit one, else the first
+    flag's (`[routing] flag_queue`), else the channel's, else the default. Priority: the highest of
+    the queue's own, the request's, and what the flags imply (`urgent`, `enterprise`: the 政企通
+    priority line), so flagged tickets are offered first.
     """
     names = {queue.name for queue in config.queues}
     if request.queue is not None and request.queue not in names:
         raise InvalidRequest("unknown queue", (FieldError("queue", f"no queue named {request.queue!r}"),))
-    queue = request.queue or config.routing.by_channel.get(request.channel) or config.routing.default_queue
+    routing = config.routing
+    flags = list(request.flags)
+    if request.citizen.phone and request.citizen.phone in routing.enterprise_phones:
+        flags.append("enterprise")
+    flagged = next((routing.flag_queue[flag] for flag in flags if flag in routing.flag_queue), None)
+    queue = request.queue or flagged or routing.by_channel.get(request.channel) or routing.default_queue
+    flags += config.queue(queue).flags
     levels = [config.queue(queue).priority, request.priority or 0]
-    levels += [config.routing.flag_priority.get(flag, 0) for flag in request.flags]
-    return queue, min(max(levels), MAX_PRIORITY)
+    levels += [routing.flag_priority.get(flag, 0) for flag in flags]
+    return queue, min(max(levels), MAX_PRIORITY), tuple(dict.fromkeys(flags))
 
 
 def to_ticket(
@@ -210,7 +219,7 @@ def to_ticket(
     # No key from the channel: the ticket's own id is its message id, and the gateway's answer
     # names it, so a retry after a 503 can still be recognized (docs/http-api.md).
     message_id = request.message_id or idempotency_key or ticket_id
-    queue, priority = route(request, config)
+    queue, priority, flags = route(request, config)
     try:
         return Ticket(
             id=ticket_id,
@@ -223,7 +232,7 @@ def to_ticket(
             ivr_path=request.ivr_path,
             queue=queue,
             priority=priority,
-            flags=tuple(dict.fromkeys(request.flags)),
+            flags=flags,
             status="queued",
         )
     except ValidationError as exc:

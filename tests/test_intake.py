@@ -9,10 +9,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import GatewayConfig
-from gateway.errors import Forbidden, InvalidRequest
-from gateway.intake import IntakeRequest, clean_text, fingerprint, has_visible_text, parse_intake, route, to_ticket
+from gateway.errors import ConfigError, Forbidden, InvalidRequest
+from gateway.intake import (
+    IntakeCitizen,
+    IntakeRequest,
+    clean_text,
+    fingerprint,
+    has_visible_text,
+    parse_intake,
+    route,
+    to_ticket,
+)
 from gateway.jsonwire import MAX_DEPTH
 from gateway.ticket import Citizen
+from peers.gateway_config import make_raw_config
 from tests.conftest import ConfigFactory
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
@@ -26,16 +36,36 @@ def test_parse_reports_every_field() -> None:
 
 def test_route_by_queue_channel_default_and_flags(config_factory: ConfigFactory) -> None:
     config: GatewayConfig = config_factory(routing={"default_queue": "general", "by_channel": {"sms": "housing"}})
-    assert route(IntakeRequest(text="x"), config) == ("general", 0)
-    assert route(IntakeRequest(text="x", channel="sms"), config) == ("housing", 0)
-    assert route(IntakeRequest(text="x", queue="enterprise"), config) == ("enterprise", 7)
-    assert route(IntakeRequest(text="x", flags=["urgent"]), config) == ("general", 5)
+    assert route(IntakeRequest(text="x"), config) == ("general", 0, ())
+    assert route(IntakeRequest(text="x", channel="sms"), config) == ("housing", 0, ())
+    assert route(IntakeRequest(text="x", queue="enterprise"), config) == ("enterprise", 7, ())
+    assert route(IntakeRequest(text="x", flags=["urgent"]), config) == ("general", 5, ("urgent",))
     assert route(IntakeRequest(text="x", flags=["urgent", "enterprise"], priority=2), config) == (
         "general",
         7,
+        ("urgent", "enterprise"),
     )
     with pytest.raises(InvalidRequest):
         route(IntakeRequest(text="x", queue="nope"), config)
+
+
+def test_the_enterprise_line_by_number_by_flag_and_by_its_queue(config_factory: ConfigFactory) -> None:
+    """政企通: a registered number, the mini program's flag or the line's own queue (a DID's flow
+    routes there) all make an enterprise ticket: its queue, its priority, its flag (2110 clocks)."""
+    raw = make_raw_config("x", "redis://127.0.0.1:1/0")
+    queues = [{**queue, "flags": ["enterprise"]} if queue["name"] == "enterprise" else queue for queue in raw["queues"]]
+    routing = {"default_queue": "general", "flag_queue": {"enterprise": "enterprise"},
+               "enterprise_phones": ["13900001111"]}  # fmt: skip
+    config: GatewayConfig = config_factory(queues=queues, routing=routing)
+    company = IntakeRequest(text="x", citizen=IntakeCitizen(phone="13900001111"))
+    assert route(company, config) == ("enterprise", 7, ("enterprise",))
+    assert route(IntakeRequest(text="x", flags=["enterprise"]), config) == ("enterprise", 7, ("enterprise",))
+    assert route(IntakeRequest(text="x", queue="enterprise"), config) == ("enterprise", 7, ("enterprise",))
+    citizen = IntakeRequest(text="x", citizen=IntakeCitizen(phone="13900002222"))
+    assert route(citizen, config) == ("general", 0, ())
+    assert to_ticket(company, config, NOW, None).flags == ("enterprise",)
+    with pytest.raises(ConfigError, match=r"routing\.flag_queue\.enterprise"):
+        config_factory(queues=queues, routing={**routing, "flag_queue": {"enterprise": "nope"}})
 
 
 def test_to_ticket_uses_message_id_then_idempotency_key(config: GatewayConfig) -> None:

@@ -135,15 +135,18 @@ def assess(ticket: Ticket, triager: Triager, now: datetime) -> Ticket:
     text = ticket_text(ticket)
     suggestions = suggest(triager.model, text)
     alerts = sensitive_alerts(ticket, triager.matcher, now)
-    flags = tuple(dict.fromkeys([*ticket.flags, *alert_flags(alerts)]))
     chosen = ticket.category or (suggestions[0].category if suggestions else "")
+    category = triager.categories.get(chosen)
+    # A category the catalogue marks enterprise puts the ticket on the 政企通 line (priority, 2110).
+    enterprise = (ENTERPRISE_FLAG,) if category is not None and category.enterprise else ()
+    flags = tuple(dict.fromkeys([*ticket.flags, *alert_flags(alerts), *enterprise]))
     return ticket.model_copy(
         update={
             "suggestions": suggestions,
             "alerts": alerts,
             "flags": flags,
             "priority": raised_priority(ticket.priority, flags, triager.flag_priority),
-            "clocks": deadline_clocks(ticket, triager.categories.get(chosen), triager.calendar),
+            "clocks": deadline_clocks(ticket, category, triager.calendar),
             "place": triager.gazetteer.place(f"{ticket.address}\n{text}"),
         }
     )

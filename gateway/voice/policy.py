@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from gateway.asr.text import extract
 from gateway.config import GatewayConfig
-from gateway.intake import IntakeRequest, route
+from gateway.intake import IntakeCitizen, IntakeRequest, route
 from gateway.ivr.actions import (
     DEQUEUE_ABANDONED,
     FIELD_ROUTE,
@@ -69,13 +69,17 @@ def draft_ticket(facts: CallFacts, queue: str, priority: int, config: GatewayCon
     """The call's ticket for `queue`: routed by the rule every channel's intake uses (the flow node's
     priority is the request's), pre-filled from what the caller said."""
     # Only the routing fields: a call has no text to validate yet (it may never have one).
-    request = IntakeRequest.model_construct(channel="voice", queue=queue, priority=priority, flags=[], text="")
-    queue, priority = route(request, config)
+    phone = caller_phone(facts.caller)
+    citizen = IntakeCitizen.model_construct(phone=phone)
+    request = IntakeRequest.model_construct(
+        channel="voice", queue=queue, priority=priority, flags=[], text="", citizen=citizen
+    )
+    queue, priority, flags = route(request, config)
     ticket = Ticket(
         id=ticket_id,
         channel="voice",
         message_id=facts.call_id,
-        citizen=Citizen(phone=caller_phone(facts.caller)),
+        citizen=Citizen(phone=phone),
         received_at=facts.started,
         text=facts.fields.get(FIELD_SPEECH_TEXT, ""),
         transcript=facts.transcript[-TRANSCRIPT_KEPT:],
@@ -85,6 +89,7 @@ def draft_ticket(facts: CallFacts, queue: str, priority: int, config: GatewayCon
         ivr_path=facts.ivr_path[:64],
         queue=queue,
         priority=priority,
+        flags=flags,
         status="queued",
         voice=VoiceCall(worker=facts.worker_id, call_id=facts.call_id, caller=facts.caller, called=facts.called),
     )

@@ -101,3 +101,11 @@ def test_a_ticket_triaged_before_is_not_assessed_again(triager: Triager) -> None
 def test_the_example_configs_flags_raise_as_documented(config_factory: ConfigFactory) -> None:
     routing = config_factory().routing.flag_priority
     assert routing["sensitive_critical"] > routing["sensitive_high"] > routing["urgent"]
+
+
+def test_a_category_marked_enterprise_puts_the_ticket_on_the_enterprise_line(triager: Triager) -> None:
+    enterprise = next(category for category in triager.categories.values() if category.enterprise)
+    ticket = queued_ticket("m1", text="我们公司的事", category=enterprise.id, received_at=WEDNESDAY)
+    assessed = assess(ticket, triager, WEDNESDAY)
+    assert "enterprise" in assessed.flags and assessed.priority == PRIORITIES["enterprise"]
+    assert [clock.name for clock in assessed.clocks] == ["contact", "reply", "resolve"]

@@ -14,6 +14,7 @@ from gateway.ivr.machine import OUTCOME_ABANDONED, OUTCOME_COMPLETED, OUTCOME_HA
 from gateway.ticket import Attachment, TranscriptSegment, new_ticket_id
 from gateway.voice import policy
 from gateway.voice.policy import CallFacts, Settlement, callback_ticket, draft_ticket, settlement
+from tests.conftest import ConfigFactory
 from tests.ivr.test_purity import ALSO_FORBIDDEN, CLOCK_READS, FORBIDDEN, imported_modules, roots
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -45,6 +46,16 @@ def test_the_draft_ticket_is_routed_by_the_intake_rule(config: GatewayConfig) ->
     assert general.attachments[0].path == "/rec/01KCALL.wav"
     assert general.address.startswith("莱山区观海路17号"), "pre-filled from what the caller said"
     assert general.voice is not None and general.voice.worker == "w1"
+
+
+def test_a_call_from_a_registered_company_is_on_the_enterprise_line(config_factory: ConfigFactory) -> None:
+    routing = {"default_queue": "general", "enterprise_phones": ["13812345678"]}
+    config: GatewayConfig = config_factory(routing=routing)
+    ticket = draft_ticket(facts(), "general", 1, config, new_ticket_id(NOW))
+    # The flow chose the queue; the number makes it an enterprise ticket: flagged (2110), first.
+    assert (ticket.queue, ticket.priority, ticket.flags) == ("general", 7, ("enterprise",))
+    other = draft_ticket(facts(caller="13900000000"), "general", 1, config, new_ticket_id(NOW))
+    assert (other.priority, other.flags) == (1, ())
 
 
 @pytest.mark.parametrize(
