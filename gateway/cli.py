@@ -152,6 +152,21 @@ def cmd_media_worker(args: argparse.Namespace) -> int:
         return 2 if isinstance(exc, ConfigError) else 1
 
 
+def cmd_triage(args: argparse.Namespace) -> int:
+    from gateway.triage.run import run_triage
+
+    # A triage process holds none of the front's or the channels' secrets, as a media worker.
+    config = _load_or_exit(args.config, environment=False)
+    if not config.triage.enabled:
+        print("triage is disabled in the config ([triage] enabled = false)", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run_triage(config, _redis_url_for(config, args.redis_url)))
+    except GatewayError as exc:
+        print(f"hotline-gateway triage: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+
+
 def cmd_render_prompts(args: argparse.Namespace) -> int:
     from gateway.voice.prompts import prompt_files, render_missing
 
@@ -336,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--id", default=f"w{os.getpid()}", help="worker id, unique across the hosts sharing Redis")
     worker.add_argument("--listen", default=None, help="SIP host:port (default [voice] listen)")
     worker.set_defaults(func=cmd_media_worker)
+
+    triage = sub.add_parser("triage", help="a process that only triages new tickets (one more consumer)")
+    _config_option(triage)
+    _redis_option(triage)
+    triage.set_defaults(func=cmd_triage)
 
     prompts = sub.add_parser("render-prompts", help="render every prompt without a recording (espeak-ng, sox)")
     _config_option(prompts)

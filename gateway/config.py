@@ -443,6 +443,9 @@ class TriageConfig(_Section):
     `labels_maxlen`. `merge`: 主单 + 子单 and the gazetteer (docs/triage.md)."""
 
     enabled: bool = False
+    # The core process triages too (one more consumer); false: only `hotline-gateway triage`
+    # processes do, and the core's event loop keeps to intake, seats and the queue.
+    in_core: bool = True
     catalogue: str = ""
     examples: str = ""
     batch: int = Field(default=100, ge=1, le=1000)

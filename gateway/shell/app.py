@@ -185,7 +185,7 @@ class Gateway:
         self._tail: list[Service] = [self.http, self.seat_server]
         # Dispatch suggestions beside intake (its own consumer group on the ticket-created stream).
         self.triage: Triage | None = None
-        if config.triage.enabled:
+        if config.triage.enabled and config.triage.in_core:
             self.triage = Triage(self.live, self.queue, build_triager(config))
             self.add(Loop("triage", self.triage.run))
             self.add(Loop("triage-labels", self.triage.learn))
