@@ -27,7 +27,7 @@ from typing import Any
 import redis
 
 from bench import BenchError
-from bench.common.procs import CpuMeter, start_profiler, stop_profiler, tail
+from bench.common.procs import CpuMeter, spawn_logged, start_profiler, stop_process, stop_profiler, tail
 from bench.common.workers import Worker
 from bench.intake.agents import agents_process
 from bench.intake.figures import Options, Raw, figures
@@ -39,6 +39,7 @@ from bench.intake.setup import (
     GatewayProcess,
     redis_benchmark_binary,
     start_gateway,
+    triage_command,
     write_config,
     xadd_baseline,
 )
@@ -120,8 +121,12 @@ def start_all(stack: contextlib.ExitStack, options: Options) -> Running:
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-intake-")))
     server, client = start_redis(stack, tmp)
     creds = Credentials.fresh(options.agents)
-    gateway = start_gateway(tmp, write_config(tmp, server.url, creds), server.url, options.cprofile)
+    config = write_config(tmp, server.url, creds, options.triage_catalogue)
+    gateway = start_gateway(tmp, config, server.url, options.cprofile)
     stack.callback(stop_gateway, gateway)
+    if options.triage_catalogue is not None:
+        triage = spawn_logged(triage_command(config, server.url), tmp / "triage.out", tmp / "triage.err")
+        stack.callback(stop_process, triage)
     agents, load = start_agents_and_load(stack, gateway, creds)
     return Running(server, client, gateway, agents, load)
 

@@ -24,6 +24,9 @@ class Options:
     concurrency: int = 64
     profile: Path | None = None
     raw_out: Path | None = None
+    # A dispatch catalogue: triage runs beside the gateway, in a `hotline-gateway triage` process of
+    # its own (bench/triage measures intake with it against intake without).
+    triage_catalogue: Path | None = None
 
     @property
     def cprofile(self) -> Path | None:

@@ -40,7 +40,9 @@ def _toml(value: str | int | list[str]) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def config_toml(redis_url: str, creds: Credentials, offer_timeout: int = 30) -> str:
+def config_toml(
+    redis_url: str, creds: Credentials, offer_timeout: int = 30, triage_catalogue: Path | None = None
+) -> str:
     lines = [
         "[http]", f"listen = {_toml('127.0.0.1:0')}",
         "[seats]", f"listen = {_toml('127.0.0.1:0')}", f"offer_timeout = {offer_timeout}",
@@ -54,14 +56,22 @@ def config_toml(redis_url: str, creds: Credentials, offer_timeout: int = 30) -> 
         lines.append(f"token_hash = {_toml(hash_secret(token))}")
     lines += ["[[api_clients]]", f"id = {_toml('bench')}", f"key_hash = {_toml(hash_secret(creds.api_key))}"]
     lines.append(f"channels = {_toml(['web'])}")
+    if triage_catalogue is not None:  # out of the core: its own process (`triage_command`)
+        lines += ["[triage]", "enabled = true", "in_core = false", f"catalogue = {_toml(str(triage_catalogue))}"]
     return "\n".join(lines) + "\n"
 
 
-def write_config(directory: Path, redis_url: str, creds: Credentials) -> Path:
+def write_config(directory: Path, redis_url: str, creds: Credentials, triage_catalogue: Path | None = None) -> Path:
     path = directory / "gateway.toml"
-    path.write_text(config_toml(redis_url, creds))
+    path.write_text(config_toml(redis_url, creds, triage_catalogue=triage_catalogue))
     load_config(path)  # a ConfigError here names the field, which beats a gateway that exits at start
     return path
+
+
+def triage_command(config: Path, redis_url: str) -> list[str]:
+    """`hotline-gateway triage`: one process that only triages, beside the gateway."""
+    return [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "triage", "--config", str(config),
+            "--redis-url", redis_url]  # fmt: skip
 
 
 def gateway_command(config: Path, redis_url: str, cprofile: Path | None = None) -> list[str]:

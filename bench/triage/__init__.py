@@ -17,14 +17,16 @@
    back unchanged (nothing assessed, nothing looked up), so the ratio shows what deciding costs
    beside the store's own work.
 
-Not measured yet: intake throughput with triage running beside it (triage runs in the gateway's
-process today; the ratio needs it in a process of its own).
+4. Intake beside triage: the intake benchmark's throughput phase (bench/intake: HTTP posts to
+   submitted by seats) twice in this run, alone and with a `hotline-gateway triage` process beside
+   the gateway (`[triage] in_core = false`): the ratio of tickets/s with triage to without.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sys
 import tempfile
@@ -58,6 +60,7 @@ EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "gateway.toml"
 TARGET_TICKETS_PER_S = 2000.0
 TARGET_P99_MS = 20.0
 TARGET_TOP3 = 0.95
+TARGET_INTAKE_RATIO = 0.9
 PRIORITIES = {"urgent": 5, "enterprise": 7, "sensitive_high": 6, "sensitive_critical": 9}
 CATEGORIES = ("self_harm", "violence", "mass_incident", "public_safety", "extreme_demand", "minor_at_risk")
 
@@ -68,12 +71,13 @@ class Options:
     stored: int = 3_000  # through the consumer
     words: int = 10_000
     seed: int = 2026
+    intake: int = 3_000  # tickets posted per intake run (0: the intake ratio is not measured)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | None) -> Options:
         if args is None:
             return cls()
-        return cls(args.triage_tickets, args.triage_stored, args.triage_words, args.triage_seed)
+        return cls(args.triage_tickets, args.triage_stored, args.triage_words, args.triage_seed, args.triage_intake)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--triage-stored", type=int, default=defaults.stored, help="through Redis (%(default)s)")
     group.add_argument("--triage-words", type=int, default=defaults.words, help="sensitive words (%(default)s)")
     group.add_argument("--triage-seed", type=int, default=defaults.seed, help="(%(default)s)")
+    group.add_argument(
+        "--triage-intake", type=int, default=defaults.intake, help="tickets per intake run, 0 none (%(default)s)"
+    )
 
 
 def progress(message: str) -> None:
@@ -293,6 +300,21 @@ async def _measure(queue: TicketQueue, config: GatewayConfig, triager: Triager, 
     }
 
 
+def intake_ratio(tickets: int, catalogue: Path) -> dict[str, Any]:
+    """The intake benchmark's throughput alone, then with a triage process beside the gateway."""
+    from bench.intake import measure
+    from bench.intake.figures import Options as IntakeOptions
+    from bench.intake.figures import figures
+
+    found: dict[str, float] = {}
+    for name, beside in (("alone", None), ("with_triage", catalogue)):
+        options = IntakeOptions(tickets=tickets, rate=200, seconds=2.0, triage_catalogue=beside)
+        with contextlib.ExitStack() as stack:
+            found[name] = float(figures(options, measure(stack, options))["tickets_per_s"])
+        progress(f"intake {name.replace('_', ' ')}: {found[name]:,.0f} tickets/s")
+    return {**found, "tickets": tickets, "ratio": round(found["with_triage"] / found["alone"], 3)}
+
+
 def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
     options = Options.from_args(args)
     if min(options.tickets, options.stored, options.words) < 1:
@@ -321,6 +343,7 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hg-bench-triage-") as scratch:
         stored = asyncio.run(consumer_run(words, texts(rng, examples, options.stored), Path(scratch), rng))
     progress(f"consumer: {stored['triage']['per_s']:,.0f} tickets/s (baseline {stored['baseline']['per_s']:,.0f})")
+    beside = intake_ratio(options.intake, path) if options.intake else None
     return {
         "bench": NAME,
         **machine(),
@@ -329,10 +352,15 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
         "accuracy": scores,
         "assess": pure,
         "consumer": stored,
+        "intake": beside,
         "targets": {
             "tickets_per_s": {"target": TARGET_TICKETS_PER_S, "met": stored["triage"]["per_s"] >= TARGET_TICKETS_PER_S},
             "p99_ms": {"target": TARGET_P99_MS, "met": stored["triage"]["latency_ms"]["p99"] <= TARGET_P99_MS},
             "top3": {"target": TARGET_TOP3, "met": scores["top3"] >= TARGET_TOP3},
+            "intake_ratio": {
+                "target": TARGET_INTAKE_RATIO,
+                "met": bool(beside and beside["ratio"] >= TARGET_INTAKE_RATIO),
+            },
         },
         "ok": True,
     }

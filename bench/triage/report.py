@@ -40,6 +40,15 @@ def render(result: dict[str, Any]) -> str:
          f"{scores['top3']:.1%}", f"≥ {targets['top3']['target']:.0%}", _met(targets["top3"]["met"])),
         ("dispatch suggestion top-1 on the held-out fifth", f"{scores['top1']:.1%}", "", ""),
     ]  # fmt: skip
+    beside = result.get("intake")
+    if beside:
+        ratio = targets["intake_ratio"]
+        rows += [
+            (f"**intake with a triage process beside / alone** (bench/intake's throughput phase, {beside['tickets']:,} "
+             "tickets each)", f"{beside['ratio']:.3f}", f"≥ {ratio['target']:g}", _met(ratio["met"])),
+            ("intake alone / with triage beside", f"{beside['alone']:,.0f} / {beside['with_triage']:,.0f} tickets/s",
+             "", ""),
+        ]  # fmt: skip
     return "\n".join(
         [
             f"Measured {result['date']} on {result['nproc']} × {result['cpu']}, Python {result['python']}: the "
@@ -59,8 +68,10 @@ def render(result: dict[str, Any]) -> str:
             "as many other entries with a second group and writes each ticket back unchanged through the "
             "same amend, one after another.",
             "",
-            "Not measured yet: intake throughput with triage beside it (triage runs in the gateway's own process "
-            "today; the ratio needs it in a process of its own).",
+            "Intake beside triage: bench/intake's throughput phase (HTTP posts, seats accepting and submitting) "
+            "twice in this run, alone and with one `hotline-gateway triage` process beside the gateway "
+            "(`[triage] in_core = false`); the same machine holds Redis, the gateway, the agents, the load "
+            "and triage.",
             "",
             "How to run: `.venv/bin/python -m bench triage` (about a minute; `--triage-tickets`, `--triage-stored`, "
             "`--triage-words`).",
