@@ -21,9 +21,16 @@ answers a call it refuses for that reason; None where no SIP request can cause i
 (`gateway/web/http_server.py`), the seats (`gateway/web/seats.py`) and the media worker
 (`gateway/voice/worker.py`) take their codes from here, so the table above stays the truth.
 
-Defined beside their channels: `SmsRejected` (gateway/channels/sms/link.py, a GatewayError: the
-SMS peer refused a submit, `transient` or not) and `SmppDecodeError` (gateway/channels/sms/smpp.py,
-an InvalidRequest answered with generic_nack).
+Defined beside what raises them (each a subclass above, so it maps as its parent does):
+`MalformedMessage` (gateway/messages.py: a message of another process of ours that cannot be read,
+logged and dropped), `UnknownFrame` and `BadJson` (gateway/web/seat_protocol.py), `SessionExpired`
+(gateway/web/console.py), `SmsDecodeError` (gateway/channels/sms/framing.py, answered with the
+protocol's generic nack), `SmsRejected` (gateway/channels/sms/link.py: the SMS peer refused a
+submit, `transient` or not), `UnknownReceipt` (gateway/channels/outbound.py), `IntakeUnavailable`
+(gateway/queue/desk.py: carries the message id under which a retry is safe), `AsrError`
+(gateway/asr/engine.py), `SipFrontError` (gateway/sipfront/kamailio.py), `BadImport`
+(gateway/knowledge/entries.py: every bad line of a knowledge file named) and `AlreadyTriaged`
+(gateway/triage/assess.py: a repeat after a crash, nothing written).
 """
 
 from __future__ import annotations
