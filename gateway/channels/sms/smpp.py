@@ -13,7 +13,7 @@ receiver so they can be refused), unbind, enquire_link, submit_sm, deliver_sm, t
 generic_nack. Any other command id is "unknown" (ESME_RINVCMDID).
 
 `Decoder` frames the stream (`framing.FrameBuffer`, bounded by `max_pdu`) and returns PDUs. What is
-malformed raises `SmsDecodeError` (framing.py) with the sequence number when the header was readable, the
+malformed raises `SmppDecodeError` with the sequence number when the header was readable, the
 command id, and the status that names the fault; `error_response` turns it into the generic_nack
 that answers it. A command_length outside 16..max_pdu is `fatal` (the stream cannot be framed
 again: the session answers, then closes); any other error consumed its PDU's bytes and the next
