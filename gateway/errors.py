@@ -24,13 +24,14 @@ answers a call it refuses for that reason; None where no SIP request can cause i
 Defined beside what raises them (each a subclass above, so it maps as its parent does):
 `MalformedMessage` (gateway/messages.py: a message of another process of ours that cannot be read,
 logged and dropped), `UnknownFrame` and `BadJson` (gateway/web/seat_protocol.py), `SessionExpired`
-(gateway/web/console.py), `SmsDecodeError` (gateway/channels/sms/framing.py) and `SmppDecodeError` (smpp.py), answered with the
-protocol's generic nack), `SmsRejected` (gateway/channels/sms/link.py: the SMS peer refused a
-submit, `transient` or not), `UnknownReceipt` (gateway/channels/outbound.py), `IntakeUnavailable`
-(gateway/queue/desk.py: carries the message id under which a retry is safe), `AsrError`
-(gateway/asr/engine.py), `SipFrontError` (gateway/sipfront/kamailio.py), `BadImport`
-(gateway/knowledge/entries.py: every bad line of a knowledge file named) and `AlreadyTriaged`
-(gateway/triage/assess.py: a repeat after a crash, nothing written).
+(gateway/web/console.py), `SmsDecodeError` (gateway/channels/sms/framing.py) and `SmppDecodeError`
+(gateway/channels/sms/smpp.py), answered with the protocol's generic nack, `SmsRejected`
+(gateway/channels/sms/link.py: the SMS peer refused a submit, `transient` or not), `UnknownReceipt`
+(gateway/channels/outbound.py), `IntakeUnavailable` (gateway/queue/desk.py: carries the message id
+under which a retry is safe), `AsrError` (gateway/asr/engine.py), `SipFrontError`
+(gateway/sipfront/kamailio.py), `BadImport` (gateway/knowledge/entries.py: every bad line of a
+knowledge file named) and `AlreadyTriaged` (gateway/triage/assess.py: a repeat after a crash,
+nothing written).
 """
 
 from __future__ import annotations
