@@ -128,6 +128,8 @@ def start_all(stack: contextlib.ExitStack, options: Options) -> Running:
         triage = spawn_logged(triage_command(config, server.url), tmp / "triage.out", tmp / "triage.err")
         stack.callback(stop_process, triage)
     agents, load = start_agents_and_load(stack, gateway, creds)
+    if options.submit_category:
+        agents.call({"op": "mode", "category": options.submit_category}, timeout=10)
     return Running(server, client, gateway, agents, load)
 
 

@@ -36,6 +36,7 @@ class SeatLog:
     offers: dict[str, list[int]] = field(default_factory=dict)
     citizens: dict[str, str] = field(default_factory=dict)  # ticket id -> the citizen's phone, if any
     replying: bool = False  # reply to each claimed ticket (REPLY_TEXT) before submitting it
+    category: str = ""  # submitted with each ticket ('' none): a dispatch catalogue requires one
     replies: dict[str, int] = field(default_factory=dict)  # ticket id -> when its reply frame went out
     submitted: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -71,8 +72,10 @@ class Seat:
         self._retrying: set[asyncio.Task[None]] = set()
 
     async def send(self, kind: str, ticket_id: str) -> None:
-        frame_id = f"{kind[0]}:{ticket_id}"
-        await self.ws.send(json.dumps({"type": kind, "id": frame_id, "ticket": ticket_id}))
+        frame: dict[str, Any] = {"type": kind, "id": f"{kind[0]}:{ticket_id}", "ticket": ticket_id}
+        if kind == "submit" and self.log.category:
+            frame["fields"] = {"category": self.log.category}
+        await self.ws.send(json.dumps(frame))
 
     async def on_frame(self, raw: str | bytes, now: int) -> None:
         frame = json.loads(raw)
@@ -148,7 +151,8 @@ class Agents:
         return {"welcomed": self.log.welcomed}
 
     async def mode(self, command: Command) -> dict[str, Any]:
-        self.log.replying = bool(command["replying"])
+        self.log.replying = bool(command.get("replying", False))
+        self.log.category = str(command.get("category", ""))
         return {}
 
     async def report(self, command: Command) -> dict[str, Any]:

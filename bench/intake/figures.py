@@ -27,6 +27,7 @@ class Options:
     # A dispatch catalogue: triage runs beside the gateway, in a `hotline-gateway triage` process of
     # its own (bench/triage measures intake with it against intake without).
     triage_catalogue: Path | None = None
+    submit_category: str = ""  # the seats submit each ticket with this category ('' none)
 
     @property
     def cprofile(self) -> Path | None:
