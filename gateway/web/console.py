@@ -338,19 +338,10 @@ async def supervisor_session(request: web.Request) -> SupervisorSession:
     return SupervisorSession(key, supervisor, fields["csrf"])
 
 
-async def _session(request: web.Request) -> ConsoleSession:
-    key, fields = await _session_fields(request)
-    context = request.app[CONSOLE]
-    agent = context.agent(fields.get("agent", ""))
-    if agent is None or "csrf" not in fields:
-        raise SessionExpired("the session expired; log in again")
-    return ConsoleSession(key, agent, fields["csrf"])
-
-
 async def _changing(request: web.Request) -> ConsoleSession:
     """The session of a state-changing request: allowed origin, live session, its CSRF token."""
     _check_origin(request)
-    session = await _session(request)
+    session = await _agent_session(request)
     _check_csrf(request, session.csrf)
     return session
 
@@ -432,7 +423,7 @@ async def login(request: web.Request) -> web.Response:
 async def whoami(request: web.Request) -> web.Response:
     """The page, once loaded again, learns who is logged in and its CSRF token (readable by the
     console's own pages only: no CORS)."""
-    return _json(_described(request, await _session(request)))
+    return _json(_described(request, await _agent_session(request)))
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -468,7 +459,7 @@ async def seat_ticket(request: web.Request) -> web.Response:
 
 
 async def _agent_session(request: web.Request) -> ConsoleSession:
-    """An agent's live session (the seat page's reads); a supervisor's is refused."""
+    """An agent's live session (the seat page, its reads and changes); a supervisor's is refused."""
     key, fields = await _session_fields(request)
     if "supervisor" in fields:
         raise Forbidden("the seat page is for agents; log in with an agent's credentials")
