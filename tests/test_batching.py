@@ -34,6 +34,20 @@ async def fill_pool(client: aioredis.Redis, connections: int) -> None:
     assert len(client.connection_pool._available_connections) >= connections
 
 
+async def restarted_under(
+    own_redis: EmbeddedRedis, client: aioredis.Redis, idle: int
+) -> tuple[AsyncScript, ScriptBatcher]:
+    """The counting script loaded, a batcher, `idle` connections pooled, then Redis restarted: each
+    pooled connection dead, and the server knowing no script (nor any command counts)."""
+    count = AsyncScript(client, COUNT)
+    await client.script_load(COUNT)
+    batcher = ScriptBatcher(client)
+    await fill_pool(client, idle)
+    own_redis.stop()
+    own_redis.start()
+    return count, batcher
+
+
 async def command_calls(client: aioredis.Redis, command: str) -> int:
     stats = await client.info("commandstats")
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
@@ -43,12 +57,7 @@ async def command_calls(client: aioredis.Redis, command: str) -> int:
 async def test_after_a_restart_with_a_pool_of_dead_connections_every_repeatable_call_runs_once(
     own_redis: EmbeddedRedis, client: aioredis.Redis
 ) -> None:
-    count = AsyncScript(client, COUNT)
-    await client.script_load(COUNT)
-    batcher = ScriptBatcher(client)
-    await fill_pool(client, 20)
-    own_redis.stop()
-    own_redis.start()  # every pooled connection is dead, and the server knows no script
+    count, batcher = await restarted_under(own_redis, client, idle=20)
     keys = [f"runs:{n}" for n in range(60)]
     results = await asyncio.gather(*(batcher.call(count, [key], [], repeatable=True) for key in keys))
     assert results == [1] * 60, "each call answered by its one run"
@@ -73,12 +82,7 @@ async def test_calls_whose_script_the_server_forgot_are_loaded_once_and_sent_aga
 async def test_a_call_not_safe_to_repeat_fails_on_a_dead_connection_and_is_not_sent_again(
     own_redis: EmbeddedRedis, client: aioredis.Redis
 ) -> None:
-    count = AsyncScript(client, COUNT)
-    await client.script_load(COUNT)
-    batcher = ScriptBatcher(client)
-    await fill_pool(client, 1)
-    own_redis.stop()
-    own_redis.start()  # (its command counts start from nothing)
+    count, batcher = await restarted_under(own_redis, client, idle=1)
     outcome = await asyncio.gather(batcher.call(count, ["runs:once"], []), return_exceptions=True)
     if isinstance(outcome[0], BaseException):  # its pooled connection was found dead by the send
         assert isinstance(outcome[0], RedisConnectionError)
