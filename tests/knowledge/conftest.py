@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.knowledge import Entry, KnowledgeBase, parse_entries
-from tests.conftest import missing
-from tests.triage.conftest import SHARED_TRIAGE
+from tests.triage.conftest import shared_file
 
 # A day after every expired entry's valid_to and every current entry's valid_from.
 TODAY = date(2026, 12, 1)
@@ -20,10 +19,7 @@ QUERIES = Path(__file__).resolve().parent / "queries.tsv"
 
 @pytest.fixture(scope="session")
 def knowledge_path() -> Path:
-    path = SHARED_TRIAGE / "knowledge.jsonl"
-    if not path.exists():
-        missing(f"the example knowledge base is not at {path}")
-    return path
+    return shared_file("knowledge.jsonl", "the example knowledge base")
 
 
 @pytest.fixture(scope="session")

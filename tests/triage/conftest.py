@@ -19,12 +19,17 @@ SHIPPED_SENSITIVE = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))["s
 SHARED_TRIAGE = Path(os.environ.get("TRIAGE_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "triage"))
 
 
+def shared_file(name: str, what: str) -> Path:
+    """A file of the example data in ../shared/triage (or $TRIAGE_DATA); its absence fails the test."""
+    path = SHARED_TRIAGE / name
+    if not path.exists():
+        missing(f"{what} is not at {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def catalogue_path() -> Path:
-    path = SHARED_TRIAGE / "catalogue.toml"
-    if not path.exists():
-        missing(f"the example dispatch catalogue is not at {path}")
-    return path
+    return shared_file("catalogue.toml", "the example dispatch catalogue")
 
 
 @pytest.fixture(scope="session")
