@@ -32,6 +32,7 @@ from gateway.sipfront.config import KamailioConfig, front_errors, password_error
 from gateway.ticket import MAX_PRIORITY, Channel
 from gateway.triage.merge import MergeSettings
 from gateway.triage.sensitive import SensitiveWord, normalise
+from gateway.triage.surge import SurgeSettings
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 AgentId = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -456,6 +457,8 @@ class TriageConfig(_Section):
     # 主单 + 子单 (gateway/triage/merge.py): similar tickets of one category on one street within
     # a window become 子单 of the first; the gazetteer (`[[triage.merge.districts]]`) names places.
     merge: MergeSettings = MergeSettings()
+    # 集中爆发 (gateway/triage/surge.py): a category at a place counted over a window against its usual.
+    surge: SurgeSettings = SurgeSettings()
 
     @model_validator(mode="after")
     def _catalogue_when_enabled(self) -> TriageConfig:

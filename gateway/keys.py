@@ -208,6 +208,19 @@ class Keys:
         """Stream of sensitive-word alerts (`Alerted`), for the supervisors' wallboard."""
         return f"{self.prefix}:alerts"
 
+    def surge(self, category: str, place: str) -> str:
+        """Sorted set: tickets of a category at a place (`district/street` or `district`) by time."""
+        return f"{self.prefix}:surge:{category}:{place}"
+
+    def surge_warned(self, category: str, place: str) -> str:
+        """String: a surge of this category at this place was told within the window."""
+        return f"{self.prefix}:surge:warned:{category}:{place}"
+
+    @property
+    def surges(self) -> str:
+        """Stream of surge warnings (`SurgeWarning`), for the supervisors' wallboard."""
+        return f"{self.prefix}:surges"
+
     @property
     def clocks(self) -> str:
         """Sorted set: open tickets with a resolve deadline, scored by when it turns yellow (ms)."""

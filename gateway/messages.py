@@ -13,6 +13,7 @@ Where each one travels (docs/redis-keys.md lists them with their fields):
 - `{prefix}:news` (Pub/Sub): `ConversationNews`, JSON;
 - `{prefix}:alerts` (stream, field `m`): `Alerted`, JSON;
 - `{prefix}:triage:news` (Pub/Sub): `TriageNews`, JSON;
+- `{prefix}:surges` (stream, field `m`): `SurgeWarning`, JSON;
 - `{prefix}:worker:{id}:inbox` (stream): `ConnectAgent`, its `op` naming the command;
 - `{prefix}:workers:dead` (stream): `DeadWorker`;
 - `{prefix}:asr:pending` (sorted set): `PendingRecording`, JSON, the member itself;
@@ -274,6 +275,27 @@ class Alerted(_Message):
         return validated(cls, _json_object(raw, "alert"), "alert")
 
 
+@dataclass(frozen=True, slots=True)
+class SurgeWarning(_Message):
+    """Many contacts of one category at one place in a short time (集中爆发, gateway/triage/surge.py),
+    for the supervisors (`{prefix}:surges`, the entry's field `m`)."""
+
+    category: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    place: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    count: int
+    usual: float
+    at: Annotated[str, StringConstraints(min_length=1, max_length=40)]  # ISO time of the ticket that tipped it
+
+    def serialize(self) -> bytes:
+        raw = _dumps(fields_of(self))
+        self.parse(raw)
+        return raw
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Self:
+        return validated(cls, _json_object(raw, "surge warning"), "surge warning")
+
+
 NewsKind = Literal["triaged", "answered_by_parent"]
 
 
@@ -452,6 +474,7 @@ MESSAGES: tuple[type[_Message], ...] = (
     ConversationNews,
     Alerted,
     TriageNews,
+    SurgeWarning,
     PendingRecording,
     ConnectAgent,
     DeadWorker,

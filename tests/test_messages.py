@@ -104,6 +104,14 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         st.one_of(st.just(""), tickets),
         st.lists(tickets, max_size=3).map(tuple),
     ),
+    m.SurgeWarning: st.builds(
+        m.SurgeWarning,
+        st.text(min_size=1, max_size=64),
+        st.text(min_size=1, max_size=128),
+        st.integers(min_value=0, max_value=10_000),
+        st.floats(min_value=0, max_value=1e6, allow_nan=False),
+        st.text(min_size=1, max_size=40),
+    ),
     m.PendingRecording: st.builds(m.PendingRecording, tickets, st.text(min_size=1, max_size=512), reasons),
     m.ConnectAgent: st.builds(
         m.ConnectAgent, tickets, agents, st.from_regex(r"sips?:[\x21-\x7e]{1,200}", fullmatch=True)

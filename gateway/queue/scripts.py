@@ -658,6 +658,21 @@ return {'ok', parent}
 """
 )
 
+# A ticket counted into its category x place (surges, gateway/triage/surge.py): added by its time,
+# the set trimmed to the window and the baseline before it; then both counts. Counting a ticket
+# twice (a repeat after a crash) adds nothing: it is one member.
+# KEYS: the set; ARGV: ticket id, its time (ms), window (ms), baseline (ms)
+# Returns {in the window, in the baseline before it}.
+SURGE = r"""
+local at, window, base = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZADD', KEYS[1], at, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (at - window - base))
+redis.call('PEXPIRE', KEYS[1], window + base)
+local recent = redis.call('ZCOUNT', KEYS[1], at - window, '+inf')
+local before = redis.call('ZCOUNT', KEYS[1], at - window - base, '(' .. (at - window))
+return {recent, before}
+"""
+
 # Take an expired lease: only if its score is still in the past (the agent did not come back).
 # KEYS: leases zset; ARGV: agent
 TAKE_EXPIRED_LEASE = (

@@ -288,6 +288,7 @@ class TicketQueue:
                 "CONFIRM_MERGE",
                 "SPLIT",
                 "MERGE_LOOKUP",
+                "SURGE",
             )
         }
         self._batcher = ScriptBatcher(client)
@@ -751,6 +752,27 @@ class TicketQueue:
                 except (RedisError, OSError) as exc:
                     raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
         raise Conflict(f"ticket {ticket_id} kept changing; amend gave up")
+
+    async def count_surge(
+        self, category: str, place: str, ticket_id: str, at: datetime, window: float, baseline: float
+    ) -> tuple[int, int]:
+        """The ticket counted into its category x place; (in the window, in the baseline before it)."""
+        reply = await self._run(
+            "SURGE",
+            [self.keys.surge(category, place)],
+            [ticket_id, _ms(at), int(window * 1000), int(baseline * 1000)],
+        )
+        return int(reply[0]), int(reply[1])
+
+    async def warn_surge(self, category: str, place: str, window: float, warning: dict[str, str], maxlen: int) -> bool:
+        """Tell the supervisors of a surge once per window and place (False: told already)."""
+        try:
+            if not await self._redis.set(self.keys.surge_warned(category, place), "1", nx=True, px=int(window * 1000)):
+                return False
+            await self._redis.xadd(self.keys.surges, warning, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        return True
 
     async def merge_lookup(
         self, buckets: Sequence[str], citizens: Sequence[str], since: datetime, limit: int

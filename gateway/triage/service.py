@@ -41,7 +41,7 @@ from gateway.channels.followup_desk import FollowupDesk
 from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
 from gateway.keys import process_id, reply_text
-from gateway.messages import Alerted, TriageNews
+from gateway.messages import Alerted, SurgeWarning, TriageNews
 from gateway.queue import TicketQueue
 from gateway.queue.store import MergePlan
 from gateway.shell.tasks import stop_if_cancelled
@@ -65,6 +65,7 @@ from gateway.triage.merge import (
     signature,
 )
 from gateway.triage.sensitive import SensitiveMatcher
+from gateway.triage.surge import is_surge, usual
 
 log = logging.getLogger("gateway.triage")
 
@@ -76,6 +77,7 @@ RETRY_AFTER = 1.0  # s: a read or write that found Redis away is tried again aft
 # merge with each other or share a citizen wait for one another (`merge.lanes`).
 PARALLEL = 4
 ALERTS_MAXLEN = 10_000  # `hg:alerts`: the supervisors' recent alerts (MAXLEN ~)
+SURGES_MAXLEN = 1_000  # `hg:surges`: the supervisors' recent surge warnings (MAXLEN ~)
 
 
 def build_triager(config: GatewayConfig) -> Triager:
@@ -249,6 +251,7 @@ class Triage:
             triaged = await self._queue.amend(ticket_id, change, ACTOR, ACTION, also, prepare)
             self.triaged += 1
             await self._tell_seat(triaged, decided.plan.parent if decided.plan else "")
+            await self._count_surge(triaged)
             if triaged.alerts:  # categories and severity only: the words quote the citizen
                 worst = max(alert.severity for alert in triaged.alerts)
                 found = ",".join(sorted({alert.category for alert in triaged.alerts}))
@@ -330,6 +333,33 @@ class Triage:
             log.info("triage: ticket %s answered %d of its 子单", parent.id, answered)
         self.answered += answered
         return answered
+
+    async def _count_surge(self, ticket: Ticket) -> None:
+        """Count the ticket into its category x place; warn the supervisors once per window when
+        that is a surge (集中爆发). Counted after the amend: a crash in between misses one count of a
+        statistic, never a ticket (a repeat counts nothing twice)."""
+        settings = self.config.triage.surge
+        category = category_of(ticket)
+        if not (settings.enabled and category and ticket.place):
+            return
+        recent, before = await self._queue.count_surge(
+            category, ticket.place, ticket.id, ticket.received_at, settings.window, settings.baseline
+        )
+        if not is_surge(recent, before, settings):
+            return
+        warning = SurgeWarning(
+            category, ticket.place, recent, round(usual(before, settings), 2), ticket.received_at.isoformat()
+        )
+        if await self._queue.warn_surge(
+            category, ticket.place, settings.window, {"m": warning.serialize().decode()}, SURGES_MAXLEN
+        ):
+            log.warning(
+                "triage: surge of %s at %s: %d in the window (usually %.1f)",
+                category,
+                ticket.place,
+                recent,
+                warning.usual,
+            )
 
     async def _tell_seat(self, ticket: Ticket, proposed: str) -> None:
         """What triage decided, for the seat that may hold the ticket by now (Pub/Sub: a seat that

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.config import GatewayConfig
-from gateway.messages import Alerted
+from gateway.messages import Alerted, SurgeWarning
 from gateway.queue.store import QueueStats
 from gateway.ticket import Ticket
 
@@ -161,9 +161,21 @@ class Counters:
     processes: list[dict[str, object]]
     alerts: tuple[Alerted, ...] = ()  # the newest first (`hg:alerts`)
     late: tuple[Ticket, ...] = ()  # open tickets past the yellow of their resolve clock (`hg:clocks`)
+    surges: tuple[SurgeWarning, ...] = ()  # the newest first (`hg:surges`)
 
 
 ALERTS_SHOWN = 20  # the newest sensitive-word alerts on the wall
+SURGES_SHOWN = 10  # the newest surge warnings on the wall
+
+
+def surge_rows(surges: Iterable[SurgeWarning]) -> list[dict[str, object]]:
+    """One row per surge warning, newest first: category, place, the window's count, the usual."""
+    return [
+        {"category": s.category, "place": s.place, "count": s.count, "usual": s.usual, "at": s.at}
+        for s in list(surges)[:SURGES_SHOWN]
+    ]
+
+
 LATE_SHOWN = 30  # red and yellow tickets on the wall, the longest yellow first
 
 
@@ -219,4 +231,5 @@ def board(config: GatewayConfig, counters: Counters, day: str, now: datetime) ->
         "processes": counters.processes,
         "alerts": alert_rows(counters.alerts),
         "late": late_rows(counters.late, now),
+        "surges": surge_rows(counters.surges),
     }

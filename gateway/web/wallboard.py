@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -215,9 +215,10 @@ class Wallboard:
             pipe.hgetall(self.keys.processes)
             pipe.xrevrange(self.keys.alerts, count=board.ALERTS_SHOWN)
             pipe.zrangebyscore(self.keys.clocks, "-inf", now_ms(), start=0, num=board.LATE_SHOWN)
+            pipe.xrevrange(self.keys.surges, count=board.SURGES_SHOWN)
             for agent in self.config.agents:
                 pipe.hgetall(self.keys.seat_presence(agent.id))
-            intake, metrics, beats, alerts, late, *seats = await pipe.execute()
+            intake, metrics, beats, alerts, late, surges, *seats = await pipe.execute()
         processes, stale = board.live_processes(_texts(beats), now_ms())
         if stale:
             await self._redis.hdel(self.keys.processes, *stale)
@@ -228,7 +229,8 @@ class Wallboard:
             intake=_texts(intake),
             metrics=_texts(metrics),
             processes=processes,
-            alerts=_alerts(alerts),
+            alerts=_read(alerts, messages.Alerted),
+            surges=_read(surges, messages.SurgeWarning),
             late=tuple(ticket for ticket in await self._queue.documents([reply_text(t) for t in late]) if ticket),
         )
 
@@ -354,14 +356,18 @@ def _counts(length: Any, pending: Any) -> tuple[int, int, int]:
     return length, int(pending.get("pending") or 0), pooled
 
 
-def _alerts(reply: Any) -> tuple[messages.Alerted, ...]:
-    """The alerts of an XREVRANGE of `hg:alerts`; an entry that cannot be read is logged and left out."""
+M = TypeVar("M", messages.Alerted, messages.SurgeWarning)
+
+
+def _read(reply: Any, kind: type[M]) -> tuple[M, ...]:
+    """The messages of an XREVRANGE (each entry's field `m`); one that cannot be read is logged
+    and left out."""
     found = []
     for _, raw in reply or []:
         try:
-            found.append(messages.Alerted.parse(_texts(raw).get("m", "")))
+            found.append(kind.parse(_texts(raw).get("m", "")))
         except messages.MalformedMessage as exc:
-            log.warning("wallboard: an alert entry: %s; not shown", exc.message)
+            log.warning("wallboard: an entry of %s: %s; not shown", kind.__name__, exc.message)
     return tuple(found)
 
 

@@ -211,6 +211,22 @@ function draw() {
     },
   );
   patchRows(
+    $("surges").tBodies[0],
+    frame.surges || [],
+    (surge) => `${surge.category}@${surge.place}@${surge.at}`,
+    (surge) =>
+      element(
+        "tr",
+        { className: "surge", "data-place": surge.place },
+        element("td", { text: new Date(surge.at).toLocaleTimeString("zh-CN") }),
+        element("td", { text: surge.category }),
+        element("th", { scope: "row", text: surge.place.replace("/", " ") }),
+        element("td", { className: "number", text: String(surge.count) }),
+        element("td", { className: "number", text: surge.usual.toFixed(1) }),
+      ),
+    () => {},
+  );
+  patchRows(
     $("alerts").tBodies[0],
     frame.alerts || [],
     (alert) => `${alert.ticket}@${alert.at}`,

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from gateway.config import hash_secret
-from gateway.messages import Alerted
+from gateway.messages import Alerted, SurgeWarning
 from gateway.ticket import DeadlineClock, SensitiveAlert, utcnow
 from peers.gateway_config import AGENT_TOKENS
 from tests.helpers import Seat, queued_ticket
@@ -230,3 +230,15 @@ def test_red_and_yellow_tickets_reach_the_wall_and_leave_it_when_closed(wall: Ga
     wall.call(queue.abandon(ids["red"], "caller_hung_up"))  # closed: off the list
     expect(rows).to_have_count(1)
     expect(rows.nth(0)).to_have_attribute("data-ticket", ids["yellow"])
+
+
+def test_surge_warnings_reach_the_wall(wall: GatewayThread, page: Page) -> None:
+    queue = wall.running.queue
+    warning = SurgeWarning("municipal_facility", "芝罘区/南大街", 7, 0.5, utcnow().isoformat())
+    wall.call(queue.redis.xadd(queue.keys.surges, {"m": warning.serialize()}))
+    open_wall(page, wall)
+    rows = page.locator("#surges tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0)).to_contain_text("芝罘区 南大街")
+    expect(rows.nth(0)).to_contain_text("municipal_facility")
+    expect(rows.nth(0).locator("td.number").first).to_have_text("7")
