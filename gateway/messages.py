@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import ConfigDict, Json, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Json, StringConstraints, TypeAdapter, ValidationError
 
 from gateway import jsonwire
 from gateway.config import AgentId, format_path
@@ -131,6 +131,34 @@ class _Message:
     __pydantic_config__ = ConfigDict(extra="forbid")
 
 
+def _jsonable(value: Any) -> Any:
+    """A field's value as JSON takes it: models dumped, tuples as lists."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, tuple | list):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _JsonMessage(_Message):
+    """A message that travels as one JSON object of its fields; `WHAT` names it in errors."""
+
+    WHAT: ClassVar[str]
+
+    def json_fields(self) -> dict[str, Any]:
+        return {name: _jsonable(value) for name, value in fields_of(self).items()}
+
+    def serialize(self) -> bytes:
+        raw = _dumps(self.json_fields())
+        self.parse(raw)
+        return raw
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Self:
+        return validated(cls, _json_object(raw, cls.WHAT), cls.WHAT)
+
+
 # --- the control channel -------------------------------------------------------------------------
 
 
@@ -218,67 +246,51 @@ def parse_control(raw: bytes | str) -> ControlMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class Transcript(_Message):
+class Transcript(_JsonMessage):
     """Live speech of a call, for the seat holding its ticket (`{prefix}:transcripts`)."""
+
+    WHAT: ClassVar[str] = "transcript"
 
     ticket: TicketId
     segment: TranscriptSegment
 
-    def serialize(self) -> bytes:
-        raw = _dumps({"ticket": self.ticket, "segment": self.segment.model_dump(mode="json")})
-        self.parse(raw)
-        return raw
-
-    @classmethod
-    def parse(cls, raw: bytes | str) -> Self:
-        return validated(cls, _json_object(raw, "transcript"), "transcript")
-
 
 @dataclass(frozen=True, slots=True)
-class ConversationNews(_Message):
+class ConversationNews(_JsonMessage):
     """A conversation's new message (`in`), or a reply's new delivery state (`out`), for the seat
     of the agent holding the ticket (`{prefix}:news`)."""
+
+    WHAT: ClassVar[str] = "conversation news"
 
     ticket: TicketId
     agent: AgentId
     message: ConversationMessage
 
-    def serialize(self) -> bytes:
+    def json_fields(self) -> dict[str, Any]:
+        # The message without its defaults, as the conversation keeps it.
         message = self.message.model_dump(mode="json", exclude_defaults=True)
-        raw = _dumps({"ticket": self.ticket, "agent": self.agent, "message": message})
-        self.parse(raw)
-        return raw
-
-    @classmethod
-    def parse(cls, raw: bytes | str) -> Self:
-        return validated(cls, _json_object(raw, "conversation news"), "conversation news")
+        return {"ticket": self.ticket, "agent": self.agent, "message": message}
 
 
 @dataclass(frozen=True, slots=True)
-class Alerted(_Message):
+class Alerted(_JsonMessage):
     """Sensitive words triage found on a ticket (gateway/triage/assess.py), for the supervisors
     (`{prefix}:alerts`, the entry's field `m`)."""
+
+    WHAT: ClassVar[str] = "alert"
 
     ticket: TicketId
     queue: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     priority: int
     alerts: tuple[SensitiveAlert, ...]
 
-    def serialize(self) -> bytes:
-        alerts = [alert.model_dump(mode="json") for alert in self.alerts]
-        raw = _dumps({"ticket": self.ticket, "queue": self.queue, "priority": self.priority, "alerts": alerts})
-        self.parse(raw)
-        return raw
-
-    @classmethod
-    def parse(cls, raw: bytes | str) -> Self:
-        return validated(cls, _json_object(raw, "alert"), "alert")
-
 
 @dataclass(frozen=True, slots=True)
-class SurgeWarning(_Message):
+class SurgeWarning(_JsonMessage):
     """Many contacts of one category at one place in a short time (集中爆发, gateway/triage/surge.py),
     for the supervisors (`{prefix}:surges`, the entry's field `m`)."""
+
+    WHAT: ClassVar[str] = "surge warning"
 
     category: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     place: Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -286,24 +298,17 @@ class SurgeWarning(_Message):
     usual: float
     at: Annotated[str, StringConstraints(min_length=1, max_length=40)]  # ISO time of the ticket that tipped it
 
-    def serialize(self) -> bytes:
-        raw = _dumps(fields_of(self))
-        self.parse(raw)
-        return raw
-
-    @classmethod
-    def parse(cls, raw: bytes | str) -> Self:
-        return validated(cls, _json_object(raw, "surge warning"), "surge warning")
-
 
 NewsKind = Literal["triaged", "answered_by_parent"]
 
 
 @dataclass(frozen=True, slots=True)
-class TriageNews(_Message):
+class TriageNews(_JsonMessage):
     """For the seat holding a ticket (`{prefix}:triage:news`): what triage decided about it
     (`triaged`: its priority, flags, suggestions, alerts, clocks, its 主单 and the citizen's other
     open tickets), or that its 主单's answer closed it (`answered_by_parent`)."""
+
+    WHAT: ClassVar[str] = "triage news"
 
     ticket: TicketId
     kind: NewsKind
@@ -322,45 +327,17 @@ class TriageNews(_Message):
             parent, ticket.related,
         )  # fmt: skip
 
-    def serialize(self) -> bytes:
-        raw = _dumps(
-            {
-                "ticket": self.ticket,
-                "kind": self.kind,
-                "priority": self.priority,
-                "flags": list(self.flags),
-                "suggestions": [item.model_dump(mode="json") for item in self.suggestions],
-                "alerts": [item.model_dump(mode="json") for item in self.alerts],
-                "clocks": [item.model_dump(mode="json") for item in self.clocks],
-                "parent": self.parent,
-                "related": list(self.related),
-            }
-        )
-        self.parse(raw)
-        return raw
-
-    @classmethod
-    def parse(cls, raw: bytes | str) -> Self:
-        return validated(cls, _json_object(raw, "triage news"), "triage news")
-
 
 @dataclass(frozen=True, slots=True)
-class PendingRecording(_Message):
+class PendingRecording(_JsonMessage):
     """A recording live recognition missed, waiting for `transcribe --pending` (the sorted set's
     member is this JSON itself; its score is when it was added)."""
+
+    WHAT: ClassVar[str] = "pending recording"
 
     ticket: TicketId
     path: Path
     reason: Reason
-
-    def serialize(self) -> bytes:
-        raw = _dumps(fields_of(self))
-        self.parse(raw)
-        return raw
-
-    @classmethod
-    def parse(cls, raw: bytes | str) -> Self:
-        return validated(cls, _json_object(raw, "pending recording"), "pending recording")
 
 
 # --- stream entries -------------------------------------------------------------------------------
