@@ -125,10 +125,15 @@ async def test_a_run_killed_with_calls_up_leaves_nothing_and_the_next_run_starts
         assert first.process is not None
         await _serving(path, redis_url, first.process.pid)
         held = uac_scenario(tmp_path, audio_pcap=None, pause_ms_before=30_000, hold_ms_after=100)
-        callers = await peers.sipp(held, target=front, service="12345", calls=2, concurrency=2, rate=10)
-        async with asyncio.timeout(30):
-            while await _queued_voice_tickets(redis_url) < 2:
-                await asyncio.sleep(0.2)
+        # One caller after the other: the second dials once the first is queued, not while the
+        # worker is still starting the first call's recognizers (under CI load a probe of the front
+        # can time out then, and a caller arriving in that second gets the front's 503).
+        callers = []
+        for up in (1, 2):
+            callers.append(await peers.sipp(held, target=front, service="12345", calls=1, concurrency=1, rate=10))
+            async with asyncio.timeout(30):
+                while await _queued_voice_tickets(redis_url) < up:
+                    await asyncio.sleep(0.2)
         tree = descendants(first.process.pid)
         commands = {pid: _command(pid) for pid in tree}
         assert any("redis-server" in c for c in commands.values()), commands
@@ -147,7 +152,8 @@ async def test_a_run_killed_with_calls_up_leaves_nothing_and_the_next_run_starts
         Address("udp", front_host, int(front_port), "SIP front", "sipfront.listen"),
     ]
     assert not [str(a) for a in addresses if in_use(a)]
-    await callers.close()  # the held callers lost their call (no BYE can come: everything is gone)
+    for held_caller in callers:
+        await held_caller.close()  # the held callers lost their call (no BYE can come: everything is gone)
 
     async with started(path) as second:
         assert second.process is not None
