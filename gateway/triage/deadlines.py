@@ -23,7 +23,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 
 from gateway.ivr.calendar import Calendar, hours_on, local_time
-from gateway.ticket import ClockName, Ticket
+from gateway.ticket import ClockName, DeadlineClock, Ticket
 
 Colour = Literal["green", "yellow", "red"]
 EscalationKind = Literal["reminder", "report"]
@@ -206,6 +206,11 @@ class ClockState:
     def as_dict(self) -> dict[str, str]:
         shown = {"name": self.name, "limit": self.limit, "due": self.due.isoformat(), "colour": self.colour}
         return shown if self.met_at is None else {**shown, "met_at": self.met_at.isoformat()}
+
+
+def resolve_clock(ticket: Ticket) -> DeadlineClock | None:
+    """The clock that closes a ticket (every ticket with clocks has one), or None without clocks."""
+    return next((clock for clock in ticket.clocks if clock.name == "resolve"), None)
 
 
 def clock_states(ticket: Ticket, now: datetime, yellow_share: float) -> tuple[ClockState, ...]:

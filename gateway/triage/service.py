@@ -48,6 +48,7 @@ from gateway.shell.tasks import stop_if_cancelled
 from gateway.ticket import Ticket, utcnow
 from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, ticket_text
 from gateway.triage.catalogue import LABELLED, load_catalogue, load_examples
+from gateway.triage.deadlines import resolve_clock
 from gateway.triage.dispatch import train
 from gateway.triage.merge import (
     OPEN,
@@ -371,7 +372,7 @@ class Triage:
         """In the amend's transaction: the ticket on the red/yellow list by when its resolve clock
         turns yellow (the wallboard lists those past it; closing the ticket takes it off), and the
         alerts found, for the supervisors (a stream, kept)."""
-        resolve = next((clock for clock in ticket.clocks if clock.name == "resolve"), None)
+        resolve = resolve_clock(ticket)
         if resolve is not None and ticket.status in OPEN:
             share = self.config.deadlines.yellow_share
             yellow_at = ticket.received_at + (resolve.due - ticket.received_at) * share

@@ -16,6 +16,8 @@ from gateway.config import GatewayConfig
 from gateway.messages import Alerted, SurgeWarning
 from gateway.queue.store import QueueStats
 from gateway.ticket import Ticket
+from gateway.triage.deadlines import resolve_clock
+from gateway.triage.merge import category_of
 
 HOURS = 24
 NODE_PREFIX = "voice.node."  # the media workers' per-IVR-node counters in `hg:metrics`
@@ -184,10 +186,10 @@ def late_rows(tickets: Iterable[Ticket], now: datetime) -> list[dict[str, object
     nearest due; with its queue, category (the agent's, else triage's first suggestion) and due."""
     rows: list[dict[str, object]] = []
     for ticket in tickets:
-        resolve = next((clock for clock in ticket.clocks if clock.name == "resolve"), None)
+        resolve = resolve_clock(ticket)
         if resolve is None:
             continue
-        category = ticket.category or (ticket.suggestions[0].category if ticket.suggestions else "")
+        category = category_of(ticket)
         colour = "red" if now >= resolve.due else "yellow"
         rows.append({"ticket": ticket.id, "queue": ticket.queue, "category": category, "limit": resolve.limit,
                      "due": resolve.due.isoformat(), "colour": colour})  # fmt: skip

@@ -43,6 +43,7 @@ from gateway.keys import Keys
 from gateway.knowledge.base import KnowledgeBase
 from gateway.queue import TicketQueue
 from gateway.ticket import Ticket
+from gateway.triage.assess import said
 from gateway.triage.catalogue import Category, load_catalogue
 from gateway.web.http_server import json_response
 from gateway.web.knowledge_api import KNOWLEDGE
@@ -134,9 +135,8 @@ def knowledge_query(ticket: Ticket, limit: int = KNOWLEDGE_QUERY_CHARS) -> str:
     """What to search the knowledge base with for `ticket`: its text, then what the citizen said
     since, newest first (final speech of the caller, their later messages), at most `limit`
     characters (the newest words are the ones the agent is hearing about now)."""
-    said = [segment.text for segment in ticket.transcript if segment.final and segment.speaker != "agent"]
-    said += [message.text for message in ticket.messages if message.direction == "in"]
-    parts = [ticket.text] + [text for text in reversed(said) if text and text != ticket.text]
+    since = [text for source, text in said(ticket) if source != "text" and text != ticket.text]
+    parts = [ticket.text, *reversed(since)]
     return "\n".join(part.strip() for part in parts if part.strip())[:limit]
 
 
