@@ -575,7 +575,8 @@ class Engine:
         if self._native is None:
             return False
         address = "127.0.0.1" if self.settings.host in ("", "0.0.0.0") else self.settings.host
-        probe = sip_guard.probe_request(address, self.settings.port, secrets.token_hex(8))
+        # A letter first: random hex alone may begin with eleven digits, a mobile number to a log reader.
+        probe = sip_guard.probe_request(address, self.settings.port, "p" + secrets.token_hex(8))
         try:
             self._native.sip_guard_start(sip_guard.verdict, probe)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:

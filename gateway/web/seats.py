@@ -374,7 +374,9 @@ class SeatServer:
             self._config.deadlines.yellow_share,
         )
         session.send(welcome)
-        log.info("seat %s connected (session %s, %d resumed)", agent.id, session.session_id, len(resumed))
+        # Eight hex characters name the session well enough in a log; the whole id (16 random hex
+        # characters) now and then begins with eleven digits, which reads as a mobile number.
+        log.info("seat %s connected (session %s, %d resumed)", agent.id, session.session_id[:8], len(resumed))
         self._dispatcher.wake()
         return session
 

@@ -103,6 +103,20 @@ async def test_second_login_replaces_the_first(config: GatewayConfig) -> None:
         await second.close()
 
 
+async def test_a_session_id_that_reads_as_a_phone_number_is_not_logged_whole(
+    config: GatewayConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Sixteen random hex characters begin with eleven digits about once in 2,500 sessions; the log
+    # scan (tests/logscan.py) then reads a mobile number. The log names the session by 8 characters.
+    monkeypatch.setattr("gateway.web.seats.secrets.token_hex", lambda _n: "13800138000fa2d8")
+    caplog.set_level(logging.INFO, logger="gateway.seats")
+    async with running_gateway(config) as (_gateway, bound):
+        seat = await Seat.connect(bound, "a1")
+        await seat.close()
+    connected = [r.getMessage() for r in caplog.records if "connected (session" in r.getMessage()]
+    assert connected and all("13800138" in line and "13800138000" not in line for line in connected)
+
+
 async def test_a_seat_that_pipelines_requests_is_slowed_not_closed(config: GatewayConfig) -> None:
     async with running_gateway(config) as (_gateway, bound):
         seat = await Seat.connect(bound, "a1")
