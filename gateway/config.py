@@ -104,6 +104,10 @@ class SeatsConfig(_Section):
     # cannot keep an agent out): beyond, the longest-waiting one is closed (4002).
     max_pending_logins: int = Field(default=1024, ge=1, le=100_000)
     max_pending_logins_per_address: int = Field(default=64, ge=1, le=100_000)
+    # Each agent's journal of the news sent to its seat (gateway/web/journal.py): a returning seat
+    # is sent what it missed. This many frames at most (approximately), kept this long after the last.
+    journal_length: int = Field(default=1000, ge=10, le=100_000)
+    journal_ttl: Seconds = 12 * 3600.0
 
     _listen = field_validator("listen")(_check_listen)
 

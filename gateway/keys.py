@@ -75,6 +75,10 @@ class Keys:
     def agent_tickets(self, agent: str) -> str:
         return f"{self.prefix}:agent:{agent}:tickets"
 
+    def journal(self, agent: str) -> str:
+        """Stream: the news frames sent to an agent's seat, by position (gateway/web/journal.py)."""
+        return f"{self.prefix}:agent:{agent}:journal"
+
     @property
     def offers(self) -> str:
         return f"{self.prefix}:offers"

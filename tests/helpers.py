@@ -43,13 +43,17 @@ class Seat:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.frames: list[dict[str, Any]] = []
+        self.welcome: dict[str, Any] = {}
 
     @classmethod
-    async def connect(cls, bound: Bound, agent: str, token: str | None = None, state: str = "ready") -> Seat:
+    async def connect(
+        cls, bound: Bound, agent: str, token: str | None = None, state: str = "ready", since: str | None = None
+    ) -> Seat:
         ws = await connect(f"ws://{bound.seats[0]}:{bound.seats[1]}", open_timeout=5)
         seat = cls(ws)
-        await seat.send(type="hello", v=1, agent=agent, token=token or AGENT_TOKENS[agent], state=state)
-        await seat.expect("welcome")
+        hello: dict[str, Any] = {"v": 1, "agent": agent, "token": token or AGENT_TOKENS[agent], "state": state}
+        await seat.send(type="hello", **hello, **({"since": since} if since else {}))
+        seat.welcome = await seat.expect("welcome")
         return seat
 
     async def send(self, **frame: Any) -> int:

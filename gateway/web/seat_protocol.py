@@ -57,6 +57,7 @@ CLOSE_TOO_SLOW = 4009
 
 AgentState = Literal["ready", "busy", "wrap_up", "away"]
 RequestId = Annotated[str, StringConstraints(max_length=64)] | int | None
+JOURNAL_POSITION = r"^[0-9]{1,20}-[0-9]{1,20}$"  # a Redis stream id: an agent's journal position
 
 
 class _Frame(BaseModel):
@@ -70,6 +71,8 @@ class Hello(_Frame):
     agent: Annotated[str, StringConstraints(max_length=64)]
     token: Annotated[str, StringConstraints(max_length=256)]
     state: AgentState = "away"
+    # The last journal position this seat saw (a news frame's `seq`): what came after is replayed.
+    since: Annotated[str, StringConstraints(pattern=JOURNAL_POSITION)] | None = None
 
 
 class SetState(_Frame):
@@ -330,7 +333,10 @@ class ServerFrame:
 @dataclass(frozen=True, slots=True)
 class Welcome(ServerFrame):
     """After a good `hello`; `resumed`: the tickets the agent had claimed when it dropped;
-    `yellow_share`: a deadline clock turns yellow once this share of its time is used."""
+    `yellow_share`: a deadline clock turns yellow once this share of its time is used; `seq`: the
+    agent's journal position now; `missed`: the news frames journaled after the hello's `since`,
+    oldest first, each with its `seq`; `gap`: some of those were trimmed from the journal before
+    this login, so `missed` is not all of them (the tickets in `resumed` are whole all the same)."""
 
     TYPE: ClassVar[str] = "welcome"
     v: int
@@ -341,6 +347,9 @@ class Welcome(ServerFrame):
     state: AgentState
     resumed: tuple[TicketJson, ...]
     yellow_share: float = 0.8
+    seq: str = ""
+    missed: tuple[dict[str, Any], ...] = ()
+    gap: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +409,7 @@ class Revoked(_TicketNews):
     """A claimed voice ticket went back to the queue, or was closed because the caller left."""
 
     TYPE: ClassVar[str] = "revoked"
+    seq: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +417,7 @@ class CallEnded(_TicketNews):
     """The call of a ticket this seat holds ended without a goodbye; the ticket stays claimed."""
 
     TYPE: ClassVar[str] = "call_ended"
+    seq: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +460,7 @@ class Transcript(ServerFrame):
     TYPE: ClassVar[str] = "transcript"
     ticket: TicketId
     segment: TranscriptSegment
+    seq: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +471,7 @@ class MessageFrame(ServerFrame):
     TYPE: ClassVar[str] = "message"
     ticket: TicketId
     message: ConversationMessage
+    seq: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,6 +484,7 @@ class Delivery(ServerFrame):
     reply: str
     status: DeliveryStatus
     reason: str = ""
+    seq: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +499,7 @@ class TriagedFrame(ServerFrame):
     clocks: tuple[DeadlineClock, ...]
     parent: str = ""
     related: tuple[str, ...] = ()
+    seq: str = ""
 
     @classmethod
     def of(cls, news: TriageNews) -> TriagedFrame:
@@ -499,6 +514,7 @@ class AlertFrame(ServerFrame):
     ticket: TicketId
     priority: int
     alerts: tuple[SensitiveAlert, ...]
+    seq: str = ""
 
 
 SERVER_FRAMES: dict[str, type[ServerFrame]] = {

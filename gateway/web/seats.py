@@ -34,6 +34,7 @@ from gateway.ticket import Ticket, apply_edits, mask_phone, utcnow
 from gateway.voice.link import VoiceLink
 from gateway.web import console
 from gateway.web import seat_protocol as proto
+from gateway.web.journal import AwaySeats, Lanes, Replay, SeatJournal, after, journaled, seq_of
 
 log = logging.getLogger("gateway.seats")
 
@@ -116,6 +117,9 @@ class SeatSession:
     idle_since: float = 0.0
     not_before: float = 0.0
     closed: bool = False
+    # Until its welcome is sent, news for the seat waits here (the welcome's `missed` may hold it).
+    welcomed: bool = False
+    held_back: list[proto.ServerFrame] = field(default_factory=list)
 
     def send(self, frame: proto.ServerFrame) -> None:
         if self.closed:
@@ -256,6 +260,10 @@ class SeatServer:
         self._catalogue = console.CatalogueCache()  # the submit check's category ids, per config
         self._dispatcher = dispatcher
         self._tasks = tasks
+        self._journal = SeatJournal(queue)
+        self._away = AwaySeats()  # seats of this process that dropped within reconnect_grace
+        # Each agent's news, journaled and sent in order; as many wait as its journal keeps.
+        self._lanes = Lanes(tasks.spawn, self._journal_and_send, config.seats.journal_length)
         # Connections that have not sent their hello yet, bounded apart from the seats.
         self._waiting = WaitingRoom(
             PendingLimits(config.seats.max_pending_logins, config.seats.max_pending_logins_per_address)
@@ -361,7 +369,9 @@ class SeatServer:
         await self._queue.hold_lease([agent.id], self._config.seats.reconnect_grace)
         resumed = [t for t in await self._queue.tickets_of(agent.id) if t.status == "claimed"]
         session.claimed.update(t.id for t in resumed)
+        self._away.back(agent.id)
         self._dispatcher.sessions[agent.id] = session
+        replay = await self._replay(agent.id, hello.since)
         resumed_json = tuple(proto.ticket_json(ticket) for ticket in resumed)
         welcome = proto.Welcome(
             proto.PROTOCOL_VERSION,
@@ -372,13 +382,58 @@ class SeatServer:
             session.state,
             resumed_json,
             self._config.deadlines.yellow_share,
+            replay.seq,
+            replay.missed,
+            replay.gap,
         )
         session.send(welcome)
+        session.welcomed = True
+        for frame in session.held_back:  # what came while the welcome was made, unless it is in `missed`
+            seq = getattr(frame, "seq", "")
+            if not seq or after(seq, replay.seq):
+                session.send(frame)
+        session.held_back.clear()
         # Eight hex characters name the session well enough in a log; the whole id (16 random hex
         # characters) now and then begins with eleven digits, which reads as a mobile number.
         log.info("seat %s connected (session %s, %d resumed)", agent.id, session.session_id[:8], len(resumed))
         self._dispatcher.wake()
         return session
+
+    async def _replay(self, agent: str, since: str | None) -> Replay:
+        """What the returning seat missed (see gateway/web/journal.py); with the journal unreadable
+        the login goes on, and says it could not replay (`gap`)."""
+        try:
+            return await self._journal.since(agent, since)
+        except ServiceUnavailable:
+            log.warning("seat %s: its journal could not be read; nothing replayed", agent)
+            return Replay((), since or "", since is not None)
+
+    def _tell(self, agent: str, frame: proto.ServerFrame) -> None:
+        """News for `agent`'s seat about a ticket it holds (connected, or away within its grace):
+        journaled when it is, then sent with its position, in the order it came."""
+        self._lanes.push(agent, frame)
+
+    async def _journal_and_send(self, agent: str, frames: list[proto.ServerFrame]) -> None:
+        kept = [index for index, frame in enumerate(frames) if journaled(frame)]
+        if kept:
+            try:
+                positions = await self._journal.append(agent, [frames[index] for index in kept])
+            except ServiceUnavailable:
+                log.warning("seat %s: news sent without a journal position (the journal is unavailable)", agent)
+            else:
+                for index, seq in zip(kept, positions, strict=True):
+                    frames[index] = seq_of(frames[index], seq)
+        session = self._dispatcher.sessions.get(agent)
+        if session is None:
+            return  # away: journaled is all (a partial transcript it misses is replaced by the final)
+        for frame in frames:
+            if session.welcomed:
+                session.send(frame)
+            else:
+                session.held_back.append(frame)
+
+    def away_holding(self, ticket_id: str) -> list[str]:
+        return self._away.holding(ticket_id, asyncio.get_running_loop().time())
 
     async def replace(self, old: SeatSession) -> None:
         """A newer login of the same agent wins; the old connection is closed."""
@@ -392,6 +447,9 @@ class SeatServer:
         """A media worker's news about a voice ticket this process's seat may hold."""
         session = self._dispatcher.sessions.get(event.agent)
         if session is None:
+            if not isinstance(event, messages.ScreenPop) and event.agent in self.away_holding(event.ticket):
+                frame = proto.Revoked if isinstance(event, messages.Revoke) else proto.CallEnded
+                self._tell(event.agent, frame(event.ticket, event.reason))
             return
         if isinstance(event, messages.ScreenPop):
             self._tasks.spawn(self._screen_pop(session, event.ticket))
@@ -401,40 +459,49 @@ class SeatServer:
                 timer.cancel()
             session.claimed.discard(event.ticket)
             session.queue_of.pop(event.ticket, None)
-            session.send(proto.Revoked(event.ticket, event.reason))
+            self._tell(session.agent.id, proto.Revoked(event.ticket, event.reason))
             if event.reason.startswith("agent_"):
                 # Redirect on no answer: the phone did not pick up, so this seat is not really ready.
                 session.state = "away"
                 session.send(proto.StateFrame("away", event.reason))
             self._dispatcher.wake()
         else:
-            session.send(proto.CallEnded(event.ticket, event.reason))
+            self._tell(session.agent.id, proto.CallEnded(event.ticket, event.reason))
 
     def on_news(self, data: bytes | str) -> None:
         """A conversation's news about a ticket a seat here holds (offered or claimed)."""
         news = _parsed(messages.ConversationNews, data)
-        session = self._dispatcher.sessions.get(news.agent) if news else None
-        if not (news and session and session.holds(news.ticket)):
+        if news is None:
+            return
+        session = self._dispatcher.sessions.get(news.agent)
+        held = session.holds(news.ticket) if session else news.agent in self.away_holding(news.ticket)
+        if not held:
             return  # not held here: the ticket has it when it is next sent
         said = news.message
         if said.direction == "in":
-            session.send(proto.MessageFrame(news.ticket, said))
+            self._tell(news.agent, proto.MessageFrame(news.ticket, said))
         elif said.status is not None:
-            session.send(proto.Delivery(news.ticket, said.id, said.status, said.reason))
+            self._tell(news.agent, proto.Delivery(news.ticket, said.id, said.status, said.reason))
 
     def on_triage_news(self, data: bytes | str) -> None:
         """What triage decided about a ticket a seat here holds (a `triaged` frame, and an `alert`
         frame when it found sensitive words), or that its 主单's answer closed it (`revoked`)."""
         news = _parsed(messages.TriageNews, data)
-        for session in self._dispatcher.sessions.values() if news else ():
-            if not (news and session.holds(news.ticket)):
-                continue
+        if news is None:
+            return
+        holders = [s for s in self._dispatcher.sessions.values() if s.holds(news.ticket)]
+        for session in holders:
             if news.kind == "answered_by_parent":
                 self._closed_under_seat(session, news.ticket, news.kind)
+        agents = [s.agent.id for s in holders] + self.away_holding(news.ticket)
+        for agent in agents:
+            if news.kind == "answered_by_parent":
+                if agent not in self._dispatcher.sessions:
+                    self._tell(agent, proto.Revoked(news.ticket, news.kind))
                 continue
-            session.send(proto.TriagedFrame.of(news))
+            self._tell(agent, proto.TriagedFrame.of(news))
             if news.alerts:
-                session.send(proto.AlertFrame(news.ticket, news.priority, news.alerts))
+                self._tell(agent, proto.AlertFrame(news.ticket, news.priority, news.alerts))
 
     def _closed_under_seat(self, session: SeatSession, ticket_id: str, reason: str) -> None:
         """A ticket the seat held was closed by someone else: it no longer holds it, and is told."""
@@ -443,15 +510,17 @@ class SeatServer:
             timer.cancel()
         session.claimed.discard(ticket_id)
         session.queue_of.pop(ticket_id, None)
-        session.send(proto.Revoked(ticket_id, reason))
+        self._tell(session.agent.id, proto.Revoked(ticket_id, reason))
         self._dispatcher.wake()
 
     def on_transcript(self, data: bytes | str) -> None:
         """Live speech of a caller whose ticket a seat here holds (offered or claimed)."""
         message = _parsed(messages.Transcript, data)
-        for session in self._dispatcher.sessions.values() if message else ():
-            if message and session.holds(message.ticket):
-                session.send(proto.Transcript(message.ticket, message.segment))
+        if message is None:
+            return
+        holders = [s.agent.id for s in self._dispatcher.sessions.values() if s.holds(message.ticket)]
+        for agent in holders + self.away_holding(message.ticket):
+            self._tell(agent, proto.Transcript(message.ticket, message.segment))
 
     async def _screen_pop(self, session: SeatSession, ticket_id: str) -> None:
         session.send(proto.ScreenPop(proto.ticket_json(await self._queue.get(ticket_id))))
@@ -461,6 +530,8 @@ class SeatServer:
         session = self._dispatcher.sessions.get(agent_id)
         if session is not None and session.session_id != session_id:
             self._tasks.spawn(self.replace(session))
+        elif session is None:
+            self._away.back(agent_id)  # its seat is back, on another process: that one journals now
 
     async def _serve(self, ws: ServerConnection, session: SeatSession) -> None:
         writer = asyncio.create_task(self._write(ws, session))
@@ -502,6 +573,8 @@ class SeatServer:
         session.closed = True
         if self._dispatcher.sessions.get(session.agent.id) is session:
             del self._dispatcher.sessions[session.agent.id]
+            grace = self._config.seats.reconnect_grace
+            self._away.left(session.agent.id, session.claimed, asyncio.get_running_loop().time() + grace)
             # Claims survive a short disconnect: the lease runs `reconnect_grace` from now.
             try:
                 await self._queue.hold_lease([session.agent.id], self._config.seats.reconnect_grace)
