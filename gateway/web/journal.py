@@ -50,6 +50,9 @@ JOURNALED: tuple[type[proto.ServerFrame], ...] = (
 )
 
 
+START = "0-0"  # the journal position before any frame
+
+
 def journaled(frame: proto.ServerFrame) -> bool:
     """Whether `frame` goes into the agent's journal (see the module)."""
     if isinstance(frame, proto.Transcript):
@@ -124,7 +127,8 @@ class SeatJournal:
             if isinstance(answer, ResponseError) and not _no_journal(answer):
                 raise ServiceUnavailable("the seat journal is unavailable") from answer
         if isinstance(info, ResponseError):  # no journal: never written, or gone with its ttl
-            return Replay((), since or "", since is not None)
+            # Position 0: before anything, so a seat with nothing yet still has a `since` to send.
+            return Replay((), since or START, since not in (None, START))
         now = reply_text(info["last-generated-id"])
         if since is None:
             return Replay((), now, False)

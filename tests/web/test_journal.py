@@ -71,7 +71,7 @@ def journal_length(gateway: Gateway, agent: str, length: int) -> Any:
 async def test_a_seat_that_comes_back_is_sent_what_it_missed_after_its_position(config: GatewayConfig) -> None:
     async with running_gateway(config) as (gateway, bound):
         seat = await Seat.connect(bound, "a1")
-        assert "seq" not in seat.welcome and "gap" not in seat.welcome  # no journal yet: nothing to go on from
+        assert seat.welcome["seq"] == "0-0" and "gap" not in seat.welcome  # no journal yet: from the start
         ticket = await claim(bound, seat, "路灯坏了三天")
         await say(gateway, ticket, "我家门口路灯坏了")
         seen = (await seat.expect("transcript"))["seq"]

@@ -39,7 +39,8 @@ const FIELD_LABELS = {
   answered_from: "知识库条目",
 };
 const KNOWLEDGE_EVERY_MS = 3000; // suggestions asked again at most this often while the transcript grows
-const REPLIES_KEY = "hg-seat-replies"; // sessionStorage: replies typed and not yet sent (text only)
+// sessionStorage: replies typed and not yet sent (text only), and the last journal position seen
+const REPLIES_KEY = "hg-seat-replies";
 const SAVING = { dirty: "未保存…", saving: "保存中…", saved: "已保存", failed: "保存失败" };
 const SHORTCUTS = [
   ["Alt+A", "接受工单", { type: "accept" }],
@@ -101,7 +102,8 @@ function showSeat(session) {
 function takeLead(session) {
   // The leading tab holds the seat: it brings back the replies this tab kept and reads the catalogue.
   setRole("leader");
-  apply(onCommand(page.state, { type: "restoreReplies", replies: keptReplies(session.agent) }, Date.now()));
+  const kept = keptForReload(session.agent);
+  apply(onCommand(page.state, { type: "restoreReplies", replies: kept.replies, seq: kept.seq }, Date.now()));
   loadCatalogue();
   connect();
 }
@@ -111,20 +113,23 @@ async function loadCatalogue() {
   if (answer && answer.status === 200) command({ type: "catalogue", categories: answer.data.categories });
 }
 
-// --- replies kept through a reload (sessionStorage: this tab only, text only, never a token) -----
+// --- kept through a reload (sessionStorage: this tab only, text only, never a token): the replies
+// typed and not sent, and the journal position the next hello asks to go on from --------------
 
-function keptReplies(agent) {
+function keptForReload(agent) {
   try {
     const kept = JSON.parse(sessionStorage.getItem(REPLIES_KEY) || "{}");
-    return kept.agent === agent && kept.replies && typeof kept.replies === "object" ? kept.replies : {};
+    if (kept.agent !== agent) return { replies: {}, seq: "" };
+    const replies = kept.replies && typeof kept.replies === "object" ? kept.replies : {};
+    return { replies, seq: typeof kept.seq === "string" ? kept.seq : "" };
   } catch {
-    return {};
+    return { replies: {}, seq: "" };
   }
 }
 
 function keepReplies() {
   if (page.role !== "leader" || !page.session) return;
-  const kept = JSON.stringify({ agent: page.session.agent, replies: page.state.replies });
+  const kept = JSON.stringify({ agent: page.session.agent, replies: page.state.replies, seq: page.state.seq });
   if (kept === page.keptReplies) return;
   page.keptReplies = kept;
   try {
@@ -219,7 +224,7 @@ async function connect() {
   page.socket = socket;
   socket.onopen = () => {
     const wanted = page.state.agent ? page.state.state : "away";
-    socket.send(JSON.stringify(helloFrame(page.session.agent, answer.data.ticket, wanted)));
+    socket.send(JSON.stringify(helloFrame(page.session.agent, answer.data.ticket, wanted, page.state.seq)));
   };
   socket.onmessage = (event) => {
     let frame;

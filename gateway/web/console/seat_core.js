@@ -80,6 +80,7 @@ export function initialState(now) {
     early: {}, // reply id -> {status, reason}: delivery news that came before the reply's ack
     catalogue: [], // the dispatch catalogue's categories [{id, name, department}]; [] when none
     knowledge: { enabled: false, ticket: null, results: [] }, // suggestions for the ticket on screen
+    seq: "", // the last journal position seen (a news frame's `seq`): the next hello's `since`
   };
 }
 
@@ -125,8 +126,37 @@ function request(state, kind, frame, extra = {}) {
   return { state: { ...state, nextId: id + 1, pending }, effect: { send: { id, ...frame } } };
 }
 
-export function helloFrame(agent, token, state) {
-  return { type: "hello", v: 1, agent, token, state };
+export function helloFrame(agent, token, state, since = "") {
+  const hello = { type: "hello", v: 1, agent, token, state };
+  return JOURNAL_POSITION.test(since) ? { ...hello, since } : hello;
+}
+
+// --- journal positions (`seq`: a Redis stream id, `ms-n`) ----------------------------------------
+
+const JOURNAL_POSITION = /^[0-9]{1,20}-[0-9]{1,20}$/;
+
+export function seqAfter(seq, other) {
+  // Whether `seq` comes later in the agent's journal than `other` (anything comes after nothing).
+  if (!other) return true;
+  const [ms, n] = seq.split("-").map(BigInt);
+  const [otherMs, otherN] = other.split("-").map(BigInt);
+  return ms > otherMs || (ms === otherMs && n > otherN);
+}
+
+function missedNotices(state, before, missed, gap) {
+  // What the welcome's replay brought, said once: the citizens' new messages, and a gap if any.
+  let next = state;
+  const messages = missed.filter((frame) => frame.type === "message").length;
+  if (messages) next = noticed(next, `断线期间收到市民新消息 ${messages} 条，已补上`);
+  else if (missed.length) next = noticed(next, `断线期间的动态 ${missed.length} 条已补上`);
+  if (gap) next = noticed(next, "断线时间较长，部分动态未能补发；工单内容以当前为准", "warn");
+  // What this page held and the server no longer gives back went away while the page was
+  // disconnected; a replayed `revoked` already said why.
+  const explained = new Set(missed.filter((frame) => frame.type === "revoked").map((frame) => frame.ticket));
+  for (const id of before.order.filter((held) => !next.tickets[held] && !explained.has(held))) {
+    next = noticed(next, `工单 ${id} 在断线期间已收回或关闭`, "warn");
+  }
+  return next;
 }
 
 // --- server frames -------------------------------------------------------------------------------
@@ -163,11 +193,14 @@ const FRAMES = {
       }
     }
     if (frame.resumed.length) next = noticed(next, `已恢复处理中的工单 ${frame.resumed.length} 张`);
-    // What this page held and the server no longer gives back went away while the page was
-    // disconnected (the caller hung up, the claim ran out of its grace): said, not silently dropped.
-    for (const id of state.order.filter((held) => !next.tickets[held])) {
-      next = noticed(next, `工单 ${id} 在断线期间已收回或关闭`, "warn");
+    // What happened meanwhile, replayed from the journal in order (each handler takes a frame it
+    // already saw in `resumed` without change); what the page saw before is not applied twice.
+    const missed = (frame.missed || []).filter((news) => news.seq && seqAfter(news.seq, state.seq));
+    for (const news of missed) {
+      const handle = FRAMES[news.type];
+      if (handle) next = handle(next, news, now).state;
     }
+    next = missedNotices({ ...next, seq: frame.seq || state.seq }, state, missed, frame.gap);
     return step(next, ...effects);
   },
   offer(state, frame, now) {
@@ -211,9 +244,11 @@ const FRAMES = {
     return step(withTicket(state, frame.ticket, (ticket) => ({ ...ticket, transcript: grown(ticket.transcript, frame.segment) })));
   },
   message(state, frame) {
-    return step(
-      withTicket(state, frame.ticket, (ticket) => ({ ...ticket, messages: [...(ticket.messages || []), frame.message] })),
-    );
+    const add = (ticket) =>
+      (ticket.messages || []).some((message) => message.id === frame.message.id)
+        ? ticket // seen already (the ticket read again had it)
+        : { ...ticket, messages: [...(ticket.messages || []), frame.message] };
+    return step(withTicket(state, frame.ticket, add));
   },
   alert(state, frame) {
     const change = (ticket) => ({ ...ticket, alerts: frame.alerts, priority: frame.priority });
@@ -275,6 +310,9 @@ const FRAMES = {
 };
 
 function grown(segments, segment) {
+  const same = (other) =>
+    other.final && other.speaker === segment.speaker && other.start === segment.start && other.text === segment.text;
+  if (segment.final && (segments || []).some(same)) return segments; // seen already (replayed)
   const list = [...(segments || [])];
   const last = list[list.length - 1];
   // A partial result is replaced by the next result of the same speaker.
@@ -332,7 +370,13 @@ function saved(state, asked) {
 
 export function onFrame(state, frame, now) {
   const handle = FRAMES[frame.type];
-  return handle ? handle(state, frame, now) : step(state);
+  if (!handle) return step(state);
+  if (frame.seq && frame.type !== "welcome") {
+    if (!seqAfter(frame.seq, state.seq)) return step(state); // came in the welcome's `missed` already
+    const done = handle(state, frame, now);
+    return { ...done, state: { ...done.state, seq: frame.seq } };
+  }
+  return handle(state, frame, now);
 }
 
 // --- the agent's commands ------------------------------------------------------------------------
@@ -410,7 +454,9 @@ const COMMANDS = {
     for (const [id, text] of Object.entries(command.replies || {}).slice(0, 50)) {
       if (typeof text === "string" && text && !(id in replies)) replies[id] = text.slice(0, MAX_REPLY_CHARS);
     }
-    return step({ ...state, replies });
+    // The journal position too: a reload asks for what it missed since the page last saw news.
+    const seq = JOURNAL_POSITION.test(command.seq || "") && seqAfter(command.seq, state.seq) ? command.seq : state.seq;
+    return step({ ...state, replies, seq });
   },
   catalogue(state, command) {
     const categories = (command.categories || [])

@@ -4,14 +4,24 @@ seats' server restarted under the page."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 
 from playwright.sync_api import Page, expect
 
 from gateway.config import LiveConfig, TriageConfig
-from gateway.messages import TriageNews
-from gateway.ticket import Attachment, DeadlineClock, SensitiveAlert, TranscriptSegment, utcnow
+from gateway.messages import ConversationNews, TriageNews
+from gateway.ticket import (
+    Attachment,
+    ConversationMessage,
+    DeadlineClock,
+    SensitiveAlert,
+    Ticket,
+    TranscriptSegment,
+    conversation_identity,
+    utcnow,
+)
 from gateway.triage.merge import MergeSettings
 from gateway.triage.service import Triage, build_triager
 from gateway.voice.link import VoiceLink
@@ -20,6 +30,7 @@ from tests.triage.conftest import SHARED_TRIAGE
 from tests.triage.merge_contacts import MANHOLE
 from tests.triage.test_merge_service import MERGE, citizen_ticket
 from tests.web.console.support import GatewayThread, log_in
+from tests.web.console.test_console_message import claimed_on_page, sms_ticket
 
 RINGING = re.compile(r"\bringing\b")
 
@@ -204,3 +215,77 @@ def test_a_child_ticket_shows_its_parent_and_is_split_from_the_page(live: Gatewa
     expect(current.get_by_role("button", name="拆分")).to_have_count(0)
     assert live.call(queue.get(child)).parent == ""
     assert not errors, errors
+
+
+async def _journaled(live: GatewayThread, agent: str, length: int) -> None:
+    """Until the agent's journal holds `length` frames: while no page is connected, what the
+    gateway did for the seat shows only there."""
+    redis, key = live.running.queue.redis, live.running.queue.keys.journal(agent)
+    async with asyncio.timeout(10):
+        while await redis.xlen(key) < length:
+            await asyncio.sleep(0.01)
+
+
+async def _seat_gone(live: GatewayThread, agent: str) -> None:
+    async with asyncio.timeout(10):
+        while agent in live.running.dispatcher.sessions:
+            await asyncio.sleep(0.01)
+
+
+async def _citizen_writes(live: GatewayThread, ticket: Ticket, text: str, number: int = 1) -> None:
+    """The citizen's follow-up joined to the ticket, and its news published, as the SMS channel does."""
+    queue = live.running.queue
+    said = ConversationMessage(direction="in", id=f"{ticket.message_id}-{number}", at=utcnow(), text=text)
+    identity = conversation_identity(ticket)
+    assert identity
+    joined = await queue.join(ticket.channel, identity, said, [said.id], "sms:test")
+    assert joined.outcome == "joined"
+    await queue.redis.publish(queue.keys.news, ConversationNews(ticket.id, "a1", said).serialize())
+
+
+def test_news_missed_while_the_seats_server_restarted_is_replayed_by_position(
+    live: GatewayThread, page: Page
+) -> None:
+    ticket = sms_ticket("楼下饭店油烟太大")
+    claimed_on_page(page, live, ticket)
+    expect(page.locator("body")).to_have_attribute("data-connects", "1")
+    said = page.locator("#conversation-list li")
+    expect(said).to_have_count(1)
+    page.get_by_role("button", name="示忙").click()
+    expect(page.locator("#state-label")).to_have_text("示忙")
+    journal = live.call(live.running.queue.redis.xlen(live.running.queue.keys.journal("a1")))
+
+    async def written_meanwhile() -> None:
+        await live.running.seat_server.stop()  # every seat's socket drops (1001)
+        await _seat_gone(live, "a1")
+        await _citizen_writes(live, ticket, "晚上十点以后还在排烟")
+        await _journaled(live, "a1", journal + 1)
+        await live.running.seat_server.start()
+
+    live.call(written_meanwhile())
+    expect(page.locator("body")).to_have_attribute("data-connects", "2")
+    expect(said).to_have_count(2)
+    expect(said.nth(1)).to_contain_text("晚上十点以后还在排烟")
+    expect(page.locator("#notices")).to_contain_text("断线期间收到市民新消息 1 条，已补上")
+
+
+def test_a_page_that_comes_back_asks_for_what_it_missed_since_the_position_it_kept(
+    live: GatewayThread, page: Page
+) -> None:
+    ticket = sms_ticket("公交站台的顶棚漏雨")
+    claimed_on_page(page, live, ticket)
+    page.get_by_role("button", name="示忙").click()
+    expect(page.locator("#state-label")).to_have_text("示忙")
+    live.call(_citizen_writes(live, ticket, "就在人民路站"))  # seen live: the page keeps its position
+    said = page.locator("#conversation-list li")
+    expect(said).to_have_count(2)
+    seat_url = page.url
+    page.goto("about:blank")  # the agent leaves the page; the claim waits for reconnect_grace
+    live.call(_seat_gone(live, "a1"))
+    live.call(_citizen_writes(live, ticket, "下雨天根本没法等车", number=2))
+    page.goto(seat_url)
+    expect(page.locator("#connection")).to_have_text("已连接")
+    expect(said).to_have_count(3)
+    expect(said.nth(2)).to_contain_text("下雨天根本没法等车")
+    # Only what came after the kept position is new to the page: one message, not two.
+    expect(page.locator("#notices")).to_contain_text("断线期间收到市民新消息 1 条，已补上")
