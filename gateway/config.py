@@ -438,6 +438,33 @@ class SensitiveConfig(_Section):
         return self
 
 
+MOBILE_DIGITS = 11
+
+
+class PagingSettings(BaseModel):
+    """`[triage.paging]`: the supervisors' mobile numbers paged (by `channel`, SMS) when triage
+    finds sensitive words of at least `min_severity` on a ticket. Off until numbers are given."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    channel: str = Field(default="sms", pattern=r"^sms$")  # the channel that reaches a mobile phone
+    phones: tuple[str, ...] = Field(default=(), max_length=20)
+    min_severity: int = Field(default=3, ge=1, le=3)
+
+    @field_validator("phones")
+    @classmethod
+    def _mobiles(cls, phones: tuple[str, ...]) -> tuple[str, ...]:
+        for phone in phones:
+            if not (len(phone) == MOBILE_DIGITS and phone.isdigit() and phone[0] == "1" and phone[1] in "3456789"):
+                raise ValueError("each phone must be a mainland mobile number (11 digits, 1[3-9]...)")
+        return phones
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.phones)
+
+
 class TriageConfig(_Section):
     """`[triage]` (gateway/triage/service.py): the consumer that suggests each new ticket's
     categories (分派目录) beside intake. `catalogue` is the dispatch catalogue (TOML, required when
@@ -463,6 +490,8 @@ class TriageConfig(_Section):
     merge: MergeSettings = MergeSettings()
     # 集中爆发 (gateway/triage/surge.py): a category at a place counted over a window against its usual.
     surge: SurgeSettings = SurgeSettings()
+    # Sensitive words at `min_severity` page these supervisors by SMS (gateway/triage/paging.py).
+    paging: PagingSettings = PagingSettings()
 
     @model_validator(mode="after")
     def _catalogue_when_enabled(self) -> TriageConfig:
@@ -512,6 +541,13 @@ class GatewayConfig(_Section):
     ivr: dict[str, IvrConfig] = Field(default_factory=dict, exclude=True)
     # Directory of the config file; relative paths in the config are resolved against it.
     base_dir: str = "."
+
+    @model_validator(mode="after")
+    def _paging_has_its_channel(self) -> GatewayConfig:
+        # A page waits in its channel's outbox for that channel's sender: without one, it never goes.
+        if self.triage.paging.active and not self.channels.sms.enabled:
+            raise ValueError("triage.paging: pages go by SMS; enable [channels.sms] or turn paging off")
+        return self
 
     def queue(self, name: str) -> QueueConfig:
         for queue in self.queues:

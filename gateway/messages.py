@@ -419,13 +419,16 @@ class Created(_Entry):
 
 @dataclass(frozen=True, slots=True)
 class Reply(_Entry):
-    """An agent's reply to a citizen, for the channel adapter that delivers it."""
+    """An agent's reply to a citizen, for the channel adapter that delivers it; or (`kind` `page`)
+    triage paging a supervisor about the ticket (gateway/triage/paging.py): `citizen` is then the
+    supervisor's phone, and the page's states go to the ticket's history, not its conversation."""
 
     ticket: TicketId
     channel: Channel
     citizen: Json[Citizen]
     text: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
     agent: AgentId
+    kind: Literal["reply", "page"] = "reply"
 
     def fields(self) -> dict[str, str]:
         return {**fields_of(self), "citizen": self.citizen.model_dump_json(exclude_none=True)}

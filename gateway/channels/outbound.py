@@ -131,11 +131,11 @@ class Sender:
             await self._queue.redis.xack(self._outbox, GROUP, reply_id)
             await self._queue.redis.xdel(self._outbox, reply_id)  # else it counts against the bound
             return
-        attempt = 0
+        attempt, page = 0, reply.kind == "page"
         while True:
             try:
                 peer_ids = await self._submit(reply)
-                sent = SentReply(self._channel, reply_id, reply.ticket, peer_ids)
+                sent = SentReply(self._channel, reply_id, reply.ticket, peer_ids, page=page)
             except Refused as refused:
                 if refused.transient:
                     attempt += 1
@@ -143,7 +143,7 @@ class Sender:
                     log.warning("reply %s not sent (%s); again in %.1f s", reply_id, refused.reason, delay)
                     await asyncio.sleep(delay)
                     continue
-                sent = SentReply(self._channel, reply_id, reply.ticket, reason=refused.reason)
+                sent = SentReply(self._channel, reply_id, reply.ticket, reason=refused.reason, page=page)
             await self._record(sent)
             return
 

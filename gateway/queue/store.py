@@ -55,6 +55,7 @@ class SentReply:
     ticket_id: str
     peer_ids: tuple[str, ...] = ()
     reason: str | None = None
+    page: bool = False  # a supervisor paged (gateway/triage/paging.py): `page_sent` in the history
 
 
 @dataclass(frozen=True, slots=True)
@@ -949,7 +950,7 @@ class TicketQueue:
                 sent.ticket_id,
                 len(sent.peer_ids),
                 ttl,
-                history_json(f"channel:{sent.channel}", state, None, **detail),
+                history_json(f"channel:{sent.channel}", f"page_{state}" if sent.page else state, None, **detail),
                 state,
                 _reason_suffix(sent.reason),
             ],

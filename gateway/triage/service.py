@@ -65,6 +65,7 @@ from gateway.triage.merge import (
     related,
     signature,
 )
+from gateway.triage.paging import pages
 from gateway.triage.sensitive import SensitiveMatcher
 from gateway.triage.surge import is_surge, usual
 
@@ -370,8 +371,8 @@ class Triage:
 
     def _announce(self, pipe: Any, ticket: Ticket) -> None:
         """In the amend's transaction: the ticket on the red/yellow list by when its resolve clock
-        turns yellow (the wallboard lists those past it; closing the ticket takes it off), and the
-        alerts found, for the supervisors (a stream, kept)."""
+        turns yellow (the wallboard lists those past it; closing the ticket takes it off), the
+        alerts found, for the supervisors (a stream, kept), and the pages they owe (`paging`)."""
         resolve = resolve_clock(ticket)
         if resolve is not None and ticket.status in OPEN:
             share = self.config.deadlines.yellow_share
@@ -381,6 +382,10 @@ class Triage:
             return
         news = Alerted(ticket.id, ticket.queue, ticket.priority, ticket.alerts).serialize()
         pipe.xadd(self._keys.alerts, {"m": news}, maxlen=ALERTS_MAXLEN, approximate=True)
+        # At the top severity, the supervisors' phones at once. Not refused at the outbox's bound
+        # as a reply is: a page is rare, and the one thing that must not wait.
+        for page in pages(ticket, self.config.triage.paging):
+            pipe.xadd(self._keys.outbox(page.channel), page.serialize())
 
     async def acknowledge(self, entry_ids: list[str]) -> None:
         await self._redis.xack(self._keys.created, GROUP, *entry_ids)
