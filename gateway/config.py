@@ -485,6 +485,9 @@ class TriageConfig(_Section):
     claim_every: Seconds = 60.0
     # Agents' final categories kept as labelled contacts (`hg:triage:labels`, MAXLEN ~).
     labels_maxlen: int = Field(default=100_000, gt=0)
+    # What citizens said after intake (final transcript segments, follow-up messages), for triage
+    # to scan again (`hg:said`, MAXLEN ~): a consumer further behind misses the oldest.
+    said_maxlen: int = Field(default=100_000, gt=0)
     # 主单 + 子单 (gateway/triage/merge.py): similar tickets of one category on one street within
     # a window become 子单 of the first; the gazetteer (`[[triage.merge.districts]]`) names places.
     merge: MergeSettings = MergeSettings()

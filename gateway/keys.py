@@ -231,6 +231,12 @@ class Keys:
         return f"{self.prefix}:clocks"
 
     @property
+    def said(self) -> str:
+        """Stream: a triaged ticket's citizen said more (`t`: the ticket, `s`: `transcript` or
+        `message`), for triage to look for sensitive words in it (the group `triage-said`)."""
+        return f"{self.prefix}:said"
+
+    @property
     def triage_news(self) -> str:
         """Pub/Sub: what triage decided about a ticket, or did with it (`TriageNews`), for the seat
         holding it."""

@@ -118,7 +118,8 @@ return {1, ARGV[1]}
 # KEYS: the conversation key, then the message's idempotency keys (the one it is remembered under
 #       first; then older ones it may have been remembered under: see gateway/channels/contract.py)
 # ARGV: key prefix, the message (JSON), its time (ms), conversation window (ms), max messages,
-#       history entry, idem ttl, the citizen's follow-up key ('' = none), follow-up timeout (ms)
+#       history entry, idem ttl, the citizen's follow-up key ('' = none), follow-up timeout (ms),
+#       the said stream ('' = triage off: see TicketQueue.tell_said) and its MAXLEN
 # Returns {'duplicate', ticket id} when the message was taken before (joined, a ticket of its own
 # or a follow-up's answer), {'followup', ticket id} when it answers that ticket's 回访 question
 # (asked within the timeout of the message's time: the caller records it, FOLLOWUP), {'none'}
@@ -148,6 +149,9 @@ append_message(tkey, ARGV[2], ARGV[5])
 redis.call('RPUSH', tkey .. ':h', ARGV[6])
 redis.call('SET', KEYS[2], tid, 'EX', tonumber(ARGV[7]))
 redis.call('SET', KEYS[1], tid .. ' ' .. ARGV[3], 'PX', window)
+if ARGV[10] ~= '' then
+  redis.call('XADD', ARGV[10], 'MAXLEN', '~', tonumber(ARGV[11]), '*', 't', tid, 's', 'message')
+end
 return {'joined', tid, status, agent or ''}
 """
 )

@@ -404,6 +404,8 @@ class TicketQueue:
                 self._config.redis.idempotency_ttl,
                 keys.followup(channel, identity) if followup and asking.enabled else "",
                 int(asking.timeout * 1000),
+                keys.said if self._config.triage.enabled else "",
+                self._config.triage.said_maxlen,
             ],
         )
         outcome, *rest = (reply_text(item) for item in result)
@@ -871,6 +873,13 @@ class TicketQueue:
         if code != "ok":
             raise Conflict(f"ticket {child_id} is closed; it cannot be split any more")
         return rest[0]
+
+    def tell_said(self, pipe: Any, ticket: Ticket, source: str = "transcript") -> None:
+        """Inside a change's MULTI: the citizen said more on `ticket`, for triage (when it is on)
+        to scan again (`hg:said`; the JOIN script does the same for a follow-up message)."""
+        triage = self._config.triage
+        if triage.enabled:
+            pipe.xadd(self.keys.said, {"t": ticket.id, "s": source}, maxlen=triage.said_maxlen, approximate=True)
 
     def _requeue(self, pipe: Any, ticket: Ticket) -> None:
         """Queue `ticket` again at its priority, inside the caller's MULTI (its group exists: every

@@ -15,6 +15,11 @@
 
 A ticket whose history already has triage's line raises `AlreadyTriaged`: a repeat after a crash
 writes nothing.
+
+`reassess(ticket, triager)` is what triage does when the citizen says more on a ticket it has
+triaged (a final transcript segment while the call is up, a follow-up message): the sensitive
+words in what is new, merged into the ticket's alerts, with the flags and priority they ask for;
+None when nothing new was found (then nothing is written).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from gateway.triage.sensitive import SensitiveMatcher
 
 ACTOR = "triage"
 ACTION = "triaged"
+REASSESSED = "reassessed"  # the history line of alerts found in what the citizen said after triage
 SENSITIVE_FLAG = "sensitive"
 SEVERITY_FLAGS: Mapping[int, str] = {2: "sensitive_high", 3: "sensitive_critical"}
 ENTERPRISE_FLAG = "enterprise"
@@ -150,3 +156,24 @@ def assess(ticket: Ticket, triager: Triager, now: datetime) -> Ticket:
             "place": triager.gazetteer.place(f"{ticket.address}\n{text}"),
         }
     )
+
+
+def alert_key(alert: SensitiveAlert) -> tuple[str, str]:
+    """What makes two alerts the same: the word, in the same words around it."""
+    return alert.word, alert.context
+
+
+def reassess(ticket: Ticket, triager: Triager, now: datetime) -> tuple[Ticket, tuple[SensitiveAlert, ...]] | None:
+    """The triaged ticket with the sensitive words found in everything the citizen said since,
+    and those new alerts; None when there are none (see the module)."""
+    known = {alert_key(alert) for alert in ticket.alerts}
+    found = [alert for alert in sensitive_alerts(ticket, triager.matcher, now) if alert_key(alert) not in known]
+    # Kept the way the first triage keeps them: worst first, at most MAX_ALERTS (what falls off
+    # that list is not new: it would be found and dropped again each time).
+    alerts = tuple(sorted((*ticket.alerts, *found), key=lambda alert: -alert.severity)[:MAX_ALERTS])
+    new = tuple(alert for alert in alerts if alert_key(alert) not in known)
+    if not new:
+        return None
+    flags = tuple(dict.fromkeys([*ticket.flags, *alert_flags(alerts)]))
+    priority = raised_priority(ticket.priority, flags, triager.flag_priority)
+    return ticket.model_copy(update={"alerts": alerts, "flags": flags, "priority": priority}), new

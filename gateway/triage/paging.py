@@ -44,10 +44,12 @@ def page_text(ticket: Ticket, alerts: tuple[SensitiveAlert, ...]) -> str:
     return f"【12345预警】工单{ticket.id[-8:]}（{ticket.queue}）发现{kinds}{worst}级敏感内容，请立即处置。"
 
 
-def pages(ticket: Ticket, settings: PagingSettings) -> tuple[Reply, ...]:
-    """The pages owed for a ticket triage just found sensitive words in: one per supervisor's
-    phone, none when paging is off or nothing is severe enough."""
-    severe = paged_alerts(ticket.alerts, settings)
+def pages(
+    ticket: Ticket, settings: PagingSettings, found: tuple[SensitiveAlert, ...] | None = None
+) -> tuple[Reply, ...]:
+    """The pages owed for the sensitive words triage just `found` on a ticket (None: all its
+    alerts): one per supervisor's phone, none when paging is off or nothing is severe enough."""
+    severe = paged_alerts(ticket.alerts if found is None else found, settings)
     if not (settings.active and severe):
         return ()
     text = page_text(ticket, severe)

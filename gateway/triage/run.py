@@ -34,7 +34,8 @@ async def run_triage(config: GatewayConfig, redis_url: str) -> int:
         raise ServiceUnavailable(f"cannot reach redis at {redis_url.split('@')[-1]}: {exc}") from exc
     queue = TicketQueue(client, config)
     triage = Triage(LiveConfig(config), queue, build_triager(config))
-    services = Services([Loop("triage", triage.run), Loop("triage-labels", triage.learn)])
+    loops = [Loop("triage", triage.run), Loop("triage-labels", triage.learn), Loop("triage-said", triage.listen)]
+    services = Services(loops)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -45,8 +45,18 @@ from gateway.messages import Alerted, SurgeWarning, TriageNews
 from gateway.queue import TicketQueue
 from gateway.queue.store import MergePlan
 from gateway.shell.tasks import stop_if_cancelled
-from gateway.ticket import Ticket, utcnow
-from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, ticket_text
+from gateway.ticket import SensitiveAlert, Ticket, utcnow
+from gateway.triage.assess import (
+    ACTION,
+    ACTOR,
+    REASSESSED,
+    AlreadyTriaged,
+    Triager,
+    assess,
+    reassess,
+    ticket_text,
+    was_triaged,
+)
 from gateway.triage.catalogue import LABELLED, load_catalogue, load_examples
 from gateway.triage.deadlines import resolve_clock
 from gateway.triage.dispatch import train
@@ -73,6 +83,7 @@ log = logging.getLogger("gateway.triage")
 
 GROUP = "triage"
 LABELS_GROUP = "triage-labels"  # on hg:submitted
+SAID_GROUP = "triage-said"  # on hg:said
 RETRY_AFTER = 1.0  # s: a read or write that found Redis away is tried again after this
 # Tickets one consumer triages at once (their round trips to Redis overlap; more raise throughput
 # a little and each ticket's latency a lot: 16 gave 443/s at p99 53 ms, 4 gives 377/s at 14 ms); tickets that could
@@ -139,6 +150,10 @@ class Triage:
 
     async def learn(self) -> None:
         await self._consume(self._keys.submitted, LABELS_GROUP, self.on_submitted)
+
+    async def listen(self) -> None:
+        """What citizens say after triage (`hg:said`): scanned again for sensitive words."""
+        await self._consume(self._keys.said, SAID_GROUP, self.on_said)
 
     async def _consume(self, stream: str, group: str, handle: Handler) -> None:
         await self.ensure_group(stream, group)
@@ -265,6 +280,51 @@ class Triage:
         except Conflict as exc:  # it kept changing under twenty tries: an agent's edits come first
             log.warning("triage: %s; left without suggestions", exc.message)
 
+    async def on_said(self, entries: Entries) -> None:
+        """Each ticket the citizen said more on, scanned again (once a batch however many
+        segments came), then the entries acknowledged."""
+        if not entries:
+            return
+        for ticket_id in dict.fromkeys(fields.get("t", "") for _, fields in entries):
+            await self.reassess(ticket_id)
+        await self._redis.xack(self._keys.said, SAID_GROUP, *[entry_id for entry_id, _ in entries])
+        await self._progressed(len(entries))
+
+    async def reassess(self, ticket_id: str) -> bool:
+        """The sensitive words in what the citizen said since the ticket was triaged (a threat
+        spoken while the call is up): new alerts amended in, with their flags and priority, the
+        seat and the supervisors told, the supervisors paged at the top severity. False when there
+        was nothing new (nothing written), or the ticket is not triaged yet (its triage reads it
+        all) or gone. Amended under WATCH: two consumers never add the same alert twice."""
+        now = utcnow()
+        found = _Reassessed()
+
+        async def prepare(ticket: Ticket) -> None:
+            if not was_triaged(ticket):
+                raise _NothingNew
+            outcome = reassess(ticket, self._triager, now)
+            if outcome is None:
+                raise _NothingNew
+            found.ticket, found.alerts = outcome
+
+        def change(_: Ticket) -> Ticket:
+            assert found.ticket is not None  # prepare ran first
+            return found.ticket
+
+        try:
+            amended = await self._queue.amend(
+                ticket_id, change, ACTOR, REASSESSED, lambda pipe, t: self._announce(pipe, t, found.alerts), prepare
+            )
+        except (_NothingNew, NotFound):
+            return False
+        except Conflict as exc:
+            log.warning("triage: %s; new alerts not recorded", exc.message)
+            return False
+        await self._tell_seat(amended, "")
+        worst = max(alert.severity for alert in found.alerts)
+        log.warning("triage: ticket %s: sensitive words in what was said since (severity %d)", ticket_id, worst)
+        return True
+
     async def _merge_plan(self, ticket: Ticket) -> tuple[MergePlan | None, tuple[str, ...]]:
         """What the amend's MERGE does with `ticket` (None: merging is off) and its citizen's other
         open tickets (一人多诉), from its bucket and its citizen's tickets as they are now."""
@@ -369,22 +429,24 @@ class Triage:
         parent = reply_text(await self._redis.hget(self._keys.ticket(ticket.id), "parent") or "") if proposed else ""
         await self._redis.publish(self._keys.triage_news, TriageNews.of(ticket, parent).serialize())
 
-    def _announce(self, pipe: Any, ticket: Ticket) -> None:
+    def _announce(self, pipe: Any, ticket: Ticket, new: tuple[SensitiveAlert, ...] | None = None) -> None:
         """In the amend's transaction: the ticket on the red/yellow list by when its resolve clock
         turns yellow (the wallboard lists those past it; closing the ticket takes it off), the
-        alerts found, for the supervisors (a stream, kept), and the pages they owe (`paging`)."""
+        alerts found (`new`: those of a reassessment; else all), for the supervisors (a stream,
+        kept), and the pages they owe (`paging`)."""
+        alerts = ticket.alerts if new is None else new
         resolve = resolve_clock(ticket)
         if resolve is not None and ticket.status in OPEN:
             share = self.config.deadlines.yellow_share
             yellow_at = ticket.received_at + (resolve.due - ticket.received_at) * share
             pipe.zadd(self._keys.clocks, {ticket.id: int(yellow_at.timestamp() * 1000)})
-        if not ticket.alerts:
+        if not alerts:
             return
-        news = Alerted(ticket.id, ticket.queue, ticket.priority, ticket.alerts).serialize()
+        news = Alerted(ticket.id, ticket.queue, ticket.priority, alerts).serialize()
         pipe.xadd(self._keys.alerts, {"m": news}, maxlen=ALERTS_MAXLEN, approximate=True)
         # At the top severity, the supervisors' phones at once. Not refused at the outbox's bound
         # as a reply is: a page is rare, and the one thing that must not wait.
-        for page in pages(ticket, self.config.triage.paging):
+        for page in pages(ticket, self.config.triage.paging, alerts):
             pipe.xadd(self._keys.outbox(page.channel), page.serialize())
 
     async def acknowledge(self, entry_ids: list[str]) -> None:
@@ -429,6 +491,18 @@ class Triage:
             return None
         suggested = ticket.suggestions[0].category if ticket.suggestions else ""
         return {"t": ticket.id, "category": ticket.category, "text": text, "suggested": suggested}
+
+
+class _NothingNew(Exception):
+    """A reassessment found nothing to write (raised under the amend's WATCH, before its MULTI)."""
+
+
+@dataclass
+class _Reassessed:
+    """What one reassessment found under the amend's WATCH: the ticket after, the new alerts."""
+
+    ticket: Ticket | None = None
+    alerts: tuple[SensitiveAlert, ...] = ()
 
 
 @dataclass

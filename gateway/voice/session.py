@@ -577,11 +577,15 @@ class CallSession:
             return  # not queued yet: the segments go into the ticket at intake
         await self.worker.link.publish_transcript(self.ticket_id, segment)
         if segment.final:
-            await self._amend(lambda t: policy.with_segment(t, segment), "transcript")
+            # What the caller says while the call is up is scanned for sensitive words (triage).
+            said = self.worker.queue.tell_said if segment.speaker == "caller" else None
+            await self._amend(lambda t: policy.with_segment(t, segment), "transcript", said)
 
-    async def _amend(self, change: Callable[[Ticket], Ticket], action: str) -> None:
+    async def _amend(
+        self, change: Callable[[Ticket], Ticket], action: str, also: Callable[[Any, Ticket], None] | None = None
+    ) -> None:
         if self.ticket_id is not None:  # not queued yet: the field goes into the ticket at intake
-            await self.worker.queue.amend(self.ticket_id, change, self._actor, action)
+            await self.worker.queue.amend(self.ticket_id, change, self._actor, action, also)
 
     async def _abandon(self, reason: str) -> None:
         """Take the ticket out of its queue (caller gone or overflow); tell a seat that holds it."""

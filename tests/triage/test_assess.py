@@ -9,7 +9,7 @@ import pytest
 
 from gateway.config import DeadlinesConfig, SensitiveConfig
 from gateway.ticket import ConversationMessage, HistoryEntry, Ticket, TranscriptSegment
-from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, raised_priority, said
+from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, raised_priority, reassess, said
 from gateway.triage.catalogue import LABELLED, Category, load_examples
 from gateway.triage.dispatch import train
 from gateway.triage.sensitive import SensitiveMatcher
@@ -109,3 +109,37 @@ def test_a_category_marked_enterprise_puts_the_ticket_on_the_enterprise_line(tri
     assessed = assess(ticket, triager, WEDNESDAY)
     assert "enterprise" in assessed.flags and assessed.priority == PRIORITIES["enterprise"]
     assert [clock.name for clock in assessed.clocks] == ["contact", "reply", "resolve"]
+
+
+def test_what_the_caller_says_after_triage_adds_its_alerts_once(triager: Triager) -> None:
+    call = queued_ticket("c1", channel="voice", text="小区停水两天了", received_at=WEDNESDAY)
+    triaged = assess(call, triager, WEDNESDAY)
+    assert triaged.alerts == () and triaged.priority == 0
+    assert reassess(triaged, triager, WEDNESDAY) is None, "nothing said since: nothing to write"
+    later = WEDNESDAY + timedelta(minutes=2)
+    segment = TranscriptSegment(text="再没人管我就从楼上跳下去不对是跳楼", start=30, end=34, confidence=0.8)
+    spoken = triaged.model_copy(update={"transcript": (segment,)})
+    outcome = reassess(spoken, triager, later)
+    assert outcome is not None
+    amended, new = outcome
+    assert [(a.word, a.source, a.severity, a.at) for a in new] == [("跳楼", "transcript", 3, later)]
+    assert amended.alerts == new and amended.priority == 9
+    assert {"sensitive", "sensitive_critical"} <= set(amended.flags)
+    assert amended.suggestions == triaged.suggestions and amended.clocks == triaged.clocks, "only the alerts change"
+    assert reassess(amended, triager, later) is None, "the same words found again are not new"
+    near_miss = TranscriptSegment(text="家里跳闸了", start=40, end=41, confidence=0.9)
+    quieter = amended.model_copy(update={"transcript": (segment, near_miss)})
+    assert reassess(quieter, triager, later) is None
+
+
+def test_a_message_after_triage_adds_to_the_alerts_it_had(triager: Triager) -> None:
+    first = queued_ticket("s1", channel="sms", text="楼下小作坊一直在用童工", received_at=WEDNESDAY)
+    triaged = assess(first, triager, WEDNESDAY)
+    assert [a.source for a in triaged.alerts] == ["text"]
+    message = ConversationMessage(direction="in", id="s1-2", at=WEDNESDAY, text="不给说法我就跳楼")
+    outcome = reassess(triaged.model_copy(update={"messages": (message,)}), triager, WEDNESDAY)
+    assert outcome is not None
+    amended, new = outcome
+    assert [(a.word, a.source) for a in new] == [("跳楼", "message")]
+    assert [a.severity for a in amended.alerts] == sorted((a.severity for a in amended.alerts), reverse=True)
+    assert len(amended.alerts) == len(triaged.alerts) + 1 and amended.priority == 9

@@ -16,7 +16,7 @@ from gateway.messages import Alerted, TriageNews
 from gateway.queue import TicketQueue
 from gateway.shell.app import Gateway
 from gateway.shell.tasks import stop_task
-from gateway.ticket import Ticket, TranscriptSegment, utcnow
+from gateway.ticket import ConversationMessage, Ticket, TranscriptSegment, utcnow
 from gateway.triage.assess import ACTION, ACTOR, Triager, assess, ticket_text
 from gateway.triage.service import (
     GROUP,
@@ -280,3 +280,55 @@ async def test_the_seat_holding_a_ticket_is_alerted_as_triage_finds_a_threat(
         assert (alert["ticket"], alert["priority"]) == (body["ticket_id"], 9)
         assert [(a["word"], a["severity"], a["source"]) for a in alert["alerts"]] == [("跳楼", 3, "text")]
         await seat.close()
+
+
+async def test_a_threat_said_while_the_call_is_up_alerts_the_seat_and_pages_once(
+    config_factory: ConfigFactory, catalogue_path: Path
+) -> None:
+    # The worker writes each final caller segment into the ticket with an `hg:said` entry in the
+    # same transaction; triage's `triage-said` consumers scan it: two at once still alert once.
+    paging = {"enabled": True, "phones": ["13900001111"]}
+    sms = {"enabled": True, "smsc": "127.0.0.1:1", "system_id": "hotline", "source_addr": "12345"}
+    config = config_factory(
+        triage={"enabled": True, "catalogue": str(catalogue_path), "paging": paging, "claim_idle": 0},
+        sensitive=SHIPPED_SENSITIVE,
+        channels={"sms": sms},
+    )
+    async with running_gateway(config) as (gateway, bound):
+        seat = await Seat.connect(bound, "a1")
+        queue = gateway.queue
+        call = queued_ticket("call-live-threat", channel="voice", text="小区停水两天了")
+        await queue.intake(call, "worker:w1")
+        offer = await seat.expect("offer")
+        await seat.send(type="accept", ticket=offer["ticket"]["id"])
+        await seat.expect("ticket")
+        assert (await seat.expect("triaged"))["priority"] == 0  # the core's triage, as the call came in
+        segment = TranscriptSegment(text="再不来修我就跳楼", start=12, end=14, confidence=0.8)
+        await queue.amend(call.id, lambda t: t.model_copy(update={"transcript": (segment,)}), "worker:w1",
+                          "transcript", queue.tell_said)  # fmt: skip
+        alert = await seat.expect("alert")
+        assert [(a["word"], a["source"]) for a in alert["alerts"]] == [("跳楼", "transcript")]
+        assert alert["priority"] == 9 and alert["seq"], "journaled: a seat that drops sees it on return"
+        others = [Triage(queue.live, queue, build_triager(config), name=f"said-{n}") for n in range(2)]
+        assert not any(await asyncio.gather(*(other.reassess(call.id) for other in others))), "found once"
+        ticket = await queue.get(call.id)
+        assert [entry.action for entry in ticket.history].count("reassessed") == 1
+        assert [a.word for a in ticket.alerts] == ["跳楼"] and ticket.priority == 9
+        alerted = [Alerted.parse(f["m"]) for _, f in stream_entries(await queue.redis.xrange(queue.keys.alerts))]
+        assert [(a.ticket, [x.word for x in a.alerts]) for a in alerted] == [(call.id, ["跳楼"])]
+        pages = stream_entries(await queue.redis.xrange(queue.keys.outbox("sms")))
+        assert [(f["kind"], f["ticket"]) for _, f in pages] == [("page", call.id)]
+        await seat.close()
+
+
+async def test_a_citizens_follow_up_message_is_said_for_triage_to_scan(
+    triage_config: GatewayConfig, redis_client: aioredis.Redis
+) -> None:
+    queue, _, [ticket_id] = await tickets(triage_config, redis_client, 1)
+    sms = queued_ticket("s-follow", channel="sms", text="路灯不亮", citizen={"phone": "13812345678"})
+    await queue.intake(sms, "sms:test")
+    said = ConversationMessage(direction="in", id="s-follow-2", at=utcnow(), text="再不修我就跳楼")
+    assert (await queue.join("sms", "13812345678", said, [said.id], "sms:test")).outcome == "joined"
+    entries = stream_entries(await redis_client.xrange(queue.keys.said))
+    assert [(f["t"], f["s"]) for _, f in entries] == [(sms.id, "message")]
+    assert ticket_id != sms.id
