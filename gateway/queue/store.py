@@ -730,7 +730,8 @@ class TicketQueue:
 
         Optimistic: WATCH the ticket, change it, write it back in MULTI; retry if anyone else
         wrote in between. Status and owner are left alone. A queued ticket whose priority the
-        change raised moves to its queue's stream of that priority (REQUEUE), the dispatchers woken.
+        change raised, or whose queue it changed, moves to that queue's stream of that priority
+        (REQUEUE: its old place goes), the dispatchers woken.
         """
         key = self.keys.ticket(ticket_id)
         for _ in range(20):
@@ -744,7 +745,8 @@ class TicketQueue:
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(key, "doc", _doc_json(changed))
                     pipe.rpush(self.keys.history(ticket_id), history_json(actor, action))
-                    if ticket.status == "queued" and changed.priority > ticket.priority:
+                    moved = changed.priority > ticket.priority or changed.queue != ticket.queue
+                    if ticket.status == "queued" and moved:
                         self._requeue(pipe, changed)
                     if also is not None:
                         also(pipe, changed)

@@ -11,7 +11,10 @@
   suggestion's; the enterprise line's 2110 clocks when the ticket is flagged `enterprise` or its
   category is an enterprise one;
 - its place (`merge.Gazetteer`): the district and street named in what the citizen said or in the
-  address, which the merge step (主单 + 子单, `merge.merge_target`) buckets it by.
+  address, which the merge step (主单 + 子单, `merge.merge_target`) buckets it by;
+- its queue: a flag triage added that `[routing] flag_queue` routes (a category marked enterprise
+  puts a waiting ticket on the 政企通 line's own queue and skill, as the line's number would have at
+  intake); a ticket offered or taken stays where it is.
 
 A ticket whose history already has triage's line raises `AlreadyTriaged`: a repeat after a crash
 writes nothing.
@@ -68,6 +71,7 @@ class Triager:
     calendar: Calendar
     flag_priority: Mapping[str, int]
     merge: MergeSettings = field(default_factory=MergeSettings)
+    flag_queue: Mapping[str, str] = field(default_factory=dict)  # `[routing] flag_queue`
     gazetteer: Gazetteer = field(default_factory=lambda: Gazetteer(()))
 
 
@@ -130,6 +134,15 @@ def deadline_clocks(ticket: Ticket, category: Category | None, calendar: Calenda
     return tuple(DeadlineClock(name=clock.name, limit=str(clock.limit), due=clock.due) for clock in clocks)
 
 
+def flagged_queue(ticket: Ticket, flags: tuple[str, ...], flag_queue: Mapping[str, str]) -> str:
+    """The queue a waiting ticket moves to for a flag it did not have (`[routing] flag_queue`),
+    else its own: intake routed it by the flags it came with."""
+    if ticket.status != "queued":
+        return ticket.queue
+    added = [flag for flag in flags if flag not in ticket.flags and flag in flag_queue]
+    return flag_queue[added[0]] if added else ticket.queue
+
+
 def was_triaged(ticket: Ticket) -> bool:
     return any(entry.actor == ACTOR and entry.action == ACTION for entry in ticket.history)
 
@@ -148,6 +161,7 @@ def assess(ticket: Ticket, triager: Triager, now: datetime) -> Ticket:
     flags = tuple(dict.fromkeys([*ticket.flags, *alert_flags(alerts), *enterprise]))
     return ticket.model_copy(
         update={
+            "queue": flagged_queue(ticket, flags, triager.flag_queue),
             "suggestions": suggestions,
             "alerts": alerts,
             "flags": flags,

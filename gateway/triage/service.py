@@ -109,6 +109,7 @@ def build_triager(config: GatewayConfig) -> Triager:
         categories={category.id: category for category in categories},
         calendar=config.deadlines.calendar,
         flag_priority=dict(config.routing.flag_priority),
+        flag_queue=dict(config.routing.flag_queue),
         merge=settings.merge,
         gazetteer=Gazetteer(settings.merge.districts),
     )

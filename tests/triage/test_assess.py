@@ -9,7 +9,17 @@ import pytest
 
 from gateway.config import DeadlinesConfig, SensitiveConfig
 from gateway.ticket import ConversationMessage, HistoryEntry, Ticket, TranscriptSegment
-from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, raised_priority, reassess, said
+from gateway.triage.assess import (
+    ACTION,
+    ACTOR,
+    AlreadyTriaged,
+    Triager,
+    assess,
+    flagged_queue,
+    raised_priority,
+    reassess,
+    said,
+)
 from gateway.triage.catalogue import LABELLED, Category, load_examples
 from gateway.triage.dispatch import train
 from gateway.triage.sensitive import SensitiveMatcher
@@ -143,3 +153,14 @@ def test_a_message_after_triage_adds_to_the_alerts_it_had(triager: Triager) -> N
     assert [(a.word, a.source) for a in new] == [("跳楼", "message")]
     assert [a.severity for a in amended.alerts] == sorted((a.severity for a in amended.alerts), reverse=True)
     assert len(amended.alerts) == len(triaged.alerts) + 1 and amended.priority == 9
+
+
+def test_only_a_waiting_ticket_moves_to_the_queue_of_a_flag_triage_added() -> None:
+    routes = {"enterprise": "enterprise"}
+    waiting = queued_ticket("q1", text="x")
+    assert flagged_queue(waiting, ("enterprise",), routes) == "enterprise"
+    assert flagged_queue(waiting, ("sensitive",), routes) == "general"
+    taken = waiting.model_copy(update={"status": "claimed"})
+    assert flagged_queue(taken, ("enterprise",), routes) == "general", "an agent has it: it stays"
+    came_flagged = waiting.model_copy(update={"flags": ("enterprise",), "queue": "housing"})
+    assert flagged_queue(came_flagged, ("enterprise",), routes) == "housing", "intake routed it already"

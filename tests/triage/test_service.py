@@ -332,3 +332,27 @@ async def test_a_citizens_follow_up_message_is_said_for_triage_to_scan(
     entries = stream_entries(await redis_client.xrange(queue.keys.said))
     assert [(f["t"], f["s"]) for _, f in entries] == [(sms.id, "message")]
     assert ticket_id != sms.id
+
+
+async def test_a_waiting_ticket_triage_finds_on_the_enterprise_line_moves_to_its_queue(
+    config_factory: ConfigFactory, catalogue_path: Path, redis_client: aioredis.Redis
+) -> None:
+    routing = {"default_queue": "general", "flag_queue": {"enterprise": "enterprise"}}
+    config = config_factory(triage={"enabled": True, "catalogue": str(catalogue_path)}, routing=routing)
+    queue = TicketQueue(redis_client, config)
+    await queue.ensure_groups()
+    arrears = queued_ticket("e1", text="区里的国企拖欠我们公司工程款两年了，应收账款收不回来")
+    company = (await queue.intake(arrears, "test")).ticket_id
+    citizen = (await queue.intake(queued_ticket("e2", text="暖气不热"), "test")).ticket_id
+    consumer = Triage(queue.live, queue, build_triager(config), name="only")
+    for ticket_id in (company, citizen):
+        await consumer.triage(ticket_id)
+    moved, stayed = await queue.get(company), await queue.get(citizen)
+    assert moved.category == "" and moved.suggestions[0].category == "enterprise_arrears"
+    assert (moved.queue, moved.priority, "enterprise" in moved.flags) == ("enterprise", 7, True)
+    assert [clock.name for clock in moved.clocks] == ["contact", "reply", "resolve"]  # 2110
+    assert stayed.queue == "general"
+    assert (await queue.waiting("enterprise"), await queue.waiting("general")) == (1, 1), "moved, not copied"
+    assert await queue.offer("a1", ["general"]) is not None and await queue.offer("a1", ["general"]) is None
+    offered = await queue.offer("boss", ["enterprise"])
+    assert offered is not None and offered.id == company, "the line's own skill takes it"
