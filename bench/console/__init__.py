@@ -38,6 +38,7 @@ from tests.web.console.support import CHROMIUM, CHROMIUM_ARGS, GatewayThread, co
 NAME = "console"
 TITLE = "Console: offer frame → ticket visible in the seat page"
 TARGET_P99_MS = 100.0
+WALL_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console-wallboard-load.png"
 TARGET_BROWSER_SHARE = 0.05  # of a core, the wallboard's page under 100 events/s
 # Run in the page before its own scripts: timestamps only, nothing the page reads.
 INSTRUMENT = """
@@ -73,12 +74,15 @@ class Options:
     rate: int = 100  # wallboard: events per second
     seconds: float = 10.0  # wallboard: each measurement
     supervisors: tuple[int, ...] = (0, 1, 10, 50)
+    screenshot: Path | None = None  # the wallboard under the load, taken at the end of its measure
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | None) -> Options:
         if args is None:
             return cls()
-        return cls(args.console_offers, args.wall_rate, args.wall_seconds)
+        # Published with the results: docs/console-wallboard-load.png, shown in the README.
+        screenshot = None if getattr(args, "no_doc", False) else WALL_SCREENSHOT
+        return cls(args.console_offers, args.wall_rate, args.wall_seconds, screenshot=screenshot)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +117,9 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
                 config = wall.wall_config(url, Path(scratch))
                 with GatewayThread(config) as live:
                     progress(f"wallboard: {wall.AGENTS} agents, {wall.QUEUES} queues, {options.rate} events/s")
-                    walls = wall.measure(live, config, browser, options.rate, options.seconds, options.supervisors)
+                    walls = wall.measure(
+                        live, config, browser, options.rate, options.seconds, options.supervisors, options.screenshot
+                    )
         finally:
             browser.close()
     visible = [round((marks["visible"][i] - marks["arrived"][i]) * 1e6) for i in marks["arrived"]]

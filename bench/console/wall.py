@@ -179,7 +179,7 @@ async def _read(socket_: aiohttp.ClientWebSocketResponse, frames: list[int]) -> 
 
 
 def measure(live: GatewayThread, config: GatewayConfig, browser: Browser, rate: int, seconds: float,
-            counts: tuple[int, ...]) -> dict[str, Any]:  # fmt: skip
+            counts: tuple[int, ...], screenshot: Path | None = None) -> dict[str, Any]:  # fmt: skip
     tid = gateway_thread_id(live)
     runs: dict[str, Any] = {}
     with load(config, rate) as stored:
@@ -195,12 +195,13 @@ def measure(live: GatewayThread, config: GatewayConfig, browser: Browser, rate: 
                     "events_per_s": round((stored[0] - stored0) / elapsed, 1),
                     "frames_per_s": round((frames[0] - frames0) / elapsed, 1),
                 }
-        runs["browser"] = browser_share(live, browser, seconds)
+        runs["browser"] = browser_share(live, browser, seconds, screenshot)
     return runs
 
 
-def browser_share(live: GatewayThread, browser: Browser, seconds: float) -> dict[str, Any]:
-    """One supervisor's page open on the wall while the load runs: Chromium's CPU share of a core."""
+def browser_share(live: GatewayThread, browser: Browser, seconds: float, screenshot: Path | None) -> dict[str, Any]:
+    """One supervisor's page open on the wall while the load runs: Chromium's CPU share of a core;
+    then, with `screenshot`, the page as it is under the load (written there as PNG)."""
     page = browser.new_page(viewport={"width": 1366, "height": 768}, locale="zh-CN")
     try:
         page.goto(f"{live.http}/console/wallboard.html")
@@ -213,6 +214,8 @@ def browser_share(live: GatewayThread, browser: Browser, seconds: float) -> dict
         time.sleep(seconds)
         share = (chromium_cpu_seconds() - cpu0) / (time.monotonic() - wall0)
         rows = page.locator("#queues tbody tr").count()
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot))
     finally:
         page.close()
     return {"cpu_share": round(share, 4), "queue_rows": rows}
