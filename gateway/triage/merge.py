@@ -67,7 +67,7 @@ class MergeSettings(BaseModel):
     back a parent may have been received (s); `threshold`: the least similarity; a bucket (one
     category on one street) keeps its newest `max_bucket` tickets; a parent takes at most
     `max_children`; a ticket links at most `max_related` of its citizen's open tickets, out of the
-    newest `max_citizen` tickets kept per citizen."""
+    newest `max_citizen` tickets it reads from their index (`[history]` keeps it, at intake)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
