@@ -231,6 +231,21 @@ class FollowupConfig(_Section):
     timeout: float = Field(default=48 * 3600.0, gt=0, le=30 * 86400)
 
 
+_DAY = 86400.0
+
+
+class HistoryConfig(_Section):
+    """`[history]` (历史工单): each new ticket joins its citizen's index at intake (one per phone,
+    WeChat openid, Telegram chat id: `hg:citizen:{identity}`), which keeps the tickets received
+    within `window` (s), at most the newest `max_tickets`; the seat page lists the earlier ones and
+    marks a ticket 重复来电 / 重复诉求 when one of them came within `repeat_window` (s) before it.
+    Triage's 一人多诉 reads the same index (within `[triage.merge] window`)."""
+
+    window: float = Field(default=30 * _DAY, gt=0, le=366 * _DAY)
+    max_tickets: int = Field(default=50, ge=1, le=1000)
+    repeat_window: float = Field(default=30 * _DAY, gt=0, le=366 * _DAY)
+
+
 class WechatChannelConfig(_Section):
     enabled: bool = False
     app_id: str = ""
@@ -531,6 +546,7 @@ class GatewayConfig(_Section):
     channels: ChannelsConfig = ChannelsConfig()
     conversations: ConversationsConfig = ConversationsConfig()
     followup: FollowupConfig = FollowupConfig()
+    history: HistoryConfig = HistoryConfig()
     console: ConsoleConfig = ConsoleConfig()
     voice: VoiceConfig = VoiceConfig()
     sipfront: KamailioConfig = KamailioConfig()
@@ -695,6 +711,7 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
             errors.append(
                 FieldError(f"supervisors[{index}].token_hash", "missing; run `hotline-gateway init-credentials`")
             )
+    errors += history_errors(config)
     errors += voice_errors(config)
     errors += sms_errors(config.channels.sms)
     errors += front_errors(config)
@@ -703,6 +720,25 @@ def semantic_errors(config: GatewayConfig) -> list[FieldError]:
             errors.append(
                 FieldError(f"api_clients[{index}].key_hash", "missing; run `hotline-gateway init-credentials`")
             )
+    return errors
+
+
+def history_errors(config: GatewayConfig) -> list[FieldError]:
+    """The citizen's index outlives none of what it names, and holds what its readers look for."""
+    history, merge = config.history, config.triage.merge
+    errors = []
+    if history.window > config.redis.ticket_ttl:
+        # Beyond it, a settled ticket the index names may be gone: the list would have holes.
+        errors.append(FieldError("history.window", f"must be <= redis.ticket_ttl ({config.redis.ticket_ttl} s)"))
+    if history.repeat_window > history.window:
+        errors.append(FieldError("history.repeat_window", "must be <= history.window (the index keeps no more)"))
+    if config.triage.enabled and merge.enabled:
+        # 一人多诉 reads the same index: it must keep what the merge step looks for.
+        if history.window < merge.window:
+            errors.append(FieldError("history.window", f"must be >= triage.merge.window ({merge.window:g} s)"))
+        if history.max_tickets < merge.max_citizen:
+            least = f"must be >= triage.merge.max_citizen ({merge.max_citizen})"
+            errors.append(FieldError("history.max_tickets", least))
     return errors
 
 

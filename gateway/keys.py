@@ -159,8 +159,9 @@ class Keys:
         return f"{self.prefix}:merge:{category}:{place}"
 
     def citizen_tickets(self, identity: str) -> str:
-        """Sorted set: a citizen's tickets (`phone:…`, `wechat:…`, `telegram:…`) by when each was
-        received, the newest `[triage.merge] max_citizen` within its window (一人多诉)."""
+        """Sorted set: a citizen's tickets under one identity (`phone:…`, `wechat:…`, `telegram:…`)
+        by when each was received, written at intake, the newest `[history] max_tickets` within
+        its window (历史工单, 重复来电, 一人多诉)."""
         return f"{self.prefix}:citizen:{identity}"
 
     # --- the supervisors' wallboard (gateway/web/wallboard.py) -----------------------------------

@@ -241,6 +241,18 @@ def conversation_identity(ticket: Ticket) -> str | None:
     return identity or None
 
 
+def identities(ticket: Ticket) -> tuple[str, ...]:
+    """The citizen as each channel names them, whichever channel this ticket came by: `phone:…`,
+    `wechat:…`, `telegram:…` (an SMS from a number and a web form giving it are one citizen)."""
+    citizen = ticket.citizen
+    found = (
+        f"phone:{citizen.phone}" if citizen.phone else "",
+        f"wechat:{citizen.wechat_openid}" if citizen.wechat_openid else "",
+        f"telegram:{citizen.telegram_chat_id}" if citizen.telegram_chat_id is not None else "",
+    )
+    return tuple(identity for identity in found if identity)
+
+
 def citizen_of(channel: Channel, identity: str) -> dict[str, object]:
     """The ticket's citizen as a channel's identity names them (`conversation_identity`'s inverse)."""
     if channel == "wechat":

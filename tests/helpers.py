@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.config import GatewayConfig
+from gateway.queue import TicketQueue
 from gateway.shell.app import Bound, Gateway
 from gateway.ticket import Citizen, Ticket, VoiceCall, new_ticket_id, utcnow
 from gateway.web.seat_protocol import parse_server_frame
@@ -208,6 +209,16 @@ def voice_ticket(call_id: str, caller: str = "13812345678", **fields: Any) -> Ti
     """A caller's queued voice ticket, held by media worker w1."""
     voice = VoiceCall(worker="w1", call_id=call_id, caller=caller, called=fields.pop("called", ""))
     return queued_ticket(call_id, channel="voice", citizen=Citizen(phone=caller), voice=voice, **fields)
+
+
+async def handled(queue: TicketQueue, ticket: Ticket, agent: str, **edits: Any) -> None:
+    """`ticket` filed, offered to `agent` (no seat: the queue's own calls), accepted and submitted
+    with `edits`, as a seat would: a citizen's earlier ticket, closed."""
+    await queue.intake(ticket, "test")
+    offered = await queue.offer(agent, [ticket.queue])
+    assert offered is not None and offered.id == ticket.id
+    claimed = await queue.accept(ticket.id, agent)
+    await queue.submit(ticket.id, agent, claimed.ticket().model_copy(update=edits))
 
 
 async def stored_ticket_ids(client: aioredis.Redis, prefix: str) -> list[str]:

@@ -193,3 +193,21 @@ def test_check_config_refuses_what_run_refuses_for_the_sip_front(tmp_path: Path)
     assert check.returncode == 2
     assert "sipfront.enabled: the front needs [voice] enabled = true" in check.stderr
     assert "sipfront.phones.1001: environment variable HG_TEST_NO_SUCH_PASSWORD" in check.stderr
+
+
+def test_the_citizen_history_keeps_no_more_than_the_tickets_and_what_the_merge_step_reads(tmp_path: Path) -> None:
+    text = GENERAL + "[redis]\nticket_ttl = 864000\n[history]\nwindow = 950400\nrepeat_window = 1000000\n"
+    assert problems(tmp_path, text) == [
+        "history.window: must be <= redis.ticket_ttl (864000 s)",
+        "history.repeat_window: must be <= history.window (the index keeps no more)",
+    ]
+    merging = '[triage]\nenabled = true\ncatalogue = "catalogue.toml"\n'
+    merging += "[triage.merge]\nwindow = 172800\nmax_citizen = 30\n"
+    text = GENERAL + "[history]\nwindow = 86400\nrepeat_window = 3600\nmax_tickets = 20\n" + merging
+    assert problems(tmp_path, text) == [
+        "history.window: must be >= triage.merge.window (172800 s)",
+        "history.max_tickets: must be >= triage.merge.max_citizen (30)",
+    ]
+    alone = GENERAL + "[history]\nwindow = 86400\nrepeat_window = 3600\nmax_tickets = 20\n"
+    history = load_config(write(tmp_path, alone), environ={}).history  # no merge step: nothing else to hold
+    assert (history.window, history.max_tickets, history.repeat_window) == (86400, 20, 3600)

@@ -74,13 +74,18 @@ local function is_open(status)
 end
 """
 
-# KEYS: idem, ticket, history, stream, the ticket-created stream, the ticket's conversation list
+# KEYS: idem, ticket, history, stream, the ticket-created stream, the ticket's conversation list,
+#       then the citizen's index of each of their identities (`hg:citizen:{identity}`)
 # ARGV: ticket id, doc, history entry, idem ttl, max queue length, wake channel, queue, group,
 #       request fingerprint ('' = none: the gateway's own tickets, whose repeats may differ),
 #       created stream's approximate MAXLEN, channel, conversation key ('' = the channel has
-#       none), the message's time (ms), conversation window (ms), the first message (JSON)
+#       none), the message's time (ms), conversation window (ms), the first message (JSON),
+#       the ticket's score in its citizen's index (received, ms with a fraction), history window
+#       (ms), history max tickets
 # A message channel's ticket becomes the citizen's open conversation (the JOIN script appends
 # their follow-ups to it; SETTLE ends it), its first message the conversation's first.
+# The ticket joins its citizen's index under each identity (历史工单, 一人多诉, 重复来电): trimmed to
+# the window before now and to the newest max tickets, expiring a window after their last one.
 # The created entry is written in the same step as the ticket: a consumer (triage, the wallboard)
 # never sees a ticket that is not stored, nor misses one that is.
 # The idempotency key holds the ticket id, then a space and the fingerprint when there is one.
@@ -104,6 +109,14 @@ redis.call('RPUSH', KEYS[3], ARGV[3])
 if ARGV[12] ~= '' then
   redis.call('SET', ARGV[12], ARGV[1] .. ' ' .. ARGV[13], 'PX', tonumber(ARGV[14]))
   redis.call('RPUSH', KEYS[6], ARGV[15])
+end
+local window, newest = tonumber(ARGV[17]), tonumber(ARGV[18])
+local cutoff = now_ms() - window
+for i = 7, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[16], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. cutoff)
+  redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(newest + 1))
+  redis.call('PEXPIRE', KEYS[i], window)
 end
 local remembered = ARGV[1]
 if ARGV[9] ~= '' then remembered = remembered .. ' ' .. ARGV[9] end
@@ -533,12 +546,12 @@ return entry
 # 主单 + 子单 (gateway/triage/merge.py), run inside the triage amend's MULTI: the ticket becomes a
 # 子单 of the parent when that is still open, is no 子单 itself, has room (`max children`) and the
 # ticket is neither a 子单 nor a 主单; otherwise (or without a parent) the ticket joins its bucket as
-# a possible 主单. Either way it joins its citizen's tickets (一人多诉). Both tickets' links and
-# history lines are written in this one step; a repeat writes no child twice.
+# a possible 主单. (Its citizen's index is the intake's: INTAKE.) Both tickets' links and history
+# lines are written in this one step; a repeat writes no child twice.
 # KEYS: ticket, history
 # ARGV: ticket id, parent id ('' = none), parent's key, the ticket's history entry, the parent's
 #       history entry, max children, bucket key ('' = none), bucket member, received (ms), window
-#       (ms), max bucket, max citizen, then the citizen's keys
+#       (ms), max bucket
 # Returns 'linked', 'indexed' (in its bucket) or 'alone'.
 MERGE = (
     _PRELUDE
@@ -572,20 +585,17 @@ if outcome ~= 'linked' and ARGV[7] ~= '' then
   redis.call('PEXPIRE', ARGV[7], window)
   outcome = 'indexed'
 end
-for i = 13, #ARGV do
-  redis.call('ZADD', ARGV[i], at, ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', ARGV[i], '-inf', '(' .. (at - window))
-  redis.call('ZREMRANGEBYRANK', ARGV[i], 0, -(tonumber(ARGV[12]) + 1))
-  redis.call('PEXPIRE', ARGV[i], window)
-end
 return outcome
 """
 )
 
 # What the merge step reads before it decides (read only): each bucket's possible 主单 received
 # since a time, newest first, at most `limit` a bucket, each with its status and parent now; then
-# the citizen's tickets in that time with their status.
-# KEYS: the buckets, then the citizen's keys; ARGV: bucket count, since (ms), limit, key prefix
+# the citizen's tickets from that time up to the ticket's own time (the intake indexes every ticket,
+# later ones too: only those before it are its related), the newest `citizen limit` of each
+# identity, with their status.
+# KEYS: the buckets, then the citizen's keys; ARGV: bucket count, since (ms), limit, key prefix,
+#       the ticket's score in the citizen's index, citizen limit
 # Returns one list per bucket (member, score, status, parent, ...), then the citizen's (id, status, ...).
 MERGE_LOOKUP = (
     _PRELUDE
@@ -607,7 +617,7 @@ for i = 1, buckets do
 end
 local theirs = {}
 for i = buckets + 1, #KEYS do
-  for _, tid in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[i], '+inf', since, 'LIMIT', 0, limit)) do
+  for _, tid in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[i], ARGV[5], since, 'LIMIT', 0, tonumber(ARGV[6]))) do
     table.insert(theirs, tid)
     table.insert(theirs, redis.call('HGET', prefix .. ':t:' .. tid, 'status') or '')
   end

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -32,6 +32,7 @@ from gateway.ticket import (
     Ticket,
     conversation_identity,
     history_entry,
+    identities,
     is_ticket_id,
     utcnow,
 )
@@ -85,18 +86,16 @@ def _recorded(result: Sequence[Any], ticket_id: str = "") -> Recorded:
 @dataclass(frozen=True, slots=True)
 class MergePlan:
     """What the MERGE script does with a triaged ticket: link it under `parent` (with its
-    `similarity`), else put it in `bucket` ('' = none) as `signature`; add it to `citizens`."""
+    `similarity`), else put it in `bucket` ('' = none) as `signature`."""
 
     parent: str
     similarity: float
     bucket: str
     signature: str
     received_at: datetime
-    citizens: tuple[str, ...]
     window: float
     max_children: int
     max_bucket: int
-    max_citizen: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +161,17 @@ def _doc_json(ticket: Ticket) -> str:
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _score(moment: datetime) -> str:
+    """A ticket's place in its citizen's index: when it was received, in ms, its microseconds the
+    fraction (exact in a double), so a citizen's SMS and call within one millisecond keep their
+    order, and a reader that speaks ms (the merge window) needs no other unit."""
+    micros = (moment.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros // 1000}.{micros % 1000:03d}"
 
 
 def _with_beside(
@@ -339,6 +349,7 @@ class TicketQueue:
         keys = self.keys
         identity = conversation_identity(ticket)
         first = ConversationMessage(direction="in", id=ticket.message_id, at=ticket.received_at, text=ticket.text)
+        history = self._config.history
         result = await self._run(
             "INTAKE",
             [
@@ -348,6 +359,7 @@ class TicketQueue:
                 keys.stream(ticket.queue, ticket.priority),
                 keys.created,
                 keys.messages(ticket.id),
+                *(keys.citizen_tickets(citizen) for citizen in identities(ticket)),
             ],
             [
                 ticket.id,
@@ -365,6 +377,9 @@ class TicketQueue:
                 _ms(ticket.received_at),
                 int(self._config.conversations.window * 1000),
                 first.model_dump_json(exclude_defaults=True) if identity else "",
+                _score(ticket.received_at),
+                int(history.window * 1000),
+                history.max_tickets,
             ],
         )
         code, ticket_id = int(result[0]), reply_text(result[1])
@@ -489,18 +504,46 @@ class TicketQueue:
         return ticket, reply_text(doc)
 
     async def documents(self, ticket_ids: Sequence[str]) -> list[Ticket | None]:
-        """Several tickets' documents in one round trip (without history or conversation); None
-        for an id no ticket has (any more)."""
+        """Several tickets in one round trip, as `get_document` reads one (status, agent and merge
+        links with the document; no history or conversation); None for an id no ticket has (any more)."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for ticket_id in ticket_ids:
                     # An id of another shape is never made into a key (`_known_shape`): an empty answer.
                     key = self.keys.ticket(ticket_id) if is_ticket_id(ticket_id) else self.keys.ticket("-")
-                    pipe.hget(key, "doc")
+                    pipe.hmget(key, "doc", "status", "agent", *_LINKS)
                 found = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
-        return [Ticket.from_json(doc) if doc else None for doc in found]
+        return [
+            _assemble(doc, reply_text(status), reply_text(agent or ""), (), (), 0, links) if doc else None
+            for doc, status, agent, *links in found
+        ]
+
+    async def citizen_history(self, ticket: Ticket) -> list[Ticket]:
+        """The tickets of `ticket`'s citizen (under any of its identities) received up to it, within
+        `[history] window` before it, newest first, each once, at most `max_tickets`; `ticket` itself
+        among them when it is indexed. A ticket that expired is left out. Two round trips: the
+        citizen's indexes (`hg:citizen:{identity}`), then the documents (`documents`)."""
+        history = self._config.history
+        keys = [self.keys.citizen_tickets(citizen) for citizen in identities(ticket)]
+        if not keys:
+            return []
+        since = _score(ticket.received_at - timedelta(seconds=history.window))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zrevrangebyscore(
+                        key, _score(ticket.received_at), since, start=0, num=history.max_tickets, withscores=True
+                    )
+                found = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        scores: dict[str, float] = {}
+        for member, score in (pair for pairs in found for pair in pairs):
+            scores[reply_text(member)] = float(score)
+        newest = sorted(scores, key=lambda ticket_id: (scores[ticket_id], ticket_id), reverse=True)
+        return [one for one in await self.documents(newest[: history.max_tickets]) if one is not None]
 
     async def get_document(self, ticket_id: str) -> Ticket:
         """The ticket without what is kept beside its document (history, conversation): one HMGET,
@@ -780,14 +823,23 @@ class TicketQueue:
         return True
 
     async def merge_lookup(
-        self, buckets: Sequence[str], citizens: Sequence[str], since: datetime, limit: int
+        self,
+        buckets: Sequence[str],
+        citizens: Sequence[str],
+        since: datetime,
+        limit: int,
+        received: datetime,
+        citizen_limit: int,
     ) -> tuple[list[list[tuple[str, str, datetime, str, str]]], list[tuple[str, str]]]:
         """Each bucket's possible 主单 received since `since`, newest first, at most `limit` a
         bucket, with their status and parent as they are now; and the tickets of the citizen's
-        identities in that time with their status (`(id, status)`, newest first). A bucket's
+        identities from `since` up to `received` (the ticket's own time: those before it), the
+        newest `citizen_limit` of each, with their status (`(id, status)`, newest first). A bucket's
         member: (id, signature, received, status, parent). One script, read only (MERGE_LOOKUP)."""
         reply = await self._run(
-            "MERGE_LOOKUP", [*buckets, *citizens], [len(buckets), _ms(since), limit, self.keys.prefix]
+            "MERGE_LOOKUP",
+            [*buckets, *citizens],
+            [len(buckets), _ms(since), limit, self.keys.prefix, _score(received), citizen_limit],
         )
         found: list[list[tuple[str, str, datetime, str, str]]] = []
         for members in reply[: len(buckets)]:
@@ -803,8 +855,7 @@ class TicketQueue:
         return found, list(dict.fromkeys(zip(theirs[::2], theirs[1::2], strict=True)))
 
     def merge(self, pipe: Any, ticket_id: str, plan: MergePlan) -> None:
-        """Inside the triage amend's MULTI: link the ticket to its 主单, or put it in its bucket, and
-        in its citizen's tickets (MERGE)."""
+        """Inside the triage amend's MULTI: link the ticket to its 主单, or put it in its bucket (MERGE)."""
         keys = self.keys
         now = utcnow()
         mine = history_json("triage", "merged", now, parent=plan.parent, similarity=f"{plan.similarity:.2f}")
@@ -825,8 +876,6 @@ class TicketQueue:
             _ms(plan.received_at),
             int(plan.window * 1000),
             plan.max_bucket,
-            plan.max_citizen,
-            *plan.citizens,
         )
 
     async def confirm_merge(self, child_id: str, agent: str) -> None:

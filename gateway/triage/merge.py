@@ -22,8 +22,9 @@ open ticket a new one joins, and the same citizen's other open tickets.
   suggestion); a new ticket looks under the agent's category, else under its first two
   suggestions (`categories_of`): the same 井盖 worded as 塌陷 or 什么时候修 is suggested to 安全隐患
   or 供水 first and 市政设施 second, and still joins the others.
-- **一人多诉** (`identities`, `related`): the citizen's other open tickets (same phone, WeChat
-  openid or Telegram chat id) are linked as `related`, newest first: a link, never a merge.
+- **一人多诉** (`related`): the citizen's other open tickets received before this one (same phone,
+  WeChat openid or Telegram chat id: `gateway.ticket.identities`, whose index the intake writes)
+  are linked as `related`, newest first: a link, never a merge.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.ticket import Ticket
+from gateway.ticket import identities as identities  # re-exported: the citizen, as merging reads them
 from gateway.triage.dispatch import DispatchModel
 
 SIGNATURE_CHARS = 100
@@ -67,7 +69,7 @@ class MergeSettings(BaseModel):
     back a parent may have been received (s); `threshold`: the least similarity; a bucket (one
     category on one street) keeps its newest `max_bucket` tickets; a parent takes at most
     `max_children`; a ticket links at most `max_related` of its citizen's open tickets, out of the
-    newest `max_citizen` tickets kept per citizen."""
+    newest `max_citizen` tickets it reads from their index (`[history]` keeps it, at intake)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -280,17 +282,6 @@ def merge_target(
         if best is None or (score, -candidate.at.timestamp()) > (best[0], -best[1].timestamp()):
             best = (score, candidate.at, candidate.id)
     return None if best is None else (best[2], best[0])
-
-
-def identities(ticket: Ticket) -> tuple[str, ...]:
-    """The citizen as each channel names them: `phone:…`, `wechat:…`, `telegram:…`."""
-    citizen = ticket.citizen
-    found = (
-        f"phone:{citizen.phone}" if citizen.phone else "",
-        f"wechat:{citizen.wechat_openid}" if citizen.wechat_openid else "",
-        f"telegram:{citizen.telegram_chat_id}" if citizen.telegram_chat_id is not None else "",
-    )
-    return tuple(identity for identity in found if identity)
 
 
 def related(ticket_id: str, others: Iterable[tuple[str, str]], limit: int) -> tuple[str, ...]:

@@ -45,7 +45,7 @@ from gateway.messages import Alerted, SurgeWarning, TriageNews
 from gateway.queue import TicketQueue
 from gateway.queue.store import MergePlan
 from gateway.shell.tasks import stop_if_cancelled
-from gateway.ticket import SensitiveAlert, Ticket, utcnow
+from gateway.ticket import SensitiveAlert, Ticket, identities, utcnow
 from gateway.triage.assess import (
     ACTION,
     ACTOR,
@@ -67,7 +67,6 @@ from gateway.triage.merge import (
     categories_of,
     category_of,
     category_weights,
-    identities,
     is_street,
     lane_keys,
     lanes,
@@ -340,7 +339,9 @@ class Triage:
         citizens = tuple(self._keys.citizen_tickets(identity) for identity in identities(ticket))
         since = ticket.received_at - timedelta(seconds=settings.window)
         buckets = [self._keys.merge_bucket(category, ticket.place) for category in looked]
-        found, theirs = await self._queue.merge_lookup(buckets, citizens, since, settings.max_bucket)
+        found, theirs = await self._queue.merge_lookup(
+            buckets, citizens, since, settings.max_bucket, ticket.received_at, settings.max_citizen
+        )
         measure = self._measure
         candidates = [
             Candidate(ticket_id, category, ticket.place, sig, at, status, parent)
@@ -354,11 +355,9 @@ class Triage:
             bucket=bucket,
             signature=own,
             received_at=ticket.received_at,
-            citizens=citizens,
             window=settings.window,
             max_children=settings.max_children,
             max_bucket=settings.max_bucket,
-            max_citizen=settings.max_citizen,
         )
         linked = related(ticket.id, theirs, settings.max_related)
         return plan, linked

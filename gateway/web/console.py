@@ -10,13 +10,15 @@ once: GETDEL) and sends it as its `hello` token; the seats redeem it (`seat_logi
 
 Pages are plain files (no build step, no CDN) served with a strict Content-Security-Policy: scripts,
 styles and images from the gateway only, connections to it and to the seats' websocket only.
-The pure parts (`allowed_origins`, `seats_url`, `content_security_policy`, `knowledge_query`) read
-settings or a ticket only.
+The pure parts (`allowed_origins`, `seats_url`, `content_security_policy`, `knowledge_query`,
+`earlier_tickets`) read settings or tickets only.
 
 The seat page also reads, with the agent's session (GETs: nothing changes): the dispatch catalogue
 (`/console/api/catalogue`, read once per config: `CatalogueCache`, which the seats' submit check
-shares) and knowledge-base suggestions for a ticket the agent holds (`/console/api/knowledge`, from
-the base the HTTP app opened: gateway/web/knowledge_api.py).
+shares), knowledge-base suggestions for a ticket the agent holds (`/console/api/knowledge`, from
+the base the HTTP app opened: gateway/web/knowledge_api.py), and that ticket's citizen's earlier
+tickets across channels with the repeat-contact mark (历史工单, 重复来电: `/console/api/earlier`,
+from the citizen's index the intake writes; a supervisor may read it too, as a recording).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NotRequired, TypedDict, TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -43,7 +46,7 @@ from gateway.keys import Keys
 from gateway.knowledge.base import KnowledgeBase
 from gateway.queue import TicketQueue
 from gateway.ticket import Ticket
-from gateway.triage.assess import said
+from gateway.triage.assess import said, ticket_text
 from gateway.triage.catalogue import Category, load_catalogue
 from gateway.web.http_server import json_response
 from gateway.web.knowledge_api import KNOWLEDGE
@@ -138,6 +141,62 @@ def knowledge_query(ticket: Ticket, limit: int = KNOWLEDGE_QUERY_CHARS) -> str:
     since = [text for source, text in said(ticket) if source != "text" and text != ticket.text]
     parts = [ticket.text, *reversed(since)]
     return "\n".join(part.strip() for part in parts if part.strip())[:limit]
+
+
+EARLIER_SHOWN = 10  # earlier tickets a ticket's 历史工单 lists (the newest)
+EARLIER_CHARS = 80  # of each one's text and answer: enough to recognise it
+
+
+class EarlierTicket(TypedDict):
+    """One earlier ticket as `/console/api/earlier` lists it (`answer`: once submitted with one)."""
+
+    id: str
+    channel: str
+    received_at: str
+    status: str
+    category: str
+    text: str
+    answer: NotRequired[str]
+
+
+class Earlier(TypedDict):
+    """`/console/api/earlier`'s answer."""
+
+    ticket: str
+    repeat: bool
+    repeat_count: int
+    earlier: list[EarlierTicket]
+
+
+def earlier_tickets(
+    ticket: Ticket, found: Iterable[Ticket], repeat_window: float, limit: int = EARLIER_SHOWN
+) -> Earlier:
+    """`ticket`'s 历史工单: of `found` (its citizen's tickets, any order, repeats allowed), those
+    received before it (itself and later ones left out), newest first, each once, at most `limit`;
+    `repeat` (重复来电 / 重复诉求) when any came within `repeat_window` seconds before it, and
+    `repeat_count` how many did."""
+    before = {other.id: other for other in found if other.id != ticket.id and other.received_at <= ticket.received_at}
+    newest = sorted(before.values(), key=lambda other: (other.received_at, other.id), reverse=True)
+    since = ticket.received_at - timedelta(seconds=repeat_window)
+    repeats = sum(1 for other in newest if other.received_at >= since)
+    shown = [_earlier(other) for other in newest[:limit]]
+    return {"ticket": ticket.id, "repeat": repeats > 0, "repeat_count": repeats, "earlier": shown}
+
+
+def _earlier(ticket: Ticket) -> EarlierTicket:
+    """One earlier ticket as the seat page lists it: what it was about and, when it was answered,
+    the start of the answer (so the agent need not ask the citizen again)."""
+    listed: EarlierTicket = {
+        "id": ticket.id,
+        "channel": ticket.channel,
+        "received_at": ticket.received_at.isoformat(),
+        "status": ticket.status,
+        "category": ticket.category,
+        "text": ticket_text(ticket)[:EARLIER_CHARS],
+    }
+    if ticket.status == "submitted" and ticket.answer:
+        listed["answer"] = ticket.answer[:EARLIER_CHARS]
+    return listed
 
 
 class CatalogueCache:
@@ -517,6 +576,16 @@ async def knowledge(request: web.Request) -> web.Response:
     return _json({"enabled": True, "results": results})
 
 
+async def earlier(request: web.Request) -> web.Response:
+    """历史工单 for `?ticket=`: its citizen's earlier tickets across channels (`earlier_tickets`),
+    for the agent holding it (offered or claimed: the offer shows the repeat mark before the
+    accept) or a supervisor, as a recording is. Nothing is logged: the citizen is named by their number."""
+    ticket = await _listenable_ticket(request)
+    context = request.app[CONSOLE]
+    found = await context.queue.citizen_history(ticket)
+    return _json(earlier_tickets(ticket, found, context.config().history.repeat_window))
+
+
 # --- supervisors (the wallboard) ------------------------------------------------------------------
 
 
@@ -600,6 +669,7 @@ def add_console(app: web.Application, context: ConsoleContext) -> None:
     app.router.add_post("/console/api/seat-ticket", seat_ticket)
     app.router.add_get("/console/api/catalogue", catalogue)
     app.router.add_get("/console/api/knowledge", knowledge)
+    app.router.add_get("/console/api/earlier", earlier)
     app.router.add_get("/console/api/recording", recording)
     app.router.add_post("/console/api/supervisor/login", supervisor_login)
     app.router.add_get("/console/api/supervisor/session", supervisor_whoami)

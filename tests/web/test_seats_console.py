@@ -1,11 +1,12 @@
 """The seat page's server side beside the seats (gateway/web/console.py, seats.py): a submit checked
-against the dispatch catalogue, and the console's catalogue and knowledge endpoints (who may read
-them: no session, a supervisor, another agent's ticket)."""
+against the dispatch catalogue, and the console's catalogue, knowledge and earlier-tickets (历史工单)
+endpoints (who may read them: no session, a supervisor, another agent's ticket)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,11 @@ from gateway.errors import InvalidRequest
 from gateway.shell.app import Bound, Gateway
 from gateway.ticket import Citizen, ConversationMessage, Ticket, TranscriptSegment, utcnow
 from gateway.triage.catalogue import load_catalogue
-from gateway.web.console import COOKIE, knowledge_query
+from gateway.web.console import COOKIE, earlier_tickets, knowledge_query
 from gateway.web.seat_protocol import check_category
 from peers.gateway_config import AGENT_TOKENS
 from tests.conftest import ConfigFactory, missing
-from tests.helpers import Seat, queued_ticket, running_gateway
+from tests.helpers import Seat, handled, queued_ticket, running_gateway
 from tests.triage.conftest import SHARED_TRIAGE
 from tests.web.console.support import console_listen
 
@@ -29,6 +30,8 @@ CATALOGUE = SHARED_TRIAGE / "catalogue.toml"
 KNOWLEDGE = SHARED_TRIAGE / "knowledge.jsonl"
 SUPERVISOR_TOKEN = "token-s1-" + "q" * 24
 SUPERVISORS = [{"id": "s1", "name": "赵班长", "token_hash": hash_secret(SUPERVISOR_TOKEN)}]
+PHONE = "13812345678"  # the citizen of `claimed`
+DAY = 86400
 
 
 # --- pure --------------------------------------------------------------------------------------
@@ -64,6 +67,46 @@ def test_the_knowledge_query_is_the_text_then_the_newest_words_of_the_citizen() 
     )
     assert knowledge_query(ticket) == "暖气不热\n幸福小区3号楼\n屋里才十几度"
     assert knowledge_query(ticket, limit=6) == "暖气不热\n幸"
+
+
+def test_the_earlier_tickets_are_those_before_newest_first_once_each_with_the_repeat_mark() -> None:
+    now = utcnow()
+
+    def before(n: int, days: float, **fields: Any) -> Ticket:
+        return queued_ticket(f"p-{n}", received_at=now - timedelta(days=days), citizen=Citizen(phone=PHONE), **fields)
+
+    ticket = before(0, 0)
+    answered = before(1, 3, status="submitted", answer="答" * 100, text="问" * 100, category="heating")
+    words = (TranscriptSegment(text="路灯坏了", start=0, end=1, confidence=0.9),)
+    said = before(2, 1, channel="voice", transcript=words)
+    later = before(3, -1)
+    found = [later, answered, ticket, said, answered]  # any order; under two identities, twice
+    listed = earlier_tickets(ticket, found, repeat_window=2 * DAY)
+    assert (listed["ticket"], listed["repeat"], listed["repeat_count"]) == (ticket.id, True, 1)
+    assert listed["earlier"] == [
+        {
+            "id": said.id,
+            "channel": "voice",
+            "received_at": said.received_at.isoformat(),
+            "status": "queued",
+            "category": "",
+            "text": "路灯坏了",  # a call's words, when it has no text
+        },
+        {
+            "id": answered.id,
+            "channel": "web",
+            "received_at": answered.received_at.isoformat(),
+            "status": "submitted",
+            "category": "heating",
+            "text": "问" * 80,
+            "answer": "答" * 80,
+        },
+    ]
+    assert earlier_tickets(ticket, found, repeat_window=DAY / 2)["repeat"] is False  # the newest came a day before
+    assert earlier_tickets(ticket, found, repeat_window=5 * DAY)["repeat_count"] == 2
+    assert [one["id"] for one in earlier_tickets(ticket, found, DAY, limit=1)["earlier"]] == [said.id]
+    alone = {"ticket": ticket.id, "repeat": False, "repeat_count": 0, "earlier": []}
+    assert earlier_tickets(ticket, [ticket, later], DAY) == alone
 
 
 # --- a real gateway ------------------------------------------------------------------------------
@@ -221,3 +264,48 @@ async def test_knowledge_suggestions_only_for_a_ticket_the_agent_holds(with_cata
             assert status == 404
         await seat.close()
         await boss.close()
+
+
+async def test_earlier_tickets_across_channels_only_for_the_ticket_held_or_a_supervisor(
+    config_factory: ConfigFactory,
+) -> None:
+    config = config_factory(**console_listen(), supervisors=SUPERVISORS, history={"repeat_window": 2 * DAY})
+    now = utcnow()
+    answer = "您反映的饭店油烟问题已转市生态环境局核查，经现场检查该饭店已安装油烟净化设备并承诺按时清洗。" * 2
+    sms = queued_ticket(
+        "e-sms", channel="sms", received_at=now - timedelta(days=5), citizen=Citizen(phone=PHONE), text="楼下饭店油烟"
+    )
+    form = queued_ticket(  # in a queue a1 does not serve: it stays queued
+        "e-form", queue="housing", received_at=now - timedelta(days=1), citizen=Citizen(phone=PHONE), text="油烟还是大"
+    )
+    stranger = queued_ticket("e-other", queue="housing", channel="wechat", citizen=Citizen(wechat_openid="oOther"))
+    async with running_gateway(config) as (gateway, bound):
+        await handled(gateway.queue, sms, "boss", category="环境保护", answer=answer)
+        for ticket in (form, stranger):
+            await gateway.queue.intake(ticket, "test")
+        seat = await Seat.connect(bound, "a1")
+        mine = await claimed(gateway, bound, seat)  # the same number, by the web form
+        later = queued_ticket("e-later", queue="housing", citizen=Citizen(phone=PHONE), text="再反映一次")
+        await gateway.queue.intake(later, "test")
+        async with console_client(bound, "a1") as agent:
+            status, body = await get(agent, f"/console/api/earlier?ticket={mine}")
+            assert status == 200 and (body["ticket"], body["repeat"], body["repeat_count"]) == (mine, True, 1)
+            listed = [(one["id"], one["channel"], one["status"]) for one in body["earlier"]]
+            assert listed == [(form.id, "web", "queued"), (sms.id, "sms", "submitted")]  # newest first, no later one
+            assert "answer" not in body["earlier"][0]
+            assert (body["earlier"][1]["category"], body["earlier"][1]["answer"]) == ("环境保护", answer[:80])
+            assert datetime.fromisoformat(body["earlier"][1]["received_at"]) == sms.received_at
+            for other in (later.id, "T" + "9" * 70, "no-such-ticket", ""):  # not held: as the knowledge's
+                status, body = await get(agent, f"/console/api/earlier?ticket={other}")
+                assert (status, body["error"]["code"]) == (404, "not_found"), other
+        async with console_client(bound, None) as nobody:
+            status, body = await get(nobody, f"/console/api/earlier?ticket={mine}")
+            assert (status, body["error"]["code"]) == (401, "unauthorized")
+        async with console_client(bound, "s1", SUPERVISOR_TOKEN) as supervisor:  # any ticket, as a recording
+            status, body = await get(supervisor, f"/console/api/earlier?ticket={form.id}")
+            assert (status, body["repeat"], [one["id"] for one in body["earlier"]]) == (200, False, [sms.id])
+            status, body = await get(supervisor, f"/console/api/earlier?ticket={later.id}")
+            assert [one["id"] for one in body["earlier"]] == [mine, form.id, sms.id] and body["repeat_count"] == 2
+            status, body = await get(supervisor, f"/console/api/earlier?ticket={stranger.id}")
+            assert (status, body["repeat"], body["earlier"]) == (200, False, [])
+        await seat.close()

@@ -23,11 +23,14 @@ import {
   conversation,
   isConversation,
   knowledgeKey,
+  CHANNELS,
+  earlierWanted,
+  repeatMark,
+  earlierItems,
 } from "./seat_core.js";
 import { $, element, callApi } from "./page.js";
 
 const SAVE_DELAY_MS = 600; // autosave after the agent pauses typing this long
-const CHANNELS = { web: "网页", voice: "电话", sms: "短信", wechat: "微信", telegram: "Telegram", app: "App" };
 const FIELD_LABELS = {
   text: "诉求内容",
   category: "分类",
@@ -69,7 +72,6 @@ const page = {
   role: "leader", // "follower" while another tab of this agent leads (several tabs, below)
   channel: null, // BroadcastChannel to this agent's other tabs
   releaseLead: null, // frees the leader's Web Lock (logout)
-  knowledge: { asked: "", at: 0, timer: null, busy: false }, // the last suggestions asked for
   keptReplies: "", // what sessionStorage holds now (JSON)
 };
 
@@ -328,6 +330,7 @@ function apply({ state, effects }) {
   keepReplies();
   draw();
   askKnowledge();
+  askEarlier();
 }
 
 function command(what) {
@@ -418,40 +421,59 @@ function chooseCategory(ticketId, category) {
   command({ type: "save", ticket: ticketId });
 }
 
-// --- knowledge suggestions (知识库) ----------------------------------------------------------------
-// Asked for the ticket on screen, and again when what the citizen said grows, at most every
-// KNOWLEDGE_EVERY_MS; the leading tab asks, the others draw what it got.
+// --- what the page reads about the tickets on screen ---------------------------------------------
+// A read about one ticket the agent holds (GET with the session: 知识库 suggestions, 历史工单), asked
+// by the leading tab only (the others draw what it got), one request at a time per read, for what
+// `wanted(state)` names ({ticket, key}: asked again when the key changes, for the same ticket at
+// most every `every` ms). `answered(ticket, answer)` makes the answer a command for the core (or
+// null); a request that failed on the way is asked again at the next change.
 
-function askKnowledge() {
-  const state = page.state;
-  const ticket = state.current ? state.tickets[state.current] : null;
-  if (page.role !== "leader" || !ticket || page.knowledge.busy) return;
-  const key = knowledgeKey(ticket);
-  if (key === page.knowledge.asked) return;
-  const wait = page.knowledge.at + KNOWLEDGE_EVERY_MS - Date.now();
-  const sameTicket = page.knowledge.asked.startsWith(`${ticket.id}:`);
-  clearTimeout(page.knowledge.timer);
-  if (sameTicket && wait > 0) {
-    page.knowledge.timer = setTimeout(askKnowledge, wait);
-    return;
-  }
-  page.knowledge.asked = key;
-  page.knowledge.at = Date.now();
-  page.knowledge.busy = true;
-  api(`knowledge?ticket=${encodeURIComponent(ticket.id)}`, undefined, false)
-    .then((answer) => {
-      if (answer.status === 200) {
-        command({ type: "knowledge", ticket: ticket.id, enabled: answer.data.enabled, results: answer.data.results });
-      }
-    })
-    .catch(() => {
-      page.knowledge.asked = ""; // asked again at the next change
-    })
-    .finally(() => {
-      page.knowledge.busy = false;
-      askKnowledge();
-    });
+function reader(path, every, wanted, answered) {
+  const asked = { key: "", at: 0, timer: null, busy: false };
+  const ask = () => {
+    const want = page.role === "leader" && !asked.busy ? wanted(page.state) : null;
+    if (!want || want.key === asked.key) return;
+    const wait = asked.at + every - Date.now();
+    clearTimeout(asked.timer);
+    if (asked.key.startsWith(`${want.ticket}:`) && wait > 0) {
+      asked.timer = setTimeout(ask, wait);
+      return;
+    }
+    asked.key = want.key;
+    asked.at = Date.now();
+    asked.busy = true;
+    api(`${path}?ticket=${encodeURIComponent(want.ticket)}`, undefined, false)
+      .then((answer) => {
+        const what = answered(want.ticket, answer);
+        if (what) command(what);
+      })
+      .catch(() => {
+        asked.key = ""; // asked again at the next change
+      })
+      .finally(() => {
+        asked.busy = false;
+        ask();
+      });
+  };
+  return ask;
 }
+
+// 知识库: for the ticket on screen, again when what the citizen said grows.
+const askKnowledge = reader(
+  "knowledge",
+  KNOWLEDGE_EVERY_MS,
+  (state) => {
+    const ticket = state.current ? state.tickets[state.current] : null;
+    return ticket ? { ticket: ticket.id, key: knowledgeKey(ticket) } : null;
+  },
+  (ticket, answer) =>
+    answer.status === 200 ? { type: "knowledge", ticket, enabled: answer.data.enabled, results: answer.data.results } : null,
+);
+
+// 历史工单: once per ticket offered or held (a refusal is kept too, and said in the panel).
+const askEarlier = reader("earlier", 0, earlierWanted, (ticket, answer) =>
+  answer.status === 200 ? { ...answer.data, type: "earlier", ticket } : { type: "earlier", ticket, failed: true },
+);
 
 function submit() {
   // The submit carries every edit not yet saved: the pending autosaves are not needed any more.
@@ -525,6 +547,13 @@ function drawOffer(state) {
     body.dataset.ticket = state.offer.ticket.id;
     body.dataset.drawn = JSON.stringify(state.offer.ticket);
   }
+  drawMark($("offer-repeat"), state.offer.ticket, state.earlier[state.offer.ticket.id]);
+}
+
+function drawMark(node, ticket, found) {
+  const mark = repeatMark(ticket, found);
+  node.hidden = !mark;
+  node.textContent = mark;
 }
 
 function drawTabs(state) {
@@ -549,6 +578,7 @@ function drawCurrent(state) {
   const id = state.current;
   const ticket = id ? state.tickets[id] : null;
   section.hidden = !ticket;
+  $("beside").hidden = !ticket; // 历史工单 and 知识库: about the ticket on screen
   if (!ticket) {
     section.dataset.ticket = "";
     return;
@@ -574,6 +604,7 @@ function drawCurrent(state) {
   }
   drawSuggestions(state, ticket);
   drawConversation(state, ticket);
+  drawEarlier(state, ticket);
   drawKnowledge(state, ticket);
   const saving = state.saving[id];
   $("save-state").textContent = saving ? SAVING[saving] : "";
@@ -665,6 +696,35 @@ function drawConversation(state, ticket) {
   reply.dataset.kept = typed;
   $("reply-send").disabled = Boolean(state.sending[ticket.id]);
   $("reply-count").textContent = `${reply.value.length} / ${MAX_REPLY_CHARS}`;
+}
+
+function drawEarlier(state, ticket) {
+  const panel = $("earlier");
+  const found = state.earlier[ticket.id];
+  panel.dataset.answered = found ? ticket.id : ""; // the ticket the list on screen is for
+  drawMark($("earlier-repeat"), ticket, found);
+  const drawn = JSON.stringify([ticket.id, found || null, state.catalogue.length]);
+  if (panel.dataset.drawn === drawn) return;
+  panel.dataset.drawn = drawn;
+  const items = earlierItems(state, found).map((item) =>
+    element(
+      "li",
+      { className: "earlier-item", "data-ticket": item.id },
+      element(
+        "p",
+        { className: "meta" },
+        element("span", { className: "channel", text: item.channel }),
+        element("time", { datetime: item.at, text: timeOf(item.at) }),
+        element("span", { className: "status", text: item.status }),
+      ),
+      element("p", { className: "category", text: `分类：${item.category}` }),
+      element("p", { className: "text", text: item.text }),
+      item.answer ? element("p", { className: "answer", text: `答复：${item.answer}` }) : null,
+    ),
+  );
+  $("earlier-list").replaceChildren(...items);
+  $("earlier-empty").hidden = items.length > 0;
+  $("earlier-empty").textContent = !found ? "正在查询…" : found.failed ? "历史工单暂时无法读取" : "该市民此前没有工单";
 }
 
 function drawKnowledge(state, ticket) {

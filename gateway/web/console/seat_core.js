@@ -28,12 +28,22 @@ export const FIELD_LIMITS = Object.freeze({
 });
 export const MAX_REPLY_CHARS = 1000; // a `reply` frame's text (docs/seat-protocol.md)
 export const MESSAGE_CHANNELS = Object.freeze(["sms", "wechat", "telegram"]);
+export const CHANNELS = Object.freeze({ web: "网页", voice: "电话", sms: "短信", wechat: "微信", telegram: "Telegram", app: "App" });
+export const STATUS_LABELS = Object.freeze({
+  draft: "草稿",
+  queued: "排队中",
+  offered: "待接受",
+  claimed: "处理中",
+  submitted: "已提交",
+  abandoned: "已放弃",
+});
 export const DELIVERY_LABELS = Object.freeze({ queued: "排队中", sent: "已发送", delivered: "已送达", failed: "发送失败" });
 const MAX_SEGMENTS = 500; // transcript segments kept per ticket: a long call must not grow the page for ever
 const MAX_NOTICES = 5;
 const MAX_EARLY_DELIVERIES = 50; // delivery news that came before its reply's ack, kept until it comes
 const MAX_CATEGORIES = 2000;
 const MAX_KNOWLEDGE = 10;
+const MAX_EARLIER = 10; // earlier tickets listed per ticket (the server sends at most as many)
 export const FLAG_LABELS = Object.freeze({
   urgent: "紧急",
   enterprise: "政企通",
@@ -81,6 +91,7 @@ export function initialState(now) {
     catalogue: [], // the dispatch catalogue's categories [{id, name, department}]; [] when none
     knowledge: { enabled: false, ticket: null, results: [] }, // suggestions for the ticket on screen
     seq: "", // the last journal position seen (a news frame's `seq`): the next hello's `since`
+    earlier: {}, // ticket id -> its 历史工单 {failed, repeat, count, earlier}: the offer's and the held ones'
   };
 }
 
@@ -110,6 +121,7 @@ function dropTicket(state, id) {
     saving: withoutKey(state.saving, id),
     replies: withoutKey(state.replies, id),
     sending: withoutKey(state.sending, id),
+    earlier: withoutKey(state.earlier, id),
   };
 }
 
@@ -468,6 +480,22 @@ const COMMANDS = {
     const results = (command.results || []).slice(0, MAX_KNOWLEDGE);
     return step({ ...state, knowledge: { enabled: Boolean(command.enabled), ticket: command.ticket, results } });
   },
+  earlier(state, command) {
+    // 历史工单 of a ticket offered or held (the answer to a request that outlived its ticket is
+    // dropped); only those are kept, so the map stays as small as what the seat holds.
+    const shown = new Set(state.offer ? [...state.order, state.offer.ticket.id] : state.order);
+    if (!shown.has(command.ticket)) return step(state);
+    const found = command.failed
+      ? { failed: true, repeat: false, count: 0, earlier: [] }
+      : {
+          failed: false,
+          repeat: Boolean(command.repeat),
+          count: Number(command.repeat_count) || 0,
+          earlier: (command.earlier || []).slice(0, MAX_EARLIER),
+        };
+    const kept = Object.fromEntries(Object.entries(state.earlier).filter(([id]) => shown.has(id)));
+    return step({ ...state, earlier: { ...kept, [command.ticket]: found } });
+  },
   adopt(state, command) {
     // 采用此答案: the entry's answer and its id, as edits like any other (autosaved by `save`).
     const id = command.ticket;
@@ -527,6 +555,33 @@ export function knowledgeKey(ticket) {
   const said = (ticket.transcript || []).filter((segment) => segment.final && segment.speaker !== "agent").length;
   const wrote = (ticket.messages || []).filter((message) => message.direction === "in").length;
   return `${ticket.id}:${(ticket.text || "").length}:${said}:${wrote}`;
+}
+
+// The ticket whose 历史工单 the page asks for next: the offer's first (its mark shows before the
+// accept), then the one on screen; null when both are known.
+export function earlierWanted(state) {
+  const id = [state.offer ? state.offer.ticket.id : null, state.current].find((one) => one && !state.earlier[one]);
+  return id ? { ticket: id, key: `${id}:earlier` } : null;
+}
+
+// The repeat-contact mark: 重复来电 for a call, 重复诉求 for any other channel, with how many times
+// the citizen came within the window before; "" when they did not.
+export function repeatMark(ticket, found) {
+  if (!found || !found.repeat) return "";
+  return `${ticket.channel === "voice" ? "重复来电" : "重复诉求"}（此前 ${found.count} 次）`;
+}
+
+// A ticket's earlier tickets as the page lists them: channel, status and category in words.
+export function earlierItems(state, found) {
+  return (found ? found.earlier : []).map((item) => ({
+    id: String(item.id),
+    channel: CHANNELS[item.channel] || String(item.channel),
+    at: String(item.received_at),
+    status: STATUS_LABELS[item.status] || String(item.status),
+    category: item.category ? categoryLabel(state, String(item.category)) : "未分类",
+    text: String(item.text || ""),
+    answer: item.answer ? String(item.answer) : "",
+  }));
 }
 
 export function fieldValue(state, id, field) {

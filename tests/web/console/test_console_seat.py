@@ -1,6 +1,6 @@
 """The seat page in a real Chromium against a real gateway and Redis: an offer rings and shows the
 ticket, accept, edits autosaved through a reload, submit; a voice ticket's live transcript; the
-seats' server restarted under the page."""
+seats' server restarted under the page; the citizen's earlier tickets (历史工单) and the repeat mark."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from gateway.config import LiveConfig, TriageConfig
 from gateway.messages import ConversationNews, TriageNews
 from gateway.ticket import (
     Attachment,
+    Citizen,
     ConversationMessage,
     DeadlineClock,
     SensitiveAlert,
@@ -25,7 +26,7 @@ from gateway.ticket import (
 from gateway.triage.merge import MergeSettings
 from gateway.triage.service import Triage, build_triager
 from gateway.voice.link import VoiceLink
-from tests.helpers import queued_ticket, voice_ticket
+from tests.helpers import handled, queued_ticket, voice_ticket
 from tests.triage.conftest import SHARED_TRIAGE
 from tests.triage.merge_contacts import MANHOLE
 from tests.triage.test_merge_service import MERGE, citizen_ticket
@@ -243,9 +244,7 @@ async def _citizen_writes(live: GatewayThread, ticket: Ticket, text: str, number
     await queue.redis.publish(queue.keys.news, ConversationNews(ticket.id, "a1", said).serialize())
 
 
-def test_news_missed_while_the_seats_server_restarted_is_replayed_by_position(
-    live: GatewayThread, page: Page
-) -> None:
+def test_news_missed_while_the_seats_server_restarted_is_replayed_by_position(live: GatewayThread, page: Page) -> None:
     ticket = sms_ticket("楼下饭店油烟太大")
     claimed_on_page(page, live, ticket)
     expect(page.locator("body")).to_have_attribute("data-connects", "1")
@@ -289,3 +288,47 @@ def test_a_page_that_comes_back_asks_for_what_it_missed_since_the_position_it_ke
     expect(said.nth(2)).to_contain_text("下雨天根本没法等车")
     # Only what came after the kept position is new to the page: one message, not two.
     expect(page.locator("#notices")).to_contain_text("断线期间收到市民新消息 1 条，已补上")
+
+
+def test_a_repeat_contact_is_marked_on_the_offer_and_its_earlier_tickets_listed_after_the_accept(
+    live: GatewayThread, page: Page
+) -> None:
+    phone, now, queue = "13812345678", utcnow(), live.running.queue
+    citizen = Citizen(phone=phone)
+    answer = "您反映的饭店油烟问题已转市生态环境局核查，该店已加装油烟净化设备。"
+    three_days_ago, yesterday = now - timedelta(days=3), now - timedelta(days=1)
+    sms = queued_ticket("r-sms", channel="sms", received_at=three_days_ago, citizen=citizen, text="油烟太大")
+    call = voice_ticket("call-repeat-1", caller=phone, received_at=yesterday, text="饭店油烟还是很大")
+    live.call(handled(queue, sms, "boss", category="环境保护", answer=answer))
+    live.call(handled(queue, call, "boss", category="环境保护"))
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    ready_seat(page, live)
+    form = live.intake({"citizen": {"phone": phone}, "text": "饭店油烟第三次反映了"})  # the web form, the same number
+    offer = page.locator("#offer")
+    expect(offer).to_contain_text(form)
+    expect(page.locator("#offer-repeat")).to_have_text("重复诉求（此前 2 次）")  # seen before the accept
+    page.keyboard.press("Alt+A")
+    panel = page.get_by_role("region", name="历史工单")
+    expect(panel).to_be_visible()
+    items = panel.locator(".earlier-item")
+    expect(items).to_have_count(2)
+    assert [items.nth(n).get_attribute("data-ticket") for n in range(2)] == [call.id, sms.id]  # newest first
+    expect(items.locator(".channel")).to_have_text(["电话", "短信"])
+    expect(items.locator(".status")).to_have_text(["已提交", "已提交"])
+    expect(items.nth(0)).to_contain_text("饭店油烟还是很大")
+    expect(items.nth(0).locator(".answer")).to_have_count(0)
+    expect(items.nth(1).locator(".answer")).to_have_text(f"答复：{answer}")
+    expect(page.locator("#earlier-repeat")).to_have_text("重复诉求（此前 2 次）")
+    # Beside the ticket, inside the agents' 1366x768 screen.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+    shown, current = panel.bounding_box(), page.locator("#current").bounding_box()
+    assert shown and current and shown["x"] >= current["x"] + current["width"] and shown["x"] + shown["width"] <= 1366
+    page.keyboard.press("Alt+S")
+    expect(page.locator("#notices")).to_contain_text(f"已提交工单 {form}")
+    expect(panel).to_be_hidden()
+    again = voice_ticket("call-repeat-2", caller=phone, text="还是油烟")
+    live.call(queue.intake(again, "worker:w1"))  # now a call: 重复来电, the form counted too
+    expect(offer).to_contain_text(again.id)
+    expect(page.locator("#offer-repeat")).to_have_text("重复来电（此前 3 次）")
+    assert not errors, errors
