@@ -31,6 +31,7 @@ from gateway.config import GatewayConfig, LiveConfig, RedisConfig, split_listen
 from gateway.errors import ServiceUnavailable
 from gateway.keys import Keys
 from gateway.queue import TicketQueue
+from gateway.shell.redis_wire import connection_class
 from gateway.shell.services import Health, Loop, Report, Service, Services
 from gateway.shell.supervisor import RUN_ID_ENV
 from gateway.shell.tasks import Tasks, stop_if_cancelled
@@ -55,6 +56,7 @@ def redis_client(url: str, config: RedisConfig) -> aioredis.Redis:
     fresh connection (gateway/queue/batching.py)."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        connection_class=connection_class(url),
         max_connections=config.max_connections,
         timeout=5,
         socket_timeout=config.command_timeout,
