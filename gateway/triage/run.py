@@ -35,6 +35,7 @@ async def run_triage(config: GatewayConfig, redis_url: str) -> int:
     queue = TicketQueue(client, config)
     triage = Triage(LiveConfig(config), queue, build_triager(config))
     services = Services([Loop("triage", triage.run), Loop("triage-labels", triage.learn)])
+    services.add(Loop("triage-escalate", triage.escalate))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

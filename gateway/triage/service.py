@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,8 +48,9 @@ from gateway.shell.tasks import stop_if_cancelled
 from gateway.ticket import Ticket, utcnow
 from gateway.triage.assess import ACTION, ACTOR, AlreadyTriaged, Triager, assess, ticket_text
 from gateway.triage.catalogue import LABELLED, load_catalogue, load_examples
-from gateway.triage.deadlines import resolve_clock
+from gateway.triage.deadlines import clocks_of, next_escalation, resolve_clock
 from gateway.triage.dispatch import train
+from gateway.triage.escalate import Escalator
 from gateway.triage.merge import (
     OPEN,
     Candidate,
@@ -109,7 +110,7 @@ Handler = Callable[[Entries], Awaitable[None]]
 class Triage:
     """One consumer of the group `triage` on `hg:created` (`run`: its supervised loop) and of the
     group `triage-labels` on `hg:submitted` (`learn`: the agents' final categories recorded as
-    labelled contacts, item 3 of the issue)."""
+    labelled contacts, item 3 of the issue); and the 督办 loop (`escalate`: gateway/triage/escalate.py)."""
 
     def __init__(self, live: LiveConfig, queue: TicketQueue, triager: Triager, name: str | None = None) -> None:
         self._live = live
@@ -128,6 +129,7 @@ class Triage:
         # 2-grams weigh by how particular they are to one category; one never seen weighs most.
         self._measure = category_weights(triager.model)
         self._progress = asyncio.Condition()
+        self.escalator = Escalator(live, queue)
 
     @property
     def config(self) -> GatewayConfig:
@@ -138,6 +140,9 @@ class Triage:
 
     async def learn(self) -> None:
         await self._consume(self._keys.submitted, LABELS_GROUP, self.on_submitted)
+
+    async def escalate(self) -> None:
+        await self.escalator.run()
 
     async def _consume(self, stream: str, group: str, handle: Handler) -> None:
         await self.ensure_group(stream, group)
@@ -369,18 +374,27 @@ class Triage:
         await self._redis.publish(self._keys.triage_news, TriageNews.of(ticket, parent).serialize())
 
     def _announce(self, pipe: Any, ticket: Ticket) -> None:
-        """In the amend's transaction: the ticket on the red/yellow list by when its resolve clock
-        turns yellow (the wallboard lists those past it; closing the ticket takes it off), and the
-        alerts found, for the supervisors (a stream, kept)."""
-        resolve = resolve_clock(ticket)
-        if resolve is not None and ticket.status in OPEN:
-            share = self.config.deadlines.yellow_share
-            yellow_at = ticket.received_at + (resolve.due - ticket.received_at) * share
-            pipe.zadd(self._keys.clocks, {ticket.id: int(yellow_at.timestamp() * 1000)})
+        """In the amend's transaction: an open ticket's clocks watched (`_watch`), and the alerts
+        found, for the supervisors (a stream, kept)."""
+        if ticket.status in OPEN:
+            self._watch(pipe, ticket)
         if not ticket.alerts:
             return
         news = Alerted(ticket.id, ticket.queue, ticket.priority, ticket.alerts).serialize()
         pipe.xadd(self._keys.alerts, {"m": news}, maxlen=ALERTS_MAXLEN, approximate=True)
+
+    def _watch(self, pipe: Any, ticket: Ticket) -> None:
+        """The ticket on the red/yellow list by when its resolve clock turns yellow (the wallboard
+        lists those past it), and scheduled for the 督办 loop by when its first escalation could
+        fall due (gateway/triage/escalate.py); closing the ticket takes it off both (SETTLE)."""
+        resolve = resolve_clock(ticket)
+        if resolve is not None:
+            share = self.config.deadlines.yellow_share
+            yellow_at = ticket.received_at + (resolve.due - ticket.received_at) * share
+            pipe.zadd(self._keys.clocks, {ticket.id: _ms(yellow_at)})
+        first = next_escalation(clocks_of(ticket), self.config.deadlines.calendar)
+        if first is not None:
+            pipe.zadd(self._keys.escalate, {ticket.id: _ms(first)})
 
     async def acknowledge(self, entry_ids: list[str]) -> None:
         await self._redis.xack(self._keys.created, GROUP, *entry_ids)
@@ -432,6 +446,10 @@ class _Decided:
 
     ticket: Ticket | None = None
     plan: MergePlan | None = None
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 def _entry(entry_id: Any, fields: Any) -> tuple[str, dict[str, str]]:
