@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -391,10 +391,10 @@ class Triage:
         if resolve is not None:
             share = self.config.deadlines.yellow_share
             yellow_at = ticket.received_at + (resolve.due - ticket.received_at) * share
-            pipe.zadd(self._keys.clocks, {ticket.id: _ms(yellow_at)})
+            pipe.zadd(self._keys.clocks, {ticket.id: int(yellow_at.timestamp() * 1000)})
         first = next_escalation(clocks_of(ticket), self.config.deadlines.calendar)
         if first is not None:
-            pipe.zadd(self._keys.escalate, {ticket.id: _ms(first)})
+            pipe.zadd(self._keys.escalate, {ticket.id: int(first.timestamp() * 1000)})
 
     async def acknowledge(self, entry_ids: list[str]) -> None:
         await self._redis.xack(self._keys.created, GROUP, *entry_ids)
@@ -446,10 +446,6 @@ class _Decided:
 
     ticket: Ticket | None = None
     plan: MergePlan | None = None
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 def _entry(entry_id: Any, fields: Any) -> tuple[str, dict[str, str]]:
