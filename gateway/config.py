@@ -487,7 +487,8 @@ class TriageConfig(_Section):
     gateway), both relative to the config file. Each read takes up to `batch` tickets; every
     `claim_every` seconds, tickets a stopped consumer left unacknowledged for `claim_idle` seconds
     are taken over. Submitted tickets' categories are kept as labelled contacts, the newest
-    `labels_maxlen`. `merge`: 主单 + 子单 and the gazetteer (docs/triage.md)."""
+    `labels_maxlen`. Every `escalate_every` seconds the 督办 loop sends the events due, looking at
+    up to `escalate_batch` tickets a round trip. `merge`: 主单 + 子单 and the gazetteer (docs/triage.md)."""
 
     enabled: bool = False
     # The core process triages too (one more consumer); false: only `hotline-gateway triage`
@@ -503,6 +504,10 @@ class TriageConfig(_Section):
     # What citizens said after intake (final transcript segments, follow-up messages), for triage
     # to scan again (`hg:said`, MAXLEN ~): a consumer further behind misses the oldest.
     said_maxlen: int = Field(default=100_000, gt=0)
+    # 督办 (gateway/triage/escalate.py): how often the tickets whose events fell due are looked at
+    # (an event goes out at most this late), and how many are read at once (the rest right after).
+    escalate_every: Seconds = 60.0
+    escalate_batch: int = Field(default=100, ge=1, le=1000)
     # 主单 + 子单 (gateway/triage/merge.py): similar tickets of one category on one street within
     # a window become 子单 of the first; the gazetteer (`[[triage.merge.districts]]`) names places.
     merge: MergeSettings = MergeSettings()

@@ -238,6 +238,17 @@ class Keys:
         return f"{self.prefix}:said"
 
     @property
+    def escalate(self) -> str:
+        """Sorted set: open tickets whose clocks may owe a 督办 event, scored by when the next one
+        falls due (ms): what the escalation loop takes (gateway/triage/escalate.py)."""
+        return f"{self.prefix}:escalate"
+
+    @property
+    def escalations(self) -> str:
+        """Stream of the 督办 events sent (`Escalated`), for the supervisors' wallboard."""
+        return f"{self.prefix}:escalations"
+
+    @property
     def triage_news(self) -> str:
         """Pub/Sub: what triage decided about a ticket, or did with it (`TriageNews`), for the seat
         holding it."""

@@ -14,6 +14,7 @@ Where each one travels (docs/redis-keys.md lists them with their fields):
 - `{prefix}:alerts` (stream, field `m`): `Alerted`, JSON;
 - `{prefix}:triage:news` (Pub/Sub): `TriageNews`, JSON;
 - `{prefix}:surges` (stream, field `m`): `SurgeWarning`, JSON;
+- `{prefix}:escalations` (stream, field `m`): `Escalated`, JSON;
 - `{prefix}:worker:{id}:inbox` (stream): `ConnectAgent`, its `op` naming the command;
 - `{prefix}:workers:dead` (stream): `DeadWorker`;
 - `{prefix}:asr:pending` (sorted set): `PendingRecording`, JSON, the member itself;
@@ -31,9 +32,10 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Json, StringConstraints, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Json, StringConstraints, TypeAdapter, ValidationError
 
 from gateway import jsonwire
 from gateway.config import AgentId, format_path
@@ -41,6 +43,7 @@ from gateway.errors import InvalidRequest
 from gateway.ticket import (
     Channel,
     Citizen,
+    ClockName,
     ConversationMessage,
     DeadlineClock,
     SensitiveAlert,
@@ -48,6 +51,7 @@ from gateway.ticket import (
     Ticket,
     TranscriptSegment,
 )
+from gateway.triage.deadlines import EscalationKind
 
 TicketId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[0-9A-Za-z]+$")]
 # A word of a control line: printable ASCII, no space (the line's separator).
@@ -132,9 +136,11 @@ class _Message:
 
 
 def _jsonable(value: Any) -> Any:
-    """A field's value as JSON takes it: models dumped, tuples as lists."""
+    """A field's value as JSON takes it: models dumped, tuples as lists, times in ISO 8601."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return value.isoformat()
     if isinstance(value, tuple | list):
         return [_jsonable(item) for item in value]
     return value
@@ -299,6 +305,22 @@ class SurgeWarning(_JsonMessage):
     at: Annotated[str, StringConstraints(min_length=1, max_length=40)]  # ISO time of the ticket that tipped it
 
 
+@dataclass(frozen=True, slots=True)
+class Escalated(_JsonMessage):
+    """A 督办 event sent for an overdue clock (gateway/triage/escalate.py), for the supervisors
+    (`{prefix}:escalations`, the entry's field `m`): the `reminder` when the working day after the
+    clock's `due` day opens, the `report` 5 working days later; `at`: when the event fell due."""
+
+    WHAT: ClassVar[str] = "escalation"
+
+    ticket: TicketId
+    queue: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    clock: ClockName
+    kind: EscalationKind
+    due: AwareDatetime
+    at: AwareDatetime
+
+
 NewsKind = Literal["triaged", "answered_by_parent"]
 
 
@@ -455,6 +477,7 @@ MESSAGES: tuple[type[_Message], ...] = (
     Alerted,
     TriageNews,
     SurgeWarning,
+    Escalated,
     PendingRecording,
     ConnectAgent,
     DeadWorker,

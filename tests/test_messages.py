@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from tests.helpers import queued_ticket, voice_ticket
 from tests.redis_typed import raw_entries
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "redis-keys.md"
+CST = timezone(timedelta(hours=8))  # the city's offset: 督办 times are local working days' openings
 
 agents = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
 tickets = st.from_regex(r"[0-9A-Za-z]{1,40}", fullmatch=True)
@@ -111,6 +112,15 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         st.integers(min_value=0, max_value=10_000),
         st.floats(min_value=0, max_value=1e6, allow_nan=False),
         st.text(min_size=1, max_size=40),
+    ),
+    m.Escalated: st.builds(
+        m.Escalated,
+        tickets,
+        st.text(min_size=1, max_size=64),
+        st.sampled_from(["contact", "reply", "resolve"]),
+        st.sampled_from(["reminder", "report"]),
+        st.datetimes(timezones=st.sampled_from([UTC, CST])),
+        st.datetimes(timezones=st.sampled_from([UTC, CST])),
     ),
     m.PendingRecording: st.builds(m.PendingRecording, tickets, st.text(min_size=1, max_size=512), reasons),
     m.ConnectAgent: st.builds(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
@@ -26,7 +28,7 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_hiredis_packs_the_bytes_redis_py_packs(command: tuple[object, ...]) -> None:
+def test_hiredis_packs_the_bytes_redis_py_packs(command: tuple[Any, ...]) -> None:
     packed, plain = PackedConnection(), Connection()
     assert b"".join(packed.pack_command(*command)) == b"".join(plain.pack_command(*command))
     many = [command, ("PING",), command]
@@ -34,7 +36,7 @@ def test_hiredis_packs_the_bytes_redis_py_packs(command: tuple[object, ...]) -> 
 
 
 @pytest.mark.parametrize("wrong", [None, True])
-def test_what_hiredis_cannot_pack_fails_as_redis_py_says(wrong: object) -> None:
+def test_what_hiredis_cannot_pack_fails_as_redis_py_says(wrong: Any) -> None:
     with pytest.raises(DataError, match="Invalid input"):
         PackedConnection().pack_command("SET", "k", wrong)
 
@@ -50,7 +52,8 @@ async def test_a_real_redis_answers_packed_commands(redis_server: EmbeddedRedis)
     try:
         text = "市民：楼下饭店油烟太大" * 50
         assert await client.set("hg:wire:test", text)
-        assert (await client.get("hg:wire:test")).decode() == text
+        stored: Any = await client.get("hg:wire:test")
+        assert stored.decode() == text
         script = "return {ARGV[1], ARGV[2], ARGV[3], #ARGV}"
         assert await client.eval(script, 0, "中文", 2.5, 7) == [b"\xe4\xb8\xad\xe6\x96\x87", b"2.5", b"7", 3]
         async with client.pipeline(transaction=True) as pipe:

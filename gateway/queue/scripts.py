@@ -426,6 +426,7 @@ redis.call('XACK', stream, ARGV[7], entry)
 redis.call('XDEL', stream, entry)
 redis.call('ZREM', KEYS[4], tid)
 redis.call('ZREM', ARGV[10] .. ':clocks', tid)  -- closed: off the supervisors' red/yellow list
+redis.call('ZREM', ARGV[10] .. ':escalate', tid)  -- and no 督办 for it any more
 if owner and owner ~= '' then redis.call('SREM', ARGV[10] .. ':agent:' .. owner .. ':tickets', tid) end
 redis.call('HSET', KEYS[1], 'status', ARGV[3])
 local conv = redis.call('HGET', KEYS[1], 'conv')
@@ -687,6 +688,43 @@ local before = redis.call('ZCOUNT', KEYS[1], at - window - base, '(' .. (at - wi
 return {recent, before}
 """
 
+# 督办 (gateway/triage/escalate.py): the events an open ticket's clocks owe now, each written once
+# with its history line and its entry on the escalations stream; then the ticket is scheduled again
+# at its next possible event, or unscheduled when none can come. Which events a ticket was sent is
+# kept beside its document, in the hash field `escalated` (keys separated by spaces: at most six,
+# `resolve:reminder`...), checked and written here in the same step: two loops that read the same
+# ticket, or one that runs again after a crash, write each event once. A closed or gone ticket
+# writes nothing and leaves the schedule (SETTLE takes it off too; this covers a loop that read it
+# open just before).
+# KEYS: ticket, history, the escalations stream, the escalate sorted set
+# ARGV: ticket id, next time (ms; '' = none: unscheduled), the stream's MAXLEN (~), then for each
+#       event: its key, its history entry, its stream message (field `m`)
+# Returns {'ok', keys written...}, {'closed'} or {'not_found'}.
+ESCALATE = (
+    _PRELUDE
+    + r"""
+local status, sent = unpack(redis.call('HMGET', KEYS[1], 'status', 'escalated'))
+if not status or not is_open(status) then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return {status and 'closed' or 'not_found'}
+end
+local out = {'ok'}
+sent = ' ' .. (sent or '') .. ' '
+for i = 4, #ARGV, 3 do
+  if not string.find(sent, ' ' .. ARGV[i] .. ' ', 1, true) then
+    sent = sent .. ARGV[i] .. ' '
+    redis.call('RPUSH', KEYS[2], ARGV[i + 1])
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[3]), '*', 'm', ARGV[i + 2])
+    table.insert(out, ARGV[i])
+  end
+end
+if #out > 1 then redis.call('HSET', KEYS[1], 'escalated', string.match(sent, '^%s*(.-)%s*$')) end
+if ARGV[2] == '' then redis.call('ZREM', KEYS[4], ARGV[1])
+else redis.call('ZADD', KEYS[4], tonumber(ARGV[2]), ARGV[1]) end
+return out
+"""
+)
+
 # Take an expired lease: only if its score is still in the past (the agent did not come back).
 # KEYS: leases zset; ARGV: agent
 TAKE_EXPIRED_LEASE = (
@@ -712,6 +750,7 @@ return 0
 # - TAKE_EXPIRED_LEASE would answer 0, and nobody would return the lapsed agent's tickets;
 # - FOLLOWUP would answer 'duplicate' or 'closed' for the answer it just recorded.
 # Their callers try again at their own level (the dispatcher on its next pass, a seat on its error).
+# - ESCALATE would answer that it wrote nothing (what it wrote stays written once).
 # MERGE_LOOKUP only reads. (MERGE, CONFIRM_MERGE, SPLIT: MERGE runs inside triage's MULTI, whose
 # repeat the `triaged` guard refuses; CONFIRM_MERGE answers 'ok' again; SPLIT would answer `not_merged`.)
 REPEATABLE = frozenset({"INTAKE", "MERGE_LOOKUP"})

@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig, LiveConfig
 from gateway.errors import Conflict, NotFound, QueueFull, ServiceUnavailable
 from gateway.keys import Keys as Keys  # re-exported: gateway.queue exports it
 from gateway.keys import reply_text
+from gateway.messages import Escalated
 from gateway.queue import scripts as queue_scripts
 from gateway.queue.batching import ScriptBatcher, again_on_stale
 from gateway.ticket import (
@@ -300,6 +301,7 @@ class TicketQueue:
                 "SPLIT",
                 "MERGE_LOOKUP",
                 "SURGE",
+                "ESCALATE",
             )
         }
         self._batcher = ScriptBatcher(client)
@@ -544,6 +546,26 @@ class TicketQueue:
             scores[reply_text(member)] = float(score)
         newest = sorted(scores, key=lambda ticket_id: (scores[ticket_id], ticket_id), reverse=True)
         return [one for one in await self.documents(newest[: history.max_tickets]) if one is not None]
+
+    async def tickets(self, ticket_ids: Sequence[str]) -> list[Ticket | None]:
+        """Several tickets with their history (not their conversation) in one round trip; None for
+        an id no ticket has (any more)."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for ticket_id in ticket_ids:
+                    known = ticket_id if is_ticket_id(ticket_id) else "-"  # never a key of another shape
+                    pipe.hmget(self.keys.ticket(known), "doc", "status", "agent", "dropped", *_LINKS)
+                    pipe.lrange(self.keys.history(known), 0, -1)
+                found = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        tickets: list[Ticket | None] = []
+        for (doc, status, agent, dropped, *links), history in zip(found[::2], found[1::2], strict=True):
+            if doc is None:
+                tickets.append(None)
+                continue
+            tickets.append(_assemble(doc, reply_text(status), reply_text(agent or ""), history, (), dropped, links))
+        return tickets
 
     async def get_document(self, ticket_id: str) -> Ticket:
         """The ticket without what is kept beside its document (history, conversation): one HMGET,
@@ -878,6 +900,35 @@ class TicketQueue:
             plan.max_bucket,
         )
 
+    async def escalations_due(self, now: datetime, limit: int) -> list[str]:
+        """Tickets whose next 督办 event falls due by `now`, the longest due first, at most `limit`."""
+        try:
+            found = await self._redis.zrangebyscore(self.keys.escalate, "-inf", _ms(now), start=0, num=limit)
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("the ticket store is unavailable; try again shortly") from exc
+        return [reply_text(ticket_id) for ticket_id in found]
+
+    async def escalate(
+        self, ticket_id: str, events: Sequence[Escalated], next_at: datetime | None, now: datetime, maxlen: int
+    ) -> list[str]:
+        """Send a ticket's 督办 events it was not sent before, each once (a history line `triage`,
+        `escalated` with `clock` and `kind`, an entry on the escalations stream, `maxlen` ~), then
+        schedule it again at `next_at` or unschedule it (None), in one step (ESCALATE); the keys of
+        the events written now. A closed or gone ticket is sent nothing and leaves the schedule."""
+        keys = self.keys
+        if not is_ticket_id(ticket_id):  # no ticket has it (`_known_shape`): off the schedule, never made a key
+            await self._redis.zrem(keys.escalate, ticket_id)
+            return []
+        args: list[Any] = [ticket_id, _ms(next_at) if next_at is not None else "", maxlen]
+        for event in events:
+            entry = history_json("triage", "escalated", now, clock=event.clock, kind=event.kind)
+            args += [f"{event.clock}:{event.kind}", entry, event.serialize()]
+        reply = await self._run(
+            "ESCALATE", [keys.ticket(ticket_id), keys.history(ticket_id), keys.escalations, keys.escalate], args
+        )
+        outcome, *written = (reply_text(item) for item in reply)
+        return written if outcome == "ok" else []
+
     async def confirm_merge(self, child_id: str, agent: str) -> None:
         """An agent confirms that a 子单 belongs under its 主单 (a history line on each; a repeat
         writes nothing); `Conflict` when it is no 子单, `NotFound` when it is gone."""
@@ -1063,6 +1114,10 @@ class TicketQueue:
             return
         now_ms = await self._now_ms()
         await self._redis.zadd(self.keys.leases, {agent: now_ms + int(seconds * 1000) for agent in agents})
+
+    async def now(self) -> datetime:
+        """Redis's clock (`TIME`): the time every process on every host agrees on."""
+        return datetime.fromtimestamp(await self._now_ms() / 1000, UTC)
 
     async def _now_ms(self) -> int:
         seconds, micros = await self._redis.time()

@@ -192,6 +192,7 @@ class Gateway:
             self.add(Loop("triage", self.triage.run))
             self.add(Loop("triage-labels", self.triage.learn))
             self.add(Loop("triage-said", self.triage.listen))
+            self.add(Loop("triage-escalate", self.triage.escalate))
         self.sms = self._sms_channel(os.environ if environ is None else environ)
 
     def _sms_channel(self, environ: Mapping[str, str]) -> SmsChannel | None:

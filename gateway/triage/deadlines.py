@@ -12,7 +12,8 @@ The enterprise line's 2110 rule gives a ticket three clocks: contact within 2 ho
 A clock is green, then yellow once ``yellow_share`` of its time is used, then red when overdue. An
 overdue clock not met escalates (督办): a reminder when the working day after its due day opens and
 a report 5 working days after that. Nothing here reads a clock or stores state: the caller passes
-``now`` and keeps which events it already sent (an event's ``key`` names it once).
+``now`` and keeps which events it already sent (an event's ``key`` names it once); the escalation
+loop (gateway/triage/escalate.py) asks ``escalation_step`` what to send and when to look again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway.ticket import ClockName, DeadlineClock, Ticket
 
 Colour = Literal["green", "yellow", "red"]
 EscalationKind = Literal["reminder", "report"]
+ESCALATION_KINDS: tuple[EscalationKind, ...] = ("reminder", "report")
 
 COLOUR_ORDER: dict[Colour, int] = {"green": 0, "yellow": 1, "red": 2}
 REPORT_AFTER_WORKING_DAYS = 5
@@ -165,9 +167,10 @@ def ticket_clocks(
     )
 
 
-def escalations(clocks: tuple[Clock, ...], now: datetime, calendar: Calendar) -> tuple[Escalation, ...]:
-    """The 督办 events due by ``now``: for each clock overdue and not met by its due time, a reminder
-    when the next working day opens, and a report when the 5th working day after that opens."""
+def owed(clocks: tuple[Clock, ...], calendar: Calendar) -> tuple[Escalation, ...]:
+    """Every 督办 event the clocks owe as they stand, whenever it falls due: for each clock not met
+    by its due time, a reminder when the next working day opens, and a report when the 5th working
+    day after that opens. A clock not met yet owes both (meeting it later can only take some away)."""
     events: list[Escalation] = []
     for clock in clocks:
         if clock.met_at is not None and clock.met_at <= clock.due:
@@ -175,13 +178,43 @@ def escalations(clocks: tuple[Clock, ...], now: datetime, calendar: Calendar) ->
         due_day = local_time(calendar, clock.due).date()
         reminder_day = next_working_day(calendar, due_day)
         report_day = add_working_days(calendar, reminder_day, REPORT_AFTER_WORKING_DAYS)
-        owed = (
+        steps = (
             Escalation(clock.name, "reminder", opening(calendar, reminder_day, clock.due)),
             Escalation(clock.name, "report", opening(calendar, report_day, clock.due)),
         )
         # A clock met late stops escalating from when it was met.
-        events += [event for event in owed if event.at <= now and (clock.met_at is None or event.at < clock.met_at)]
+        events += [event for event in steps if clock.met_at is None or event.at < clock.met_at]
     return tuple(events)
+
+
+def escalations(clocks: tuple[Clock, ...], now: datetime, calendar: Calendar) -> tuple[Escalation, ...]:
+    """The 督办 events due by ``now`` (`owed`, those whose time has come)."""
+    return tuple(event for event in owed(clocks, calendar) if event.at <= now)
+
+
+def next_escalation(clocks: tuple[Clock, ...], calendar: Calendar, after: datetime | None = None) -> datetime | None:
+    """When the earliest event the clocks owe falls due (of those after ``after``, when given):
+    when a scheduler must look at the ticket (again). None: nothing is owed, or nothing more."""
+    return min((event.at for event in owed(clocks, calendar) if after is None or event.at > after), default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationStep:
+    """What the escalation loop does with one ticket at a moment: send ``send`` (the events due and
+    not sent before), then look at the ticket again at ``next_at`` (None: never; it is unscheduled)."""
+
+    send: tuple[Escalation, ...]
+    next_at: datetime | None
+
+
+def escalation_step(
+    clocks: tuple[Clock, ...], sent: frozenset[str], now: datetime, calendar: Calendar
+) -> EscalationStep:
+    """The loop's decision for a ticket whose clocks stand as ``clocks`` at ``now``, ``sent`` the
+    keys of the events it already has: every later event is at or after ``next_at``, so the
+    ticket never waits past an event it owes (one met meanwhile is simply not sent then)."""
+    send = tuple(event for event in escalations(clocks, now, calendar) if event.key not in sent)
+    return EscalationStep(send, next_escalation(clocks, calendar, after=now))
 
 
 # What meets each clock, by the ticket's history: an agent taking the ticket contacts the citizen
@@ -193,6 +226,22 @@ MET_BY: dict[ClockName, frozenset[str]] = {
 }
 
 
+# The history line the escalation loop writes with each event it sends (detail: `clock`, `kind`):
+# what the seat shows, and what the HTTP API lists under the clock.
+ESCALATED_BY, ESCALATED = "triage", "escalated"
+
+
+@dataclass(frozen=True, slots=True)
+class SentEscalation:
+    """A 督办 event a ticket was sent, as its history says: which step, and when it was sent."""
+
+    kind: EscalationKind
+    at: datetime
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "at": self.at.isoformat()}
+
+
 @dataclass(frozen=True, slots=True)
 class ClockState:
     """A ticket's clock as it stands at a moment: what the HTTP API and the wallboard show."""
@@ -202,10 +251,16 @@ class ClockState:
     due: datetime
     colour: Colour
     met_at: datetime | None
+    escalated: tuple[SentEscalation, ...] = ()
 
-    def as_dict(self) -> dict[str, str]:
-        shown = {"name": self.name, "limit": self.limit, "due": self.due.isoformat(), "colour": self.colour}
-        return shown if self.met_at is None else {**shown, "met_at": self.met_at.isoformat()}
+    def as_dict(self) -> dict[str, object]:
+        shown: dict[str, object] = {"name": self.name, "limit": self.limit, "due": self.due.isoformat()}
+        shown["colour"] = self.colour
+        if self.met_at is not None:
+            shown["met_at"] = self.met_at.isoformat()
+        if self.escalated:
+            shown["escalations"] = [sent.as_dict() for sent in self.escalated]
+        return shown
 
 
 def resolve_clock(ticket: Ticket) -> DeadlineClock | None:
@@ -213,11 +268,43 @@ def resolve_clock(ticket: Ticket) -> DeadlineClock | None:
     return next((clock for clock in ticket.clocks if clock.name == "resolve"), None)
 
 
+def clocks_of(ticket: Ticket) -> tuple[Clock, ...]:
+    """The ticket's clocks, each met when its history first shows what meets it (`MET_BY`)."""
+    return tuple(
+        Clock(
+            stored.name,
+            Limit.parse(stored.limit),
+            ticket.received_at,
+            stored.due,
+            next((entry.at for entry in ticket.history if entry.action in MET_BY[stored.name]), None),
+        )
+        for stored in ticket.clocks
+    )
+
+
+def sent_escalations(ticket: Ticket) -> dict[str, SentEscalation]:
+    """The 督办 events the ticket's history says it was sent, by key (`resolve:reminder`)."""
+    sent: dict[str, SentEscalation] = {}
+    for entry in ticket.history:
+        if (entry.actor, entry.action) != (ESCALATED_BY, ESCALATED):
+            continue
+        for kind in ESCALATION_KINDS:
+            if entry.detail.get("kind") == kind:
+                sent.setdefault(f"{entry.detail.get('clock', '')}:{kind}", SentEscalation(kind, entry.at))
+    return sent
+
+
 def clock_states(ticket: Ticket, now: datetime, yellow_share: float) -> tuple[ClockState, ...]:
-    """Each of the ticket's clocks at ``now``: met when its history first shows what meets it."""
-    states = []
-    for stored in ticket.clocks:
-        met_at = next((entry.at for entry in ticket.history if entry.action in MET_BY[stored.name]), None)
-        clock = Clock(stored.name, Limit.parse(stored.limit), ticket.received_at, stored.due, met_at)
-        states.append(ClockState(stored.name, stored.limit, stored.due, clock_colour(clock, now, yellow_share), met_at))
-    return tuple(states)
+    """Each of the ticket's clocks at ``now``: its colour, when it was met, the 督办 events it was sent."""
+    sent = sent_escalations(ticket)
+    return tuple(
+        ClockState(
+            clock.name,
+            str(clock.limit),
+            clock.due,
+            clock_colour(clock, now, yellow_share),
+            clock.met_at,
+            tuple(sent[key] for kind in ESCALATION_KINDS if (key := f"{clock.name}:{kind}") in sent),
+        )
+        for clock in clocks_of(ticket)
+    )

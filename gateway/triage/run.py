@@ -35,7 +35,7 @@ async def run_triage(config: GatewayConfig, redis_url: str) -> int:
     queue = TicketQueue(client, config)
     triage = Triage(LiveConfig(config), queue, build_triager(config))
     loops = [Loop("triage", triage.run), Loop("triage-labels", triage.learn), Loop("triage-said", triage.listen)]
-    services = Services(loops)
+    services = Services([*loops, Loop("triage-escalate", triage.escalate)])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

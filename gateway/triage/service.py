@@ -58,8 +58,9 @@ from gateway.triage.assess import (
     was_triaged,
 )
 from gateway.triage.catalogue import LABELLED, load_catalogue, load_examples
-from gateway.triage.deadlines import resolve_clock
+from gateway.triage.deadlines import clocks_of, next_escalation, resolve_clock
 from gateway.triage.dispatch import train
+from gateway.triage.escalate import Escalator
 from gateway.triage.merge import (
     OPEN,
     Candidate,
@@ -121,7 +122,7 @@ Handler = Callable[[Entries], Awaitable[None]]
 class Triage:
     """One consumer of the group `triage` on `hg:created` (`run`: its supervised loop) and of the
     group `triage-labels` on `hg:submitted` (`learn`: the agents' final categories recorded as
-    labelled contacts, item 3 of the issue)."""
+    labelled contacts, item 3 of the issue); and the 督办 loop (`escalate`: gateway/triage/escalate.py)."""
 
     def __init__(self, live: LiveConfig, queue: TicketQueue, triager: Triager, name: str | None = None) -> None:
         self._live = live
@@ -140,6 +141,7 @@ class Triage:
         # 2-grams weigh by how particular they are to one category; one never seen weighs most.
         self._measure = category_weights(triager.model)
         self._progress = asyncio.Condition()
+        self.escalator = Escalator(live, queue)
 
     @property
     def config(self) -> GatewayConfig:
@@ -154,6 +156,9 @@ class Triage:
     async def listen(self) -> None:
         """What citizens say after triage (`hg:said`): scanned again for sensitive words."""
         await self._consume(self._keys.said, SAID_GROUP, self.on_said)
+
+    async def escalate(self) -> None:
+        await self.escalator.run()
 
     async def _consume(self, stream: str, group: str, handle: Handler) -> None:
         await self.ensure_group(stream, group)
@@ -430,16 +435,12 @@ class Triage:
         await self._redis.publish(self._keys.triage_news, TriageNews.of(ticket, parent).serialize())
 
     def _announce(self, pipe: Any, ticket: Ticket, new: tuple[SensitiveAlert, ...] | None = None) -> None:
-        """In the amend's transaction: the ticket on the red/yellow list by when its resolve clock
-        turns yellow (the wallboard lists those past it; closing the ticket takes it off), the
-        alerts found (`new`: those of a reassessment; else all), for the supervisors (a stream,
-        kept), and the pages they owe (`paging`)."""
+        """In the amend's transaction: an open ticket's clocks watched (`_watch`; a reassessment,
+        `new` its alerts, leaves them as the triage set them), the alerts found, for the
+        supervisors (a stream, kept), and the pages they owe (`paging`)."""
         alerts = ticket.alerts if new is None else new
-        resolve = resolve_clock(ticket)
-        if resolve is not None and ticket.status in OPEN:
-            share = self.config.deadlines.yellow_share
-            yellow_at = ticket.received_at + (resolve.due - ticket.received_at) * share
-            pipe.zadd(self._keys.clocks, {ticket.id: int(yellow_at.timestamp() * 1000)})
+        if new is None and ticket.status in OPEN:
+            self._watch(pipe, ticket)
         if not alerts:
             return
         news = Alerted(ticket.id, ticket.queue, ticket.priority, alerts).serialize()
@@ -448,6 +449,19 @@ class Triage:
         # as a reply is: a page is rare, and the one thing that must not wait.
         for page in pages(ticket, self.config.triage.paging, alerts):
             pipe.xadd(self._keys.outbox(page.channel), page.serialize())
+
+    def _watch(self, pipe: Any, ticket: Ticket) -> None:
+        """The ticket on the red/yellow list by when its resolve clock turns yellow (the wallboard
+        lists those past it), and scheduled for the 督办 loop by when its first escalation could
+        fall due (gateway/triage/escalate.py); closing the ticket takes it off both (SETTLE)."""
+        resolve = resolve_clock(ticket)
+        if resolve is not None:
+            share = self.config.deadlines.yellow_share
+            yellow_at = ticket.received_at + (resolve.due - ticket.received_at) * share
+            pipe.zadd(self._keys.clocks, {ticket.id: int(yellow_at.timestamp() * 1000)})
+        first = next_escalation(clocks_of(ticket), self.config.deadlines.calendar)
+        if first is not None:
+            pipe.zadd(self._keys.escalate, {ticket.id: int(first.timestamp() * 1000)})
 
     async def acknowledge(self, entry_ids: list[str]) -> None:
         await self._redis.xack(self._keys.created, GROUP, *entry_ids)

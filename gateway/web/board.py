@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.config import GatewayConfig
-from gateway.messages import Alerted, SurgeWarning
+from gateway.messages import Alerted, Escalated, SurgeWarning
 from gateway.queue.store import QueueStats
 from gateway.ticket import Ticket
 from gateway.triage.deadlines import resolve_clock
@@ -164,6 +164,7 @@ class Counters:
     alerts: tuple[Alerted, ...] = ()  # the newest first (`hg:alerts`)
     late: tuple[Ticket, ...] = ()  # open tickets past the yellow of their resolve clock (`hg:clocks`)
     surges: tuple[SurgeWarning, ...] = ()  # the newest first (`hg:surges`)
+    escalations: tuple[Escalated, ...] = ()  # the newest first (`hg:escalations`)
 
 
 ALERTS_SHOWN = 20  # the newest sensitive-word alerts on the wall
@@ -176,6 +177,19 @@ def surge_rows(surges: Iterable[SurgeWarning]) -> list[dict[str, object]]:
         {"category": s.category, "place": s.place, "count": s.count, "usual": s.usual, "at": s.at}
         for s in list(surges)[:SURGES_SHOWN]
     ]
+
+
+ESCALATIONS_SHOWN = 20  # the newest 督办 events on the wall
+
+
+def escalation_rows(escalations: Iterable[Escalated]) -> list[dict[str, object]]:
+    """One row per 督办 event sent, newest first: the ticket, its queue, which clock, reminder or
+    report, the clock's due time and when the event fell due."""
+    rows: list[dict[str, object]] = []
+    for e in list(escalations)[:ESCALATIONS_SHOWN]:
+        row = {"ticket": e.ticket, "queue": e.queue, "clock": e.clock, "kind": e.kind}
+        rows.append({**row, "due": e.due.isoformat(), "at": e.at.isoformat()})
+    return rows
 
 
 LATE_SHOWN = 30  # red and yellow tickets on the wall, the longest yellow first
@@ -234,4 +248,5 @@ def board(config: GatewayConfig, counters: Counters, day: str, now: datetime) ->
         "alerts": alert_rows(counters.alerts),
         "late": late_rows(counters.late, now),
         "surges": surge_rows(counters.surges),
+        "escalations": escalation_rows(counters.escalations),
     }

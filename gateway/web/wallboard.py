@@ -216,9 +216,10 @@ class Wallboard:
             pipe.xrevrange(self.keys.alerts, count=board.ALERTS_SHOWN)
             pipe.zrangebyscore(self.keys.clocks, "-inf", now_ms(), start=0, num=board.LATE_SHOWN)
             pipe.xrevrange(self.keys.surges, count=board.SURGES_SHOWN)
+            pipe.xrevrange(self.keys.escalations, count=board.ESCALATIONS_SHOWN)
             for agent in self.config.agents:
                 pipe.hgetall(self.keys.seat_presence(agent.id))
-            intake, metrics, beats, alerts, late, surges, *seats = await pipe.execute()
+            intake, metrics, beats, alerts, late, surges, escalations, *seats = await pipe.execute()
         processes, stale = board.live_processes(_texts(beats), now_ms())
         if stale:
             await self._redis.hdel(self.keys.processes, *stale)
@@ -231,6 +232,7 @@ class Wallboard:
             processes=processes,
             alerts=_read(alerts, messages.Alerted),
             surges=_read(surges, messages.SurgeWarning),
+            escalations=_read(escalations, messages.Escalated),
             late=tuple(ticket for ticket in await self._queue.documents([reply_text(t) for t in late]) if ticket),
         )
 
@@ -356,7 +358,7 @@ def _counts(length: Any, pending: Any) -> tuple[int, int, int]:
     return length, int(pending.get("pending") or 0), pooled
 
 
-M = TypeVar("M", messages.Alerted, messages.SurgeWarning)
+M = TypeVar("M", messages.Alerted, messages.SurgeWarning, messages.Escalated)
 
 
 def _read(reply: Any, kind: type[M]) -> tuple[M, ...]:

@@ -19,9 +19,13 @@ from gateway.triage.deadlines import (
     Limit,
     clock_colour,
     clock_states,
+    clocks_of,
     colour,
     deadline,
+    escalation_step,
     escalations,
+    next_escalation,
+    sent_escalations,
     ticket_clocks,
 )
 
@@ -143,6 +147,63 @@ def test_no_escalation_for_a_clock_met_on_time_and_none_after_a_late_meeting() -
     assert escalations((met,), local(4, 30, 12), OFFICE) == ()
     late = Clock(clock.name, clock.limit, clock.received_at, clock.due, met_at=local(3, 18, 12))
     assert [event.kind for event in escalations((late,), local(4, 30, 12), OFFICE)] == ["reminder"]
+
+
+def test_a_ticket_is_first_looked_at_when_its_first_escalation_could_fall_due() -> None:
+    # Received Tuesday 10 March, 3 working days: due Friday's close; the reminder opens Monday.
+    (resolve,) = ticket_clocks(local(3, 10, 10), "3wd", False, OFFICE)
+    assert resolve.due == local(3, 13, 17, 30)
+    assert next_escalation((resolve,), OFFICE) == local(3, 16, 8, 30), "over the weekend"
+    # Due Wednesday 30 September: 国庆 1-7 October, so the working day after opens on the 8th.
+    (holiday,) = ticket_clocks(local(9, 25, 10), "3wd", False, OFFICE)
+    assert next_escalation((holiday,), OFFICE) == local(10, 8, 8, 30), "over the holiday"
+    # Due Friday 13 February's close (the 调休 Saturday 14 counts): 春节 to the 23rd, reminder the 24th.
+    (spring,) = ticket_clocks(local(2, 10, 10), "3wd", False, OFFICE)
+    assert spring.due == local(2, 13, 17, 30)
+    assert next_escalation((spring,), OFFICE) == local(2, 14, 8, 30), "the make-up Saturday is a working day"
+    # 2110: the contact clock (2 h from Friday 16:00) owes first, on Monday's opening.
+    enterprise = ticket_clocks(local(3, 6, 16), "15wd", True, OFFICE)
+    assert next_escalation(enterprise, OFFICE) == local(3, 9, 8, 30)
+    contact, reply, _ = enterprise
+    met = Clock(contact.name, contact.limit, contact.received_at, contact.due, met_at=local(3, 6, 17))
+    assert next_escalation((met, reply), OFFICE) == local(3, 10, 8, 30), "the contact met in time: the reply's"
+    assert next_escalation((met,), OFFICE) is None, "met in time: nothing to schedule"
+
+
+def test_the_loops_step_sends_what_is_due_once_and_looks_again_at_the_next() -> None:
+    (clock,) = ticket_clocks(local(3, 10, 10), "3wd", False, OFFICE)
+    friday_evening = escalation_step((clock,), frozenset(), local(3, 13, 18), OFFICE)
+    assert (friday_evening.send, friday_evening.next_at) == ((), local(3, 16, 8, 30))
+    monday = escalation_step((clock,), frozenset(), local(3, 16, 8, 30), OFFICE)
+    assert [e.key for e in monday.send] == ["resolve:reminder"] and monday.next_at == local(3, 23, 8, 30)
+    again = escalation_step((clock,), frozenset({"resolve:reminder"}), local(3, 16, 9), OFFICE)
+    assert (again.send, again.next_at) == ((), local(3, 23, 8, 30)), "sent before: not again"
+    report = escalation_step((clock,), frozenset({"resolve:reminder"}), local(3, 23, 8, 30), OFFICE)
+    assert [e.key for e in report.send] == ["resolve:report"] and report.next_at is None, "nothing more can be owed"
+    # A loop that was away over both sends both at once.
+    late = escalation_step((clock,), frozenset(), local(4, 1, 12), OFFICE)
+    assert [e.key for e in late.send] == ["resolve:reminder", "resolve:report"] and late.next_at is None
+    # Met (the ticket submitted) on Wednesday 18 March: the reminder was owed, the report is not.
+    met = Clock(clock.name, clock.limit, clock.received_at, clock.due, met_at=local(3, 18, 12))
+    assert escalation_step((met,), frozenset({"resolve:reminder"}), local(3, 18, 13), OFFICE).next_at is None
+    in_time = Clock(clock.name, clock.limit, clock.received_at, clock.due, met_at=local(3, 13, 12))
+    never = escalation_step((in_time,), frozenset(), local(4, 1, 12), OFFICE)
+    assert (never.send, never.next_at) == ((), None), "met in time: never escalated"
+
+
+def test_a_tickets_clocks_show_the_escalations_its_history_says_it_was_sent() -> None:
+    received = local(3, 10, 10)
+    (clock,) = ticket_clocks(received, "3wd", False, OFFICE)
+    stored = DeadlineClock(name="resolve", limit="3wd", due=clock.due)
+    sent = HistoryEntry(at=local(3, 16, 8, 31), actor="triage", action="escalated",
+                        detail={"clock": "resolve", "kind": "reminder"})  # fmt: skip
+    other = HistoryEntry(at=local(3, 16, 9), actor="agent:a1", action="escalated", detail={"kind": "report"})
+    ticket = queued_ticket("m-esc", received_at=received, clocks=(stored,), history=(sent, other))
+    assert clocks_of(ticket) == (clock,)
+    assert list(sent_escalations(ticket)) == ["resolve:reminder"], "only triage's lines count"
+    (state,) = clock_states(ticket, local(3, 16, 10), 0.8)
+    assert state.colour == "red"
+    assert state.as_dict()["escalations"] == [{"kind": "reminder", "at": local(3, 16, 8, 31).isoformat()}]
 
 
 @pytest.mark.parametrize("text", ["", "5", "wd", "0h", "5d", "1.5h", "5 wd", "10000h"])

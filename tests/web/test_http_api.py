@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
@@ -11,10 +11,13 @@ import pytest
 
 from gateway.config import GatewayConfig, hash_secret
 from gateway.ticket import DeadlineClock, new_ticket_id, utcnow
+from gateway.triage.escalate import Escalator
 from peers.gateway_config import API_KEY
 from tests.conftest import ConfigFactory
 from tests.helpers import queued_ticket
 from tests.web.http_support import HttpServer, http_server, raw_exchange, split_response
+
+CST = timezone(timedelta(hours=8))
 
 GRID_KEY = "key-grid-app-" + "g" * 32
 READER_KEY = "key-reader-" + "r" * 32
@@ -189,3 +192,21 @@ async def test_a_tickets_deadlines_come_with_their_colour_now(config: GatewayCon
         ("contact", "2h", "green", True),
         ("resolve", "24h", "red", False),
     ]
+    assert all("escalations" not in d for d in body["deadlines"]), "none sent yet"
+
+
+async def test_a_tickets_deadlines_list_the_escalations_it_was_sent(config: GatewayConfig) -> None:
+    received = datetime(2026, 3, 10, 10, 0, tzinfo=CST)  # a Tuesday: 3 working days end on Friday
+    clock = DeadlineClock(name="resolve", limit="3wd", due=datetime(2026, 3, 13, 17, 30, tzinfo=CST))
+    async with http_server(config) as server:
+        ticket = queued_ticket("m-escalated", clocks=(clock,), received_at=received)
+        await server.queue.intake(ticket, "client:webform", "webform")
+        await server.queue.redis.zadd(server.queue.keys.escalate, {ticket.id: int(received.timestamp() * 1000)})
+        sent_at = datetime(2026, 3, 16, 9, 0, tzinfo=CST)  # Monday, after the reminder's opening
+        assert await Escalator(server.queue.live, server.queue).escalate_due(sent_at) == 1
+        status, _, body = await call(server, "GET", f"/api/v1/tickets/{ticket.id}")
+    assert status == 200, body
+    (resolve,) = body["deadlines"]
+    assert (resolve["colour"], resolve["escalations"]) == ("red", [{"kind": "reminder", "at": sent_at.isoformat()}])
+    (line,) = [entry for entry in body["history"] if entry["action"] == "escalated"]
+    assert (line["actor"], line["detail"]) == ("triage", {"clock": "resolve", "kind": "reminder"})

@@ -5,7 +5,7 @@
 
 import { backoff, ALERT_CATEGORIES } from "./seat_core.js";
 import { $, element, callApi } from "./page.js";
-import { queueRows, agentRows, agentCounts, chartBars, channelName } from "./wallboard_core.js";
+import { queueRows, agentRows, agentCounts, chartBars, channelName, escalationRows } from "./wallboard_core.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const CHART = { width: 480, height: 160, labels: 16 };
@@ -209,6 +209,23 @@ function draw() {
       tr.dataset.colour = late.colour;
       setText(cells(tr)[4], `${new Date(late.due).toLocaleString("zh-CN")}${late.colour === "red" ? "（已超时）" : ""}`);
     },
+  );
+  patchRows(
+    $("escalations").tBodies[0],
+    escalationRows(frame),
+    (row) => row.key,
+    (row) =>
+      element(
+        "tr",
+        { className: `escalation escalation-${row.kind}`, "data-ticket": row.ticket, "data-kind": row.kind },
+        element("td", { text: row.at }),
+        element("th", { scope: "row", text: row.ticket }),
+        element("td", { text: row.queue }),
+        element("td", { text: row.clock }),
+        element("td", { text: row.step }),
+        element("td", { text: row.due }),
+      ),
+    () => {},
   );
   patchRows(
     $("surges").tBodies[0],

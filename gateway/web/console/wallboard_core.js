@@ -2,7 +2,7 @@
 // chart's bars). wallboard.js draws it and does the I/O; the clocks tick here from the frame's
 // times, so a board that did not change needs no new frame.
 
-import { STATES, clock } from "./seat_core.js";
+import { STATES, CLOCK_LABELS, clock } from "./seat_core.js";
 
 export const AGENT_STATES = Object.freeze({ ...STATES, offline: "离线" });
 export const CHANNELS = Object.freeze({ web: "网页", voice: "电话", sms: "短信", wechat: "微信", telegram: "Telegram", app: "App" });
@@ -78,4 +78,22 @@ export function chartBars(intake, width, height) {
     });
   }
   return { bars, top, channels };
+}
+
+// 督办 steps: the reminder the working day after a clock ran out, the report five working days later.
+export const ESCALATION_KINDS = Object.freeze({ reminder: "提醒", report: "通报" });
+
+// The 督办 list, newest first: the clock as the seat page names it, the step in Chinese, the times
+// in the page's locale (a clock or step this page does not know is shown as sent).
+export function escalationRows(frame) {
+  return (frame.escalations || []).map((event) => ({
+    key: `${event.ticket}@${event.clock}@${event.kind}`,
+    ticket: event.ticket,
+    queue: event.queue,
+    kind: event.kind,
+    clock: CLOCK_LABELS[event.clock] || event.clock,
+    step: `督办${ESCALATION_KINDS[event.kind] || event.kind}`,
+    due: new Date(event.due).toLocaleString("zh-CN"),
+    at: new Date(event.at).toLocaleString("zh-CN"),
+  }));
 }

@@ -6,7 +6,7 @@ supervisors get the same frames from one computation; the counters survive a res
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 from gateway.config import hash_secret
 from gateway.messages import Alerted, SurgeWarning
 from gateway.ticket import DeadlineClock, SensitiveAlert, utcnow
+from gateway.triage.escalate import Escalator
 from peers.gateway_config import AGENT_TOKENS
 from tests.helpers import Seat, queued_ticket
 from tests.web.console.support import GatewayThread, console_listen, log_in
@@ -242,3 +243,28 @@ def test_surge_warnings_reach_the_wall(wall: GatewayThread, page: Page) -> None:
     expect(rows.nth(0)).to_contain_text("芝罘区 南大街")
     expect(rows.nth(0)).to_contain_text("municipal_facility")
     expect(rows.nth(0).locator("td.number").first).to_have_text("7")
+
+
+def test_escalations_reach_the_wall_as_the_loop_sends_them(wall: GatewayThread, page: Page) -> None:
+    cst = timezone(timedelta(hours=8))
+    queue = wall.running.queue
+    received = datetime(2026, 3, 10, 10, 0, tzinfo=cst)  # Tuesday; 3 working days: Friday's close
+    clock = DeadlineClock(name="resolve", limit="3wd", due=datetime(2026, 3, 13, 17, 30, tzinfo=cst))
+    ticket = queued_ticket("late-escalated", text="社保断缴了怎么补缴", clocks=(clock,), received_at=received)
+    ticket_id = wall.call(queue.intake(ticket, "test")).ticket_id
+    wall.call(queue.redis.zadd(queue.keys.escalate, {ticket_id: int(received.timestamp() * 1000)}))
+    open_wall(page, wall)
+    expect(page.locator("#connection")).to_have_text("已连接")
+    rows = page.locator("#escalations tbody tr")
+    expect(rows).to_have_count(0)
+    loop = Escalator(queue.live, queue)
+    assert wall.call(loop.escalate_due(datetime(2026, 3, 16, 8, 30, tzinfo=cst))) == 1  # Monday's opening
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0)).to_have_attribute("data-ticket", ticket_id)
+    expect(rows.nth(0)).to_contain_text("办结时限")
+    expect(rows.nth(0)).to_contain_text("督办提醒")
+    assert wall.call(loop.escalate_due(datetime(2026, 3, 23, 8, 30, tzinfo=cst))) == 1  # five working days on
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_have_attribute("data-kind", "report")
+    expect(rows.nth(0)).to_contain_text("督办通报")
+    expect(rows.nth(1)).to_have_attribute("data-kind", "reminder")

@@ -8,11 +8,12 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import cast
 
 from gateway.config import GatewayConfig, load_config, verify_secret
+from gateway.messages import Escalated
 from gateway.queue.store import QueueStats
 from gateway.web import board
 from gateway.web.board import Counters, Presence, StreamFigures
@@ -64,6 +65,21 @@ def test_the_board_lists_every_queue_and_agent(config: GatewayConfig) -> None:
     assert [q["name"] for q in queues] == [q.name for q in config.queues]
     agents = {a["id"]: (a["state"], a["since_ms"]) for a in cast(list[dict[str, object]], computed["agents"])}
     assert agents["a1"] == ("busy", 7) and agents["a2"] == ("offline", None)
+
+
+def test_the_board_shows_the_newest_escalations_as_read_each_as_a_row() -> None:
+    cst = timezone(timedelta(hours=8))
+    due = datetime(2026, 3, 13, 17, 30, tzinfo=cst)
+    events = [
+        Escalated(
+            f"01T{i}", "general", "resolve", "report" if i % 2 else "reminder", due, datetime(2026, 3, 16, tzinfo=cst)
+        )
+        for i in range(board.ESCALATIONS_SHOWN + 5)
+    ]
+    rows = board.escalation_rows(events)
+    assert len(rows) == board.ESCALATIONS_SHOWN and rows[0]["ticket"] == "01T0"
+    assert rows[1] == {"ticket": "01T1", "queue": "general", "clock": "resolve", "kind": "report",
+                       "due": "2026-03-13T17:30:00+08:00", "at": "2026-03-16T00:00:00+08:00"}  # fmt: skip
 
 
 def test_init_credentials_issues_supervisors_their_own_secrets(tmp_path: Path) -> None:
