@@ -244,6 +244,11 @@ class Keys:
         return f"{self.prefix}:escalate"
 
     @property
+    def escalation_news(self) -> str:
+        """Pub/Sub: a 督办 event just sent (`Escalated`), for the seat holding its ticket."""
+        return f"{self.prefix}:escalations:news"
+
+    @property
     def escalations(self) -> str:
         """Stream of the 督办 events sent (`Escalated`), for the supervisors' wallboard."""
         return f"{self.prefix}:escalations"

@@ -46,12 +46,12 @@ from gateway.ticket import (
     ClockName,
     ConversationMessage,
     DeadlineClock,
+    EscalationKind,
     SensitiveAlert,
     Suggestion,
     Ticket,
     TranscriptSegment,
 )
-from gateway.triage.deadlines import EscalationKind
 
 TicketId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[0-9A-Za-z]+$")]
 # A word of a control line: printable ASCII, no space (the line's separator).

@@ -130,6 +130,7 @@ class SensitiveAlert(_Frozen):
 
 
 ClockName = Literal["contact", "reply", "resolve"]
+EscalationKind = Literal["reminder", "report"]  # 督办: the working day after due, then 5 more
 
 
 class DeadlineClock(_Frozen):

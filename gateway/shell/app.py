@@ -244,7 +244,9 @@ class Gateway:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(keys.wake, keys.control, keys.transcripts, keys.news, keys.triage_news)
+                await pubsub.subscribe(
+                    keys.wake, keys.control, keys.transcripts, keys.news, keys.triage_news, keys.escalation_news
+                )
                 self.dispatcher.wake()  # anything queued while we were not listening
                 while True:
                     # get_message with a timeout, not listen(): listen() retries internally, so a
@@ -263,6 +265,8 @@ class Gateway:
                         self.seats.on_news(message["data"])
                     elif channel == keys.triage_news:
                         self.seats.on_triage_news(message["data"])
+                    elif channel == keys.escalation_news:
+                        self.seats.on_escalation(message["data"])
                     else:
                         self.seats.on_transcript(message["data"])
             except (RedisError, OSError):

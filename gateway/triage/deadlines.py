@@ -24,10 +24,9 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 
 from gateway.ivr.calendar import Calendar, hours_on, local_time
-from gateway.ticket import ClockName, DeadlineClock, Ticket
+from gateway.ticket import ClockName, DeadlineClock, EscalationKind, Ticket
 
 Colour = Literal["green", "yellow", "red"]
-EscalationKind = Literal["reminder", "report"]
 ESCALATION_KINDS: tuple[EscalationKind, ...] = ("reminder", "report")
 
 COLOUR_ORDER: dict[Colour, int] = {"green": 0, "yellow": 1, "red": 2}

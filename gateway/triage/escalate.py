@@ -81,6 +81,13 @@ class Escalator:
             if len(ids) < batch:
                 return written
 
+    async def _tell_seat(self, sent: list[Escalated]) -> None:
+        """The events just sent, for the seat holding the ticket (Pub/Sub: a seat away gets them
+        from its journal, as the process it left journals them; the history has them anyway)."""
+        redis, channel = self._queue.redis, self._queue.keys.escalation_news
+        for event in sent:
+            await redis.publish(channel, event.serialize())
+
     async def escalate(self, ticket_id: str, ticket: Ticket | None, now: datetime) -> int:
         """One ticket's events due by `now` and not sent before; how many were written now."""
         if ticket is None or ticket.status not in OPEN:  # gone or closed: it owes nothing, off the schedule
@@ -93,5 +100,6 @@ class Escalator:
         written = await self._queue.escalate(ticket.id, events, step.next_at, now, ESCALATIONS_MAXLEN)
         if written:
             log.info("escalation: ticket %s sent %s", ticket.id, ", ".join(written))
+            await self._tell_seat([event for event in events if f"{event.clock}:{event.kind}" in written])
         self.sent += len(written)
         return len(written)

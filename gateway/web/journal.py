@@ -4,8 +4,8 @@ is sent what it missed from the last position it saw (its hello's `since`), not 
 time window.
 
 Journaled: what happens to a held ticket that the agent did not do (`JOURNALED`): the citizen's
-messages, replies' delivery states, final transcript segments, triage's decisions and alerts, a
-ticket taken back, a call that ended. A partial transcript segment is not (the final one replaces
+messages, replies' delivery states, final transcript segments, triage's decisions and alerts, 督办
+events, a ticket taken back, a call that ended. A partial transcript segment is not (the final one replaces
 it), nor what answers the seat's own frames (`ack`, `ticket`) or offers (a closed seat's offers go
 back to the queue). Each frame is sent with its position as `seq`; the seat keeps the last it saw.
 
@@ -47,6 +47,7 @@ JOURNALED: tuple[type[proto.ServerFrame], ...] = (
     proto.Delivery,
     proto.TriagedFrame,
     proto.AlertFrame,
+    proto.EscalatedFrame,
 )
 
 

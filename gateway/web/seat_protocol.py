@@ -26,9 +26,11 @@ from gateway.errors import FieldError, GatewayError, InvalidRequest, PayloadTooL
 from gateway.messages import TicketId, TriageNews, adapter, fields_of
 from gateway.ticket import (
     EDITABLE_FIELDS,
+    ClockName,
     ConversationMessage,
     DeadlineClock,
     DeliveryStatus,
+    EscalationKind,
     SensitiveAlert,
     Suggestion,
     Ticket,
@@ -517,11 +519,24 @@ class AlertFrame(ServerFrame):
     seq: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class EscalatedFrame(ServerFrame):
+    """A 督办 event was sent for a ticket the seat holds: its `clock` is overdue (`due`), the
+    `reminder` the working day after, the `report` 5 working days later."""
+
+    TYPE: ClassVar[str] = "escalated"
+    ticket: TicketId
+    clock: ClockName
+    kind: EscalationKind
+    due: str
+    seq: str = ""
+
+
 SERVER_FRAMES: dict[str, type[ServerFrame]] = {
     cls.TYPE: cls
     for cls in (
         Welcome, Offer, OfferRevoked, StateFrame, TicketFrame, ScreenPop, Revoked, CallEnded, Ack, ErrorFrame, Pong,
-        Transcript, MessageFrame, Delivery, AlertFrame, TriagedFrame,
+        Transcript, MessageFrame, Delivery, AlertFrame, TriagedFrame, EscalatedFrame,
     )
 }  # fmt: skip
 

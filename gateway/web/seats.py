@@ -503,6 +503,16 @@ class SeatServer:
             if news.alerts:
                 self._tell(agent, proto.AlertFrame(news.ticket, news.priority, news.alerts))
 
+    def on_escalation(self, data: bytes | str) -> None:
+        """A 督办 event just sent for a ticket a seat here holds (or held when it dropped)."""
+        event = _parsed(messages.Escalated, data)
+        if event is None:
+            return
+        holders = [s.agent.id for s in self._dispatcher.sessions.values() if s.holds(event.ticket)]
+        frame = proto.EscalatedFrame(event.ticket, event.clock, event.kind, event.due.isoformat())
+        for agent in holders + self.away_holding(event.ticket):
+            self._tell(agent, frame)
+
     def _closed_under_seat(self, session: SeatSession, ticket_id: str, reason: str) -> None:
         """A ticket the seat held was closed by someone else: it no longer holds it, and is told."""
         timer = session.offers.pop(ticket_id, None)
@@ -762,7 +772,7 @@ def wrap_up_limit(config: GatewayConfig, queues: list[str], last_queue: str) -> 
     return 0.0 if not mine or 0.0 in mine else max(mine)
 
 
-P = TypeVar("P", messages.ConversationNews, messages.Transcript, messages.TriageNews)
+P = TypeVar("P", messages.ConversationNews, messages.Transcript, messages.TriageNews, messages.Escalated)
 
 
 def _parsed(kind: type[P], data: bytes | str) -> P | None:

@@ -23,7 +23,7 @@ from gateway.triage.deadlines import ESCALATED, ESCALATED_BY
 from gateway.triage.escalate import Escalator
 from gateway.triage.service import Triage, build_triager
 from tests.conftest import ConfigFactory
-from tests.helpers import queued_ticket
+from tests.helpers import Seat, queued_ticket, running_gateway
 from tests.ivr.test_calendar import OFFICE
 from tests.redis_typed import stream_entries
 
@@ -193,3 +193,28 @@ def test_the_loops_settings_are_checked_by_field(config_factory: ConfigFactory) 
         "triage.escalate_every",
         "triage.escalate_batch",
     }
+
+
+async def test_the_seat_holding_an_overdue_ticket_is_told_of_each_event(
+    escalate_config: GatewayConfig, catalogue_path: Path
+) -> None:
+    # The gateway serves the seat; the loop runs beside it, as any triage process's would (none in
+    # the core: its own loop, on Redis's clock, would find the March ticket overdue at once).
+    config = escalate_config.model_copy(
+        update={"triage": escalate_config.triage.model_copy(update={"in_core": False})}
+    )
+    async with running_gateway(config) as (gateway, bound):
+        seat = await Seat.connect(bound, "a1")
+        triage = Triage(gateway.queue.live, gateway.queue, build_triager(escalate_config), name="beside")
+        ticket_id = await overdue_ticket(gateway.queue, triage, "m-seat")
+        assert (await seat.expect("offer"))["ticket"]["id"] == ticket_id
+        await seat.send(type="accept", ticket=ticket_id)
+        await seat.expect("ticket")
+        loop = Escalator(gateway.queue.live, gateway.queue)
+        assert await loop.escalate_due(REMINDER) == 1
+        frame = await seat.expect("escalated")
+        assert (frame["ticket"], frame["clock"], frame["kind"]) == (ticket_id, "resolve", "reminder")
+        assert datetime.fromisoformat(frame["due"]) == DUE and frame["seq"], "journaled: a seat away gets it back"
+        assert await loop.escalate_due(REPORT) == 1
+        assert (await seat.expect("escalated"))["kind"] == "report"
+        await seat.close()

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import unicodedata
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -255,6 +256,11 @@ FRAME_STRATEGIES: dict[type[proto.ServerFrame], st.SearchStrategy[proto.ServerFr
     proto.AlertFrame: st.builds(
         proto.AlertFrame, ticket_ids, st.integers(min_value=0, max_value=9),
         st.lists(sensitive_alerts, max_size=3).map(tuple),
+    ),
+    proto.EscalatedFrame: st.builds(
+        proto.EscalatedFrame, ticket_ids, st.sampled_from(["contact", "reply", "resolve"]),
+        st.sampled_from(["reminder", "report"]), st.datetimes(timezones=st.just(UTC)).map(datetime.isoformat),
+        st.sampled_from(["", "1700000000000-0", "1700000000000-12"]),
     ),
 }  # fmt: skip
 

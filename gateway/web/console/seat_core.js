@@ -249,6 +249,14 @@ const FRAMES = {
     const change = (ticket) => ({ ...ticket, ...Object.fromEntries(fields.map((name) => [name, frame[name] ?? ticket[name]])) });
     return step(withTicket(state, frame.ticket, change));
   },
+  escalated(state, frame) {
+    // 督办: the clock is overdue and the hotline's supervision has sent its reminder (or report).
+    const what = frame.kind === "report" ? "督办通报" : "督办提醒";
+    const clock = CLOCK_LABELS[frame.clock] || frame.clock;
+    const due = new Date(frame.due).toLocaleString("zh-CN", { hour12: false });
+    const text = `${what}：工单 ${frame.ticket} 的${clock}已超期（应于 ${due} 前），请尽快处理`;
+    return step(noticed(state, text, frame.kind === "report" ? "error" : "warn"));
+  },
   call_ended(state, frame) {
     return step(noticed(state, `工单 ${frame.ticket} 的通话已结束，工单仍由您处理`));
   },

@@ -11,7 +11,7 @@ from datetime import timedelta
 from playwright.sync_api import Page, expect
 
 from gateway.config import LiveConfig, TriageConfig
-from gateway.messages import ConversationNews, TriageNews
+from gateway.messages import ConversationNews, Escalated, TriageNews
 from gateway.ticket import (
     Attachment,
     Citizen,
@@ -332,3 +332,19 @@ def test_a_repeat_contact_is_marked_on_the_offer_and_its_earlier_tickets_listed_
     expect(offer).to_contain_text(again.id)
     expect(page.locator("#offer-repeat")).to_have_text("重复来电（此前 3 次）")
     assert not errors, errors
+
+
+def test_a_duban_event_on_a_held_ticket_is_said_on_the_seat(live: GatewayThread, page: Page) -> None:
+    ready_seat(page, live)
+    ticket_id = live.intake({"citizen": {"phone": "13912345678"}, "text": "社保断缴了怎么补缴"})
+    expect(page.locator("#offer")).to_be_visible()
+    page.get_by_role("button", name="接受").click()
+    expect(page.locator("#current")).to_be_visible()
+    due = utcnow() - timedelta(days=1)
+    queue = live.running.queue
+    for kind in ("reminder", "report"):
+        event = Escalated(ticket_id, "general", "resolve", kind, due, utcnow())
+        live.call(queue.redis.publish(queue.keys.escalation_news, event.serialize()))
+    notices = page.locator("#notices")
+    expect(notices).to_contain_text(f"督办提醒：工单 {ticket_id} 的办结时限已超期")
+    expect(notices.locator(".error")).to_contain_text(f"督办通报：工单 {ticket_id} 的办结时限已超期")
