@@ -27,6 +27,7 @@ import {
   earlierWanted,
   repeatMark,
   earlierItems,
+  historyLines,
 } from "./seat_core.js";
 import { $, element, callApi } from "./page.js";
 
@@ -844,6 +845,18 @@ function ticketCard(ticket, { conversation: withMessages = true } = {}) {
   for (const message of withMessages ? ticket.messages || [] : []) {
     const who = message.direction === "in" ? "市民" : "回复";
     list.append(row(who, element("p", { className: "message", text: message.text })));
+  }
+  const lines = historyLines(ticket);
+  if (lines.length) {
+    // 处理记录: who did what with the ticket, folded away until the agent opens it.
+    const items = lines.map((line) => element("li", { text: `${timeOf(line.at)}  ${line.who}  ${line.what}` }));
+    const record = element(
+      "details",
+      { className: "history" },
+      element("summary", { text: `处理记录（${lines.length} 条）` }),
+      element("ol", {}, ...items),
+    );
+    list.append(row("处理记录", record));
   }
   return list;
 }

@@ -67,6 +67,62 @@ export const ALERT_CATEGORIES = Object.freeze({
   minor_at_risk: "未成年人风险",
 });
 
+const HISTORY_ACTIONS = Object.freeze({
+  queued: "进入队列",
+  offered: "派给坐席",
+  claimed: "坐席受理",
+  updated: "修改工单",
+  submitted: "提交",
+  requeued: "退回队列",
+  abandoned: "未接通结束",
+  replied: "回复市民",
+  message: "市民来信",
+  sent: "已发出",
+  delivered: "已送达",
+  failed: "发送失败",
+  page_sent: "已短信通知值班班长",
+  page_failed: "通知班长失败",
+  triaged: "智能分析",
+  reassessed: "通话中发现敏感词",
+  merged: "并入主单",
+  child_linked: "新增子单",
+  child_split: "子单拆出",
+  split: "拆分为独立工单",
+  merge_confirmed: "确认合并",
+  answered_by_parent: "随主单答复",
+  followup_asked: "回访已发出",
+  followup_answered: "回访已答复",
+  followup_unanswered: "回访未答复",
+  followup_not_sent: "未能回访",
+  reopened: "重办",
+});
+const HISTORY_HIDDEN = new Set(["transcript"]); // each final segment of a call: the 实时转写 shows them
+
+function actorLabel(actor) {
+  const [kind, ...rest] = String(actor).split(":");
+  const who = rest.join(":");
+  const kinds = { agent: "坐席", worker: "语音网关", channel: "通道", client: "接口", parent: "主单" };
+  if (actor === "triage") return "智能分派";
+  if (actor === "system") return "系统";
+  return kinds[kind] ? `${kinds[kind]} ${who}` : actor;
+}
+
+export function historyLines(ticket) {
+  // The ticket's history as the agent reads it, oldest first: when, who, what (a 督办 names its clock).
+  return (ticket.history || [])
+    .filter((entry) => !HISTORY_HIDDEN.has(entry.action))
+    .map((entry) => {
+      const detail = entry.detail || {};
+      let what = HISTORY_ACTIONS[entry.action] || entry.action;
+      if (entry.action === "escalated") {
+        what = `${detail.kind === "report" ? "督办通报" : "督办提醒"}（${CLOCK_LABELS[detail.clock] || detail.clock}）`;
+      } else if (detail.reason) {
+        what = `${what}（${detail.reason}）`;
+      }
+      return { at: entry.at, who: actorLabel(entry.actor), what };
+    });
+}
+
 export function initialState(now) {
   return {
     connection: "idle", // idle | connecting | open | closed

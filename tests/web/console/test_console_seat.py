@@ -348,3 +348,18 @@ def test_a_duban_event_on_a_held_ticket_is_said_on_the_seat(live: GatewayThread,
     notices = page.locator("#notices")
     expect(notices).to_contain_text(f"督办提醒：工单 {ticket_id} 的办结时限已超期")
     expect(notices.locator(".error")).to_contain_text(f"督办通报：工单 {ticket_id} 的办结时限已超期")
+
+
+def test_the_tickets_history_is_there_to_open_in_the_agents_words(live: GatewayThread, page: Page) -> None:
+    ready_seat(page, live)
+    ticket_id = live.intake({"citizen": {"phone": "13912345678"}, "text": "小区路灯不亮"})
+    expect(page.locator("#offer")).to_be_visible()
+    page.get_by_role("button", name="接受").click()
+    record = page.locator("#current details.history")
+    expect(record.locator("summary")).to_have_text(re.compile(r"处理记录（[0-9]+ 条）"))
+    record.locator("summary").click()
+    lines = record.locator("li")
+    expect(lines.first).to_contain_text("接口 webform")
+    expect(lines.first).to_contain_text("进入队列")
+    expect(record).to_contain_text("坐席 a1  坐席受理")
+    assert live.call(live.running.queue.get(ticket_id)).status == "claimed"
