@@ -244,14 +244,20 @@ async def _citizen_writes(live: GatewayThread, ticket: Ticket, text: str, number
     await queue.redis.publish(queue.keys.news, ConversationNews(ticket.id, "a1", said).serialize())
 
 
-def test_news_missed_while_the_seats_server_restarted_is_replayed_by_position(live: GatewayThread, page: Page) -> None:
-    ticket = sms_ticket("楼下饭店油烟太大")
+def busy_with_sms(page: Page, live: GatewayThread, text: str) -> Ticket:
+    """A citizen's SMS claimed on the page, the seat then busy (offered nothing else meanwhile)."""
+    ticket = sms_ticket(text)
     claimed_on_page(page, live, ticket)
+    page.get_by_role("button", name="示忙").click()
+    expect(page.locator("#state-label")).to_have_text("示忙")
+    return ticket
+
+
+def test_news_missed_while_the_seats_server_restarted_is_replayed_by_position(live: GatewayThread, page: Page) -> None:
+    ticket = busy_with_sms(page, live, "楼下饭店油烟太大")
     expect(page.locator("body")).to_have_attribute("data-connects", "1")
     said = page.locator("#conversation-list li")
     expect(said).to_have_count(1)
-    page.get_by_role("button", name="示忙").click()
-    expect(page.locator("#state-label")).to_have_text("示忙")
     journal = live.call(live.running.queue.redis.xlen(live.running.queue.keys.journal("a1")))
 
     async def written_meanwhile() -> None:
@@ -271,10 +277,7 @@ def test_news_missed_while_the_seats_server_restarted_is_replayed_by_position(li
 def test_a_page_that_comes_back_asks_for_what_it_missed_since_the_position_it_kept(
     live: GatewayThread, page: Page
 ) -> None:
-    ticket = sms_ticket("公交站台的顶棚漏雨")
-    claimed_on_page(page, live, ticket)
-    page.get_by_role("button", name="示忙").click()
-    expect(page.locator("#state-label")).to_have_text("示忙")
+    ticket = busy_with_sms(page, live, "公交站台的顶棚漏雨")
     live.call(_citizen_writes(live, ticket, "就在人民路站"))  # seen live: the page keeps its position
     said = page.locator("#conversation-list li")
     expect(said).to_have_count(2)
