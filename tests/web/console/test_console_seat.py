@@ -253,6 +253,14 @@ def busy_with_sms(page: Page, live: GatewayThread, text: str) -> Ticket:
     return ticket
 
 
+def shows_one_missed_message(page: Page, count: int, text: str) -> None:
+    """The conversation has `count` messages, the last `text`, and the page says one came meanwhile."""
+    said = page.locator("#conversation-list li")
+    expect(said).to_have_count(count)
+    expect(said.nth(count - 1)).to_contain_text(text)
+    expect(page.locator("#notices")).to_contain_text("断线期间收到市民新消息 1 条，已补上")
+
+
 def test_news_missed_while_the_seats_server_restarted_is_replayed_by_position(live: GatewayThread, page: Page) -> None:
     ticket = busy_with_sms(page, live, "楼下饭店油烟太大")
     expect(page.locator("body")).to_have_attribute("data-connects", "1")
@@ -269,9 +277,7 @@ def test_news_missed_while_the_seats_server_restarted_is_replayed_by_position(li
 
     live.call(written_meanwhile())
     expect(page.locator("body")).to_have_attribute("data-connects", "2")
-    expect(said).to_have_count(2)
-    expect(said.nth(1)).to_contain_text("晚上十点以后还在排烟")
-    expect(page.locator("#notices")).to_contain_text("断线期间收到市民新消息 1 条，已补上")
+    shows_one_missed_message(page, 2, "晚上十点以后还在排烟")
 
 
 def test_a_page_that_comes_back_asks_for_what_it_missed_since_the_position_it_kept(
@@ -287,10 +293,8 @@ def test_a_page_that_comes_back_asks_for_what_it_missed_since_the_position_it_ke
     live.call(_citizen_writes(live, ticket, "下雨天根本没法等车", number=2))
     page.goto(seat_url)
     expect(page.locator("#connection")).to_have_text("已连接")
-    expect(said).to_have_count(3)
-    expect(said.nth(2)).to_contain_text("下雨天根本没法等车")
     # Only what came after the kept position is new to the page: one message, not two.
-    expect(page.locator("#notices")).to_contain_text("断线期间收到市民新消息 1 条，已补上")
+    shows_one_missed_message(page, 3, "下雨天根本没法等车")
 
 
 def test_a_repeat_contact_is_marked_on_the_offer_and_its_earlier_tickets_listed_after_the_accept(
